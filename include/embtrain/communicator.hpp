@@ -1,0 +1,85 @@
+// Communicator: the collectives a sharded step needs, behind one interface
+// so that the data can move over MPI or NCCL while control (counts, error
+// agreement) stays on MPI.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace embtrain {
+
+enum class CommType { kByte, kInt32, kInt64, kFloat32, kFloat64 };
+int comm_type_size(CommType type);
+
+// Bytes a communicator has moved, for logs and benchmarks.
+struct TrafficCounters {
+  int64_t bytes_sent = 0;      // to other ranks (self-copies excluded)
+  int64_t bytes_received = 0;  // from other ranks
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // Variable all-to-all: rank r sends send_counts[d] elements to rank d,
+  // taken from `send` at the prefix sum of send_counts; it receives
+  // recv_counts[s] elements from rank s, stored in `recv` in rank order.
+  // Counts are in elements and may exceed 2^31.
+  virtual void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                         const std::vector<int64_t>& recv_counts, CommType type) = 0;
+  // Fixed all-to-all of `count` elements per peer.
+  virtual void alltoall(const void* send, void* recv, int64_t count, CommType type) = 0;
+  // In-place sum / max / min over ranks.
+  virtual void allreduce_sum(void* data, int64_t count, CommType type) = 0;
+  virtual void allreduce_max(void* data, int64_t count, CommType type) = 0;
+  virtual void allreduce_min(void* data, int64_t count, CommType type) = 0;
+  virtual void broadcast(void* data, int64_t count, CommType type, int root) = 0;
+  // Rank 0 receives counts[s] elements from each rank s, in rank order.
+  virtual void gatherv(const void* send, int64_t send_count, void* recv,
+                       const std::vector<int64_t>& counts, CommType type, int root) = 0;
+  virtual void barrier() = 0;
+
+  // Every rank passes its own error message ("" when it has none) and gets
+  // back the message of the lowest failing rank, or "" when all are fine.
+  // A collective: ranks agree on failure before anyone throws, so a bad
+  // input on one rank ends the step on every rank without a hang.
+  std::string agree_on_error(const std::string& local_error);
+
+  const TrafficCounters& traffic() const { return traffic_; }
+  void reset_traffic() { traffic_ = TrafficCounters{}; }
+
+ protected:
+  TrafficCounters traffic_;
+};
+
+// Runs `work` on every rank; if it throws embtrain::Error on any rank, every
+// rank throws AgreedError with the lowest failing rank's message. For work
+// whose inputs may fail on some ranks only (reading a file, writing output).
+void run_agreed(Communicator& comm, const std::function<void()>& work);
+
+// Creates the MPI communicator over MPI_COMM_WORLD (MPI must be initialised;
+// see MpiSession). `max_message_elements` caps one MPI message (default
+// INT32_MAX): larger transfers are split, and tests lower it to exercise
+// the split path without gigabytes of memory.
+std::unique_ptr<Communicator> make_mpi_communicator(int64_t max_message_elements = 0);
+
+// MPI_Init / MPI_Finalize for the lifetime of the object; a no-op when MPI
+// is already initialised by someone else.
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+
+ private:
+  bool owns_ = false;
+};
+
+}  // namespace embtrain

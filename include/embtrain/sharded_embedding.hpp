@@ -1,0 +1,87 @@
+// ShardedEmbedding: tables row-sharded over the ranks of a Communicator,
+// stepped together so that every all-to-all carries all tables at once.
+// A step gives the result of one process training on the global batch (the
+// ranks' batches concatenated in rank order), up to float summation order.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "embtrain/communicator.hpp"
+#include "embtrain/embedding_table.hpp"
+#include "embtrain/kernels_cpu.hpp"
+#include "embtrain/shard_plan.hpp"
+
+namespace embtrain {
+
+// Milliseconds per phase and bytes each exchange sent to other ranks,
+// summed over steps until reset.
+struct ShardedStepStats {
+  double unique_ms = 0, alltoall_ids_ms = 0, gather_ms = 0, alltoall_rows_ms = 0;
+  double reduce_ms = 0, alltoall_grads_ms = 0, update_ms = 0;
+  int64_t ids_bytes_sent = 0, rows_bytes_sent = 0, grads_bytes_sent = 0;
+  int64_t steps = 0;
+};
+
+class ShardedEmbedding {
+ public:
+  // Fresh tables: rows drawn from N(0, 1) by (seed, table index, row), so
+  // the values do not depend on the number of ranks.
+  ShardedEmbedding(const std::vector<TableSpec>& specs, Communicator* comm, uint64_t seed);
+  // Given rows: local_rows[t] holds this rank's block of table t
+  // (plan(t).shard_rows(rank) x dim floats).
+  ShardedEmbedding(const std::vector<TableSpec>& specs, Communicator* comm,
+                   const std::vector<std::vector<float>>& local_rows);
+
+  int num_tables() const { return static_cast<int>(shards_.size()); }
+  const ShardPlan& plan(int t) const { return plans_[t]; }
+  const EmbeddingTable& shard(int t) const { return shards_[t]; }
+  EmbeddingTable& shard(int t) { return shards_[t]; }
+  Communicator& comm() { return *comm_; }
+
+  // ids[t]: this rank's ids for table t; out[t]: ids[t].numel() x dim_t
+  // floats. A bad id on any rank throws the same embtrain::Error on every
+  // rank (a collective: all ranks must call it).
+  void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out);
+  // grad_out[t]: the gradient of out[t]. Reduces it at the rows' owners.
+  void backward(const std::vector<const float*>& grad_out);
+  // Optimizer step on every table with the last backward's gradient.
+  void step();
+
+  // Table t assembled on `root` (num_embeddings x dim); empty elsewhere.
+  std::vector<float> gather_table(int t, int root);
+
+  const ShardedStepStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = ShardedStepStats{}; }
+
+ private:
+  // What one table's forward leaves for its backward.
+  struct TableStep {
+    std::vector<int64_t> ids;        // this rank's ids, validated
+    cpu::UniqueIndex local;          // their distinct ids (requester side)
+    std::vector<int64_t> unique_begin;  // P + 1: local.unique split by owner
+    std::vector<int64_t> row_offset;    // per local unique id: its row in rows_recv_
+    std::vector<int64_t> recv_ids;      // ids other ranks asked this owner for
+    std::vector<int64_t> recv_offset;   // per received id: its slot in the owner's buffers
+    cpu::UniqueIndex owned;             // distinct ids of recv_ids (owner side)
+    std::vector<int64_t> update_rows;   // rows to update: owned.unique less padding
+    std::vector<float> update_grads;    // their combined gradients
+  };
+
+  void exchange_counts();
+
+  Communicator* comm_;
+  std::vector<ShardPlan> plans_;
+  std::vector<EmbeddingTable> shards_;
+  std::vector<TableStep> steps_;
+  // Per (peer, table) element counts of the id exchange: send_[d * T + t] ids
+  // of table t go to rank d; recv_[s * T + t] arrive from rank s.
+  std::vector<int64_t> send_ids_count_, recv_ids_count_;
+  // Exchange buffers, reused across steps.
+  std::vector<int64_t> ids_send_, ids_recv_;
+  std::vector<float> rows_send_, rows_recv_;
+  std::vector<int32_t> counts_send_, counts_recv_;
+  ShardedStepStats stats_;
+};
+
+}  // namespace embtrain

@@ -1,0 +1,12 @@
+#pragma once
+
+namespace embtrain {
+namespace app {
+
+// Each subcommand gets argv with argv[0] = its own name and returns the
+// process exit status; errors are thrown as embtrain::Error.
+int run_replay(int argc, char** argv);
+int run_bench(int argc, char** argv);
+
+}  // namespace app
+}  // namespace embtrain

@@ -1,0 +1,234 @@
+// embtrain replay: runs recorded steps (ids_<k>.npy, grad_<k>.npy) through
+// forward, backward and the optimizer, and writes each step's output and the
+// final table, so the result can be compared with PyTorch on the same steps.
+//
+// Nothing is written to the output folder unless every step succeeds: the
+// files go to a temporary folder beside it and move into place at the end.
+#include <omp.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "commands.hpp"
+#include "embtrain/communicator.hpp"
+#include "embtrain/sharded_embedding.hpp"
+#include "embtrain/errors.hpp"
+#include "embtrain/npy.hpp"
+#include "table_options.hpp"
+
+namespace embtrain {
+namespace app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A folder that is removed on destruction unless released.
+class TempDir {
+ public:
+  explicit TempDir(fs::path path) : path_(std::move(path)) {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+    EMBTRAIN_REQUIRE(fs::create_directories(path_, ec) && !ec, path_.string(),
+                     ": cannot create folder: ", ec.message());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!released_) fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  void release() { released_ = true; }
+
+ private:
+  fs::path path_;
+  bool released_ = false;
+};
+
+// Moves the files of `from` into `to` (created if absent), then removes `from`.
+void move_into_place(TempDir* from, const fs::path& to) {
+  std::error_code ec;
+  if (!fs::exists(to)) {
+    fs::rename(from->path(), to, ec);
+    EMBTRAIN_REQUIRE(!ec, to.string(), ": cannot create output folder: ", ec.message());
+    from->release();
+    return;
+  }
+  for (const auto& entry : fs::directory_iterator(from->path())) {
+    fs::rename(entry.path(), to / entry.path().filename(), ec);
+    EMBTRAIN_REQUIRE(!ec, (to / entry.path().filename()).string(),
+                     ": cannot move output into place: ", ec.message());
+  }
+}
+
+// Rank `rank`'s part of a batch: a contiguous slice along the first axis,
+// slices differing by at most one row, lower ranks taking the extra ones.
+struct BatchSlice {
+  int64_t first_element = 0, num_elements = 0;
+  std::vector<int64_t> shape;
+};
+
+BatchSlice slice_batch(const NpyArray& ids, int ranks, int rank) {
+  BatchSlice slice;
+  if (ids.shape.empty()) {  // a single id: rank 0 takes it
+    slice.num_elements = rank == 0 ? 1 : 0;
+    slice.shape = rank == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{0};
+    return slice;
+  }
+  const int64_t inner = ids.shape[0] == 0 ? 0 : ids.numel() / ids.shape[0];
+  const ShardPlan split(ids.shape[0], ranks);
+  slice.shape = ids.shape;
+  slice.shape[0] = split.shard_rows(rank);
+  slice.first_element = split.row_begin(rank) * inner;
+  slice.num_elements = split.shard_rows(rank) * inner;
+  return slice;
+}
+
+int64_t count_steps(const fs::path& batches) {
+  int64_t k = 0;
+  while (fs::exists(batches / ("ids_" + std::to_string(k) + ".npy"))) ++k;
+  return k;
+}
+
+}  // namespace
+
+int run_replay(int argc, char** argv) {
+  po::options_description options(
+      "usage: [mpirun -np P] embtrain replay --weights W.npy --batches DIR --out DIR2 [options]\n\n"
+      "Replays K recorded steps: for k = 0..K-1 it reads DIR/ids_<k>.npy (int32 or int64, any\n"
+      "shape) and DIR/grad_<k>.npy (float32, ids.shape + [dim]), runs forward, backward with\n"
+      "that gradient and one optimizer step, and writes DIR2/out_<k>.npy and the final table\n"
+      "DIR2/weights.npy. Under mpirun the table is row-sharded over the ranks and rank r takes\n"
+      "a contiguous slice of each batch along its first axis; the files written are those of\n"
+      "one process. On any error nothing is written to DIR2.\n\noptions");
+  // clang-format off
+  options.add_options()
+    ("help,h", "show this help")
+    ("weights", po::value<std::string>()->required(), "starting table, float32 .npy of shape (rows, dim)")
+    ("batches", po::value<std::string>()->required(), "folder with ids_<k>.npy and grad_<k>.npy")
+    ("steps", po::value<int64_t>(), "number of steps K (default: every ids_<k>.npy from k = 0)")
+    ("out", po::value<std::string>()->required(), "output folder (created if absent)")
+    ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)");
+  // clang-format on
+  add_table_options(&options, "sgd", 0.01);
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::cout << options << "\n";
+    return 0;
+  }
+  std::unique_ptr<Communicator> comm = make_mpi_communicator();
+  const bool root = comm->rank() == 0;
+
+  // Setup: the same on every rank, so a bad option or file fails everywhere.
+  po::variables_map vm;
+  fs::path batches, out_dir;
+  int64_t steps = 0;
+  TableSpec spec;
+  std::vector<float> local_rows;
+  run_agreed(*comm, [&] {
+    vm = parse_command_line(argc, argv, options, "replay");
+    if (vm.count("help")) return;
+    const int threads = vm["threads"].as<int>();
+    EMBTRAIN_REQUIRE(threads >= 0, "option --threads = ", threads, " is invalid (valid: >= 0)");
+    if (threads > 0) omp_set_num_threads(threads);
+    batches = vm["batches"].as<std::string>();
+    EMBTRAIN_REQUIRE(fs::is_directory(batches), "option --batches: ", batches.string(),
+                     " is not a folder");
+    steps = vm.count("steps") ? vm["steps"].as<int64_t>() : count_steps(batches);
+    EMBTRAIN_REQUIRE(steps >= 0, "option --steps = ", steps, " is invalid (valid: >= 0)");
+    out_dir = vm["out"].as<std::string>();
+    if (!out_dir.has_filename()) out_dir = out_dir.parent_path();  // "dir/" -> "dir"
+    EMBTRAIN_REQUIRE(!fs::exists(out_dir) || fs::is_directory(out_dir), "option --out: ",
+                     out_dir.string(), " exists and is not a folder");
+
+    const std::string weights_path = vm["weights"].as<std::string>();
+    const NpyArray w = read_npy(weights_path);
+    EMBTRAIN_REQUIRE(w.dtype == DType::kFloat32 && w.shape.size() == 2, weights_path,
+                     ": weights must be a 2-D float32 array, got ", dtype_name(w.dtype),
+                     " of shape ", shape_to_string(w.shape));
+    spec.name = "replay";
+    spec.num_embeddings = w.shape[0];
+    spec.dim = w.shape[1];
+    read_table_options(vm, &spec);
+    const ShardPlan plan(spec.num_embeddings, comm->size());
+    const float* begin = w.as<float>() + plan.row_begin(comm->rank()) * spec.dim;
+    local_rows.assign(begin, begin + plan.shard_rows(comm->rank()) * spec.dim);
+  });
+  if (vm.count("help")) {
+    if (root) std::cout << options << "\n";
+    return 0;
+  }
+  const int64_t dim = spec.dim;
+  ShardedEmbedding table({spec}, comm.get(), {local_rows});
+  local_rows = {};
+
+  // Only rank 0 writes, into a temporary folder that moves into place once
+  // every step has succeeded.
+  std::unique_ptr<TempDir> tmp;
+  run_agreed(*comm, [&] {
+    if (root)
+      tmp = std::make_unique<TempDir>(out_dir.string() + ".partial-" + std::to_string(::getpid()));
+  });
+
+  std::vector<float> out, global_out;
+  for (int64_t k = 0; k < steps; ++k) {
+    const std::string ids_path = (batches / ("ids_" + std::to_string(k) + ".npy")).string();
+    const std::string grad_path = (batches / ("grad_" + std::to_string(k) + ".npy")).string();
+    NpyArray ids, grad;
+    std::vector<int64_t> out_shape;
+    run_agreed(*comm, [&] {
+      ids = read_npy(ids_path);
+      EMBTRAIN_REQUIRE(ids.dtype == DType::kInt32 || ids.dtype == DType::kInt64, ids_path,
+                       ": ids must be int32 or int64, got ", dtype_name(ids.dtype));
+      grad = read_npy(grad_path);
+      out_shape = ids.shape;
+      out_shape.push_back(dim);
+      EMBTRAIN_REQUIRE(grad.dtype == DType::kFloat32 && grad.shape == out_shape, grad_path,
+                       ": gradient must be float32 of shape ids.shape + [dim] = ",
+                       shape_to_string(out_shape), ", got ", dtype_name(grad.dtype),
+                       " of shape ", shape_to_string(grad.shape));
+      // Check the whole batch here so that an error names the id's position
+      // in the file, not in one rank's slice of it.
+      const std::string bad = check_ids(IdsView::of(ids), spec);
+      EMBTRAIN_REQUIRE(bad.empty(), ids_path, ": ", bad);
+    });
+    // This rank's slice along the first axis (a 0-d batch goes to rank 0).
+    const BatchSlice slice = slice_batch(ids, comm->size(), comm->rank());
+    IdsView view{ids.data.data() + slice.first_element * dtype_size(ids.dtype), ids.dtype,
+                 slice.shape};
+    out.resize(static_cast<size_t>(slice.num_elements * dim));
+    try {
+      table.forward({view}, {out.data()});
+    } catch (const AgreedError& e) {
+      throw AgreedError(ids_path + ": " + e.what());
+    }
+    table.backward({grad.as<float>() + slice.first_element * dim});
+    table.step();
+
+    std::vector<int64_t> counts(comm->size());
+    for (int r = 0; r < comm->size(); ++r)
+      counts[r] = slice_batch(ids, comm->size(), r).num_elements * dim;
+    if (root) global_out.resize(static_cast<size_t>(ids.numel() * dim));
+    comm->gatherv(out.data(), counts[comm->rank()], global_out.data(), counts,
+                  CommType::kFloat32, 0);
+    run_agreed(*comm, [&] {
+      if (root)
+        write_npy((tmp->path() / ("out_" + std::to_string(k) + ".npy")).string(),
+                  DType::kFloat32, out_shape, global_out.data());
+    });
+  }
+  const std::vector<float> weights = table.gather_table(0, 0);
+  run_agreed(*comm, [&] {
+    if (!root) return;
+    write_npy((tmp->path() / "weights.npy").string(), DType::kFloat32,
+              {spec.num_embeddings, dim}, weights.data());
+    move_into_place(tmp.get(), out_dir);
+  });
+  if (root)
+    std::fprintf(stderr, "embtrain replay: %lld steps on %d rank(s), wrote %s\n",
+                 static_cast<long long>(steps), comm->size(), out_dir.string().c_str());
+  return 0;
+}
+
+}  // namespace app
+}  // namespace embtrain

@@ -1,0 +1,41 @@
+#include "embtrain/communicator.hpp"
+
+#include "embtrain/errors.hpp"
+
+namespace embtrain {
+
+int comm_type_size(CommType type) {
+  switch (type) {
+    case CommType::kByte: return 1;
+    case CommType::kInt32: return 4;
+    case CommType::kInt64: return 8;
+    case CommType::kFloat32: return 4;
+    case CommType::kFloat64: return 8;
+  }
+  return 1;
+}
+
+std::string Communicator::agree_on_error(const std::string& local_error) {
+  // The lowest failing rank speaks for everyone: its message goes to all.
+  int first = local_error.empty() ? size() : rank();
+  allreduce_min(&first, 1, CommType::kInt32);
+  if (first == size()) return "";
+  int64_t length = first == rank() ? static_cast<int64_t>(local_error.size()) : 0;
+  broadcast(&length, 1, CommType::kInt64, first);
+  std::string message = first == rank() ? local_error : std::string(length, '\0');
+  broadcast(message.data(), length, CommType::kByte, first);
+  return message;
+}
+
+void run_agreed(Communicator& comm, const std::function<void()>& work) {
+  std::string error;
+  try {
+    work();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  error = comm.agree_on_error(error);
+  if (!error.empty()) throw AgreedError(error);
+}
+
+}  // namespace embtrain

@@ -1,0 +1,191 @@
+#include <mpi.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include "embtrain/communicator.hpp"
+#include "mpi_check.hpp"
+
+namespace embtrain {
+
+namespace {
+
+MPI_Datatype mpi_type(CommType type) {
+  switch (type) {
+    case CommType::kByte: return MPI_BYTE;
+    case CommType::kInt32: return MPI_INT32_T;
+    case CommType::kInt64: return MPI_INT64_T;
+    case CommType::kFloat32: return MPI_FLOAT;
+    case CommType::kFloat64: return MPI_DOUBLE;
+  }
+  return MPI_BYTE;
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(int64_t max_message_elements)
+      : max_message_(max_message_elements > 0 ? max_message_elements : INT_MAX) {
+    EMBTRAIN_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
+    EMBTRAIN_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    EMBTRAIN_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                 const std::vector<int64_t>& recv_counts, CommType type) override {
+    EMBTRAIN_ASSERT(static_cast<int>(send_counts.size()) == size_ &&
+                    static_cast<int>(recv_counts.size()) == size_);
+    const int64_t elem = comm_type_size(type);
+    std::vector<int64_t> send_displ(size_ + 1, 0), recv_displ(size_ + 1, 0);
+    for (int r = 0; r < size_; ++r) {
+      send_displ[r + 1] = send_displ[r] + send_counts[r];
+      recv_displ[r + 1] = recv_displ[r] + recv_counts[r];
+      if (r != rank_) {
+        traffic_.bytes_sent += send_counts[r] * elem;
+        traffic_.bytes_received += recv_counts[r] * elem;
+      }
+    }
+    // The self part never leaves the process.
+    std::memcpy(static_cast<char*>(recv) + recv_displ[rank_] * elem,
+                static_cast<const char*>(send) + send_displ[rank_] * elem,
+                static_cast<size_t>(send_counts[rank_] * elem));
+    if (size_ == 1) return;
+
+    if (send_displ[size_] <= max_message_ && recv_displ[size_] <= max_message_) {
+      std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+      for (int r = 0; r < size_; ++r) {
+        const bool self = r == rank_;
+        sc[r] = self ? 0 : static_cast<int>(send_counts[r]);
+        sd[r] = static_cast<int>(send_displ[r]);
+        rc[r] = self ? 0 : static_cast<int>(recv_counts[r]);
+        rd[r] = static_cast<int>(recv_displ[r]);
+      }
+      EMBTRAIN_MPI_CHECK(MPI_Alltoallv(send, sc.data(), sd.data(), mpi_type(type), recv,
+                                       rc.data(), rd.data(), mpi_type(type), comm_));
+      return;
+    }
+    // Large transfers: point-to-point messages of at most max_message_
+    // elements each; pieces of one pair arrive in order (MPI's
+    // non-overtaking rule), so one tag suffices.
+    std::vector<MPI_Request> requests;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      post_pieces(static_cast<char*>(recv) + recv_displ[r] * elem, recv_counts[r], r, type,
+                  /*is_send=*/false, &requests);
+      post_pieces(const_cast<char*>(static_cast<const char*>(send)) + send_displ[r] * elem,
+                  send_counts[r], r, type, /*is_send=*/true, &requests);
+    }
+    EMBTRAIN_MPI_CHECK(
+        MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
+  }
+
+  void alltoall(const void* send, void* recv, int64_t count, CommType type) override {
+    std::vector<int64_t> counts(size_, count);
+    alltoallv(send, counts, recv, counts, type);
+  }
+
+  void allreduce_sum(void* data, int64_t count, CommType type) override {
+    allreduce(data, count, type, MPI_SUM);
+  }
+  void allreduce_max(void* data, int64_t count, CommType type) override {
+    allreduce(data, count, type, MPI_MAX);
+  }
+  void allreduce_min(void* data, int64_t count, CommType type) override {
+    allreduce(data, count, type, MPI_MIN);
+  }
+
+  void broadcast(void* data, int64_t count, CommType type, int root) override {
+    for (int64_t done = 0; done < count;) {
+      const int64_t piece = std::min(count - done, max_message_);
+      EMBTRAIN_MPI_CHECK(MPI_Bcast(static_cast<char*>(data) + done * comm_type_size(type),
+                                   static_cast<int>(piece), mpi_type(type), root, comm_));
+      done += piece;
+    }
+  }
+
+  void gatherv(const void* send, int64_t send_count, void* recv,
+               const std::vector<int64_t>& counts, CommType type, int root) override {
+    // Point-to-point so that counts may exceed 2^31 in total.
+    const int64_t elem = comm_type_size(type);
+    std::vector<MPI_Request> requests;
+    if (rank_ == root) {
+      int64_t displ = 0;
+      for (int r = 0; r < size_; ++r) {
+        char* at = static_cast<char*>(recv) + displ * elem;
+        if (r == rank_)
+          std::memcpy(at, send, static_cast<size_t>(send_count * elem));
+        else
+          post_pieces(at, counts[r], r, type, /*is_send=*/false, &requests);
+        displ += counts[r];
+      }
+    } else {
+      post_pieces(const_cast<void*>(send), send_count, root, type, /*is_send=*/true, &requests);
+    }
+    EMBTRAIN_MPI_CHECK(
+        MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
+  }
+
+  void barrier() override { EMBTRAIN_MPI_CHECK(MPI_Barrier(comm_)); }
+
+ private:
+  void allreduce(void* data, int64_t count, CommType type, MPI_Op op) {
+    for (int64_t done = 0; done < count;) {
+      const int64_t piece = std::min(count - done, max_message_);
+      EMBTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE,
+                                       static_cast<char*>(data) + done * comm_type_size(type),
+                                       static_cast<int>(piece), mpi_type(type), op, comm_));
+      done += piece;
+    }
+  }
+
+  void post_pieces(void* base, int64_t count, int peer, CommType type, bool is_send,
+                   std::vector<MPI_Request>* requests) {
+    const int64_t elem = comm_type_size(type);
+    for (int64_t done = 0; done < count;) {
+      const int piece = static_cast<int>(std::min(count - done, max_message_));
+      char* at = static_cast<char*>(base) + done * elem;
+      requests->emplace_back();
+      if (is_send)
+        EMBTRAIN_MPI_CHECK(
+            MPI_Isend(at, piece, mpi_type(type), peer, kTag, comm_, &requests->back()));
+      else
+        EMBTRAIN_MPI_CHECK(
+            MPI_Irecv(at, piece, mpi_type(type), peer, kTag, comm_, &requests->back()));
+      done += piece;
+    }
+  }
+
+  static constexpr int kTag = 7301;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+  int64_t max_message_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_communicator(int64_t max_message_elements) {
+  return std::make_unique<MpiCommunicator>(max_message_elements);
+}
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  int initialized = 0;
+  EMBTRAIN_MPI_CHECK(MPI_Initialized(&initialized));
+  if (initialized) return;
+  int provided = 0;
+  EMBTRAIN_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  owns_ = true;
+}
+
+MpiSession::~MpiSession() {
+  if (owns_) MPI_Finalize();
+}
+
+}  // namespace embtrain

@@ -1,0 +1,188 @@
+#include "embtrain/npy.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "embtrain/errors.hpp"
+
+namespace embtrain {
+namespace {
+
+constexpr char kMagic[] = "\x93NUMPY";
+constexpr size_t kMagicLen = 6;
+
+// Value of `key` in the header dict, as the raw text up to the next
+// top-level comma or closing brace (a tuple for 'shape').
+std::string header_value(const std::string& header, const std::string& key,
+                         const std::string& path) {
+  const std::string quoted[] = {"'" + key + "'", "\"" + key + "\""};
+  size_t at = std::string::npos;
+  for (const auto& q : quoted)
+    if ((at = header.find(q)) != std::string::npos) {
+      at += q.size();
+      break;
+    }
+  EMBTRAIN_REQUIRE(at != std::string::npos, path, ": malformed .npy header (no '", key,
+                   "' field): ", header);
+  at = header.find(':', at);
+  EMBTRAIN_REQUIRE(at != std::string::npos, path, ": malformed .npy header: ", header);
+  ++at;
+  while (at < header.size() && header[at] == ' ') ++at;
+  size_t end = at;
+  if (end < header.size() && header[end] == '(') {
+    end = header.find(')', end);
+    EMBTRAIN_REQUIRE(end != std::string::npos, path, ": malformed .npy shape: ", header);
+    ++end;
+  } else {
+    while (end < header.size() && header[end] != ',' && header[end] != '}') ++end;
+  }
+  std::string v = header.substr(at, end - at);
+  while (!v.empty() && v.back() == ' ') v.pop_back();
+  return v;
+}
+
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& path) {
+  EMBTRAIN_REQUIRE(text.size() >= 2 && text.front() == '(' && text.back() == ')', path,
+                   ": malformed .npy shape ", text);
+  std::vector<int64_t> shape;
+  std::stringstream ss(text.substr(1, text.size() - 2));
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t b = item.find_first_not_of(' ');
+    if (b == std::string::npos) continue;  // trailing comma of a 1-tuple
+    item = item.substr(b);
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+    }
+    while (used < item.size() && (item[used] == ' ' || item[used] == 'L')) ++used;
+    EMBTRAIN_REQUIRE(v >= 0 && used == item.size(), path, ": malformed .npy shape ", text);
+    shape.push_back(v);
+  }
+  return shape;
+}
+
+}  // namespace
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::kFloat32: return "float32";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+  }
+  return "?";
+}
+
+int dtype_size(DType t) { return t == DType::kInt64 ? 8 : 4; }
+
+int64_t NpyArray::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string shape_to_string(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << '(';
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  if (shape.size() == 1) os << ',';
+  os << ')';
+  return os.str();
+}
+
+NpyArray read_npy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EMBTRAIN_REQUIRE(in, path, ": cannot open file for reading");
+  in.seekg(0, std::ios::end);
+  const auto file_size = static_cast<int64_t>(in.tellg());
+  in.seekg(0);
+
+  char preamble[10];
+  EMBTRAIN_REQUIRE(in.read(preamble, 8) && std::memcmp(preamble, kMagic, kMagicLen) == 0,
+                   path, ": not a .npy file (bad magic string)");
+  const int major = static_cast<unsigned char>(preamble[6]);
+  EMBTRAIN_REQUIRE(major >= 1 && major <= 3, path, ": unsupported .npy format version ",
+                   major, " (supported: 1, 2, 3)");
+  uint32_t header_len = 0;
+  if (major == 1) {
+    unsigned char b[2];
+    EMBTRAIN_REQUIRE(in.read(reinterpret_cast<char*>(b), 2), path, ": truncated .npy header");
+    header_len = b[0] | (b[1] << 8);
+  } else {
+    unsigned char b[4];
+    EMBTRAIN_REQUIRE(in.read(reinterpret_cast<char*>(b), 4), path, ": truncated .npy header");
+    header_len = b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<uint32_t>(b[3]) << 24);
+  }
+  EMBTRAIN_REQUIRE(header_len < (1u << 24), path, ": malformed .npy header length");
+  std::string header(header_len, '\0');
+  EMBTRAIN_REQUIRE(in.read(header.data(), header_len), path, ": truncated .npy header");
+
+  const std::string descr = header_value(header, "descr", path);
+  const std::string fortran = header_value(header, "fortran_order", path);
+  NpyArray a;
+  if (descr == "'<f4'" || descr == "'|f4'")
+    a.dtype = DType::kFloat32;
+  else if (descr == "'<i4'")
+    a.dtype = DType::kInt32;
+  else if (descr == "'<i8'")
+    a.dtype = DType::kInt64;
+  else
+    throw make_error(path, ": unsupported .npy dtype ", descr,
+                     " (supported: little-endian '<f4' float32, '<i4' int32, '<i8' int64)");
+  EMBTRAIN_REQUIRE(fortran == "False", path,
+                   ": Fortran-order .npy arrays are not supported (save with C order, "
+                   "e.g. np.ascontiguousarray)");
+  a.shape = parse_shape(header_value(header, "shape", path), path);
+
+  const int64_t bytes = a.numel() * dtype_size(a.dtype);
+  const int64_t have = file_size - static_cast<int64_t>(in.tellg());
+  EMBTRAIN_REQUIRE(have == bytes, path, ": .npy data is ", have, " bytes but shape ",
+                   shape_to_string(a.shape), " of ", dtype_name(a.dtype), " needs ", bytes,
+                   " bytes (truncated or corrupt file)");
+  a.data.resize(static_cast<size_t>(bytes));
+  EMBTRAIN_REQUIRE(in.read(a.data.data(), bytes) || bytes == 0, path, ": read error");
+  return a;
+}
+
+void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>& shape,
+               const void* data) {
+  const char* descr = dtype == DType::kFloat32 ? "<f4" : dtype == DType::kInt32 ? "<i4" : "<i8";
+  std::string header = detail::concat("{'descr': '", descr, "', 'fortran_order': False, 'shape': ",
+                                      shape_to_string(shape), ", }");
+  // Pad with spaces so that magic + version + length + header + '\n' is a
+  // multiple of 64 bytes, as numpy does.
+  const size_t unpadded = kMagicLen + 2 + 2 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header.push_back('\n');
+  EMBTRAIN_REQUIRE(header.size() < 65536, path, ": shape too long for a .npy v1 header");
+
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    EMBTRAIN_REQUIRE(out, tmp, ": cannot open file for writing");
+    const unsigned char version_and_len[4] = {1, 0, static_cast<unsigned char>(header.size() & 0xff),
+                                              static_cast<unsigned char>(header.size() >> 8)};
+    out.write(kMagic, kMagicLen);
+    out.write(reinterpret_cast<const char*>(version_and_len), 4);
+    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    out.write(static_cast<const char*>(data), numel * dtype_size(dtype));
+    out.flush();
+    if (!out) {
+      out.close();
+      std::remove(tmp.c_str());
+      throw make_error(path, ": write failed (disk full?)");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw make_error(path, ": cannot rename temporary file into place");
+  }
+}
+
+}  // namespace embtrain

@@ -1,0 +1,323 @@
+// The sharded step. Every rank is both a requester (it has a batch of ids)
+// and an owner (it holds a block of each table's rows).
+//
+// Forward:
+//  1. Requester: validate the ids (ranks agree on any error first), take the
+//     distinct ids in ascending order and split them by owner; since owners
+//     hold contiguous row blocks, each owner's ids form one contiguous range.
+//  2. Exchange counts (per peer, per table), then the ids themselves. Every
+//     buffer is laid out peer-major, table-minor, so one all-to-all carries
+//     all tables.
+//  3. Owner: take the distinct rows that all ranks asked for together, renorm
+//     them once if max_norm (as one process renorms the global batch's
+//     rows), then gather each requester's rows into the send buffer.
+//  4. Exchange rows back. Requester: its rows arrive in the layout its ids
+//     left in; expand them through the inverse map to (*, dim).
+// Backward runs the same route in reverse:
+//  5. Requester: sum the output gradient per distinct id into that same
+//     layout (padding left as zeros), with per-id counts if any table scales
+//     by frequency.
+//  6. Exchange gradient sums (and counts) back to the owners.
+//  7. Owner: add the senders' sums per row in rank order, divide by the
+//     global count if scale_grad_by_freq, drop the padding row. step() then
+//     applies the optimizer to exactly these rows.
+#include "embtrain/sharded_embedding.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "embtrain/errors.hpp"
+#include "embtrain/random.hpp"
+#include "embtrain/timer.hpp"
+
+namespace embtrain {
+
+namespace {
+
+// Seed of table t's initial rows.
+uint64_t table_seed(uint64_t seed, int t) {
+  return random_bits(seed, 0x7ab1e5eedull, static_cast<uint64_t>(t));
+}
+
+// Index of `row` in the ascending `unique`, or -1.
+int64_t slot_of(const std::vector<int64_t>& unique, int64_t row) {
+  if (row < 0) return -1;
+  auto it = std::lower_bound(unique.begin(), unique.end(), row);
+  return it != unique.end() && *it == row ? it - unique.begin() : -1;
+}
+
+}  // namespace
+
+ShardedEmbedding::ShardedEmbedding(const std::vector<TableSpec>& specs, Communicator* comm,
+                                   uint64_t seed)
+    : comm_(comm) {
+  for (size_t t = 0; t < specs.size(); ++t) {
+    specs[t].validate();
+    plans_.emplace_back(specs[t].num_embeddings, comm->size());
+    const ShardPlan& plan = plans_.back();
+    shards_.emplace_back(specs[t], plan.row_begin(comm->rank()), plan.shard_rows(comm->rank()),
+                         table_seed(seed, static_cast<int>(t)));
+  }
+  steps_.resize(specs.size());
+}
+
+ShardedEmbedding::ShardedEmbedding(const std::vector<TableSpec>& specs, Communicator* comm,
+                                   const std::vector<std::vector<float>>& local_rows)
+    : comm_(comm) {
+  EMBTRAIN_ASSERT(local_rows.size() == specs.size());
+  for (size_t t = 0; t < specs.size(); ++t) {
+    specs[t].validate();
+    plans_.emplace_back(specs[t].num_embeddings, comm->size());
+    const ShardPlan& plan = plans_.back();
+    shards_.emplace_back(specs[t], plan.row_begin(comm->rank()), plan.shard_rows(comm->rank()),
+                         local_rows[t]);
+  }
+  steps_.resize(specs.size());
+}
+
+void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) {
+  const int T = num_tables(), P = comm_->size();
+  EMBTRAIN_ASSERT(static_cast<int>(ids.size()) == T && static_cast<int>(out.size()) == T);
+  Stopwatch clock;
+
+  // 1. Validate on every rank, agree, then index the distinct ids.
+  std::string error;
+  for (int t = 0; t < T && error.empty(); ++t) {
+    if (ids[t].dtype != DType::kInt32 && ids[t].dtype != DType::kInt64)
+      error = detail::concat("table '", shards_[t].spec().name, "': ids must be int32 or int64, got ",
+                             dtype_name(ids[t].dtype));
+    else
+      error = check_ids(ids[t], shards_[t].spec());
+  }
+  if (!error.empty() && P > 1) error += detail::concat(" (in rank ", comm_->rank(), "'s batch)");
+  error = comm_->agree_on_error(error);
+  if (!error.empty()) throw AgreedError(error);
+
+  send_ids_count_.assign(static_cast<size_t>(P) * T, 0);
+  for (int t = 0; t < T; ++t) {
+    TableStep& st = steps_[t];
+    st.ids = validate_ids(ids[t], shards_[t].spec());
+    cpu::unique_ids(st.ids.data(), static_cast<int64_t>(st.ids.size()),
+                    shards_[t].spec().num_embeddings, &st.local);
+    st.unique_begin.resize(P + 1);
+    for (int d = 0; d <= P; ++d)
+      st.unique_begin[d] = d == P ? st.local.num_unique()
+                                  : std::lower_bound(st.local.unique.begin(), st.local.unique.end(),
+                                                     plans_[t].row_begin(d)) -
+                                        st.local.unique.begin();
+    for (int d = 0; d < P; ++d)
+      send_ids_count_[d * T + t] = st.unique_begin[d + 1] - st.unique_begin[d];
+  }
+  stats_.unique_ms += clock.lap_ms();
+
+  // 2. Counts, then ids.
+  int64_t traffic = comm_->traffic().bytes_sent;
+  recv_ids_count_.assign(static_cast<size_t>(P) * T, 0);
+  comm_->alltoall(send_ids_count_.data(), recv_ids_count_.data(), T, CommType::kInt64);
+  std::vector<int64_t> send_per_peer(P, 0), recv_per_peer(P, 0);
+  for (int r = 0; r < P; ++r)
+    for (int t = 0; t < T; ++t) {
+      send_per_peer[r] += send_ids_count_[r * T + t];
+      recv_per_peer[r] += recv_ids_count_[r * T + t];
+    }
+  ids_send_.clear();
+  for (int d = 0; d < P; ++d)
+    for (int t = 0; t < T; ++t) {
+      const TableStep& st = steps_[t];
+      ids_send_.insert(ids_send_.end(), st.local.unique.begin() + st.unique_begin[d],
+                       st.local.unique.begin() + st.unique_begin[d + 1]);
+    }
+  int64_t total_recv = 0;
+  for (int64_t c : recv_per_peer) total_recv += c;
+  ids_recv_.resize(static_cast<size_t>(total_recv));
+  comm_->alltoallv(ids_send_.data(), send_per_peer, ids_recv_.data(), recv_per_peer,
+                   CommType::kInt64);
+  stats_.ids_bytes_sent += comm_->traffic().bytes_sent - traffic;
+  stats_.alltoall_ids_ms += clock.lap_ms();
+
+  // 3. Owner: the received blocks (s, t) in order; row_at walks the float
+  // offset of each block in the peer-major rows buffer.
+  int64_t rows_total = 0;
+  for (int t = 0; t < T; ++t) steps_[t].recv_ids.clear(), steps_[t].recv_offset.clear();
+  {
+    int64_t id_at = 0;
+    for (int s = 0; s < P; ++s)
+      for (int t = 0; t < T; ++t) {
+        TableStep& st = steps_[t];
+        const int64_t n = recv_ids_count_[s * T + t], dim = shards_[t].dim();
+        for (int64_t k = 0; k < n; ++k) {
+          st.recv_ids.push_back(ids_recv_[id_at + k]);
+          st.recv_offset.push_back(rows_total + k * dim);
+        }
+        id_at += n;
+        rows_total += n * dim;
+      }
+  }
+  rows_send_.resize(static_cast<size_t>(rows_total));
+  for (int t = 0; t < T; ++t) {
+    TableStep& st = steps_[t];
+    const int64_t n = static_cast<int64_t>(st.recv_ids.size());
+    cpu::unique_ids(st.recv_ids.data(), n, shards_[t].spec().num_embeddings, &st.owned);
+    shards_[t].renorm(st.owned.unique.data(), st.owned.num_unique());
+    // Received ids of one (source, table) block are contiguous in both
+    // recv_ids and rows_send_, so gather block by block.
+    int64_t k = 0;
+    for (int s = 0; s < P; ++s) {
+      const int64_t block = recv_ids_count_[s * T + t];
+      if (block > 0)
+        shards_[t].gather(st.recv_ids.data() + k, block, rows_send_.data() + st.recv_offset[k]);
+      k += block;
+    }
+  }
+  stats_.gather_ms += clock.lap_ms();
+
+  // 4. Rows back, then expand.
+  traffic = comm_->traffic().bytes_sent;
+  std::vector<int64_t> send_floats(P, 0), recv_floats(P, 0);
+  for (int r = 0; r < P; ++r)
+    for (int t = 0; t < T; ++t) {
+      send_floats[r] += recv_ids_count_[r * T + t] * shards_[t].dim();
+      recv_floats[r] += send_ids_count_[r * T + t] * shards_[t].dim();
+    }
+  int64_t recv_total = 0;
+  for (int64_t c : recv_floats) recv_total += c;
+  rows_recv_.resize(static_cast<size_t>(recv_total));
+  comm_->alltoallv(rows_send_.data(), send_floats, rows_recv_.data(), recv_floats,
+                   CommType::kFloat32);
+  stats_.rows_bytes_sent += comm_->traffic().bytes_sent - traffic;
+  stats_.alltoall_rows_ms += clock.lap_ms();
+
+  int64_t at = 0;
+  for (int t = 0; t < T; ++t) steps_[t].row_offset.resize(steps_[t].local.unique.size());
+  for (int d = 0; d < P; ++d)
+    for (int t = 0; t < T; ++t) {
+      TableStep& st = steps_[t];
+      const int64_t dim = shards_[t].dim();
+      for (int64_t u = st.unique_begin[d]; u < st.unique_begin[d + 1]; ++u, at += dim)
+        st.row_offset[u] = at;
+    }
+  for (int t = 0; t < T; ++t) {
+    const TableStep& st = steps_[t];
+    cpu::gather_rows_at(rows_recv_.data(), st.row_offset.data(), st.local.inverse.data(),
+                        static_cast<int64_t>(st.ids.size()), shards_[t].dim(), out[t]);
+  }
+  stats_.gather_ms += clock.lap_ms();
+  ++stats_.steps;
+}
+
+void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
+  const int T = num_tables(), P = comm_->size();
+  EMBTRAIN_ASSERT(static_cast<int>(grad_out.size()) == T);
+  Stopwatch clock;
+
+  // 5. Requester: per distinct id, the summed gradient in the layout the
+  // rows arrived in (so rows_recv_ becomes the send buffer) and its count.
+  bool any_scaled = false;
+  for (int t = 0; t < T; ++t) {
+    TableStep& st = steps_[t];
+    const TableSpec& spec = shards_[t].spec();
+    any_scaled |= spec.scale_grad_by_freq;
+    const int64_t pad = slot_of(st.local.unique, spec.padding_row());
+    std::vector<int64_t> dst = st.row_offset;
+    if (pad >= 0) {
+      dst[pad] = -1;
+      std::fill_n(rows_recv_.begin() + st.row_offset[pad], spec.dim, 0.f);
+    }
+    cpu::SegmentLayout layout;
+    layout.dst_offsets = dst.data();
+    cpu::segment_sum(grad_out[t], spec.dim, st.local, layout, /*scale_by_count=*/false,
+                     rows_recv_.data());
+  }
+  if (any_scaled) {
+    counts_send_.clear();
+    for (int d = 0; d < P; ++d)
+      for (int t = 0; t < T; ++t)
+        for (int64_t u = steps_[t].unique_begin[d]; u < steps_[t].unique_begin[d + 1]; ++u)
+          counts_send_.push_back(steps_[t].local.count(u));
+  }
+  stats_.reduce_ms += clock.lap_ms();
+
+  // 6. Gradients (and counts) back to the owners: the forward's exchanges
+  // with the roles of sender and receiver swapped.
+  const int64_t traffic = comm_->traffic().bytes_sent;
+  std::vector<int64_t> send_floats(P, 0), recv_floats(P, 0), send_ids(P, 0), recv_ids(P, 0);
+  for (int r = 0; r < P; ++r)
+    for (int t = 0; t < T; ++t) {
+      send_floats[r] += send_ids_count_[r * T + t] * shards_[t].dim();
+      recv_floats[r] += recv_ids_count_[r * T + t] * shards_[t].dim();
+      send_ids[r] += send_ids_count_[r * T + t];
+      recv_ids[r] += recv_ids_count_[r * T + t];
+    }
+  comm_->alltoallv(rows_recv_.data(), send_floats, rows_send_.data(), recv_floats,
+                   CommType::kFloat32);
+  if (any_scaled) {
+    counts_recv_.resize(ids_recv_.size());
+    comm_->alltoallv(counts_send_.data(), send_ids, counts_recv_.data(), recv_ids,
+                     CommType::kInt32);
+  }
+  stats_.grads_bytes_sent += comm_->traffic().bytes_sent - traffic;
+  stats_.alltoall_grads_ms += clock.lap_ms();
+
+  // 7. Owner: combine the senders per row, scale, drop padding.
+  std::vector<int32_t> weights;
+  for (int t = 0; t < T; ++t) {
+    TableStep& st = steps_[t];
+    const TableSpec& spec = shards_[t].spec();
+    cpu::SegmentLayout layout;
+    layout.src_offsets = st.recv_offset.data();
+    if (spec.scale_grad_by_freq) {
+      // counts_recv_ is in the id layout (peer-major); pick table t's.
+      weights.clear();
+      int64_t id_at = 0;
+      for (int s = 0; s < P; ++s)
+        for (int t2 = 0; t2 < T; ++t2) {
+          const int64_t n = recv_ids_count_[s * T + t2];
+          if (t2 == t)
+            weights.insert(weights.end(), counts_recv_.begin() + id_at,
+                           counts_recv_.begin() + id_at + n);
+          id_at += n;
+        }
+      layout.weights = weights.data();
+    }
+    const int64_t pad = slot_of(st.owned.unique, spec.padding_row());
+    std::vector<int64_t> dst(st.owned.unique.size());
+    st.update_rows.clear();
+    for (int64_t u = 0; u < st.owned.num_unique(); ++u) {
+      if (u == pad) {
+        dst[u] = -1;
+        continue;
+      }
+      dst[u] = static_cast<int64_t>(st.update_rows.size()) * spec.dim;
+      st.update_rows.push_back(st.owned.unique[u]);
+    }
+    layout.dst_offsets = dst.data();
+    st.update_grads.resize(st.update_rows.size() * static_cast<size_t>(spec.dim));
+    cpu::segment_sum(rows_send_.data(), spec.dim, st.owned, layout, spec.scale_grad_by_freq,
+                     st.update_grads.data());
+  }
+  stats_.reduce_ms += clock.lap_ms();
+}
+
+void ShardedEmbedding::step() {
+  Stopwatch clock;
+  for (int t = 0; t < num_tables(); ++t) {
+    TableStep& st = steps_[t];
+    shards_[t].apply_gradients(st.update_rows.data(), st.update_grads.data(),
+                               static_cast<int64_t>(st.update_rows.size()));
+  }
+  stats_.update_ms += clock.lap_ms();
+}
+
+std::vector<float> ShardedEmbedding::gather_table(int t, int root) {
+  const ShardPlan& plan = plans_[t];
+  const int64_t dim = shards_[t].dim();
+  std::vector<int64_t> counts(comm_->size());
+  for (int r = 0; r < comm_->size(); ++r) counts[r] = plan.shard_rows(r) * dim;
+  std::vector<float> table;
+  if (comm_->rank() == root) table.resize(static_cast<size_t>(plan.num_rows() * dim));
+  comm_->gatherv(shards_[t].weights().data(), counts[comm_->rank()], table.data(), counts,
+                 CommType::kFloat32, root);
+  return table;
+}
+
+}  // namespace embtrain

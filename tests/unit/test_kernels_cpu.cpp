@@ -1,0 +1,350 @@
+// CPU kernels against plain references: unique_ids against std::map,
+// gather/renorm/segment-sum against loops in double, update_rows against
+// update_row applied row by row.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "embtrain/kernels_cpu.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using embtrain::OptimizerKind;
+using embtrain::StepScalars;
+using embtrain::cpu::UniqueIndex;
+using embtrain_test::all_close;
+using embtrain_test::seed_trace;
+using embtrain_test::test_seed;
+
+std::vector<float> normal_floats(int64_t n, std::mt19937_64& rng) {
+  std::normal_distribution<float> dist(0.f, 1.f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// `count` distinct values of [0, bound), shuffled.
+std::vector<int64_t> distinct_rows(int64_t bound, int64_t count, std::mt19937_64& rng) {
+  std::vector<int64_t> all(static_cast<size_t>(bound));
+  std::iota(all.begin(), all.end(), 0);
+  std::shuffle(all.begin(), all.end(), rng);
+  all.resize(static_cast<size_t>(count));
+  return all;
+}
+
+// ----------------------------------------------------------------- unique
+
+// Uniform ids in [0, bound), or, with `heavy_duplicates`, draws from a pool
+// of at most 5 values that always holds the extremes 0 and bound - 1.
+std::vector<int64_t> random_ids(int64_t n, int64_t bound, bool heavy_duplicates,
+                                std::mt19937_64& rng) {
+  std::uniform_int_distribution<int64_t> any(0, bound - 1);
+  std::vector<int64_t> pool = {0, bound - 1};
+  while (heavy_duplicates && static_cast<int64_t>(pool.size()) < std::min<int64_t>(bound, 5))
+    pool.push_back(any(rng));
+  std::uniform_int_distribution<size_t> pick(0, pool.size() - 1);
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = heavy_duplicates ? pool[pick(rng)] : any(rng);
+  return ids;
+}
+
+// The index built the obvious way: a std::map from id to its positions.
+UniqueIndex reference_index(const std::vector<int64_t>& ids) {
+  std::map<int64_t, std::vector<int32_t>> groups;
+  for (size_t p = 0; p < ids.size(); ++p) groups[ids[p]].push_back(static_cast<int32_t>(p));
+  UniqueIndex index;
+  index.inverse.resize(ids.size());
+  index.offsets.push_back(0);
+  for (const auto& [id, positions] : groups) {
+    for (int32_t p : positions) index.inverse[p] = static_cast<int32_t>(index.unique.size());
+    index.unique.push_back(id);
+    index.positions.insert(index.positions.end(), positions.begin(), positions.end());
+    index.offsets.push_back(static_cast<int32_t>(index.positions.size()));
+  }
+  return index;
+}
+
+// Checks the documented properties of `index` for `ids` directly, then that
+// it holds the same distinct ids as the std::map reference.
+void expect_valid_index(const std::vector<int64_t>& ids, const UniqueIndex& index) {
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const int64_t u_count = index.num_unique();
+  for (int64_t u = 1; u < u_count; ++u)
+    ASSERT_LT(index.unique[u - 1], index.unique[u]) << "unique not ascending/distinct at " << u;
+
+  ASSERT_EQ(static_cast<int64_t>(index.inverse.size()), n);
+  for (int64_t p = 0; p < n; ++p) {
+    ASSERT_GE(index.inverse[p], 0);
+    ASSERT_LT(index.inverse[p], u_count);
+    ASSERT_EQ(index.unique[index.inverse[p]], ids[p]) << "inverse wrong at position " << p;
+  }
+
+  ASSERT_EQ(static_cast<int64_t>(index.offsets.size()), u_count + 1);
+  ASSERT_EQ(index.offsets.front(), 0);
+  ASSERT_EQ(index.offsets.back(), n);
+  ASSERT_EQ(static_cast<int64_t>(index.positions.size()), n);
+  std::vector<bool> seen(static_cast<size_t>(n), false);
+  for (int64_t u = 0; u < u_count; ++u) {
+    ASSERT_GE(index.count(u), 1) << "empty group " << u;
+    for (int32_t k = index.offsets[u]; k < index.offsets[u + 1]; ++k) {
+      const int32_t p = index.positions[k];
+      ASSERT_TRUE(p >= 0 && p < n) << "position " << p << " out of range";
+      ASSERT_FALSE(seen[p]) << "position " << p << " appears twice";
+      seen[p] = true;
+      ASSERT_EQ(ids[p], index.unique[u]) << "position " << p << " in the wrong group";
+      if (k > index.offsets[u]) {
+        ASSERT_LT(index.positions[k - 1], p) << "positions not ascending in group " << u;
+      }
+    }
+  }
+
+  const UniqueIndex ref = reference_index(ids);
+  EXPECT_EQ(index.unique, ref.unique);
+}
+
+TEST(UniqueIds, MatchesMapReference) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t bounds[] = {
+      1, 2, int64_t{1} << 11, (int64_t{1} << 11) + 1, int64_t{1} << 22, int64_t{1} << 40};
+  const int64_t sizes[] = {0, 1, 2, 17, 1000, 100000};
+  UniqueIndex index;  // reused across cases, as Embedding reuses its index
+  for (int64_t bound : bounds)
+    for (int64_t n : sizes)
+      for (bool heavy : {false, true}) {
+        SCOPED_TRACE("id_bound " + std::to_string(bound) + ", n " + std::to_string(n) +
+                     (heavy ? ", heavy duplicates" : ", uniform"));
+        const std::vector<int64_t> ids = random_ids(n, bound, heavy, rng);
+        embtrain::cpu::unique_ids(ids.data(), n, bound, &index);
+        expect_valid_index(ids, index);
+        if (HasFatalFailure()) return;
+      }
+}
+
+TEST(UniqueIds, SmallExample) {
+  const std::vector<int64_t> ids = {5, 2, 5, 9, 2, 5};
+  UniqueIndex index;
+  embtrain::cpu::unique_ids(ids.data(), 6, 10, &index);
+  EXPECT_EQ(index.unique, (std::vector<int64_t>{2, 5, 9}));
+  EXPECT_EQ(index.inverse, (std::vector<int32_t>{1, 0, 1, 2, 0, 1}));
+  EXPECT_EQ(index.offsets, (std::vector<int32_t>{0, 2, 5, 6}));
+  EXPECT_EQ(index.positions, (std::vector<int32_t>{1, 4, 0, 2, 5, 3}));
+}
+
+// ----------------------------------------------------------------- gather
+
+template <typename Index>
+void check_gather(std::mt19937_64& rng) {
+  const int64_t row_offset = 1000, num_rows = 50;
+  for (int64_t dim : {1, 5, 64})
+    for (int64_t n : {0, 1, 257}) {
+      SCOPED_TRACE("dim " + std::to_string(dim) + ", n " + std::to_string(n));
+      const std::vector<float> table = normal_floats(num_rows * dim, rng);
+      std::uniform_int_distribution<int64_t> row(row_offset, row_offset + num_rows - 1);
+      std::vector<Index> index(static_cast<size_t>(n));
+      for (auto& i : index) i = static_cast<Index>(row(rng));
+      // One spare row at the end must stay untouched.
+      std::vector<float> out((n + 1) * dim, -777.f);
+      embtrain::cpu::gather_rows(table.data(), dim, index.data(), n, row_offset, out.data());
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < dim; ++j)
+          ASSERT_EQ(out[i * dim + j], table[(index[i] - row_offset) * dim + j])
+              << "row " << i << " element " << j;
+      for (int64_t j = 0; j < dim; ++j) ASSERT_EQ(out[n * dim + j], -777.f) << "wrote past n";
+    }
+}
+
+TEST(GatherRows, Int64Indices) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  check_gather<int64_t>(rng);
+}
+
+TEST(GatherRows, Int32Indices) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  check_gather<int32_t>(rng);
+}
+
+// ----------------------------------------------------------------- renorm
+
+TEST(RenormRows, RenormsListedRowsOnly) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t num_rows = 400, dim = 7, row_offset = 300;
+  const float max_norm = 1.25f;
+  for (float p : {1.f, 2.f, 3.f, std::numeric_limits<float>::infinity()}) {
+    SCOPED_TRACE("norm_type " + std::to_string(p));
+    std::vector<float> table = normal_floats(num_rows * dim, rng);
+    // Rows of very different norms, so that some are inside max_norm.
+    std::uniform_real_distribution<float> stretch(0.05f, 3.f);
+    for (int64_t r = 0; r < num_rows; ++r) {
+      const float s = stretch(rng);
+      for (int64_t j = 0; j < dim; ++j) table[r * dim + j] *= s;
+    }
+    std::vector<int64_t> rows = distinct_rows(num_rows, 250, rng);
+    for (auto& r : rows) r += row_offset;
+
+    std::vector<double> want(table.begin(), table.end());
+    for (int64_t row : rows) {
+      double* w = want.data() + (row - row_offset) * dim;
+      double norm = 0;
+      for (int64_t j = 0; j < dim; ++j)
+        norm =
+            std::isinf(p) ? std::fmax(norm, std::fabs(w[j])) : norm + std::pow(std::fabs(w[j]), p);
+      if (!std::isinf(p)) norm = std::pow(norm, 1.0 / p);
+      if (norm > max_norm)
+        for (int64_t j = 0; j < dim; ++j) w[j] *= max_norm / (norm + 1e-7);
+    }
+    const std::vector<float> before = table;
+    embtrain::cpu::renorm_rows(table.data(), dim, rows.data(), static_cast<int64_t>(rows.size()),
+                               row_offset, max_norm, p);
+    EXPECT_TRUE(all_close(table.data(), want.data(), num_rows * dim, 1e-6));
+    std::vector<bool> listed(num_rows, false);
+    for (int64_t row : rows) listed[row - row_offset] = true;
+    for (int64_t r = 0; r < num_rows; ++r) {
+      if (listed[r]) continue;
+      ASSERT_EQ(0, std::memcmp(&table[r * dim], &before[r * dim], dim * sizeof(float)))
+          << "unlisted row " << r + row_offset << " changed";
+    }
+  }
+}
+
+// ------------------------------------------------------------ segment sum
+
+void check_segment_sum(const std::vector<int64_t>& ids, int64_t dim, bool scale, int64_t skip,
+                       std::mt19937_64& rng) {
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const UniqueIndex index = reference_index(ids);
+  const int64_t u_count = index.num_unique();
+  SCOPED_TRACE("n " + std::to_string(n) + ", unique " + std::to_string(u_count) + ", skip " +
+               std::to_string(skip) + (scale ? ", scale_by_count" : ""));
+  const std::vector<float> grad = normal_floats(n * dim, rng);
+
+  // Expected sums in double, and for each the sum of |terms|, which bounds
+  // the rounding error of a float accumulation.
+  std::vector<double> want, magnitude;
+  for (int64_t u = 0; u < u_count; ++u) {
+    if (u == skip) continue;
+    std::vector<double> sum(static_cast<size_t>(dim), 0.0), abs_sum(sum);
+    int64_t count = 0;
+    for (int64_t p = 0; p < n; ++p)
+      if (ids[p] == index.unique[u]) {
+        ++count;
+        for (int64_t j = 0; j < dim; ++j) {
+          sum[j] += grad[p * dim + j];
+          abs_sum[j] += std::fabs(grad[p * dim + j]);
+        }
+      }
+    for (int64_t j = 0; j < dim; ++j) {
+      want.push_back(scale ? sum[j] / count : sum[j]);
+      magnitude.push_back(scale ? abs_sum[j] / count : abs_sum[j]);
+    }
+  }
+  const int64_t written = static_cast<int64_t>(want.size()) / dim;
+  ASSERT_EQ(written, skip >= 0 ? u_count - 1 : u_count);
+
+  // A buffer of u_count rows: with a skip, its last row must stay untouched.
+  std::vector<float> sums(static_cast<size_t>(u_count * dim), 4242.f);
+  embtrain::cpu::segment_sum(grad.data(), dim, index, scale, skip, sums.data());
+  for (int64_t i = 0; i < written * dim; ++i)
+    ASSERT_NEAR(sums[i], want[i], 1e-6 * magnitude[i] + 1e-6)
+        << "row " << i / dim << " (unique slot "
+        << (i / dim >= skip && skip >= 0 ? i / dim + 1 : i / dim) << "), element " << i % dim;
+  for (int64_t j = written * dim; j < u_count * dim; ++j)
+    ASSERT_EQ(sums[j], 4242.f) << "segment_sum wrote past its " << written << " rows";
+}
+
+TEST(SegmentSum, SumsEachIdsGradients) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int64_t n : {1, 9, 600, 5000}) {
+    const std::vector<int64_t> ids = random_ids(n, 60, n > 100, rng);
+    const int64_t u_count = reference_index(ids).num_unique();
+    for (bool scale : {false, true})
+      for (int64_t skip : {int64_t{-1}, int64_t{0}, u_count / 2, u_count - 1}) {
+        check_segment_sum(ids, 11, scale, skip, rng);
+        if (HasFatalFailure()) return;
+      }
+  }
+}
+
+TEST(SegmentSum, SmallExampleWithSkip) {
+  // ids 3, 1, 3, 7, 3 -> unique 1, 3, 7; skip slot 1 (id 3): rows for 1 and 7.
+  const std::vector<int64_t> ids = {3, 1, 3, 7, 3};
+  const std::vector<float> grad = {1, 10, 2, 20, 4, 40, 8, 80, 16, 160};
+  const UniqueIndex index = reference_index(ids);
+  std::vector<float> sums(6, -1.f);
+  embtrain::cpu::segment_sum(grad.data(), 2, index, false, 1, sums.data());
+  EXPECT_EQ(sums, (std::vector<float>{2, 20, 8, 80, -1, -1}));
+  embtrain::cpu::segment_sum(grad.data(), 2, index, true, -1, sums.data());
+  EXPECT_EQ(sums, (std::vector<float>{2, 20, 7, 70, 8, 80}));
+}
+
+TEST(SegmentSum, EmptyBatchWritesNothing) {
+  UniqueIndex index;
+  index.offsets = {0};
+  float sentinel = 5.f;
+  embtrain::cpu::segment_sum(nullptr, 4, index, true, -1, &sentinel);
+  EXPECT_EQ(sentinel, 5.f);
+}
+
+// ----------------------------------------------------------------- update
+
+TEST(UpdateRows, MatchesUpdateRowRowByRow) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t num_rows = 3000, dim = 13, row_offset = 70, n = 2000;
+  StepScalars s;
+  s.lr = 0.3f;
+  s.eps = 0.01f;
+  s.one_minus_beta1 = 0.1f;
+  s.one_minus_beta2 = 0.01f;
+  for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdagrad, OptimizerKind::kAdam,
+                             OptimizerKind::kRowwiseAdagrad}) {
+    SCOPED_TRACE(std::string("optimizer ") + std::to_string(static_cast<int>(kind)));
+    const int64_t width = embtrain::optimizer_state_width(kind, dim);
+    std::vector<float> table = normal_floats(num_rows * dim, rng);
+    std::vector<float> state(static_cast<size_t>(num_rows * width));
+    std::uniform_real_distribution<float> positive(0.f, 2.f);
+    for (auto& x : state) x = positive(rng);
+    std::vector<int64_t> rows = distinct_rows(num_rows, n, rng);
+    for (auto& r : rows) r += row_offset;
+    const std::vector<float> grads = normal_floats(n * dim, rng);
+
+    std::vector<float> want_table = table, want_state = state;
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t r = rows[k] - row_offset;
+      embtrain::update_row(kind, &want_table[r * dim], want_state.data() + r * width,
+                           &grads[k * dim], dim, s);
+    }
+    embtrain::cpu::update_rows(kind, s, table.data(), state.data(), dim, rows.data(), grads.data(),
+                               n, row_offset);
+    // Rows not in `rows` are bitwise equal in both, so this covers them too.
+    EXPECT_TRUE(all_close(table.data(), want_table.data(), num_rows * dim, 1e-6)) << "weights";
+    EXPECT_TRUE(all_close(state.data(), want_state.data(), num_rows * width, 1e-6)) << "state";
+
+    const std::vector<float> untouched = table;
+    embtrain::cpu::update_rows(kind, s, table.data(), state.data(), dim, rows.data(), grads.data(),
+                               0, row_offset);
+    EXPECT_EQ(table, untouched) << "n = 0 changed weights";
+  }
+}
+
+}  // namespace
