@@ -60,15 +60,13 @@ class ShardedEmbedding {
     std::vector<int64_t> ids;        // this rank's ids, validated
     cpu::UniqueIndex local;          // their distinct ids (requester side)
     std::vector<int64_t> unique_begin;  // P + 1: local.unique split by owner
-    std::vector<int64_t> row_offset;    // per local unique id: its row in rows_recv_
+    std::vector<int64_t> row_offset;    // per local unique id: its row in rows_
     std::vector<int64_t> recv_ids;      // ids other ranks asked this owner for
-    std::vector<int64_t> recv_offset;   // per received id: its slot in the owner's buffers
+    std::vector<int64_t> recv_offset;   // per received id: its row in rows_
     cpu::UniqueIndex owned;             // distinct ids of recv_ids (owner side)
     std::vector<int64_t> update_rows;   // rows to update: owned.unique less padding
     std::vector<float> update_grads;    // their combined gradients
   };
-
-  void exchange_counts();
 
   Communicator* comm_;
   std::vector<ShardPlan> plans_;
@@ -79,7 +77,11 @@ class ShardedEmbedding {
   std::vector<int64_t> send_ids_count_, recv_ids_count_;
   // Exchange buffers, reused across steps.
   std::vector<int64_t> ids_send_, ids_recv_;
-  std::vector<float> rows_send_, rows_recv_;
+  // rows_ = [rows sent to other ranks | rows received from them | rows this
+  // rank asked of itself]; the last never go through the communicator.
+  std::vector<float> rows_;
+  int64_t recv_region_ = 0, self_region_ = 0;  // float offsets of the regions
+  std::vector<int64_t> rows_to_peer_, rows_from_peer_;  // floats per peer, self = 0
   std::vector<int32_t> counts_send_, counts_recv_;
   ShardedStepStats stats_;
 };

@@ -10,7 +10,8 @@
 //     all tables.
 //  3. Owner: take the distinct rows that all ranks asked for together, renorm
 //     them once if max_norm (as one process renorms the global batch's
-//     rows), then gather each requester's rows into the send buffer.
+//     rows), then gather each requester's rows into the send buffer. Rows a
+//     rank asks of itself are gathered straight to where it reads them.
 //  4. Exchange rows back. Requester: its rows arrive in the layout its ids
 //     left in; expand them through the inverse map to (*, dim).
 // Backward runs the same route in reverse:
@@ -135,37 +136,53 @@ void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vecto
   stats_.ids_bytes_sent += comm_->traffic().bytes_sent - traffic;
   stats_.alltoall_ids_ms += clock.lap_ms();
 
-  // 3. Owner: the received blocks (s, t) in order; row_at walks the float
-  // offset of each block in the peer-major rows buffer.
-  int64_t rows_total = 0;
+  // 3. Owner. Rows travel in one buffer of three regions: rows this rank
+  // sends to other ranks, rows it receives from them, and the rows it asks
+  // of itself, which never leave the buffer. Within a region blocks are
+  // peer-major, table-minor, as the ids were.
+  rows_to_peer_.assign(P, 0);
+  rows_from_peer_.assign(P, 0);
+  for (int r = 0; r < P; ++r)
+    for (int t = 0; t < T; ++t) {
+      rows_to_peer_[r] += recv_ids_count_[r * T + t] * shards_[t].dim();
+      rows_from_peer_[r] += send_ids_count_[r * T + t] * shards_[t].dim();
+    }
+  const int me = comm_->rank();
+  const int64_t self_rows = rows_to_peer_[me];
+  rows_to_peer_[me] = rows_from_peer_[me] = 0;
+  int64_t send_total = 0, recv_total = 0;
+  for (int r = 0; r < P; ++r) send_total += rows_to_peer_[r], recv_total += rows_from_peer_[r];
+  recv_region_ = send_total;
+  self_region_ = send_total + recv_total;
+  rows_.resize(static_cast<size_t>(self_region_ + self_rows));
+
   for (int t = 0; t < T; ++t) steps_[t].recv_ids.clear(), steps_[t].recv_offset.clear();
   {
-    int64_t id_at = 0;
+    int64_t id_at = 0, send_at = 0, self_at = self_region_;
     for (int s = 0; s < P; ++s)
       for (int t = 0; t < T; ++t) {
         TableStep& st = steps_[t];
         const int64_t n = recv_ids_count_[s * T + t], dim = shards_[t].dim();
-        for (int64_t k = 0; k < n; ++k) {
+        int64_t& at = s == me ? self_at : send_at;
+        for (int64_t k = 0; k < n; ++k, at += dim) {
           st.recv_ids.push_back(ids_recv_[id_at + k]);
-          st.recv_offset.push_back(rows_total + k * dim);
+          st.recv_offset.push_back(at);
         }
         id_at += n;
-        rows_total += n * dim;
       }
   }
-  rows_send_.resize(static_cast<size_t>(rows_total));
   for (int t = 0; t < T; ++t) {
     TableStep& st = steps_[t];
     const int64_t n = static_cast<int64_t>(st.recv_ids.size());
     cpu::unique_ids(st.recv_ids.data(), n, shards_[t].spec().num_embeddings, &st.owned);
     shards_[t].renorm(st.owned.unique.data(), st.owned.num_unique());
     // Received ids of one (source, table) block are contiguous in both
-    // recv_ids and rows_send_, so gather block by block.
+    // recv_ids and rows_, so gather block by block.
     int64_t k = 0;
     for (int s = 0; s < P; ++s) {
       const int64_t block = recv_ids_count_[s * T + t];
       if (block > 0)
-        shards_[t].gather(st.recv_ids.data() + k, block, rows_send_.data() + st.recv_offset[k]);
+        shards_[t].gather(st.recv_ids.data() + k, block, rows_.data() + st.recv_offset[k]);
       k += block;
     }
   }
@@ -173,32 +190,24 @@ void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vecto
 
   // 4. Rows back, then expand.
   traffic = comm_->traffic().bytes_sent;
-  std::vector<int64_t> send_floats(P, 0), recv_floats(P, 0);
-  for (int r = 0; r < P; ++r)
-    for (int t = 0; t < T; ++t) {
-      send_floats[r] += recv_ids_count_[r * T + t] * shards_[t].dim();
-      recv_floats[r] += send_ids_count_[r * T + t] * shards_[t].dim();
-    }
-  int64_t recv_total = 0;
-  for (int64_t c : recv_floats) recv_total += c;
-  rows_recv_.resize(static_cast<size_t>(recv_total));
-  comm_->alltoallv(rows_send_.data(), send_floats, rows_recv_.data(), recv_floats,
+  comm_->alltoallv(rows_.data(), rows_to_peer_, rows_.data() + recv_region_, rows_from_peer_,
                    CommType::kFloat32);
   stats_.rows_bytes_sent += comm_->traffic().bytes_sent - traffic;
   stats_.alltoall_rows_ms += clock.lap_ms();
 
-  int64_t at = 0;
+  int64_t recv_at = recv_region_, self_at = self_region_;
   for (int t = 0; t < T; ++t) steps_[t].row_offset.resize(steps_[t].local.unique.size());
   for (int d = 0; d < P; ++d)
     for (int t = 0; t < T; ++t) {
       TableStep& st = steps_[t];
       const int64_t dim = shards_[t].dim();
+      int64_t& at = d == me ? self_at : recv_at;
       for (int64_t u = st.unique_begin[d]; u < st.unique_begin[d + 1]; ++u, at += dim)
         st.row_offset[u] = at;
     }
   for (int t = 0; t < T; ++t) {
     const TableStep& st = steps_[t];
-    cpu::gather_rows_at(rows_recv_.data(), st.row_offset.data(), st.local.inverse.data(),
+    cpu::gather_rows_at(rows_.data(), st.row_offset.data(), st.local.inverse.data(),
                         static_cast<int64_t>(st.ids.size()), shards_[t].dim(), out[t]);
   }
   stats_.gather_ms += clock.lap_ms();
@@ -210,8 +219,8 @@ void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
   EMBTRAIN_ASSERT(static_cast<int>(grad_out.size()) == T);
   Stopwatch clock;
 
-  // 5. Requester: per distinct id, the summed gradient in the layout the
-  // rows arrived in (so rows_recv_ becomes the send buffer) and its count.
+  // 5. Requester: per distinct id, the summed gradient in the place its row
+  // arrived at (so the receive region becomes the send buffer), and its count.
   bool any_scaled = false;
   for (int t = 0; t < T; ++t) {
     TableStep& st = steps_[t];
@@ -221,12 +230,12 @@ void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
     std::vector<int64_t> dst = st.row_offset;
     if (pad >= 0) {
       dst[pad] = -1;
-      std::fill_n(rows_recv_.begin() + st.row_offset[pad], spec.dim, 0.f);
+      std::fill_n(rows_.begin() + st.row_offset[pad], spec.dim, 0.f);
     }
     cpu::SegmentLayout layout;
     layout.dst_offsets = dst.data();
     cpu::segment_sum(grad_out[t], spec.dim, st.local, layout, /*scale_by_count=*/false,
-                     rows_recv_.data());
+                     rows_.data());
   }
   if (any_scaled) {
     counts_send_.clear();
@@ -240,17 +249,15 @@ void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
   // 6. Gradients (and counts) back to the owners: the forward's exchanges
   // with the roles of sender and receiver swapped.
   const int64_t traffic = comm_->traffic().bytes_sent;
-  std::vector<int64_t> send_floats(P, 0), recv_floats(P, 0), send_ids(P, 0), recv_ids(P, 0);
-  for (int r = 0; r < P; ++r)
-    for (int t = 0; t < T; ++t) {
-      send_floats[r] += send_ids_count_[r * T + t] * shards_[t].dim();
-      recv_floats[r] += recv_ids_count_[r * T + t] * shards_[t].dim();
-      send_ids[r] += send_ids_count_[r * T + t];
-      recv_ids[r] += recv_ids_count_[r * T + t];
-    }
-  comm_->alltoallv(rows_recv_.data(), send_floats, rows_send_.data(), recv_floats,
+  comm_->alltoallv(rows_.data() + recv_region_, rows_from_peer_, rows_.data(), rows_to_peer_,
                    CommType::kFloat32);
   if (any_scaled) {
+    std::vector<int64_t> send_ids(P, 0), recv_ids(P, 0);
+    for (int r = 0; r < P; ++r)
+      for (int t = 0; t < T; ++t) {
+        send_ids[r] += send_ids_count_[r * T + t];
+        recv_ids[r] += recv_ids_count_[r * T + t];
+      }
     counts_recv_.resize(ids_recv_.size());
     comm_->alltoallv(counts_send_.data(), send_ids, counts_recv_.data(), recv_ids,
                      CommType::kInt32);
@@ -292,7 +299,7 @@ void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
     }
     layout.dst_offsets = dst.data();
     st.update_grads.resize(st.update_rows.size() * static_cast<size_t>(spec.dim));
-    cpu::segment_sum(rows_send_.data(), spec.dim, st.owned, layout, spec.scale_grad_by_freq,
+    cpu::segment_sum(rows_.data(), spec.dim, st.owned, layout, spec.scale_grad_by_freq,
                      st.update_grads.data());
   }
   stats_.reduce_ms += clock.lap_ms();

@@ -263,8 +263,7 @@ void check_segment_sum(const std::vector<int64_t>& ids, int64_t dim, bool scale,
   embtrain::cpu::segment_sum(grad.data(), dim, index, scale, skip, sums.data());
   for (int64_t i = 0; i < written * dim; ++i)
     ASSERT_NEAR(sums[i], want[i], 1e-6 * magnitude[i] + 1e-6)
-        << "row " << i / dim << " (unique slot "
-        << (i / dim >= skip && skip >= 0 ? i / dim + 1 : i / dim) << "), element " << i % dim;
+        << "output row " << i / dim << ", element " << i % dim;
   for (int64_t j = written * dim; j < u_count * dim; ++j)
     ASSERT_EQ(sums[j], 4242.f) << "segment_sum wrote past its " << written << " rows";
 }
