@@ -72,6 +72,11 @@ class EmbeddingTable {
   const RowBuffer& weights() const { return weights_; }
   RowBuffer& weights() { return weights_; }
   const RowBuffer& state() const { return state_; }
+  RowBuffer& state() { return state_; }
+  // Floats of optimizer state per row (0 for SGD and for frozen tables).
+  int64_t state_width() const;
+  // Restores the optimizer's step counter (checkpoints).
+  void set_step(int64_t step) { step_ = step; }
 
   // Renorms the given rows (global ids, all owned) if the table has max_norm.
   void renorm(const int64_t* rows, int64_t n);

@@ -7,6 +7,8 @@ namespace app {
 // process exit status; errors are thrown as embtrain::Error.
 int run_replay(int argc, char** argv);
 int run_bench(int argc, char** argv);
+int run_train(int argc, char** argv);
+int run_export(int argc, char** argv);
 
 }  // namespace app
 }  // namespace embtrain

@@ -18,6 +18,8 @@ const char kUsage[] =
     "usage: embtrain <command> [options]        (or: mpirun -np P embtrain <command> ...)\n"
     "\n"
     "commands:\n"
+    "  train    train a workload from a config file (tables row-sharded over ranks)\n"
+    "  export   write a checkpoint's table as .npy or word2vec text\n"
     "  replay   replay recorded steps (ids, output gradients) on a table and\n"
     "           write the outputs and final weights: the PyTorch parity tool\n"
     "  bench    time training steps on a synthetic Zipf workload\n"
@@ -59,8 +61,10 @@ int main(int argc, char** argv) {
   try {
     if (command == "replay") return embtrain::app::run_replay(argc - 1, argv + 1);
     if (command == "bench") return embtrain::app::run_bench(argc - 1, argv + 1);
+    if (command == "train") return embtrain::app::run_train(argc - 1, argv + 1);
+    if (command == "export") return embtrain::app::run_export(argc - 1, argv + 1);
     if (world_rank() == 0)
-      std::fprintf(stderr, "embtrain: unknown command '%s' (valid: replay, bench)\n%s",
+      std::fprintf(stderr, "embtrain: unknown command '%s' (valid: train, export, replay, bench)\n%s",
                    command.c_str(), kUsage);
     return 1;
   } catch (const embtrain::AgreedError& e) {

@@ -137,10 +137,14 @@ EmbeddingTable::EmbeddingTable(const TableSpec& spec, int64_t row_begin, int64_t
   init_state();
 }
 
+int64_t EmbeddingTable::state_width() const {
+  return spec_.freeze ? 0 : optimizer_state_width(spec_.optimizer.kind, spec_.dim);
+}
+
 void EmbeddingTable::init_state() {
   if (spec_.freeze) return;  // a frozen table never updates: keep no state
   const OptimizerConfig& opt = spec_.optimizer;
-  const int64_t width = optimizer_state_width(opt.kind, spec_.dim);
+  const int64_t width = state_width();
   const float init = opt.kind == OptimizerKind::kAdagrad ||
                              opt.kind == OptimizerKind::kRowwiseAdagrad
                          ? static_cast<float>(opt.initial_accumulator_value)

@@ -1,0 +1,73 @@
+// Workload: a model whose embedding tables are row-sharded. The trainer
+// owns the loop, the tables, logging and checkpoints; a workload owns its
+// data, its model math and its metrics.
+//
+// Batches are pure functions of (seed, rank, ranks, step): a resumed run
+// sees exactly the batches the uninterrupted run would have seen, with no
+// data cursor to save.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "embtrain/sharded_embedding.hpp"
+
+namespace embtrain {
+
+// What one rank did in one step.
+struct StepOutput {
+  double loss_sum = 0;   // summed over this rank's examples
+  int64_t examples = 0;  // examples in the loss
+  int64_t lookups = 0;   // ids looked up, over all tables
+  int64_t words = 0;     // text workloads: corpus words consumed
+};
+
+// What the trainer tells a workload when it creates it.
+struct WorkloadContext {
+  Communicator* comm = nullptr;
+  uint64_t seed = 1;
+  int64_t batch_size = 0;                     // examples per rank per step
+  std::map<std::string, int64_t> table_dims;  // embedding_dim of each table, by name
+  std::string out_dir;                        // where the run writes its files
+};
+
+class Workload {
+ public:
+  virtual ~Workload() = default;
+
+  virtual std::string name() const = 0;
+  // One line for the start-up log, e.g. "vocabulary 71,290 words".
+  virtual std::string describe() const = 0;
+  // Table names in the order of the ShardedEmbedding's tables.
+  virtual std::vector<std::string> table_names() const = 0;
+  // Rows table `name` needs (known once the data is loaded).
+  virtual int64_t table_rows(const std::string& name) const = 0;
+  // Steps that make one pass over the training data.
+  virtual int64_t steps_per_epoch() const = 0;
+
+  // Trains on the batch of `step` (0-based): lookups, loss and gradients,
+  // backward and the optimizer step, and the allreduce of any dense
+  // parameters. A collective: every rank calls it for every step.
+  virtual StepOutput train_step(ShardedEmbedding& tables, int64_t step) = 0;
+
+  // Held-out metrics reduced over ranks (same on every rank), e.g.
+  // {"loss": 0.41, "auc": 0.83}. A collective.
+  virtual std::map<std::string, double> evaluate(ShardedEmbedding& tables) = 0;
+  // Metrics of a reference the run can be judged against, e.g. the AUC of
+  // the hidden ground-truth model on the same held-out data; may be empty.
+  virtual std::map<std::string, double> reference_metrics() { return {}; }
+
+  // Data-parallel parameters, identical on every rank (checkpointed).
+  virtual std::vector<float>* dense_parameters() { return nullptr; }
+
+  // After training: reports and exports (nearest neighbours, vectors) into
+  // `out_dir`. A collective; rank 0 prints.
+  virtual void finish(ShardedEmbedding& tables, const std::string& out_dir) {
+    (void)tables;
+    (void)out_dir;
+  }
+};
+
+}  // namespace embtrain

@@ -1,0 +1,237 @@
+#include "config.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "embtrain/errors.hpp"
+
+namespace embtrain {
+namespace app {
+
+namespace po = boost::program_options;
+
+namespace {
+
+std::string trim(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return "";
+  const size_t e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+// Line numbers of the keys of an INI file, by full "section.key" name.
+// Boost parses the file; this only remembers where each key stands so that
+// errors can point at it.
+std::map<std::string, int> index_lines(const std::string& path) {
+  std::map<std::string, int> lines;
+  std::ifstream in(path);
+  std::string line, section;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const std::string t = trim(line);
+    if (t.empty() || t[0] == '#' || t[0] == ';') continue;
+    if (t.front() == '[' && t.back() == ']') {
+      section = trim(t.substr(1, t.size() - 2));
+      continue;
+    }
+    const size_t eq = t.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = trim(t.substr(0, eq));
+    lines[section.empty() ? key : section + "." + key] = n;
+  }
+  return lines;
+}
+
+}  // namespace
+
+std::string Config::peek(int argc, char** argv, const std::string& key) {
+  std::string file;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    for (const std::string& name : {key, std::string("config")}) {
+      const std::string flag = "--" + name;
+      std::string value;
+      if (a.rfind(flag + "=", 0) == 0)
+        value = a.substr(flag.size() + 1);
+      else if (a == flag && i + 1 < argc)
+        value = argv[i + 1];
+      else
+        continue;
+      if (name == key) return trim(value);
+      file = value;
+    }
+  }
+  if (file.empty()) return "";
+  std::ifstream in(file);
+  if (!in) return "";  // parse() reports the missing file properly
+  po::options_description options;
+  options.add_options()(key.c_str(), po::value<std::string>());
+  po::variables_map vm;
+  try {
+    po::store(po::parse_config_file(in, options, /*allow_unregistered=*/true), vm);
+  } catch (const po::error&) {
+    return "";  // parse() reports it with the full set of keys
+  }
+  return vm.count(key) ? trim(vm[key].as<std::string>()) : "";
+}
+
+void Config::declare(const std::string& key, const std::string& default_value,
+                     const std::string& help) {
+  keys_[key] = Key{default_value, help};
+  values_[key] = default_value;
+  sources_[key] = "default";
+}
+
+void Config::parse(int argc, char** argv, const std::string& command) {
+  po::options_description options;
+  options.add_options()("config", po::value<std::string>(), "INI file");
+  for (const auto& [key, spec] : keys_) options.add_options()(key.c_str(), po::value<std::string>());
+
+  po::variables_map cli, file;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(options).run(), cli);
+  } catch (const po::error& e) {
+    throw make_error("embtrain ", command, ": command line: ", e.what(),
+                     " (see 'embtrain ", command, " --help' for the keys)");
+  }
+  if (cli.count("config")) {
+    file_ = cli["config"].as<std::string>();
+    std::ifstream in(file_);
+    EMBTRAIN_REQUIRE(in, "config file ", file_, ": cannot open for reading");
+    file_lines_ = index_lines(file_);
+    try {
+      po::store(po::parse_config_file(in, options, /*allow_unregistered=*/false), file);
+    } catch (const po::unknown_option& e) {
+      const std::string key = e.get_option_name();
+      const auto line = file_lines_.find(key);
+      throw make_error(file_, line != file_lines_.end() ? ":" + std::to_string(line->second) : "",
+                       ": unknown key '", key, "' (see 'embtrain ", command,
+                       " --help' for the valid keys)");
+    } catch (const po::error& e) {
+      throw make_error(file_, ": ", e.what());
+    }
+  }
+  for (const auto& [key, spec] : keys_) {
+    if (cli.count(key)) {
+      values_[key] = trim(cli[key].as<std::string>());
+      sources_[key] = "command line";
+    } else if (file.count(key)) {
+      values_[key] = trim(file[key].as<std::string>());
+      const auto line = file_lines_.find(key);
+      sources_[key] = file_ + (line != file_lines_.end() ? ":" + std::to_string(line->second) : "");
+    }
+  }
+}
+
+bool Config::has(const std::string& key) const { return !str(key).empty(); }
+
+std::string Config::str(const std::string& key) const {
+  const auto it = values_.find(key);
+  EMBTRAIN_ASSERT(it != values_.end());
+  return it->second;
+}
+
+std::string Config::source(const std::string& key) const {
+  const auto it = sources_.find(key);
+  return it == sources_.end() ? "default" : it->second;
+}
+
+void Config::fail(const std::string& key, const std::string& what) const {
+  throw make_error("config key '", key, "' = '", str(key), "' (", source(key), "): ", what);
+}
+
+std::string Config::choice(const std::string& key, const std::vector<std::string>& valid) const {
+  const std::string v = str(key);
+  for (const auto& c : valid)
+    if (v == c) return v;
+  std::string list;
+  for (const auto& c : valid) list += (list.empty() ? "" : ", ") + c;
+  fail(key, "not a valid choice (valid: " + list + ")");
+}
+
+int64_t Config::integer(const std::string& key, int64_t lo, int64_t hi) const {
+  const auto v = optional_integer(key, lo, hi);
+  if (!v) fail(key, "a value is required");
+  return *v;
+}
+
+std::optional<int64_t> Config::optional_integer(const std::string& key, int64_t lo,
+                                                int64_t hi) const {
+  const std::string s = str(key);
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str() || *end != '\0') fail(key, "not an integer");
+  if (v < lo || v > hi)
+    fail(key, detail::concat("out of range (valid: [", lo, ", ",
+                             hi == std::numeric_limits<int64_t>::max() ? std::string("inf")
+                                                                       : std::to_string(hi),
+                             "])"));
+  return v;
+}
+
+double Config::real(const std::string& key, double lo, double hi) const {
+  const auto v = optional_real(key, lo, hi);
+  if (!v) fail(key, "a value is required");
+  return *v;
+}
+
+std::optional<double> Config::optional_real(const std::string& key, double lo, double hi) const {
+  const std::string s = str(key);
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || *end != '\0' || std::isnan(v)) fail(key, "not a number");
+  if (v < lo || v > hi) fail(key, detail::concat("out of range (valid: [", lo, ", ", hi, "])"));
+  return v;
+}
+
+bool Config::boolean(const std::string& key) const {
+  const std::string s = str(key);
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
+  fail(key, "not a boolean (valid: true, false)");
+}
+
+std::string Config::effective_ini() const {
+  std::ostringstream os;
+  os << "# effective configuration: every key, its value and where it came from\n";
+  std::string section;
+  for (const auto& [key, spec] : keys_) {
+    const size_t dot = key.rfind('.');
+    const std::string sec = dot == std::string::npos ? "" : key.substr(0, dot);
+    if (sec != section) {
+      os << "\n[" << sec << "]\n";
+      section = sec;
+    }
+    os << key.substr(dot + 1) << " = " << str(key) << "    # " << source(key) << "\n";
+  }
+  return os.str();
+}
+
+std::string Config::help_text() const {
+  std::ostringstream os;
+  std::string section;
+  for (const auto& [key, spec] : keys_) {
+    const size_t dot = key.rfind('.');
+    const std::string sec = dot == std::string::npos ? "" : key.substr(0, dot);
+    if (sec != section) {
+      os << "\n[" << sec << "]\n";
+      section = sec;
+    }
+    std::string left = "  " + key.substr(dot + 1);
+    if (!spec.default_value.empty()) left += " = " + spec.default_value;
+    os << left;
+    if (left.size() < 36) os << std::string(36 - left.size(), ' ');
+    else os << "\n" << std::string(36, ' ');
+    os << spec.help << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace app
+}  // namespace embtrain

@@ -1,0 +1,68 @@
+// Config: the keys of an experiment, read from an INI file and overridden on
+// the command line, with Boost.Program_options doing the syntax (sections,
+// `--section.key=value`, unknown keys) and this class the typing and range
+// checks, so every error names the key, where its value came from (file
+// and line, or the command line) and the valid values.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace embtrain {
+namespace app {
+
+class Config {
+ public:
+  // Declares `key` ("section.key") with its default ("" = unset) and help.
+  void declare(const std::string& key, const std::string& default_value, const std::string& help);
+  bool declared(const std::string& key) const { return keys_.count(key) > 0; }
+
+  // The value `key` has on the command line (`--key=V` or `--key V`) or, failing
+  // that, in the `--config` file, without declaring anything; "" if unset.
+  // For keys that decide which other keys exist (train.workload).
+  static std::string peek(int argc, char** argv, const std::string& key);
+
+  // Parses `--config FILE` (optional) and `--section.key=value` overrides;
+  // the command line wins over the file, the file over defaults. Throws
+  // embtrain::Error for unknown keys, bad syntax or a missing file.
+  void parse(int argc, char** argv, const std::string& command);
+
+  // Typed reads; errors name the key, its source and the valid range.
+  bool has(const std::string& key) const;  // set (non-empty) by default, file or command line
+  std::string str(const std::string& key) const;
+  std::string choice(const std::string& key, const std::vector<std::string>& valid) const;
+  int64_t integer(const std::string& key, int64_t lo, int64_t hi) const;
+  double real(const std::string& key, double lo, double hi) const;
+  bool boolean(const std::string& key) const;
+  std::optional<int64_t> optional_integer(const std::string& key, int64_t lo, int64_t hi) const;
+  std::optional<double> optional_real(const std::string& key, double lo, double hi) const;
+
+  // "configs/x.ini:12", "command line" or "default".
+  std::string source(const std::string& key) const;
+  // Throws embtrain::Error naming the key and its source.
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const;
+
+  // The effective configuration as INI text (every declared key with its
+  // value and where it came from), enough to reproduce the run.
+  std::string effective_ini() const;
+  // The usage text for --help.
+  std::string help_text() const;
+  const std::string& config_file() const { return file_; }
+
+ private:
+  struct Key {
+    std::string default_value, help;
+  };
+  std::map<std::string, Key> keys_;
+  std::map<std::string, std::string> values_;
+  std::map<std::string, std::string> sources_;
+  std::map<std::string, int> file_lines_;  // key -> line in the config file
+  std::string file_;
+};
+
+}  // namespace app
+}  // namespace embtrain

@@ -1,0 +1,113 @@
+// embtrain export: one table of a checkpoint as a single .npy (readable by
+// numpy and torch.nn.Embedding.from_pretrained) or as word2vec text.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "commands.hpp"
+#include "embtrain/checkpoint.hpp"
+#include "embtrain/errors.hpp"
+#include "embtrain/npy.hpp"
+#include "table_options.hpp"
+
+namespace embtrain {
+namespace app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> read_vocab(const std::string& path, int64_t rows) {
+  std::ifstream in(path);
+  EMBTRAIN_REQUIRE(in, path, ": cannot open vocabulary");
+  std::vector<std::string> words;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const std::string word = line.substr(0, line.find_first_of(" \t"));
+    EMBTRAIN_REQUIRE(!word.empty(), path, ":", n, ": empty word");
+    words.push_back(word);
+  }
+  EMBTRAIN_REQUIRE(static_cast<int64_t>(words.size()) == rows, path, ": has ", words.size(),
+                   " words but the table has ", rows, " rows");
+  return words;
+}
+
+void write_word2vec(const std::string& path, const std::vector<std::string>& words,
+                    const std::vector<float>& table, int64_t dim) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    EMBTRAIN_REQUIRE(f, tmp, ": cannot open for writing");
+    std::fprintf(f, "%zu %lld\n", words.size(), static_cast<long long>(dim));
+    for (size_t r = 0; r < words.size(); ++r) {
+      std::fputs(words[r].c_str(), f);
+      for (int64_t j = 0; j < dim; ++j) std::fprintf(f, " %.9g", table[r * dim + j]);
+      std::fputc('\n', f);
+    }
+    const bool ok = std::fflush(f) == 0 && !std::ferror(f);
+    std::fclose(f);
+    if (!ok) {
+      std::remove(tmp.c_str());
+      throw make_error(path, ": write failed");
+    }
+  }
+  EMBTRAIN_REQUIRE(std::rename(tmp.c_str(), path.c_str()) == 0, path,
+                   ": cannot rename into place");
+}
+
+}  // namespace
+
+int run_export(int argc, char** argv) {
+  po::options_description options(
+      "usage: embtrain export --checkpoint PATH --table NAME --out FILE [--vocab FILE]\n\n"
+      "Writes one table of a checkpoint, assembled from its shards, as FILE.npy (float32,\n"
+      "rows x dim) or, for FILE.txt / FILE.vec, word2vec text (needs the vocabulary, one\n"
+      "word per line in row order; default: vocab.txt in the run folder).\n\noptions");
+  // clang-format off
+  options.add_options()
+    ("help,h", "show this help")
+    ("checkpoint", po::value<std::string>()->required(),
+     "a checkpoint folder, or a checkpoint root (its latest)")
+    ("table", po::value<std::string>()->required(), "table name")
+    ("out", po::value<std::string>()->required(), "output file: .npy, .txt or .vec")
+    ("vocab", po::value<std::string>(), "vocabulary for word2vec text");
+  // clang-format on
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::cout << options << "\n";
+      return 0;
+    }
+  const po::variables_map vm = parse_command_line(argc, argv, options, "export");
+  const std::string given = vm["checkpoint"].as<std::string>();
+  const std::string dir = resolve_checkpoint(given);
+  EMBTRAIN_REQUIRE(!dir.empty(), "option --checkpoint: ", given, " holds no checkpoint");
+  const std::string out = vm["out"].as<std::string>();
+  const std::string ext = fs::path(out).extension().string();
+  EMBTRAIN_REQUIRE(ext == ".npy" || ext == ".txt" || ext == ".vec", "option --out: ", out,
+                   " must end in .npy, .txt or .vec");
+
+  int64_t rows = 0, dim = 0;
+  const std::vector<float> table =
+      read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim);
+  if (ext == ".npy") {
+    write_npy(out, DType::kFloat32, {rows, dim}, table.data());
+  } else {
+    // Default vocabulary: the run folder's, two levels above step_N.
+    std::string vocab = vm.count("vocab") ? vm["vocab"].as<std::string>() : "";
+    if (vocab.empty()) {
+      const fs::path guess = fs::path(dir).parent_path().parent_path() / "vocab.txt";
+      EMBTRAIN_REQUIRE(fs::exists(guess), "word2vec text needs --vocab (no ", guess.string(),
+                       ")");
+      vocab = guess.string();
+    }
+    write_word2vec(out, read_vocab(vocab, rows), table, dim);
+  }
+  std::fprintf(stderr, "embtrain export: table '%s' (%lld x %lld) of %s -> %s\n",
+               vm["table"].as<std::string>().c_str(), static_cast<long long>(rows),
+               static_cast<long long>(dim), dir.c_str(), out.c_str());
+  return 0;
+}
+
+}  // namespace app
+}  // namespace embtrain
