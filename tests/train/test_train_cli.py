@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+"""End-to-end tests of `embtrain train` and `embtrain export` through the CLI.
+
+    /usr/bin/python3 tests/train/test_train_cli.py --embtrain build/embtrain [--only NAME]
+
+Covers: config errors (unknown key with file:line, ill-typed and out-of-range
+values, command-line overrides), exact resume (a run resumed from step k
+ends bitwise equal to an uninterrupted run, 1 and 2 ranks), re-sharding a
+checkpoint from 2 to 3 ranks, checkpoint/config mismatches, a stale partial
+checkpoint left by a crash, export to .npy, from_pretrained with freeze, and
+the quickstart config on a short setting. Prints `N passed, M failed`.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+
+import numpy as np
+
+EMBTRAIN = None
+TIMEOUT_S = 300
+
+
+def mpirun(np_):
+    if np_ == 1:
+        return []
+    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(np_),
+           "-x", "OMP_NUM_THREADS=1"]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--allow-run-as-root")
+    return cmd
+
+
+def run(args, np_=1, expect_ok=True):
+    cmd = mpirun(np_) + [EMBTRAIN] + args
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=TIMEOUT_S)
+    if expect_ok and p.returncode != 0:
+        raise AssertionError("command failed (%d): %s\nstdout:\n%s\nstderr:\n%s" % (
+            p.returncode, " ".join(cmd), p.stdout[-3000:], p.stderr[-3000:]))
+    return p
+
+
+def small_recsys(work, **overrides):
+    """A small, fast recsys run's command line."""
+    keys = {"train.workload": "recsys", "train.steps": "12", "train.batch_size": "64",
+            "recsys.users": "300", "recsys.items": "500", "recsys.history": "5",
+            "recsys.eval_samples": "400", "recsys.train_samples": "5000",
+            "table.users.dim": "8", "table.items.dim": "8", "log.interval": "4",
+            "log.dir": os.path.join(work, "run"), "train.threads": "1", "log.quiet": "true"}
+    keys.update(overrides)
+    return ["train"] + ["--%s=%s" % kv for kv in keys.items()]
+
+
+def export(ckpt, table, out):
+    run(["export", "--checkpoint", ckpt, "--table", table, "--out", out])
+    return np.load(out)
+
+
+def expect_error(p, *needles):
+    assert p.returncode == 1, "expected exit status 1, got %d\n%s" % (p.returncode, p.stderr)
+    for n in needles:
+        assert n in p.stderr, "stderr lacks %r:\n%s" % (n, p.stderr)
+
+
+# ---------------------------------------------------------------- tests
+
+def test_config_errors(work):
+    ini = os.path.join(work, "bad.ini")
+    with open(ini, "w") as f:
+        f.write("[train]\nworkload = recsys\nsteps = 5\n\n[recsys]\nusers = 100\nbogus_key = 3\n")
+    expect_error(run(["train", "--config", ini], expect_ok=False), "bad.ini:7", "recsys.bogus_key")
+    with open(ini, "w") as f:
+        f.write("[train]\nsteps = many\n")
+    expect_error(run(["train", "--config", ini], expect_ok=False), "train.steps", "bad.ini:2",
+                 "not an integer")
+    expect_error(run(small_recsys(work, **{"train.batch_size": "0"}), expect_ok=False),
+                 "train.batch_size", "command line", "[1, ")
+    expect_error(run(small_recsys(work, **{"table.items.optimizer": "adamw"}), expect_ok=False),
+                 "table.items.optimizer", "sgd, adagrad, adam, rowwise_adagrad")
+    expect_error(run(small_recsys(work, **{"train.workload": "nope"}), expect_ok=False),
+                 "train.workload", "recsys")
+    expect_error(run(["train", "--config", os.path.join(work, "missing.ini")], expect_ok=False),
+                 "missing.ini")
+    expect_error(run(small_recsys(work) + ["--no.such.key=1"], expect_ok=False), "no.such.key")
+    # The effective configuration reproduces the run: it parses back.
+    run(small_recsys(work))
+    effective = os.path.join(work, "run", "config.ini")
+    assert "users = 300" in open(effective).read()
+    run(["train", "--config", effective, "--log.dir=" + os.path.join(work, "again")])
+
+
+def resume_equals_uninterrupted(work, np_):
+    full = os.path.join(work, "full")
+    run(small_recsys(work, **{"log.dir": full}), np_)
+    part = os.path.join(work, "part")
+    run(small_recsys(work, **{"log.dir": part, "train.steps": "5"}), np_)
+    run(small_recsys(work, **{"log.dir": part, "checkpoint.resume": "auto"}), np_)
+    for table in ("users", "items"):
+        a = export(os.path.join(full, "checkpoints"), table, os.path.join(work, "a.npy"))
+        b = export(os.path.join(part, "checkpoints"), table, os.path.join(work, "b.npy"))
+        assert a.tobytes() == b.tobytes(), "table %s differs after resume (max |diff| %g)" % (
+            table, np.abs(a - b).max())
+    da = np.load(os.path.join(full, "checkpoints", "step_00000012", "dense.npy"))
+    db = np.load(os.path.join(part, "checkpoints", "step_00000012", "dense.npy"))
+    assert da.tobytes() == db.tobytes(), "dense parameters differ after resume"
+
+
+def test_resume_exact_1_rank(work):
+    resume_equals_uninterrupted(work, 1)
+
+
+def test_resume_exact_2_ranks(work):
+    resume_equals_uninterrupted(work, 2)
+
+
+def test_reshard_2_to_3(work):
+    two = os.path.join(work, "two")
+    run(small_recsys(work, **{"log.dir": two, "train.steps": "6"}), 2)
+    before = {t: export(os.path.join(two, "checkpoints"), t, os.path.join(work, t + "0.npy"))
+              for t in ("users", "items")}
+    # Resume at the checkpoint's own step with 3 ranks: nothing trains, and
+    # the checkpoint written at the end holds the same tables in 3 shards.
+    three = os.path.join(work, "three")
+    run(small_recsys(work, **{"log.dir": three, "train.steps": "6",
+                              "checkpoint.resume": os.path.join(two, "checkpoints")}), 3)
+    manifest = open(os.path.join(three, "checkpoints", "step_00000006", "manifest.json")).read()
+    assert '"ranks": 3' in manifest
+    for t in ("users", "items"):
+        after = export(os.path.join(three, "checkpoints"), t, os.path.join(work, t + "1.npy"))
+        assert after.tobytes() == before[t].tobytes(), "table %s changed by re-sharding" % t
+    # And training goes on from there.
+    run(small_recsys(work, **{"log.dir": three, "train.steps": "9",
+                              "checkpoint.resume": "auto"}), 3)
+
+
+def test_checkpoint_mismatch(work):
+    run(small_recsys(work, **{"train.steps": "3"}))
+    ckpt = os.path.join(work, "run", "checkpoints")
+    p = run(small_recsys(work, **{"log.dir": os.path.join(work, "x"), "checkpoint.resume": ckpt,
+                                  "table.items.dim": "16", "table.users.dim": "16"}),
+            expect_ok=False)
+    expect_error(p, "users", "8", "16")
+    p = run(small_recsys(work, **{"log.dir": os.path.join(work, "y"), "checkpoint.resume": ckpt,
+                                  "table.users.optimizer": "adam"}), expect_ok=False)
+    expect_error(p, "adagrad", "adam")
+    p = run(small_recsys(work, **{"log.dir": os.path.join(work, "z"),
+                                  "checkpoint.resume": os.path.join(work, "nothing")}),
+            expect_ok=False)
+    expect_error(p, "checkpoint.resume")
+
+
+def test_stale_partial_checkpoint(work):
+    run(small_recsys(work, **{"train.steps": "4"}))
+    ckpt = os.path.join(work, "run", "checkpoints")
+    # A crash while saving step 8 leaves a temporary folder and no `latest`
+    # change: the run resumes from step 4 and replaces the debris.
+    stale = os.path.join(ckpt, ".step_00000008.tmp")
+    os.makedirs(stale)
+    with open(os.path.join(stale, "users.rank0.weights.npy"), "wb") as f:
+        f.write(b"half-written")
+    assert open(os.path.join(ckpt, "latest")).read().strip() == "step_00000004"
+    p = run(small_recsys(work, **{"train.steps": "8", "checkpoint.resume": "auto",
+                                  "log.quiet": "false"}))
+    assert "resumed from" in p.stdout and "step 4" in p.stdout, p.stdout
+    assert open(os.path.join(ckpt, "latest")).read().strip() == "step_00000008"
+    assert not os.path.exists(stale)
+
+
+def test_export_and_frozen_pretrained(work):
+    run(small_recsys(work, **{"train.steps": "4"}))
+    users = export(os.path.join(work, "run", "checkpoints"), "users",
+                   os.path.join(work, "users.npy"))
+    assert users.shape == (300, 8) and users.dtype == np.float32 and np.abs(users).max() > 0
+    # from_pretrained + freeze: the table starts from the file and never moves.
+    frozen = os.path.join(work, "frozen")
+    run(small_recsys(work, **{"log.dir": frozen, "table.users.init": os.path.join(work, "users.npy"),
+                              "table.users.freeze": "true"}), 2)
+    after = export(os.path.join(frozen, "checkpoints"), "users", os.path.join(work, "u2.npy"))
+    assert after.tobytes() == users.tobytes(), "frozen table changed"
+    p = run(["export", "--checkpoint", os.path.join(work, "run", "checkpoints"), "--table",
+             "nope", "--out", os.path.join(work, "n.npy")], expect_ok=False)
+    expect_error(p, "nope")
+
+
+def test_quickstart_config(work):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ini = os.path.join(root, "configs", "quickstart.ini")
+    p = run(["train", "--config", ini, "--train.steps=30", "--log.interval=10",
+             "--log.dir=" + os.path.join(work, "qs")], 2)
+    assert "eval" in p.stdout and "done:" in p.stdout, p.stdout
+    lines = open(os.path.join(work, "qs", "metrics.jsonl")).read().splitlines()
+    assert any('"type": "summary"' in l or '"type":"summary"' in l for l in lines)
+
+
+TESTS = [f for name, f in sorted(globals().items()) if name.startswith("test_")]
+
+
+def main():
+    global EMBTRAIN
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--embtrain", required=True)
+    parser.add_argument("--only", help="run only tests whose name contains this")
+    args = parser.parse_args()
+    EMBTRAIN = os.path.abspath(args.embtrain)
+    passed = failed = 0
+    for test in TESTS:
+        if args.only and args.only not in test.__name__:
+            continue
+        work = tempfile.mkdtemp(prefix="train_cli_")
+        try:
+            test(work)
+            passed += 1
+            print("ok   %s" % test.__name__, flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s\n%s" % (test.__name__, traceback.format_exc()), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
