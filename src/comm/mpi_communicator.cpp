@@ -59,21 +59,10 @@ class MpiCommunicator final : public Communicator {
                 static_cast<size_t>(send_counts[rank_] * elem));
     if (size_ == 1) return;
 
-    if (send_displ[size_] <= max_message_ && recv_displ[size_] <= max_message_) {
-      std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
-      for (int r = 0; r < size_; ++r) {
-        const bool self = r == rank_;
-        sc[r] = self ? 0 : static_cast<int>(send_counts[r]);
-        sd[r] = static_cast<int>(send_displ[r]);
-        rc[r] = self ? 0 : static_cast<int>(recv_counts[r]);
-        rd[r] = static_cast<int>(recv_displ[r]);
-      }
-      EMBTRAIN_MPI_CHECK(MPI_Alltoallv(send, sc.data(), sd.data(), mpi_type(type), recv,
-                                       rc.data(), rd.data(), mpi_type(type), comm_));
-      return;
-    }
-    // Large transfers: point-to-point messages of at most max_message_
-    // elements each; pieces of one pair arrive in order (MPI's
+    // Point-to-point messages of at most max_message_ elements each, not
+    // MPI_Alltoallv: its int counts cannot carry 2^31 elements, and a choice
+    // between the two made from this rank's own counts could differ between
+    // ranks and deadlock. Pieces of one pair arrive in order (MPI's
     // non-overtaking rule), so one tag suffices.
     std::vector<MPI_Request> requests;
     for (int r = 0; r < size_; ++r) {

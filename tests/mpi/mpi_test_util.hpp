@@ -67,9 +67,9 @@ template <typename Got, typename Want>
 
 // Skips the test on every rank (they agree first) unless the job has at
 // least n ranks. Use at the top of a test body.
-#define EMBTRAIN_REQUIRE_RANKS(n)                                                          \
-  do {                                                                                     \
-    const int embtrain_size_ = ::embtrain_mpi_test::world().size();                        \
-    if (!::embtrain_mpi_test::all_ranks(embtrain_size_ >= (n)))                            \
+#define EMBTRAIN_REQUIRE_RANKS(n)                                                           \
+  do {                                                                                      \
+    const int embtrain_size_ = ::embtrain_mpi_test::world().size();                         \
+    if (!::embtrain_mpi_test::all_ranks(embtrain_size_ >= (n)))                             \
       GTEST_SKIP() << "needs at least " << (n) << " ranks, the job has " << embtrain_size_; \
   } while (0)

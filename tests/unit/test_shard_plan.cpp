@@ -40,7 +40,9 @@ void check_plan(int64_t rows, int ranks, bool every_row, std::mt19937_64& rng) {
     ASSERT_EQ(plan.shard_rows(r), plan.row_end(r) - plan.row_begin(r));
     // Lower ranks take the extra rows: ranks [0, rows % ranks) hold one more.
     ASSERT_EQ(plan.shard_rows(r), base + (r < extra ? 1 : 0));
-    if (r > 0) ASSERT_LE(plan.shard_rows(r), plan.shard_rows(r - 1));
+    if (r > 0) {
+      ASSERT_LE(plan.shard_rows(r), plan.shard_rows(r - 1));
+    }
     min_size = std::min(min_size, plan.shard_rows(r));
     max_size = std::max(max_size, plan.shard_rows(r));
     next = plan.row_end(r);
@@ -75,8 +77,8 @@ void check_plan(int64_t rows, int ranks, bool every_row, std::mt19937_64& rng) {
   }
   for (int r = 0; r < ranks; ++r) {
     if (plan.shard_rows(r) == 0) continue;
-    for (int64_t row : {plan.row_begin(r), plan.row_begin(r) + 1, plan.row_end(r) - 2,
-                        plan.row_end(r) - 1}) {
+    for (int64_t row :
+         {plan.row_begin(r), plan.row_begin(r) + 1, plan.row_end(r) - 2, plan.row_end(r) - 1}) {
       if (row < plan.row_begin(r) || row >= plan.row_end(r)) continue;
       ASSERT_NO_FATAL_FAILURE(check_row(row));
       ASSERT_EQ(plan.owner(row), r) << "row " << row;
@@ -92,8 +94,8 @@ TEST(ShardPlan, SmallTablesEveryRow) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
-  const std::vector<int64_t> rows_list = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15, 16, 17,
-                                          31, 63, 64, 65, 100, 127, 1000, 1001, 4099};
+  const std::vector<int64_t> rows_list = {0,  1,  2,  3,  4,  5,  6,  7,   8,   9,    10,   11,
+                                          15, 16, 17, 31, 63, 64, 65, 100, 127, 1000, 1001, 4099};
   const std::vector<int> ranks_list = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 64, 100, 1000};
   for (int64_t rows : rows_list)
     for (int ranks : ranks_list) ASSERT_NO_FATAL_FAILURE(check_plan(rows, ranks, true, rng));
@@ -108,7 +110,9 @@ TEST(ShardPlan, RowsAroundRankCount) {
   for (int ranks = 1; ranks <= 40; ++ranks)
     for (int64_t rows : {int64_t{ranks} - 1, int64_t{ranks}, int64_t{ranks} + 1,
                          2 * int64_t{ranks} - 1, 2 * int64_t{ranks}, 3 * int64_t{ranks} + 2})
-      if (rows >= 0) ASSERT_NO_FATAL_FAILURE(check_plan(rows, ranks, true, rng));
+      if (rows >= 0) {
+        ASSERT_NO_FATAL_FAILURE(check_plan(rows, ranks, true, rng));
+      }
 }
 
 TEST(ShardPlan, RandomSizes) {
@@ -125,10 +129,13 @@ TEST(ShardPlan, BigTablesSampled) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
-  const std::vector<int64_t> rows_list = {
-      int64_t{1000000000000},      int64_t{1000000000000} + 1, int64_t{1000000000000} + 6,
-      (int64_t{1} << 31) + 3,       (int64_t{1} << 40) - 1,     int64_t{1} << 62,
-      std::numeric_limits<int64_t>::max() / 2};
+  const std::vector<int64_t> rows_list = {int64_t{1000000000000},
+                                          int64_t{1000000000000} + 1,
+                                          int64_t{1000000000000} + 6,
+                                          (int64_t{1} << 31) + 3,
+                                          (int64_t{1} << 40) - 1,
+                                          int64_t{1} << 62,
+                                          std::numeric_limits<int64_t>::max() / 2};
   const std::vector<int> ranks_list = {1, 2, 3, 7, 8, 1000, 4093, 65536};
   for (int64_t rows : rows_list)
     for (int ranks : ranks_list) ASSERT_NO_FATAL_FAILURE(check_plan(rows, ranks, false, rng));

@@ -1,0 +1,738 @@
+// ShardedEmbedding under mpiexec: P ranks must give what one process gives
+// on the global batch (DESIGN.md, "One step, as data").
+//
+// Every rank draws the same random cases from the same seed: tables (rows
+// fewer than the ranks included, padding absent / positive / negative,
+// max_norm with norm_type 1/2/3, scale_grad_by_freq, every optimizer), and
+// for each step and table a global batch with heavy duplicates within and
+// across ranks, some empty or all-padding. Rank r takes a contiguous slice
+// of each global batch (ShardPlan over the batch's samples, so lower ranks
+// take the extras). The reference is a single-process embtrain::Embedding
+// per table started from the same weights and run on the whole global
+// batch; each rank compares its own slice of the forward output and its own
+// shard's rows and optimizer state, with no gather.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "embtrain/communicator.hpp"
+#include "embtrain/embedding.hpp"
+#include "embtrain/embedding_table.hpp"
+#include "embtrain/errors.hpp"
+#include "embtrain/optimizer.hpp"
+#include "embtrain/random.hpp"
+#include "embtrain/shard_plan.hpp"
+#include "embtrain/sharded_embedding.hpp"
+#include "mpi_test_util.hpp"
+
+namespace {
+
+using embtrain::CommType;
+using embtrain::Communicator;
+using embtrain::DType;
+using embtrain::Embedding;
+using embtrain::IdsView;
+using embtrain::OptimizerKind;
+using embtrain::ShardedEmbedding;
+using embtrain::ShardPlan;
+using embtrain::TableSpec;
+using embtrain_mpi_test::all_close;
+using embtrain_mpi_test::all_ranks;
+using embtrain_mpi_test::MpiTest;
+using embtrain_mpi_test::seed_trace;
+using embtrain_mpi_test::test_seed;
+using embtrain_mpi_test::world;
+
+// |a - b| <= kRtol * max(1, |b|): the distributed step sums the same
+// gradients in another order (each rank its own positions, then the owner
+// the ranks' partial sums), so results agree up to float rounding.
+constexpr double kRtol = 1e-5;
+
+// A communicator of one rank: the "P = 1" that the fresh-table test
+// compares against, built on every rank without MPI.
+class SelfCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                 const std::vector<int64_t>& recv_counts, CommType type) override {
+    EMBTRAIN_ASSERT(send_counts.size() == 1 && recv_counts.size() == 1 &&
+                    send_counts[0] == recv_counts[0]);
+    copy(send, recv, send_counts[0], type);
+  }
+  void alltoall(const void* send, void* recv, int64_t count, CommType type) override {
+    copy(send, recv, count, type);
+  }
+  void allreduce_sum(void*, int64_t, CommType) override {}
+  void allreduce_max(void*, int64_t, CommType) override {}
+  void allreduce_min(void*, int64_t, CommType) override {}
+  void broadcast(void*, int64_t, CommType, int) override {}
+  void gatherv(const void* send, int64_t send_count, void* recv, const std::vector<int64_t>&,
+               CommType type, int) override {
+    copy(send, recv, send_count, type);
+  }
+  void barrier() override {}
+
+ private:
+  static void copy(const void* from, void* to, int64_t count, CommType type) {
+    if (count > 0)
+      std::memcpy(to, from, static_cast<size_t>(count * embtrain::comm_type_size(type)));
+  }
+};
+
+// Ids of one batch in the dtype the case chose, with their view.
+struct TypedIds {
+  std::vector<int32_t> i32;
+  std::vector<int64_t> i64;
+  IdsView view;
+
+  // The view points into the vectors: moving keeps their buffers, copying
+  // would not.
+  TypedIds(const TypedIds&) = delete;
+  TypedIds& operator=(const TypedIds&) = delete;
+  TypedIds(TypedIds&&) = default;
+  TypedIds& operator=(TypedIds&&) = default;
+
+  TypedIds(const int64_t* ids, int64_t n, DType dtype, std::vector<int64_t> shape) {
+    view.dtype = dtype;
+    view.shape = std::move(shape);
+    if (dtype == DType::kInt32) {
+      i32.assign(ids, ids + n);
+      view.data = i32.data();
+    } else {
+      i64.assign(ids, ids + n);
+      view.data = i64.data();
+    }
+  }
+};
+
+// One table's global batch of one step: B samples of S ids.
+struct StepBatch {
+  int64_t samples = 0, per_sample = 1;
+  bool two_d = false;
+  DType dtype = DType::kInt64;
+  std::vector<int64_t> ids;  // samples * per_sample
+  std::vector<float> grad;   // ids.size() * dim
+  std::string kind;          // for the trace
+
+  // The view of samples [begin, end) in the batch's shape.
+  TypedIds slice(int64_t begin, int64_t end) const {
+    std::vector<int64_t> shape = two_d ? std::vector<int64_t>{end - begin, per_sample}
+                                       : std::vector<int64_t>{(end - begin) * per_sample};
+    return TypedIds(ids.data() + begin * per_sample, (end - begin) * per_sample, dtype,
+                    std::move(shape));
+  }
+};
+
+struct Case {
+  uint64_t seed = 0;
+  std::vector<TableSpec> specs;
+  std::vector<std::vector<float>> init;       // per table: num_embeddings x dim
+  std::vector<std::vector<StepBatch>> steps;  // [step][table]
+
+  int num_tables() const { return static_cast<int>(specs.size()); }
+  std::string describe() const;
+};
+
+std::string Case::describe() const {
+  std::ostringstream os;
+  os << "case seed " << seed << ": " << specs.size() << " table(s), " << steps.size() << " step(s)";
+  for (const TableSpec& s : specs) {
+    os << "\n  " << s.name << ": rows " << s.num_embeddings << ", dim " << s.dim << ", padding ";
+    if (s.padding_idx)
+      os << *s.padding_idx;
+    else
+      os << "none";
+    if (s.max_norm) os << ", max_norm " << *s.max_norm << " p" << s.norm_type;
+    os << ", freq " << s.scale_grad_by_freq << (s.freeze ? ", frozen" : "") << ", "
+       << embtrain::optimizer_name(s.optimizer.kind) << " lr " << s.optimizer.lr;
+  }
+  for (size_t k = 0; k < steps.size(); ++k) {
+    os << "\n  step " << k << ":";
+    for (const StepBatch& b : steps[k])
+      os << " [" << b.samples << "x" << b.per_sample << (b.two_d ? " 2d " : " 1d ")
+         << embtrain::dtype_name(b.dtype) << " " << b.kind << "]";
+  }
+  return os.str();
+}
+
+template <typename T>
+T pick(std::mt19937_64& rng, std::initializer_list<T> values) {
+  std::uniform_int_distribution<size_t> d(0, values.size() - 1);
+  return *(values.begin() + d(rng));
+}
+
+double uniform(std::mt19937_64& rng, double lo, double hi) {
+  return std::uniform_real_distribution<double>(lo, hi)(rng);
+}
+
+// A random table spec.
+TableSpec random_spec(std::mt19937_64& rng, int t, int P) {
+  TableSpec s;
+  s.name = "table" + std::to_string(t);
+  // Rows fewer than, equal to and just above the ranks, and larger tables.
+  s.num_embeddings = pick<int64_t>(rng, {1, 2, 3, int64_t{P} - 1 > 0 ? int64_t{P} - 1 : 1, P,
+                                         int64_t{P} + 1, 5, 7, 13, 64, 200, 1000});
+  s.dim = pick<int64_t>(rng, {1, 3, 8, 33});
+  switch (rng() % 3) {
+    case 0:
+      break;
+    case 1:
+      s.padding_idx = std::uniform_int_distribution<int64_t>(0, s.num_embeddings - 1)(rng);
+      break;
+    case 2:
+      s.padding_idx = std::uniform_int_distribution<int64_t>(-s.num_embeddings, -1)(rng);
+      break;
+  }
+  if (rng() % 2) {
+    // Rows are N(0, 1), so norms are about sqrt(dim) (p = 2): these bounds
+    // renorm many rows and leave others alone.
+    s.max_norm = uniform(rng, 0.5, 3.0);
+    s.norm_type = pick<double>(rng, {1.0, 2.0, 3.0});
+  }
+  s.scale_grad_by_freq = rng() % 2;
+  s.freeze = rng() % 10 == 0;
+  auto& opt = s.optimizer;
+  opt.kind = static_cast<OptimizerKind>(rng() % 4);
+  switch (opt.kind) {
+    case OptimizerKind::kSgd:
+      opt.lr = uniform(rng, 0.05, 0.5);
+      break;
+    case OptimizerKind::kAdagrad:
+      opt.lr = uniform(rng, 0.01, 0.3);
+      opt.lr_decay = rng() % 2 ? 0.0 : 0.1;
+      opt.initial_accumulator_value = rng() % 2 ? 0.0 : 0.1;
+      break;
+    case OptimizerKind::kAdam:
+      opt.lr = uniform(rng, 0.001, 0.05);
+      break;
+    case OptimizerKind::kRowwiseAdagrad:
+      opt.lr = uniform(rng, 0.01, 0.3);
+      opt.initial_accumulator_value = rng() % 2 ? 0.0 : 0.1;
+      break;
+  }
+  return s;
+}
+
+// A random global batch for table `spec` at step `step`.
+StepBatch random_batch(std::mt19937_64& rng, uint64_t case_seed, int step, int t,
+                       const TableSpec& spec, int P) {
+  StepBatch b;
+  const int64_t N = spec.num_embeddings, pad = spec.padding_row();
+  // Fewer samples than ranks leaves some ranks with an empty slice.
+  b.samples = pick<int64_t>(rng, {0, 1, 2, int64_t{P} - 1, P, int64_t{P} + 1, 9, 23, 40, 250});
+  b.per_sample = pick<int64_t>(rng, {1, 2, 3});
+  b.two_d = b.per_sample > 1 || rng() % 2;
+  b.dtype = rng() % 2 ? DType::kInt32 : DType::kInt64;
+  const int64_t n = b.samples * b.per_sample;
+
+  // Heavy duplicates: most ids from a small hot set shared by all ranks.
+  std::uniform_int_distribution<int64_t> any(0, N - 1);
+  std::vector<int64_t> hot(static_cast<size_t>(1 + rng() % 3));
+  for (auto& h : hot) h = any(rng);
+  const int mode = pad >= 0 && rng() % 6 == 0 ? 2 : static_cast<int>(rng() % 2);
+  b.kind = mode == 0 ? "hot" : mode == 1 ? "uniform" : "all-padding";
+  const double pad_frac = pad >= 0 ? pick<double>(rng, {0.0, 0.2, 0.5}) : 0.0;
+  b.ids.resize(static_cast<size_t>(n));
+  for (auto& id : b.ids) {
+    if (mode == 2 || uniform(rng, 0, 1) < pad_frac)
+      id = pad;
+    else if (mode == 0 && uniform(rng, 0, 1) < 0.8)
+      id = hot[rng() % hot.size()];
+    else
+      id = any(rng);
+  }
+
+  // Gradients whose sums neither cancel nor grow: every occurrence of a
+  // row in one step gets the same sign per coordinate and a magnitude in
+  // [0.5, 1.5) divided by the row's count in the global batch, so each
+  // row's summed gradient lies in [0.5, 1.5) in absolute value.
+  // - No cancellation within a step: Adam's and Adagrad's first steps
+  //   divide a sum by its own magnitude (w -= lr * g / |g|), so a sum near
+  //   zero would turn rounding from the other summation order into a sign
+  //   flip worth 2 * lr.
+  // - No growth: with sums of hundreds (a hot row of a 750-id batch), SGD
+  //   moves weights by hundreds per step and later steps bring them back,
+  //   so a final weight near 1 carries the rounding of the large
+  //   intermediates (one ulp at 100 is 8e-6); seen as rare 1e-5 misses.
+  // With both, the two summation orders agree to a few float ulps and kRtol
+  // stays tight.
+  const int64_t dim = spec.dim;
+  std::map<int64_t, int64_t> count;
+  for (int64_t id : b.ids) ++count[id];
+  b.grad.resize(static_cast<size_t>(n * dim));
+  const uint64_t stream = static_cast<uint64_t>(step) * 64 + static_cast<uint64_t>(t);
+  for (int64_t p = 0; p < n; ++p)
+    for (int64_t j = 0; j < dim; ++j) {
+      const uint64_t bits =
+          embtrain::random_bits(case_seed, stream, static_cast<uint64_t>(b.ids[p] * dim + j));
+      const float sign = bits & 1 ? 1.f : -1.f;
+      b.grad[p * dim + j] =
+          sign * static_cast<float>(uniform(rng, 0.5, 1.5)) / static_cast<float>(count[b.ids[p]]);
+    }
+  return b;
+}
+
+Case random_case(uint64_t seed, int P, int max_tables = 3, int max_steps = 4) {
+  std::mt19937_64 rng(seed);
+  Case c;
+  c.seed = seed;
+  const int T = 1 + static_cast<int>(rng() % static_cast<uint64_t>(max_tables));
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (int t = 0; t < T; ++t) {
+    c.specs.push_back(random_spec(rng, t, P));
+    // Given weights are used as they are: the padding row is random too.
+    std::vector<float> w(static_cast<size_t>(c.specs[t].num_embeddings * c.specs[t].dim));
+    for (auto& x : w) x = normal(rng);
+    c.init.push_back(std::move(w));
+  }
+  const int steps = 1 + static_cast<int>(rng() % static_cast<uint64_t>(max_steps));
+  for (int k = 0; k < steps; ++k) {
+    c.steps.emplace_back();
+    for (int t = 0; t < T; ++t)
+      c.steps.back().push_back(random_batch(rng, seed, k, t, c.specs[t], P));
+  }
+  return c;
+}
+
+// This rank's block of table t's initial rows.
+std::vector<std::vector<float>> local_rows(const Case& c, int P, int me) {
+  std::vector<std::vector<float>> rows;
+  for (int t = 0; t < c.num_tables(); ++t) {
+    const ShardPlan plan(c.specs[t].num_embeddings, P);
+    const int64_t dim = c.specs[t].dim;
+    rows.emplace_back(c.init[t].begin() + plan.row_begin(me) * dim,
+                      c.init[t].begin() + plan.row_end(me) * dim);
+  }
+  return rows;
+}
+
+// Runs one forward/backward/step of `se` on this rank's slices of step k.
+// Returns the outputs (per table, this rank's slice).
+std::vector<std::vector<float>> sharded_step(ShardedEmbedding& se, const Case& c, size_t k) {
+  const int P = se.comm().size(), me = se.comm().rank(), T = c.num_tables();
+  std::vector<TypedIds> ids;
+  std::vector<IdsView> views;
+  std::vector<std::vector<float>> outs(static_cast<size_t>(T));
+  std::vector<float*> out_ptrs;
+  std::vector<const float*> grad_ptrs;
+  for (int t = 0; t < T; ++t) {
+    const StepBatch& b = c.steps[k][t];
+    const ShardPlan split(b.samples, P);
+    const int64_t begin = split.row_begin(me), end = split.row_end(me);
+    ids.push_back(b.slice(begin, end));
+    // NaN in every slot the forward must write.
+    outs[t].assign(static_cast<size_t>((end - begin) * b.per_sample * c.specs[t].dim),
+                   std::numeric_limits<float>::quiet_NaN());
+    grad_ptrs.push_back(b.grad.data() + begin * b.per_sample * c.specs[t].dim);
+  }
+  for (int t = 0; t < T; ++t) {
+    views.push_back(ids[t].view);
+    out_ptrs.push_back(outs[t].data());
+  }
+  se.forward(views, out_ptrs);
+  se.backward(grad_ptrs);
+  se.step();
+  return outs;
+}
+
+// The single-process reference: one Embedding per table on the global batch.
+struct Reference {
+  std::vector<std::unique_ptr<Embedding>> tables;
+
+  explicit Reference(const Case& c) {
+    for (int t = 0; t < c.num_tables(); ++t)
+      tables.push_back(std::make_unique<Embedding>(c.specs[t], c.init[t]));
+  }
+  // Forward/backward/step on step k's global batches; returns the outputs.
+  std::vector<std::vector<float>> step(const Case& c, size_t k) {
+    std::vector<std::vector<float>> outs;
+    for (int t = 0; t < c.num_tables(); ++t) {
+      const StepBatch& b = c.steps[k][t];
+      const TypedIds ids = b.slice(0, b.samples);
+      outs.emplace_back(b.ids.size() * static_cast<size_t>(c.specs[t].dim));
+      tables[t]->forward(ids.view, outs.back().data());
+      tables[t]->backward(b.grad.data());
+      tables[t]->step();
+    }
+    return outs;
+  }
+};
+
+// Compares this rank's shards of `se` (rows, optimizer state, step counter)
+// with the reference's rows of the same range.
+void expect_shards_match(const ShardedEmbedding& se, int me, const Reference& ref, const Case& c) {
+  for (int t = 0; t < c.num_tables(); ++t) {
+    SCOPED_TRACE(c.specs[t].name);
+    const embtrain::EmbeddingTable& shard = se.shard(t);
+    const embtrain::EmbeddingTable& full = ref.tables[t]->table();
+    const int64_t dim = c.specs[t].dim;
+    const ShardPlan& plan = se.plan(t);
+    EXPECT_EQ(shard.row_begin(), plan.row_begin(me));
+    EXPECT_EQ(shard.num_rows(), plan.shard_rows(me));
+    ASSERT_EQ(static_cast<int64_t>(shard.weights().size()), shard.num_rows() * dim);
+    EXPECT_TRUE(all_close(shard.weights().data(), full.weights().data() + shard.row_begin() * dim,
+                          shard.num_rows() * dim, kRtol))
+        << "weights of rows [" << shard.row_begin() << ", " << shard.row_begin() + shard.num_rows()
+        << ")";
+    const int64_t width =
+        c.specs[t].freeze ? 0 : embtrain::optimizer_state_width(c.specs[t].optimizer.kind, dim);
+    ASSERT_EQ(static_cast<int64_t>(shard.state().size()), shard.num_rows() * width);
+    EXPECT_TRUE(all_close(shard.state().data(), full.state().data() + shard.row_begin() * width,
+                          shard.num_rows() * width, kRtol))
+        << "optimizer state of rows [" << shard.row_begin() << ", "
+        << shard.row_begin() + shard.num_rows() << ")";
+    EXPECT_EQ(shard.step(), full.step());
+  }
+}
+
+class ShardedEmbeddingTest : public MpiTest {};
+
+TEST_F(ShardedEmbeddingTest, EqualsOneProcessOnTheGlobalBatch) {
+  const uint64_t seed = test_seed(101);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  const int kCases = 300;
+  for (int n = 0; n < kCases; ++n) {
+    const Case c = random_case(embtrain::random_bits(seed, 101, static_cast<uint64_t>(n)), P);
+    SCOPED_TRACE("case " + std::to_string(n) + " of " + std::to_string(kCases) + ", " +
+                 c.describe());
+    ShardedEmbedding se(c.specs, &comm, local_rows(c, P, me));
+    Reference ref(c);
+    for (size_t k = 0; k < c.steps.size(); ++k) {
+      const auto outs = sharded_step(se, c, k);
+      const auto want = ref.step(c, k);
+      for (int t = 0; t < c.num_tables(); ++t) {
+        const StepBatch& b = c.steps[k][t];
+        const int64_t begin = ShardPlan(b.samples, P).row_begin(me);
+        const int64_t offset = begin * b.per_sample * c.specs[t].dim;
+        EXPECT_TRUE(all_close(outs[t].data(), want[t].data() + offset,
+                              static_cast<int64_t>(outs[t].size()), kRtol))
+            << "forward output of step " << k << ", table " << t << " (samples from " << begin
+            << ")";
+      }
+    }
+    expect_shards_match(se, me, ref, c);
+
+    // gather_table on rank 0 assembles the whole table.
+    for (int t = 0; t < c.num_tables(); ++t) {
+      const std::vector<float> full = se.gather_table(t, 0);
+      if (me == 0) {
+        const auto& want = ref.tables[t]->table().weights();
+        EXPECT_EQ(full.size(), want.size()) << "gather_table(" << t << ", 0)";
+        if (full.size() == want.size()) {
+          EXPECT_TRUE(all_close(full.data(), want.data(), static_cast<int64_t>(full.size()), kRtol))
+              << "gather_table(" << t << ", 0)";
+        }
+      } else {
+        EXPECT_TRUE(full.empty()) << "gather_table(" << t << ", 0) on rank " << me;
+      }
+    }
+    if (!all_ranks(!HasFailure())) break;  // one failing case is enough to read
+  }
+}
+
+TEST_F(ShardedEmbeddingTest, GatherTableToEveryRoot) {
+  const uint64_t seed = test_seed(102);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  const Case c = random_case(seed, P);
+  SCOPED_TRACE(c.describe());
+  ShardedEmbedding se(c.specs, &comm, local_rows(c, P, me));
+  for (int root = 0; root < P; ++root)
+    for (int t = 0; t < c.num_tables(); ++t) {
+      const std::vector<float> full = se.gather_table(t, root);
+      if (me == root) {
+        EXPECT_EQ(full, c.init[t]) << "gather_table(" << t << ", " << root << ")";
+      } else {
+        EXPECT_TRUE(full.empty());
+      }
+    }
+}
+
+TEST_F(ShardedEmbeddingTest, FreshTablesDoNotDependOnRankCount) {
+  // The seed constructor draws rows by (seed, table, row): the job's tables
+  // must equal those of a one-rank job with the same seed, row for row.
+  const uint64_t seed = test_seed(103);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  std::mt19937_64 rng(seed);
+  std::vector<TableSpec> specs;
+  for (int t = 0; t < 4; ++t) specs.push_back(random_spec(rng, t, P));
+  // Table 4 is a copy of table 0 under another index: its rows must differ.
+  specs.push_back(specs[0]);
+  specs.back().name = "table4";
+  // And one big enough for the distribution to show.
+  TableSpec big;
+  big.name = "big";
+  big.num_embeddings = 20011;
+  big.dim = 8;
+  big.padding_idx = -3;
+  specs.push_back(big);
+
+  const uint64_t table_seed = rng();
+  ShardedEmbedding sharded(specs, &comm, table_seed);
+  SelfCommunicator self;
+  ShardedEmbedding single(specs, &self, table_seed);
+  ShardedEmbedding other_seed(specs, &self, table_seed + 1);
+
+  for (int t = 0; t < static_cast<int>(specs.size()); ++t) {
+    SCOPED_TRACE(specs[t].name + " rows " + std::to_string(specs[t].num_embeddings) + " dim " +
+                 std::to_string(specs[t].dim));
+    // The collective first, so that no failed check below can skip it.
+    const std::vector<float> gathered = sharded.gather_table(t, 0);
+    const int64_t dim = specs[t].dim, N = specs[t].num_embeddings;
+    const auto& mine = sharded.shard(t).weights();
+    const auto& all = single.shard(t).weights();
+    const ShardPlan plan(N, P);
+    EXPECT_EQ(static_cast<int64_t>(all.size()), N * dim);
+    EXPECT_EQ(sharded.shard(t).row_begin(), plan.row_begin(me));
+    EXPECT_EQ(static_cast<int64_t>(mine.size()), plan.shard_rows(me) * dim);
+    if (static_cast<int64_t>(all.size()) != N * dim ||
+        static_cast<int64_t>(mine.size()) != plan.shard_rows(me) * dim)
+      continue;
+    EXPECT_TRUE(mine.empty() || std::memcmp(mine.data(), all.data() + plan.row_begin(me) * dim,
+                                            mine.size() * sizeof(float)) == 0)
+        << "this rank's rows differ from the one-rank table's";
+    // The padding row is zero, every other row is not.
+    const int64_t pad = specs[t].padding_row();
+    for (int64_t r = 0; r < N; ++r) {
+      bool zero = true;
+      for (int64_t j = 0; j < dim; ++j) zero &= all[r * dim + j] == 0.f;
+      EXPECT_EQ(zero, r == pad) << "row " << r << " (padding row " << pad << ")";
+    }
+    // Another seed gives another table (unless its only row is padding).
+    const auto& other = other_seed.shard(t).weights();
+    if (!(N == 1 && pad == 0)) {
+      EXPECT_NE(std::vector<float>(all.begin(), all.end()),
+                std::vector<float>(other.begin(), other.end()));
+    }
+    // gather_table agrees with the one-rank table, bit for bit.
+    if (me == 0) {
+      EXPECT_TRUE(gathered.size() == all.size() &&
+                  std::memcmp(gathered.data(), all.data(), all.size() * sizeof(float)) == 0)
+          << "gather_table(" << t << ", 0) differs from the one-rank table";
+    }
+  }
+  // The table index enters the draw: tables 0 and 4 have the same shape but
+  // not the same rows (unless a row is all padding: N = 1 with padding).
+  const auto& t0 = single.shard(0).weights();
+  const auto& t4 = single.shard(4).weights();
+  if (!(specs[0].num_embeddings == 1 && specs[0].padding_row() == 0)) {
+    EXPECT_NE(std::vector<float>(t0.begin(), t0.end()), std::vector<float>(t4.begin(), t4.end()));
+  }
+  // N(0, 1): mean and variance of 160k draws (standard errors 0.0025 and
+  // 0.0035; the bounds are 8 of them).
+  const auto& b = single.shard(5).weights();
+  double sum = 0, sq = 0;
+  for (float x : b) sum += x, sq += static_cast<double>(x) * x;
+  const double n = static_cast<double>(b.size() - 8);  // less the padding row
+  const double mean = sum / n, var = sq / n - mean * mean;
+  EXPECT_NEAR(mean, 0.0, 0.02);
+  EXPECT_NEAR(var, 1.0, 0.03);
+}
+
+// Runs a whole case on a fresh ShardedEmbedding and returns every output
+// and the final weights and state of this rank's shards, as bytes.
+std::vector<char> run_job(const Case& c, Communicator& comm) {
+  const int P = comm.size(), me = comm.rank();
+  ShardedEmbedding se(c.specs, &comm, local_rows(c, P, me));
+  std::vector<char> bytes;
+  auto append = [&](const float* p, size_t n) {
+    const char* b = reinterpret_cast<const char*>(p);
+    bytes.insert(bytes.end(), b, b + n * sizeof(float));
+  };
+  for (size_t k = 0; k < c.steps.size(); ++k)
+    for (const auto& out : sharded_step(se, c, k)) append(out.data(), out.size());
+  for (int t = 0; t < c.num_tables(); ++t) {
+    append(se.shard(t).weights().data(), se.shard(t).weights().size());
+    append(se.shard(t).state().data(), se.shard(t).state().size());
+  }
+  return bytes;
+}
+
+TEST_F(ShardedEmbeddingTest, SameJobTwiceIsBitwiseIdentical) {
+  const uint64_t seed = test_seed(104);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  for (int n = 0; n < 10; ++n) {
+    const Case c =
+        random_case(embtrain::random_bits(seed, 104, static_cast<uint64_t>(n)), comm.size());
+    SCOPED_TRACE(c.describe());
+    const std::vector<char> first = run_job(c, comm);
+    const std::vector<char> second = run_job(c, comm);
+    EXPECT_EQ(first.size(), second.size());
+    EXPECT_TRUE(first.size() == second.size() &&
+                std::memcmp(first.data(), second.data(), first.size()) == 0)
+        << "the same job twice gave different bits";
+    if (!all_ranks(!HasFailure())) break;
+  }
+}
+
+TEST_F(ShardedEmbeddingTest, ResultDoesNotDependOnThreadCount) {
+  // The kernels promise results independent of the OpenMP thread count
+  // (segment_sum sums in position order whatever the chunking).
+  const uint64_t seed = test_seed(105);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int threads = omp_get_max_threads();
+  for (int n = 0; n < 6; ++n) {
+    const Case c =
+        random_case(embtrain::random_bits(seed, 105, static_cast<uint64_t>(n)), comm.size());
+    SCOPED_TRACE(c.describe());
+    omp_set_num_threads(1);
+    const std::vector<char> one = run_job(c, comm);
+    omp_set_num_threads(3);
+    const std::vector<char> three = run_job(c, comm);
+    omp_set_num_threads(threads);
+    EXPECT_TRUE(one.size() == three.size() &&
+                std::memcmp(one.data(), three.data(), one.size()) == 0)
+        << "1 and 3 OpenMP threads gave different bits";
+    if (!all_ranks(!HasFailure())) break;
+  }
+}
+
+// Every rank's copy of rank 0's string (a collective), to check that all
+// ranks hold the same message.
+std::string rank0_string(Communicator& comm, const std::string& mine) {
+  int64_t length = static_cast<int64_t>(mine.size());
+  comm.broadcast(&length, 1, CommType::kInt64, 0);
+  std::string s = comm.rank() == 0 ? mine : std::string(static_cast<size_t>(length), '\0');
+  comm.broadcast(&s[0], length, CommType::kByte, 0);
+  return s;
+}
+
+TEST_F(ShardedEmbeddingTest, BadIdOnOneRankFailsOnEveryRank) {
+  const uint64_t seed = test_seed(106);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  // A case with at least 2 steps; the bad batches go in between its steps.
+  Case c = random_case(seed, P, 2, 4);
+  while (c.steps.size() < 2) c.steps.push_back(c.steps.back());
+  SCOPED_TRACE(c.describe());
+  ShardedEmbedding se(c.specs, &comm, local_rows(c, P, me));
+  Reference ref(c);
+
+  struct Bad {
+    int table;
+    int64_t value;  // relative to num_embeddings when `past_end`
+    bool past_end;
+    DType dtype;
+  };
+  const std::vector<Bad> bads = {{0, 0, true, DType::kInt64},  // == N
+                                 {0, -1, false, DType::kInt64},
+                                 {c.num_tables() - 1, 12345, true, DType::kInt32},
+                                 {c.num_tables() - 1, -54321, false, DType::kInt32},
+                                 {0, 0, true, DType::kInt32}};
+  size_t k = 0;  // the next good step
+  for (int bad_rank = 0; bad_rank < P; ++bad_rank)
+    for (const Bad& bad : bads) {
+      const int64_t N = c.specs[bad.table].num_embeddings;
+      const int64_t value = bad.past_end ? N + bad.value : bad.value;
+      SCOPED_TRACE("id " + std::to_string(value) + " for " + c.specs[bad.table].name + " on rank " +
+                   std::to_string(bad_rank));
+      // Every rank has a small valid batch per table; the bad rank's has
+      // one bad id among them.
+      std::vector<std::vector<int64_t>> ids(static_cast<size_t>(c.num_tables()));
+      std::vector<TypedIds> typed;
+      std::vector<IdsView> views;
+      std::vector<std::vector<float>> outs;
+      std::vector<float*> out_ptrs;
+      for (int t = 0; t < c.num_tables(); ++t) {
+        const int64_t n = 4;
+        for (int64_t i = 0; i < n; ++i)
+          ids[t].push_back(static_cast<int64_t>(embtrain::random_bits(seed, 7, i) %
+                                                static_cast<uint64_t>(c.specs[t].num_embeddings)));
+        if (me == bad_rank && t == bad.table) ids[t][2] = value;
+        typed.emplace_back(ids[t].data(), n, bad.dtype, std::vector<int64_t>{2, 2});
+        outs.emplace_back(static_cast<size_t>(n * c.specs[t].dim));
+      }
+      for (int t = 0; t < c.num_tables(); ++t) {
+        views.push_back(typed[t].view);
+        out_ptrs.push_back(outs[t].data());
+      }
+      std::string message;
+      try {
+        se.forward(views, out_ptrs);
+        ADD_FAILURE() << "forward did not throw";
+      } catch (const embtrain::AgreedError& e) {
+        message = e.what();
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "forward threw something other than AgreedError: " << e.what();
+      }
+      // The message names the value, the table and the valid range.
+      const std::string range = "[0, " + std::to_string(N) + ")";
+      EXPECT_NE(message.find(range), std::string::npos) << message;
+      std::string without_range = message;
+      if (message.find(range) != std::string::npos)
+        without_range.erase(message.find(range), range.size());
+      EXPECT_NE(without_range.find(std::to_string(value)), std::string::npos)
+          << "the message should name the bad id " << value << ": " << message;
+      EXPECT_NE(message.find(c.specs[bad.table].name), std::string::npos) << message;
+      // Every rank holds the same message.
+      EXPECT_EQ(rank0_string(comm, message), message) << "rank " << me << "'s message";
+
+      // The next forward with good ids works: run the next good step and
+      // compare it with the reference.
+      const auto got = sharded_step(se, c, k);
+      const auto want = ref.step(c, k);
+      for (int t = 0; t < c.num_tables(); ++t) {
+        const StepBatch& b = c.steps[k][t];
+        const int64_t offset =
+            ShardPlan(b.samples, P).row_begin(me) * b.per_sample * c.specs[t].dim;
+        EXPECT_TRUE(all_close(got[t].data(), want[t].data() + offset,
+                              static_cast<int64_t>(got[t].size()), kRtol))
+            << "forward output after the failed forward, table " << t;
+      }
+      k = (k + 1) % c.steps.size();
+      if (!all_ranks(!HasFailure())) return;
+    }
+  expect_shards_match(se, me, ref, c);
+}
+
+TEST_F(ShardedEmbeddingTest, BadIdsOnTwoRanksReportTheLowestRank) {
+  EMBTRAIN_REQUIRE_RANKS(2);
+  const uint64_t seed = test_seed(107);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  TableSpec spec;
+  spec.name = "clicks";
+  spec.num_embeddings = 3 + static_cast<int64_t>(seed % 50);
+  spec.dim = 3;
+  ShardedEmbedding se({spec}, &comm, seed);
+  // Ranks 1 and P - 1 (or 0 and 1 when P = 2) have different bad ids.
+  const int low = P == 2 ? 0 : 1, high = P - 1;
+  const int64_t low_value = spec.num_embeddings + 777, high_value = -888;
+  std::vector<int64_t> ids = {0, 1, 2};
+  if (me == low) ids[1] = low_value;
+  if (me == high) ids[0] = high_value;
+  std::vector<float> out(ids.size() * 3);
+  std::string message;
+  try {
+    se.forward({IdsView{ids.data(), DType::kInt64, {3}}}, {out.data()});
+    ADD_FAILURE() << "forward did not throw";
+  } catch (const embtrain::AgreedError& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find(std::to_string(low_value)), std::string::npos) << message;
+  EXPECT_EQ(message.find(std::to_string(high_value)), std::string::npos) << message;
+  EXPECT_EQ(rank0_string(comm, message), message);
+}
+
+}  // namespace
