@@ -1,0 +1,8 @@
+# The recsys workload: its train-layer sources in embtrain_core, its config
+# keys in the embtrain executable (included from the top-level CMakeLists.txt).
+target_sources(embtrain_core PRIVATE
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/recsys.cpp
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/recsys_data.cpp
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/recsys_model.cpp
+)
+target_sources(embtrain PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src/app/options_recsys.cpp)
