@@ -11,11 +11,15 @@ namespace embtrain {
 class ZipfSampler {
  public:
   ZipfSampler(int64_t rows, double alpha);
-  // The id drawn from uniform u in (0, 1].
+  // The id drawn from uniform u in (0, 1], in O(1) (alias method; the map
+  // from u to id is not monotone).
   int64_t id_for(double u) const;
 
  private:
-  std::vector<double> cdf_;  // cdf_[k-1] = P(id <= k), k = 1..rows-1
+  // Alias table over ids 1..rows-1 (slot i is id i + 1): keep slot i's id
+  // with probability keep_[i], else take alias_[i] + 1.
+  std::vector<double> keep_;
+  std::vector<int64_t> alias_;
 };
 
 // n ids from stream `stream` of `seed`: each position is padding (0) with

@@ -53,9 +53,11 @@ TEST(Zipf, IdsStayInOneToRows) {
         ASSERT_GE(id, 1);
         ASSERT_LT(id, rows);
       }
-      // The extremes of u map to the ends of the range.
-      EXPECT_EQ(zipf.id_for(1.0), rows - 1);
-      EXPECT_EQ(zipf.id_for(std::ldexp(1.0, -53)), 1);
+      // The extremes of u stay in range too.
+      for (double u : {1.0, std::ldexp(1.0, -53), std::nextafter(1.0, 0.0)}) {
+        EXPECT_GE(zipf.id_for(u), 1) << u;
+        EXPECT_LT(zipf.id_for(u), rows) << u;
+      }
     }
 }
 
