@@ -1,0 +1,190 @@
+// skipgram's text side: tokens, the vocabulary and the corpus as rows.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <string_view>
+
+#include "embtrain/errors.hpp"
+#include "embtrain/workloads/skipgram.hpp"
+
+namespace embtrain {
+
+namespace {
+
+// word2vec and fastText split on the same bytes (fastText adds \0).
+inline bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f' || c == '\n';
+}
+
+inline void lowercase_ascii(std::string* text) {
+  for (char& c : *text)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+}
+
+// Calls on_word(word) for each word of text and on_line() at the end of
+// each line (also after the last one), in order.
+template <typename OnWord, typename OnLine>
+void scan_words(const std::string& text, OnWord&& on_word, OnLine&& on_line) {
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  while (p < end) {
+    if (*p == '\n') {
+      on_line();
+      ++p;
+      continue;
+    }
+    if (is_space(*p)) {
+      ++p;
+      continue;
+    }
+    const char* start = p;
+    while (p < end && !is_space(*p)) ++p;
+    on_word(std::string_view(start, static_cast<size_t>(p - start)));
+  }
+  if (!text.empty() && text.back() != '\n') on_line();
+}
+
+}  // namespace
+
+void SkipgramConfig::validate() const {
+  using L = SkipgramLimits;
+  EMBTRAIN_REQUIRE(!corpus.empty(), "skipgram.corpus: a path to a text file is required");
+  EMBTRAIN_REQUIRE(min_count >= 1, "skipgram.min_count = ", min_count, " is invalid (valid: >= 1)");
+  EMBTRAIN_REQUIRE(window >= 1 && window <= L::kMaxWindow, "skipgram.window = ", window,
+                   " is invalid (valid: [1, ", L::kMaxWindow, "])");
+  EMBTRAIN_REQUIRE(negatives >= 1 && negatives <= L::kMaxNegatives,
+                   "skipgram.negatives = ", negatives, " is invalid (valid: [1, ", L::kMaxNegatives,
+                   "])");
+  EMBTRAIN_REQUIRE(subsample >= 0 && subsample <= 1, "skipgram.subsample = ", subsample,
+                   " is invalid (valid: [0, 1]; 0 turns subsampling off)");
+  EMBTRAIN_REQUIRE(eval_fraction >= 0 && eval_fraction <= L::kMaxEvalFraction,
+                   "skipgram.eval_fraction = ", eval_fraction, " is invalid (valid: [0, ",
+                   L::kMaxEvalFraction, "])");
+  EMBTRAIN_REQUIRE(neighbors_k >= 1 && neighbors_k <= L::kMaxNeighborsK,
+                   "skipgram.neighbors_k = ", neighbors_k, " is invalid (valid: [1, ",
+                   L::kMaxNeighborsK, "])");
+}
+
+std::vector<std::string> tokenize(const std::string& line, bool lowercase) {
+  std::string text = line;
+  if (lowercase) lowercase_ascii(&text);
+  std::vector<std::string> words;
+  scan_words(
+      text, [&](std::string_view w) { words.emplace_back(w); }, [] {});
+  return words;
+}
+
+Vocabulary::Vocabulary(std::vector<std::string> words, std::vector<int64_t> counts)
+    : words_(std::move(words)), counts_(std::move(counts)) {
+  EMBTRAIN_ASSERT(words_.size() == counts_.size());
+  EMBTRAIN_REQUIRE(words_.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
+                   "vocabulary of ", words_.size(), " words is too large (valid: < 2^31)");
+  rows_.reserve(words_.size());
+  for (size_t i = 0; i < words_.size(); ++i) {
+    const bool inserted = rows_.emplace(words_[i], static_cast<int32_t>(i)).second;
+    EMBTRAIN_REQUIRE(inserted, "vocabulary: word '", words_[i], "' appears twice (rows ",
+                     rows_[words_[i]], " and ", i, ")");
+    total_ += counts_[i];
+  }
+}
+
+Vocabulary Vocabulary::from_counts(const std::vector<std::pair<std::string, int64_t>>& counts,
+                                   int64_t min_count) {
+  std::vector<std::pair<std::string, int64_t>> kept;
+  for (const auto& wc : counts)
+    if (wc.second >= min_count) kept.push_back(wc);
+  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
+  std::vector<std::string> words;
+  std::vector<int64_t> c;
+  words.reserve(kept.size());
+  c.reserve(kept.size());
+  for (auto& wc : kept) {
+    words.push_back(std::move(wc.first));
+    c.push_back(wc.second);
+  }
+  return Vocabulary(std::move(words), std::move(c));
+}
+
+int32_t Vocabulary::find(const std::string& word) const {
+  const auto it = rows_.find(word);
+  return it == rows_.end() ? -1 : it->second;
+}
+
+int64_t TokenStream::line_of(int64_t pos) const {
+  return std::upper_bound(line_begin.begin(), line_begin.end(), pos) - line_begin.begin() - 1;
+}
+
+Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, int64_t min_count,
+                    double eval_fraction) {
+  if (lowercase) lowercase_ascii(&text);
+  Corpus corpus;
+
+  // 1. Count the words, to place the held-out cut.
+  scan_words(
+      text, [&](std::string_view) { ++corpus.words_read; }, [&] { ++corpus.lines_read; });
+  const int64_t heldout_words =
+      static_cast<int64_t>(std::floor(eval_fraction * static_cast<double>(corpus.words_read)));
+  const int64_t cut = corpus.words_read - heldout_words;
+
+  // 2. Count the training part's words. The keys view `text`, which lives
+  // until the end of this function; afterwards each value becomes the
+  // word's row (or -1), so step 3 looks every word up once.
+  std::unordered_map<std::string_view, int64_t> rows;
+  {
+    int64_t seen = 0;
+    scan_words(
+        text,
+        [&](std::string_view w) {
+          if (seen++ < cut) ++rows[w];
+        },
+        [] {});
+  }
+  {
+    std::vector<std::pair<std::string, int64_t>> counts;
+    counts.reserve(rows.size());
+    for (const auto& [w, c] : rows) counts.emplace_back(std::string(w), c);
+    corpus.vocab = Vocabulary::from_counts(counts, min_count);
+  }
+  EMBTRAIN_REQUIRE(corpus.vocab.size() > 0, "corpus ", name, ": no word occurs at least ",
+                   min_count, " times in its training part (", cut, " of ", corpus.words_read,
+                   " words); lower skipgram.min_count or give a larger corpus");
+  for (auto& [w, value] : rows) value = corpus.vocab.find(std::string(w));
+
+  // 3. The words as rows, line by line; the cut ends a line.
+  int64_t seen = 0;
+  TokenStream* out = &corpus.train;
+  auto end_line = [&] {
+    if (out->tokens.size() > static_cast<size_t>(out->line_begin.back()))
+      out->line_begin.push_back(out->size());
+  };
+  scan_words(
+      text,
+      [&](std::string_view w) {
+        if (seen++ == cut) {
+          end_line();
+          out = &corpus.heldout;
+        }
+        const auto it = rows.find(w);
+        if (it != rows.end() && it->second >= 0)
+          out->tokens.push_back(static_cast<int32_t>(it->second));
+      },
+      end_line);
+  end_line();
+  return corpus;
+}
+
+Corpus read_corpus(const std::string& path, bool lowercase, int64_t min_count,
+                   double eval_fraction) {
+  std::ifstream in(path, std::ios::binary);
+  EMBTRAIN_REQUIRE(in, "skipgram.corpus: cannot open '", path, "' for reading");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EMBTRAIN_REQUIRE(!in.bad(), "skipgram.corpus: error while reading '", path, "'");
+  EMBTRAIN_REQUIRE(!text.empty(), "skipgram.corpus: '", path, "' is empty");
+  return parse_corpus(std::move(text), path, lowercase, min_count, eval_fraction);
+}
+
+}  // namespace embtrain

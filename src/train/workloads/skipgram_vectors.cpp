@@ -1,0 +1,123 @@
+// skipgram's outputs: the vocabulary file, word2vec text vectors and
+// nearest neighbours by cosine.
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "embtrain/errors.hpp"
+#include "embtrain/workloads/skipgram.hpp"
+
+namespace embtrain {
+
+namespace {
+
+// Writes `path` through a temporary file in the same folder and a rename,
+// so a reader (or a crash) never sees half a file.
+void write_atomically(const std::string& path, const std::string& what,
+                      const std::function<void(std::FILE*)>& write) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  EMBTRAIN_REQUIRE(f, what, " '", path, "': cannot create '", tmp,
+                   "' (does the folder exist and is it writable?)");
+  write(f);
+  const bool ok = !std::ferror(f);
+  const bool closed = std::fclose(f) == 0;
+  if (!ok || !closed) {
+    std::remove(tmp.c_str());
+    throw make_error(what, " '", path, "': write failed (disk full?)");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw make_error(what, " '", path, "': cannot rename '", tmp, "' into place");
+  }
+}
+
+}  // namespace
+
+void write_vocabulary(const Vocabulary& vocab, const std::string& path) {
+  write_atomically(path, "vocabulary file", [&](std::FILE* f) {
+    for (int64_t r = 0; r < vocab.size(); ++r)
+      std::fprintf(f, "%s %lld\n", vocab.word(r).c_str(), static_cast<long long>(vocab.count(r)));
+  });
+}
+
+Vocabulary read_vocabulary(const std::string& path) {
+  std::ifstream in(path);
+  EMBTRAIN_REQUIRE(in, "vocabulary file '", path, "': cannot open for reading");
+  std::vector<std::string> words;
+  std::vector<int64_t> counts;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    std::istringstream fields(line);
+    std::string word, rest;
+    long long count = -1;
+    fields >> word >> count;
+    const bool ok = !word.empty() && !fields.fail() && count >= 1 && !(fields >> rest);
+    EMBTRAIN_REQUIRE(ok, path, ":", n,
+                     ": expected 'word count' (a word without spaces and a count >= 1), got '",
+                     line, "'");
+    words.push_back(word);
+    counts.push_back(count);
+  }
+  return Vocabulary(std::move(words), std::move(counts));
+}
+
+void write_word2vec_text(const std::string& path, const Vocabulary& vocab, const float* table,
+                         int64_t dim) {
+  write_atomically(path, "word2vec file", [&](std::FILE* f) {
+    std::fprintf(f, "%lld %lld\n", static_cast<long long>(vocab.size()),
+                 static_cast<long long>(dim));
+    std::string line;
+    char number[32];
+    for (int64_t r = 0; r < vocab.size(); ++r) {
+      line = vocab.word(r);
+      for (int64_t d = 0; d < dim; ++d) {
+        // The shortest decimal that reads back as the same float.
+        const auto res = std::to_chars(number, number + sizeof number, table[r * dim + d]);
+        line += ' ';
+        line.append(number, res.ptr);
+      }
+      line += '\n';
+      std::fwrite(line.data(), 1, line.size(), f);
+    }
+  });
+}
+
+CosineIndex::CosineIndex(const float* table, int64_t rows, int64_t dim)
+    : table_(table), rows_(rows), dim_(dim), inv_norm_(static_cast<size_t>(rows)) {
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t d = 0; d < dim; ++d)
+      ss += static_cast<double>(table[r * dim + d]) * table[r * dim + d];
+    inv_norm_[r] = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.f;
+  }
+}
+
+std::vector<std::pair<int64_t, float>> CosineIndex::nearest(int64_t row, int64_t k) const {
+  EMBTRAIN_ASSERT(row >= 0 && row < rows_);
+  std::vector<std::pair<int64_t, float>> all;
+  all.reserve(static_cast<size_t>(rows_));
+  const float* q = table_ + row * dim_;
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (r == row) continue;
+    const float* v = table_ + r * dim_;
+    double s = 0;
+    for (int64_t d = 0; d < dim_; ++d) s += static_cast<double>(q[d]) * v[d];
+    all.emplace_back(r, static_cast<float>(s) * inv_norm_[row] * inv_norm_[r]);
+  }
+  const size_t keep = std::min(all.size(), static_cast<size_t>(std::max<int64_t>(k, 0)));
+  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(keep), all.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.second != b.second ? a.second > b.second : a.first < b.first;
+                    });
+  all.resize(keep);
+  return all;
+}
+
+}  // namespace embtrain
