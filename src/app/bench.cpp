@@ -216,11 +216,11 @@ int run_bench(int argc, char** argv) {
   for (int64_t b = 0; b < distinct; ++b)
     batches.push_back(sample_ids(zipf, lookups, pad_frac, seed,
                                  /*stream=*/1000 + static_cast<uint64_t>(rank) * 1000003 + b));
-  std::vector<float> grad(static_cast<size_t>(lookups * dim));
+  RowBuffer grad(static_cast<size_t>(lookups * dim));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < lookups * dim; ++i) grad[i] = random_normal(seed, 7 + rank, i);
   BenchEngine engine(spec, seed, comm.get(), sharded);
-  std::vector<float> out(static_cast<size_t>(lookups * dim));
+  RowBuffer out(static_cast<size_t>(lookups * dim));
   comm->barrier();
   if (text) std::printf("# setup %.1f s\n", setup.lap_ms() / 1e3);
 

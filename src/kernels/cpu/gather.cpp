@@ -5,6 +5,7 @@
 #endif
 
 #include "embtrain/kernels_cpu.hpp"
+#include "embtrain/prefetch.hpp"
 
 namespace embtrain {
 namespace cpu {
@@ -31,6 +32,7 @@ void gather_impl(RowOf row_of, int64_t dim, int64_t n, float* out) {
   {
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
+      if (i + kPrefetchDistance < n) prefetch_row(row_of(i + kPrefetchDistance), dim, false);
       const float* src = row_of(i);
       if (streaming)
         copy_row_streaming(out + i * dim, src, dim);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "embtrain/kernels_cpu.hpp"
+#include "embtrain/prefetch.hpp"
 
 namespace embtrain {
 namespace cpu {
@@ -11,41 +12,69 @@ namespace cpu {
 void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
                  const SegmentLayout& layout, bool scale_by_count, float* dst) {
   const int64_t num_unique = index.num_unique();
-  const int64_t num_positions = static_cast<int64_t>(index.positions.size());
+  const int64_t num_positions = static_cast<int64_t>(index.inverse.size());
   const int32_t* offsets = index.offsets.data();
   const int32_t* positions = index.positions.data();
-  auto src_row = [&](int32_t p) {
-    return src + (layout.src_offsets ? layout.src_offsets[p] : static_cast<int64_t>(p) * dim);
+  const int32_t* inverse = index.inverse.data();
+  auto src_row = [&](int64_t p) {
+    return src + (layout.src_offsets ? layout.src_offsets[p] : p * dim);
   };
-  // Under a Zipf law a few ids own thousands of positions, so chunks hold
-  // equal numbers of positions, not of ids: chunk c covers the ids whose
-  // first position lies in [c * n / chunks, (c + 1) * n / chunks).
-  const int64_t chunks = std::min<int64_t>(num_unique, 8 * omp_get_max_threads());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t u_begin =
-        std::lower_bound(offsets, offsets + num_unique, c * num_positions / chunks) - offsets;
-    const int64_t u_end =
-        std::lower_bound(offsets, offsets + num_unique, (c + 1) * num_positions / chunks) -
-        offsets;
-    for (int64_t u = u_begin; u < u_end; ++u) {
-      const int64_t dst_offset = layout.dst_offsets ? layout.dst_offsets[u] : u * dim;
-      if (dst_offset < 0) continue;
-      float* __restrict__ acc = dst + dst_offset;
-      const float* first = src_row(positions[offsets[u]]);
-      std::copy(first, first + dim, acc);
-      for (int32_t k = offsets[u] + 1; k < offsets[u + 1]; ++k) {
-        const float* __restrict__ g = src_row(positions[k]);
-        for (int64_t j = 0; j < dim; ++j) acc[j] += g[j];
+  auto dst_row = [&](int64_t u) -> float* {
+    const int64_t at = layout.dst_offsets ? layout.dst_offsets[u] : u * dim;
+    return at < 0 ? nullptr : dst + at;
+  };
+  // Each thread owns a range of ids holding about equal numbers of the
+  // positions to add (under a Zipf law a few ids own thousands; skipped ids
+  // such as padding count for nothing), and walks the positions in order,
+  // adding those of its ids: the source rows come in address order instead
+  // of being gathered id by id. Every sum still adds its positions in
+  // ascending order, so the result does not depend on the number of threads.
+  const int parts = omp_get_max_threads();
+  std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, num_unique);
+  {
+    int64_t work = 0;
+    for (int64_t u = 0; u < num_unique; ++u)
+      if (dst_row(u)) work += offsets[u + 1] - offsets[u];
+    int64_t seen = 0;
+    int part = 0;
+    bounds[0] = 0;
+    for (int64_t u = 0; u < num_unique && part + 1 < parts; ++u) {
+      if (dst_row(u)) seen += offsets[u + 1] - offsets[u];
+      while (part + 1 < parts && seen * parts >= work * (part + 1)) bounds[++part] = u + 1;
+    }
+  }
+#pragma omp parallel num_threads(parts)
+  {
+    const int me = omp_get_thread_num();
+    const int64_t u_begin = bounds[me], u_end = bounds[me + 1];
+    if (u_begin < u_end) {
+      for (int64_t p = 0; p < num_positions; ++p) {
+        const int64_t ahead = p + kPrefetchDistance;
+        if (ahead < num_positions && inverse[ahead] >= u_begin && inverse[ahead] < u_end)
+          prefetch_row(src_row(ahead), dim, /*for_write=*/false);
+        const int64_t u = inverse[p];
+        if (u < u_begin || u >= u_end) continue;
+        float* __restrict__ acc = dst_row(u);
+        if (!acc) continue;
+        const float* __restrict__ g = src_row(p);
+        if (positions[offsets[u]] == p)  // the id's first position
+          std::copy(g, g + dim, acc);
+        else
+          for (int64_t j = 0; j < dim; ++j) acc[j] += g[j];
       }
       if (scale_by_count) {
-        int64_t count = offsets[u + 1] - offsets[u];
-        if (layout.weights) {
-          count = 0;
-          for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) count += layout.weights[positions[k]];
+        for (int64_t u = u_begin; u < u_end; ++u) {
+          float* __restrict__ acc = dst_row(u);
+          if (!acc) continue;
+          int64_t count = offsets[u + 1] - offsets[u];
+          if (layout.weights) {
+            count = 0;
+            for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k)
+              count += layout.weights[positions[k]];
+          }
+          const float inv = 1.f / static_cast<float>(count);
+          for (int64_t j = 0; j < dim; ++j) acc[j] *= inv;
         }
-        const float inv = 1.f / static_cast<float>(count);
-        for (int64_t j = 0; j < dim; ++j) acc[j] *= inv;
       }
     }
   }

@@ -1,4 +1,5 @@
 #include "embtrain/kernels_cpu.hpp"
+#include "embtrain/prefetch.hpp"
 
 namespace embtrain {
 namespace cpu {
@@ -9,6 +10,12 @@ void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, f
   const int64_t width = optimizer_state_width(kind, dim);
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < n; ++k) {
+    if (k + kPrefetchDistance < n) {
+      const int64_t ahead = rows[k + kPrefetchDistance] - row_offset;
+      prefetch_row(table + ahead * dim, dim, /*for_write=*/true);
+      prefetch_row(state + ahead * width, width, /*for_write=*/true);
+      prefetch_row(grads + (k + kPrefetchDistance) * dim, dim, /*for_write=*/false);
+    }
     const int64_t r = rows[k] - row_offset;
     update_row(kind, table + r * dim, state + r * width, grads + k * dim, dim, scalars);
   }
