@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The default job: builds embtrain and times training steps on a small
-# table (200,000 x 64, SparseAdam, Zipf ids with padding).
+# The default job: builds embtrain, then trains the recsys click model on
+# synthetic data with 2 ranks (configs/quickstart.ini, about a minute on 2
+# cores). Extra arguments override config keys, e.g. --train.steps=200.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/build.sh" "$root/build" >&2
-exec "$root/build/embtrain" bench --rows 200000 --dim 64 --batch 1024 --seq 20 --steps 30 "$@"
+cd "$root"
+exec "$root/launch/mpirun.sh" -n 2 -- train --config configs/quickstart.ini "$@"

@@ -13,6 +13,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
   python3 python3-numpy python3-torch
+  fasttext  # bench/skipgram_vs_fasttext.py
 )
 
 missing=()
