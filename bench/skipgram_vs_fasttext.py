@@ -74,6 +74,8 @@ def parse_args():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", default="", help="keep files here (default: a temp folder)")
     p.add_argument("--json", default="", help="also write the results here")
+    p.add_argument("--corpus-only", default="", metavar="PATH",
+                   help="only write the planted-topic corpus to PATH and exit")
     p.add_argument("--skip-embtrain", action="store_true",
                    help="run fastText only (to check the rest of the script)")
     return p.parse_args()
@@ -251,6 +253,11 @@ def run_embtrain(a, corpus, workdir):
 
 def main():
     a = parse_args()
+    if a.corpus_only:
+        os.makedirs(os.path.dirname(os.path.abspath(a.corpus_only)), exist_ok=True)
+        words, lines = write_corpus(a.corpus_only, a, np.random.default_rng(a.seed))
+        print("wrote %s: %d words, %d lines" % (a.corpus_only, words, lines))
+        return 0
     if shutil.which(a.fasttext) is None:
         print("error: '%s' not found; install Debian's fastText: apt-get install fasttext"
               % a.fasttext, file=sys.stderr)

@@ -2,61 +2,19 @@
 // numpy and torch.nn.Embedding.from_pretrained) or as word2vec text.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 
 #include "commands.hpp"
 #include "embtrain/checkpoint.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
+#include "embtrain/workloads/skipgram.hpp"
 #include "table_options.hpp"
 
 namespace embtrain {
 namespace app {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-std::vector<std::string> read_vocab(const std::string& path, int64_t rows) {
-  std::ifstream in(path);
-  EMBTRAIN_REQUIRE(in, path, ": cannot open vocabulary");
-  std::vector<std::string> words;
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    const std::string word = line.substr(0, line.find_first_of(" \t"));
-    EMBTRAIN_REQUIRE(!word.empty(), path, ":", n, ": empty word");
-    words.push_back(word);
-  }
-  EMBTRAIN_REQUIRE(static_cast<int64_t>(words.size()) == rows, path, ": has ", words.size(),
-                   " words but the table has ", rows, " rows");
-  return words;
-}
-
-void write_word2vec(const std::string& path, const std::vector<std::string>& words,
-                    const std::vector<float>& table, int64_t dim) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::FILE* f = std::fopen(tmp.c_str(), "w");
-    EMBTRAIN_REQUIRE(f, tmp, ": cannot open for writing");
-    std::fprintf(f, "%zu %lld\n", words.size(), static_cast<long long>(dim));
-    for (size_t r = 0; r < words.size(); ++r) {
-      std::fputs(words[r].c_str(), f);
-      for (int64_t j = 0; j < dim; ++j) std::fprintf(f, " %.9g", table[r * dim + j]);
-      std::fputc('\n', f);
-    }
-    const bool ok = std::fflush(f) == 0 && !std::ferror(f);
-    std::fclose(f);
-    if (!ok) {
-      std::remove(tmp.c_str());
-      throw make_error(path, ": write failed");
-    }
-  }
-  EMBTRAIN_REQUIRE(std::rename(tmp.c_str(), path.c_str()) == 0, path,
-                   ": cannot rename into place");
-}
-
-}  // namespace
 
 int run_export(int argc, char** argv) {
   po::options_description options(
@@ -101,7 +59,10 @@ int run_export(int argc, char** argv) {
                        ")");
       vocab = guess.string();
     }
-    write_word2vec(out, read_vocab(vocab, rows), table, dim);
+    const Vocabulary words = read_vocabulary(vocab);
+    EMBTRAIN_REQUIRE(words.size() == rows, vocab, ": has ", words.size(),
+                     " words but the table has ", rows, " rows");
+    write_word2vec_text(out, words, table.data(), dim);
   }
   std::fprintf(stderr, "embtrain export: table '%s' (%lld x %lld) of %s -> %s\n",
                vm["table"].as<std::string>().c_str(), static_cast<long long>(rows),
