@@ -69,6 +69,9 @@ void run_agreed(Communicator& comm, const std::function<void()>& work);
 // the split path without gigabytes of memory.
 std::unique_ptr<Communicator> make_mpi_communicator(int64_t max_message_elements = 0);
 
+// The communicator of a job of one process, without MPI (rank 0 of 1).
+std::unique_ptr<Communicator> make_self_communicator();
+
 // MPI_Init / MPI_Finalize for the lifetime of the object; a no-op when MPI
 // is already initialised by someone else.
 class MpiSession {

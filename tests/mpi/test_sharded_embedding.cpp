@@ -59,38 +59,6 @@ using embtrain_mpi_test::world;
 // the ranks' partial sums), so results agree up to float rounding.
 constexpr double kRtol = 1e-5;
 
-// A communicator of one rank: the "P = 1" that the fresh-table test
-// compares against, built on every rank without MPI.
-class SelfCommunicator final : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
-                 const std::vector<int64_t>& recv_counts, CommType type) override {
-    EMBTRAIN_ASSERT(send_counts.size() == 1 && recv_counts.size() == 1 &&
-                    send_counts[0] == recv_counts[0]);
-    copy(send, recv, send_counts[0], type);
-  }
-  void alltoall(const void* send, void* recv, int64_t count, CommType type) override {
-    copy(send, recv, count, type);
-  }
-  void allreduce_sum(void*, int64_t, CommType) override {}
-  void allreduce_max(void*, int64_t, CommType) override {}
-  void allreduce_min(void*, int64_t, CommType) override {}
-  void broadcast(void*, int64_t, CommType, int) override {}
-  void gatherv(const void* send, int64_t send_count, void* recv, const std::vector<int64_t>&,
-               CommType type, int) override {
-    copy(send, recv, send_count, type);
-  }
-  void barrier() override {}
-
- private:
-  static void copy(const void* from, void* to, int64_t count, CommType type) {
-    if (count > 0)
-      std::memcpy(to, from, static_cast<size_t>(count * embtrain::comm_type_size(type)));
-  }
-};
-
 // Ids of one batch in the dtype the case chose, with their view.
 struct TypedIds {
   std::vector<int32_t> i32;
@@ -486,9 +454,10 @@ TEST_F(ShardedEmbeddingTest, FreshTablesDoNotDependOnRankCount) {
 
   const uint64_t table_seed = rng();
   ShardedEmbedding sharded(specs, &comm, table_seed);
-  SelfCommunicator self;
-  ShardedEmbedding single(specs, &self, table_seed);
-  ShardedEmbedding other_seed(specs, &self, table_seed + 1);
+  // The "P = 1" to compare against, built on every rank without MPI.
+  const std::unique_ptr<Communicator> self = embtrain::make_self_communicator();
+  ShardedEmbedding single(specs, self.get(), table_seed);
+  ShardedEmbedding other_seed(specs, self.get(), table_seed + 1);
 
   for (int t = 0; t < static_cast<int>(specs.size()); ++t) {
     SCOPED_TRACE(specs[t].name + " rows " + std::to_string(specs[t].num_embeddings) + " dim " +

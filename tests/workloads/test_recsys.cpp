@@ -58,36 +58,6 @@ using RecsysLog = MpiTest;
 using RecsysModel = MpiTest;
 using RecsysWorkload = MpiTest;
 
-// A communicator of one rank, so that every rank can run the one-process
-// reference of a distributed step by itself.
-class SelfCommunicator final : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
-                 const std::vector<int64_t>&, CommType type) override {
-    copy(send, recv, send_counts[0], type);
-  }
-  void alltoall(const void* send, void* recv, int64_t count, CommType type) override {
-    copy(send, recv, count, type);
-  }
-  void allreduce_sum(void*, int64_t, CommType) override {}
-  void allreduce_max(void*, int64_t, CommType) override {}
-  void allreduce_min(void*, int64_t, CommType) override {}
-  void broadcast(void*, int64_t, CommType, int) override {}
-  void gatherv(const void* send, int64_t send_count, void* recv, const std::vector<int64_t>&,
-               CommType type, int) override {
-    copy(send, recv, send_count, type);
-  }
-  void barrier() override {}
-
- private:
-  static void copy(const void* from, void* to, int64_t count, CommType type) {
-    if (count > 0)
-      std::memcpy(to, from, static_cast<size_t>(count * embtrain::comm_type_size(type)));
-  }
-};
-
 // A small synthetic problem that trains in a few seconds.
 RecsysConfig small_synthetic() {
   RecsysConfig c;
@@ -632,7 +602,9 @@ TEST_F(RecsysWorkload, DistributedStepsEqualOneProcessOnTheGlobalBatch) {
   config.bias_lr = 0.5;  // so that the bias moves visibly in a few steps
 
   auto dist = embtrain::make_recsys_workload(config, context_for(&comm, seed, B, dim));
-  SelfCommunicator self;
+  // The one-process reference, run by every rank by itself.
+  const std::unique_ptr<Communicator> self_comm = embtrain::make_self_communicator();
+  Communicator& self = *self_comm;
   auto one = embtrain::make_recsys_workload(config, context_for(&self, seed, B * P, dim));
   // SGD: the update is linear in the gradient, so the two runs' different
   // summation orders stay at float rounding (Adagrad's first step divides a
