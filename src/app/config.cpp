@@ -197,39 +197,42 @@ bool Config::boolean(const std::string& key) const {
   fail(key, "not a boolean (valid: true, false)");
 }
 
-std::string Config::effective_ini() const {
-  std::ostringstream os;
-  os << "# effective configuration: every key, its value and where it came from\n";
+void Config::write_sections(
+    std::ostream& os,
+    const std::function<void(const std::string& key, const std::string& name)>& line) const {
   std::string section;
-  for (const auto& [key, spec] : keys_) {
+  for (const auto& entry : keys_) {
+    const std::string& key = entry.first;
     const size_t dot = key.rfind('.');
     const std::string sec = dot == std::string::npos ? "" : key.substr(0, dot);
     if (sec != section) {
       os << "\n[" << sec << "]\n";
       section = sec;
     }
-    os << key.substr(dot + 1) << " = " << str(key) << "    # " << source(key) << "\n";
+    line(key, key.substr(dot + 1));
   }
+}
+
+std::string Config::effective_ini() const {
+  std::ostringstream os;
+  os << "# effective configuration: every key, its value and where it came from\n";
+  write_sections(os, [&](const std::string& key, const std::string& name) {
+    os << name << " = " << str(key) << "    # " << source(key) << "\n";
+  });
   return os.str();
 }
 
 std::string Config::help_text() const {
   std::ostringstream os;
-  std::string section;
-  for (const auto& [key, spec] : keys_) {
-    const size_t dot = key.rfind('.');
-    const std::string sec = dot == std::string::npos ? "" : key.substr(0, dot);
-    if (sec != section) {
-      os << "\n[" << sec << "]\n";
-      section = sec;
-    }
-    std::string left = "  " + key.substr(dot + 1);
+  write_sections(os, [&](const std::string& key, const std::string& name) {
+    const Key& spec = keys_.at(key);
+    std::string left = "  " + name;
     if (!spec.default_value.empty()) left += " = " + spec.default_value;
     os << left;
     if (left.size() < 36) os << std::string(36 - left.size(), ' ');
     else os << "\n" << std::string(36, ' ');
     os << spec.help << "\n";
-  }
+  });
   return os.str();
 }
 

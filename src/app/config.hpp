@@ -7,7 +7,9 @@
 
 #include <boost/program_options.hpp>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <ostream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +56,12 @@ class Config {
   const std::string& config_file() const { return file_; }
 
  private:
+  // Walks the keys in order, writing a "[section]" header before each
+  // section's first key, and calls `line` with the key and its name.
+  void write_sections(
+      std::ostream& os,
+      const std::function<void(const std::string& key, const std::string& name)>& line) const;
+
   struct Key {
     std::string default_value, help;
   };

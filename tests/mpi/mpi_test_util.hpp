@@ -1,6 +1,6 @@
 // Helpers shared by the MPI tests (run under mpiexec by mpi_test_main.cpp):
 // the job's communicator, one seed for every rank, agreement on skips, a
-// fixture that agrees on failures, and a tolerance comparison.
+// fixture that agrees on failures, and the unit tests' tolerance comparison.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -12,6 +12,7 @@
 
 #include "embtrain/communicator.hpp"
 #include "embtrain/random.hpp"
+#include "../unit/test_util.hpp"
 
 namespace embtrain_mpi_test {
 
@@ -46,22 +47,8 @@ class MpiTest : public ::testing::Test {
   void TearDown() override;
 };
 
-// |got - want| <= rtol * max(1, |want|), element-wise; NaN is a miss.
-template <typename Got, typename Want>
-::testing::AssertionResult all_close(const Got* got, const Want* want, int64_t n, double rtol) {
-  int64_t misses = 0;
-  std::ostringstream detail;
-  detail.precision(9);
-  for (int64_t i = 0; i < n; ++i) {
-    const double g = static_cast<double>(got[i]);
-    const double w = static_cast<double>(want[i]);
-    if (std::fabs(g - w) <= rtol * std::fmax(1.0, std::fabs(w))) continue;
-    if (++misses <= 5) detail << "\n  [" << i << "] got " << g << ", want " << w;
-  }
-  if (misses == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << misses << " of " << n << " values differ by more than rtol " << rtol << detail.str();
-}
+// The unit tests' tolerance comparison: |got - want| <= rtol * max(1, |want|).
+using embtrain_test::all_close;
 
 }  // namespace embtrain_mpi_test
 

@@ -9,21 +9,4 @@ target_link_libraries(recsys_tests PRIVATE embtrain_core GTest::gtest embtrain_w
 target_compile_definitions(recsys_tests PRIVATE
   EMBTRAIN_RECSYS_SAMPLE="${PROJECT_SOURCE_DIR}/configs/data/recsys_sample.tsv")
 
-# tests/CMakeLists.txt sets the Open MPI flags for the MPI tests; this file
-# works on its own too.
-set(EMBTRAIN_RECSYS_MPIEXEC_FLAGS ${EMBTRAIN_MPIEXEC_FLAGS})
-if(NOT DEFINED EMBTRAIN_MPIEXEC_FLAGS)
-  execute_process(COMMAND ${MPIEXEC_EXECUTABLE} --version OUTPUT_VARIABLE EMBTRAIN_RECSYS_MPIEXEC_VERSION
-                  ERROR_VARIABLE EMBTRAIN_RECSYS_MPIEXEC_VERSION)
-  if(EMBTRAIN_RECSYS_MPIEXEC_VERSION MATCHES "Open MPI|OpenRTE")
-    list(APPEND EMBTRAIN_RECSYS_MPIEXEC_FLAGS --oversubscribe --allow-run-as-root)
-  endif()
-endif()
-
-foreach(np 1 2)
-  add_test(NAME workloads.recsys_np${np}
-    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${EMBTRAIN_RECSYS_MPIEXEC_FLAGS}
-            ${MPIEXEC_PREFLAGS} $<TARGET_FILE:recsys_tests> ${MPIEXEC_POSTFLAGS})
-  set_tests_properties(workloads.recsys_np${np} PROPERTIES PROCESSORS ${np} TIMEOUT 300
-                       ENVIRONMENT "OMP_NUM_THREADS=1;EMBTRAIN_TEST_TIMEOUT=120")
-endforeach()
+embtrain_add_mpi_tests(workloads.recsys_np recsys_tests 1 2)
