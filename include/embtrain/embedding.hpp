@@ -34,12 +34,16 @@ class Embedding {
   // Renorms the batch's rows if max_norm, then writes ids.numel() x dim
   // floats to `out`. Throws embtrain::Error for an id out of range.
   void forward(const IdsView& ids, float* out);
-  // Gradient of the last forward's output (ids.numel() x dim floats).
+  // Gradient of the last forward's output (ids.numel() x dim floats). The
+  // rows of ids seen once are not copied: step() reads them from
+  // `grad_out`, which must stay valid until step().
   void backward(const float* grad_out);
-  // Optimizer step with the last backward's gradient.
+  // Optimizer step with the last backward's gradient (one step per backward).
   void step();
 
-  const SparseGrad& grad() const { return grad_; }
+  // The last backward's coalesced gradient (a copy made on first use, so
+  // first call it between backward() and step()).
+  const SparseGrad& grad();
   const EmbeddingTable& table() const { return table_; }
   EmbeddingTable& table() { return table_; }
   const PhaseTimes& times() const { return times_; }
@@ -49,7 +53,15 @@ class Embedding {
   EmbeddingTable table_;
   std::vector<int64_t> ids_;  // the last forward's ids, validated
   cpu::UniqueIndex index_;
-  SparseGrad grad_;
+  // The last backward's gradient, row by row: rows_[k] has grad_rows_[k],
+  // a row of the caller's grad_out for an id seen once, else a row of sums_.
+  std::vector<int64_t> rows_;
+  std::vector<const float*> grad_rows_;
+  RowBuffer sums_;
+  std::vector<int64_t> sum_offsets_;  // per unique slot: its row in sums_, or -1
+  bool pending_ = false;              // backward ran and step has not
+  SparseGrad grad_;                   // grad()'s copy
+  bool grad_copied_ = false;
   PhaseTimes times_;
 };
 

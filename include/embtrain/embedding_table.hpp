@@ -86,6 +86,8 @@ class EmbeddingTable {
   // with the coalesced gradient grads[k] (rows distinct, owned, padding
   // excluded). A frozen table only counts the step.
   void apply_gradients(const int64_t* rows, const float* grads, int64_t n);
+  // The same with row k's gradient at grads[k].
+  void apply_gradients(const int64_t* rows, const float* const* grads, int64_t n);
 
  private:
   void init_state();

@@ -75,6 +75,11 @@ void gather_rows_at(const float* base, const int64_t* offsets, const int32_t* in
 void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
                  int64_t dim, const int64_t* rows, const float* grads, int64_t n,
                  int64_t row_offset);
+// The same with row k's gradient at grads[k], wherever it lies (a row of
+// the output gradient for an id seen once, a sum for the others).
+void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
+                 int64_t dim, const int64_t* rows, const float* const* grads, int64_t n,
+                 int64_t row_offset);
 
 }  // namespace cpu
 }  // namespace embtrain

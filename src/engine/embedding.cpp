@@ -31,26 +31,54 @@ void Embedding::forward(const IdsView& ids, float* out) {
 void Embedding::backward(const float* grad_out) {
   const TableSpec& spec = table_.spec();
   Stopwatch clock;
-  const std::vector<int64_t>& unique = index_.unique;
+  const int64_t num_unique = index_.num_unique();
   const int64_t pad = spec.padding_row();
-  int64_t skip = -1;
-  if (pad >= 0) {
-    auto it = std::lower_bound(unique.begin(), unique.end(), pad);
-    if (it != unique.end() && *it == pad) skip = it - unique.begin();
+  // Most ids of a batch occur once: their coalesced gradient is their own
+  // row of grad_out (a count of 1 scales by exactly 1), so only ids seen
+  // more than once are summed, into sums_.
+  sum_offsets_.resize(static_cast<size_t>(num_unique));
+  rows_.clear();
+  int64_t num_sums = 0;
+  for (int64_t u = 0; u < num_unique; ++u) {
+    const bool summed = index_.unique[u] != pad && index_.count(u) > 1;
+    sum_offsets_[u] = summed ? num_sums++ * spec.dim : -1;
+    if (index_.unique[u] != pad) rows_.push_back(index_.unique[u]);
   }
-  grad_.rows.clear();
-  for (int64_t u = 0; u < index_.num_unique(); ++u)
-    if (u != skip) grad_.rows.push_back(unique[u]);
-  grad_.values.resize(grad_.rows.size() * static_cast<size_t>(spec.dim));
-  cpu::segment_sum(grad_out, spec.dim, index_, spec.scale_grad_by_freq, skip,
-                   grad_.values.data());
+  if (sums_.size() < static_cast<size_t>(num_sums * spec.dim))
+    sums_.resize(static_cast<size_t>(num_sums * spec.dim));
+  grad_rows_.clear();
+  for (int64_t u = 0; u < num_unique; ++u) {
+    if (index_.unique[u] == pad) continue;
+    grad_rows_.push_back(sum_offsets_[u] >= 0
+                             ? sums_.data() + sum_offsets_[u]
+                             : grad_out + index_.positions[index_.offsets[u]] * spec.dim);
+  }
+  cpu::SegmentLayout layout;
+  layout.dst_offsets = sum_offsets_.data();
+  cpu::segment_sum(grad_out, spec.dim, index_, layout, spec.scale_grad_by_freq, sums_.data());
+  pending_ = true;
+  grad_copied_ = false;
   times_.reduce += clock.lap_ms();
 }
 
+const SparseGrad& Embedding::grad() {
+  if (!grad_copied_) {
+    EMBTRAIN_REQUIRE(pending_, "Embedding::grad() reads the gradient between backward() and step()");
+    const int64_t dim = table_.dim();
+    grad_.rows = rows_;
+    grad_.values.resize(rows_.size() * static_cast<size_t>(dim));
+    for (size_t k = 0; k < rows_.size(); ++k)
+      std::copy(grad_rows_[k], grad_rows_[k] + dim, grad_.values.begin() + k * dim);
+    grad_copied_ = true;
+  }
+  return grad_;
+}
+
 void Embedding::step() {
+  EMBTRAIN_REQUIRE(pending_, "Embedding::step() needs a backward() since the last step");
   Stopwatch clock;
-  table_.apply_gradients(grad_.rows.data(), grad_.values.data(),
-                         static_cast<int64_t>(grad_.rows.size()));
+  table_.apply_gradients(rows_.data(), grad_rows_.data(), static_cast<int64_t>(rows_.size()));
+  pending_ = false;
   times_.update += clock.lap_ms();
 }
 

@@ -169,4 +169,11 @@ void EmbeddingTable::apply_gradients(const int64_t* rows, const float* grads, in
                    state_.data(), spec_.dim, rows, grads, n, row_begin_);
 }
 
+void EmbeddingTable::apply_gradients(const int64_t* rows, const float* const* grads, int64_t n) {
+  ++step_;
+  if (spec_.freeze || n == 0) return;
+  cpu::update_rows(spec_.optimizer.kind, step_scalars(spec_.optimizer, step_), weights_.data(),
+                   state_.data(), spec_.dim, rows, grads, n, row_begin_);
+}
+
 }  // namespace embtrain

@@ -333,11 +333,25 @@ TEST(UpdateRows, MatchesUpdateRowRowByRow) {
       embtrain::update_row(kind, &want_table[r * dim], want_state.data() + r * width,
                            &grads[k * dim], dim, s);
     }
+    const std::vector<float> table0 = table, state0 = state;
     embtrain::cpu::update_rows(kind, s, table.data(), state.data(), dim, rows.data(), grads.data(),
                                n, row_offset);
     // Rows not in `rows` are bitwise equal in both, so this covers them too.
     EXPECT_TRUE(all_close(table.data(), want_table.data(), num_rows * dim, 1e-6)) << "weights";
     EXPECT_TRUE(all_close(state.data(), want_state.data(), num_rows * width, 1e-6)) << "state";
+
+    // The same gradients addressed row by row, stored in reverse order.
+    std::vector<float> reversed(grads.size());
+    std::vector<const float*> grad_rows(static_cast<size_t>(n));
+    for (int64_t k = 0; k < n; ++k) {
+      std::copy_n(&grads[k * dim], dim, &reversed[(n - 1 - k) * dim]);
+      grad_rows[k] = &reversed[(n - 1 - k) * dim];
+    }
+    std::vector<float> table2 = table0, state2 = state0;
+    embtrain::cpu::update_rows(kind, s, table2.data(), state2.data(), dim, rows.data(),
+                               grad_rows.data(), n, row_offset);
+    EXPECT_EQ(table2, table) << "row-pointer overload: weights differ from the dense one";
+    EXPECT_EQ(state2, state) << "row-pointer overload: state differs from the dense one";
 
     const std::vector<float> untouched = table;
     embtrain::cpu::update_rows(kind, s, table.data(), state.data(), dim, rows.data(), grads.data(),
