@@ -14,6 +14,13 @@ namespace embtrain {
 enum class CommType { kByte, kInt32, kInt64, kFloat32, kFloat64 };
 int comm_type_size(CommType type);
 
+// Where a communicator's buffer arguments live. A host communicator (MPI,
+// self) takes host pointers; a data communicator for the GPU engine
+// (NCCL, MPI-staged; see nccl_communicator.hpp, staged_communicator.hpp)
+// takes device pointers in alltoallv, alltoall, allreduce_*, broadcast and
+// gatherv. Counts and other arguments are on the host either way.
+enum class MemorySpace { kHost, kDevice };
+
 // Bytes a communicator has moved, for logs and benchmarks.
 struct TrafficCounters {
   int64_t bytes_sent = 0;      // to other ranks (self-copies excluded)
@@ -45,10 +52,20 @@ class Communicator {
                        const std::vector<int64_t>& counts, CommType type, int root) = 0;
   virtual void barrier() = 0;
 
+  // Where the buffers passed to the collectives above must live.
+  virtual MemorySpace memory_space() const { return MemorySpace::kHost; }
+  // Waits until every collective this rank has called has completed on its
+  // side. Host communicators complete each call before returning, so this
+  // does nothing; a device communicator may only enqueue the work on a
+  // stream (see make_nccl_communicator).
+  virtual void synchronize() {}
+
   // Every rank passes its own error message ("" when it has none) and gets
   // back the message of the lowest failing rank, or "" when all are fine.
   // A collective: ranks agree on failure before anyone throws, so a bad
   // input on one rank ends the step on every rank without a hang.
+  // Host communicators only (its buffers are on the host): on a device
+  // communicator it throws SystemError; call it on the control communicator.
   std::string agree_on_error(const std::string& local_error);
 
   const TrafficCounters& traffic() const { return traffic_; }

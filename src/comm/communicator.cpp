@@ -1,3 +1,5 @@
+// The parts of Communicator shared by every implementation: element sizes
+// and the agreement on errors, built from allreduce and broadcast.
 #include "embtrain/communicator.hpp"
 
 #include "embtrain/errors.hpp"
@@ -16,6 +18,11 @@ int comm_type_size(CommType type) {
 }
 
 std::string Communicator::agree_on_error(const std::string& local_error) {
+  // The flag and message below are host variables.
+  if (memory_space() != MemorySpace::kHost)
+    throw SystemError(
+        "agree_on_error needs a host-memory communicator: call it on the control (MPI) "
+        "communicator, not on the device data communicator");
   // The lowest failing rank speaks for everyone: its message goes to all.
   int first = local_error.empty() ? size() : rank();
   allreduce_min(&first, 1, CommType::kInt32);

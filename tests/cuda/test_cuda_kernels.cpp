@@ -11,21 +11,13 @@
 #include <random>
 #include <vector>
 
+#include "cuda_test_util.hpp"
 #include "embtrain/kernels_cpu.hpp"
 #include "embtrain/kernels_cuda.hpp"
 #include "embtrain/optimizer.hpp"
 
 namespace embtrain {
 namespace {
-
-#define SKIP_WITHOUT_GPU()                                                              \
-  do {                                                                                  \
-    if (cuda::device_count() == 0) {                                                    \
-      const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");                            \
-      if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but no GPU"; \
-      GTEST_SKIP() << "no CUDA device (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";    \
-    }                                                                                   \
-  } while (0)
 
 uint64_t test_seed() {
   const char* env = std::getenv("EMBTRAIN_TEST_SEED");

@@ -1,10 +1,21 @@
+// Device queries, grow-only device and pinned buffers, streams and the
+// asynchronous copies (device_memory.hpp). Buffers count their allocations
+// in one process-wide counter so tests can check that a steady-state step
+// allocates nothing.
+#include <atomic>
 #include <cstdio>
+#include <utility>
 
 #include "cuda_check.hpp"
+#include "embtrain/device_memory.hpp"
 #include "embtrain/kernels_cuda.hpp"
 
 namespace embtrain {
 namespace cuda {
+
+namespace {
+std::atomic<int64_t> g_allocations{0};
+}  // namespace
 
 int device_count() {
   int count = 0;
@@ -23,6 +34,107 @@ std::string device_description(int device) {
                 static_cast<double>(prop.totalGlobalMem) / (1 << 30));
   return text;
 }
+
+int64_t allocation_count() { return g_allocations.load(); }
+
+// --- DeviceBuffer -----------------------------------------------------------
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_) cudaFree(data_);  // no throwing from a destructor
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), capacity_(std::exchange(other.capacity_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_) cudaFree(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    capacity_ = std::exchange(other.capacity_, 0);
+  }
+  return *this;
+}
+
+void DeviceBuffer::reserve(size_t bytes) {
+  if (bytes <= capacity_) return;
+  if (data_) EMBTRAIN_CUDA_CHECK(cudaFree(data_));
+  data_ = nullptr;
+  capacity_ = 0;
+  EMBTRAIN_CUDA_CHECK(cudaMalloc(&data_, bytes));
+  ++g_allocations;
+  capacity_ = bytes;
+}
+
+// --- PinnedBuffer -----------------------------------------------------------
+
+PinnedBuffer::~PinnedBuffer() {
+  if (data_) cudaFreeHost(data_);
+}
+
+PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), capacity_(std::exchange(other.capacity_, 0)) {}
+
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_) cudaFreeHost(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    capacity_ = std::exchange(other.capacity_, 0);
+  }
+  return *this;
+}
+
+void PinnedBuffer::reserve(size_t bytes) {
+  if (bytes <= capacity_) return;
+  if (data_) EMBTRAIN_CUDA_CHECK(cudaFreeHost(data_));
+  data_ = nullptr;
+  capacity_ = 0;
+  EMBTRAIN_CUDA_CHECK(cudaMallocHost(&data_, bytes));
+  ++g_allocations;
+  capacity_ = bytes;
+}
+
+// --- Stream and copies ------------------------------------------------------
+
+Stream::Stream() {
+  cudaStream_t s = nullptr;
+  EMBTRAIN_CUDA_CHECK(cudaStreamCreate(&s));
+  stream_ = s;
+}
+
+Stream::~Stream() {
+  if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+}
+
+void Stream::synchronize() const { cuda::synchronize(stream_); }
+
+void copy_to_device(void* d_dst, const void* h_src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(d_dst, h_src, bytes, cudaMemcpyHostToDevice,
+                                      static_cast<cudaStream_t>(stream)));
+}
+
+void copy_to_host(void* h_dst, const void* d_src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(h_dst, d_src, bytes, cudaMemcpyDeviceToHost,
+                                      static_cast<cudaStream_t>(stream)));
+}
+
+void copy_on_device(void* d_dst, const void* d_src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice,
+                                      static_cast<cudaStream_t>(stream)));
+}
+
+void memset_device(void* d_dst, int byte_value, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  EMBTRAIN_CUDA_CHECK(cudaMemsetAsync(d_dst, byte_value, bytes, static_cast<cudaStream_t>(stream)));
+}
+
+void synchronize(void* stream) {
+  EMBTRAIN_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+}
+
+void set_device(int device) { EMBTRAIN_CUDA_CHECK(cudaSetDevice(device)); }
 
 }  // namespace cuda
 }  // namespace embtrain

@@ -1,79 +1,95 @@
-// Row kernels: one warp per row, lanes striding over the row's columns.
+// Row kernels: gather, gather through offsets, renorm and the optimizer
+// update of given rows. One warp per row, lanes striding over its columns
+// (16-byte accesses when dim % 4 == 0 and the rows are aligned); see
+// warp_rows.cuh. Launch shapes come from cuda_launch.hpp.
 #include "cuda_check.hpp"
 #include "embtrain/kernels_cuda.hpp"
+#include "warp_rows.cuh"
 
 namespace embtrain {
 namespace cuda {
 
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kWarpsPerBlock = 8;
+using detail::global_warp;
+using detail::lane_id;
+using detail::load;
+using detail::store;
+using detail::Vec;
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
+// out[i] = the row that row_of(i) points at; one warp per row.
+template <int N, typename RowOf>
+__device__ __forceinline__ void copy_row(RowOf row_of, int64_t dim, int64_t n, float* out) {
+  const int64_t i = global_warp();
+  if (i >= n) return;
+  const float* src = row_of(i);
+  float* dst = out + i * dim;
+  for (int64_t j = static_cast<int64_t>(lane_id()) * N; j < dim; j += kWarpSize * N)
+    store<N>(dst + j, load<N>(src + j));
 }
 
-__global__ void gather_rows_vec4(const float4* __restrict__ table, int64_t dim4,
-                                 const int64_t* __restrict__ index, int64_t n,
-                                 int64_t row_offset, float4* __restrict__ out) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (row >= n) return;
-  const float4* src = table + (index[row] - row_offset) * dim4;
-  float4* dst = out + row * dim4;
-  for (int64_t j = threadIdx.x % kWarp; j < dim4; j += kWarp) dst[j] = src[j];
+template <int N>
+__global__ void gather_rows_kernel(const float* __restrict__ table, int64_t dim,
+                                   const int64_t* __restrict__ index, int64_t n, int64_t row_offset,
+                                   float* __restrict__ out) {
+  copy_row<N>([=](int64_t i) { return table + (index[i] - row_offset) * dim; }, dim, n, out);
 }
 
-__global__ void gather_rows_scalar(const float* __restrict__ table, int64_t dim,
-                                   const int64_t* __restrict__ index, int64_t n,
-                                   int64_t row_offset, float* __restrict__ out) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (row >= n) return;
-  const float* src = table + (index[row] - row_offset) * dim;
-  float* dst = out + row * dim;
-  for (int64_t j = threadIdx.x % kWarp; j < dim; j += kWarp) dst[j] = src[j];
+template <int N>
+__global__ void gather_rows_at_kernel(const float* __restrict__ base,
+                                      const int64_t* __restrict__ offsets,
+                                      const int32_t* __restrict__ index, int64_t n, int64_t dim,
+                                      float* __restrict__ out) {
+  copy_row<N>([=](int64_t i) { return base + offsets[index[i]]; }, dim, n, out);
 }
 
+// p-norm of a row by the calling warp, as row_norm computes it (on |x|, in
+// float) but with lane partials added by a butterfly.
+__device__ float warp_row_norm(const float* row, int64_t dim, float p) {
+  float acc = 0.f;
+  const int lane = lane_id();
+  if (p == INFINITY) {
+    for (int64_t j = lane; j < dim; j += kWarpSize) acc = fmaxf(acc, fabsf(row[j]));
+    return detail::warp_max(acc);
+  }
+  if (p == 1.f) {
+    for (int64_t j = lane; j < dim; j += kWarpSize) acc += fabsf(row[j]);
+    return detail::warp_sum(acc);
+  }
+  if (p == 2.f) {
+    for (int64_t j = lane; j < dim; j += kWarpSize) acc += row[j] * row[j];
+    return sqrtf(detail::warp_sum(acc));
+  }
+  for (int64_t j = lane; j < dim; j += kWarpSize) acc += powf(fabsf(row[j]), p);
+  return powf(detail::warp_sum(acc), 1.f / p);
+}
+
+__global__ void renorm_rows_kernel(float* __restrict__ table, int64_t dim,
+                                   const int64_t* __restrict__ rows, int64_t n, int64_t row_offset,
+                                   float max_norm, float norm_type) {
+  const int64_t k = global_warp();
+  if (k >= n) return;
+  float* row = table + (rows[k] - row_offset) * dim;
+  // Every lane holds the same norm (butterfly), so the same scale.
+  const float scale = renorm_scale(warp_row_norm(row, dim, norm_type), max_norm);
+  if (scale == 1.f) return;
+  for (int64_t j = lane_id(); j < dim; j += kWarpSize) row[j] *= scale;
+}
+
+template <int N>
 __global__ void update_rows_kernel(OptimizerKind kind, StepScalars s, float* __restrict__ table,
                                    float* __restrict__ state, int64_t dim,
                                    const int64_t* __restrict__ rows,
-                                   const float* __restrict__ grads, int64_t n,
-                                   int64_t row_offset) {
-  const int64_t k = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+                                   const float* __restrict__ grads, int64_t n, int64_t row_offset) {
+  const int64_t k = global_warp();
   if (k >= n) return;  // whole warps exit together: k is uniform in a warp
-  const int lane = threadIdx.x % kWarp;
   const int64_t r = rows[k] - row_offset;
-  float* w = table + r * dim;
   const float* g = grads + k * dim;
-  float* st = state + r * optimizer_state_width(kind, dim);
-  switch (kind) {
-    case OptimizerKind::kSgd:
-      for (int64_t j = lane; j < dim; j += kWarp) sgd_element(w[j], g[j], s);
-      break;
-    case OptimizerKind::kAdagrad:
-      for (int64_t j = lane; j < dim; j += kWarp) adagrad_element(w[j], st[j], g[j], s);
-      break;
-    case OptimizerKind::kAdam:
-      for (int64_t j = lane; j < dim; j += kWarp) adam_element(w[j], st[j], st[dim + j], g[j], s);
-      break;
-    case OptimizerKind::kRowwiseAdagrad: {
-      float sq = 0.f;
-      for (int64_t j = lane; j < dim; j += kWarp) sq += g[j] * g[j];
-      sq = warp_sum(sq);
-      float rate = 0.f;
-      if (lane == 0) rate = rowwise_adagrad_rate(st[0], sq, dim, s);
-      rate = __shfl_sync(0xffffffffu, rate, 0);
-      for (int64_t j = lane; j < dim; j += kWarp) w[j] -= rate * g[j];
-      break;
-    }
-  }
+  detail::update_row_warp<N>(kind, s, table + r * dim, state + r * optimizer_state_width(kind, dim),
+                             dim, [=](int64_t j) { return load<N>(g + j); });
 }
 
-unsigned blocks_for(int64_t rows) {
-  return static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-}
+unsigned warp_blocks(int64_t rows) { return static_cast<unsigned>(blocks_for_warps(rows)); }
 
 }  // namespace
 
@@ -81,13 +97,33 @@ void gather_rows(const float* d_table, int64_t dim, const int64_t* d_index, int6
                  int64_t row_offset, float* d_out, void* stream) {
   if (n == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
-  if (dim % 4 == 0)
-    gather_rows_vec4<<<blocks_for(n), kWarp * kWarpsPerBlock, 0, s>>>(
-        reinterpret_cast<const float4*>(d_table), dim / 4, d_index, n, row_offset,
-        reinterpret_cast<float4*>(d_out));
+  if (dim % 4 == 0 && detail::aligned16(d_table) && detail::aligned16(d_out))
+    gather_rows_kernel<4>
+        <<<warp_blocks(n), kThreadsPerBlock, 0, s>>>(d_table, dim, d_index, n, row_offset, d_out);
   else
-    gather_rows_scalar<<<blocks_for(n), kWarp * kWarpsPerBlock, 0, s>>>(d_table, dim, d_index, n,
-                                                                         row_offset, d_out);
+    gather_rows_kernel<1>
+        <<<warp_blocks(n), kThreadsPerBlock, 0, s>>>(d_table, dim, d_index, n, row_offset, d_out);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
+void gather_rows_at(const float* d_base, const int64_t* d_offsets, const int32_t* d_index,
+                    int64_t n, int64_t dim, float* d_out, void* stream) {
+  if (n == 0) return;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (dim % 4 == 0 && detail::aligned16(d_base) && detail::aligned16(d_out))
+    gather_rows_at_kernel<4>
+        <<<warp_blocks(n), kThreadsPerBlock, 0, s>>>(d_base, d_offsets, d_index, n, dim, d_out);
+  else
+    gather_rows_at_kernel<1>
+        <<<warp_blocks(n), kThreadsPerBlock, 0, s>>>(d_base, d_offsets, d_index, n, dim, d_out);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
+void renorm_rows(float* d_table, int64_t dim, const int64_t* d_rows, int64_t n, int64_t row_offset,
+                 float max_norm, float norm_type, void* stream) {
+  if (n == 0) return;
+  renorm_rows_kernel<<<warp_blocks(n), kThreadsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(
+      d_table, dim, d_rows, n, row_offset, max_norm, norm_type);
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -95,9 +131,13 @@ void update_rows(OptimizerKind kind, const StepScalars& scalars, float* d_table,
                  int64_t dim, const int64_t* d_rows, const float* d_grads, int64_t n,
                  int64_t row_offset, void* stream) {
   if (n == 0) return;
-  update_rows_kernel<<<blocks_for(n), kWarp * kWarpsPerBlock, 0,
-                       static_cast<cudaStream_t>(stream)>>>(kind, scalars, d_table, d_state, dim,
-                                                            d_rows, d_grads, n, row_offset);
+  auto s = static_cast<cudaStream_t>(stream);
+  if (detail::can_vectorize_update(kind, dim, d_table, d_state) && detail::aligned16(d_grads))
+    update_rows_kernel<4><<<warp_blocks(n), kThreadsPerBlock, 0, s>>>(
+        kind, scalars, d_table, d_state, dim, d_rows, d_grads, n, row_offset);
+  else
+    update_rows_kernel<1><<<warp_blocks(n), kThreadsPerBlock, 0, s>>>(
+        kind, scalars, d_table, d_state, dim, d_rows, d_grads, n, row_offset);
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 

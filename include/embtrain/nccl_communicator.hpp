@@ -1,0 +1,37 @@
+// The NCCL data communicator: collectives on device buffers, for the GPU
+// engine, while control (counts, error agreement) stays on MPI. Declared
+// only in the CUDA build (EMBTRAIN_HAVE_CUDA).
+#pragma once
+
+#include <memory>
+
+#include "embtrain/communicator.hpp"
+
+namespace embtrain {
+
+#if defined(EMBTRAIN_HAVE_CUDA)
+// A collective over the ranks of `control` (which must stay alive as long
+// as the result: barrier() uses it). Each rank has already selected its
+// GPU (cudaSetDevice(pick_device(...))); no two ranks may share one, which
+// NCCL refuses: the constructor detects that and throws SystemError naming
+// the ranks, with the advice to use the MPI-staged communicator
+// (choose_data_communicator decides this up front).
+//
+// The bootstrap: rank 0 calls ncclGetUniqueId, control.broadcast sends the
+// id to every rank, each calls ncclCommInitRank.
+//
+// Every buffer argument is a device pointer (memory_space() is kDevice);
+// counts are on the host. alltoallv, alltoall, allreduce_*, broadcast and
+// gatherv only ENQUEUE their work on `stream` (a cudaStream_t; nullptr for
+// the default stream) and return without waiting: kernels enqueued on the
+// same stream afterwards see the result; the host sees it after
+// synchronize(), which waits for the stream and reports NCCL's
+// asynchronous errors. barrier() synchronizes, then barriers on `control`.
+// Traffic counters count what the all-to-alls move to and from other
+// ranks, as the MPI communicator does. agree_on_error is not for this
+// communicator; use `control`. The destructor calls ncclCommDestroy (all
+// ranks should destroy theirs) and never throws.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& control, void* stream);
+#endif
+
+}  // namespace embtrain

@@ -1,0 +1,58 @@
+// A data communicator over device buffers that stages them through pinned
+// host memory and runs each collective on a host communicator (MPI).
+//
+// Why: NCCL refuses two ranks on one GPU, so a node with more ranks than
+// GPUs (and a test of P = 2 on one GPU) needs another way to move device
+// buffers. The copies go through DeviceCopier, injected, so the staging
+// logic (offsets, counts, buffer growth, in-place reductions, the root of
+// gatherv) runs and is tested without a GPU with the memcpy copier.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "embtrain/communicator.hpp"
+
+namespace embtrain {
+
+// Copies between device buffers and (pinned) host staging buffers. Both
+// copies return when the data are in place, so a staging buffer may be
+// reused at once; the CUDA copier orders them after the work already
+// enqueued on its stream.
+class DeviceCopier {
+ public:
+  virtual ~DeviceCopier() = default;
+  virtual void to_host(void* h_dst, const void* d_src, size_t bytes) = 0;
+  virtual void to_device(void* d_dst, const void* h_src, size_t bytes) = 0;
+  // Host memory the device copies fast to and from (page-locked for CUDA).
+  virtual void* alloc_pinned(size_t bytes) = 0;
+  virtual void free_pinned(void* h_ptr) noexcept = 0;
+};
+
+// The copier of a "device" that is ordinary host memory: std::memcpy and
+// malloc. For tests of the staging logic, and CPU-only runs.
+std::unique_ptr<DeviceCopier> make_memcpy_copier();
+
+#if defined(EMBTRAIN_HAVE_CUDA)
+// cudaMemcpyAsync on `stream` (a cudaStream_t; nullptr for the default
+// stream) followed by cudaStreamSynchronize; cudaMallocHost for staging.
+// The caller has selected the device (cudaSetDevice) first.
+std::unique_ptr<DeviceCopier> make_cuda_copier(void* stream);
+#endif
+
+// The staged data communicator. `host` runs the collectives on host memory
+// and is owned: give it its own MPI communicator (make_mpi_communicator(),
+// a duplicate of MPI_COMM_WORLD), so that data messages and control
+// messages never mix and the traffic counters stay apart.
+//
+// memory_space() is kDevice: every buffer argument is a device pointer
+// (counts stay on the host). Each call blocks until its result is on the
+// device, so synchronize() has nothing to wait for. Two staging buffers
+// (send, receive) are grow-only: once the sizes stop growing no call
+// allocates. Traffic counters count what the all-to-alls move to and from
+// other ranks, as the MPI communicator does. agree_on_error is not for
+// this communicator; use the control communicator.
+std::unique_ptr<Communicator> make_staged_communicator(std::unique_ptr<Communicator> host,
+                                                       std::unique_ptr<DeviceCopier> copier);
+
+}  // namespace embtrain

@@ -1,0 +1,86 @@
+// Device selection: which GPU a rank takes, and whether the job moves device
+// buffers over NCCL or MPI staging. See device_selection.hpp.
+#include "embtrain/device_selection.hpp"
+
+#include <mpi.h>
+
+#include <cstdint>
+
+#include "embtrain/errors.hpp"
+#include "mpi_check.hpp"
+
+namespace embtrain {
+
+LocalRankInfo local_rank_info(const Communicator& comm) {
+  if (comm.size() == 1) return LocalRankInfo{};
+  int initialized = 0;
+  EMBTRAIN_MPI_CHECK(MPI_Initialized(&initialized));
+  EMBTRAIN_ASSERT(initialized);
+  int world_size = 0;
+  EMBTRAIN_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size));
+  EMBTRAIN_ASSERT(world_size == comm.size());
+
+  // Ranks that share memory are on one node; the key (the global rank)
+  // keeps their global order in the local ranks.
+  MPI_Comm node = MPI_COMM_NULL;
+  EMBTRAIN_MPI_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm.rank(), MPI_INFO_NULL, &node));
+  LocalRankInfo info;
+  const int rank_rc = MPI_Comm_rank(node, &info.local_rank);
+  const int size_rc = MPI_Comm_size(node, &info.local_size);
+  MPI_Comm_free(&node);
+  EMBTRAIN_MPI_CHECK(rank_rc);
+  EMBTRAIN_MPI_CHECK(size_rc);
+  return info;
+}
+
+int pick_device(int local_rank, int device_count) {
+  EMBTRAIN_REQUIRE(device_count > 0, "no CUDA device for local rank ", local_rank,
+                   " (device count ", device_count,
+                   "): the GPU engine needs at least one GPU per node");
+  EMBTRAIN_REQUIRE(local_rank >= 0, "local rank ", local_rank, " is negative (device count ",
+                   device_count, ")");
+  return local_rank % device_count;
+}
+
+bool can_use_nccl(int local_ranks, int device_count) {
+  return device_count > 0 && local_ranks >= 1 && local_ranks <= device_count;
+}
+
+const char* data_comm_name(DataCommKind kind) {
+  return kind == DataCommKind::kNccl ? "nccl" : "mpi-staged";
+}
+
+DataCommChoice choose_data_communicator(Communicator& control, const LocalRankInfo& local,
+                                        int device_count, bool nccl_allowed) {
+  EMBTRAIN_ASSERT(control.memory_space() == MemorySpace::kHost);
+  // NCCL is all or nothing: the lowest rank that cannot use it (or P when
+  // none) decides for everyone, and its numbers explain why on every rank.
+  const int P = control.size(), me = control.rank();
+  const bool ok = nccl_allowed && can_use_nccl(local.local_size, device_count);
+  int32_t decider = ok ? P : me;
+  control.allreduce_min(&decider, 1, CommType::kInt32);
+  const int from = decider == P ? 0 : decider;
+  int64_t facts[3] = {nccl_allowed ? 1 : 0, local.local_size, device_count};
+  control.broadcast(facts, 3, CommType::kInt64, from);
+
+  DataCommChoice choice;
+  const std::string ranks_gpus = detail::concat(facts[1], " rank(s) on ", facts[2], " GPU(s)");
+  if (decider == P) {
+    choice.kind = DataCommKind::kNccl;
+    choice.reason =
+        detail::concat("nccl: every rank has a GPU of its own (rank 0's node: ", ranks_gpus, ")");
+  } else if (facts[0] == 0) {
+    choice.reason = detail::concat("mpi-staged: NCCL not allowed on rank ", decider,
+                                   " (staged path requested, or no NCCL in this build)");
+  } else if (facts[2] == 0) {
+    choice.reason = detail::concat("mpi-staged: rank ", decider, " sees no GPU");
+  } else {
+    choice.reason = detail::concat("mpi-staged: rank ", decider, "'s node has ", ranks_gpus,
+                                   "; NCCL needs one GPU per rank, so ranks share GPUs "
+                                   "through host staging over MPI");
+  }
+  return choice;
+}
+
+}  // namespace embtrain

@@ -1,0 +1,267 @@
+// The NCCL data communicator: collectives on device buffers, enqueued on a
+// CUDA stream, with MPI (the control communicator) for the bootstrap and
+// the barrier. See nccl_communicator.hpp for the contract.
+#include "embtrain/nccl_communicator.hpp"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../kernels/cuda/cuda_check.hpp"
+#include "embtrain/errors.hpp"
+#include "nccl_check.hpp"
+
+namespace embtrain {
+
+namespace {
+
+ncclDataType_t nccl_type(CommType type) {
+  switch (type) {
+    case CommType::kByte:
+      return ncclUint8;
+    case CommType::kInt32:
+      return ncclInt32;
+    case CommType::kInt64:
+      return ncclInt64;
+    case CommType::kFloat32:
+      return ncclFloat32;
+    case CommType::kFloat64:
+      return ncclFloat64;
+  }
+  return ncclUint8;
+}
+
+// What each rank tells the others about its GPU, to find ranks that share
+// one before NCCL refuses them with a less helpful message.
+struct GpuRecord {
+  unsigned char uuid[16];
+  int32_t device;
+  char host[64];
+};
+
+// Runs `work`, turning any exception into its message ("" when none), so
+// the ranks can agree on it over the control communicator.
+std::string error_of(const std::function<void()>& work) {
+  try {
+    work();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // The bootstrap, every step agreed over `control` so that a failure on
+  // one rank ends the construction on every rank instead of a hang:
+  //  1. each rank reads its GPU's UUID; the ranks exchange them (alltoall
+  //     on control) and all refuse together when two ranks share a GPU;
+  //  2. rank 0 calls ncclGetUniqueId and control.broadcast sends the id;
+  //  3. each rank calls ncclCommInitRank (NCCL's own collective).
+  NcclCommunicator(Communicator& control, void* stream)
+      : control_(control),
+        stream_(static_cast<cudaStream_t>(stream)),
+        rank_(control.rank()),
+        size_(control.size()) {
+    EMBTRAIN_ASSERT(control.memory_space() == MemorySpace::kHost);
+    GpuRecord mine{};
+    agree(error_of([&] {
+      EMBTRAIN_CUDA_CHECK(cudaGetDevice(&mine.device));
+      cudaDeviceProp prop{};
+      EMBTRAIN_CUDA_CHECK(cudaGetDeviceProperties(&prop, mine.device));
+      std::memcpy(mine.uuid, prop.uuid.bytes, sizeof(mine.uuid));
+      gethostname(mine.host, sizeof(mine.host) - 1);
+    }));
+    check_one_rank_per_gpu(mine);
+
+    ncclUniqueId id{};
+    agree(rank_ == 0 ? error_of([&] { EMBTRAIN_NCCL_CHECK(ncclGetUniqueId(&id)); }) : "");
+    control_.broadcast(&id, static_cast<int64_t>(sizeof(id)), CommType::kByte, 0);
+    agree(error_of([&] { EMBTRAIN_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_)); }));
+  }
+
+  ~NcclCommunicator() override {
+    // Destroy, not abort: it completes the operations still enqueued. Its
+    // result has no one to go to from a destructor.
+    if (comm_) ncclCommDestroy(comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  MemorySpace memory_space() const override { return MemorySpace::kDevice; }
+
+  void alltoallv(const void* d_send, const std::vector<int64_t>& send_counts, void* d_recv,
+                 const std::vector<int64_t>& recv_counts, CommType type) override {
+    EMBTRAIN_ASSERT(static_cast<int>(send_counts.size()) == size_ &&
+                    static_cast<int>(recv_counts.size()) == size_);
+    EMBTRAIN_ASSERT(send_counts[rank_] == recv_counts[rank_]);
+    const int64_t elem = comm_type_size(type);
+    std::vector<int64_t> send_displ(size_ + 1, 0), recv_displ(size_ + 1, 0);
+    for (int r = 0; r < size_; ++r) {
+      send_displ[r + 1] = send_displ[r] + send_counts[r];
+      recv_displ[r + 1] = recv_displ[r] + recv_counts[r];
+      if (r != rank_) {
+        traffic_.bytes_sent += send_counts[r] * elem;
+        traffic_.bytes_received += recv_counts[r] * elem;
+      }
+    }
+    const char* send = static_cast<const char*>(d_send);
+    char* recv = static_cast<char*>(d_recv);
+    // The self part is a device copy on the same stream, not a message.
+    copy_on_stream(recv + recv_displ[rank_] * elem, send + send_displ[rank_] * elem,
+                   send_counts[rank_] * elem);
+    // One group: NCCL schedules all pairs together, so no order of sends
+    // and receives can deadlock. NCCL counts are size_t: no 2^31 split.
+    grouped([&] {
+      for (int r = 0; r < size_; ++r) {
+        if (r == rank_) continue;
+        if (send_counts[r] > 0)
+          EMBTRAIN_NCCL_CHECK(ncclSend(send + send_displ[r] * elem,
+                                       static_cast<size_t>(send_counts[r]), nccl_type(type), r,
+                                       comm_, stream_));
+        if (recv_counts[r] > 0)
+          EMBTRAIN_NCCL_CHECK(ncclRecv(recv + recv_displ[r] * elem,
+                                       static_cast<size_t>(recv_counts[r]), nccl_type(type), r,
+                                       comm_, stream_));
+      }
+    });
+  }
+
+  void alltoall(const void* d_send, void* d_recv, int64_t count, CommType type) override {
+    const std::vector<int64_t> counts(static_cast<size_t>(size_), count);
+    alltoallv(d_send, counts, d_recv, counts, type);
+  }
+
+  void allreduce_sum(void* d_data, int64_t count, CommType type) override {
+    allreduce(d_data, count, type, ncclSum);
+  }
+  void allreduce_max(void* d_data, int64_t count, CommType type) override {
+    allreduce(d_data, count, type, ncclMax);
+  }
+  void allreduce_min(void* d_data, int64_t count, CommType type) override {
+    allreduce(d_data, count, type, ncclMin);
+  }
+
+  void broadcast(void* d_data, int64_t count, CommType type, int root) override {
+    if (count == 0) return;
+    EMBTRAIN_NCCL_CHECK(ncclBroadcast(d_data, d_data, static_cast<size_t>(count), nccl_type(type),
+                                      root, comm_, stream_));
+  }
+
+  void gatherv(const void* d_send, int64_t send_count, void* d_recv,
+               const std::vector<int64_t>& counts, CommType type, int root) override {
+    const int64_t elem = comm_type_size(type);
+    if (rank_ != root) {
+      grouped([&] {
+        if (send_count > 0)
+          EMBTRAIN_NCCL_CHECK(ncclSend(d_send, static_cast<size_t>(send_count), nccl_type(type),
+                                       root, comm_, stream_));
+      });
+      return;
+    }
+    EMBTRAIN_ASSERT(static_cast<int>(counts.size()) == size_ && counts[root] == send_count);
+    char* recv = static_cast<char*>(d_recv);
+    std::vector<int64_t> displ(size_ + 1, 0);
+    for (int r = 0; r < size_; ++r) displ[r + 1] = displ[r] + counts[r];
+    copy_on_stream(recv + displ[root] * elem, d_send, send_count * elem);
+    grouped([&] {
+      for (int r = 0; r < size_; ++r)
+        if (r != root && counts[r] > 0)
+          EMBTRAIN_NCCL_CHECK(ncclRecv(recv + displ[r] * elem, static_cast<size_t>(counts[r]),
+                                       nccl_type(type), r, comm_, stream_));
+    });
+  }
+
+  // Every rank's enqueued communication is complete and every rank is here.
+  void barrier() override {
+    synchronize();
+    control_.barrier();
+  }
+
+  // Waits for the stream while watching NCCL's asynchronous error, as NCCL
+  // recommends: a failed peer makes the wait end with an error instead of
+  // hanging in cudaStreamSynchronize.
+  void synchronize() override {
+    for (;;) {
+      const cudaError_t state = cudaStreamQuery(stream_);
+      if (state == cudaSuccess) break;
+      if (state != cudaErrorNotReady) EMBTRAIN_CUDA_CHECK(state);
+      ncclResult_t async = ncclSuccess;
+      EMBTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
+      EMBTRAIN_NCCL_CHECK(async);
+      std::this_thread::yield();
+    }
+    ncclResult_t async = ncclSuccess;
+    EMBTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
+    EMBTRAIN_NCCL_CHECK(async);
+  }
+
+ private:
+  void allreduce(void* d_data, int64_t count, CommType type, ncclRedOp_t op) {
+    if (count == 0) return;
+    EMBTRAIN_NCCL_CHECK(ncclAllReduce(d_data, d_data, static_cast<size_t>(count), nccl_type(type),
+                                      op, comm_, stream_));
+  }
+
+  // ncclGroupStart/End around `body`; the group is closed even when the
+  // body throws, so the communicator stays usable for the error path.
+  static void grouped(const std::function<void()>& body) {
+    EMBTRAIN_NCCL_CHECK(ncclGroupStart());
+    try {
+      body();
+    } catch (...) {
+      ncclGroupEnd();
+      throw;
+    }
+    EMBTRAIN_NCCL_CHECK(ncclGroupEnd());
+  }
+
+  void copy_on_stream(void* d_dst, const void* d_src, int64_t bytes) {
+    if (bytes > 0)
+      EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(d_dst, d_src, static_cast<size_t>(bytes),
+                                          cudaMemcpyDeviceToDevice, stream_));
+  }
+
+  // Throws SystemError on every rank when any rank failed (the lowest
+  // failing rank's message).
+  void agree(const std::string& local_error) {
+    const std::string error = control_.agree_on_error(local_error);
+    if (!error.empty()) throw SystemError("creating the NCCL communicator: " + error);
+  }
+
+  // The same verdict on every rank, from the same exchanged records.
+  void check_one_rank_per_gpu(const GpuRecord& mine) {
+    const int64_t record = static_cast<int64_t>(sizeof(GpuRecord));
+    std::vector<GpuRecord> send(static_cast<size_t>(size_), mine), all(static_cast<size_t>(size_));
+    control_.alltoall(send.data(), all.data(), record, CommType::kByte);
+    for (int a = 0; a < size_; ++a)
+      for (int b = a + 1; b < size_; ++b)
+        if (std::memcmp(all[a].uuid, all[b].uuid, sizeof(all[a].uuid)) == 0)
+          throw SystemError(detail::concat(
+              "NCCL cannot run two ranks on one GPU: ranks ", a, " and ", b,
+              " both use CUDA device ", all[a].device, " on host '", all[a].host,
+              "'. Start at most one rank per GPU, or use the MPI-staged data communicator "
+              "(make_staged_communicator; choose_data_communicator picks it when a node has "
+              "more ranks than GPUs)"));
+  }
+
+  Communicator& control_;
+  cudaStream_t stream_;
+  int rank_, size_;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& control, void* stream) {
+  return std::make_unique<NcclCommunicator>(control, stream);
+}
+
+}  // namespace embtrain

@@ -1,0 +1,187 @@
+// The MPI-staged data communicator: device buffers are copied into pinned
+// host staging buffers, the collective runs on a host communicator, and the
+// result is copied back to the device. Lets several ranks share one GPU,
+// which NCCL refuses. See staged_communicator.hpp for the contract.
+#include "embtrain/staged_communicator.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+#include <vector>
+
+#include "embtrain/errors.hpp"
+
+namespace embtrain {
+
+namespace {
+
+class MemcpyCopier final : public DeviceCopier {
+ public:
+  void to_host(void* h_dst, const void* d_src, size_t bytes) override {
+    std::memcpy(h_dst, d_src, bytes);
+  }
+  void to_device(void* d_dst, const void* h_src, size_t bytes) override {
+    std::memcpy(d_dst, h_src, bytes);
+  }
+  void* alloc_pinned(size_t bytes) override {
+    void* p = std::malloc(std::max<size_t>(bytes, 1));
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  void free_pinned(void* h_ptr) noexcept override { std::free(h_ptr); }
+};
+
+// A grow-only pinned buffer: reserve() reallocates only when asked for more
+// than it holds, and then at least doubles, so a run whose sizes creep up
+// reallocates a few times and then never. Contents are not kept across a
+// reallocation (every call stages afresh).
+class StagingBuffer {
+ public:
+  explicit StagingBuffer(DeviceCopier& copier) : copier_(copier) {}
+  ~StagingBuffer() {
+    if (h_data_) copier_.free_pinned(h_data_);
+  }
+  StagingBuffer(const StagingBuffer&) = delete;
+  StagingBuffer& operator=(const StagingBuffer&) = delete;
+
+  char* reserve(size_t bytes) {
+    if (bytes > capacity_) {
+      const size_t grown = std::max(bytes, 2 * capacity_);
+      if (h_data_) copier_.free_pinned(h_data_);
+      h_data_ = nullptr;
+      capacity_ = 0;
+      h_data_ = static_cast<char*>(copier_.alloc_pinned(grown));
+      capacity_ = grown;
+    }
+    return h_data_;
+  }
+
+ private:
+  DeviceCopier& copier_;
+  char* h_data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+class StagedCommunicator final : public Communicator {
+ public:
+  StagedCommunicator(std::unique_ptr<Communicator> host, std::unique_ptr<DeviceCopier> copier)
+      : host_(std::move(host)), copier_(std::move(copier)), h_send_(*copier_), h_recv_(*copier_) {
+    EMBTRAIN_ASSERT(host_ && copier_);
+    EMBTRAIN_ASSERT(host_->memory_space() == MemorySpace::kHost);
+  }
+
+  int rank() const override { return host_->rank(); }
+  int size() const override { return host_->size(); }
+  MemorySpace memory_space() const override { return MemorySpace::kDevice; }
+
+  void alltoallv(const void* d_send, const std::vector<int64_t>& send_counts, void* d_recv,
+                 const std::vector<int64_t>& recv_counts, CommType type) override {
+    const int P = size(), me = rank();
+    EMBTRAIN_ASSERT(static_cast<int>(send_counts.size()) == P &&
+                    static_cast<int>(recv_counts.size()) == P);
+    const int64_t elem = comm_type_size(type);
+    int64_t send_total = 0, recv_total = 0;
+    for (int r = 0; r < P; ++r) {
+      send_total += send_counts[r];
+      recv_total += recv_counts[r];
+      if (r != me) {
+        traffic_.bytes_sent += send_counts[r] * elem;
+        traffic_.bytes_received += recv_counts[r] * elem;
+      }
+    }
+    // The whole send buffer goes through the host, the self part included:
+    // one copy each way, with the host communicator's offsets unchanged.
+    char* h_send = h_send_.reserve(bytes(send_total, elem));
+    char* h_recv = h_recv_.reserve(bytes(recv_total, elem));
+    to_host(h_send, d_send, bytes(send_total, elem));
+    host_->alltoallv(h_send, send_counts, h_recv, recv_counts, type);
+    to_device(d_recv, h_recv, bytes(recv_total, elem));
+  }
+
+  void alltoall(const void* d_send, void* d_recv, int64_t count, CommType type) override {
+    const std::vector<int64_t> counts(static_cast<size_t>(size()), count);
+    alltoallv(d_send, counts, d_recv, counts, type);
+  }
+
+  void allreduce_sum(void* d_data, int64_t count, CommType type) override {
+    allreduce(d_data, count, type, &Communicator::allreduce_sum);
+  }
+  void allreduce_max(void* d_data, int64_t count, CommType type) override {
+    allreduce(d_data, count, type, &Communicator::allreduce_max);
+  }
+  void allreduce_min(void* d_data, int64_t count, CommType type) override {
+    allreduce(d_data, count, type, &Communicator::allreduce_min);
+  }
+
+  void broadcast(void* d_data, int64_t count, CommType type, int root) override {
+    // Only the root's data go to the host; only the others' come back.
+    const size_t n = bytes(count, comm_type_size(type));
+    char* h_data = h_send_.reserve(n);
+    if (rank() == root) to_host(h_data, d_data, n);
+    host_->broadcast(h_data, count, type, root);
+    if (rank() != root) to_device(d_data, h_data, n);
+  }
+
+  void gatherv(const void* d_send, int64_t send_count, void* d_recv,
+               const std::vector<int64_t>& counts, CommType type, int root) override {
+    // counts (and d_recv) matter on the root only, as for the MPI
+    // communicator.
+    const int64_t elem = comm_type_size(type);
+    const bool is_root = rank() == root;
+    int64_t recv_total = 0;
+    if (is_root) {
+      EMBTRAIN_ASSERT(static_cast<int>(counts.size()) == size());
+      for (int64_t c : counts) recv_total += c;
+    }
+    char* h_send = h_send_.reserve(bytes(send_count, elem));
+    char* h_recv = is_root ? h_recv_.reserve(bytes(recv_total, elem)) : nullptr;
+    to_host(h_send, d_send, bytes(send_count, elem));
+    host_->gatherv(h_send, send_count, h_recv, counts, type, root);
+    if (is_root) to_device(d_recv, h_recv, bytes(recv_total, elem));
+  }
+
+  void barrier() override { host_->barrier(); }
+
+ private:
+  using HostReduce = void (Communicator::*)(void*, int64_t, CommType);
+
+  // In place on the device, so in place on the host too: one staging buffer.
+  void allreduce(void* d_data, int64_t count, CommType type, HostReduce reduce) {
+    const size_t n = bytes(count, comm_type_size(type));
+    char* h_data = h_send_.reserve(n);
+    to_host(h_data, d_data, n);
+    ((*host_).*reduce)(h_data, count, type);
+    to_device(d_data, h_data, n);
+  }
+
+  static size_t bytes(int64_t count, int64_t elem) {
+    EMBTRAIN_ASSERT(count >= 0);
+    return static_cast<size_t>(count * elem);
+  }
+  // Empty transfers may come with null pointers: no copy at all.
+  void to_host(void* h_dst, const void* d_src, size_t n) {
+    if (n > 0) copier_->to_host(h_dst, d_src, n);
+  }
+  void to_device(void* d_dst, const void* h_src, size_t n) {
+    if (n > 0) copier_->to_device(d_dst, h_src, n);
+  }
+
+  std::unique_ptr<Communicator> host_;
+  std::unique_ptr<DeviceCopier> copier_;
+  // Declared after copier_: destroyed first, while the copier that frees
+  // them is still alive.
+  StagingBuffer h_send_, h_recv_;
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceCopier> make_memcpy_copier() { return std::make_unique<MemcpyCopier>(); }
+
+std::unique_ptr<Communicator> make_staged_communicator(std::unique_ptr<Communicator> host,
+                                                       std::unique_ptr<DeviceCopier> copier) {
+  return std::make_unique<StagedCommunicator>(std::move(host), std::move(copier));
+}
+
+}  // namespace embtrain

@@ -1,0 +1,165 @@
+// Device building blocks of the row kernels, which all give one warp to one
+// row: lanes stride over the row's columns in units of Vec<N> (N = 4 turns
+// the loads into 16-byte ones when dim % 4 == 0 and the rows are aligned,
+// N = 1 otherwise), warp reductions, and the optimizer update of a row whose
+// gradient the caller computes column by column. The element math itself is
+// row_math.hpp's, shared with the CPU.
+#pragma once
+
+#include <cstdint>
+
+#include "embtrain/cuda_launch.hpp"
+#include "embtrain/row_math.hpp"
+
+namespace embtrain {
+namespace cuda {
+namespace detail {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// The warp this thread belongs to, counted over the grid, and its lane.
+__device__ __forceinline__ int64_t global_warp() {
+  return static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
+}
+__device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x % kWarpSize); }
+
+__device__ __forceinline__ int64_t global_thread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+// Butterfly reductions: every lane ends with the same bits (each step adds
+// the same two values, only commuted), and the order depends only on the
+// lane, so results are deterministic.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
+    v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
+    v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
+  return v;
+}
+__device__ __forceinline__ long long warp_sum(long long v) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
+    v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
+// N consecutive floats of a row, loaded and stored as one access.
+template <int N>
+struct alignas(sizeof(float) * N) Vec {
+  float v[N];
+};
+
+template <int N>
+__device__ __forceinline__ Vec<N> load(const float* p) {
+  if constexpr (N == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    return Vec<4>{{t.x, t.y, t.z, t.w}};
+  } else {
+    return Vec<1>{{*p}};
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void store(float* p, const Vec<N>& x) {
+  if constexpr (N == 4)
+    *reinterpret_cast<float4*>(p) = make_float4(x.v[0], x.v[1], x.v[2], x.v[3]);
+  else
+    *p = x.v[0];
+}
+
+template <int N>
+__device__ __forceinline__ void add_to(Vec<N>& acc, const Vec<N>& x) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc.v[i] += x.v[i];
+}
+
+template <int N>
+__device__ __forceinline__ void scale(Vec<N>& x, float s) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) x.v[i] *= s;
+}
+
+template <int N>
+__device__ __forceinline__ float sum_of_squares(const Vec<N>& x) {
+  float sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < N; ++i) sq += x.v[i] * x.v[i];
+  return sq;
+}
+
+// Host side: whether a row kernel may use N = 4 on these pointers.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether update_row_warp<4> may run on a table and its state: SGD has no
+// state and row-wise Adagrad reads its one float per row alone.
+inline bool can_vectorize_update(OptimizerKind kind, int64_t dim, const float* table,
+                                 const float* state) {
+  const bool state_by_column = kind == OptimizerKind::kAdagrad || kind == OptimizerKind::kAdam;
+  return dim % 4 == 0 && aligned16(table) && (!state_by_column || aligned16(state));
+}
+
+// The optimizer update of one row `w` (state `st`, see optimizer_state_width)
+// by the calling warp. grad_at(j) returns the gradient's columns [j, j + N);
+// row-wise Adagrad needs the whole row's squared norm before it can update
+// any column, so it calls grad_at twice per column (the caller's sum is
+// deterministic, so both calls give the same bits).
+template <int N, typename GradAt>
+__device__ __forceinline__ void update_row_warp(OptimizerKind kind, const StepScalars& s, float* w,
+                                                float* st, int64_t dim, GradAt grad_at) {
+  const int64_t first = static_cast<int64_t>(lane_id()) * N, stride = kWarpSize * N;
+  switch (kind) {
+    case OptimizerKind::kSgd:
+      for (int64_t j = first; j < dim; j += stride) {
+        const Vec<N> g = grad_at(j);
+        Vec<N> x = load<N>(w + j);
+#pragma unroll
+        for (int i = 0; i < N; ++i) sgd_element(x.v[i], g.v[i], s);
+        store<N>(w + j, x);
+      }
+      break;
+    case OptimizerKind::kAdagrad:
+      for (int64_t j = first; j < dim; j += stride) {
+        const Vec<N> g = grad_at(j);
+        Vec<N> x = load<N>(w + j), sum = load<N>(st + j);
+#pragma unroll
+        for (int i = 0; i < N; ++i) adagrad_element(x.v[i], sum.v[i], g.v[i], s);
+        store<N>(w + j, x);
+        store<N>(st + j, sum);
+      }
+      break;
+    case OptimizerKind::kAdam:
+      for (int64_t j = first; j < dim; j += stride) {
+        const Vec<N> g = grad_at(j);
+        Vec<N> x = load<N>(w + j), m = load<N>(st + j), v = load<N>(st + dim + j);
+#pragma unroll
+        for (int i = 0; i < N; ++i) adam_element(x.v[i], m.v[i], v.v[i], g.v[i], s);
+        store<N>(w + j, x);
+        store<N>(st + j, m);
+        store<N>(st + dim + j, v);
+      }
+      break;
+    case OptimizerKind::kRowwiseAdagrad: {
+      float sq = 0.f;
+      for (int64_t j = first; j < dim; j += stride) sq += sum_of_squares(grad_at(j));
+      sq = warp_sum(sq);
+      float rate = 0.f;
+      if (lane_id() == 0) rate = rowwise_adagrad_rate(st[0], sq, dim, s);
+      rate = __shfl_sync(kFullMask, rate, 0);
+      for (int64_t j = first; j < dim; j += stride) {
+        const Vec<N> g = grad_at(j);
+        Vec<N> x = load<N>(w + j);
+#pragma unroll
+        for (int i = 0; i < N; ++i) x.v[i] -= rate * g.v[i];
+        store<N>(w + j, x);
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace embtrain
