@@ -27,6 +27,10 @@ namespace cuda {
 int device_count();
 // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"-style description of a device.
 std::string device_description(int device);
+// Copy bandwidth of the current device in GB/s, bytes read plus bytes
+// written, from device-to-device copies of `bytes`: the ceiling a
+// memory-bound step's floor is measured against.
+double copy_bandwidth_gbps(size_t bytes = size_t{1} << 30);
 
 // --- Ids ---------------------------------------------------------------------
 
@@ -69,6 +73,17 @@ DeviceUniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, 
 // num_embeddings, owner d's ids are unique[begin[d] .. begin[d + 1]).
 void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
                int64_t num_bounds, int64_t* d_begin, void* stream);
+
+// Row offsets of items laid out in blocks: item k of block b (starts[b] <= k
+// < starts[b + 1], num_blocks + 1 starts, the first 0) has its row at
+// d_out[k] = base[b] + (k - starts[b]) * dim. The sharded step's buffers hold
+// one block per (peer, table); this maps a table's items to their rows.
+void block_offsets(const int64_t* d_starts, const int64_t* d_base, int64_t num_blocks, int64_t dim,
+                   int64_t n, int64_t* d_out, void* stream);
+
+// d_counts[u] = offsets[u + 1] - offsets[u]: each distinct id's occurrences.
+void segment_counts(const int32_t* d_offsets, int64_t num_unique, int32_t* d_counts,
+                    void* stream);
 
 // --- Rows --------------------------------------------------------------------
 

@@ -5,23 +5,16 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "embtrain/communicator.hpp"
+#include "embtrain/device_step.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/kernels_cpu.hpp"
 #include "embtrain/shard_plan.hpp"
 
 namespace embtrain {
-
-// Milliseconds per phase and bytes each exchange sent to other ranks,
-// summed over steps until reset.
-struct ShardedStepStats {
-  double unique_ms = 0, alltoall_ids_ms = 0, gather_ms = 0, alltoall_rows_ms = 0;
-  double reduce_ms = 0, alltoall_grads_ms = 0, update_ms = 0;
-  int64_t ids_bytes_sent = 0, rows_bytes_sent = 0, grads_bytes_sent = 0;
-  int64_t steps = 0;
-};
 
 class ShardedEmbedding {
  public:
@@ -33,11 +26,28 @@ class ShardedEmbedding {
   ShardedEmbedding(const std::vector<TableSpec>& specs, Communicator* comm,
                    const std::vector<std::vector<float>>& local_rows);
 
+  ~ShardedEmbedding();
+  ShardedEmbedding(ShardedEmbedding&&) noexcept;
+  ShardedEmbedding& operator=(ShardedEmbedding&&) noexcept;
+
   int num_tables() const { return static_cast<int>(shards_.size()); }
   const ShardPlan& plan(int t) const { return plans_[t]; }
-  const EmbeddingTable& shard(int t) const { return shards_[t]; }
-  EmbeddingTable& shard(int t) { return shards_[t]; }
+  const TableSpec& spec(int t) const { return shards_[t].spec(); }
+  // This rank's block of table t. On the GPU the host shard is a mirror,
+  // brought up to date here; the non-const one is uploaded again before the
+  // next step, so anything written into it (loading a checkpoint) counts.
+  const EmbeddingTable& shard(int t) const;
+  EmbeddingTable& shard(int t);
   Communicator& comm() { return *comm_; }
+
+  // Moves the step to this rank's GPU (local rank % device count): the rows
+  // and optimizer state go to device memory and forward/backward/step run
+  // in CUDA kernels, exchanging device buffers over NCCL or MPI staging.
+  // A collective. Throws Error when there is no GPU or no CUDA in the build.
+  void use_cuda(const CudaOptions& options = {});
+  // The GPU step, or null on the CPU (benchmarks drive it with device
+  // buffers directly).
+  DeviceStep* device_step() { return device_.get(); }
 
   // ids[t]: this rank's ids for table t; out[t]: ids[t].numel() x dim_t
   // floats. A bad id on any rank throws the same embtrain::Error on every
@@ -51,8 +61,11 @@ class ShardedEmbedding {
   // Table t assembled on `root` (num_embeddings x dim); empty elsewhere.
   std::vector<float> gather_table(int t, int root);
 
-  const ShardedStepStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = ShardedStepStats{}; }
+  const ShardedStepStats& stats() const { return device_ ? device_->stats() : stats_; }
+  void reset_stats() {
+    stats_ = ShardedStepStats{};
+    if (device_) device_->stats() = ShardedStepStats{};
+  }
 
  private:
   // What one table's forward leaves for its backward.
@@ -68,9 +81,16 @@ class ShardedEmbedding {
     std::vector<float> update_grads;    // their combined gradients
   };
 
+  // Before a GPU step: the host shards' changes to the device.
+  void sync_device();
+
   Communicator* comm_;
   std::vector<ShardPlan> plans_;
-  std::vector<EmbeddingTable> shards_;
+  // The rows, or on the GPU their host mirror (see shard()).
+  mutable std::vector<EmbeddingTable> shards_;
+  std::unique_ptr<DeviceStep> device_;
+  mutable bool host_stale_ = false;  // the device has stepped since the last download
+  bool device_stale_ = false;        // a host shard was handed out writable
   std::vector<TableStep> steps_;
   // Per (peer, table) element counts of the id exchange: send_[d * T + t] ids
   // of table t go to rank d; recv_[s * T + t] arrive from rank s.

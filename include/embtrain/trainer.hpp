@@ -36,6 +36,8 @@ struct TrainOptions {
   std::string resume;            // "": fresh run; a checkpoint folder or root
   std::string config_text;       // effective configuration, saved with checkpoints
   bool quiet = false;            // no progress lines (tests)
+  std::string device = "cpu";    // cpu | cuda: where the tables live and the step runs
+  CudaOptions cuda;              // with device cuda
 };
 
 struct TrainSummary {

@@ -21,6 +21,9 @@
 #include "embtrain/timer.hpp"
 #include "embtrain/zipf.hpp"
 #include "machine_info.hpp"
+#if defined(EMBTRAIN_HAVE_CUDA)
+#include "embtrain/kernels_cuda.hpp"
+#endif
 #include "table_options.hpp"
 
 namespace embtrain {
@@ -50,26 +53,64 @@ const char* const kPhases[] = {"unique",        "alltoall_ids",    "gather", "al
 constexpr int kNumPhases = 7;
 
 // The engine under test: one whole table in this process (local), or the
-// table row-sharded over the job's ranks.
+// table row-sharded over the job's ranks, on the CPU or on the GPU. On the
+// GPU the batches, the gradient and the output stay in device memory, as a
+// model running there would keep them.
 class BenchEngine {
  public:
-  BenchEngine(const TableSpec& spec, uint64_t seed, Communicator* comm, bool sharded) {
-    if (sharded)
+  BenchEngine(const TableSpec& spec, uint64_t seed, Communicator* comm, bool sharded,
+              const std::string& device, const CudaOptions& cuda_options) {
+    if (sharded || device == "cuda")
       sharded_ = std::make_unique<ShardedEmbedding>(std::vector<TableSpec>{spec}, comm, seed);
     else
       local_ = std::make_unique<Embedding>(spec, seed);
+    if (device == "cuda") sharded_->use_cuda(cuda_options);
   }
 
-  void step(const IdsView& ids, float* out, const float* grad) {
+  bool on_gpu() const { return sharded_ && sharded_->device_step(); }
+  std::string gpu_description() { return on_gpu() ? sharded_->device_step()->description() : ""; }
+
+  // Device copies of the batches and the gradient, made once before timing.
+  void upload(const std::vector<std::vector<int64_t>>& batches, const RowBuffer& grad,
+              int64_t out_floats) {
+#if defined(EMBTRAIN_HAVE_CUDA)
+    if (!on_gpu()) return;
+    d_batches_.resize(batches.size());
+    for (size_t b = 0; b < batches.size(); ++b) {
+      d_batches_[b].reserve(batches[b].size() * sizeof(int64_t));
+      cuda::copy_to_device(d_batches_[b].data(), batches[b].data(),
+                           batches[b].size() * sizeof(int64_t), nullptr);
+    }
+    d_grad_.reserve(grad.size() * sizeof(float));
+    cuda::copy_to_device(d_grad_.data(), grad.data(), grad.size() * sizeof(float), nullptr);
+    d_out_.reserve(static_cast<size_t>(out_floats) * sizeof(float));
+    cuda::synchronize(nullptr);
+#else
+    (void)batches, (void)grad, (void)out_floats;
+#endif
+  }
+
+  void step(int64_t b, const IdsView& ids, float* out, const float* grad) {
     if (local_) {
       local_->forward(ids, out);
       local_->backward(grad);
       local_->step();
-    } else {
-      sharded_->forward({ids}, {out});
-      sharded_->backward({grad});
-      sharded_->step();
+      return;
     }
+#if defined(EMBTRAIN_HAVE_CUDA)
+    if (on_gpu()) {
+      DeviceStep* gpu = sharded_->device_step();
+      gpu->forward_device({DeviceIds{d_batches_[b].as<int64_t>(), ids.numel()}},
+                          {d_out_.as<float>()});
+      gpu->backward_device({d_grad_.as<float>()});
+      sharded_->step();
+      return;
+    }
+#endif
+    (void)b;
+    sharded_->forward({ids}, {out});
+    sharded_->backward({grad});
+    sharded_->step();
   }
 
   void reset() {
@@ -97,6 +138,10 @@ class BenchEngine {
  private:
   std::unique_ptr<Embedding> local_;
   std::unique_ptr<ShardedEmbedding> sharded_;
+#if defined(EMBTRAIN_HAVE_CUDA)
+  std::vector<cuda::DeviceBuffer> d_batches_;
+  cuda::DeviceBuffer d_grad_, d_out_;
+#endif
 };
 
 }  // namespace
@@ -126,6 +171,10 @@ int run_bench(int argc, char** argv) {
      "distinct batches drawn up front and cycled through")
     ("engine", po::value<std::string>()->default_value("auto"),
      "local (one process, no exchange) | sharded | auto (local for one rank, else sharded)")
+    ("device", po::value<std::string>()->default_value("cpu"),
+     "cpu | cuda (the table in GPU memory, the sharded engine, data on the GPU)")
+    ("data-comm", po::value<std::string>()->default_value("auto"),
+     "with --device cuda: auto | nccl | mpi-staged (how device buffers travel)")
     ("json", po::bool_switch(), "print one JSON object instead of text");
   // clang-format on
   add_table_options(&options, "adam", 1e-3, /*default_scale_grad_by_freq=*/true);
@@ -142,6 +191,8 @@ int run_bench(int argc, char** argv) {
   int64_t batch = 0, seq = 0, steps = 0, warmup = 0, distinct = 0;
   double pad_frac = 0;
   bool sharded = P > 1;
+  std::string device = "cpu";
+  CudaOptions cuda_options;
   run_agreed(*comm, [&] {
     vm = parse_command_line(argc, argv, options, "bench");
     spec.name = "bench";
@@ -179,6 +230,18 @@ int run_bench(int argc, char** argv) {
     EMBTRAIN_REQUIRE(engine != "local" || P == 1,
                      "option --engine = local needs a job of one rank, this one has ", P);
     if (engine != "auto") sharded = engine == "sharded";
+    device = vm["device"].as<std::string>();
+    EMBTRAIN_REQUIRE(device == "cpu" || device == "cuda", "option --device = '", device,
+                     "' is invalid (valid: cpu, cuda)");
+    EMBTRAIN_REQUIRE(device == "cpu" || engine != "local",
+                     "option --engine = local runs on the CPU only; --device cuda uses the sharded "
+                     "engine");
+    cuda_options.data_comm = vm["data-comm"].as<std::string>();
+    EMBTRAIN_REQUIRE(cuda_options.data_comm == "auto" || cuda_options.data_comm == "nccl" ||
+                         cuda_options.data_comm == "mpi-staged",
+                     "option --data-comm = '", cuda_options.data_comm,
+                     "' is invalid (valid: auto, nccl, mpi-staged)");
+    if (device == "cuda") sharded = true;
   });
   if (vm.count("help")) {
     if (root) std::cout << options << "\n";
@@ -193,9 +256,10 @@ int run_bench(int argc, char** argv) {
 
   const MachineInfo machine = machine_info();
   if (text) {
-    std::printf("# embtrain bench: host %s, cpu %s, %d cores; %d rank(s) x %d threads, engine %s\n",
+    std::printf("# embtrain bench: host %s, cpu %s, %d cores; %d rank(s) x %d threads, engine %s, "
+                "device %s\n",
                 machine.host.c_str(), machine.cpu.c_str(), machine.cores, P, threads,
-                sharded ? "sharded" : "local");
+                sharded ? "sharded" : "local", device.c_str());
     std::printf("# table %lld x %lld, optimizer %s, scale_grad_by_freq %d, padding_idx 0\n",
                 static_cast<long long>(spec.num_embeddings), static_cast<long long>(dim),
                 optimizer_name(spec.optimizer.kind), spec.scale_grad_by_freq ? 1 : 0);
@@ -219,9 +283,12 @@ int run_bench(int argc, char** argv) {
   RowBuffer grad(static_cast<size_t>(lookups * dim));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < lookups * dim; ++i) grad[i] = random_normal(seed, 7 + rank, i);
-  BenchEngine engine(spec, seed, comm.get(), sharded);
+  BenchEngine engine(spec, seed, comm.get(), sharded, device, cuda_options);
   RowBuffer out(static_cast<size_t>(lookups * dim));
+  engine.upload(batches, grad, lookups * dim);
+  const std::string gpu = engine.gpu_description();
   comm->barrier();
+  if (text && !gpu.empty()) std::printf("# gpu (rank 0): %s\n", gpu.c_str());
   if (text) std::printf("# setup %.1f s\n", setup.lap_ms() / 1e3);
 
   // Step time is the slowest rank's: ranks synchronise in every exchange,
@@ -232,7 +299,8 @@ int run_bench(int argc, char** argv) {
     const std::vector<int64_t>& ids = batches[s % distinct];
     comm->barrier();
     Stopwatch clock;
-    engine.step(IdsView{ids.data(), DType::kInt64, {batch, seq}}, out.data(), grad.data());
+    engine.step(s % distinct, IdsView{ids.data(), DType::kInt64, {batch, seq}}, out.data(),
+                grad.data());
     double ms = clock.lap_ms();
     comm->allreduce_max(&ms, 1, CommType::kFloat64);
     if (s >= warmup) step_ms.push_back(ms);
@@ -266,7 +334,12 @@ int run_bench(int argc, char** argv) {
   // no exchange: global traffic divided by ranks.
   const double floor = floor_bytes(static_cast<double>(global_lookups) / P, sum_unique / P,
                                    sum_unique / P, dim, width);
+  // The floor is against the memory the step runs in: host RAM or HBM.
+#if defined(EMBTRAIN_HAVE_CUDA)
+  double bw = engine.on_gpu() ? cuda::copy_bandwidth_gbps() : measure_copy_bandwidth_gbps(threads);
+#else
   double bw = measure_copy_bandwidth_gbps(threads);
+#endif
   comm->allreduce_min(&bw, 1, CommType::kFloat64);
   const double floor_ms = floor / (bw * 1e6);
   if (!root) return 0;
@@ -279,6 +352,8 @@ int run_bench(int argc, char** argv) {
       {"ranks", P},
       {"threads", threads},
       {"engine", sharded ? "sharded" : "local"},
+      {"device", device},
+      {"gpu", gpu},
       {"rows", spec.num_embeddings},
       {"dim", dim},
       {"optimizer", optimizer_name(spec.optimizer.kind)},

@@ -41,6 +41,12 @@ void declare_common(Config& c) {
   c.declare("train.batch_size", "1024", "examples per rank per step");
   c.declare("train.seed", "1", "seed of initial tables and batches");
   c.declare("train.threads", "0", "CPU threads per rank (0: OpenMP's default)");
+  c.declare("train.device", "cpu",
+            "where the tables live and the embedding step runs: cpu | cuda (rank r uses GPU "
+            "local_rank % device_count)");
+  c.declare("train.data_comm", "auto",
+            "with device cuda, how device buffers travel: auto (nccl when each GPU has one rank, "
+            "else mpi-staged) | nccl | mpi-staged");
   c.declare("train.eval_every", "0", "steps between evaluations (0: at start and end only)");
   c.declare("log.interval", "100", "steps between progress lines");
   c.declare("log.dir", "runs/default", "where config.ini and metrics.jsonl are written");
@@ -164,6 +170,8 @@ int run_train(int argc, char** argv) {
     options.seed = static_cast<uint64_t>(config.integer("train.seed", 0, kMax));
     const int threads = static_cast<int>(config.integer("train.threads", 0, 4096));
     if (threads > 0) omp_set_num_threads(threads);
+    options.device = config.choice("train.device", {"cpu", "cuda"});
+    options.cuda.data_comm = config.choice("train.data_comm", {"auto", "nccl", "mpi-staged"});
     options.eval_every = config.integer("train.eval_every", 0, kMax);
     options.log_interval = config.integer("log.interval", 1, kMax);
     options.out_dir = config.str("log.dir");

@@ -76,7 +76,42 @@ ShardedEmbedding::ShardedEmbedding(const std::vector<TableSpec>& specs, Communic
   steps_.resize(specs.size());
 }
 
+ShardedEmbedding::~ShardedEmbedding() = default;
+ShardedEmbedding::ShardedEmbedding(ShardedEmbedding&&) noexcept = default;
+ShardedEmbedding& ShardedEmbedding::operator=(ShardedEmbedding&&) noexcept = default;
+
+const EmbeddingTable& ShardedEmbedding::shard(int t) const {
+  if (host_stale_) {
+    for (int k = 0; k < num_tables(); ++k) device_->download(k, &shards_[k]);
+    host_stale_ = false;
+  }
+  return shards_[t];
+}
+
+EmbeddingTable& ShardedEmbedding::shard(int t) {
+  const ShardedEmbedding& self = *this;
+  self.shard(t);
+  if (device_) device_stale_ = true;
+  return shards_[t];
+}
+
+void ShardedEmbedding::use_cuda(const CudaOptions& options) {
+  if (device_) return;
+  device_ = make_cuda_step(shards_, plans_, comm_, options);
+}
+
+void ShardedEmbedding::sync_device() {
+  if (!device_stale_) return;
+  for (int t = 0; t < num_tables(); ++t) device_->upload(t, shards_[t]);
+  device_stale_ = false;
+}
+
 void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) {
+  if (device_) {
+    sync_device();
+    device_->forward(ids, out);
+    return;
+  }
   const int T = num_tables(), P = comm_->size();
   EMBTRAIN_ASSERT(static_cast<int>(ids.size()) == T && static_cast<int>(out.size()) == T);
   Stopwatch clock;
@@ -215,6 +250,10 @@ void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vecto
 }
 
 void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
+  if (device_) {
+    device_->backward(grad_out);
+    return;
+  }
   const int T = num_tables(), P = comm_->size();
   EMBTRAIN_ASSERT(static_cast<int>(grad_out.size()) == T);
   Stopwatch clock;
@@ -306,6 +345,12 @@ void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
 }
 
 void ShardedEmbedding::step() {
+  if (device_) {
+    sync_device();
+    device_->step(shards_);
+    host_stale_ = true;
+    return;
+  }
   Stopwatch clock;
   for (int t = 0; t < num_tables(); ++t) {
     TableStep& st = steps_[t];
@@ -322,7 +367,7 @@ std::vector<float> ShardedEmbedding::gather_table(int t, int root) {
   for (int r = 0; r < comm_->size(); ++r) counts[r] = plan.shard_rows(r) * dim;
   std::vector<float> table;
   if (comm_->rank() == root) table.resize(static_cast<size_t>(plan.num_rows() * dim));
-  comm_->gatherv(shards_[t].weights().data(), counts[comm_->rank()], table.data(), counts,
+  comm_->gatherv(shard(t).weights().data(), counts[comm_->rank()], table.data(), counts,
                  CommType::kFloat32, root);
   return table;
 }

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
@@ -105,7 +106,7 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
   });
   run_agreed(comm, [&] {
     for (int t = 0; t < tables.num_tables(); ++t) {
-      const EmbeddingTable& shard = tables.shard(t);
+      const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
       const std::string& name = shard.spec().name;
       write_npy((tmp_dir / shard_file(name, comm.rank(), "weights")).string(), DType::kFloat32,
                 {shard.num_rows(), shard.dim()}, shard.weights().data());
@@ -120,7 +121,7 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
               {"rng", {{"seed", info.seed}, {"next_step", info.step}}}};
     json jt = json::array();
     for (int t = 0; t < tables.num_tables(); ++t) {
-      const EmbeddingTable& shard = tables.shard(t);
+      const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
       const TableSpec& spec = shard.spec();
       json shards = json::array();
       for (int r = 0; r < comm.size(); ++r)

@@ -137,6 +137,11 @@ TrainSummary train(Workload& workload, const std::vector<TableSetup>& setups,
                           static_cast<long long>(info.step));
   }
 
+  if (options.device == "cuda") {
+    tables.use_cuda(options.cuda);
+    if (talk) std::printf("device: %s\n", tables.device_step()->description().c_str());
+  }
+
   const int64_t per_epoch = std::max<int64_t>(1, workload.steps_per_epoch());
   const int64_t total =
       options.steps > 0 ? options.steps

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -35,6 +36,9 @@
 #include "embtrain/shard_plan.hpp"
 #include "embtrain/sharded_embedding.hpp"
 #include "mpi_test_util.hpp"
+#if defined(EMBTRAIN_HAVE_CUDA)
+#include "embtrain/kernels_cuda.hpp"
+#endif
 
 namespace {
 
@@ -58,6 +62,15 @@ using embtrain_mpi_test::world;
 // gradients in another order (each rank its own positions, then the owner
 // the ranks' partial sums), so results agree up to float rounding.
 constexpr double kRtol = 1e-5;
+
+// CUDA devices this rank sees; 0 in a build without CUDA.
+int gpu_count() {
+#if defined(EMBTRAIN_HAVE_CUDA)
+  return embtrain::cuda::device_count();
+#else
+  return 0;
+#endif
+}
 
 // Ids of one batch in the dtype the case chose, with their view.
 struct TypedIds {
@@ -367,17 +380,20 @@ void expect_shards_match(const ShardedEmbedding& se, int me, const Reference& re
 
 class ShardedEmbeddingTest : public MpiTest {};
 
-TEST_F(ShardedEmbeddingTest, EqualsOneProcessOnTheGlobalBatch) {
-  const uint64_t seed = test_seed(101);
-  SCOPED_TRACE(seed_trace(seed));
+std::string rank0_string(Communicator& comm, const std::string& mine);  // below
+
+// Runs `cases` random cases through a ShardedEmbedding (on this rank's GPU
+// when `on_gpu`) and the single-process reference, comparing every step's
+// forward output slice, the final shards and gather_table.
+void check_equals_one_process(uint64_t seed, int cases, bool on_gpu) {
   Communicator& comm = world();
   const int P = comm.size(), me = comm.rank();
-  const int kCases = 300;
-  for (int n = 0; n < kCases; ++n) {
+  for (int n = 0; n < cases; ++n) {
     const Case c = random_case(embtrain::random_bits(seed, 101, static_cast<uint64_t>(n)), P);
-    SCOPED_TRACE("case " + std::to_string(n) + " of " + std::to_string(kCases) + ", " +
+    SCOPED_TRACE("case " + std::to_string(n) + " of " + std::to_string(cases) + ", " +
                  c.describe());
     ShardedEmbedding se(c.specs, &comm, local_rows(c, P, me));
+    if (on_gpu) se.use_cuda();
     Reference ref(c);
     for (size_t k = 0; k < c.steps.size(); ++k) {
       const auto outs = sharded_step(se, c, k);
@@ -408,8 +424,49 @@ TEST_F(ShardedEmbeddingTest, EqualsOneProcessOnTheGlobalBatch) {
         EXPECT_TRUE(full.empty()) << "gather_table(" << t << ", 0) on rank " << me;
       }
     }
-    if (!all_ranks(!HasFailure())) break;  // one failing case is enough to read
+    if (!all_ranks(!::testing::Test::HasFailure())) break;  // one failing case is enough to read
   }
+}
+
+TEST_F(ShardedEmbeddingTest, EqualsOneProcessOnTheGlobalBatch) {
+  const uint64_t seed = test_seed(101);
+  SCOPED_TRACE(seed_trace(seed));
+  check_equals_one_process(seed, 300, /*on_gpu=*/false);
+}
+
+// The GPU step (CUDA kernels, data over NCCL for one rank per GPU, else MPI
+// staging, so P >= 2 ranks on one GPU test the staged path) against the same
+// reference. Skips on every rank unless every rank sees a GPU;
+// EMBTRAIN_REQUIRE_GPU=1 turns the skip into a failure.
+TEST_F(ShardedEmbeddingTest, GpuStepEqualsOneProcessOnTheGlobalBatch) {
+  const bool every_rank_has_gpu = all_ranks(gpu_count() > 0);
+  if (!every_rank_has_gpu) {
+    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
+    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
+    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
+  }
+  const uint64_t seed = test_seed(111);
+  SCOPED_TRACE(seed_trace(seed));
+  check_equals_one_process(seed, 100, /*on_gpu=*/true);
+}
+
+// Without a GPU (or without CUDA in the build) asking for one is a clear
+// error on every rank, and the tables stay usable on the CPU.
+TEST_F(ShardedEmbeddingTest, UseCudaWithoutAGpuFailsOnEveryRank) {
+  if (!all_ranks(gpu_count() == 0)) GTEST_SKIP() << "a rank has a GPU";
+  Communicator& comm = world();
+  const Case c = random_case(test_seed(112), comm.size());
+  ShardedEmbedding se(c.specs, &comm, local_rows(c, comm.size(), comm.rank()));
+  std::string message;
+  try {
+    se.use_cuda();
+  } catch (const embtrain::AgreedError& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("device cuda"), std::string::npos) << "got: '" << message << "'";
+  EXPECT_EQ(rank0_string(comm, message), message) << "ranks report different errors";
+  EXPECT_EQ(se.device_step(), nullptr);
+  sharded_step(se, c, 0);  // still steps on the CPU
 }
 
 TEST_F(ShardedEmbeddingTest, GatherTableToEveryRoot) {

@@ -35,6 +35,32 @@ std::string device_description(int device) {
   return text;
 }
 
+double copy_bandwidth_gbps(size_t bytes) {
+  void *a = nullptr, *b = nullptr;
+  EMBTRAIN_CUDA_CHECK(cudaMalloc(&a, bytes));
+  EMBTRAIN_CUDA_CHECK(cudaMalloc(&b, bytes));
+  cudaEvent_t start, stop;
+  EMBTRAIN_CUDA_CHECK(cudaEventCreate(&start));
+  EMBTRAIN_CUDA_CHECK(cudaEventCreate(&stop));
+  EMBTRAIN_CUDA_CHECK(cudaMemset(a, 1, bytes));
+  EMBTRAIN_CUDA_CHECK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));  // warm-up
+  constexpr int kRepeats = 10;
+  EMBTRAIN_CUDA_CHECK(cudaEventRecord(start));
+  for (int i = 0; i < kRepeats; ++i)
+    EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes,
+                                        cudaMemcpyDeviceToDevice));
+  EMBTRAIN_CUDA_CHECK(cudaEventRecord(stop));
+  EMBTRAIN_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0.f;
+  EMBTRAIN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaFree(a);
+  cudaFree(b);
+  // Each copy reads and writes `bytes`.
+  return 2.0 * static_cast<double>(bytes) * kRepeats / (static_cast<double>(ms) * 1e6);
+}
+
 int64_t allocation_count() { return g_allocations.load(); }
 
 // --- DeviceBuffer -----------------------------------------------------------

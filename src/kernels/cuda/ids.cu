@@ -109,6 +109,30 @@ void find_bad_id_impl(const Id* d_ids, int64_t n, int64_t bound, int64_t* d_resu
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 
+
+// out[k] = base[b] + (k - starts[b]) * dim for the block b holding k.
+__global__ void block_offsets_kernel(const int64_t* __restrict__ starts,
+                                     const int64_t* __restrict__ base, int64_t num_blocks,
+                                     int64_t dim, int64_t n, int64_t* __restrict__ out) {
+  const int64_t k = global_thread();
+  if (k >= n) return;
+  int64_t lo = 0, hi = num_blocks - 1;  // the last block b with starts[b] <= k
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (starts[mid] <= k)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  out[k] = base[lo] + (k - starts[lo]) * dim;
+}
+
+__global__ void segment_counts_kernel(const int32_t* __restrict__ offsets, int64_t n,
+                                      int32_t* __restrict__ counts) {
+  const int64_t u = global_thread();
+  if (u < n) counts[u] = offsets[u + 1] - offsets[u];
+}
+
 }  // namespace
 
 void widen_ids(const int32_t* d_in, int64_t n, int64_t* d_out, void* stream) {
@@ -194,6 +218,23 @@ void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bou
   bucketize_kernel<<<thread_blocks(num_bounds), kThreadsPerBlock, 0,
                      static_cast<cudaStream_t>(stream)>>>(d_unique, num_unique, d_bounds,
                                                           num_bounds, d_begin);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
+void block_offsets(const int64_t* d_starts, const int64_t* d_base, int64_t num_blocks, int64_t dim,
+                   int64_t n, int64_t* d_out, void* stream) {
+  if (n == 0) return;
+  block_offsets_kernel<<<thread_blocks(n), kThreadsPerBlock, 0,
+                         static_cast<cudaStream_t>(stream)>>>(d_starts, d_base, num_blocks, dim,
+                                                              n, d_out);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
+void segment_counts(const int32_t* d_offsets, int64_t num_unique, int32_t* d_counts,
+                    void* stream) {
+  if (num_unique == 0) return;
+  segment_counts_kernel<<<thread_blocks(num_unique), kThreadsPerBlock, 0,
+                          static_cast<cudaStream_t>(stream)>>>(d_offsets, num_unique, d_counts);
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 

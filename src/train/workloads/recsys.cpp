@@ -105,7 +105,7 @@ class RecsysWorkload final : public Workload {
 
     // The bias is data-parallel: every rank applies the same SGD step with
     // the global batch's gradient.
-    const double bias_lr = config_.bias_lr ? *config_.bias_lr : tables.shard(1).spec().optimizer.lr;
+    const double bias_lr = config_.bias_lr ? *config_.bias_lr : tables.spec(1).optimizer.lr;
     dense_[0] = static_cast<float>(dense_[0] - bias_lr * sum_in_rank_order(*comm_, grads.bias));
 
     StepOutput out;
@@ -192,14 +192,14 @@ class RecsysWorkload final : public Workload {
       EMBTRAIN_REQUIRE(tables.num_tables() == 2, "recsys needs 2 tables (users, items), got ",
                        tables.num_tables());
       for (int t = 0; t < 2; ++t) {
-        const TableSpec& spec = tables.shard(t).spec();
+        const TableSpec& spec = tables.spec(t);
         const int64_t rows = table_rows(names[t]);
         EMBTRAIN_REQUIRE(spec.name == names[t] && spec.num_embeddings == rows && spec.dim == dim_,
                          "recsys: table ", t, " is '", spec.name, "' (", spec.num_embeddings, " x ",
                          spec.dim, ") but the workload needs '", names[t], "' (", rows, " x ", dim_,
                          ")");
       }
-      const int64_t padding = tables.shard(1).spec().padding_row();
+      const int64_t padding = tables.spec(1).padding_row();
       EMBTRAIN_REQUIRE(padding == -1 || padding == recsys::kPaddingItem,
                        "recsys: table.items.padding_idx is row ", padding,
                        ", a real item that would never learn (valid: 0, the history padding, or "

@@ -215,10 +215,10 @@ void SkipgramWorkload::index_batch(const SkipgramBatch& batch) {
 }
 
 void SkipgramWorkload::forward(ShardedEmbedding& tables) {
-  EMBTRAIN_REQUIRE(tables.num_tables() == 2 && tables.shard(0).dim() == dim_ &&
-                       tables.shard(1).dim() == dim_ &&
-                       tables.shard(0).spec().num_embeddings == corpus_.vocab.size() &&
-                       tables.shard(1).spec().num_embeddings == corpus_.vocab.size(),
+  EMBTRAIN_REQUIRE(tables.num_tables() == 2 && tables.spec(0).dim == dim_ &&
+                       tables.spec(1).dim == dim_ &&
+                       tables.spec(0).num_embeddings == corpus_.vocab.size() &&
+                       tables.spec(1).num_embeddings == corpus_.vocab.size(),
                    "skipgram: expects tables input and output of ", corpus_.vocab.size(),
                    " rows x ", dim_, ", in that order");
   in_rows_.resize(in_ids_.size() * static_cast<size_t>(dim_));
