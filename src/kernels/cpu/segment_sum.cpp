@@ -25,10 +25,16 @@ void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
   };
   // Each thread owns a range of ids holding about equal numbers of the
   // positions to add (under a Zipf law a few ids own thousands; skipped ids
-  // such as padding count for nothing), and walks the positions in order,
-  // adding those of its ids: the source rows come in address order instead
-  // of being gathered id by id. Every sum still adds its positions in
-  // ascending order, so the result does not depend on the number of threads.
+  // such as padding count for nothing). Either walk gives every sum its
+  // positions in ascending order, the first copied, so the bits do not
+  // depend on the walk or the number of threads.
+  //  - One thread walks the positions in order: the source rows come in
+  //    address order, the fastest way to read them alone.
+  //  - Several threads each walk their ids' position lists (CSR order),
+  //    prefetching rows ahead: threads that each took every other row of a
+  //    position walk would get no more bandwidth than one thread
+  //    (bench/micro/segment_sum_patterns.cpp); reading disjoint rows they do
+  //    (3.3 -> 2.7 ms on bench-A's reduce with 2 threads).
   const int parts = omp_get_max_threads();
   std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, num_unique);
   {
@@ -43,25 +49,37 @@ void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
       while (part + 1 < parts && seen * parts >= work * (part + 1)) bounds[++part] = u + 1;
     }
   }
+  auto add = [&](float* __restrict__ acc, int64_t p, bool first) {
+    const float* __restrict__ g = src_row(p);
+    if (first)
+      std::copy(g, g + dim, acc);
+    else
+      for (int64_t j = 0; j < dim; ++j) acc[j] += g[j];
+  };
 #pragma omp parallel num_threads(parts)
   {
     const int me = omp_get_thread_num();
     const int64_t u_begin = bounds[me], u_end = bounds[me + 1];
-    if (u_begin < u_end) {
+    if (u_begin < u_end && parts == 1) {
       for (int64_t p = 0; p < num_positions; ++p) {
-        const int64_t ahead = p + kPrefetchDistance;
-        if (ahead < num_positions && inverse[ahead] >= u_begin && inverse[ahead] < u_end)
-          prefetch_row(src_row(ahead), dim, /*for_write=*/false);
-        const int64_t u = inverse[p];
-        if (u < u_begin || u >= u_end) continue;
-        float* __restrict__ acc = dst_row(u);
-        if (!acc) continue;
-        const float* __restrict__ g = src_row(p);
-        if (positions[offsets[u]] == p)  // the id's first position
-          std::copy(g, g + dim, acc);
-        else
-          for (int64_t j = 0; j < dim; ++j) acc[j] += g[j];
+        if (p + kPrefetchDistance < num_positions)
+          prefetch_row(src_row(p + kPrefetchDistance), dim, /*for_write=*/false);
+        float* acc = dst_row(inverse[p]);
+        if (acc) add(acc, p, positions[offsets[inverse[p]]] == p);
       }
+    } else if (u_begin < u_end) {
+      const int32_t k_end = offsets[u_end];
+      for (int64_t u = u_begin; u < u_end; ++u) {
+        float* acc = dst_row(u);
+        if (!acc) continue;
+        for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
+          if (k + kPrefetchDistance < k_end)
+            prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
+          add(acc, positions[k], k == offsets[u]);
+        }
+      }
+    }
+    if (u_begin < u_end) {
       if (scale_by_count) {
         for (int64_t u = u_begin; u < u_end; ++u) {
           float* __restrict__ acc = dst_row(u);
