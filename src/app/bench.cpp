@@ -171,13 +171,10 @@ int run_bench(int argc, char** argv) {
      "distinct batches drawn up front and cycled through")
     ("engine", po::value<std::string>()->default_value("auto"),
      "local (one process, no exchange) | sharded | auto (local for one rank, else sharded)")
-    ("device", po::value<std::string>()->default_value("cpu"),
-     "cpu | cuda (the table in GPU memory, the sharded engine, data on the GPU)")
-    ("data-comm", po::value<std::string>()->default_value("auto"),
-     "with --device cuda: auto | nccl | mpi-staged (how device buffers travel)")
     ("json", po::bool_switch(), "print one JSON object instead of text");
   // clang-format on
   add_table_options(&options, "adam", 1e-3, /*default_scale_grad_by_freq=*/true);
+  add_device_options(&options);
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::cout << options << "\n";
     return 0;
@@ -230,17 +227,10 @@ int run_bench(int argc, char** argv) {
     EMBTRAIN_REQUIRE(engine != "local" || P == 1,
                      "option --engine = local needs a job of one rank, this one has ", P);
     if (engine != "auto") sharded = engine == "sharded";
-    device = vm["device"].as<std::string>();
-    EMBTRAIN_REQUIRE(device == "cpu" || device == "cuda", "option --device = '", device,
-                     "' is invalid (valid: cpu, cuda)");
+    device = read_device_options(vm, &cuda_options);
     EMBTRAIN_REQUIRE(device == "cpu" || engine != "local",
                      "option --engine = local runs on the CPU only; --device cuda uses the sharded "
                      "engine");
-    cuda_options.data_comm = vm["data-comm"].as<std::string>();
-    EMBTRAIN_REQUIRE(cuda_options.data_comm == "auto" || cuda_options.data_comm == "nccl" ||
-                         cuda_options.data_comm == "mpi-staged",
-                     "option --data-comm = '", cuda_options.data_comm,
-                     "' is invalid (valid: auto, nccl, mpi-staged)");
     if (device == "cuda") sharded = true;
   });
   if (vm.count("help")) {

@@ -109,12 +109,10 @@ int run_replay(int argc, char** argv) {
     ("batches", po::value<std::string>()->required(), "folder with ids_<k>.npy and grad_<k>.npy")
     ("steps", po::value<int64_t>(), "number of steps K (default: every ids_<k>.npy from k = 0)")
     ("out", po::value<std::string>()->required(), "output folder (created if absent)")
-    ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)")
-    ("device", po::value<std::string>()->default_value("cpu"), "cpu | cuda: where the table lives and the step runs")
-    ("data-comm", po::value<std::string>()->default_value("auto"),
-     "with --device cuda: auto | nccl | mpi-staged (how device buffers travel)");
+    ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)");
   // clang-format on
   add_table_options(&options, "sgd", 0.01);
+  add_device_options(&options);
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::cout << options << "\n";
     return 0;
@@ -136,14 +134,7 @@ int run_replay(int argc, char** argv) {
     const int threads = vm["threads"].as<int>();
     EMBTRAIN_REQUIRE(threads >= 0, "option --threads = ", threads, " is invalid (valid: >= 0)");
     if (threads > 0) omp_set_num_threads(threads);
-    device = vm["device"].as<std::string>();
-    EMBTRAIN_REQUIRE(device == "cpu" || device == "cuda", "option --device = '", device,
-                     "' is invalid (valid: cpu, cuda)");
-    cuda_options.data_comm = vm["data-comm"].as<std::string>();
-    EMBTRAIN_REQUIRE(cuda_options.data_comm == "auto" || cuda_options.data_comm == "nccl" ||
-                         cuda_options.data_comm == "mpi-staged",
-                     "option --data-comm = '", cuda_options.data_comm,
-                     "' is invalid (valid: auto, nccl, mpi-staged)");
+    device = read_device_options(vm, &cuda_options);
     batches = vm["batches"].as<std::string>();
     EMBTRAIN_REQUIRE(fs::is_directory(batches), "option --batches: ", batches.string(),
                      " is not a folder");

@@ -70,6 +70,28 @@ void read_table_options(const po::variables_map& vm, TableSpec* spec) {
   spec->validate();
 }
 
+void add_device_options(po::options_description* options) {
+  // clang-format off
+  options->add_options()
+    ("device", po::value<std::string>()->default_value("cpu"),
+     "cpu | cuda: where the table lives and the step runs (GPU local_rank % device_count)")
+    ("data-comm", po::value<std::string>()->default_value("auto"),
+     "with --device cuda, how device buffers travel: auto | nccl | mpi-staged");
+  // clang-format on
+}
+
+std::string read_device_options(const po::variables_map& vm, CudaOptions* cuda) {
+  const std::string device = vm["device"].as<std::string>();
+  EMBTRAIN_REQUIRE(device == "cpu" || device == "cuda", "option --device = '", device,
+                   "' is invalid (valid: cpu, cuda)");
+  cuda->data_comm = vm["data-comm"].as<std::string>();
+  EMBTRAIN_REQUIRE(cuda->data_comm == "auto" || cuda->data_comm == "nccl" ||
+                       cuda->data_comm == "mpi-staged",
+                   "option --data-comm = '", cuda->data_comm,
+                   "' is invalid (valid: auto, nccl, mpi-staged)");
+  return device;
+}
+
 po::variables_map parse_command_line(int argc, char** argv, const po::options_description& options,
                                      const std::string& command) {
   po::variables_map vm;

@@ -5,6 +5,7 @@
 #include <boost/program_options.hpp>
 #include <string>
 
+#include "embtrain/device_step.hpp"
 #include "embtrain/embedding_table.hpp"
 
 namespace embtrain {
@@ -20,6 +21,12 @@ void add_table_options(po::options_description* options, const std::string& defa
 // Fills spec's options and optimizer from parsed options (rows and dim are
 // the caller's) and validates the result.
 void read_table_options(const po::variables_map& vm, TableSpec* spec);
+
+// Adds --device cpu|cuda and --data-comm auto|nccl|mpi-staged.
+void add_device_options(po::options_description* options);
+
+// Reads them: returns the device ("cpu" or "cuda") and fills `cuda`.
+std::string read_device_options(const po::variables_map& vm, CudaOptions* cuda);
 
 // Parses argv with `options`; unknown options and bad values throw
 // embtrain::Error naming the option and the subcommand.

@@ -425,6 +425,8 @@ def write_case_files(case, work):
 # Prefix of every embtrain command: empty for one process, an mpirun line
 # for --np P (the sharded step must give the single-process result).
 LAUNCH = []
+# Appended to every replay command: "--device cuda" runs the step on the GPU.
+DEVICE_ARGS = []
 
 
 def run_binary(cmd):
@@ -462,7 +464,7 @@ def run_random_case(case, embtrain, work):
     if case.seed % 2:  # the binary must cope with both
         os.makedirs(out, exist_ok=True)
     cmd = LAUNCH + [embtrain, "replay", "--weights", weights, "--batches", batches,
-           "--steps", str(len(case.steps)), "--out", out] + case.binary_options()
+           "--steps", str(len(case.steps)), "--out", out] + case.binary_options() + DEVICE_ARGS
     rc, stderr = run_binary(cmd)
     problems = []
     if rc != 0:
@@ -585,7 +587,7 @@ def run_bad_case(index, name, files, changes, checks, base, embtrain, work):
     cmd = LAUNCH + [embtrain, "replay"]
     for opt, value in opts.items():
         cmd += ["%s=%s" % (opt, value)] if value.startswith("-") else [opt, value]
-    cmd += extra
+    cmd += extra + DEVICE_ARGS
     rc, stderr = run_binary(cmd)
     present = sorted(os.listdir(out)) if os.path.isdir(out) else []
 
@@ -637,7 +639,11 @@ def main():
                              "semantics; needs no binary")
     parser.add_argument("--np", type=int, default=0,
                         help="run embtrain under 'mpirun -np NP' (row-sharded table)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where embtrain runs the step (replay --device)")
     args = parser.parse_args()
+    if args.device != "cpu":
+        DEVICE_ARGS.extend(["--device", args.device])
     if args.np > 0:
         global LAUNCH
         LAUNCH = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(args.np),
@@ -673,7 +679,8 @@ def main():
     passed = failed = 0
     rerun = "%s %s %s --case-seed " % (
         sys.executable, shlex.quote(sys.argv[0]),
-        "--self-test" if embtrain is None else "--embtrain " + shlex.quote(embtrain) + rerun_np)
+        "--self-test" if embtrain is None else "--embtrain " + shlex.quote(embtrain) + rerun_np +
+        (" --device " + args.device if args.device != "cpu" else ""))
 
     def report(label, problems, detail):
         nonlocal passed, failed

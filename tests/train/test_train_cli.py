@@ -22,6 +22,9 @@ import numpy as np
 
 EMBTRAIN = None
 TIMEOUT_S = 300
+# Whether this machine has an NVIDIA GPU (then train.device = cuda may work).
+HAVE_GPU = shutil.which("nvidia-smi") is not None and subprocess.run(
+    ["nvidia-smi", "-L"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
 
 def mpirun(np_):
@@ -86,6 +89,15 @@ def test_config_errors(work):
     expect_error(run(["train", "--config", os.path.join(work, "missing.ini")], expect_ok=False),
                  "missing.ini")
     expect_error(run(small_recsys(work) + ["--no.such.key=1"], expect_ok=False), "no.such.key")
+    expect_error(run(small_recsys(work, **{"train.device": "gpu"}), expect_ok=False),
+                 "train.device", "cpu, cuda")
+    expect_error(run(small_recsys(work, **{"train.data_comm": "tcp"}), expect_ok=False),
+                 "train.data_comm", "auto, nccl, mpi-staged")
+    if not HAVE_GPU:
+        # Asking for a GPU where there is none: one clear line, exit 1 on every rank.
+        p = run(small_recsys(work, **{"train.device": "cuda"}), np_=2, expect_ok=False)
+        expect_error(p, "device cuda")
+        assert p.stderr.count("device cuda") == 1, "more than one rank reported:\n" + p.stderr
     # The effective configuration reproduces the run: it parses back.
     run(small_recsys(work))
     effective = os.path.join(work, "run", "config.ini")
