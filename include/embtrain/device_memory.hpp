@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 namespace embtrain {
 namespace cuda {
@@ -17,20 +18,46 @@ namespace cuda {
 // PinnedBuffer in this process.
 int64_t allocation_count();
 
-// Grow-only device bytes.
-class DeviceBuffer {
+// Where a GrowBuffer's bytes live.
+enum class MemoryKind {
+  kDevice,  // cudaMalloc
+  kPinned,  // cudaMallocHost: page-locked host memory, the host side of async copies
+};
+
+// The allocation behind GrowBuffer (counted by allocation_count()); free
+// of a null pointer does nothing and free never throws.
+void* allocate_memory(MemoryKind kind, size_t bytes);
+void free_memory(MemoryKind kind, void* p) noexcept;
+
+// Grow-only bytes of one kind.
+template <MemoryKind kKind>
+class GrowBuffer {
  public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer();
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& other) noexcept;
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  GrowBuffer() = default;
+  ~GrowBuffer() { free_memory(kKind, data_); }
+  GrowBuffer(const GrowBuffer&) = delete;
+  GrowBuffer& operator=(const GrowBuffer&) = delete;
+  GrowBuffer(GrowBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), capacity_(std::exchange(other.capacity_, 0)) {}
+  GrowBuffer& operator=(GrowBuffer&& other) noexcept {
+    if (this != &other) {
+      free_memory(kKind, data_);
+      data_ = std::exchange(other.data_, nullptr);
+      capacity_ = std::exchange(other.capacity_, 0);
+    }
+    return *this;
+  }
 
   // Makes room for `bytes`. Reallocates, dropping the contents, only when
-  // that is more than the capacity; cudaFree waits for work still using the
-  // old memory.
-  void reserve(size_t bytes);
+  // that is more than the capacity; freeing device memory waits for work
+  // still using it.
+  void reserve(size_t bytes) {
+    if (bytes <= capacity_) return;
+    free_memory(kKind, std::exchange(data_, nullptr));
+    capacity_ = 0;
+    data_ = allocate_memory(kKind, bytes);
+    capacity_ = bytes;
+  }
   size_t capacity() const { return capacity_; }
   void* data() const { return data_; }
   // The buffer from `byte_offset` on, as T*.
@@ -44,29 +71,8 @@ class DeviceBuffer {
   size_t capacity_ = 0;
 };
 
-// Grow-only page-locked host bytes (cudaMallocHost): the host side of
-// asynchronous copies.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer();
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  PinnedBuffer(PinnedBuffer&& other) noexcept;
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
-
-  void reserve(size_t bytes);  // as DeviceBuffer::reserve
-  size_t capacity() const { return capacity_; }
-  void* data() const { return data_; }
-  template <typename T>
-  T* as(size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(data_) + byte_offset);
-  }
-
- private:
-  void* data_ = nullptr;
-  size_t capacity_ = 0;
-};
+using DeviceBuffer = GrowBuffer<MemoryKind::kDevice>;
+using PinnedBuffer = GrowBuffer<MemoryKind::kPinned>;
 
 // An owned cudaStream_t. Created with default flags, so it orders itself
 // with the legacy default stream (nullptr) as plain cudaMemcpy does.

@@ -59,6 +59,20 @@ struct DeviceUniqueIndex {
 struct UniqueWorkspace {
   DeviceBuffer buffer;  // the arrays, laid out by unique_plan
   PinnedBuffer host;    // num_unique on its way back
+
+  // Grows the buffers to `plan` and returns the index of n positions laid
+  // out in them (num_unique still 0).
+  DeviceUniqueIndex lay_out(const UniquePlan& plan, int64_t n) {
+    buffer.reserve(plan.total);
+    host.reserve(sizeof(int32_t));
+    DeviceUniqueIndex index;
+    index.unique = buffer.as<int64_t>(plan.unique);
+    index.inverse = buffer.as<int32_t>(plan.inverse);
+    index.offsets = buffer.as<int32_t>(plan.offsets);
+    index.positions = buffer.as<int32_t>(plan.positions);
+    index.n = n;
+    return index;
+  }
 };
 
 // Builds the index of d_ids[0..n), every id in [0, id_bound) (validated by

@@ -53,10 +53,11 @@ class MpiCommunicator final : public Communicator {
         traffic_.bytes_received += recv_counts[r] * elem;
       }
     }
-    // The self part never leaves the process.
-    std::memcpy(static_cast<char*>(recv) + recv_displ[rank_] * elem,
-                static_cast<const char*>(send) + send_displ[rank_] * elem,
-                static_cast<size_t>(send_counts[rank_] * elem));
+    // The self part never leaves the process (buffers may be null when empty).
+    if (send_counts[rank_] > 0)
+      std::memcpy(static_cast<char*>(recv) + recv_displ[rank_] * elem,
+                  static_cast<const char*>(send) + send_displ[rank_] * elem,
+                  static_cast<size_t>(send_counts[rank_] * elem));
     if (size_ == 1) return;
 
     // Point-to-point messages of at most max_message_ elements each, not

@@ -7,6 +7,10 @@
 //  - Every exchange buffer is laid out peer-major, table-minor as on the
 //    CPU, but rows a rank asks of itself go through the data communicator
 //    like the others (NCCL and the staged path copy them locally).
+//  - Each (peer, table) block of the row buffers is padded to a multiple of
+//    4 floats (block_floats), so every block starts on 16 bytes: the
+//    kernels take their float4 path when dim % 4 == 0, and a row of such a
+//    table behind a block of a dim-3 table would otherwise be misaligned.
 //  - Where the CPU engine builds per-id offset arrays in loops, the GPU one
 //    uses block_offsets: within a (peer, table) block the items and their
 //    rows are consecutive, so an item's row is its block's base plus its
@@ -45,6 +49,12 @@ T* reserve(PinnedBuffer& buffer, int64_t n) {
   buffer.reserve(static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T));
   return buffer.as<T>();
 }
+
+// Floats that a (peer, table) block of n rows of `dim` takes in the row
+// buffers, rounded up to a multiple of 4: the kernels' float4 path needs
+// row offsets that are multiples of 4 floats (kernels_cuda.hpp). Sender and
+// receiver pad alike, from the same counts; the padding is sent, never read.
+int64_t block_floats(int64_t n, int64_t dim) { return (n * dim + 3) / 4 * 4; }
 
 class CudaStep final : public DeviceStep {
  public:
@@ -338,8 +348,8 @@ void CudaStep::forward_impl(const std::vector<DeviceIds>& ids, const std::vector
     for (int t = 0; t < T; ++t) {
       ids_to_peer_[r] += id_block(send_ids_count_, r, t);
       ids_from_peer_[r] += id_block(recv_ids_count_, r, t);
-      rows_to_peer_[r] += id_block(recv_ids_count_, r, t) * tables_[t].spec.dim;
-      rows_from_peer_[r] += id_block(send_ids_count_, r, t) * tables_[t].spec.dim;
+      rows_to_peer_[r] += block_floats(id_block(recv_ids_count_, r, t), tables_[t].spec.dim);
+      rows_from_peer_[r] += block_floats(id_block(send_ids_count_, r, t), tables_[t].spec.dim);
     }
   int64_t ids_out = 0, ids_in = 0, rows_out = 0, rows_in = 0;
   for (int r = 0; r < P; ++r) {
@@ -381,7 +391,7 @@ void CudaStep::forward_impl(const std::vector<DeviceIds>& ids, const std::vector
         const int64_t n = id_block(recv_ids_count_, r, t2);
         if (t2 == t) id_at[r] = id_pos, row_at[r] = row_pos;
         id_pos += n;
-        row_pos += n * tables_[t2].spec.dim;
+        row_pos += block_floats(n, tables_[t2].spec.dim);
       }
     for (int r = 0; r < P; ++r) {
       const int64_t n = id_block(recv_ids_count_, r, t);
@@ -424,7 +434,7 @@ void CudaStep::forward_impl(const std::vector<DeviceIds>& ids, const std::vector
     for (int d = 0; d < P; ++d)
       for (int t2 = 0; t2 < T; ++t2) {
         if (t2 == t) base[d] = row_pos;
-        row_pos += id_block(send_ids_count_, d, t2) * tables_[t2].spec.dim;
+        row_pos += block_floats(id_block(send_ids_count_, d, t2), tables_[t2].spec.dim);
       }
     int64_t* slot_offsets = reserve<int64_t>(tab.slot_offsets, tab.local.num_unique);
     offsets_of_blocks(starts, base, tab.spec.dim, tab.local.num_unique, small_offsets_,

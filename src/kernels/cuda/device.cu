@@ -63,60 +63,24 @@ double copy_bandwidth_gbps(size_t bytes) {
 
 int64_t allocation_count() { return g_allocations.load(); }
 
-// --- DeviceBuffer -----------------------------------------------------------
+// --- Buffers -----------------------------------------------------------------
 
-DeviceBuffer::~DeviceBuffer() {
-  if (data_) cudaFree(data_);  // no throwing from a destructor
-}
-
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), capacity_(std::exchange(other.capacity_, 0)) {}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
-  if (this != &other) {
-    if (data_) cudaFree(data_);
-    data_ = std::exchange(other.data_, nullptr);
-    capacity_ = std::exchange(other.capacity_, 0);
-  }
-  return *this;
-}
-
-void DeviceBuffer::reserve(size_t bytes) {
-  if (bytes <= capacity_) return;
-  if (data_) EMBTRAIN_CUDA_CHECK(cudaFree(data_));
-  data_ = nullptr;
-  capacity_ = 0;
-  EMBTRAIN_CUDA_CHECK(cudaMalloc(&data_, bytes));
+void* allocate_memory(MemoryKind kind, size_t bytes) {
+  void* p = nullptr;
+  if (kind == MemoryKind::kDevice)
+    EMBTRAIN_CUDA_CHECK(cudaMalloc(&p, bytes));
+  else
+    EMBTRAIN_CUDA_CHECK(cudaMallocHost(&p, bytes));
   ++g_allocations;
-  capacity_ = bytes;
+  return p;
 }
 
-// --- PinnedBuffer -----------------------------------------------------------
-
-PinnedBuffer::~PinnedBuffer() {
-  if (data_) cudaFreeHost(data_);
-}
-
-PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), capacity_(std::exchange(other.capacity_, 0)) {}
-
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
-  if (this != &other) {
-    if (data_) cudaFreeHost(data_);
-    data_ = std::exchange(other.data_, nullptr);
-    capacity_ = std::exchange(other.capacity_, 0);
-  }
-  return *this;
-}
-
-void PinnedBuffer::reserve(size_t bytes) {
-  if (bytes <= capacity_) return;
-  if (data_) EMBTRAIN_CUDA_CHECK(cudaFreeHost(data_));
-  data_ = nullptr;
-  capacity_ = 0;
-  EMBTRAIN_CUDA_CHECK(cudaMallocHost(&data_, bytes));
-  ++g_allocations;
-  capacity_ = bytes;
+void free_memory(MemoryKind kind, void* p) noexcept {
+  if (!p) return;
+  if (kind == MemoryKind::kDevice)
+    cudaFree(p);
+  else
+    cudaFreeHost(p);
 }
 
 // --- Stream and copies ------------------------------------------------------

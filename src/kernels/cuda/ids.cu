@@ -171,26 +171,18 @@ DeviceUniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, 
                                                     static_cast<int32_t*>(nullptr), count, s));
   size_t temp_bytes = sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
   const UniquePlan plan = unique_plan(n, temp_bytes);
-  ws->buffer.reserve(plan.total);
-  ws->host.reserve(sizeof(int32_t));
+  DeviceUniqueIndex index = ws->lay_out(plan, n);
 
-  DeviceBuffer& b = ws->buffer;
-  DeviceUniqueIndex index;
-  index.unique = b.as<int64_t>(plan.unique);
-  index.inverse = b.as<int32_t>(plan.inverse);
-  index.offsets = b.as<int32_t>(plan.offsets);
-  index.positions = b.as<int32_t>(plan.positions);
-  index.n = n;
   if (n == 0) {
     EMBTRAIN_CUDA_CHECK(cudaMemsetAsync(index.offsets, 0, sizeof(int32_t), s));
     return index;
   }
 
-  auto* sorted_keys = b.as<uint64_t>(plan.sorted_keys);
-  auto* iota = b.as<int32_t>(plan.iota);
-  auto* heads = b.as<int32_t>(plan.heads);
-  auto* slots = b.as<int32_t>(plan.slots);
-  void* temp = b.as<void>(plan.cub_temp);
+  auto* sorted_keys = ws->buffer.as<uint64_t>(plan.sorted_keys);
+  auto* iota = ws->buffer.as<int32_t>(plan.iota);
+  auto* heads = ws->buffer.as<int32_t>(plan.heads);
+  auto* slots = ws->buffer.as<int32_t>(plan.slots);
+  void* temp = ws->buffer.as<void>(plan.cub_temp);
   const unsigned blocks = thread_blocks(n);
 
   iota_kernel<<<blocks, kThreadsPerBlock, 0, s>>>(iota, n);
