@@ -13,6 +13,7 @@ namespace embtrain {
 
 enum class CommType { kByte, kInt32, kInt64, kFloat32, kFloat64 };
 int comm_type_size(CommType type);
+const char* comm_type_name(CommType type);  // "byte", "int32", ...
 
 // Where a communicator's buffer arguments live. A host communicator (MPI,
 // self) takes host pointers; a data communicator for the GPU engine

@@ -17,6 +17,17 @@ int comm_type_size(CommType type) {
   return 1;
 }
 
+const char* comm_type_name(CommType type) {
+  switch (type) {
+    case CommType::kByte: return "byte";
+    case CommType::kInt32: return "int32";
+    case CommType::kInt64: return "int64";
+    case CommType::kFloat32: return "float32";
+    case CommType::kFloat64: return "float64";
+  }
+  return "?";
+}
+
 std::string Communicator::agree_on_error(const std::string& local_error) {
   // The flag and message below are host variables.
   if (memory_space() != MemorySpace::kHost)

@@ -52,22 +52,6 @@ inline const CommType kArithmeticTypes[] = {CommType::kInt32, CommType::kInt64, 
 constexpr int64_t kGuardBytes = 32;
 constexpr char kFill = static_cast<char>(0xA5);
 
-inline const char* type_name(CommType type) {
-  switch (type) {
-    case CommType::kByte:
-      return "byte";
-    case CommType::kInt32:
-      return "int32";
-    case CommType::kInt64:
-      return "int64";
-    case CommType::kFloat32:
-      return "float32";
-    case CommType::kFloat64:
-      return "float64";
-  }
-  return "?";
-}
-
 // `bytes` of a buffer in test memory plus a guard tail of kFill bytes, set
 // from and read back into host vectors.
 class DeviceBytes {
@@ -193,7 +177,7 @@ inline void check_alltoallv(Communicator& data, Communicator& reference, TestMem
   data.alltoallv(d_send.get(), send_counts, d_recv.get(), recv_counts, type);
   data.synchronize();
   EXPECT_TRUE(same_bytes(d_recv.read(), with_guard(want)))
-      << "alltoallv " << type_name(type) << " on rank " << me;
+      << "alltoallv " << embtrain::comm_type_name(type) << " on rank " << me;
   EXPECT_TRUE(same_bytes(d_send.read(), with_guard(h_send))) << "alltoallv changed its input";
 }
 
@@ -209,7 +193,7 @@ inline void check_alltoall(Communicator& data, Communicator& reference, TestMemo
   data.alltoall(d_send.get(), d_recv.get(), count, type);
   data.synchronize();
   EXPECT_TRUE(same_bytes(d_recv.read(), with_guard(want)))
-      << "alltoall " << type_name(type) << ", count " << count;
+      << "alltoall " << embtrain::comm_type_name(type) << ", count " << count;
 }
 
 enum class Op { kSum, kMax, kMin };
@@ -238,7 +222,8 @@ inline void check_allreduce(Communicator& data, Communicator& reference, TestMem
   reduce(data, op, d_data.get(), count, type);
   data.synchronize();
   EXPECT_TRUE(same_bytes(d_data.read(), with_guard(want)))
-      << "allreduce " << type_name(type) << " op " << static_cast<int>(op) << ", count " << count;
+      << "allreduce " << embtrain::comm_type_name(type) << " op " << static_cast<int>(op)
+      << ", count " << count;
 }
 
 inline void check_broadcast(Communicator& data, Communicator& reference, TestMemory& memory,
@@ -255,7 +240,7 @@ inline void check_broadcast(Communicator& data, Communicator& reference, TestMem
   data.broadcast(d_data.get(), count, type, root);
   data.synchronize();
   EXPECT_TRUE(same_bytes(d_data.read(), with_guard(want)))
-      << "broadcast " << type_name(type) << ", count " << count << ", root " << root;
+      << "broadcast " << embtrain::comm_type_name(type) << ", count " << count << ", root " << root;
 }
 
 // counts[r] elements from each rank r to `root`; the others pass a null
@@ -277,7 +262,7 @@ inline void check_gatherv(Communicator& data, Communicator& reference, TestMemor
   data.synchronize();
   if (me == root) {
     EXPECT_TRUE(same_bytes(d_recv.read(), with_guard(want)))
-        << "gatherv " << type_name(type) << " to root " << root;
+        << "gatherv " << embtrain::comm_type_name(type) << " to root " << root;
   }
 }
 
@@ -299,7 +284,7 @@ inline void check_every_operation(Communicator& data, Communicator& reference, T
   uint64_t stream = 0;
   auto next = [&] { return embtrain::random_bits(seed, 0x5eed, stream++); };
   for (CommType type : kAllTypes) {
-    SCOPED_TRACE(type_name(type));
+    SCOPED_TRACE(embtrain::comm_type_name(type));
     for (int64_t m : {int64_t{3}, max_count}) {
       const uint64_t s = next();
       check_alltoallv(data, reference, memory, type, random_counts(s, P, m), s);
@@ -315,7 +300,7 @@ inline void check_every_operation(Communicator& data, Communicator& reference, T
   for (CommType type : kArithmeticTypes)
     for (Op op : {Op::kSum, Op::kMax, Op::kMin})
       for (int64_t count : {int64_t{1}, int64_t{7}, max_count}) {
-        SCOPED_TRACE(type_name(type));
+        SCOPED_TRACE(embtrain::comm_type_name(type));
         check_allreduce(data, reference, memory, type, op, count, next());
       }
 }

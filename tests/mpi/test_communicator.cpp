@@ -36,22 +36,6 @@ const CommType kAllTypes[] = {CommType::kByte, CommType::kInt32, CommType::kInt6
 const CommType kArithmeticTypes[] = {CommType::kInt32, CommType::kInt64, CommType::kFloat32,
                                      CommType::kFloat64};
 
-const char* type_name(CommType type) {
-  switch (type) {
-    case CommType::kByte:
-      return "byte";
-    case CommType::kInt32:
-      return "int32";
-    case CommType::kInt64:
-      return "int64";
-    case CommType::kFloat32:
-      return "float32";
-    case CommType::kFloat64:
-      return "float64";
-  }
-  return "?";
-}
-
 // Element i of a buffer of `type`, written from 64 random bits. Floats get
 // exactly representable finite values of both signs, so byte comparison
 // is exact and no NaN pattern can sneak through.
@@ -114,8 +98,8 @@ struct Buffer {
     put_value(type, want.data(), 0, pair_bits(seed, src, dst, first_index + i));
     if (std::memcmp(got + i * elem, want.data(), static_cast<size_t>(elem)) != 0)
       return ::testing::AssertionFailure()
-             << type_name(type) << " element " << i << " of " << count << " from rank " << src
-             << " to rank " << dst << " is wrong";
+             << embtrain::comm_type_name(type) << " element " << i << " of " << count
+             << " from rank " << src << " to rank " << dst << " is wrong";
   }
   return ::testing::AssertionSuccess();
 }
@@ -157,7 +141,7 @@ void alltoallv_round(Communicator& comm, CommType type, uint64_t seed,
   int64_t at = 0;
   for (int s = 0; s < P; ++s) {
     EXPECT_TRUE(check_pair(type, recv.at(at), seed, s, me, recv_counts[s]))
-        << "rank " << me << " receiving " << type_name(type);
+        << "rank " << me << " receiving " << embtrain::comm_type_name(type);
     at += recv_counts[s];
   }
 }
@@ -281,7 +265,8 @@ TEST_F(CommunicatorTest, AlltoallEveryType) {
     const int P = comm->size(), me = comm->rank();
     for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{17}})
       for (CommType type : kAllTypes) {
-        SCOPED_TRACE(std::string(type_name(type)) + ", count " + std::to_string(count));
+        SCOPED_TRACE(std::string(embtrain::comm_type_name(type)) + ", count " +
+                     std::to_string(count));
         const uint64_t s = random_bits(seed, 5, static_cast<uint64_t>(count));
         Buffer send(type, count * P), recv(type, count * P);
         for (int d = 0; d < P; ++d)
@@ -343,8 +328,8 @@ void check_allreduce(Communicator& comm, CommType type, Op op, int64_t count, ui
   int64_t wrong = 0, first = -1;
   for (int64_t i = 0; i < count; ++i)
     if (data[i] != want[i] && wrong++ == 0) first = i;
-  EXPECT_EQ(wrong, 0) << type_name(type) << " op " << static_cast<int>(op) << ", count " << count
-                      << ": first wrong element " << first;
+  EXPECT_EQ(wrong, 0) << embtrain::comm_type_name(type) << " op " << static_cast<int>(op)
+                      << ", count " << count << ": first wrong element " << first;
 }
 
 TEST_F(CommunicatorTest, AllreduceSumMaxMin) {
@@ -384,8 +369,8 @@ TEST_F(CommunicatorTest, BroadcastFromEveryRoot) {
     for (int root = 0; root < P; ++root)
       for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{8}, int64_t{333}})
         for (CommType type : kAllTypes) {
-          SCOPED_TRACE("root " + std::to_string(root) + ", " + type_name(type) + ", count " +
-                       std::to_string(count));
+          SCOPED_TRACE("root " + std::to_string(root) + ", " + embtrain::comm_type_name(type) +
+                       ", count " + std::to_string(count));
           Buffer buf(type, count);
           // Only the root's data are set; the others hold the fill pattern.
           if (me == root)
@@ -416,7 +401,7 @@ TEST_F(CommunicatorTest, GathervUnevenCountsEveryRoot) {
             counts[r] = (bits & 3) == 0 ? 0 : static_cast<int64_t>((bits >> 4) % 50) + 1;
             total += counts[r];
           }
-          SCOPED_TRACE("root " + std::to_string(root) + ", " + type_name(type));
+          SCOPED_TRACE("root " + std::to_string(root) + ", " + embtrain::comm_type_name(type));
           Buffer send(type, counts[me]);
           for (int64_t i = 0; i < counts[me]; ++i)
             put_value(type, send.data(), i, pair_bits(s, me, root, i));
