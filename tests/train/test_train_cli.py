@@ -21,6 +21,7 @@ import traceback
 import numpy as np
 
 EMBTRAIN = None
+DEVICE = "cpu"
 TIMEOUT_S = 300
 # Whether this machine has an NVIDIA GPU (then train.device = cuda may work).
 HAVE_GPU = shutil.which("nvidia-smi") is not None and subprocess.run(
@@ -208,16 +209,50 @@ def test_quickstart_config(work):
     assert any('"type": "summary"' in l or '"type":"summary"' in l for l in lines)
 
 
+def test_device_cuda(work):
+    """train.device = cuda (needs --device cuda: a GPU, or the emulated device
+    of the CPU-only tree): the same run as on the CPU up to float summation
+    order, checkpoints that resume exactly on the device, and a resume of a
+    device run on the CPU."""
+    if DEVICE != "cuda":
+        return
+    cpu = os.path.join(work, "cpu")
+    run(small_recsys(work, **{"log.dir": cpu}), 2)
+    gpu = os.path.join(work, "gpu")
+    run(small_recsys(work, **{"log.dir": gpu, "train.device": "cuda"}), 2)
+    for table in ("users", "items"):
+        a = export(os.path.join(cpu, "checkpoints"), table, os.path.join(work, "a.npy"))
+        b = export(os.path.join(gpu, "checkpoints"), table, os.path.join(work, "b.npy"))
+        assert np.allclose(a, b, rtol=1e-4, atol=1e-5), \
+            "table %s: device run differs from the CPU run (max |diff| %g)" % (
+                table, np.abs(a - b).max())
+    # Resume on the device from a device checkpoint: bitwise the full run.
+    part = os.path.join(work, "part")
+    run(small_recsys(work, **{"log.dir": part, "train.steps": "5", "train.device": "cuda"}), 2)
+    run(small_recsys(work, **{"log.dir": part, "checkpoint.resume": "auto",
+                              "train.device": "cuda"}), 2)
+    for table in ("users", "items"):
+        a = export(os.path.join(gpu, "checkpoints"), table, os.path.join(work, "a.npy"))
+        b = export(os.path.join(part, "checkpoints"), table, os.path.join(work, "b.npy"))
+        assert a.tobytes() == b.tobytes(), "table %s differs after a device resume" % table
+    # A device checkpoint resumed on the CPU (with 1 rank: re-sharded too).
+    run(small_recsys(work, **{"log.dir": part, "checkpoint.resume": "auto",
+                              "train.steps": "16"}), 1)
+
+
 TESTS = [f for name, f in sorted(globals().items()) if name.startswith("test_")]
 
 
 def main():
-    global EMBTRAIN
+    global EMBTRAIN, DEVICE
     parser = argparse.ArgumentParser()
     parser.add_argument("--embtrain", required=True)
     parser.add_argument("--only", help="run only tests whose name contains this")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: also run test_device_cuda (the binary must have a device)")
     args = parser.parse_args()
     EMBTRAIN = os.path.abspath(args.embtrain)
+    DEVICE = args.device
     passed = failed = 0
     for test in TESTS:
         if args.only and args.only not in test.__name__:
