@@ -70,15 +70,16 @@ class ShardedEmbedding {
  private:
   // What one table's forward leaves for its backward.
   struct TableStep {
-    std::vector<int64_t> ids;        // this rank's ids, validated
-    cpu::UniqueIndex local;          // their distinct ids (requester side)
-    std::vector<int64_t> unique_begin;  // P + 1: local.unique split by owner
-    std::vector<int64_t> row_offset;    // per local unique id: its row in rows_
-    std::vector<int64_t> recv_ids;      // ids other ranks asked this owner for
-    std::vector<int64_t> recv_offset;   // per received id: its row in rows_
-    cpu::UniqueIndex owned;             // distinct ids of recv_ids (owner side)
-    std::vector<int64_t> update_rows;   // rows to update: owned.unique less padding
-    std::vector<float> update_grads;    // their combined gradients
+    std::vector<int64_t> ids;             // this rank's ids, validated
+    cpu::UniqueIndex local;               // their distinct ids (requester side)
+    std::vector<int64_t> unique_begin;    // P + 1: local.unique split by owner
+    std::vector<int64_t> row_offset;      // per local unique id: its row in rows_
+    std::vector<int64_t> recv_ids;        // ids other ranks asked this owner for
+    std::vector<int64_t> recv_offset;     // per received id: its row in rows_
+    cpu::UniqueIndex owned;               // distinct ids of recv_ids (owner side)
+    std::vector<int64_t> update_rows;     // rows to update: owned.unique less padding
+    std::vector<const float*> grad_rows;  // their gradients: in rows_ as they arrived, or
+    std::vector<float> update_grads;      //   combined from several senders or occurrences here
   };
 
   // Before a GPU step: the host shards' changes to the device.
@@ -100,7 +101,7 @@ class ShardedEmbedding {
   // rows_ = [rows sent to other ranks | rows received from them | rows this
   // rank asked of itself]; the last never go through the communicator.
   std::vector<float> rows_;
-  int64_t recv_region_ = 0, self_region_ = 0;  // float offsets of the regions
+  int64_t recv_region_ = 0, self_region_ = 0;           // float offsets of the regions
   std::vector<int64_t> rows_to_peer_, rows_from_peer_;  // floats per peer, self = 0
   std::vector<int32_t> counts_send_, counts_recv_;
   ShardedStepStats stats_;

@@ -120,8 +120,8 @@ void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vecto
   std::string error;
   for (int t = 0; t < T && error.empty(); ++t) {
     if (ids[t].dtype != DType::kInt32 && ids[t].dtype != DType::kInt64)
-      error = detail::concat("table '", shards_[t].spec().name, "': ids must be int32 or int64, got ",
-                             dtype_name(ids[t].dtype));
+      error = detail::concat("table '", shards_[t].spec().name,
+                             "': ids must be int32 or int64, got ", dtype_name(ids[t].dtype));
     else
       error = check_ids(ids[t], shards_[t].spec());
   }
@@ -325,21 +325,33 @@ void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
         }
       layout.weights = weights.data();
     }
+    // A row that one sender sent for one occurrence (most of a Zipf tail)
+    // has its gradient as it arrived: step() reads it in rows_, and only
+    // the others are combined into update_grads (as Embedding does).
     const int64_t pad = slot_of(st.owned.unique, spec.padding_row());
     std::vector<int64_t> dst(st.owned.unique.size());
     st.update_rows.clear();
+    int64_t combined = 0;
     for (int64_t u = 0; u < st.owned.num_unique(); ++u) {
-      if (u == pad) {
-        dst[u] = -1;
-        continue;
-      }
-      dst[u] = static_cast<int64_t>(st.update_rows.size()) * spec.dim;
+      dst[u] = -1;
+      if (u == pad) continue;
       st.update_rows.push_back(st.owned.unique[u]);
+      const int32_t first = st.owned.positions[st.owned.offsets[u]];
+      const bool as_arrived =
+          st.owned.count(u) == 1 && (!layout.weights || layout.weights[first] == 1);
+      if (!as_arrived) dst[u] = combined++ * spec.dim;
     }
     layout.dst_offsets = dst.data();
-    st.update_grads.resize(st.update_rows.size() * static_cast<size_t>(spec.dim));
+    st.update_grads.resize(static_cast<size_t>(combined * spec.dim));
     cpu::segment_sum(rows_.data(), spec.dim, st.owned, layout, spec.scale_grad_by_freq,
                      st.update_grads.data());
+    st.grad_rows.clear();
+    for (int64_t u = 0; u < st.owned.num_unique(); ++u) {
+      if (u == pad) continue;
+      st.grad_rows.push_back(
+          dst[u] >= 0 ? st.update_grads.data() + dst[u]
+                      : rows_.data() + st.recv_offset[st.owned.positions[st.owned.offsets[u]]]);
+    }
   }
   stats_.reduce_ms += clock.lap_ms();
 }
@@ -354,7 +366,7 @@ void ShardedEmbedding::step() {
   Stopwatch clock;
   for (int t = 0; t < num_tables(); ++t) {
     TableStep& st = steps_[t];
-    shards_[t].apply_gradients(st.update_rows.data(), st.update_grads.data(),
+    shards_[t].apply_gradients(st.update_rows.data(), st.grad_rows.data(),
                                static_cast<int64_t>(st.update_rows.size()));
   }
   stats_.update_ms += clock.lap_ms();
