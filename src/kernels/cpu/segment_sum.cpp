@@ -5,13 +5,21 @@
 
 #include "embtrain/kernels_cpu.hpp"
 #include "embtrain/prefetch.hpp"
+#include "clones.hpp"
 
 namespace embtrain {
 namespace cpu {
 
-void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
-                 const SegmentLayout& layout, bool scale_by_count, float* dst) {
-  const int64_t num_unique = index.num_unique();
+namespace {
+
+// The sums of unique slots [u_begin, u_end), by one thread: walking all
+// positions in order (`position_walk`) or the slots' position lists (see
+// segment_sum). Cloned per vector width (clones.hpp): the adds are
+// element-wise, so every clone gives the same bits.
+EMBTRAIN_CPU_CLONES
+void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
+               const SegmentLayout& layout, bool scale_by_count, float* dst, int64_t u_begin,
+               int64_t u_end, bool position_walk) {
   const int64_t num_positions = static_cast<int64_t>(index.inverse.size());
   const int32_t* offsets = index.offsets.data();
   const int32_t* positions = index.positions.data();
@@ -23,6 +31,54 @@ void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
     const int64_t at = layout.dst_offsets ? layout.dst_offsets[u] : u * dim;
     return at < 0 ? nullptr : dst + at;
   };
+  auto add = [&](float* __restrict__ acc, int64_t p, bool first) {
+    const float* __restrict__ g = src_row(p);
+    if (first)
+      std::copy(g, g + dim, acc);
+    else
+      for (int64_t j = 0; j < dim; ++j) acc[j] += g[j];
+  };
+  if (position_walk) {
+    for (int64_t p = 0; p < num_positions; ++p) {
+      if (p + kPrefetchDistance < num_positions)
+        prefetch_row(src_row(p + kPrefetchDistance), dim, /*for_write=*/false);
+      const int64_t u = inverse[p];
+      float* acc = u >= u_begin && u < u_end ? dst_row(u) : nullptr;
+      if (acc) add(acc, p, positions[offsets[u]] == p);
+    }
+  } else {
+    const int32_t k_end = offsets[u_end];
+    for (int64_t u = u_begin; u < u_end; ++u) {
+      float* acc = dst_row(u);
+      if (!acc) continue;
+      for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
+        if (k + kPrefetchDistance < k_end)
+          prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
+        add(acc, positions[k], k == offsets[u]);
+      }
+    }
+  }
+  if (!scale_by_count) return;
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    float* __restrict__ acc = dst_row(u);
+    if (!acc) continue;
+    int64_t count = offsets[u + 1] - offsets[u];
+    if (layout.weights) {
+      count = 0;
+      for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) count += layout.weights[positions[k]];
+    }
+    const float inv = 1.f / static_cast<float>(count);
+    for (int64_t j = 0; j < dim; ++j) acc[j] *= inv;
+  }
+}
+
+}  // namespace
+
+void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
+                 const SegmentLayout& layout, bool scale_by_count, float* dst) {
+  const int64_t num_unique = index.num_unique();
+  const int32_t* offsets = index.offsets.data();
+  auto summed = [&](int64_t u) { return !layout.dst_offsets || layout.dst_offsets[u] >= 0; };
   // Each thread owns a range of ids holding about equal numbers of the
   // positions to add (under a Zipf law a few ids own thousands; skipped ids
   // such as padding count for nothing). Either walk gives every sum its
@@ -40,61 +96,21 @@ void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
   {
     int64_t work = 0;
     for (int64_t u = 0; u < num_unique; ++u)
-      if (dst_row(u)) work += offsets[u + 1] - offsets[u];
+      if (summed(u)) work += offsets[u + 1] - offsets[u];
     int64_t seen = 0;
     int part = 0;
     bounds[0] = 0;
     for (int64_t u = 0; u < num_unique && part + 1 < parts; ++u) {
-      if (dst_row(u)) seen += offsets[u + 1] - offsets[u];
+      if (summed(u)) seen += offsets[u + 1] - offsets[u];
       while (part + 1 < parts && seen * parts >= work * (part + 1)) bounds[++part] = u + 1;
     }
   }
-  auto add = [&](float* __restrict__ acc, int64_t p, bool first) {
-    const float* __restrict__ g = src_row(p);
-    if (first)
-      std::copy(g, g + dim, acc);
-    else
-      for (int64_t j = 0; j < dim; ++j) acc[j] += g[j];
-  };
 #pragma omp parallel num_threads(parts)
   {
     const int me = omp_get_thread_num();
-    const int64_t u_begin = bounds[me], u_end = bounds[me + 1];
-    if (u_begin < u_end && parts == 1) {
-      for (int64_t p = 0; p < num_positions; ++p) {
-        if (p + kPrefetchDistance < num_positions)
-          prefetch_row(src_row(p + kPrefetchDistance), dim, /*for_write=*/false);
-        float* acc = dst_row(inverse[p]);
-        if (acc) add(acc, p, positions[offsets[inverse[p]]] == p);
-      }
-    } else if (u_begin < u_end) {
-      const int32_t k_end = offsets[u_end];
-      for (int64_t u = u_begin; u < u_end; ++u) {
-        float* acc = dst_row(u);
-        if (!acc) continue;
-        for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
-          if (k + kPrefetchDistance < k_end)
-            prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
-          add(acc, positions[k], k == offsets[u]);
-        }
-      }
-    }
-    if (u_begin < u_end) {
-      if (scale_by_count) {
-        for (int64_t u = u_begin; u < u_end; ++u) {
-          float* __restrict__ acc = dst_row(u);
-          if (!acc) continue;
-          int64_t count = offsets[u + 1] - offsets[u];
-          if (layout.weights) {
-            count = 0;
-            for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k)
-              count += layout.weights[positions[k]];
-          }
-          const float inv = 1.f / static_cast<float>(count);
-          for (int64_t j = 0; j < dim; ++j) acc[j] *= inv;
-        }
-      }
-    }
+    if (bounds[me] < bounds[me + 1])
+      sum_range(src, dim, index, layout, scale_by_count, dst, bounds[me], bounds[me + 1],
+                /*position_walk=*/parts == 1);
   }
 }
 

@@ -2,21 +2,17 @@
 
 #include "embtrain/kernels_cpu.hpp"
 #include "embtrain/prefetch.hpp"
+#include "clones.hpp"
 
 namespace embtrain {
 namespace cpu {
 
 namespace {
 
-// The update of rows [begin, end). Compiled for AVX-512, AVX2 and the
-// baseline, picked at load time by the CPU it runs on: the Adam and Adagrad
-// rows spend their time in vector sqrt and divide. Element-wise IEEE
-// operations give the same bits at every width (no FMA contraction in ISO
-// C++ mode), so the result does not depend on the clone.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+// The update of rows [begin, end), cloned per vector width (clones.hpp):
+// the Adam and Adagrad rows spend their time in vector sqrt and divide.
 // Row k's gradient is grad_rows[k], or dense + k * dim when grad_rows is null.
+EMBTRAIN_CPU_CLONES
 void update_range(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
                   int64_t dim, const int64_t* rows, const float* dense,
                   const float* const* grad_rows, int64_t begin, int64_t end, int64_t n,
