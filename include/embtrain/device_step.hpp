@@ -40,7 +40,10 @@ class DeviceStep {
   virtual void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) = 0;
   virtual void backward(const std::vector<const float*>& grad_out) = 0;
   // The same on device buffers: ids[t], out[t] and grad_out[t] are device
-  // pointers; nothing crosses to the host but counts.
+  // pointers; nothing crosses to the host but counts. The step works on its
+  // own stream, which is ordered after the legacy default stream: data
+  // written on any other stream must be synchronized first, and out[t] is
+  // complete when forward_device returns.
   virtual void forward_device(const std::vector<DeviceIds>& ids,
                               const std::vector<float*>& out) = 0;
   virtual void backward_device(const std::vector<const float*>& grad_out) = 0;

@@ -300,6 +300,15 @@ void CudaStep::forward_impl(const std::vector<DeviceIds>& ids, const std::vector
 
   // 1. Validate (device batches only: the host path checked already),
   // index the distinct ids, split them by owner.
+  {
+    // The kernels index a batch with int32 (as the CPU kernels do).
+    std::string error;
+    for (int t = 0; t < T && error.empty(); ++t)
+      if (ids[t].n >= (int64_t{1} << 31))
+        error = detail::concat("table '", tables_[t].spec.name, "': a batch holds ", ids[t].n,
+                               " ids; one table's batch per rank is limited to 2^31 - 1");
+    agree(error);
+  }
   if (!validated) {
     int64_t* d_bad = reserve<int64_t>(bad_, 2 * T);
     for (int t = 0; t < T; ++t)
@@ -488,21 +497,28 @@ void CudaStep::backward_device(const std::vector<const float*>& grad_out) {
   stream_->synchronize();
   stats_->reduce_ms += clock.lap_ms();
 
-  // 6. Gradients (and counts) to the owners, into rows_send_.
+  // 6. Gradients (and counts) to the owners, into rows_send_. Buffers grow
+  // before the first exchange is enqueued: growing frees the old buffer,
+  // which waits for the whole device.
+  int32_t* d_counts_recv = nullptr;
+  if (any_scaled_) {
+    int64_t ids_in = 0;
+    for (int64_t c : ids_from_peer_) ids_in += c;
+    d_counts_recv = reserve<int32_t>(counts_recv_, ids_in);
+    for (Table& tab : tables_)
+      if (tab.spec.scale_grad_by_freq) reserve<int32_t>(tab.weights_of, tab.m);
+  }
   const int64_t traffic = data_->traffic().bytes_sent;
   data_->alltoallv(d_grads_send, rows_from_peer_, rows_send_.as<float>(), rows_to_peer_,
                    CommType::kFloat32);
   if (any_scaled_) {
-    int64_t ids_in = 0;
-    for (int64_t c : ids_from_peer_) ids_in += c;
-    int32_t* d_counts_recv = reserve<int32_t>(counts_recv_, ids_in);
     data_->alltoallv(d_counts_send, ids_to_peer_, d_counts_recv, ids_from_peer_,
                      CommType::kInt32);
     // Each table's counts in its owned-id order (rank order), for the reduce.
     for (int t = 0; t < T; ++t) {
       Table& tab = tables_[t];
       if (!tab.spec.scale_grad_by_freq) continue;
-      int32_t* weights = reserve<int32_t>(tab.weights_of, tab.m);
+      int32_t* weights = tab.weights_of.as<int32_t>();
       int64_t id_pos = 0, k = 0;
       for (int r = 0; r < P; ++r)
         for (int t2 = 0; t2 < T; ++t2) {

@@ -102,7 +102,8 @@ __device__ float inverse_count(const SegmentArgs& a, int64_t u) {
   long long count = end - begin;
   if (a.weights) {
     long long part = 0;
-    for (int32_t k = begin + lane_id(); k < end; k += kWarpSize) part += a.weights[a.positions[k]];
+    // k in int64: a lane's k + 32 may pass 2^31 - 1 when the batch is near its limit.
+    for (int64_t k = begin + lane_id(); k < end; k += kWarpSize) part += a.weights[a.positions[k]];
     count = detail::warp_sum(part);
   }
   return 1.f / static_cast<float>(count);
@@ -135,7 +136,9 @@ __global__ void sum_chunks_kernel(SegmentArgs a) {
   const int64_t u = lo;
   const int32_t begin =
       a.offsets[u] + static_cast<int32_t>((c - a.chunk_start[u]) * kChunkPositions);
-  const int32_t end = min(begin + static_cast<int32_t>(kChunkPositions), a.offsets[u + 1]);
+  // In int64: begin + kChunkPositions may pass 2^31 - 1 in a batch near its limit.
+  const int32_t end = static_cast<int32_t>(
+      min(static_cast<int64_t>(begin) + kChunkPositions, static_cast<int64_t>(a.offsets[u + 1])));
   float* out = a.partials + c * a.dim;
   for (int64_t j = static_cast<int64_t>(lane_id()) * N; j < a.dim; j += kWarpSize * N)
     store<N>(out + j, sum_positions<N>(a, begin, end, j));
