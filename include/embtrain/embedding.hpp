@@ -23,34 +23,24 @@ struct SparseGrad {
   std::vector<float> values;  // rows.size() x dim
 };
 
-class Embedding {
+// One table's step in one process, on a table held by the caller: what
+// Embedding runs, and what ShardedEmbedding runs when it has one rank.
+class LocalStep {
  public:
-  // A fresh table: N(0, 1) rows drawn from `seed`, padding row zeroed.
-  Embedding(const TableSpec& spec, uint64_t seed);
-  // torch.nn.Embedding.from_pretrained: weights used as given
-  // (num_embeddings x dim floats); spec.freeze stops updates.
-  Embedding(const TableSpec& spec, const std::vector<float>& weights);
-
   // Renorms the batch's rows if max_norm, then writes ids.numel() x dim
   // floats to `out`. Throws embtrain::Error for an id out of range.
-  void forward(const IdsView& ids, float* out);
+  void forward(EmbeddingTable& table, const IdsView& ids, float* out, PhaseTimes* times);
   // Gradient of the last forward's output (ids.numel() x dim floats). The
   // rows of ids seen once are not copied: step() reads them from
   // `grad_out`, which must stay valid until step().
-  void backward(const float* grad_out);
+  void backward(const EmbeddingTable& table, const float* grad_out, PhaseTimes* times);
   // Optimizer step with the last backward's gradient (one step per backward).
-  void step();
-
+  void step(EmbeddingTable& table, PhaseTimes* times);
   // The last backward's coalesced gradient (a copy made on first use, so
   // first call it between backward() and step()).
-  const SparseGrad& grad();
-  const EmbeddingTable& table() const { return table_; }
-  EmbeddingTable& table() { return table_; }
-  const PhaseTimes& times() const { return times_; }
-  void reset_times() { times_ = PhaseTimes{}; }
+  const SparseGrad& grad(const EmbeddingTable& table);
 
  private:
-  EmbeddingTable table_;
   std::vector<int64_t> ids_;  // the last forward's ids, validated
   cpu::UniqueIndex index_;
   // The last backward's gradient, row by row: rows_[k] has grad_rows_[k],
@@ -62,6 +52,33 @@ class Embedding {
   bool pending_ = false;              // backward ran and step has not
   SparseGrad grad_;                   // grad()'s copy
   bool grad_copied_ = false;
+};
+
+class Embedding {
+ public:
+  // A fresh table: N(0, 1) rows drawn from `seed`, padding row zeroed.
+  Embedding(const TableSpec& spec, uint64_t seed);
+  // torch.nn.Embedding.from_pretrained: weights used as given
+  // (num_embeddings x dim floats); spec.freeze stops updates.
+  Embedding(const TableSpec& spec, const std::vector<float>& weights);
+
+  // LocalStep's forward, backward (grad_out must stay valid until step())
+  // and step on this table.
+  void forward(const IdsView& ids, float* out) { step_.forward(table_, ids, out, &times_); }
+  void backward(const float* grad_out) { step_.backward(table_, grad_out, &times_); }
+  void step() { step_.step(table_, &times_); }
+
+  // The last backward's coalesced gradient (a copy made on first use, so
+  // first call it between backward() and step()).
+  const SparseGrad& grad() { return step_.grad(table_); }
+  const EmbeddingTable& table() const { return table_; }
+  EmbeddingTable& table() { return table_; }
+  const PhaseTimes& times() const { return times_; }
+  void reset_times() { times_ = PhaseTimes{}; }
+
+ private:
+  EmbeddingTable table_;
+  LocalStep step_;
   PhaseTimes times_;
 };
 

@@ -10,6 +10,7 @@
 
 #include "embtrain/communicator.hpp"
 #include "embtrain/device_step.hpp"
+#include "embtrain/embedding.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/kernels_cpu.hpp"
 #include "embtrain/shard_plan.hpp"
@@ -53,7 +54,8 @@ class ShardedEmbedding {
   // floats. A bad id on any rank throws the same embtrain::Error on every
   // rank (a collective: all ranks must call it).
   void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out);
-  // grad_out[t]: the gradient of out[t]. Reduces it at the rows' owners.
+  // grad_out[t]: the gradient of out[t]; it must stay valid until step().
+  // Reduces it at the rows' owners.
   void backward(const std::vector<const float*>& grad_out);
   // Optimizer step on every table with the last backward's gradient.
   void step();
@@ -93,6 +95,9 @@ class ShardedEmbedding {
   mutable bool host_stale_ = false;  // the device has stepped since the last download
   bool device_stale_ = false;        // a host shard was handed out writable
   std::vector<TableStep> steps_;
+  // With one rank there is nothing to exchange: each table takes the
+  // single-process step (Embedding's) on its whole-table shard.
+  std::vector<LocalStep> local_;
   // Per (peer, table) element counts of the id exchange: send_[d * T + t] ids
   // of table t go to rank d; recv_[s * T + t] arrive from rank s.
   std::vector<int64_t> send_ids_count_, recv_ids_count_;

@@ -13,23 +13,25 @@ Embedding::Embedding(const TableSpec& spec, uint64_t seed)
 Embedding::Embedding(const TableSpec& spec, const std::vector<float>& weights)
     : table_(spec, 0, spec.num_embeddings, weights) {}
 
-void Embedding::forward(const IdsView& ids, float* out) {
-  const TableSpec& spec = table_.spec();
+void LocalStep::forward(EmbeddingTable& table, const IdsView& ids, float* out,
+                        PhaseTimes* times) {
+  const TableSpec& spec = table.spec();
   Stopwatch clock;
   ids_ = validate_ids(ids, spec);
   const int64_t n = static_cast<int64_t>(ids_.size());
   cpu::unique_ids(ids_.data(), n, spec.num_embeddings, &index_);
-  times_.unique += clock.lap_ms();
+  times->unique += clock.lap_ms();
 
   // max_norm visits each distinct row once, padding row included, before
   // any lookup (PyTorch's embedding_renorm_).
-  table_.renorm(index_.unique.data(), index_.num_unique());
-  table_.gather(ids_.data(), n, out);
-  times_.gather += clock.lap_ms();
+  table.renorm(index_.unique.data(), index_.num_unique());
+  table.gather(ids_.data(), n, out);
+  times->gather += clock.lap_ms();
 }
 
-void Embedding::backward(const float* grad_out) {
-  const TableSpec& spec = table_.spec();
+void LocalStep::backward(const EmbeddingTable& table, const float* grad_out,
+                         PhaseTimes* times) {
+  const TableSpec& spec = table.spec();
   Stopwatch clock;
   const int64_t num_unique = index_.num_unique();
   const int64_t pad = spec.padding_row();
@@ -58,13 +60,13 @@ void Embedding::backward(const float* grad_out) {
   cpu::segment_sum(grad_out, spec.dim, index_, layout, spec.scale_grad_by_freq, sums_.data());
   pending_ = true;
   grad_copied_ = false;
-  times_.reduce += clock.lap_ms();
+  times->reduce += clock.lap_ms();
 }
 
-const SparseGrad& Embedding::grad() {
+const SparseGrad& LocalStep::grad(const EmbeddingTable& table) {
   if (!grad_copied_) {
     EMBTRAIN_REQUIRE(pending_, "Embedding::grad() reads the gradient between backward() and step()");
-    const int64_t dim = table_.dim();
+    const int64_t dim = table.dim();
     grad_.rows = rows_;
     grad_.values.resize(rows_.size() * static_cast<size_t>(dim));
     for (size_t k = 0; k < rows_.size(); ++k)
@@ -74,12 +76,12 @@ const SparseGrad& Embedding::grad() {
   return grad_;
 }
 
-void Embedding::step() {
+void LocalStep::step(EmbeddingTable& table, PhaseTimes* times) {
   EMBTRAIN_REQUIRE(pending_, "Embedding::step() needs a backward() since the last step");
   Stopwatch clock;
-  table_.apply_gradients(rows_.data(), grad_rows_.data(), static_cast<int64_t>(rows_.size()));
+  table.apply_gradients(rows_.data(), grad_rows_.data(), static_cast<int64_t>(rows_.size()));
   pending_ = false;
-  times_.update += clock.lap_ms();
+  times->update += clock.lap_ms();
 }
 
 }  // namespace embtrain

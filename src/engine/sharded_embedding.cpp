@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "embtrain/embedding.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/random.hpp"
 #include "embtrain/timer.hpp"
@@ -128,6 +129,16 @@ void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vecto
   if (!error.empty() && P > 1) error += detail::concat(" (in rank ", comm_->rank(), "'s batch)");
   error = comm_->agree_on_error(error);
   if (!error.empty()) throw AgreedError(error);
+
+  if (P == 1) {  // one rank owns every row: the single-process step, no exchange
+    local_.resize(static_cast<size_t>(T));
+    PhaseTimes times;
+    for (int t = 0; t < T; ++t) local_[t].forward(shards_[t], ids[t], out[t], &times);
+    stats_.unique_ms += times.unique;
+    stats_.gather_ms += times.gather;
+    ++stats_.steps;
+    return;
+  }
 
   send_ids_count_.assign(static_cast<size_t>(P) * T, 0);
   for (int t = 0; t < T; ++t) {
@@ -256,6 +267,12 @@ void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
   }
   const int T = num_tables(), P = comm_->size();
   EMBTRAIN_ASSERT(static_cast<int>(grad_out.size()) == T);
+  if (P == 1) {
+    PhaseTimes times;
+    for (int t = 0; t < T; ++t) local_[t].backward(shards_[t], grad_out[t], &times);
+    stats_.reduce_ms += times.reduce;
+    return;
+  }
   Stopwatch clock;
 
   // 5. Requester: per distinct id, the summed gradient in the place its row
@@ -361,6 +378,12 @@ void ShardedEmbedding::step() {
     sync_device();
     device_->step(shards_);
     host_stale_ = true;
+    return;
+  }
+  if (comm_->size() == 1) {
+    PhaseTimes times;
+    for (int t = 0; t < num_tables(); ++t) local_[t].step(shards_[t], &times);
+    stats_.update_ms += times.update;
     return;
   }
   Stopwatch clock;
