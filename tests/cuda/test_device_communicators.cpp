@@ -12,6 +12,7 @@
 #include <string>
 
 #include "../mpi/device_comm_checks.hpp"
+#include "cuda_comm_test_util.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/kernels_cuda.hpp"
@@ -19,6 +20,9 @@
 #include "embtrain/staged_communicator.hpp"
 
 namespace {
+
+using embtrain_comm_check::CudaMemory;
+using embtrain_comm_check::Stream;
 
 #define SKIP_WITHOUT_GPU()                                                               \
   do {                                                                                   \
@@ -38,31 +42,6 @@ uint64_t test_seed() {
   std::printf("[   seed   ] EMBTRAIN_TEST_SEED=%llu\n", static_cast<unsigned long long>(seed));
   return seed;
 }
-
-// cudaMalloc'd test buffers; copies complete before returning.
-class CudaMemory final : public embtrain_comm_check::TestMemory {
- public:
-  void* alloc(size_t bytes) override {
-    void* d = nullptr;
-    EXPECT_EQ(cudaMalloc(&d, bytes + 1), cudaSuccess);
-    return d;
-  }
-  void release(void* d) override { EXPECT_EQ(cudaFree(d), cudaSuccess); }
-  void upload(void* d, const void* h, size_t n) override {
-    EXPECT_EQ(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice), cudaSuccess);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  }
-  void download(void* h, const void* d, size_t n) override {
-    EXPECT_EQ(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
-  }
-};
-
-// A stream of the test's own, destroyed after the communicator using it.
-struct Stream {
-  Stream() { EXPECT_EQ(cudaStreamCreate(&stream), cudaSuccess); }
-  ~Stream() { cudaStreamDestroy(stream); }
-  cudaStream_t stream = nullptr;
-};
 
 TEST(DeviceCommunicators, NcclOneRankMatchesExpected) {
   SKIP_WITHOUT_GPU();

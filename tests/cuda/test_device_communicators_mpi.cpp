@@ -12,6 +12,7 @@
 #include <string>
 
 #include "../mpi/device_comm_checks.hpp"
+#include "cuda_comm_test_util.hpp"
 #include "../mpi/mpi_test_util.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/device_selection.hpp"
@@ -21,6 +22,9 @@
 #include "embtrain/staged_communicator.hpp"
 
 namespace {
+
+using embtrain_comm_check::CudaMemory;
+using embtrain_comm_check::Stream;
 
 using embtrain_mpi_test::all_ranks;
 using embtrain_mpi_test::MpiTest;
@@ -42,29 +46,6 @@ bool gpu_required() {
       FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no CUDA device";             \
     if (!all_ranks(cond)) GTEST_SKIP() << why;                                      \
   } while (0)
-
-class CudaMemory final : public embtrain_comm_check::TestMemory {
- public:
-  void* alloc(size_t bytes) override {
-    void* d = nullptr;
-    EXPECT_EQ(cudaMalloc(&d, bytes + 1), cudaSuccess);
-    return d;
-  }
-  void release(void* d) override { EXPECT_EQ(cudaFree(d), cudaSuccess); }
-  void upload(void* d, const void* h, size_t n) override {
-    EXPECT_EQ(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice), cudaSuccess);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  }
-  void download(void* h, const void* d, size_t n) override {
-    EXPECT_EQ(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
-  }
-};
-
-struct Stream {
-  Stream() { EXPECT_EQ(cudaStreamCreate(&stream), cudaSuccess); }
-  ~Stream() { cudaStreamDestroy(stream); }
-  cudaStream_t stream = nullptr;
-};
 
 class DeviceCommunicatorMpiTest : public MpiTest {};
 
