@@ -17,6 +17,9 @@
 //    index in the block times dim.
 //  - The owner's reduce is fused into step() (segment_sum_update): the
 //    senders' gradient rows wait in the rows-sent buffer until then.
+//  - With one rank nothing is exchanged: forward gathers straight from the
+//    table and step() reduces straight from the output gradient (which must
+//    stay valid until then), as the CPU's one-rank LocalStep does.
 // The host waits on the device only where it needs a count: the number of
 // distinct ids, and the split of them by owner.
 #include <algorithm>
@@ -235,6 +238,8 @@ class CudaStep final : public DeviceStep {
     cuda::DeviceUniqueIndex owned;
     DeviceBuffer src_offsets;            // per owned position: its row in rows_send_
     DeviceBuffer weights_of;             // per owned position: the sender's count (int32)
+    // One rank: the output gradient, read by step().
+    const float* grad_out = nullptr;
     // Host-path staging.
     DeviceBuffer host_ids, host_out, host_grad;
   };
@@ -323,6 +328,27 @@ void CudaStep::forward_impl(const std::vector<DeviceIds>& ids, const std::vector
                                " at position ", bad[2 * t], " of ", ids[t].n,
                                " ids is out of range [0, ", tables_[t].spec.num_embeddings, ")");
     agree(error);
+  }
+  if (P == 1) {  // one rank owns every row: the single-process step, no exchange
+    for (int t = 0; t < T; ++t) {
+      Table& tab = tables_[t];
+      tab.n = ids[t].n;
+      tab.local = cuda::unique_ids(ids[t].data, tab.n, tab.spec.num_embeddings, &tab.local_ws, s);
+    }
+    stats_->unique_ms += clock.lap_ms();
+    for (int t = 0; t < T; ++t) {
+      Table& tab = tables_[t];
+      // max_norm visits each distinct row once before any lookup, as on the CPU.
+      if (tab.spec.max_norm)
+        cuda::renorm_rows(tab.weights.as<float>(), tab.spec.dim, tab.local.unique,
+                          tab.local.num_unique, 0, static_cast<float>(*tab.spec.max_norm),
+                          static_cast<float>(tab.spec.norm_type), s);
+      cuda::gather_rows(tab.weights.as<float>(), tab.spec.dim, ids[t].data, tab.n, 0, out[t], s);
+    }
+    stream_->synchronize();
+    stats_->gather_ms += clock.lap_ms();
+    ++stats_->steps;
+    return;
   }
   const int64_t nb = P + 3;
   int64_t* d_begin = reserve<int64_t>(begin_all_, nb * T);
@@ -461,6 +487,10 @@ void CudaStep::backward_device(const std::vector<const float*>& grad_out) {
   EMBTRAIN_ASSERT(static_cast<int>(grad_out.size()) == T);
   void* s = stream_->get();
   Stopwatch clock;
+  if (P == 1) {  // step() reduces straight from the output gradient
+    for (int t = 0; t < T; ++t) tables_[t].grad_out = grad_out[t];
+    return;
+  }
 
   // 5. Requester: per distinct id, the summed gradient into the place its
   // row arrived at (rows_recv_ becomes the send buffer); the padding id's
@@ -546,14 +576,20 @@ void CudaStep::step(std::vector<EmbeddingTable>& shards) {
     Table& tab = tables_[t];
     EmbeddingTable& shard = shards[t];
     shard.set_step(shard.step() + 1);
-    if (tab.spec.freeze || tab.owned.num_unique == 0) continue;
+    // One rank: this rank's own positions, summed from the output gradient.
+    const bool single = control_->size() == 1;
+    const cuda::DeviceUniqueIndex& index = single ? tab.local : tab.owned;
+    if (tab.spec.freeze || index.num_unique == 0) continue;
     cuda::SegmentLayout layout;
-    layout.src_offsets = tab.src_offsets.as<int64_t>();
-    if (tab.spec.scale_grad_by_freq) layout.weights = tab.weights_of.as<int32_t>();
+    if (!single) {
+      layout.src_offsets = tab.src_offsets.as<int64_t>();
+      if (tab.spec.scale_grad_by_freq) layout.weights = tab.weights_of.as<int32_t>();
+    }
     cuda::segment_sum_update(tab.spec.optimizer.kind, step_scalars(tab.spec.optimizer, shard.step()),
                              tab.weights.as<float>(), tab.width > 0 ? tab.state.as<float>() : nullptr,
-                             tab.spec.dim, tab.row_begin, rows_send_.as<float>(), tab.owned, layout,
-                             tab.spec.scale_grad_by_freq, tab.spec.padding_row(), &segment_ws_, s);
+                             tab.spec.dim, tab.row_begin, single ? tab.grad_out : rows_send_.as<float>(),
+                             index, layout, tab.spec.scale_grad_by_freq, tab.spec.padding_row(),
+                             &segment_ws_, s);
   }
   stream_->synchronize();
   stats_->update_ms += clock.lap_ms();
