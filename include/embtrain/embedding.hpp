@@ -28,8 +28,10 @@ struct SparseGrad {
 class LocalStep {
  public:
   // Renorms the batch's rows if max_norm, then writes ids.numel() x dim
-  // floats to `out`. Throws embtrain::Error for an id out of range.
-  void forward(EmbeddingTable& table, const IdsView& ids, float* out, PhaseTimes* times);
+  // floats to `out`. Throws embtrain::Error for an id out of range, unless
+  // the caller has `checked` them already (check_ids).
+  void forward(EmbeddingTable& table, const IdsView& ids, float* out, PhaseTimes* times,
+               bool checked = false);
   // Gradient of the last forward's output (ids.numel() x dim floats). The
   // rows of ids seen once are not copied: step() reads them from
   // `grad_out`, which must stay valid until step().

@@ -43,11 +43,14 @@ struct IdsView {
   static IdsView of(const NpyArray& a);
 };
 
-// Copies ids to int64, checking each against [0, num_embeddings). The error
-// names the table, the id's value, its position in `ids` and the valid range.
-std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& spec);
-// The same check without the copy; returns the error message or "".
+// Checks that ids are int32 or int64 and each in [0, num_embeddings);
+// returns "" or the error, which names the table, the id's value, its
+// position in `ids` and the valid range.
 std::string check_ids(const IdsView& ids, const TableSpec& spec);
+// Copies ids (int32 or int64, checked) to int64 into `out`, reusing its memory.
+void ids_to_int64(const IdsView& ids, std::vector<int64_t>* out);
+// check_ids, throwing embtrain::Error, then the copy.
+std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& spec);
 
 // Rows [row_begin, row_begin + num_rows) of a table, with their optimizer
 // state and the table's step counter. The whole table is one block on one

@@ -124,24 +124,23 @@ class CudaStep final : public DeviceStep {
     // Validate on the host, where the error can name the position in the
     // caller's shape, then move the ids over as int64.
     std::string error;
-    for (int t = 0; t < T && error.empty(); ++t) {
-      if (ids[t].dtype != DType::kInt32 && ids[t].dtype != DType::kInt64)
-        error = detail::concat("table '", tables_[t].spec.name,
-                               "': ids must be int32 or int64, got ", dtype_name(ids[t].dtype));
-      else
-        error = check_ids(ids[t], tables_[t].spec);
-    }
+    for (int t = 0; t < T && error.empty(); ++t) error = check_ids(ids[t], tables_[t].spec);
     agree(error);
     std::vector<DeviceIds> d_ids(T);
     std::vector<float*> d_out(T);
     for (int t = 0; t < T; ++t) {
       Table& tab = tables_[t];
       const int64_t n = ids[t].numel();
-      const std::vector<int64_t> wide = validate_ids(ids[t], tab.spec);
       int64_t* d = reserve<int64_t>(tab.host_ids, n);
-      cuda::copy_to_device(d, wide.data(), static_cast<size_t>(n) * sizeof(int64_t),
-                           stream_->get());
-      stream_->synchronize();  // `wide` is pageable and goes out of scope
+      if (ids[t].dtype == DType::kInt64) {
+        cuda::copy_to_device(d, ids[t].data, static_cast<size_t>(n) * sizeof(int64_t),
+                             stream_->get());
+      } else {  // int32 ids cross as they are and widen on the device
+        int32_t* narrow = reserve<int32_t>(tab.host_ids32, n);
+        cuda::copy_to_device(narrow, ids[t].data, static_cast<size_t>(n) * sizeof(int32_t),
+                             stream_->get());
+        cuda::widen_ids(narrow, n, d, stream_->get());
+      }
       d_ids[t] = DeviceIds{d, n};
       d_out[t] = reserve<float>(tab.host_out, n * tab.spec.dim);
     }
@@ -241,7 +240,7 @@ class CudaStep final : public DeviceStep {
     // One rank: the output gradient, read by step().
     const float* grad_out = nullptr;
     // Host-path staging.
-    DeviceBuffer host_ids, host_out, host_grad;
+    DeviceBuffer host_ids, host_ids32, host_out, host_grad;
   };
 
   int num_tables() const { return static_cast<int>(tables_.size()); }

@@ -14,10 +14,14 @@ Embedding::Embedding(const TableSpec& spec, const std::vector<float>& weights)
     : table_(spec, 0, spec.num_embeddings, weights) {}
 
 void LocalStep::forward(EmbeddingTable& table, const IdsView& ids, float* out,
-                        PhaseTimes* times) {
+                        PhaseTimes* times, bool checked) {
   const TableSpec& spec = table.spec();
   Stopwatch clock;
-  ids_ = validate_ids(ids, spec);
+  if (!checked) {
+    const std::string error = check_ids(ids, spec);
+    if (!error.empty()) throw Error(error);
+  }
+  ids_to_int64(ids, &ids_);
   const int64_t n = static_cast<int64_t>(ids_.size());
   cpu::unique_ids(ids_.data(), n, spec.num_embeddings, &index_);
   times->unique += clock.lap_ms();

@@ -74,6 +74,9 @@ int64_t first_bad(const T* ids, int64_t n, int64_t bound) {
 }  // namespace
 
 std::string check_ids(const IdsView& ids, const TableSpec& spec) {
+  if (ids.dtype != DType::kInt32 && ids.dtype != DType::kInt64)
+    return detail::concat("table '", spec.name, "': ids must be int32 or int64, got ",
+                          dtype_name(ids.dtype));
   const int64_t n = ids.numel();
   int64_t bad;
   int64_t value;
@@ -93,20 +96,23 @@ std::string check_ids(const IdsView& ids, const TableSpec& spec) {
                         spec.num_embeddings, ")");
 }
 
-std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& spec) {
-  EMBTRAIN_REQUIRE(ids.dtype == DType::kInt32 || ids.dtype == DType::kInt64, "table '",
-                   spec.name, "': ids must be int32 or int64, got ", dtype_name(ids.dtype));
-  const std::string error = check_ids(ids, spec);
-  if (!error.empty()) throw Error(error);
+void ids_to_int64(const IdsView& ids, std::vector<int64_t>* out) {
   const int64_t n = ids.numel();
-  std::vector<int64_t> out(static_cast<size_t>(n));
+  out->resize(static_cast<size_t>(n));
   if (ids.dtype == DType::kInt32) {
     const auto* p = static_cast<const int32_t*>(ids.data);
-    for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+    std::copy(p, p + n, out->begin());
   } else {
     const auto* p = static_cast<const int64_t*>(ids.data);
-    std::copy(p, p + n, out.begin());
+    std::copy(p, p + n, out->begin());
   }
+}
+
+std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& spec) {
+  const std::string error = check_ids(ids, spec);
+  if (!error.empty()) throw Error(error);
+  std::vector<int64_t> out;
+  ids_to_int64(ids, &out);
   return out;
 }
 

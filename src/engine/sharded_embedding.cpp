@@ -119,13 +119,7 @@ void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vecto
 
   // 1. Validate on every rank, agree, then index the distinct ids.
   std::string error;
-  for (int t = 0; t < T && error.empty(); ++t) {
-    if (ids[t].dtype != DType::kInt32 && ids[t].dtype != DType::kInt64)
-      error = detail::concat("table '", shards_[t].spec().name,
-                             "': ids must be int32 or int64, got ", dtype_name(ids[t].dtype));
-    else
-      error = check_ids(ids[t], shards_[t].spec());
-  }
+  for (int t = 0; t < T && error.empty(); ++t) error = check_ids(ids[t], shards_[t].spec());
   if (!error.empty() && P > 1) error += detail::concat(" (in rank ", comm_->rank(), "'s batch)");
   error = comm_->agree_on_error(error);
   if (!error.empty()) throw AgreedError(error);
@@ -133,7 +127,8 @@ void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vecto
   if (P == 1) {  // one rank owns every row: the single-process step, no exchange
     local_.resize(static_cast<size_t>(T));
     PhaseTimes times;
-    for (int t = 0; t < T; ++t) local_[t].forward(shards_[t], ids[t], out[t], &times);
+    for (int t = 0; t < T; ++t)
+      local_[t].forward(shards_[t], ids[t], out[t], &times, /*checked=*/true);
     stats_.unique_ms += times.unique;
     stats_.gather_ms += times.gather;
     ++stats_.steps;
@@ -143,7 +138,7 @@ void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vecto
   send_ids_count_.assign(static_cast<size_t>(P) * T, 0);
   for (int t = 0; t < T; ++t) {
     TableStep& st = steps_[t];
-    st.ids = validate_ids(ids[t], shards_[t].spec());
+    ids_to_int64(ids[t], &st.ids);
     cpu::unique_ids(st.ids.data(), static_cast<int64_t>(st.ids.size()),
                     shards_[t].spec().num_embeddings, &st.local);
     st.unique_begin.resize(P + 1);
