@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "embtrain/communicator.hpp"
@@ -49,6 +50,13 @@ class ShardedEmbedding {
   // The GPU step, or null on the CPU (benchmarks drive it with device
   // buffers directly).
   DeviceStep* device_step() { return device_.get(); }
+  bool on_gpu() const { return device_ != nullptr; }
+  // "cuda:0 NVIDIA H200 (...), data over nccl (...)"; "" on the CPU.
+  std::string device_description() const { return device_ ? device_->description() : ""; }
+  // The step on batches already in device memory (after use_cuda): ids[t],
+  // out[t] and grad_out[t] are device pointers; see DeviceStep.
+  void forward_device(const std::vector<DeviceIds>& ids, const std::vector<float*>& out);
+  void backward_device(const std::vector<const float*>& grad_out);
 
   // ids[t]: this rank's ids for table t; out[t]: ids[t].numel() x dim_t
   // floats. A bad id on any rank throws the same embtrain::Error on every

@@ -67,8 +67,8 @@ class BenchEngine {
     if (device == "cuda") sharded_->use_cuda(cuda_options);
   }
 
-  bool on_gpu() const { return sharded_ && sharded_->device_step(); }
-  std::string gpu_description() { return on_gpu() ? sharded_->device_step()->description() : ""; }
+  bool on_gpu() const { return sharded_ && sharded_->on_gpu(); }
+  std::string gpu_description() { return on_gpu() ? sharded_->device_description() : ""; }
 
   // Device copies of the batches and the gradient, made once before timing.
   void upload(const std::vector<std::vector<int64_t>>& batches, const RowBuffer& grad,
@@ -99,10 +99,9 @@ class BenchEngine {
     }
 #if defined(EMBTRAIN_HAVE_CUDA)
     if (on_gpu()) {
-      DeviceStep* gpu = sharded_->device_step();
-      gpu->forward_device({DeviceIds{d_batches_[b].as<int64_t>(), ids.numel()}},
-                          {d_out_.as<float>()});
-      gpu->backward_device({d_grad_.as<float>()});
+      sharded_->forward_device({DeviceIds{d_batches_[b].as<int64_t>(), ids.numel()}},
+                               {d_out_.as<float>()});
+      sharded_->backward_device({d_grad_.as<float>()});
       sharded_->step();
       return;
     }

@@ -101,6 +101,18 @@ void ShardedEmbedding::use_cuda(const CudaOptions& options) {
   device_ = make_cuda_step(shards_, plans_, comm_, options);
 }
 
+void ShardedEmbedding::forward_device(const std::vector<DeviceIds>& ids,
+                                      const std::vector<float*>& out) {
+  EMBTRAIN_REQUIRE(device_, "forward_device needs the GPU step (use_cuda)");
+  sync_device();
+  device_->forward_device(ids, out);
+}
+
+void ShardedEmbedding::backward_device(const std::vector<const float*>& grad_out) {
+  EMBTRAIN_REQUIRE(device_, "backward_device needs the GPU step (use_cuda)");
+  device_->backward_device(grad_out);
+}
+
 void ShardedEmbedding::sync_device() {
   if (!device_stale_) return;
   for (int t = 0; t < num_tables(); ++t) device_->upload(t, shards_[t]);

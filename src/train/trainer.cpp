@@ -139,7 +139,7 @@ TrainSummary train(Workload& workload, const std::vector<TableSetup>& setups,
 
   if (options.device == "cuda") {
     tables.use_cuda(options.cuda);
-    if (talk) std::printf("device: %s\n", tables.device_step()->description().c_str());
+    if (talk) std::printf("device: %s\n", tables.device_description().c_str());
   }
 
   const int64_t per_epoch = std::max<int64_t>(1, workload.steps_per_epoch());
