@@ -12,13 +12,14 @@
 namespace embtrain {
 
 enum class CommType { kByte, kInt32, kInt64, kFloat32, kFloat64 };
+enum class ReduceOp { kSum, kMax, kMin };
 int comm_type_size(CommType type);
 const char* comm_type_name(CommType type);  // "byte", "int32", ...
 
 // Where a communicator's buffer arguments live. A host communicator (MPI,
 // self) takes host pointers; a data communicator for the GPU engine
 // (NCCL, MPI-staged; see nccl_communicator.hpp, staged_communicator.hpp)
-// takes device pointers in alltoallv, alltoall, allreduce_*, broadcast and
+// takes device pointers in alltoallv, alltoall, allreduce, broadcast and
 // gatherv. Counts and other arguments are on the host either way.
 enum class MemorySpace { kHost, kDevice };
 
@@ -41,12 +42,19 @@ class Communicator {
   // Counts are in elements and may exceed 2^31.
   virtual void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                          const std::vector<int64_t>& recv_counts, CommType type) = 0;
-  // Fixed all-to-all of `count` elements per peer.
-  virtual void alltoall(const void* send, void* recv, int64_t count, CommType type) = 0;
-  // In-place sum / max / min over ranks.
-  virtual void allreduce_sum(void* data, int64_t count, CommType type) = 0;
-  virtual void allreduce_max(void* data, int64_t count, CommType type) = 0;
-  virtual void allreduce_min(void* data, int64_t count, CommType type) = 0;
+  // Fixed all-to-all of `count` elements per peer (alltoallv).
+  void alltoall(const void* send, void* recv, int64_t count, CommType type);
+  // In-place reduction over ranks, and its three spellings.
+  virtual void allreduce(void* data, int64_t count, CommType type, ReduceOp op) = 0;
+  void allreduce_sum(void* data, int64_t count, CommType type) {
+    allreduce(data, count, type, ReduceOp::kSum);
+  }
+  void allreduce_max(void* data, int64_t count, CommType type) {
+    allreduce(data, count, type, ReduceOp::kMax);
+  }
+  void allreduce_min(void* data, int64_t count, CommType type) {
+    allreduce(data, count, type, ReduceOp::kMin);
+  }
   virtual void broadcast(void* data, int64_t count, CommType type, int root) = 0;
   // Rank 0 receives counts[s] elements from each rank s, in rank order.
   virtual void gatherv(const void* send, int64_t send_count, void* recv,
@@ -73,6 +81,16 @@ class Communicator {
   void reset_traffic() { traffic_ = TrafficCounters{}; }
 
  protected:
+  // Where each rank's part of an alltoallv lies in the send and the receive
+  // buffer, in elements (size() + 1 entries each, the last the total).
+  struct Displacements {
+    std::vector<int64_t> send, recv;
+  };
+  // Checks an alltoallv's counts (one per rank), adds what goes to and comes
+  // from other ranks to the traffic counters, and returns the displacements.
+  Displacements prepare_alltoallv(const std::vector<int64_t>& send_counts,
+                                  const std::vector<int64_t>& recv_counts, CommType type);
+
   TrafficCounters traffic_;
 };
 

@@ -1,6 +1,6 @@
 // One embedding table with torch.nn.Embedding's semantics: its options
-// (TableSpec), the storage of a block of its rows with their optimizer
-// state (EmbeddingTable), and validation of the ids that index it.
+// (TableSpec) and the storage of a block of its rows with their optimizer
+// state and step counter (EmbeddingTable).
 #pragma once
 
 #include <cstdint>
@@ -8,8 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "embtrain/errors.hpp"
 #include "embtrain/huge_pages.hpp"
-#include "embtrain/npy.hpp"
+#include "embtrain/ids.hpp"
 #include "embtrain/optimizer.hpp"
 
 namespace embtrain {
@@ -33,24 +34,18 @@ struct TableSpec {
   int64_t padding_row() const;
 };
 
-// A view of a batch of ids: int32 or int64, any shape (C order).
-struct IdsView {
-  const void* data = nullptr;
-  DType dtype = DType::kInt64;
-  std::vector<int64_t> shape;
-
-  int64_t numel() const;
-  static IdsView of(const NpyArray& a);
-};
-
-// Checks that ids are int32 or int64 and each in [0, num_embeddings);
-// returns "" or the error, which names the table, the id's value, its
-// position in `ids` and the valid range.
-std::string check_ids(const IdsView& ids, const TableSpec& spec);
-// Copies ids (int32 or int64, checked) to int64 into `out`, reusing its memory.
-void ids_to_int64(const IdsView& ids, std::vector<int64_t>* out);
-// check_ids, throwing embtrain::Error, then the copy.
-std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& spec);
+// check_ids (ids.hpp) against a table.
+inline std::string check_ids(const IdsView& ids, const TableSpec& spec) {
+  return check_ids(ids, spec.name, spec.num_embeddings);
+}
+// check_ids, throwing embtrain::Error, then the ids as int64.
+inline std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& spec) {
+  const std::string error = check_ids(ids, spec);
+  if (!error.empty()) throw Error(error);
+  std::vector<int64_t> out;
+  ids_to_int64(ids, &out);
+  return out;
+}
 
 // Rows [row_begin, row_begin + num_rows) of a table, with their optimizer
 // state and the table's step counter. The whole table is one block on one
@@ -78,19 +73,9 @@ class EmbeddingTable {
   RowBuffer& state() { return state_; }
   // Floats of optimizer state per row (0 for SGD and for frozen tables).
   int64_t state_width() const;
-  // Restores the optimizer's step counter (checkpoints).
+  // The optimizer's step counter: advanced by every step (also of a frozen
+  // table) and restored from checkpoints.
   void set_step(int64_t step) { step_ = step; }
-
-  // Renorms the given rows (global ids, all owned) if the table has max_norm.
-  void renorm(const int64_t* rows, int64_t n);
-  // out[k] = row rows[k] (global ids, all owned).
-  void gather(const int64_t* rows, int64_t n, float* out) const;
-  // One optimizer step: advances the step counter, then updates rows[k]
-  // with the coalesced gradient grads[k] (rows distinct, owned, padding
-  // excluded). A frozen table only counts the step.
-  void apply_gradients(const int64_t* rows, const float* grads, int64_t n);
-  // The same with row k's gradient at grads[k].
-  void apply_gradients(const int64_t* rows, const float* const* grads, int64_t n);
 
  private:
   void init_state();

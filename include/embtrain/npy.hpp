@@ -8,12 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "embtrain/ids.hpp"  // DType
+
 namespace embtrain {
-
-enum class DType { kFloat32, kInt32, kInt64 };
-
-const char* dtype_name(DType t);  // "float32", "int32", "int64"
-int dtype_size(DType t);
 
 struct NpyArray {
   DType dtype = DType::kFloat32;
@@ -27,8 +24,9 @@ struct NpyArray {
   T* as() { return reinterpret_cast<T*>(data.data()); }
 };
 
-// "(3, 4)"-style rendering, as numpy prints shapes.
-std::string shape_to_string(const std::vector<int64_t>& shape);
+// A view of an int32 or int64 array as a batch of ids; throws Error for
+// any other type.
+IdsView ids_view(const NpyArray& a);
 
 NpyArray read_npy(const std::string& path);
 

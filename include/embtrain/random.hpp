@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "embtrain/row_math.hpp"  // EMBTRAIN_HD
+#include "embtrain/host_device.hpp"
 
 namespace embtrain {
 

@@ -7,11 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define EMBTRAIN_HD __host__ __device__ __forceinline__
-#else
-#define EMBTRAIN_HD inline
-#endif
+#include "embtrain/host_device.hpp"
 
 namespace embtrain {
 

@@ -2,6 +2,8 @@
 // stepped together so that every all-to-all carries all tables at once.
 // A step gives the result of one process training on the global batch (the
 // ranks' batches concatenated in rank order), up to float summation order.
+// The step runs on the CPU, or on each rank's GPU after use_cuda(); with one
+// rank it is the single-process step, with nothing to exchange.
 #pragma once
 
 #include <cstdint>
@@ -10,13 +12,21 @@
 #include <vector>
 
 #include "embtrain/communicator.hpp"
-#include "embtrain/device_step.hpp"
-#include "embtrain/embedding.hpp"
 #include "embtrain/embedding_table.hpp"
-#include "embtrain/kernels_cpu.hpp"
+#include "embtrain/ids.hpp"
 #include "embtrain/shard_plan.hpp"
+#include "embtrain/step_stats.hpp"
 
 namespace embtrain {
+
+class StepEngine;
+
+// How the GPU step picks its data communicator.
+struct CudaOptions {
+  // "auto" (NCCL when every GPU of a node has one rank, else MPI staged),
+  // "nccl" (an error when NCCL cannot be used) or "mpi-staged".
+  std::string data_comm = "auto";
+};
 
 class ShardedEmbedding {
  public:
@@ -32,11 +42,11 @@ class ShardedEmbedding {
   ShardedEmbedding(ShardedEmbedding&&) noexcept;
   ShardedEmbedding& operator=(ShardedEmbedding&&) noexcept;
 
-  int num_tables() const { return static_cast<int>(shards_.size()); }
+  int num_tables() const { return static_cast<int>(plans_.size()); }
   const ShardPlan& plan(int t) const { return plans_[t]; }
-  const TableSpec& spec(int t) const { return shards_[t].spec(); }
-  // This rank's block of table t. On the GPU the host shard is a mirror,
-  // brought up to date here; the non-const one is uploaded again before the
+  const TableSpec& spec(int t) const { return specs_[t]; }
+  // This rank's block of table t. On a GPU the host holds a mirror, brought
+  // up to date here; the non-const one is sent to the GPU again before the
   // next step, so anything written into it (loading a checkpoint) counts.
   const EmbeddingTable& shard(int t) const;
   EmbeddingTable& shard(int t);
@@ -45,18 +55,12 @@ class ShardedEmbedding {
   // Moves the step to this rank's GPU (local rank % device count): the rows
   // and optimizer state go to device memory and forward/backward/step run
   // in CUDA kernels, exchanging device buffers over NCCL or MPI staging.
-  // A collective. Throws Error when there is no GPU or no CUDA in the build.
+  // A collective. Throws AgreedError on every rank when a rank has no GPU or
+  // the build has no CUDA; the tables then stay on the CPU.
   void use_cuda(const CudaOptions& options = {});
-  // The GPU step, or null on the CPU (benchmarks drive it with device
-  // buffers directly).
-  DeviceStep* device_step() { return device_.get(); }
-  bool on_gpu() const { return device_ != nullptr; }
+  bool on_gpu() const;
   // "cuda:0 NVIDIA H200 (...), data over nccl (...)"; "" on the CPU.
-  std::string device_description() const { return device_ ? device_->description() : ""; }
-  // The step on batches already in device memory (after use_cuda): ids[t],
-  // out[t] and grad_out[t] are device pointers; see DeviceStep.
-  void forward_device(const std::vector<DeviceIds>& ids, const std::vector<float*>& out);
-  void backward_device(const std::vector<const float*>& grad_out);
+  std::string device_description() const;
 
   // ids[t]: this rank's ids for table t; out[t]: ids[t].numel() x dim_t
   // floats. A bad id on any rank throws the same embtrain::Error on every
@@ -68,56 +72,28 @@ class ShardedEmbedding {
   // Optimizer step on every table with the last backward's gradient.
   void step();
 
+  // The step on batches already in the memory it runs in: device memory
+  // after use_cuda (host memory on the CPU), int64 ids, nothing copied.
+  // Work is ordered after the legacy default stream: data written on any
+  // other stream must be synchronized first. out[t] is complete when
+  // forward_device returns; grad_out[t] must stay valid until step().
+  void forward_device(const std::vector<IdSpan>& ids, const std::vector<float*>& out);
+  void backward_device(const std::vector<const float*>& grad_out);
+  // Waits for the work the step has enqueued (nothing to wait for on the CPU).
+  void synchronize();
+
   // Table t assembled on `root` (num_embeddings x dim); empty elsewhere.
   std::vector<float> gather_table(int t, int root);
 
-  const ShardedStepStats& stats() const { return device_ ? device_->stats() : stats_; }
-  void reset_stats() {
-    stats_ = ShardedStepStats{};
-    if (device_) device_->stats() = ShardedStepStats{};
-  }
+  // Time per stage and bytes sent, summed over steps.
+  const StepStats& stats() const;
+  void reset_stats();
 
  private:
-  // What one table's forward leaves for its backward.
-  struct TableStep {
-    std::vector<int64_t> ids;             // this rank's ids, validated
-    cpu::UniqueIndex local;               // their distinct ids (requester side)
-    std::vector<int64_t> unique_begin;    // P + 1: local.unique split by owner
-    std::vector<int64_t> row_offset;      // per local unique id: its row in rows_
-    std::vector<int64_t> recv_ids;        // ids other ranks asked this owner for
-    std::vector<int64_t> recv_offset;     // per received id: its row in rows_
-    cpu::UniqueIndex owned;               // distinct ids of recv_ids (owner side)
-    std::vector<int64_t> update_rows;     // rows to update: owned.unique less padding
-    std::vector<const float*> grad_rows;  // their gradients: in rows_ as they arrived, or
-    std::vector<float> update_grads;      //   combined from several senders or occurrences here
-  };
-
-  // Before a GPU step: the host shards' changes to the device.
-  void sync_device();
-
   Communicator* comm_;
+  std::vector<TableSpec> specs_;
   std::vector<ShardPlan> plans_;
-  // The rows, or on the GPU their host mirror (see shard()).
-  mutable std::vector<EmbeddingTable> shards_;
-  std::unique_ptr<DeviceStep> device_;
-  mutable bool host_stale_ = false;  // the device has stepped since the last download
-  bool device_stale_ = false;        // a host shard was handed out writable
-  std::vector<TableStep> steps_;
-  // With one rank there is nothing to exchange: each table takes the
-  // single-process step (Embedding's) on its whole-table shard.
-  std::vector<LocalStep> local_;
-  // Per (peer, table) element counts of the id exchange: send_[d * T + t] ids
-  // of table t go to rank d; recv_[s * T + t] arrive from rank s.
-  std::vector<int64_t> send_ids_count_, recv_ids_count_;
-  // Exchange buffers, reused across steps.
-  std::vector<int64_t> ids_send_, ids_recv_;
-  // rows_ = [rows sent to other ranks | rows received from them | rows this
-  // rank asked of itself]; the last never go through the communicator.
-  std::vector<float> rows_;
-  int64_t recv_region_ = 0, self_region_ = 0;           // float offsets of the regions
-  std::vector<int64_t> rows_to_peer_, rows_from_peer_;  // floats per peer, self = 0
-  std::vector<int32_t> counts_send_, counts_recv_;
-  ShardedStepStats stats_;
+  std::unique_ptr<StepEngine> engine_;
 };
 
 }  // namespace embtrain

@@ -1,17 +1,39 @@
-// What a sharded step reports about itself, on the CPU and on the GPU.
+// The stages of a step and what a step reports about them. The names are
+// the same in the CPU and the CUDA engine, in the kernel files and in the
+// bench's phase report (shared/DESIGN.md, "One step, as data").
 #pragma once
 
 #include <cstdint>
 
 namespace embtrain {
 
-// Milliseconds per phase and bytes each exchange sent to other ranks,
-// summed over steps until reset.
-struct ShardedStepStats {
-  double unique_ms = 0, alltoall_ids_ms = 0, gather_ms = 0, alltoall_rows_ms = 0;
-  double reduce_ms = 0, alltoall_grads_ms = 0, update_ms = 0;
+enum class Stage : int {
+  kBucketByOwner,    // requester: distinct ids of the batch, split by owner
+  kExchangeIds,      // counts, then the ids, to their owners
+  kGatherOwned,      // owner: renorm (max_norm), then the requested rows
+  kExchangeRows,     // rows back to the requesters
+  kExpand,           // requester: rows to every position of the batch
+  kReduceRequested,  // requester: output gradient summed per distinct id
+  kExchangeGrads,    // the sums (and counts) to the owners
+  kCombineAtOwner,   // owner: senders' sums per row, scaled by the global count
+  kUpdate,           // owner: the optimizer on the rows that got a gradient
+};
+constexpr int kNumStages = 9;
+
+// "bucket_by_owner", "exchange_ids", ... (the enumerator's name).
+const char* stage_name(Stage stage);
+
+// Milliseconds per stage and bytes each exchange sent to other ranks,
+// summed over steps until reset. With one rank there is nothing to
+// exchange: the exchanges and expand stay 0 (gather_owned gathers the
+// batch's rows straight from the table).
+struct StepStats {
+  double ms[kNumStages] = {};
   int64_t ids_bytes_sent = 0, rows_bytes_sent = 0, grads_bytes_sent = 0;
   int64_t steps = 0;
+
+  double& operator[](Stage stage) { return ms[static_cast<int>(stage)]; }
+  double operator[](Stage stage) const { return ms[static_cast<int>(stage)]; }
 };
 
 }  // namespace embtrain

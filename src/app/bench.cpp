@@ -18,11 +18,11 @@
 #include "embtrain/errors.hpp"
 #include "embtrain/random.hpp"
 #include "embtrain/sharded_embedding.hpp"
-#include "embtrain/timer.hpp"
+#include "common/timer.hpp"
 #include "embtrain/zipf.hpp"
 #include "machine_info.hpp"
 #if defined(EMBTRAIN_HAVE_CUDA)
-#include "embtrain/kernels_cuda.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
 #endif
 #include "table_options.hpp"
 
@@ -47,10 +47,9 @@ double floor_bytes(double lookups, double unique, double updated, int64_t dim,
          updated * 2.0 * (row + 4.0 * static_cast<double>(state_width));
 }
 
-// Phase names in step order, as reported.
-const char* const kPhases[] = {"unique",        "alltoall_ids",    "gather", "alltoall_rows",
-                               "backward_reduce", "alltoall_grads", "update"};
-constexpr int kNumPhases = 7;
+// Phases in step order, as reported: the stages of the step.
+constexpr int kNumPhases = kNumStages;
+const char* phase_name(int i) { return stage_name(static_cast<Stage>(i)); }
 
 // The engine under test: one whole table in this process (local), or the
 // table row-sharded over the job's ranks, on the CPU or on the GPU. On the
@@ -99,7 +98,7 @@ class BenchEngine {
     }
 #if defined(EMBTRAIN_HAVE_CUDA)
     if (on_gpu()) {
-      sharded_->forward_device({DeviceIds{d_batches_[b].as<int64_t>(), ids.numel()}},
+      sharded_->forward_device({IdSpan{d_batches_[b].as<int64_t>(), ids.numel()}},
                                {d_out_.as<float>()});
       sharded_->backward_device({d_grad_.as<float>()});
       sharded_->step();
@@ -113,23 +112,18 @@ class BenchEngine {
   }
 
   void reset() {
-    if (local_) local_->reset_times();
+    if (local_) local_->reset_stats();
     if (sharded_) sharded_->reset_stats();
   }
 
   // Summed milliseconds per phase (kPhases order) and bytes sent per exchange.
   std::vector<double> phase_ms() const {
-    if (local_) {
-      const PhaseTimes& t = local_->times();
-      return {t.unique, 0, t.gather, 0, t.reduce, 0, t.update};
-    }
-    const ShardedStepStats& s = sharded_->stats();
-    return {s.unique_ms, s.alltoall_ids_ms, s.gather_ms,        s.alltoall_rows_ms,
-            s.reduce_ms, s.alltoall_grads_ms, s.update_ms};
+    const StepStats& s = local_ ? local_->stats() : sharded_->stats();
+    return std::vector<double>(s.ms, s.ms + kNumStages);
   }
   std::vector<double> bytes_sent() const {
     if (local_) return {0, 0, 0};
-    const ShardedStepStats& s = sharded_->stats();
+    const StepStats& s = sharded_->stats();
     return {static_cast<double>(s.ids_bytes_sent), static_cast<double>(s.rows_bytes_sent),
             static_cast<double>(s.grads_bytes_sent)};
   }
@@ -334,7 +328,7 @@ int run_bench(int argc, char** argv) {
   if (!root) return 0;
 
   nlohmann::json phase_json;
-  for (int i = 0; i < kNumPhases; ++i) phase_json[kPhases[i]] = phases[i];
+  for (int i = 0; i < kNumPhases; ++i) phase_json[phase_name(i)] = phases[i];
   nlohmann::json result = {
       {"host", machine.host},
       {"cpu", machine.cpu},
@@ -370,7 +364,7 @@ int run_bench(int argc, char** argv) {
   std::printf("# distinct ids: %.0f/step summed over ranks (%.1f%% of lookups)\n", sum_unique,
               100.0 * sum_unique / static_cast<double>(global_lookups));
   std::printf("# phases, ms/step (max over ranks):");
-  for (int i = 0; i < kNumPhases; ++i) std::printf(" %s %.2f", kPhases[i], phases[i]);
+  for (int i = 0; i < kNumPhases; ++i) std::printf(" %s %.2f", phase_name(i), phases[i]);
   std::printf("\n# sent to other ranks: %.2f MB/step (%.1f bytes/lookup)\n", bytes_total / 1e6,
               bytes_total / static_cast<double>(global_lookups));
   std::printf("# floor: %.1f MB/step/rank at %.1f GB/s copy bandwidth = %.2f ms (%.0f%% of step)\n",

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <vector>
 
-#include "embtrain/timer.hpp"
+#include "common/timer.hpp"
 
 namespace embtrain {
 namespace app {

@@ -194,7 +194,7 @@ int run_replay(int argc, char** argv) {
                        " of shape ", shape_to_string(grad.shape));
       // Check the whole batch here so that an error names the id's position
       // in the file, not in one rank's slice of it.
-      const std::string bad = check_ids(IdsView::of(ids), spec);
+      const std::string bad = check_ids(ids_view(ids), spec);
       EMBTRAIN_REQUIRE(bad.empty(), ids_path, ": ", bad);
     });
     // This rank's slice along the first axis (a 0-d batch goes to rank 0).

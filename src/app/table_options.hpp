@@ -5,8 +5,8 @@
 #include <boost/program_options.hpp>
 #include <string>
 
-#include "embtrain/device_step.hpp"
 #include "embtrain/embedding_table.hpp"
+#include "embtrain/sharded_embedding.hpp"
 
 namespace embtrain {
 namespace app {

@@ -2,6 +2,8 @@
 // and the agreement on errors, built from allreduce and broadcast.
 #include "embtrain/communicator.hpp"
 
+#include <vector>
+
 #include "embtrain/errors.hpp"
 
 namespace embtrain {
@@ -26,6 +28,31 @@ const char* comm_type_name(CommType type) {
     case CommType::kFloat64: return "float64";
   }
   return "?";
+}
+
+void Communicator::alltoall(const void* send, void* recv, int64_t count, CommType type) {
+  const std::vector<int64_t> counts(static_cast<size_t>(size()), count);
+  alltoallv(send, counts, recv, counts, type);
+}
+
+Communicator::Displacements Communicator::prepare_alltoallv(
+    const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
+    CommType type) {
+  const int P = size(), me = rank();
+  EMBTRAIN_ASSERT(static_cast<int>(send_counts.size()) == P &&
+                  static_cast<int>(recv_counts.size()) == P);
+  const int64_t elem = comm_type_size(type);
+  Displacements displ{std::vector<int64_t>(P + 1, 0), std::vector<int64_t>(P + 1, 0)};
+  for (int r = 0; r < P; ++r) {
+    EMBTRAIN_ASSERT(send_counts[r] >= 0 && recv_counts[r] >= 0);
+    displ.send[r + 1] = displ.send[r] + send_counts[r];
+    displ.recv[r + 1] = displ.recv[r] + recv_counts[r];
+    if (r != me) {
+      traffic_.bytes_sent += send_counts[r] * elem;
+      traffic_.bytes_received += recv_counts[r] * elem;
+    }
+  }
+  return displ;
 }
 
 std::string Communicator::agree_on_error(const std::string& local_error) {

@@ -4,8 +4,8 @@
 // from cudaMallocHost, for full-speed copies.
 #include <cuda_runtime.h>
 
-#include "../kernels/cuda/cuda_check.hpp"
-#include "embtrain/staged_communicator.hpp"
+#include "common/checks.hpp"
+#include "comm/staged_communicator.hpp"
 
 namespace embtrain {
 

@@ -1,13 +1,13 @@
 // Device selection: which GPU a rank takes, and whether the job moves device
 // buffers over NCCL or MPI staging. See device_selection.hpp.
-#include "embtrain/device_selection.hpp"
+#include "comm/device_selection.hpp"
 
 #include <mpi.h>
 
 #include <cstdint>
 
 #include "embtrain/errors.hpp"
-#include "mpi_check.hpp"
+#include "common/checks.hpp"
 
 namespace embtrain {
 

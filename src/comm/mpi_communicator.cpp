@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "embtrain/communicator.hpp"
-#include "mpi_check.hpp"
+#include "common/checks.hpp"
 
 namespace embtrain {
 
@@ -41,18 +41,10 @@ class MpiCommunicator final : public Communicator {
 
   void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                  const std::vector<int64_t>& recv_counts, CommType type) override {
-    EMBTRAIN_ASSERT(static_cast<int>(send_counts.size()) == size_ &&
-                    static_cast<int>(recv_counts.size()) == size_);
+    const Displacements displ = prepare_alltoallv(send_counts, recv_counts, type);
+    const std::vector<int64_t>& send_displ = displ.send;
+    const std::vector<int64_t>& recv_displ = displ.recv;
     const int64_t elem = comm_type_size(type);
-    std::vector<int64_t> send_displ(size_ + 1, 0), recv_displ(size_ + 1, 0);
-    for (int r = 0; r < size_; ++r) {
-      send_displ[r + 1] = send_displ[r] + send_counts[r];
-      recv_displ[r + 1] = recv_displ[r] + recv_counts[r];
-      if (r != rank_) {
-        traffic_.bytes_sent += send_counts[r] * elem;
-        traffic_.bytes_received += recv_counts[r] * elem;
-      }
-    }
     // The self part never leaves the process (buffers may be null when empty).
     if (send_counts[rank_] > 0)
       std::memcpy(static_cast<char*>(recv) + recv_displ[rank_] * elem,
@@ -77,19 +69,15 @@ class MpiCommunicator final : public Communicator {
         MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
   }
 
-  void alltoall(const void* send, void* recv, int64_t count, CommType type) override {
-    std::vector<int64_t> counts(size_, count);
-    alltoallv(send, counts, recv, counts, type);
-  }
-
-  void allreduce_sum(void* data, int64_t count, CommType type) override {
-    allreduce(data, count, type, MPI_SUM);
-  }
-  void allreduce_max(void* data, int64_t count, CommType type) override {
-    allreduce(data, count, type, MPI_MAX);
-  }
-  void allreduce_min(void* data, int64_t count, CommType type) override {
-    allreduce(data, count, type, MPI_MIN);
+  void allreduce(void* data, int64_t count, CommType type, ReduceOp op) override {
+    const MPI_Op mpi_op = op == ReduceOp::kSum ? MPI_SUM : op == ReduceOp::kMax ? MPI_MAX : MPI_MIN;
+    for (int64_t done = 0; done < count;) {
+      const int64_t piece = std::min(count - done, max_message_);
+      EMBTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE,
+                                       static_cast<char*>(data) + done * comm_type_size(type),
+                                       static_cast<int>(piece), mpi_type(type), mpi_op, comm_));
+      done += piece;
+    }
   }
 
   void broadcast(void* data, int64_t count, CommType type, int root) override {
@@ -126,16 +114,6 @@ class MpiCommunicator final : public Communicator {
   void barrier() override { EMBTRAIN_MPI_CHECK(MPI_Barrier(comm_)); }
 
  private:
-  void allreduce(void* data, int64_t count, CommType type, MPI_Op op) {
-    for (int64_t done = 0; done < count;) {
-      const int64_t piece = std::min(count - done, max_message_);
-      EMBTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE,
-                                       static_cast<char*>(data) + done * comm_type_size(type),
-                                       static_cast<int>(piece), mpi_type(type), op, comm_));
-      done += piece;
-    }
-  }
-
   void post_pieces(void* base, int64_t count, int peer, CommType type, bool is_send,
                    std::vector<MPI_Request>* requests) {
     const int64_t elem = comm_type_size(type);

@@ -1,7 +1,7 @@
 // The NCCL data communicator: collectives on device buffers, enqueued on a
 // CUDA stream, with MPI (the control communicator) for the bootstrap and
 // the barrier. See nccl_communicator.hpp for the contract.
-#include "embtrain/nccl_communicator.hpp"
+#include "comm/nccl_communicator.hpp"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -14,9 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "../kernels/cuda/cuda_check.hpp"
+#include "common/checks.hpp"
 #include "embtrain/errors.hpp"
-#include "nccl_check.hpp"
 
 namespace embtrain {
 
@@ -99,19 +98,11 @@ class NcclCommunicator final : public Communicator {
 
   void alltoallv(const void* d_send, const std::vector<int64_t>& send_counts, void* d_recv,
                  const std::vector<int64_t>& recv_counts, CommType type) override {
-    EMBTRAIN_ASSERT(static_cast<int>(send_counts.size()) == size_ &&
-                    static_cast<int>(recv_counts.size()) == size_);
+    const Displacements displ = prepare_alltoallv(send_counts, recv_counts, type);
+    const std::vector<int64_t>& send_displ = displ.send;
+    const std::vector<int64_t>& recv_displ = displ.recv;
     EMBTRAIN_ASSERT(send_counts[rank_] == recv_counts[rank_]);
     const int64_t elem = comm_type_size(type);
-    std::vector<int64_t> send_displ(size_ + 1, 0), recv_displ(size_ + 1, 0);
-    for (int r = 0; r < size_; ++r) {
-      send_displ[r + 1] = send_displ[r] + send_counts[r];
-      recv_displ[r + 1] = recv_displ[r] + recv_counts[r];
-      if (r != rank_) {
-        traffic_.bytes_sent += send_counts[r] * elem;
-        traffic_.bytes_received += recv_counts[r] * elem;
-      }
-    }
     const char* send = static_cast<const char*>(d_send);
     char* recv = static_cast<char*>(d_recv);
     // The self part is a device copy on the same stream, not a message.
@@ -134,19 +125,12 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
-  void alltoall(const void* d_send, void* d_recv, int64_t count, CommType type) override {
-    const std::vector<int64_t> counts(static_cast<size_t>(size_), count);
-    alltoallv(d_send, counts, d_recv, counts, type);
-  }
-
-  void allreduce_sum(void* d_data, int64_t count, CommType type) override {
-    allreduce(d_data, count, type, ncclSum);
-  }
-  void allreduce_max(void* d_data, int64_t count, CommType type) override {
-    allreduce(d_data, count, type, ncclMax);
-  }
-  void allreduce_min(void* d_data, int64_t count, CommType type) override {
-    allreduce(d_data, count, type, ncclMin);
+  void allreduce(void* d_data, int64_t count, CommType type, ReduceOp op) override {
+    if (count == 0) return;
+    const ncclRedOp_t nccl_op = op == ReduceOp::kSum ? ncclSum : op == ReduceOp::kMax ? ncclMax
+                                                                                      : ncclMin;
+    EMBTRAIN_NCCL_CHECK(ncclAllReduce(d_data, d_data, static_cast<size_t>(count), nccl_type(type),
+                                      nccl_op, comm_, stream_));
   }
 
   void broadcast(void* d_data, int64_t count, CommType type, int root) override {
@@ -204,12 +188,6 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
-  void allreduce(void* d_data, int64_t count, CommType type, ncclRedOp_t op) {
-    if (count == 0) return;
-    EMBTRAIN_NCCL_CHECK(ncclAllReduce(d_data, d_data, static_cast<size_t>(count), nccl_type(type),
-                                      op, comm_, stream_));
-  }
-
   // ncclGroupStart/End around `body`; the group is closed even when the
   // body throws, so the communicator stays usable for the error path.
   static void grouped(const std::function<void()>& body) {

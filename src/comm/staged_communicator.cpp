@@ -2,7 +2,7 @@
 // host staging buffers, the collective runs on a host communicator, and the
 // result is copied back to the device. Lets several ranks share one GPU,
 // which NCCL refuses. See staged_communicator.hpp for the contract.
-#include "embtrain/staged_communicator.hpp"
+#include "comm/staged_communicator.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -78,19 +78,9 @@ class StagedCommunicator final : public Communicator {
 
   void alltoallv(const void* d_send, const std::vector<int64_t>& send_counts, void* d_recv,
                  const std::vector<int64_t>& recv_counts, CommType type) override {
-    const int P = size(), me = rank();
-    EMBTRAIN_ASSERT(static_cast<int>(send_counts.size()) == P &&
-                    static_cast<int>(recv_counts.size()) == P);
+    const Displacements displ = prepare_alltoallv(send_counts, recv_counts, type);
+    const int64_t send_total = displ.send.back(), recv_total = displ.recv.back();
     const int64_t elem = comm_type_size(type);
-    int64_t send_total = 0, recv_total = 0;
-    for (int r = 0; r < P; ++r) {
-      send_total += send_counts[r];
-      recv_total += recv_counts[r];
-      if (r != me) {
-        traffic_.bytes_sent += send_counts[r] * elem;
-        traffic_.bytes_received += recv_counts[r] * elem;
-      }
-    }
     // The whole send buffer goes through the host, the self part included:
     // one copy each way, with the host communicator's offsets unchanged.
     char* h_send = h_send_.reserve(bytes(send_total, elem));
@@ -100,19 +90,13 @@ class StagedCommunicator final : public Communicator {
     to_device(d_recv, h_recv, bytes(recv_total, elem));
   }
 
-  void alltoall(const void* d_send, void* d_recv, int64_t count, CommType type) override {
-    const std::vector<int64_t> counts(static_cast<size_t>(size()), count);
-    alltoallv(d_send, counts, d_recv, counts, type);
-  }
-
-  void allreduce_sum(void* d_data, int64_t count, CommType type) override {
-    allreduce(d_data, count, type, &Communicator::allreduce_sum);
-  }
-  void allreduce_max(void* d_data, int64_t count, CommType type) override {
-    allreduce(d_data, count, type, &Communicator::allreduce_max);
-  }
-  void allreduce_min(void* d_data, int64_t count, CommType type) override {
-    allreduce(d_data, count, type, &Communicator::allreduce_min);
+  // In place on the device, so in place on the host too: one staging buffer.
+  void allreduce(void* d_data, int64_t count, CommType type, ReduceOp op) override {
+    const size_t n = bytes(count, comm_type_size(type));
+    char* h_data = h_send_.reserve(n);
+    to_host(h_data, d_data, n);
+    host_->allreduce(h_data, count, type, op);
+    to_device(d_data, h_data, n);
   }
 
   void broadcast(void* d_data, int64_t count, CommType type, int root) override {
@@ -145,17 +129,6 @@ class StagedCommunicator final : public Communicator {
   void barrier() override { host_->barrier(); }
 
  private:
-  using HostReduce = void (Communicator::*)(void*, int64_t, CommType);
-
-  // In place on the device, so in place on the host too: one staging buffer.
-  void allreduce(void* d_data, int64_t count, CommType type, HostReduce reduce) {
-    const size_t n = bytes(count, comm_type_size(type));
-    char* h_data = h_send_.reserve(n);
-    to_host(h_data, d_data, n);
-    ((*host_).*reduce)(h_data, count, type);
-    to_device(d_data, h_data, n);
-  }
-
   static size_t bytes(int64_t count, int64_t elem) {
     EMBTRAIN_ASSERT(count >= 0);
     return static_cast<size_t>(count * elem);

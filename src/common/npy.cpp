@@ -68,30 +68,16 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& pat
 
 }  // namespace
 
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::kFloat32: return "float32";
-    case DType::kInt32: return "int32";
-    case DType::kInt64: return "int64";
-  }
-  return "?";
-}
-
-int dtype_size(DType t) { return t == DType::kInt64 ? 8 : 4; }
-
 int64_t NpyArray::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
 }
 
-std::string shape_to_string(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << '(';
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  if (shape.size() == 1) os << ',';
-  os << ')';
-  return os.str();
+IdsView ids_view(const NpyArray& a) {
+  EMBTRAIN_REQUIRE(a.dtype == DType::kInt32 || a.dtype == DType::kInt64,
+                   "ids must be int32 or int64, got ", dtype_name(a.dtype));
+  return IdsView{a.data.data(), a.dtype, a.shape};
 }
 
 NpyArray read_npy(const std::string& path) {

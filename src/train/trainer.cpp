@@ -11,7 +11,7 @@
 #include "embtrain/checkpoint.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
-#include "embtrain/timer.hpp"
+#include "common/timer.hpp"
 
 namespace embtrain {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "embtrain/device_memory.hpp"
-#include "embtrain/kernels_cuda.hpp"
+#include "kernels/cuda/device_memory.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
 
 // Skips the test where no GPU is present, unless EMBTRAIN_REQUIRE_GPU=1
 // (as on the lent GPU machine) makes that a failure.

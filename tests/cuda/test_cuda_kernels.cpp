@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "cuda_test_util.hpp"
-#include "embtrain/kernels_cpu.hpp"
-#include "embtrain/kernels_cuda.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
 #include "embtrain/optimizer.hpp"
 
 namespace embtrain {

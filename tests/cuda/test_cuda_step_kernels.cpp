@@ -18,9 +18,9 @@
 
 #include "../unit/test_util.hpp"
 #include "cuda_test_util.hpp"
-#include "embtrain/device_memory.hpp"
-#include "embtrain/kernels_cpu.hpp"
-#include "embtrain/kernels_cuda.hpp"
+#include "kernels/cuda/device_memory.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
 #include "embtrain/optimizer.hpp"
 #include "embtrain/zipf.hpp"
 
@@ -69,7 +69,7 @@ std::vector<float> normal_floats(size_t n, float sigma, std::mt19937_64& rng) {
   return v;
 }
 
-void expect_same_index(const cuda::DeviceUniqueIndex& got, const cpu::UniqueIndex& want) {
+void expect_same_index(const UniqueIndex& got, const cpu::UniqueWorkspace& want) {
   ASSERT_EQ(got.num_unique, want.num_unique());
   ASSERT_EQ(got.n, static_cast<int64_t>(want.inverse.size()));
   EXPECT_EQ(download(got.unique, got.num_unique), want.unique);
@@ -147,16 +147,16 @@ TEST(CudaStepKernels, UniqueMatchesCpu) {
     std::vector<int64_t> ids = zipf_ids(c.n, c.rows, c.pad_frac, rng);
     if (c.id_bound > c.rows)  // spread the ids over a bound far above 2^32
       for (int64_t& id : ids) id = id * (c.id_bound / c.rows);
-    cpu::UniqueIndex want;
+    cpu::UniqueWorkspace want;
     cpu::unique_ids(ids.data(), c.n, c.id_bound, &want);
     DeviceArray<int64_t> d_ids(ids);
-    const cuda::DeviceUniqueIndex got =
+    const UniqueIndex got =
         cuda::unique_ids(d_ids.get(), c.n, c.id_bound, &ws, nullptr);
     SCOPED_TRACE("n " + std::to_string(c.n) + " id_bound " + std::to_string(c.id_bound));
     expect_same_index(got, want);
   }
   std::vector<int64_t> ids = boundary_ids(rng);
-  cpu::UniqueIndex want;
+  cpu::UniqueWorkspace want;
   cpu::unique_ids(ids.data(), static_cast<int64_t>(ids.size()), 100, &want);
   DeviceArray<int64_t> d_ids(ids);
   expect_same_index(
@@ -196,7 +196,7 @@ TEST(CudaStepKernels, BucketizeIsLowerBound) {
   EXPECT_EQ(d_begin.host(), (std::vector<int64_t>{0, 0}));
 }
 
-TEST(CudaStepKernels, GatherRowsAtMatchesCpu) {
+TEST(CudaStepKernels, ExpandRowsMatchesCpu) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = test_seed();
   SCOPED_TRACE(seed_trace(seed));
@@ -212,11 +212,11 @@ TEST(CudaStepKernels, GatherRowsAtMatchesCpu) {
       std::vector<int32_t> index(static_cast<size_t>(n));
       for (int32_t& i : index) i = static_cast<int32_t>(rng() % num_rows);
       std::vector<float> want(static_cast<size_t>(n * dim));
-      cpu::gather_rows_at(base.data(), offsets.data(), index.data(), n, dim, want.data());
+      cpu::expand_rows(base.data(), offsets.data(), index.data(), n, dim, want.data());
       DeviceArray<float> d_base(base), d_out(want.size());
       DeviceArray<int64_t> d_offsets(offsets);
       DeviceArray<int32_t> d_index(index);
-      cuda::gather_rows_at(d_base.get(), d_offsets.get(), d_index.get(), n, dim, d_out.get(),
+      cuda::expand_rows(d_base.get(), d_offsets.get(), d_index.get(), n, dim, d_out.get(),
                            nullptr);
       EXPECT_EQ(d_out.host(), want) << "dim " << dim << " n " << n;  // a copy: exact
     }
@@ -304,7 +304,7 @@ TEST(CudaStepKernels, SegmentSumMatchesCpu) {
           for (bool scale : {false, true}) {
             const Batch b = make_batch(ids, dim, offsets, weights, rng);
             const int64_t n = static_cast<int64_t>(b.ids.size());
-            cpu::UniqueIndex index;
+            cpu::UniqueWorkspace index;
             cpu::unique_ids(b.ids.data(), n, id_bound, &index);
             const int64_t num_unique = index.num_unique();
             // With offsets, dst rows shuffled and the padding id's skipped.
@@ -314,19 +314,19 @@ TEST(CudaStepKernels, SegmentSumMatchesCpu) {
               std::shuffle(dst_offsets.begin(), dst_offsets.end(), rng);
               if (num_unique > 0 && index.unique[0] == 0) dst_offsets[0] = -1;
             }
-            cpu::SegmentLayout layout;
+            SegmentLayout layout;
             layout.src_offsets = data_or_null(b.src_offsets);
             layout.weights = data_or_null(b.weights);
             layout.dst_offsets = data_or_null(dst_offsets);
             std::vector<float> want(static_cast<size_t>(num_unique * dim), 7.f);
-            cpu::segment_sum(b.src.data(), dim, index, layout, scale, want.data());
+            cpu::segment_sum(b.src.data(), dim, index.view(), layout, scale, want.data());
 
             DeviceArray<int64_t> d_ids(b.ids), d_src_offsets(b.src_offsets), d_dst(dst_offsets);
             DeviceArray<int32_t> d_weights(b.weights);
             DeviceArray<float> d_src(b.src), d_out(want.size(), 7.f);
-            const cuda::DeviceUniqueIndex d_index =
+            const UniqueIndex d_index =
                 cuda::unique_ids(d_ids.get(), n, id_bound, &unique_ws, nullptr);
-            cuda::SegmentLayout d_layout;
+            SegmentLayout d_layout;
             d_layout.src_offsets = offsets ? d_src_offsets.get() : nullptr;
             d_layout.weights = weights ? d_weights.get() : nullptr;
             d_layout.dst_offsets = offsets ? d_dst.get() : nullptr;
@@ -345,7 +345,7 @@ TEST(CudaStepKernels, SegmentSumMatchesCpu) {
 void cpu_sum_update(OptimizerKind kind, const StepScalars& s, std::vector<float>& table,
                     std::vector<float>& state, int64_t dim, int64_t row_offset, const Batch& b,
                     int64_t id_bound, bool scale, int64_t skip_row) {
-  cpu::UniqueIndex index;
+  cpu::UniqueWorkspace index;
   cpu::unique_ids(b.ids.data(), static_cast<int64_t>(b.ids.size()), id_bound, &index);
   std::vector<int64_t> dst(static_cast<size_t>(index.num_unique()));
   std::vector<int64_t> rows;
@@ -353,12 +353,12 @@ void cpu_sum_update(OptimizerKind kind, const StepScalars& s, std::vector<float>
     dst[u] = index.unique[u] == skip_row ? -1 : static_cast<int64_t>(rows.size()) * dim;
     if (dst[u] >= 0) rows.push_back(index.unique[u]);
   }
-  cpu::SegmentLayout layout;
+  SegmentLayout layout;
   layout.src_offsets = data_or_null(b.src_offsets);
   layout.weights = data_or_null(b.weights);
   layout.dst_offsets = dst.data();
   std::vector<float> grads(rows.size() * static_cast<size_t>(dim));
-  cpu::segment_sum(b.src.data(), dim, index, layout, scale, grads.data());
+  cpu::segment_sum(b.src.data(), dim, index.view(), layout, scale, grads.data());
   cpu::update_rows(kind, s, table.data(), state.data(), dim, rows.data(), grads.data(),
                    static_cast<int64_t>(rows.size()), row_offset);
 }
@@ -398,9 +398,9 @@ TEST(CudaStepKernels, SegmentSumUpdateMatchesCpu) {
               DeviceArray<float> d_table(table), d_state(state), d_src(b.src);
               DeviceArray<int64_t> d_ids(b.ids), d_src_offsets(b.src_offsets);
               DeviceArray<int32_t> d_weights(b.weights);
-              const cuda::DeviceUniqueIndex d_index =
+              const UniqueIndex d_index =
                   cuda::unique_ids(d_ids.get(), n, id_bound, &unique_ws, nullptr);
-              cuda::SegmentLayout d_layout;
+              SegmentLayout d_layout;
               d_layout.src_offsets = b.src_offsets.empty() ? nullptr : d_src_offsets.get();
               d_layout.weights = b.weights.empty() ? nullptr : d_weights.get();
               cuda::segment_sum_update(kind, s, d_table.get(), d_state.get(), dim, row_offset,
@@ -448,9 +448,9 @@ TEST(CudaStepKernels, SegmentSumUpdateIsDeterministic) {
       for (int run = 0; run < 2; ++run) {
         DeviceArray<float> d_table(table), d_state(state);
         const int64_t after_inputs = cuda::allocation_count();
-        const cuda::DeviceUniqueIndex d_index =
+        const UniqueIndex d_index =
             cuda::unique_ids(d_ids.get(), n, rows, &unique_ws, nullptr);
-        cuda::SegmentLayout layout;
+        SegmentLayout layout;
         layout.weights = d_weights.get();
         cuda::segment_sum_update(kind, scalars_for(kind), d_table.get(), d_state.get(), dim, 0,
                                  d_src.get(), d_index, layout, /*scale_by_count=*/true,

@@ -15,9 +15,9 @@
 #include "cuda_comm_test_util.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/errors.hpp"
-#include "embtrain/kernels_cuda.hpp"
-#include "embtrain/nccl_communicator.hpp"
-#include "embtrain/staged_communicator.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
+#include "comm/nccl_communicator.hpp"
+#include "comm/staged_communicator.hpp"
 
 namespace {
 

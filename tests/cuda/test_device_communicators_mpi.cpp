@@ -15,11 +15,11 @@
 #include "cuda_comm_test_util.hpp"
 #include "../mpi/mpi_test_util.hpp"
 #include "embtrain/communicator.hpp"
-#include "embtrain/device_selection.hpp"
+#include "comm/device_selection.hpp"
 #include "embtrain/errors.hpp"
-#include "embtrain/kernels_cuda.hpp"
-#include "embtrain/nccl_communicator.hpp"
-#include "embtrain/staged_communicator.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
+#include "comm/nccl_communicator.hpp"
+#include "comm/staged_communicator.hpp"
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "embtrain/communicator.hpp"
-#include "embtrain/device_selection.hpp"
+#include "comm/device_selection.hpp"
 #include "mpi_test_util.hpp"
 
 namespace {

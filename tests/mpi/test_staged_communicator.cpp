@@ -14,7 +14,7 @@
 #include "embtrain/communicator.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/random.hpp"
-#include "embtrain/staged_communicator.hpp"
+#include "comm/staged_communicator.hpp"
 #include "mpi_test_util.hpp"
 
 namespace {

@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "embtrain/cuda_launch.hpp"
+#include "kernels/cuda/launch.hpp"
 #include "test_util.hpp"
 
 namespace embtrain {

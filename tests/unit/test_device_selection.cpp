@@ -5,7 +5,7 @@
 #include <string>
 
 #include "embtrain/communicator.hpp"
-#include "embtrain/device_selection.hpp"
+#include "comm/device_selection.hpp"
 #include "embtrain/errors.hpp"
 
 namespace {

@@ -14,14 +14,15 @@
 #include <string>
 #include <vector>
 
-#include "embtrain/kernels_cpu.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
 #include "test_util.hpp"
 
 namespace {
 
 using embtrain::OptimizerKind;
 using embtrain::StepScalars;
-using embtrain::cpu::UniqueIndex;
+// The arrays of a CPU index, as vectors (UniqueIndex is its view).
+using UniqueIndex = embtrain::cpu::UniqueWorkspace;
 using embtrain_test::all_close;
 using embtrain_test::seed_trace;
 using embtrain_test::test_seed;
@@ -260,7 +261,7 @@ void check_segment_sum(const std::vector<int64_t>& ids, int64_t dim, bool scale,
 
   // A buffer of u_count rows: with a skip, its last row must stay untouched.
   std::vector<float> sums(static_cast<size_t>(u_count * dim), 4242.f);
-  embtrain::cpu::segment_sum(grad.data(), dim, index, scale, skip, sums.data());
+  embtrain::cpu::segment_sum(grad.data(), dim, index.view(), scale, skip, sums.data());
   for (int64_t i = 0; i < written * dim; ++i)
     ASSERT_NEAR(sums[i], want[i], 1e-6 * magnitude[i] + 1e-6)
         << "output row " << i / dim << ", element " << i % dim;
@@ -289,9 +290,9 @@ TEST(SegmentSum, SmallExampleWithSkip) {
   const std::vector<float> grad = {1, 10, 2, 20, 4, 40, 8, 80, 16, 160};
   const UniqueIndex index = reference_index(ids);
   std::vector<float> sums(6, -1.f);
-  embtrain::cpu::segment_sum(grad.data(), 2, index, false, 1, sums.data());
+  embtrain::cpu::segment_sum(grad.data(), 2, index.view(), false, 1, sums.data());
   EXPECT_EQ(sums, (std::vector<float>{2, 20, 8, 80, -1, -1}));
-  embtrain::cpu::segment_sum(grad.data(), 2, index, true, -1, sums.data());
+  embtrain::cpu::segment_sum(grad.data(), 2, index.view(), true, -1, sums.data());
   EXPECT_EQ(sums, (std::vector<float>{2, 20, 7, 70, 8, 80}));
 }
 
@@ -299,7 +300,7 @@ TEST(SegmentSum, EmptyBatchWritesNothing) {
   UniqueIndex index;
   index.offsets = {0};
   float sentinel = 5.f;
-  embtrain::cpu::segment_sum(nullptr, 4, index, true, -1, &sentinel);
+  embtrain::cpu::segment_sum(nullptr, 4, index.view(), true, -1, &sentinel);
   EXPECT_EQ(sentinel, 5.f);
 }
 

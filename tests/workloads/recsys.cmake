@@ -5,7 +5,7 @@ add_executable(recsys_tests
   ${CMAKE_CURRENT_SOURCE_DIR}/../mpi/mpi_test_main.cpp
 )
 target_include_directories(recsys_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/../mpi)
-target_link_libraries(recsys_tests PRIVATE embtrain_core GTest::gtest embtrain_warnings)
+target_link_libraries(recsys_tests PRIVATE embtrain_train GTest::gtest embtrain_warnings)
 target_compile_definitions(recsys_tests PRIVATE
   EMBTRAIN_RECSYS_SAMPLE="${PROJECT_SOURCE_DIR}/configs/data/recsys_sample.tsv")
 

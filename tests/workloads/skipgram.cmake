@@ -6,7 +6,7 @@ add_executable(skipgram_tests
   ${CMAKE_CURRENT_SOURCE_DIR}/../mpi/mpi_test_main.cpp
 )
 target_include_directories(skipgram_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/../mpi)
-target_link_libraries(skipgram_tests PRIVATE embtrain_core GTest::gtest embtrain_warnings)
+target_link_libraries(skipgram_tests PRIVATE embtrain_train GTest::gtest embtrain_warnings)
 
 embtrain_add_mpi_tests(skipgram.np skipgram_tests 1 2)
 

@@ -1,11 +1,13 @@
+// Row gathers: the owner's gather_owned (rows by id) and the requester's
+// expand (unique rows to every position of the batch).
 #include <cstring>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
-#include "embtrain/kernels_cpu.hpp"
-#include "embtrain/prefetch.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/cpu/prefetch.hpp"
 
 namespace embtrain {
 namespace cpu {
@@ -57,16 +59,9 @@ void gather_rows(const float* table, int64_t dim, const int32_t* index, int64_t 
   gather_impl([=](int64_t i) { return table + (index[i] - row_offset) * dim; }, dim, n, out);
 }
 
-void gather_rows_at(const float* base, const int64_t* offsets, const int32_t* index, int64_t n,
+void expand_rows(const float* base, const int64_t* offsets, const int32_t* index, int64_t n,
                     int64_t dim, float* out) {
   gather_impl([=](int64_t i) { return base + offsets[index[i]]; }, dim, n, out);
-}
-
-void renorm_rows(float* table, int64_t dim, const int64_t* rows, int64_t n, int64_t row_offset,
-                 float max_norm, float norm_type) {
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < n; ++k)
-    renorm_row(table + (rows[k] - row_offset) * dim, dim, max_norm, norm_type);
 }
 
 }  // namespace cpu

@@ -1,11 +1,13 @@
+// Segment sums: the requester's reduce_requested (output gradient rows per
+// distinct id) and the owner's combine_at_owner (the senders' sums per row).
 #include <omp.h>
 
 #include <algorithm>
 #include <vector>
 
-#include "embtrain/kernels_cpu.hpp"
-#include "embtrain/prefetch.hpp"
-#include "clones.hpp"
+#include "kernels/cpu/clones.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/cpu/prefetch.hpp"
 
 namespace embtrain {
 namespace cpu {
@@ -20,10 +22,10 @@ EMBTRAIN_CPU_CLONES
 void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
                const SegmentLayout& layout, bool scale_by_count, float* dst, int64_t u_begin,
                int64_t u_end, bool position_walk) {
-  const int64_t num_positions = static_cast<int64_t>(index.inverse.size());
-  const int32_t* offsets = index.offsets.data();
-  const int32_t* positions = index.positions.data();
-  const int32_t* inverse = index.inverse.data();
+  const int64_t num_positions = index.n;
+  const int32_t* offsets = index.offsets;
+  const int32_t* positions = index.positions;
+  const int32_t* inverse = index.inverse;
   auto src_row = [&](int64_t p) {
     return src + (layout.src_offsets ? layout.src_offsets[p] : p * dim);
   };
@@ -76,8 +78,8 @@ void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
 
 void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
                  const SegmentLayout& layout, bool scale_by_count, float* dst) {
-  const int64_t num_unique = index.num_unique();
-  const int32_t* offsets = index.offsets.data();
+  const int64_t num_unique = index.num_unique;
+  const int32_t* offsets = index.offsets;
   auto summed = [&](int64_t u) { return !layout.dst_offsets || layout.dst_offsets[u] >= 0; };
   // Each thread owns a range of ids holding about equal numbers of the
   // positions to add (under a Zipf law a few ids own thousands; skipped ids
@@ -119,8 +121,8 @@ void segment_sum(const float* grad, int64_t dim, const UniqueIndex& index, bool 
   SegmentLayout layout;
   std::vector<int64_t> dst;
   if (skip >= 0) {
-    dst.resize(static_cast<size_t>(index.num_unique()));
-    for (int64_t u = 0; u < index.num_unique(); ++u)
+    dst.resize(static_cast<size_t>(index.num_unique));
+    for (int64_t u = 0; u < index.num_unique; ++u)
       dst[u] = u == skip ? -1 : (u < skip ? u : u - 1) * dim;
     layout.dst_offsets = dst.data();
   }

@@ -1,8 +1,10 @@
+// unique_ids: the distinct ids of a batch with their positions (the first
+// half of bucket_by_owner, and the owner's index of what it was asked for).
 #include <algorithm>
 #include <cstring>
 
 #include "embtrain/errors.hpp"
-#include "embtrain/kernels_cpu.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
 
 namespace embtrain {
 namespace cpu {
@@ -18,7 +20,18 @@ int bits_needed(int64_t bound) {
 }
 }  // namespace
 
-void unique_ids(const int64_t* ids, int64_t n, int64_t id_bound, UniqueIndex* out) {
+UniqueIndex UniqueWorkspace::view() const {
+  UniqueIndex index;
+  index.unique = unique.data();
+  index.inverse = inverse.data();
+  index.offsets = offsets.data();
+  index.positions = positions.data();
+  index.num_unique = num_unique();
+  index.n = static_cast<int64_t>(inverse.size());
+  return index;
+}
+
+UniqueIndex unique_ids(const int64_t* ids, int64_t n, int64_t id_bound, UniqueWorkspace* out) {
   EMBTRAIN_REQUIRE(n < (int64_t{1} << 31), "a batch holds ", n,
                    " ids; one table's batch per rank is limited to 2^31 - 1");
   const int32_t count = static_cast<int32_t>(n);
@@ -66,6 +79,11 @@ void unique_ids(const int64_t* ids, int64_t n, int64_t id_bound, UniqueIndex* ou
     out->inverse[pos[i]] = static_cast<int32_t>(out->unique.size() - 1);
   }
   out->offsets.push_back(count);
+  return out->view();
+}
+
+void segment_counts(const int32_t* offsets, int64_t n, int32_t* counts) {
+  for (int64_t u = 0; u < n; ++u) counts[u] = offsets[u + 1] - offsets[u];
 }
 
 }  // namespace cpu

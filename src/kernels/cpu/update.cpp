@@ -1,8 +1,9 @@
+// The optimizer update of the rows a step touched (update).
 #include <omp.h>
 
-#include "embtrain/kernels_cpu.hpp"
-#include "embtrain/prefetch.hpp"
-#include "clones.hpp"
+#include "kernels/cpu/clones.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/cpu/prefetch.hpp"
 
 namespace embtrain {
 namespace cpu {

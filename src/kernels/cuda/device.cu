@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <utility>
 
-#include "cuda_check.hpp"
-#include "embtrain/device_memory.hpp"
-#include "embtrain/kernels_cuda.hpp"
+#include <cuda_runtime.h>
+
+#include "common/checks.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
+#include "kernels/cuda/device_memory.hpp"
 
 namespace embtrain {
 namespace cuda {

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "embtrain/cuda_launch.hpp"
+#include "kernels/cuda/launch.hpp"
 #include "embtrain/row_math.hpp"
 
 namespace embtrain {
@@ -88,6 +88,12 @@ __device__ __forceinline__ float sum_of_squares(const Vec<N>& x) {
 #pragma unroll
   for (int i = 0; i < N; ++i) sq += x.v[i] * x.v[i];
   return sq;
+}
+
+// Host side: grids that give each of `items` a warp, or a thread.
+inline unsigned warp_blocks(int64_t items) { return static_cast<unsigned>(blocks_for_warps(items)); }
+inline unsigned thread_blocks(int64_t items) {
+  return static_cast<unsigned>(blocks_for_threads(items));
 }
 
 // Host side: whether a row kernel may use N = 4 on these pointers.

@@ -1,6 +1,6 @@
-# The recsys workload: its train-layer sources in embtrain_core, its config
+# The recsys workload: its train-layer sources in embtrain_train, its config
 # keys in the embtrain executable (included from the top-level CMakeLists.txt).
-target_sources(embtrain_core PRIVATE
+target_sources(embtrain_train PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/recsys.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/recsys_data.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/recsys_model.cpp

@@ -1,7 +1,7 @@
 # The skipgram workload: its library sources (train layer, no Boost) and
 # its config keys (app layer). Included OPTIONALLY by the top-level
 # CMakeLists.txt.
-target_sources(embtrain_core PRIVATE
+target_sources(embtrain_train PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/skipgram.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/skipgram_text.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/skipgram_sampling.cpp

@@ -1,4 +1,4 @@
-// Segment sums over a DeviceUniqueIndex: dst[u] = sum of the source rows of
+// Segment sums over a UniqueIndex: dst[u] = sum of the source rows of
 // unique id u's positions (segment_sum), or the same sum fed straight into
 // the optimizer update of the table row it belongs to (segment_sum_update,
 // what the owner runs, with no gradient buffer in between).
@@ -19,9 +19,9 @@
 // summed exactly as the CPU kernel sums them.
 #include <cub/device/device_scan.cuh>
 
-#include "cuda_check.hpp"
-#include "embtrain/kernels_cuda.hpp"
-#include "warp_rows.cuh"
+#include "common/checks.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
+#include "kernels/cuda/warp_rows.cuh"
 
 namespace embtrain {
 namespace cuda {
@@ -202,7 +202,7 @@ void reduce(SegmentArgs a, const UpdateArgs& up, float* dst, bool vectorize, int
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 
-SegmentArgs segment_args(const float* d_src, int64_t dim, const DeviceUniqueIndex& index,
+SegmentArgs segment_args(const float* d_src, int64_t dim, const UniqueIndex& index,
                          const SegmentLayout& layout, bool scale_by_count) {
   SegmentArgs a;
   a.src = d_src;
@@ -220,7 +220,7 @@ SegmentArgs segment_args(const float* d_src, int64_t dim, const DeviceUniqueInde
 
 }  // namespace
 
-void segment_sum(const float* d_src, int64_t dim, const DeviceUniqueIndex& index,
+void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
                  const SegmentLayout& layout, bool scale_by_count, float* d_dst,
                  SegmentWorkspace* ws, void* stream) {
   const SegmentArgs a = segment_args(d_src, dim, index, layout, scale_by_count);
@@ -230,7 +230,7 @@ void segment_sum(const float* d_src, int64_t dim, const DeviceUniqueIndex& index
 
 void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d_table,
                         float* d_state, int64_t dim, int64_t row_offset, const float* d_src,
-                        const DeviceUniqueIndex& index, const SegmentLayout& layout,
+                        const UniqueIndex& index, const SegmentLayout& layout,
                         bool scale_by_count, int64_t skip_row, SegmentWorkspace* ws, void* stream) {
   EMBTRAIN_ASSERT(layout.dst_offsets == nullptr);
   SegmentArgs a = segment_args(d_src, dim, index, layout, scale_by_count);

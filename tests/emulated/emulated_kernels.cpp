@@ -1,18 +1,19 @@
-// An emulated CUDA backend, built only for tests: every function of
-// kernels_cuda.hpp and device_memory.hpp, plus make_nccl_communicator and
-// make_cuda_copier, on the host, with "device" memory that is ordinary host
-// memory. Linked into a test binary together with src/engine/cuda_step.cpp,
-// it lets the GPU engine's host-side protocol (buffer layouts, counts,
-// offsets, which kernel runs on which buffer) run in CI, where there is no
-// GPU, against the single-process CPU reference. The kernels themselves are
-// checked against the CPU kernels by tests/cuda on a real GPU.
+// An emulated CUDA device, built only for tests: every function of
+// cuda_kernels.hpp and device_memory.hpp on the host, with "device" memory
+// that is ordinary host memory (emulated_comm.cpp does the same for the
+// device data communicators). Linked into a test binary together with the
+// GPU engine (src/engine/cuda_backend.cpp, cuda_engine.cpp), it lets the GPU
+// engine's host side (buffer layouts, counts, offsets, which kernel runs on
+// which buffer) run in CI, where there is no GPU, against the
+// single-process CPU reference. The kernels themselves are checked against
+// the CPU kernels by tests/cuda on a real GPU.
 //
 // Each function keeps the contract documented in kernels_cuda.hpp and
 // delegates to the CPU kernel (kernels_cpu.hpp) where there is one. What
 // the emulation cannot show: stream ordering. Every "asynchronous" call here
 // is done when it returns, so a missing synchronize, a host read of device
 // memory or a pageable buffer reused too early goes unnoticed; those need a
-// review of cuda_step.cpp, or a run on a GPU.
+// review of cuda_backend.cpp, or a run on a GPU.
 //
 // What it does show beyond a plain host build:
 //  - Freshly reserved "device" and "pinned" memory is filled with a poison
@@ -39,17 +40,10 @@
 #include <utility>
 #include <vector>
 
-#include "embtrain/communicator.hpp"
-#include "embtrain/device_memory.hpp"
 #include "embtrain/errors.hpp"
-#include "embtrain/kernels_cpu.hpp"
-#include "embtrain/kernels_cuda.hpp"
-#include "embtrain/nccl_communicator.hpp"
-#include "embtrain/staged_communicator.hpp"
-
-#if !defined(EMBTRAIN_EMULATED_CUDA)
-#error "emulated_cuda.cpp is a test stand-in for the CUDA backend (EMBTRAIN_EMULATED_CUDA)"
-#endif
+#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
+#include "kernels/cuda/device_memory.hpp"
 
 namespace embtrain {
 namespace cuda {
@@ -72,23 +66,6 @@ void* allocate(size_t bytes) {
   std::memset(p, kPoison, bytes);
   ++g_allocations;
   return p;
-}
-
-// The CPU index of a device index: the four arrays copied into vectors.
-void to_cpu_index(const DeviceUniqueIndex& index, cpu::UniqueIndex* out) {
-  const auto nu = static_cast<size_t>(index.num_unique), n = static_cast<size_t>(index.n);
-  out->unique.assign(index.unique, index.unique + nu);
-  out->inverse.assign(index.inverse, index.inverse + n);
-  out->offsets.assign(index.offsets, index.offsets + nu + 1);
-  out->positions.assign(index.positions, index.positions + n);
-}
-
-cpu::SegmentLayout to_cpu_layout(const SegmentLayout& layout) {
-  cpu::SegmentLayout l;
-  l.src_offsets = layout.src_offsets;
-  l.weights = layout.weights;
-  l.dst_offsets = layout.dst_offsets;
-  return l;
 }
 
 // A broken precondition of the real kernel: fatal, as on a GPU.
@@ -205,8 +182,8 @@ void find_bad_id(const int32_t* d_ids, int64_t n, int64_t bound, int64_t* d_resu
 // cpu::unique_ids, then its four arrays into the workspace's buffer at the
 // offsets the CUDA kernel uses, so they live (and get overwritten) where
 // the real ones do: valid until the next call on the same workspace.
-DeviceUniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, UniqueWorkspace* ws,
-                             void*) {
+UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, UniqueWorkspace* ws,
+                       void*) {
   EMBTRAIN_REQUIRE(n < (int64_t{1} << 31), "a batch holds ", n,
                    " ids; one table's batch per rank is limited to 2^31 - 1");
   // The real sort looks at the bits id_bound needs and no others.
@@ -214,38 +191,35 @@ DeviceUniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, 
     if (d_ids[i] < 0 || d_ids[i] >= id_bound)
       contract_violation("unique_ids", "id ", d_ids[i], " at position ", i, " is outside [0, ",
                          id_bound, ")");
-  thread_local cpu::UniqueIndex scratch;  // sort buffers kept between calls
+  thread_local cpu::UniqueWorkspace scratch;  // sort buffers kept between calls
   cpu::unique_ids(d_ids, n, id_bound, &scratch);
 
   const UniquePlan plan = unique_plan(n, 0);
-  DeviceUniqueIndex index = ws->lay_out(plan, n);
-  index.num_unique = scratch.num_unique();
-  std::copy(scratch.unique.begin(), scratch.unique.end(), index.unique);
-  std::copy(scratch.inverse.begin(), scratch.inverse.end(), index.inverse);
-  std::copy(scratch.offsets.begin(), scratch.offsets.end(), index.offsets);
-  std::copy(scratch.positions.begin(), scratch.positions.end(), index.positions);
-  if (n == 0) index.offsets[0] = 0;  // whatever the CPU kernel leaves for no ids
-  return index;
+  ws->buffer.reserve(plan.total);
+  auto* unique = ws->buffer.as<int64_t>(plan.unique);
+  auto* inverse = ws->buffer.as<int32_t>(plan.inverse);
+  auto* offsets = ws->buffer.as<int32_t>(plan.offsets);
+  auto* positions = ws->buffer.as<int32_t>(plan.positions);
+  std::copy(scratch.unique.begin(), scratch.unique.end(), unique);
+  std::copy(scratch.inverse.begin(), scratch.inverse.end(), inverse);
+  std::copy(scratch.offsets.begin(), scratch.offsets.end(), offsets);
+  std::copy(scratch.positions.begin(), scratch.positions.end(), positions);
+  if (n == 0) offsets[0] = 0;  // whatever the CPU kernel leaves for no ids
+  return UniqueIndex{unique, inverse, offsets, positions, scratch.num_unique(), n};
 }
 
 void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
                int64_t num_bounds, int64_t* d_begin, void*) {
-  for (int64_t d = 0; d < num_bounds; ++d)
-    d_begin[d] = std::lower_bound(d_unique, d_unique + num_unique, d_bounds[d]) - d_unique;
+  cpu::bucketize(d_unique, num_unique, d_bounds, num_bounds, d_begin);
 }
 
 void block_offsets(const int64_t* d_starts, const int64_t* d_base, int64_t num_blocks, int64_t dim,
                    int64_t n, int64_t* d_out, void*) {
-  for (int64_t k = 0; k < n; ++k) {
-    // The last block b with starts[b] <= k, as the kernel's binary search.
-    const int64_t b = std::upper_bound(d_starts, d_starts + num_blocks, k) - d_starts - 1;
-    EMBTRAIN_ASSERT(b >= 0);
-    d_out[k] = d_base[b] + (k - d_starts[b]) * dim;
-  }
+  cpu::block_offsets(d_starts, d_base, num_blocks, dim, n, d_out);
 }
 
 void segment_counts(const int32_t* d_offsets, int64_t num_unique, int32_t* d_counts, void*) {
-  for (int64_t u = 0; u < num_unique; ++u) d_counts[u] = d_offsets[u + 1] - d_offsets[u];
+  cpu::segment_counts(d_offsets, num_unique, d_counts);
 }
 
 // --- Rows ------------------------------------------------------------------------
@@ -255,13 +229,13 @@ void gather_rows(const float* d_table, int64_t dim, const int64_t* d_index, int6
   if (n > 0) cpu::gather_rows(d_table, dim, d_index, n, row_offset, d_out);
 }
 
-void gather_rows_at(const float* d_base, const int64_t* d_offsets, const int32_t* d_index,
-                    int64_t n, int64_t dim, float* d_out, void*) {
+void expand_rows(const float* d_base, const int64_t* d_offsets, const int32_t* d_index, int64_t n,
+                 int64_t dim, float* d_out, void*) {
   if (n == 0) return;
   if (dim % 4 == 0 && aligned16(d_base) && aligned16(d_out))
     for (int64_t i = 0; i < n; ++i)
-      check_row_offset("gather_rows_at", "offsets", d_offsets[d_index[i]], d_index[i]);
-  cpu::gather_rows_at(d_base, d_offsets, d_index, n, dim, d_out);
+      check_row_offset("expand_rows", "offsets", d_offsets[d_index[i]], d_index[i]);
+  cpu::expand_rows(d_base, d_offsets, d_index, n, dim, d_out);
 }
 
 void renorm_rows(float* d_table, int64_t dim, const int64_t* d_rows, int64_t n, int64_t row_offset,
@@ -279,7 +253,7 @@ void update_rows(OptimizerKind kind, const StepScalars& scalars, float* d_table,
 
 // The source rows the kernel reads: those of the positions of every id it
 // does not skip (dst_offsets[u] < 0, or unique[u] == skip_row).
-void check_src_offsets(const char* kernel, const DeviceUniqueIndex& index,
+void check_src_offsets(const char* kernel, const UniqueIndex& index,
                        const SegmentLayout& layout, int64_t skip_row) {
   if (!layout.src_offsets) return;
   for (int64_t u = 0; u < index.num_unique; ++u) {
@@ -292,7 +266,7 @@ void check_src_offsets(const char* kernel, const DeviceUniqueIndex& index,
 
 // The workspace is not needed on the host (the CPU kernel sums in position
 // order without partial rows); it stays untouched.
-void segment_sum(const float* d_src, int64_t dim, const DeviceUniqueIndex& index,
+void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
                  const SegmentLayout& layout, bool scale_by_count, float* d_dst, SegmentWorkspace*,
                  void*) {
   if (index.num_unique == 0) return;
@@ -303,9 +277,7 @@ void segment_sum(const float* d_src, int64_t dim, const DeviceUniqueIndex& index
         if (layout.dst_offsets[u] >= 0)
           check_row_offset("segment_sum", "dst_offsets", layout.dst_offsets[u], u);
   }
-  thread_local cpu::UniqueIndex cpu_index;
-  to_cpu_index(index, &cpu_index);
-  cpu::segment_sum(d_src, dim, cpu_index, to_cpu_layout(layout), scale_by_count, d_dst);
+  cpu::segment_sum(d_src, dim, index, layout, scale_by_count, d_dst);
 }
 
 // cpu::segment_sum of every id but skip_row into a dense buffer, then
@@ -313,7 +285,7 @@ void segment_sum(const float* d_src, int64_t dim, const DeviceUniqueIndex& index
 // cpu::segment_sum then cpu::update_rows".
 void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d_table,
                         float* d_state, int64_t dim, int64_t row_offset, const float* d_src,
-                        const DeviceUniqueIndex& index, const SegmentLayout& layout,
+                        const UniqueIndex& index, const SegmentLayout& layout,
                         bool scale_by_count, int64_t skip_row, SegmentWorkspace*, void*) {
   EMBTRAIN_ASSERT(layout.dst_offsets == nullptr);
   if (index.num_unique == 0) return;
@@ -323,8 +295,6 @@ void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d
   if (dim % 4 == 0 && aligned16(d_table) && (!state_by_column || aligned16(d_state)) &&
       aligned16(d_src))
     check_src_offsets("segment_sum_update", index, layout, skip_row);
-  thread_local cpu::UniqueIndex cpu_index;
-  to_cpu_index(index, &cpu_index);
   std::vector<int64_t> dst(static_cast<size_t>(index.num_unique)), rows;
   for (int64_t u = 0; u < index.num_unique; ++u) {
     if (index.unique[u] == skip_row) {
@@ -334,31 +304,14 @@ void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d
     dst[u] = static_cast<int64_t>(rows.size()) * dim;
     rows.push_back(index.unique[u]);
   }
-  cpu::SegmentLayout l = to_cpu_layout(layout);
+  SegmentLayout l = layout;
   l.dst_offsets = dst.data();
   std::vector<float> grads(rows.size() * static_cast<size_t>(dim));
-  cpu::segment_sum(d_src, dim, cpu_index, l, scale_by_count, grads.data());
+  cpu::segment_sum(d_src, dim, index, l, scale_by_count, grads.data());
   if (!rows.empty())
     cpu::update_rows(kind, scalars, d_table, d_state, dim, rows.data(), grads.data(),
                      static_cast<int64_t>(rows.size()), row_offset);
 }
 
 }  // namespace cuda
-
-// --- Data communicators -------------------------------------------------------------
-
-// "Device" pointers are host pointers, so the staged path with memcpy is
-// exactly the CUDA copier's semantics.
-std::unique_ptr<DeviceCopier> make_cuda_copier(void*) { return make_memcpy_copier(); }
-
-// NCCL's contract (collectives on device buffers over the ranks of
-// `control`) met by the staged communicator on a fresh MPI communicator of
-// its own. Its calls block, which an enqueue-only NCCL call may too.
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& control, void*) {
-  std::unique_ptr<Communicator> host = make_mpi_communicator();
-  EMBTRAIN_REQUIRE(host->size() == control.size() && host->rank() == control.rank(),
-                   "emulated NCCL: the control communicator must span MPI_COMM_WORLD");
-  return make_staged_communicator(std::move(host), make_memcpy_copier());
-}
-
 }  // namespace embtrain

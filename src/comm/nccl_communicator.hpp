@@ -1,6 +1,6 @@
 // The NCCL data communicator: collectives on device buffers, for the GPU
-// engine, while control (counts, error agreement) stays on MPI. Declared
-// only in the CUDA build (EMBTRAIN_HAVE_CUDA).
+// engine, while control (counts, error agreement) stays on MPI. Defined
+// only where the CUDA backend is built (or emulated, in the tests).
 #pragma once
 
 #include <memory>
@@ -9,7 +9,6 @@
 
 namespace embtrain {
 
-#if defined(EMBTRAIN_HAVE_CUDA)
 // A collective over the ranks of `control` (which must stay alive as long
 // as the result: barrier() uses it). Each rank has already selected its
 // GPU (cudaSetDevice(pick_device(...))); no two ranks may share one, which
@@ -32,6 +31,5 @@ namespace embtrain {
 // communicator; use `control`. The destructor calls ncclCommDestroy (all
 // ranks should destroy theirs) and never throws.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& control, void* stream);
-#endif
 
 }  // namespace embtrain

@@ -33,12 +33,10 @@ class DeviceCopier {
 // malloc. For tests of the staging logic, and CPU-only runs.
 std::unique_ptr<DeviceCopier> make_memcpy_copier();
 
-#if defined(EMBTRAIN_HAVE_CUDA)
 // cudaMemcpyAsync on `stream` (a cudaStream_t; nullptr for the default
 // stream) followed by cudaStreamSynchronize; cudaMallocHost for staging.
 // The caller has selected the device (cudaSetDevice) first.
 std::unique_ptr<DeviceCopier> make_cuda_copier(void* stream);
-#endif
 
 // The staged data communicator. `host` runs the collectives on host memory
 // and is owned: give it its own MPI communicator (make_mpi_communicator(),

@@ -1,0 +1,132 @@
+// The CPU backend of the step (LocalStep, ShardedStep): host memory, the
+// CPU kernels, and the tables' rows in the EmbeddingTable shards
+// themselves. cuda_backend.hpp is the same interface on a GPU; the stages
+// are written once, over either (see sharded_step.hpp).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "embtrain/communicator.hpp"
+#include "embtrain/embedding_table.hpp"
+#include "embtrain/ids.hpp"
+#include "engine/backend.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+
+namespace embtrain {
+
+// Grow-only host bytes, 64-byte aligned; growing drops the contents (as
+// cuda::DeviceBuffer does on the GPU).
+class HostBytes {
+ public:
+  void reserve(size_t bytes);
+  template <typename T>
+  T* as() const { return static_cast<T*>(data_.get()); }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> data_;
+  size_t capacity_ = 0;
+};
+
+class CpuBackend {
+ public:
+  // Rows of a block start on any float (the CPU kernels take any offset).
+  static constexpr int64_t kRowAlign = 1;
+
+  template <typename T>
+  using Buffer = GrowArray<T, HostBytes>;
+  using UniqueWorkspace = cpu::UniqueWorkspace;
+
+  // What a table's combine_at_owner hands to its update: row k of `rows`
+  // gets the gradient at grad_rows[k], a row of the source as it arrived
+  // for an id seen once (most of a Zipf tail) and a row of `sums` for the
+  // others, so that only those are copied.
+  struct Grads {
+    std::vector<int64_t> rows;
+    std::vector<const float*> grad_rows;
+    RowBuffer sums;
+    std::vector<int64_t> sum_offsets;  // per unique slot: its row in sums, or -1
+  };
+
+  // `shards` (this rank's block of each table) and `data` outlive the backend.
+  CpuBackend(std::vector<EmbeddingTable>* shards, Communicator* data)
+      : shards_(shards), data_(data), ids_(shards->size()) {}
+
+  int num_tables() const { return static_cast<int>(shards_->size()); }
+  EmbeddingTable& host(int t) { return (*shards_)[t]; }
+  const TableSpec& spec(int t) const { return (*shards_)[t].spec(); }
+  float* weights(int t) { return host(t).weights().data(); }
+  float* state(int t) { return host(t).state().data(); }
+  Communicator& data() { return *data_; }
+  std::string description() const { return ""; }
+
+  // Host memory is the step's memory: nothing to stage, wait for or mirror.
+  void synchronize() {}
+  void refresh_device() {}
+  void refresh_host() {}
+  void host_written() {}
+  void device_written() {}
+
+  IdSpan stage_ids(int t, const IdsView& ids) {
+    ids_to_int64(ids, &ids_[t]);
+    return IdSpan{ids_[t].data(), static_cast<int64_t>(ids_[t].size())};
+  }
+  float* stage_output(int, float* out, int64_t) { return out; }
+  void finish_output(int, float*, const float*, int64_t) {}
+  const float* stage_grad(int, const float* grad, int64_t) { return grad; }
+  // The first id of ids[0..n) outside [0, bound) as {position, id}, or {-1, 0}.
+  std::pair<int64_t, int64_t> find_bad_id(const IdSpan& ids, int64_t bound);
+
+  template <typename T>
+  void copy(T* dst, const T* src, int64_t n) {
+    if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
+  }
+  template <typename T>
+  void upload(T* dst, const T* host, int64_t n) { copy(dst, host, n); }
+  template <typename T>
+  void download(T* host, const T* src, int64_t n) { copy(host, src, n); }
+
+  UniqueIndex unique_ids(const int64_t* ids, int64_t n, int64_t bound, UniqueWorkspace* ws) {
+    return cpu::unique_ids(ids, n, bound, ws);
+  }
+  void bucketize(const UniqueIndex& index, const int64_t* bounds, int64_t num_bounds,
+                 int64_t* begin) {
+    cpu::bucketize(index.unique, index.num_unique, bounds, num_bounds, begin);
+  }
+  void block_offsets(const std::vector<int64_t>& starts, const std::vector<int64_t>& base,
+                     int64_t dim, int64_t n, int64_t* out) {
+    cpu::block_offsets(starts.data(), base.data(), static_cast<int64_t>(base.size()), dim, n, out);
+  }
+  void segment_counts(const int32_t* offsets, int64_t n, int32_t* counts) {
+    cpu::segment_counts(offsets, n, counts);
+  }
+  void renorm_rows(int t, const int64_t* rows, int64_t n);
+  void gather_rows(int t, const int64_t* ids, int64_t n, float* out) {
+    if (n > 0) cpu::gather_rows(weights(t), spec(t).dim, ids, n, host(t).row_begin(), out);
+  }
+  void expand_rows(const float* base, const int64_t* offsets, const UniqueIndex& index,
+                   int64_t dim, float* out) {
+    if (index.n > 0) cpu::expand_rows(base, offsets, index.inverse, index.n, dim, out);
+  }
+  void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
+                   const SegmentLayout& layout, float* dst) {
+    cpu::segment_sum(src, dim, index, layout, /*scale_by_count=*/false, dst);
+  }
+  void combine(int t, const OwnerGrads& args, Grads* grads);
+  void update(int t, const StepScalars& scalars, const Grads& grads);
+
+ private:
+  std::vector<EmbeddingTable>* shards_;
+  Communicator* data_;
+  std::vector<std::vector<int64_t>> ids_;  // stage_ids' copies
+};
+
+}  // namespace embtrain

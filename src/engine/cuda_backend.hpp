@@ -1,0 +1,143 @@
+// The CUDA backend of the step (LocalStep, ShardedStep): the shards' rows
+// and optimizer state in device memory, every local stage a CUDA kernel on
+// one stream, the exchanges over a data communicator (NCCL, or MPI staged
+// through pinned memory) that takes device buffers. The same members as
+// CpuBackend (backend.hpp), so the stages are the CPU's.
+//
+// What differs from the CPU:
+//  - Buffers are device memory, grow-only (cuda::DeviceBuffer), so a step
+//    allocates nothing once the sizes stop growing.
+//  - Blocks of rows start on 4 floats (kRowAlign): the kernels take their
+//    float4 path when dim % 4 == 0.
+//  - combine_at_owner only records its input: update sums and applies the
+//    gradients in one kernel (segment_sum_update), with no gradient buffer
+//    in between. With one rank that input is the caller's output gradient,
+//    which must stay valid until step().
+//  - The host keeps a mirror of the shards (the EmbeddingTables) for
+//    checkpoints and export: downloaded when read after a step, uploaded
+//    before the next step when written.
+// The host waits on the device only where it needs a count (the number of
+// distinct ids, their split by owner) and at the end of each stage, so that
+// every stage is timed alone.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "embtrain/communicator.hpp"
+#include "embtrain/embedding_table.hpp"
+#include "embtrain/ids.hpp"
+#include "engine/backend.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
+
+namespace embtrain {
+
+class CudaBackend {
+ public:
+  static constexpr int64_t kRowAlign = 4;
+
+  template <typename T>
+  using Buffer = GrowArray<T, cuda::DeviceBuffer>;
+  using UniqueWorkspace = cuda::UniqueWorkspace;
+  using Grads = OwnerGrads;  // combine records it; update runs it
+
+  // Uploads the shards (which outlive the backend), whose host copies
+  // become the mirror. Work runs on `stream` (this rank's device is
+  // current); `data` moves device buffers and may enqueue on that stream.
+  CudaBackend(std::vector<EmbeddingTable>* shards, std::unique_ptr<cuda::Stream> stream,
+              std::unique_ptr<Communicator> data, std::string description);
+
+  int num_tables() const { return static_cast<int>(shards_->size()); }
+  EmbeddingTable& host(int t) { return (*shards_)[t]; }
+  const TableSpec& spec(int t) const { return (*shards_)[t].spec(); }
+  float* weights(int t) { return tables_[t].weights.data(); }
+  float* state(int t) { return tables_[t].state.data(); }
+  Communicator& data() { return *data_; }
+  const std::string& description() const { return description_; }
+
+  void synchronize();
+  // The host mirror: brought up to date when read after a step, sent to the
+  // device before the next step when written.
+  void refresh_device();
+  void refresh_host();
+  void host_written() { device_stale_ = true; }
+  void device_written() { host_stale_ = true; }
+
+  IdSpan stage_ids(int t, const IdsView& ids);
+  float* stage_output(int t, float* out, int64_t floats);
+  void finish_output(int t, float* out, const float* d_out, int64_t floats);
+  const float* stage_grad(int t, const float* grad, int64_t floats);
+  std::pair<int64_t, int64_t> find_bad_id(const IdSpan& ids, int64_t bound);
+
+  template <typename T>
+  void copy(T* d_dst, const T* d_src, int64_t n) {
+    if (n > 0) cuda::copy_on_device(d_dst, d_src, static_cast<size_t>(n) * sizeof(T), stream_);
+  }
+  // From pageable host memory, which the copy has read when it returns.
+  template <typename T>
+  void upload(T* d_dst, const T* host, int64_t n) {
+    if (n > 0) cuda::copy_to_device(d_dst, host, static_cast<size_t>(n) * sizeof(T), stream_);
+  }
+  // Through pinned memory; done when it returns.
+  template <typename T>
+  void download(T* host, const T* d_src, int64_t n) {
+    download_bytes(host, d_src, static_cast<size_t>(n) * sizeof(T));
+  }
+
+  UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t bound, UniqueWorkspace* ws) {
+    return cuda::unique_ids(d_ids, n, bound, ws, stream_);
+  }
+  void bucketize(const UniqueIndex& index, const int64_t* d_bounds, int64_t num_bounds,
+                 int64_t* d_begin) {
+    cuda::bucketize(index.unique, index.num_unique, d_bounds, num_bounds, d_begin, stream_);
+  }
+  void block_offsets(const std::vector<int64_t>& starts, const std::vector<int64_t>& base,
+                     int64_t dim, int64_t n, int64_t* d_out);
+  void segment_counts(const int32_t* d_offsets, int64_t n, int32_t* d_counts) {
+    cuda::segment_counts(d_offsets, n, d_counts, stream_);
+  }
+  void renorm_rows(int t, const int64_t* d_rows, int64_t n);
+  void gather_rows(int t, const int64_t* d_ids, int64_t n, float* d_out) {
+    cuda::gather_rows(weights(t), spec(t).dim, d_ids, n, host(t).row_begin(), d_out, stream_);
+  }
+  void expand_rows(const float* d_base, const int64_t* d_offsets, const UniqueIndex& index,
+                   int64_t dim, float* d_out) {
+    cuda::expand_rows(d_base, d_offsets, index.inverse, index.n, dim, d_out, stream_);
+  }
+  void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
+                   const SegmentLayout& layout, float* d_dst) {
+    cuda::segment_sum(d_src, dim, index, layout, /*scale_by_count=*/false, d_dst, &segment_ws_,
+                      stream_);
+  }
+  void combine(int, const OwnerGrads& args, Grads* grads) { *grads = args; }
+  void update(int t, const StepScalars& scalars, const Grads& grads);
+
+ private:
+  // One table's rows and optimizer state, and the host batch staged for it.
+  struct Table {
+    Buffer<float> weights, state;
+    Buffer<int64_t> ids;
+    Buffer<int32_t> ids32;
+    Buffer<float> out, grad;
+  };
+
+  void download_bytes(void* host, const void* d_src, size_t bytes);
+
+  std::vector<EmbeddingTable>* shards_;
+  std::unique_ptr<cuda::Stream> owned_stream_;
+  std::unique_ptr<Communicator> data_;  // destroyed before the stream it uses
+  void* stream_;
+  std::string description_;
+  std::vector<Table> tables_;
+  cuda::SegmentWorkspace segment_ws_;  // the requester's reduce, then the owner's
+  Buffer<int64_t> small_;              // block_offsets' starts and bases
+  Buffer<int64_t> bad_;                // find_bad_id's answer
+  cuda::PinnedBuffer pinned_;          // downloads on their way to the host
+  bool host_stale_ = false;            // the device has stepped since the last download
+  bool device_stale_ = false;          // the host mirror was handed out writable
+};
+
+}  // namespace embtrain

@@ -1,0 +1,157 @@
+// Engine: a StepEngine made of a backend and a step over it (LocalStep or
+// ShardedStep). What every engine does around the stages lives here once:
+// the checks that every rank agrees on before a step, moving the caller's
+// host batch into the backend's memory and the output back, and keeping a
+// GPU's host mirror of the shards current.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/timer.hpp"
+#include "embtrain/communicator.hpp"
+#include "embtrain/errors.hpp"
+#include "engine/local_step.hpp"
+#include "engine/sharded_step.hpp"
+#include "engine/step_engine.hpp"
+
+namespace embtrain {
+
+// The ranks' verdict on their batches: "" when every rank's are fine, else
+// the lowest failing rank's error, naming its rank when there are several.
+std::string agree_on_batch(Communicator& control, std::string error);
+
+// The error for a batch of n ids of `table` beyond what the kernels index
+// (int32 positions), or "".
+std::string check_batch_size(const TableSpec& spec, int64_t n);
+
+template <typename Backend, template <typename> class Step>
+class Engine final : public StepEngine {
+ public:
+  // The engine owns `shards` and `backend` (built on them).
+  template <typename... StepArgs>
+  Engine(std::unique_ptr<std::vector<EmbeddingTable>> shards, std::unique_ptr<Backend> backend,
+         Communicator* control, StepArgs&&... step_args)
+      : shards_(std::move(shards)),
+        backend_(std::move(backend)),
+        control_(*control),
+        step_(backend_.get(), std::forward<StepArgs>(step_args)..., &stats_),
+        n_(shards_->size()) {}
+
+  // The host batch is checked and moved into the backend's memory as part
+  // of bucket_by_owner's time.
+  void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) override {
+    EMBTRAIN_ASSERT(ids.size() == n_.size() && out.size() == n_.size());
+    Stopwatch clock;
+    std::string error;
+    for (size_t t = 0; t < ids.size() && error.empty(); ++t) {
+      const TableSpec& spec = backend_->spec(static_cast<int>(t));
+      error = check_ids(ids[t], spec.name, spec.num_embeddings);
+      if (error.empty()) error = check_batch_size(spec, ids[t].numel());
+    }
+    error = agree_on_batch(control_, error);
+    if (!error.empty()) throw AgreedError(error);
+    std::vector<IdSpan> spans(ids.size());
+    std::vector<float*> staged(ids.size());
+    for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
+      spans[t] = backend_->stage_ids(t, ids[t]);
+      staged[t] = backend_->stage_output(t, out[t], spans[t].n * backend_->spec(t).dim);
+    }
+    stats_[Stage::kBucketByOwner] += clock.lap_ms();
+    run_forward(spans, staged);
+    for (int t = 0; t < static_cast<int>(ids.size()); ++t)
+      backend_->finish_output(t, out[t], staged[t], spans[t].n * backend_->spec(t).dim);
+    backend_->synchronize();
+  }
+
+  void backward(const std::vector<const float*>& grad_out) override {
+    EMBTRAIN_ASSERT(grad_out.size() == n_.size());
+    std::vector<const float*> staged(grad_out.size());
+    for (int t = 0; t < static_cast<int>(grad_out.size()); ++t)
+      staged[t] = backend_->stage_grad(t, grad_out[t], n_[t] * backend_->spec(t).dim);
+    step_.backward(staged);
+    backend_->synchronize();  // the caller may reuse grad_out
+  }
+
+  void forward_device(const std::vector<IdSpan>& ids, const std::vector<float*>& out) override {
+    EMBTRAIN_ASSERT(ids.size() == n_.size() && out.size() == n_.size());
+    std::string error;
+    for (size_t t = 0; t < ids.size() && error.empty(); ++t)
+      error = check_resident_ids(static_cast<int>(t), ids[t]);
+    error = agree_on_batch(control_, error);
+    if (!error.empty()) throw AgreedError(error);
+    run_forward(ids, out);
+  }
+
+  void backward_device(const std::vector<const float*>& grad_out) override {
+    EMBTRAIN_ASSERT(grad_out.size() == n_.size());
+    step_.backward(grad_out);
+  }
+
+  void step() override {
+    backend_->refresh_device();
+    step_.step();
+    backend_->device_written();
+  }
+
+  void synchronize() override {
+    backend_->data().synchronize();
+    backend_->synchronize();
+  }
+
+  const std::vector<EmbeddingTable>& shards() override {
+    backend_->refresh_host();
+    return *shards_;
+  }
+  std::vector<EmbeddingTable>& writable_shards() override {
+    backend_->refresh_host();
+    backend_->host_written();
+    return *shards_;
+  }
+
+  StepStats& stats() override { return stats_; }
+  bool on_gpu() const override { return !backend_->description().empty(); }
+  std::string description() const override { return backend_->description(); }
+
+ private:
+  void run_forward(const std::vector<IdSpan>& ids, const std::vector<float*>& out) {
+    backend_->refresh_device();
+    for (size_t t = 0; t < ids.size(); ++t) n_[t] = ids[t].n;
+    step_.forward(ids, out);
+  }
+
+  // check_ids for a batch already in the backend's memory.
+  std::string check_resident_ids(int t, const IdSpan& ids) {
+    const TableSpec& spec = backend_->spec(t);
+    const std::string error = check_batch_size(spec, ids.n);
+    if (!error.empty()) return error;
+    const auto [position, id] = backend_->find_bad_id(ids, spec.num_embeddings);
+    if (position < 0) return "";
+    return detail::concat("table '", spec.name, "': index ", id, " at position ", position,
+                          " of ", ids.n, " ids is out of range [0, ", spec.num_embeddings, ")");
+  }
+
+  std::unique_ptr<std::vector<EmbeddingTable>> shards_;
+  std::unique_ptr<Backend> backend_;
+  Communicator& control_;
+  StepStats stats_;
+  Step<Backend> step_;
+  std::vector<int64_t> n_;  // ids per table in the last forward
+};
+
+// The engine of `backend` on `shards`: the single-process step with one
+// rank, the sharded one with several. `control` outlives it.
+template <typename Backend>
+std::unique_ptr<StepEngine> make_engine(std::unique_ptr<std::vector<EmbeddingTable>> shards,
+                                        std::unique_ptr<Backend> backend, Communicator* control,
+                                        const std::vector<ShardPlan>& plans) {
+  if (control->size() == 1)
+    return std::make_unique<Engine<Backend, LocalStep>>(std::move(shards), std::move(backend),
+                                                        control);
+  return std::make_unique<Engine<Backend, ShardedStep>>(std::move(shards), std::move(backend),
+                                                        control, control, plans);
+}
+
+}  // namespace embtrain

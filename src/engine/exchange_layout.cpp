@@ -1,0 +1,75 @@
+#include "engine/exchange_layout.hpp"
+
+#include "embtrain/errors.hpp"
+
+namespace embtrain {
+
+namespace {
+
+int64_t round_up(int64_t floats, int64_t align) { return (floats + align - 1) / align * align; }
+
+// Ids of every (peer, table) block, peer-major: block.id and block.count,
+// and the per-peer totals. Returns the total.
+int64_t lay_out_ids(const std::vector<int64_t>& counts, int T,
+                    std::vector<ExchangeLayout::Block>* blocks, std::vector<int64_t>* per_peer) {
+  const int P = static_cast<int>(counts.size()) / T;
+  blocks->assign(counts.size(), ExchangeLayout::Block{});
+  per_peer->assign(P, 0);
+  int64_t at = 0;
+  for (int p = 0; p < P; ++p)
+    for (int t = 0; t < T; ++t) {
+      ExchangeLayout::Block& b = (*blocks)[p * T + t];
+      b.id = at;
+      b.count = counts[p * T + t];
+      at += b.count;
+      (*per_peer)[p] += b.count;
+    }
+  return at;
+}
+
+// Rows of every block of peers other than `rank`, peer-major from `at`:
+// block.row and the per-peer floats. Returns the end of the region.
+int64_t lay_out_rows(int rank, const std::vector<int64_t>& dims, int64_t align, int64_t at,
+                     std::vector<ExchangeLayout::Block>* blocks, std::vector<int64_t>* per_peer) {
+  const int T = static_cast<int>(dims.size());
+  const int P = static_cast<int>(blocks->size()) / T;
+  per_peer->assign(P, 0);
+  for (int p = 0; p < P; ++p) {
+    if (p == rank) continue;
+    for (int t = 0; t < T; ++t) {
+      ExchangeLayout::Block& b = (*blocks)[p * T + t];
+      const int64_t floats = round_up(b.count * dims[t], align);
+      b.row = at;
+      at += floats;
+      (*per_peer)[p] += floats;
+    }
+  }
+  return at;
+}
+
+}  // namespace
+
+void ExchangeLayout::assign(int rank, const std::vector<int64_t>& dims, int64_t row_align,
+                            const std::vector<int64_t>& requested,
+                            const std::vector<int64_t>& served) {
+  const int T = static_cast<int>(dims.size());
+  EMBTRAIN_ASSERT(T > 0 && row_align >= 1 && requested.size() == served.size() &&
+                  requested.size() % T == 0);
+  dims_ = dims;
+  num_requested_ = lay_out_ids(requested, T, &requested_, &ids_to_owners_);
+  num_served_ = lay_out_ids(served, T, &served_, &ids_from_requesters_);
+  requested_rows_ = lay_out_rows(rank, dims, row_align, 0, &served_, &rows_to_requesters_);
+  int64_t at = lay_out_rows(rank, dims, row_align, requested_rows_, &requested_,
+                            &rows_from_owners_);
+  // The self region: one block per table, shared by both roles.
+  for (int t = 0; t < T; ++t) {
+    Block& asked = requested_[rank * T + t];
+    Block& given = served_[rank * T + t];
+    EMBTRAIN_ASSERT(asked.count == given.count);
+    asked.row = given.row = at;
+    at += round_up(asked.count * dims[t], row_align);
+  }
+  rows_floats_ = at;
+}
+
+}  // namespace embtrain

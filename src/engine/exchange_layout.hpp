@@ -1,0 +1,82 @@
+// ExchangeLayout: where every (peer, table) block of one sharded step's
+// exchanges lives. Computed once per step from the counts; every stage on
+// both backends reads its offsets here, and nothing else computes them.
+//
+// A step moves three things between every pair of ranks, all tables in one
+// all-to-all each: the distinct ids a requester asks of each owner, the rows
+// the owners send back, and the requester's gradient sums, which travel the
+// way the ids went and land where the rows left. Each buffer is laid out
+// peer-major, table-minor: the block of (peer p, table t) follows those of
+// (p, t - 1), and peer p's blocks follow peer p - 1's.
+//
+// Ids (and, for scale_grad_by_freq, their counts, one int32 per id) use two
+// buffers: the ids this rank requests (sent to their owners) and the ids it
+// serves (received from requesters). Rows use one buffer of three regions:
+//
+//   [ rows served to other ranks | rows requested from other ranks | self ]
+//
+// Rows a rank asks of itself never go through the communicator: the owner
+// gathers them into the self region, where the requester reads them, and
+// the requester's gradient sums stay there for the owner. The all-to-alls
+// of rows and gradients therefore count 0 floats for the rank itself.
+//
+// Every block of rows starts on a multiple of `row_align` floats: 1 on the
+// CPU, 4 on the GPU, whose kernels move 16 bytes at a time when dim % 4 ==
+// 0 (a dim-8 row behind a block of dim-3 rows would otherwise be
+// misaligned). Sender and receiver pad alike, from the same counts; the
+// padding is never read.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace embtrain {
+
+class ExchangeLayout {
+ public:
+  // One (peer, table) block.
+  struct Block {
+    int64_t id = 0;     // its first id in the requested or served id buffer
+    int64_t count = 0;  // ids in it
+    int64_t row = 0;    // float offset of its first row in the rows buffer
+  };
+
+  // `rank` of the job's ranks; dims[t] of each table; requested[p * T + t]:
+  // the distinct ids of table t this rank asks rank p for; served[p * T +
+  // t]: the ids rank p asks this rank for (requested and served of the rank
+  // itself must be equal).
+  void assign(int rank, const std::vector<int64_t>& dims, int64_t row_align,
+              const std::vector<int64_t>& requested, const std::vector<int64_t>& served);
+
+  int num_peers() const { return static_cast<int>(ids_to_owners_.size()); }
+  int num_tables() const { return static_cast<int>(dims_.size()); }
+  int64_t dim(int t) const { return dims_[t]; }
+
+  // What this rank asks owner p for, and what it serves requester p.
+  const Block& requested(int p, int t) const { return requested_[p * num_tables() + t]; }
+  const Block& served(int p, int t) const { return served_[p * num_tables() + t]; }
+
+  // Per-peer element counts of the all-to-alls: ids go to owners and come
+  // from requesters; rows (floats, 0 for this rank) go to requesters and
+  // come from owners, and the gradients the other way.
+  const std::vector<int64_t>& ids_to_owners() const { return ids_to_owners_; }
+  const std::vector<int64_t>& ids_from_requesters() const { return ids_from_requesters_; }
+  const std::vector<int64_t>& rows_to_requesters() const { return rows_to_requesters_; }
+  const std::vector<int64_t>& rows_from_owners() const { return rows_from_owners_; }
+
+  int64_t num_requested() const { return num_requested_; }  // ids, self included
+  int64_t num_served() const { return num_served_; }
+  int64_t served_rows() const { return 0; }  // float offsets of the regions
+  int64_t requested_rows() const { return requested_rows_; }
+  int64_t rows_floats() const { return rows_floats_; }  // the whole rows buffer
+
+ private:
+  std::vector<int64_t> dims_;
+  std::vector<Block> requested_, served_;
+  std::vector<int64_t> ids_to_owners_, ids_from_requesters_;
+  std::vector<int64_t> rows_to_requesters_, rows_from_owners_;
+  int64_t num_requested_ = 0, num_served_ = 0;
+  int64_t requested_rows_ = 0, rows_floats_ = 0;
+};
+
+}  // namespace embtrain

@@ -1,0 +1,107 @@
+// The step of one rank, which owns every row: the single-process step of
+// torch.nn.Embedding on each table, with nothing to exchange. Written once
+// over a backend (backend.hpp); Embedding and a ShardedEmbedding of one rank
+// run it on the CPU, a ShardedEmbedding of one rank on a GPU runs it there.
+//
+//  forward:  bucket_by_owner  the batch's distinct ids (one owner: no split)
+//            gather_owned     renorm them once (max_norm), then gather the
+//                             batch's rows straight from the table
+//  backward: combine_at_owner the output gradient summed per distinct id
+//                             (the GPU defers this to update)
+//  step:     update           the optimizer on those rows
+#pragma once
+
+#include <vector>
+
+#include "common/timer.hpp"
+#include "embtrain/embedding_table.hpp"
+#include "embtrain/ids.hpp"
+#include "embtrain/optimizer.hpp"
+#include "embtrain/step_stats.hpp"
+#include "engine/backend.hpp"
+
+namespace embtrain {
+
+template <typename Backend>
+class LocalStep {
+ public:
+  // `backend` and `stats` outlive the step.
+  LocalStep(Backend* backend, StepStats* stats)
+      : b_(*backend), stats_(*stats), tables_(static_cast<size_t>(backend->num_tables())) {}
+
+  // ids[t] (validated) and out[t] in the backend's memory.
+  void forward(const std::vector<IdSpan>& ids, const std::vector<float*>& out) {
+    bucket_by_owner(ids);
+    gather_owned(ids, out);
+    ++stats_.steps;
+  }
+  // grad_out[t] must stay valid until step().
+  void backward(const std::vector<const float*>& grad_out) { combine_at_owner(grad_out); }
+  void step() { update(); }
+
+  // The last combine_at_owner's gradients of table t (for Embedding::grad).
+  const typename Backend::Grads& grads(int t) const { return tables_[t].grads; }
+
+ private:
+  struct Table {
+    typename Backend::UniqueWorkspace ws;
+    UniqueIndex index;
+    typename Backend::Grads grads;
+  };
+
+  int num_tables() const { return static_cast<int>(tables_.size()); }
+
+  void bucket_by_owner(const std::vector<IdSpan>& ids) {
+    Stopwatch clock;
+    for (int t = 0; t < num_tables(); ++t)
+      tables_[t].index = b_.unique_ids(ids[t].data, ids[t].n, b_.spec(t).num_embeddings,
+                                       &tables_[t].ws);
+    stats_[Stage::kBucketByOwner] += clock.lap_ms();
+  }
+
+  // max_norm visits each distinct row once, padding row included, before
+  // any lookup (PyTorch's embedding_renorm_).
+  void gather_owned(const std::vector<IdSpan>& ids, const std::vector<float*>& out) {
+    Stopwatch clock;
+    for (int t = 0; t < num_tables(); ++t) {
+      b_.renorm_rows(t, tables_[t].index.unique, tables_[t].index.num_unique);
+      b_.gather_rows(t, ids[t].data, ids[t].n, out[t]);
+    }
+    b_.synchronize();
+    stats_[Stage::kGatherOwned] += clock.lap_ms();
+  }
+
+  void combine_at_owner(const std::vector<const float*>& grad_out) {
+    Stopwatch clock;
+    for (int t = 0; t < num_tables(); ++t) {
+      OwnerGrads args;
+      args.index = &tables_[t].index;
+      args.src = grad_out[t];
+      args.scale_by_count = b_.spec(t).scale_grad_by_freq;
+      args.skip_row = b_.spec(t).padding_row();
+      b_.combine(t, args, &tables_[t].grads);
+    }
+    b_.synchronize();
+    stats_[Stage::kCombineAtOwner] += clock.lap_ms();
+  }
+
+  // Every table's step counter advances, also when no row of it was in
+  // the batch (PyTorch's optimizers count steps per parameter).
+  void update() {
+    Stopwatch clock;
+    for (int t = 0; t < num_tables(); ++t) {
+      EmbeddingTable& host = b_.host(t);
+      host.set_step(host.step() + 1);
+      if (host.spec().freeze) continue;
+      b_.update(t, step_scalars(host.spec().optimizer, host.step()), tables_[t].grads);
+    }
+    b_.synchronize();
+    stats_[Stage::kUpdate] += clock.lap_ms();
+  }
+
+  Backend& b_;
+  StepStats& stats_;
+  std::vector<Table> tables_;
+};
+
+}  // namespace embtrain

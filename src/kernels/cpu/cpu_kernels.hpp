@@ -1,0 +1,102 @@
+// CPU kernels of the step's local stages, one file each, named as the
+// CUDA ones (src/kernels/cuda): unique, bucketize, renorm, gather,
+// segment_sum, update. OpenMP spreads rows over threads; the per-row math
+// is row_math.hpp's, shared with CUDA. Arrays are host memory.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "embtrain/row_math.hpp"
+#include "kernels/unique_index.hpp"
+
+namespace embtrain {
+namespace cpu {
+
+// --- unique.cpp --------------------------------------------------------------
+
+// The arrays of a UniqueIndex, kept between calls so a step does not fault
+// in fresh pages (cuda::UniqueWorkspace on the GPU).
+struct UniqueWorkspace {
+  std::vector<int64_t> unique;
+  std::vector<int32_t> inverse, offsets, positions;
+  // Sort buffers.
+  std::vector<int64_t> scratch_keys[2];
+  std::vector<int32_t> scratch_positions;
+
+  UniqueIndex view() const;
+  int64_t num_unique() const { return static_cast<int64_t>(unique.size()); }
+  int32_t count(int64_t u) const { return offsets[u + 1] - offsets[u]; }
+};
+
+// The index of ids[0..n), every id in [0, id_bound) (validated by the
+// caller), in `ws`, valid until the next call on it. A stable LSD radix
+// sort: linear in n, with as many passes as id_bound needs 11-bit digits.
+UniqueIndex unique_ids(const int64_t* ids, int64_t n, int64_t id_bound, UniqueWorkspace* ws);
+
+// counts[u] = offsets[u + 1] - offsets[u] for u in [0, n): occurrences.
+void segment_counts(const int32_t* offsets, int64_t n, int32_t* counts);
+
+// --- bucketize.cpp -----------------------------------------------------------
+
+// begin[d] = the first k with unique[k] >= bounds[d] (lower_bound), for d in
+// [0, num_bounds). With bounds = each rank's row_begin then num_embeddings,
+// owner d's ids are unique[begin[d] .. begin[d + 1]).
+void bucketize(const int64_t* unique, int64_t num_unique, const int64_t* bounds,
+               int64_t num_bounds, int64_t* begin);
+
+// Row offsets of items laid out in blocks: item k of block b (starts[b] <= k
+// < starts[b + 1], num_blocks + 1 starts, the first 0) has its row at
+// out[k] = base[b] + (k - starts[b]) * dim.
+void block_offsets(const int64_t* starts, const int64_t* base, int64_t num_blocks, int64_t dim,
+                   int64_t n, int64_t* out);
+
+// --- renorm.cpp --------------------------------------------------------------
+
+// Applies max_norm (PyTorch's renorm) to table[rows[k] - row_offset].
+void renorm_rows(float* table, int64_t dim, const int64_t* rows, int64_t n, int64_t row_offset,
+                 float max_norm, float norm_type);
+
+// --- gather.cpp --------------------------------------------------------------
+
+// out[i] = table[index[i] - row_offset] for i in [0, n): rows of `dim` floats.
+void gather_rows(const float* table, int64_t dim, const int64_t* index, int64_t n,
+                 int64_t row_offset, float* out);
+void gather_rows(const float* table, int64_t dim, const int32_t* index, int64_t n,
+                 int64_t row_offset, float* out);
+
+// out[i] = base[offsets[index[i]]]: the rows of `dim` floats that `offsets`
+// locate in `base`, picked per position (expands unique rows to a batch).
+void expand_rows(const float* base, const int64_t* offsets, const int32_t* index, int64_t n,
+                 int64_t dim, float* out);
+
+// --- segment_sum.cpp ---------------------------------------------------------
+
+// dst[u] = sum of src[p] over the positions p of unique id u, in ascending
+// position order (so the result does not depend on the thread count). With
+// scale_by_count the sum is divided by the id's count: the sum of its
+// positions' weights, or the number of its positions.
+void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
+                 const SegmentLayout& layout, bool scale_by_count, float* dst);
+
+// The common case: plain layouts, and the unique slot `skip` (the padding
+// id's, or -1 for none) left out with the rows after it moved up one, so
+// `sums` holds exactly the rows that get an update.
+void segment_sum(const float* grad, int64_t dim, const UniqueIndex& index, bool scale_by_count,
+                 int64_t skip, float* sums);
+
+// --- update.cpp --------------------------------------------------------------
+
+// The optimizer update of table rows[k] - row_offset with coalesced gradient
+// grads[k]; `state` holds optimizer_state_width(kind, dim) floats per row.
+void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
+                 int64_t dim, const int64_t* rows, const float* grads, int64_t n,
+                 int64_t row_offset);
+// The same with row k's gradient at grads[k], wherever it lies (a row of
+// the output gradient for an id seen once, a sum for the others).
+void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
+                 int64_t dim, const int64_t* rows, const float* const* grads, int64_t n,
+                 int64_t row_offset);
+
+}  // namespace cpu
+}  // namespace embtrain

@@ -1,0 +1,72 @@
+// bucket_by_owner's split of a batch's distinct ids by owner, and the row
+// offsets of items laid out in per-(peer, table) blocks (cpu::bucketize and
+// cpu::block_offsets on the device).
+#include <cuda_runtime.h>
+
+#include "common/checks.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
+#include "kernels/cuda/warp_rows.cuh"
+
+namespace embtrain {
+namespace cuda {
+
+namespace {
+
+using detail::global_thread;
+
+__global__ void bucketize_kernel(const int64_t* __restrict__ unique, int64_t num_unique,
+                                 const int64_t* __restrict__ bounds, int64_t num_bounds,
+                                 int64_t* __restrict__ begin) {
+  const int64_t d = global_thread();
+  if (d >= num_bounds) return;
+  const int64_t key = bounds[d];
+  int64_t lo = 0, hi = num_unique;  // lower_bound: first unique >= key
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (unique[mid] < key)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  begin[d] = lo;
+}
+
+// out[k] = base[b] + (k - starts[b]) * dim for the block b holding k.
+__global__ void block_offsets_kernel(const int64_t* __restrict__ starts,
+                                     const int64_t* __restrict__ base, int64_t num_blocks,
+                                     int64_t dim, int64_t n, int64_t* __restrict__ out) {
+  const int64_t k = global_thread();
+  if (k >= n) return;
+  int64_t lo = 0, hi = num_blocks - 1;  // the last block b with starts[b] <= k
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (starts[mid] <= k)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  out[k] = base[lo] + (k - starts[lo]) * dim;
+}
+
+}  // namespace
+
+void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
+               int64_t num_bounds, int64_t* d_begin, void* stream) {
+  if (num_bounds == 0) return;
+  bucketize_kernel<<<detail::thread_blocks(num_bounds), kThreadsPerBlock, 0,
+                     static_cast<cudaStream_t>(stream)>>>(d_unique, num_unique, d_bounds,
+                                                          num_bounds, d_begin);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
+void block_offsets(const int64_t* d_starts, const int64_t* d_base, int64_t num_blocks, int64_t dim,
+                   int64_t n, int64_t* d_out, void* stream) {
+  if (n == 0) return;
+  block_offsets_kernel<<<detail::thread_blocks(n), kThreadsPerBlock, 0,
+                         static_cast<cudaStream_t>(stream)>>>(d_starts, d_base, num_blocks, dim,
+                                                              n, d_out);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace cuda
+}  // namespace embtrain

@@ -1,0 +1,133 @@
+// CUDA kernels of the step's local stages, one file each, named as the CPU
+// ones (src/kernels/cpu): unique, bucketize, renorm, gather, segment_sum,
+// update; plus ids.cu (the device side of check_ids) and device.cu
+// (devices, memory, streams). Same contracts as cpu_kernels.hpp, on device
+// pointers (d_ prefix) and a stream (a cudaStream_t as void*, nullptr for
+// the default stream); the per-row math is row_math.hpp, shared with the
+// CPU. Declared in every build (the header includes no CUDA header), defined
+// only where the CUDA backend is built, or by the emulated device of the
+// tests (tests/emulated).
+//
+// Every kernel is deterministic: no float atomics, and sums are added in an
+// order fixed by the data and the constants of launch.hpp, never by the
+// grid. Rows are spread one warp per row; when dim % 4 == 0 and the row
+// pointers are 16-byte aligned the lanes move 16 bytes at a time, so row
+// offsets given in floats (SegmentLayout, expand_rows) must then be
+// multiples of 4, as row starts of a dim-wide layout are.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "embtrain/row_math.hpp"
+#include "kernels/cuda/device_memory.hpp"
+#include "kernels/cuda/launch.hpp"
+#include "kernels/unique_index.hpp"
+
+namespace embtrain {
+namespace cuda {
+
+// Number of usable CUDA devices; 0 when there is no device or no driver
+// (never throws, so callers can skip GPU work cleanly).
+int device_count();
+// "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"-style description of a device.
+std::string device_description(int device);
+// Copy bandwidth of the current device in GB/s, bytes read plus bytes
+// written, from device-to-device copies of `bytes`: the ceiling a
+// memory-bound step's floor is measured against.
+double copy_bandwidth_gbps(size_t bytes = size_t{1} << 30);
+
+// --- ids.cu --------------------------------------------------------------------
+
+// d_out[i] = d_in[i] for i in [0, n): int32 ids to the int64 the kernels take.
+void widen_ids(const int32_t* d_in, int64_t n, int64_t* d_out, void* stream);
+
+// d_result[0..1] = {the first position p with d_ids[p] outside [0, bound),
+// d_ids[p]}, or {-1, 0} when every id is in range: what the host needs to
+// phrase PyTorch's error. The smallest such position, whatever the schedule.
+void find_bad_id(const int64_t* d_ids, int64_t n, int64_t bound, int64_t* d_result, void* stream);
+void find_bad_id(const int32_t* d_ids, int64_t n, int64_t bound, int64_t* d_result, void* stream);
+
+// --- unique.cu -----------------------------------------------------------------
+
+// Everything unique_ids needs, kept between calls (CUB's temporary storage
+// included): once sizes stop growing, a call allocates nothing.
+struct UniqueWorkspace {
+  DeviceBuffer buffer;  // the arrays, laid out by unique_plan
+  PinnedBuffer host;    // num_unique on its way back
+};
+
+// cpu::unique_ids on the device: the index of d_ids[0..n), every id in
+// [0, id_bound) (validated by the caller, e.g. with find_bad_id), its arrays
+// in `ws` until the next call on it. A stable radix sort over the bits
+// id_bound needs, run heads and a scan. Waits on `stream` once, for
+// num_unique. n < 2^31.
+UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, UniqueWorkspace* ws,
+                       void* stream);
+
+// d_counts[u] = offsets[u + 1] - offsets[u]: each distinct id's occurrences.
+void segment_counts(const int32_t* d_offsets, int64_t num_unique, int32_t* d_counts,
+                    void* stream);
+
+// --- bucketize.cu --------------------------------------------------------------
+
+// cpu::bucketize: d_begin[d] = lower_bound(d_unique, d_bounds[d]).
+void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
+               int64_t num_bounds, int64_t* d_begin, void* stream);
+
+// cpu::block_offsets: item k of block b has its row at
+// d_out[k] = base[b] + (k - starts[b]) * dim.
+void block_offsets(const int64_t* d_starts, const int64_t* d_base, int64_t num_blocks, int64_t dim,
+                   int64_t n, int64_t* d_out, void* stream);
+
+// --- renorm.cu -------------------------------------------------------------------
+
+// PyTorch's renorm (max_norm, norm_type) of table[rows[k] - row_offset];
+// the rows must be distinct.
+void renorm_rows(float* d_table, int64_t dim, const int64_t* d_rows, int64_t n, int64_t row_offset,
+                 float max_norm, float norm_type, void* stream);
+
+// --- gather.cu -------------------------------------------------------------------
+
+// out[i] = table[index[i] - row_offset].
+void gather_rows(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
+                 int64_t row_offset, float* d_out, void* stream);
+
+// out[i] = base[offsets[index[i]]]: expands unique rows to a batch.
+void expand_rows(const float* d_base, const int64_t* d_offsets, const int32_t* d_index, int64_t n,
+                 int64_t dim, float* d_out, void* stream);
+
+// --- segment_sum.cu --------------------------------------------------------------
+
+// The partial rows and chunk plan of a segment sum (see segment_sum.cu),
+// kept between calls like UniqueWorkspace.
+struct SegmentWorkspace {
+  DeviceBuffer buffer;  // laid out by segment_plan
+};
+
+// cpu::segment_sum on the device. Long segments are summed in fixed chunks
+// of kChunkPositions positions, then the chunks in order.
+void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
+                 const SegmentLayout& layout, bool scale_by_count, float* d_dst,
+                 SegmentWorkspace* ws, void* stream);
+
+// The owner's combine_at_owner fused with its update: for each unique id u
+// except skip_row (the padding row's id, or -1 for none), its summed (and,
+// with scale_by_count, divided) gradient updates table row unique[u] -
+// row_offset and its state, with no gradient buffer in between. Same result
+// as cpu::segment_sum then cpu::update_rows. layout.dst_offsets must be null.
+void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d_table,
+                        float* d_state, int64_t dim, int64_t row_offset, const float* d_src,
+                        const UniqueIndex& index, const SegmentLayout& layout,
+                        bool scale_by_count, int64_t skip_row, SegmentWorkspace* ws, void* stream);
+
+// --- update.cu -------------------------------------------------------------------
+
+// Optimizer update of rows d_rows[k] - row_offset (distinct) with gradient
+// d_grads[k]; `d_state` holds optimizer_state_width(kind, dim) floats per row.
+void update_rows(OptimizerKind kind, const StepScalars& scalars, float* d_table, float* d_state,
+                 int64_t dim, const int64_t* d_rows, const float* d_grads, int64_t n,
+                 int64_t row_offset, void* stream);
+
+}  // namespace cuda
+}  // namespace embtrain

@@ -1,0 +1,158 @@
+// ExchangeLayout against a simulated all-to-all: P layouts built from one
+// random count matrix, rows written by every owner into its served blocks
+// and moved as MPI_Alltoallv would move them (per-peer counts, rank order),
+// must arrive in exactly the requested blocks of the right requester; the
+// self blocks must be one place; every block must start on the alignment.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "engine/exchange_layout.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using embtrain::ExchangeLayout;
+
+// counts[(r * P + p) * T + t]: ids of table t that rank r requests of rank p.
+struct Problem {
+  int P = 0, T = 0;
+  std::vector<int64_t> dims, counts;
+
+  int64_t count(int requester, int owner, int t) const {
+    return counts[(static_cast<size_t>(requester) * P + owner) * T + t];
+  }
+  ExchangeLayout layout(int rank, int64_t align) const {
+    std::vector<int64_t> requested, served;
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) {
+        requested.push_back(count(rank, p, t));
+        served.push_back(count(p, rank, t));
+      }
+    ExchangeLayout l;
+    l.assign(rank, dims, align, requested, served);
+    return l;
+  }
+};
+
+Problem random_problem(std::mt19937_64& rng) {
+  Problem pr;
+  pr.P = std::uniform_int_distribution<int>(1, 5)(rng);
+  pr.T = std::uniform_int_distribution<int>(1, 4)(rng);
+  std::uniform_int_distribution<int64_t> dim(1, 9), count(0, 6);
+  for (int t = 0; t < pr.T; ++t) pr.dims.push_back(dim(rng));
+  pr.counts.resize(static_cast<size_t>(pr.P) * pr.P * pr.T);
+  for (int64_t& c : pr.counts) c = std::bernoulli_distribution(0.2)(rng) ? 0 : count(rng);
+  return pr;
+}
+
+// A value no two (owner, requester, table, id, column) share.
+float tag(int owner, int requester, int t, int64_t k, int64_t j) {
+  return static_cast<float>((((owner * 8 + requester) * 8 + t) * 64 + k) * 16 + j);
+}
+
+void check_problem(const Problem& pr, int64_t align) {
+  const int P = pr.P, T = pr.T;
+  std::vector<ExchangeLayout> layouts;
+  for (int r = 0; r < P; ++r) layouts.push_back(pr.layout(r, align));
+  const float kUnwritten = -1.f;
+  std::vector<std::vector<float>> rows(P);
+  for (int r = 0; r < P; ++r) rows[r].assign(static_cast<size_t>(layouts[r].rows_floats()), kUnwritten);
+
+  // Owners write their served blocks (the self block included).
+  for (int o = 0; o < P; ++o)
+    for (int q = 0; q < P; ++q)
+      for (int t = 0; t < T; ++t) {
+        const ExchangeLayout::Block& b = layouts[o].served(q, t);
+        ASSERT_EQ(b.count, pr.count(q, o, t));
+        ASSERT_EQ(b.row % align, 0) << "served block (" << q << ", " << t << ") of rank " << o;
+        for (int64_t k = 0; k < b.count; ++k)
+          for (int64_t j = 0; j < pr.dims[t]; ++j)
+            rows[o][b.row + k * pr.dims[t] + j] = tag(o, q, t, k, j);
+      }
+
+  // The all-to-all of rows: from [served region, per-peer counts] of each
+  // owner into [requested region, per-peer counts] of each requester.
+  std::vector<std::vector<float>> received = rows;
+  for (int q = 0; q < P; ++q) {
+    const ExchangeLayout& lq = layouts[q];
+    ASSERT_EQ(lq.rows_from_owners()[q], 0) << "rank " << q << " receives rows from itself";
+    int64_t at = lq.requested_rows();
+    for (int o = 0; o < P; ++o) {
+      const ExchangeLayout& lo = layouts[o];
+      ASSERT_EQ(lo.rows_to_requesters()[q], lq.rows_from_owners()[o]) << o << " -> " << q;
+      int64_t from = lo.served_rows();
+      for (int p = 0; p < q; ++p) from += lo.rows_to_requesters()[p];
+      for (int64_t f = 0; f < lq.rows_from_owners()[o]; ++f) received[q][at + f] = rows[o][from + f];
+      at += lq.rows_from_owners()[o];
+    }
+  }
+
+  // Every requested block holds its owner's rows, in id order.
+  for (int q = 0; q < P; ++q)
+    for (int o = 0; o < P; ++o)
+      for (int t = 0; t < T; ++t) {
+        const ExchangeLayout::Block& b = layouts[q].requested(o, t);
+        ASSERT_EQ(b.count, pr.count(q, o, t));
+        ASSERT_EQ(b.row % align, 0);
+        if (o == q) {
+          EXPECT_EQ(b.row, layouts[q].served(q, t).row) << "self block of rank " << q;
+        }
+        for (int64_t k = 0; k < b.count; ++k)
+          for (int64_t j = 0; j < pr.dims[t]; ++j)
+            ASSERT_EQ(received[q][b.row + k * pr.dims[t] + j], tag(o, q, t, k, j))
+                << "rank " << q << " table " << t << " id " << k << " col " << j << " from " << o;
+      }
+
+  // Ids: peer-major, table-minor, contiguous, with matching per-peer counts.
+  for (int r = 0; r < P; ++r) {
+    int64_t at = 0;
+    for (int p = 0; p < P; ++p) {
+      int64_t peer = 0;
+      for (int t = 0; t < T; ++t) {
+        EXPECT_EQ(layouts[r].requested(p, t).id, at);
+        at += layouts[r].requested(p, t).count;
+        peer += layouts[r].requested(p, t).count;
+      }
+      EXPECT_EQ(layouts[r].ids_to_owners()[p], peer);
+      EXPECT_EQ(layouts[r].ids_to_owners()[p], layouts[p].ids_from_requesters()[r]);
+    }
+    EXPECT_EQ(layouts[r].num_requested(), at);
+  }
+}
+
+TEST(ExchangeLayout, RowsArriveInTheRequestedBlocks) {
+  const uint64_t seed = embtrain_test::test_seed();
+  SCOPED_TRACE(embtrain_test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int n = 0; n < 300; ++n) {
+    const Problem pr = random_problem(rng);
+    for (int64_t align : {1, 4}) {
+      SCOPED_TRACE("case " + std::to_string(n) + ": P " + std::to_string(pr.P) + ", T " +
+                   std::to_string(pr.T) + ", align " + std::to_string(align));
+      check_problem(pr, align);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
+
+// With alignment 1 the rows are packed: the buffer holds exactly the rows.
+TEST(ExchangeLayout, UnalignedRowsArePacked) {
+  Problem pr;
+  pr.P = 3;
+  pr.T = 2;
+  pr.dims = {3, 5};
+  pr.counts = {1, 2, 0, 1, 4, 0, 2, 2, 1, 1, 3, 0, 0, 0, 2, 1, 1, 1};
+  for (int r = 0; r < pr.P; ++r) {
+    const ExchangeLayout l = pr.layout(r, 1);
+    int64_t floats = 0;
+    for (int p = 0; p < pr.P; ++p)
+      for (int t = 0; t < pr.T; ++t)
+        floats += (pr.count(p, r, t) + (p == r ? 0 : pr.count(r, p, t))) * pr.dims[t];
+    EXPECT_EQ(l.rows_floats(), floats) << "rank " << r;
+  }
+}
+
+}  // namespace
