@@ -88,6 +88,59 @@ void read_rows(const std::string& dir, const json& table, const char* what, int6
 
 }  // namespace
 
+namespace {
+
+// The manifest of a checkpoint of `tables` at info.step.
+json manifest_of(const CheckpointInfo& info, ShardedEmbedding& tables) {
+  Communicator& comm = tables.comm();
+  json m = {{"format", kFormat},     {"version", kVersion},        {"workload", info.workload},
+            {"step", info.step},     {"ranks", comm.size()},       {"config", info.config},
+            {"rng", {{"seed", info.seed}, {"next_step", info.step}}}};
+  json jt = json::array();
+  for (int t = 0; t < tables.num_tables(); ++t) {
+    const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
+    const TableSpec& spec = shard.spec();
+    json shards = json::array();
+    for (int r = 0; r < comm.size(); ++r)
+      shards.push_back({{"rank", r},
+                        {"row_begin", tables.plan(t).row_begin(r)},
+                        {"rows", tables.plan(t).shard_rows(r)},
+                        {"weights", shard_file(spec.name, r, "weights")},
+                        {"state", shard_file(spec.name, r, "state")}});
+    jt.push_back({{"name", spec.name},
+                  {"rows", spec.num_embeddings},
+                  {"dim", spec.dim},
+                  {"optimizer", optimizer_name(spec.optimizer.kind)},
+                  {"state_width", shard.state_width()},
+                  {"optimizer_step", shard.step()},
+                  {"shards", shards}});
+  }
+  m["tables"] = jt;
+  return m;
+}
+
+// Moves the finished `tmp_dir` to `final_dir`: an older copy of the same
+// step (a re-save after a resume) goes first; `latest` moves only once the
+// new folder is whole. Then only the newest `keep` checkpoints stay.
+void swap_into_place(const fs::path& root, const fs::path& tmp_dir, const fs::path& final_dir,
+                     int64_t step, int keep) {
+  std::error_code ec;
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp_dir, final_dir, ec);
+  EMBTRAIN_REQUIRE(!ec, final_dir.string(), ": cannot rename checkpoint into place: ",
+                   ec.message());
+  write_file_atomic(root / "latest", step_name(step) + "\n");
+  if (keep <= 0) return;
+  std::vector<fs::path> steps;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string().rfind("step_", 0) == 0)
+      steps.push_back(e.path());
+  std::sort(steps.begin(), steps.end());
+  for (size_t i = 0; i + keep < steps.size(); ++i) fs::remove_all(steps[i], ec);
+}
+
+}  // namespace
+
 std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
                             ShardedEmbedding& tables, const std::vector<float>* dense, int keep) {
   Communicator& comm = tables.comm();
@@ -116,53 +169,14 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
   });
   run_agreed(comm, [&] {
     if (!is_root) return;
-    json m = {{"format", kFormat},     {"version", kVersion},        {"workload", info.workload},
-              {"step", info.step},     {"ranks", comm.size()},       {"config", info.config},
-              {"rng", {{"seed", info.seed}, {"next_step", info.step}}}};
-    json jt = json::array();
-    for (int t = 0; t < tables.num_tables(); ++t) {
-      const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
-      const TableSpec& spec = shard.spec();
-      json shards = json::array();
-      for (int r = 0; r < comm.size(); ++r)
-        shards.push_back({{"rank", r},
-                          {"row_begin", tables.plan(t).row_begin(r)},
-                          {"rows", tables.plan(t).shard_rows(r)},
-                          {"weights", shard_file(spec.name, r, "weights")},
-                          {"state", shard_file(spec.name, r, "state")}});
-      jt.push_back({{"name", spec.name},
-                    {"rows", spec.num_embeddings},
-                    {"dim", spec.dim},
-                    {"optimizer", optimizer_name(spec.optimizer.kind)},
-                    {"state_width", shard.state_width()},
-                    {"optimizer_step", shard.step()},
-                    {"shards", shards}});
-    }
-    m["tables"] = jt;
+    json m = manifest_of(info, tables);
     if (dense) {
       write_npy((tmp_dir / "dense.npy").string(), DType::kFloat32,
                 {static_cast<int64_t>(dense->size())}, dense->data());
       m["dense"] = "dense.npy";
     }
     write_file_atomic(tmp_dir / "manifest.json", m.dump(2) + "\n");
-
-    // Swap into place: an older copy of the same step (a re-save after a
-    // resume) goes first; `latest` moves only once the new folder is whole.
-    std::error_code ec;
-    fs::remove_all(final_dir, ec);
-    fs::rename(tmp_dir, final_dir, ec);
-    EMBTRAIN_REQUIRE(!ec, final_dir.string(), ": cannot rename checkpoint into place: ",
-                     ec.message());
-    write_file_atomic(fs::path(root) / "latest", step_name(info.step) + "\n");
-
-    if (keep > 0) {
-      std::vector<fs::path> steps;
-      for (const auto& e : fs::directory_iterator(root))
-        if (e.is_directory() && e.path().filename().string().rfind("step_", 0) == 0)
-          steps.push_back(e.path());
-      std::sort(steps.begin(), steps.end());
-      for (size_t i = 0; i + keep < steps.size(); ++i) fs::remove_all(steps[i], ec);
-    }
+    swap_into_place(root, tmp_dir, final_dir, info.step, keep);
   });
   return final_dir.string();
 }

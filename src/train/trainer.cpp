@@ -116,146 +116,204 @@ ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> 
   return tables;
 }
 
-TrainSummary train(Workload& workload, const std::vector<TableSetup>& setups,
-                   const TrainOptions& options, Communicator& comm) {
-  const bool root = comm.rank() == 0;
-  const bool talk = root && !options.quiet;
-  TrainSummary summary;
+namespace {
 
-  const std::string resume_dir = options.resume.empty() ? "" : resolve_checkpoint(options.resume);
-  ShardedEmbedding tables = build_tables(workload, setups, comm, options.seed);
-  std::vector<float>* dense = workload.dense_parameters();
-  if (!resume_dir.empty()) {
-    run_agreed(comm, [&] {
-      const CheckpointInfo info = read_checkpoint_info(resume_dir);
-      EMBTRAIN_REQUIRE(info.workload == workload.name(), "checkpoint ", resume_dir,
-                       " is of workload '", info.workload, "', not '", workload.name(), "'");
+// Sums over the steps since the last progress line, this rank's.
+struct Window {
+  double loss = 0, examples = 0, lookups = 0, words = 0;
+
+  void add(const StepOutput& out) {
+    loss += out.loss_sum;
+    examples += static_cast<double>(out.examples);
+    lookups += static_cast<double>(out.lookups);
+    words += static_cast<double>(out.words);
+  }
+};
+
+// One call of train(): its tables, metrics and summary, and the parts of
+// the loop as methods (resume, evaluate, log progress, checkpoint, finish).
+class TrainingRun {
+ public:
+  TrainingRun(Workload& workload, const std::vector<TableSetup>& setups,
+              const TrainOptions& options, Communicator& comm)
+      : workload_(workload),
+        options_(options),
+        comm_(comm),
+        root_(comm.rank() == 0),
+        talk_(root_ && !options.quiet),
+        resume_dir_(options.resume.empty() ? "" : resolve_checkpoint(options.resume)),
+        tables_(build_tables(workload, setups, comm, options.seed)),
+        dense_(workload.dense_parameters()),
+        per_epoch_(std::max<int64_t>(1, workload.steps_per_epoch())) {}
+
+  TrainSummary run() {
+    resume();
+    if (options_.device == "cuda") {
+      tables_.use_cuda(options_.cuda);
+      if (talk_) std::printf("device: %s\n", tables_.device_description().c_str());
+    }
+    plan_steps();
+    open_metrics();
+    summary_.reference = workload_.reference_metrics();
+    if (talk_ && !summary_.reference.empty())
+      std::printf("reference (ground truth on the eval set): %s\n",
+                  metrics_string(summary_.reference).c_str());
+    summary_.eval_start = evaluate(summary_.first_step, "start");
+    if (talk_) std::fflush(stdout);
+    train_steps();
+    summary_.eval_end = evaluate(summary_.steps, "end");
+    checkpoint(summary_.steps);
+    workload_.finish(tables_, options_.out_dir);
+    report();
+    return summary_;
+  }
+
+ private:
+  void resume() {
+    if (resume_dir_.empty()) return;
+    run_agreed(comm_, [&] {
+      const CheckpointInfo info = read_checkpoint_info(resume_dir_);
+      EMBTRAIN_REQUIRE(info.workload == workload_.name(), "checkpoint ", resume_dir_,
+                       " is of workload '", info.workload, "', not '", workload_.name(), "'");
     });
-    const CheckpointInfo info = load_checkpoint(resume_dir, tables, dense);
-    summary.first_step = info.step;
-    if (talk) std::printf("resumed from %s at step %lld\n", resume_dir.c_str(),
-                          static_cast<long long>(info.step));
+    const CheckpointInfo info = load_checkpoint(resume_dir_, tables_, dense_);
+    summary_.first_step = info.step;
+    if (talk_)
+      std::printf("resumed from %s at step %lld\n", resume_dir_.c_str(),
+                  static_cast<long long>(info.step));
   }
 
-  if (options.device == "cuda") {
-    tables.use_cuda(options.cuda);
-    if (talk) std::printf("device: %s\n", tables.device_description().c_str());
+  void plan_steps() {
+    summary_.steps = options_.steps > 0
+                         ? options_.steps
+                         : std::max<int64_t>(1, std::llround(options_.epochs * per_epoch_));
+    if (summary_.first_step > summary_.steps)
+      throw AgreedError(detail::concat("checkpoint ", resume_dir_, " is at step ",
+                                       summary_.first_step, " but the run has only ",
+                                       summary_.steps, " steps"));
   }
 
-  const int64_t per_epoch = std::max<int64_t>(1, workload.steps_per_epoch());
-  const int64_t total =
-      options.steps > 0 ? options.steps
-                        : std::max<int64_t>(1, std::llround(options.epochs * per_epoch));
-  summary.steps = total;
-  if (summary.first_step > total)
-    throw AgreedError(detail::concat("checkpoint ", resume_dir, " is at step ", summary.first_step,
-                                     " but the run has only ", total, " steps"));
+  void open_metrics() {
+    run_agreed(comm_, [&] {
+      metrics_ = std::make_unique<MetricsLog>(
+          options_.out_dir.empty() ? "" : (fs::path(options_.out_dir) / "metrics.jsonl").string(),
+          /*append=*/!resume_dir_.empty(), root_);
+    });
+  }
 
-  std::unique_ptr<MetricsLog> metrics_file;
-  run_agreed(comm, [&] {
-    metrics_file = std::make_unique<MetricsLog>(
-        options.out_dir.empty() ? "" : (fs::path(options.out_dir) / "metrics.jsonl").string(),
-        /*append=*/!resume_dir.empty(), root);
-  });
-  MetricsLog& metrics = *metrics_file;
-  auto evaluate = [&](int64_t step, const char* when) {
-    std::map<std::string, double> m = workload.evaluate(tables);
+  std::map<std::string, double> evaluate(int64_t step, const char* when) {
+    std::map<std::string, double> m = workload_.evaluate(tables_);
     json j = {{"type", "eval"}, {"step", step}, {"when", when}};
     for (const auto& [k, v] : m) j[k] = v;
-    if (root) metrics.write(j);
-    if (talk) std::printf("eval  step %lld: %s\n", static_cast<long long>(step), metrics_string(m).c_str());
+    if (root_) metrics_->write(j);
+    if (talk_)
+      std::printf("eval  step %lld: %s\n", static_cast<long long>(step), metrics_string(m).c_str());
     return m;
-  };
-
-  summary.reference = workload.reference_metrics();
-  if (talk && !summary.reference.empty())
-    std::printf("reference (ground truth on the eval set): %s\n",
-                metrics_string(summary.reference).c_str());
-  summary.eval_start = evaluate(summary.first_step, "start");
-  if (talk) std::fflush(stdout);
-
-  auto checkpoint = [&](int64_t step) {
-    if (options.checkpoint_dir.empty()) return;
-    CheckpointInfo info{workload.name(), step, options.seed, options.config_text};
-    const std::string dir =
-        save_checkpoint(options.checkpoint_dir, info, tables, dense, options.checkpoint_keep);
-    if (root) metrics.write({{"type", "checkpoint"}, {"step", step}, {"path", dir}});
-    if (talk) std::printf("checkpoint  step %lld -> %s\n", static_cast<long long>(step), dir.c_str());
-  };
-
-  // Sums since the last progress line, this rank's: loss, examples,
-  // lookups, words.
-  double window[4] = {0, 0, 0, 0};
-  double totals[2] = {0, 0};  // lookups, words over the whole run, all ranks
-  Stopwatch run_clock, window_clock;
-  double elapsed = 0, window_s = 0;
-  for (int64_t step = summary.first_step; step < total; ++step) {
-    const StepOutput out = workload.train_step(tables, step);
-    window[0] += out.loss_sum;
-    window[1] += static_cast<double>(out.examples);
-    window[2] += static_cast<double>(out.lookups);
-    window[3] += static_cast<double>(out.words);
-    const int64_t done = step + 1;
-    const bool log_now = done % std::max<int64_t>(1, options.log_interval) == 0 || done == total;
-    if (log_now) {
-      comm.allreduce_sum(window, 4, CommType::kFloat64);
-      window_s = window_clock.lap_ms() / 1e3;
-      elapsed += window_s;
-      totals[0] += window[2];
-      totals[1] += window[3];
-      const double loss = window[1] > 0 ? window[0] / window[1] : 0;
-      summary.final_train_loss = loss;
-      const double lookups_per_s = window[2] / std::max(window_s, 1e-9);
-      const double words_per_s = window[3] / std::max(window_s, 1e-9);
-      const double eta = elapsed / static_cast<double>(done - summary.first_step) *
-                         static_cast<double>(total - done);
-      json j = {{"type", "train"}, {"step", done}, {"epoch", static_cast<double>(done) / per_epoch},
-                {"loss", loss},    {"lookups_per_s", lookups_per_s},
-                {"elapsed_s", elapsed}};
-      if (window[3] > 0) j["words_per_s"] = words_per_s;
-      if (root) metrics.write(j);
-      if (talk) {
-        std::printf("step %*lld/%lld  epoch %.2f  loss %.4f  lookups/s %s%s  elapsed %s  eta %s\n",
-                    static_cast<int>(std::to_string(total).size()), static_cast<long long>(done),
-                    static_cast<long long>(total), static_cast<double>(done) / per_epoch, loss,
-                    rate_string(lookups_per_s).c_str(),
-                    window[3] > 0 ? ("  words/s " + rate_string(words_per_s)).c_str() : "",
-                    clock_string(elapsed).c_str(), clock_string(eta).c_str());
-        std::fflush(stdout);
-      }
-      std::fill(std::begin(window), std::end(window), 0.0);
-      window_clock.lap_ms();  // logging is not training time
-    }
-    if (options.eval_every > 0 && done % options.eval_every == 0 && done != total)
-      evaluate(done, "periodic");
-    if (options.checkpoint_every > 0 && done % options.checkpoint_every == 0 && done != total)
-      checkpoint(done);
   }
-  summary.seconds = run_clock.lap_ms() / 1e3;
-  summary.lookups_per_s = totals[0] / std::max(elapsed, 1e-9);
-  summary.words_per_s = totals[1] / std::max(elapsed, 1e-9);
-  summary.eval_end = evaluate(total, "end");
-  checkpoint(total);
-  workload.finish(tables, options.out_dir);
 
-  json j = {{"type", "summary"}, {"steps", total}, {"first_step", summary.first_step},
-            {"seconds", summary.seconds}, {"lookups_per_s", summary.lookups_per_s},
-            {"train_loss", summary.final_train_loss}};
-  if (summary.words_per_s > 0) j["words_per_s"] = summary.words_per_s;
-  for (const auto& [k, v] : summary.eval_end) j["eval_" + k] = v;
-  for (const auto& [k, v] : summary.reference) j["reference_" + k] = v;
-  if (root) metrics.write(j);
-  if (talk) {
-    std::printf("done: %lld steps in %s, %s lookups/s", static_cast<long long>(total - summary.first_step),
-                clock_string(summary.seconds).c_str(), rate_string(summary.lookups_per_s).c_str());
-    if (summary.words_per_s > 0) std::printf(", %s words/s", rate_string(summary.words_per_s).c_str());
-    std::printf("\n  eval at start: %s\n  eval at end:   %s\n", metrics_string(summary.eval_start).c_str(),
-                metrics_string(summary.eval_end).c_str());
-    if (!summary.reference.empty())
-      std::printf("  reference:     %s\n", metrics_string(summary.reference).c_str());
+  void checkpoint(int64_t step) {
+    if (options_.checkpoint_dir.empty()) return;
+    CheckpointInfo info{workload_.name(), step, options_.seed, options_.config_text};
+    const std::string dir =
+        save_checkpoint(options_.checkpoint_dir, info, tables_, dense_, options_.checkpoint_keep);
+    if (root_) metrics_->write({{"type", "checkpoint"}, {"step", step}, {"path", dir}});
+    if (talk_)
+      std::printf("checkpoint  step %lld -> %s\n", static_cast<long long>(step), dir.c_str());
+  }
+
+  void train_steps() {
+    const int64_t total = summary_.steps;
+    Stopwatch run_clock;
+    window_clock_.lap_ms();
+    for (int64_t step = summary_.first_step; step < total; ++step) {
+      window_.add(workload_.train_step(tables_, step));
+      const int64_t done = step + 1;
+      if (done % std::max<int64_t>(1, options_.log_interval) == 0 || done == total)
+        log_progress(done);
+      if (options_.eval_every > 0 && done % options_.eval_every == 0 && done != total)
+        evaluate(done, "periodic");
+      if (options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0 && done != total)
+        checkpoint(done);
+    }
+    summary_.seconds = run_clock.lap_ms() / 1e3;
+    summary_.lookups_per_s = lookups_ / std::max(elapsed_, 1e-9);
+    summary_.words_per_s = words_ / std::max(elapsed_, 1e-9);
+  }
+
+  // The window's sums over all ranks as one progress line and one JSON line.
+  void log_progress(int64_t done) {
+    double sums[4] = {window_.loss, window_.examples, window_.lookups, window_.words};
+    comm_.allreduce_sum(sums, 4, CommType::kFloat64);
+    const double window_s = window_clock_.lap_ms() / 1e3;
+    elapsed_ += window_s;
+    lookups_ += sums[2];
+    words_ += sums[3];
+    const double loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
+    summary_.final_train_loss = loss;
+    const double lookups_per_s = sums[2] / std::max(window_s, 1e-9);
+    const double words_per_s = sums[3] / std::max(window_s, 1e-9);
+    const int64_t total = summary_.steps;
+    const double epoch = static_cast<double>(done) / per_epoch_;
+    const double eta =
+        elapsed_ / static_cast<double>(done - summary_.first_step) * static_cast<double>(total - done);
+    json j = {{"type", "train"},  {"step", done},
+              {"epoch", epoch},   {"loss", loss},
+              {"lookups_per_s", lookups_per_s}, {"elapsed_s", elapsed_}};
+    if (sums[3] > 0) j["words_per_s"] = words_per_s;
+    if (root_) metrics_->write(j);
+    if (talk_) {
+      std::printf("step %*lld/%lld  epoch %.2f  loss %.4f  lookups/s %s%s  elapsed %s  eta %s\n",
+                  static_cast<int>(std::to_string(total).size()), static_cast<long long>(done),
+                  static_cast<long long>(total), epoch, loss, rate_string(lookups_per_s).c_str(),
+                  sums[3] > 0 ? ("  words/s " + rate_string(words_per_s)).c_str() : "",
+                  clock_string(elapsed_).c_str(), clock_string(eta).c_str());
+      std::fflush(stdout);
+    }
+    window_ = Window{};
+    window_clock_.lap_ms();  // logging is not training time
+  }
+
+  void report() {
+    const TrainSummary& s = summary_;
+    json j = {{"type", "summary"}, {"steps", s.steps},   {"first_step", s.first_step},
+              {"seconds", s.seconds}, {"lookups_per_s", s.lookups_per_s},
+              {"train_loss", s.final_train_loss}};
+    if (s.words_per_s > 0) j["words_per_s"] = s.words_per_s;
+    for (const auto& [k, v] : s.eval_end) j["eval_" + k] = v;
+    for (const auto& [k, v] : s.reference) j["reference_" + k] = v;
+    if (root_) metrics_->write(j);
+    if (!talk_) return;
+    std::printf("done: %lld steps in %s, %s lookups/s", static_cast<long long>(s.steps - s.first_step),
+                clock_string(s.seconds).c_str(), rate_string(s.lookups_per_s).c_str());
+    if (s.words_per_s > 0) std::printf(", %s words/s", rate_string(s.words_per_s).c_str());
+    std::printf("\n  eval at start: %s\n  eval at end:   %s\n", metrics_string(s.eval_start).c_str(),
+                metrics_string(s.eval_end).c_str());
+    if (!s.reference.empty())
+      std::printf("  reference:     %s\n", metrics_string(s.reference).c_str());
     std::fflush(stdout);
   }
-  return summary;
+
+  Workload& workload_;
+  const TrainOptions& options_;
+  Communicator& comm_;
+  const bool root_, talk_;
+  const std::string resume_dir_;
+  ShardedEmbedding tables_;
+  std::vector<float>* dense_;
+  const int64_t per_epoch_;
+  TrainSummary summary_;
+  std::unique_ptr<MetricsLog> metrics_;
+  Window window_;
+  Stopwatch window_clock_;
+  double elapsed_ = 0;          // training seconds, logging excluded
+  double lookups_ = 0, words_ = 0;  // over the run so far, all ranks
+};
+
+}  // namespace
+
+TrainSummary train(Workload& workload, const std::vector<TableSetup>& setups,
+                   const TrainOptions& options, Communicator& comm) {
+  return TrainingRun(workload, setups, options, comm).run();
 }
 
 }  // namespace embtrain
