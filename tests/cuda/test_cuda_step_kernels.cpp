@@ -196,6 +196,31 @@ TEST(CudaStepKernels, BucketizeIsLowerBound) {
   EXPECT_EQ(d_begin.host(), (std::vector<int64_t>{0, 0}));
 }
 
+// Items of consecutive blocks, empty blocks among them (as a step's
+// (peer, table) blocks are): item k's row is its block's base plus its
+// place in the block times dim.
+TEST(CudaStepKernels, BlockOffsetsAreBasePlusPlace) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int n = 0; n < 50; ++n) {
+    const int64_t blocks = std::uniform_int_distribution<int64_t>(1, 9)(rng);
+    const int64_t dim = std::uniform_int_distribution<int64_t>(1, 130)(rng);
+    std::vector<int64_t> starts{0}, base, want;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t size = std::uniform_int_distribution<int64_t>(0, 3000)(rng) * (n % 4 != 0);
+      base.push_back(std::uniform_int_distribution<int64_t>(0, 1 << 20)(rng));
+      for (int64_t k = 0; k < size; ++k) want.push_back(base[b] + k * dim);
+      starts.push_back(starts.back() + size);
+    }
+    const int64_t items = starts.back();
+    DeviceArray<int64_t> d_starts(starts), d_base(base), d_out(want.size());
+    cuda::block_offsets(d_starts.get(), d_base.get(), blocks, dim, items, d_out.get(), nullptr);
+    EXPECT_EQ(d_out.host(), want) << "case " << n << ": " << blocks << " blocks, dim " << dim;
+  }
+}
+
 TEST(CudaStepKernels, ExpandRowsMatchesCpu) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = test_seed();

@@ -143,6 +143,61 @@ TEST(UniqueIds, SmallExample) {
   EXPECT_EQ(index.positions, (std::vector<int32_t>{1, 4, 0, 2, 5, 3}));
 }
 
+// -------------------------------------------------------------- bucketize
+
+// begin[d] counts the distinct ids below bounds[d]: the reference counts
+// them one by one instead of searching.
+TEST(Bucketize, CountsTheIdsBelowEachBound) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int n = 0; n < 200; ++n) {
+    const int64_t rows = std::uniform_int_distribution<int64_t>(1, 5000)(rng);
+    std::vector<int64_t> ids = random_ids(std::uniform_int_distribution<int64_t>(0, 300)(rng),
+                                          rows, n % 2 == 1, rng);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    std::vector<int64_t> bounds;
+    const int ranks = std::uniform_int_distribution<int>(1, 9)(rng);
+    for (int r = 0; r <= ranks; ++r) bounds.push_back(rows * r / ranks);
+    bounds.push_back(std::uniform_int_distribution<int64_t>(0, rows + 3)(rng));
+    std::vector<int64_t> begin(bounds.size(), -7);
+    embtrain::cpu::bucketize(ids.data(), static_cast<int64_t>(ids.size()), bounds.data(),
+                             static_cast<int64_t>(bounds.size()), begin.data());
+    for (size_t d = 0; d < bounds.size(); ++d) {
+      int64_t below = 0;
+      for (int64_t id : ids) below += id < bounds[d];
+      ASSERT_EQ(begin[d], below) << "bound " << d << " = " << bounds[d] << ", case " << n;
+    }
+  }
+}
+
+// Items of consecutive blocks, empty blocks among them: item k's row is its
+// block's base plus its place in the block times dim.
+TEST(BlockOffsets, EachItemAtItsBlocksBasePlusItsPlace) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int n = 0; n < 200; ++n) {
+    const int64_t blocks = std::uniform_int_distribution<int64_t>(1, 8)(rng);
+    const int64_t dim = std::uniform_int_distribution<int64_t>(1, 9)(rng);
+    std::vector<int64_t> starts{0}, base, block_of;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t size = std::uniform_int_distribution<int64_t>(0, 5)(rng) * (n % 3 != 0);
+      base.push_back(std::uniform_int_distribution<int64_t>(0, 1000)(rng));
+      for (int64_t k = 0; k < size; ++k) block_of.push_back(b);
+      starts.push_back(starts.back() + size);
+    }
+    const int64_t items = starts.back();
+    std::vector<int64_t> out(static_cast<size_t>(items), -1);
+    embtrain::cpu::block_offsets(starts.data(), base.data(), blocks, dim, items, out.data());
+    for (int64_t k = 0; k < items; ++k) {
+      const int64_t b = block_of[k];
+      ASSERT_EQ(out[k], base[b] + (k - starts[b]) * dim) << "item " << k << ", case " << n;
+    }
+  }
+}
+
 // ----------------------------------------------------------------- gather
 
 template <typename Index>
