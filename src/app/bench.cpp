@@ -172,7 +172,11 @@ int run_bench(int argc, char** argv) {
      "local (one process, no exchange) | sharded | auto (local for one rank, else sharded)")
     ("json", po::bool_switch(), "print one JSON object instead of text");
   // clang-format on
-  add_table_options(&options, "adam", 1e-3, /*default_scale_grad_by_freq=*/true);
+  // The workload's ids 0 are its padding.
+  add_table_options(&options, {{"optimizer", "adam"},
+                               {"lr", "0.001"},
+                               {"scale_grad_by_freq", "true"},
+                               {"padding_idx", "0"}});
   add_device_options(&options);
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::cout << options << "\n";
@@ -194,7 +198,6 @@ int run_bench(int argc, char** argv) {
     spec.name = "bench";
     spec.num_embeddings = vm["rows"].as<int64_t>();
     spec.dim = vm["dim"].as<int64_t>();
-    spec.padding_idx = 0;
     read_table_options(vm, &spec);
     seq = vm["seq"].as<int64_t>();
     steps = vm["steps"].as<int64_t>();
@@ -226,7 +229,9 @@ int run_bench(int argc, char** argv) {
     EMBTRAIN_REQUIRE(engine != "local" || P == 1,
                      "option --engine = local needs a job of one rank, this one has ", P);
     if (engine != "auto") sharded = engine == "sharded";
-    device = read_device_options(vm, &cuda_options);
+    const DeviceChoice choice = read_device_options(vm);
+    device = choice.device;
+    cuda_options = choice.cuda;
     EMBTRAIN_REQUIRE(device == "cpu" || engine != "local",
                      "option --engine = local runs on the CPU only; --device cuda uses the sharded "
                      "engine");
@@ -249,9 +254,11 @@ int run_bench(int argc, char** argv) {
                 "device %s\n",
                 machine.host.c_str(), machine.cpu.c_str(), machine.cores, P, threads,
                 sharded ? "sharded" : "local", device.c_str());
-    std::printf("# table %lld x %lld, optimizer %s, scale_grad_by_freq %d, padding_idx 0\n",
+    const std::string padding = spec.padding_idx ? std::to_string(*spec.padding_idx) : "none";
+    std::printf("# table %lld x %lld, optimizer %s, scale_grad_by_freq %d, padding_idx %s\n",
                 static_cast<long long>(spec.num_embeddings), static_cast<long long>(dim),
-                optimizer_name(spec.optimizer.kind), spec.scale_grad_by_freq ? 1 : 0);
+                optimizer_name(spec.optimizer.kind), spec.scale_grad_by_freq ? 1 : 0,
+                padding.c_str());
     std::printf("# %lld lookups/step over all ranks (rank 0: batch %lld x seq %lld), zipf %.3f, "
                 "pad-frac %.3f, steps %lld + warmup %lld\n",
                 static_cast<long long>(global_lookups), static_cast<long long>(batch),

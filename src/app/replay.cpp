@@ -111,7 +111,7 @@ int run_replay(int argc, char** argv) {
     ("out", po::value<std::string>()->required(), "output folder (created if absent)")
     ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)");
   // clang-format on
-  add_table_options(&options, "sgd", 0.01);
+  add_table_options(&options, {{"optimizer", "sgd"}, {"lr", "0.01"}});
   add_device_options(&options);
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::cout << options << "\n";
@@ -126,15 +126,14 @@ int run_replay(int argc, char** argv) {
   int64_t steps = 0;
   TableSpec spec;
   std::vector<float> local_rows;
-  std::string device;
-  CudaOptions cuda_options;
+  DeviceChoice device;
   run_agreed(*comm, [&] {
     vm = parse_command_line(argc, argv, options, "replay");
     if (vm.count("help")) return;
     const int threads = vm["threads"].as<int>();
     EMBTRAIN_REQUIRE(threads >= 0, "option --threads = ", threads, " is invalid (valid: >= 0)");
     if (threads > 0) omp_set_num_threads(threads);
-    device = read_device_options(vm, &cuda_options);
+    device = read_device_options(vm);
     batches = vm["batches"].as<std::string>();
     EMBTRAIN_REQUIRE(fs::is_directory(batches), "option --batches: ", batches.string(),
                      " is not a folder");
@@ -165,7 +164,7 @@ int run_replay(int argc, char** argv) {
   const int64_t dim = spec.dim;
   ShardedEmbedding table({spec}, comm.get(), {local_rows});
   local_rows = {};
-  if (device == "cuda") table.use_cuda(cuda_options);
+  if (device.device == "cuda") table.use_cuda(device.cuda);
 
   // Only rank 0 writes, into a temporary folder that moves into place once
   // every step has succeeded.

@@ -13,6 +13,8 @@
 #include "embtrain/communicator.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/trainer.hpp"
+#include "options.hpp"
+#include "table_options.hpp"
 #include "workload_registry.hpp"
 
 namespace embtrain {
@@ -60,64 +62,57 @@ void declare_common(Config& c) {
             "(checkpoint.dir's latest if there is one, else a fresh start)");
 }
 
-// table.NAME.* keys, with the workload's defaults over the general ones.
-void declare_table(Config& c, const WorkloadEntry& w, const std::string& name) {
-  const std::string p = "table." + name + ".";
-  auto d = [&](const std::string& key, const std::string& general, const std::string& help) {
-    const auto it = w.table_defaults.find(p + key);
-    c.declare(p + key, it != w.table_defaults.end() ? it->second : general, help);
+void read_init(TableSetup& setup, const std::string& init) {
+  if (init.empty()) throw ValueError("a value is required");
+  if (init != "normal" && init != "zeros" && !fs::exists(init)) throw ValueError("no such file");
+  setup.init = init;
+}
+
+// The keys of a table that only train has, beside table_options(): its
+// shape and how its rows start (replay takes them from the weights it
+// replays, bench from its own flags).
+const OptionList<TableSetup>& train_table_options() {
+  using R = Rules<TableSetup>;
+  const int64_t kMax = std::numeric_limits<int64_t>::max();
+  static const OptionList<TableSetup> options = {
+      {"rows", "rows (default: what the workload's data needs)",
+       R::optional_integer(
+           1, kMax,
+           [](TableSetup& s, std::optional<int64_t> v) { s.spec.num_embeddings = v.value_or(0); })},
+      {"dim", "embedding_dim",
+       R::integer(1, 1 << 20, [](TableSetup& s, int64_t v) { s.spec.dim = v; }), "32"},
+      {"init", "normal | zeros | PATH.npy (from_pretrained: rows used as given)",
+       R::text("normal, zeros, or the path of a .npy", read_init), "normal"},
+      {"init_std", "standard deviation of init = normal (1 is torch.nn.Embedding's)",
+       R::real(Range::closed(0, 1e6), &TableSetup::init_std)},
   };
-  d("rows", "", "rows (default: what the workload's data needs)");
-  d("dim", "32", "embedding_dim");
-  d("padding_idx", "", "row that gets no gradient; negative counts from the end");
-  d("max_norm", "", "renorm looked-up rows whose norm exceeds this");
-  d("norm_type", "2", "p of the max_norm p-norm (inf allowed)");
-  d("scale_grad_by_freq", "false", "divide a row's gradient by its count in the global batch");
-  d("optimizer", "adagrad", "sgd | adagrad | adam | rowwise_adagrad");
-  d("lr", "0.05", "learning rate");
-  d("betas", "0.9,0.999", "adam: B1,B2");
-  d("eps", "", "eps (default: 1e-10 adagrad, 1e-8 adam and rowwise_adagrad)");
-  d("lr_decay", "0", "adagrad: lr decay");
-  d("initial_accumulator_value", "0", "adagrad and rowwise_adagrad: initial accumulator");
-  d("init", "normal", "normal | zeros | PATH.npy (from_pretrained: rows used as given)");
-  d("init_std", "1", "standard deviation of init = normal (1 is torch.nn.Embedding's)");
-  d("freeze", "false", "no updates (from_pretrained(freeze=True))");
+  return options;
+}
+
+std::string table_prefix(const std::string& table) { return "table." + table + "."; }
+
+// A table's defaults: train's, then the workload's.
+OptionDefaults table_defaults(const WorkloadEntry& w, const std::string& table) {
+  OptionDefaults defaults = {{"optimizer", "adagrad"}, {"lr", "0.05"}};
+  const std::string prefix = table_prefix(table);
+  for (const auto& [key, value] : w.table_defaults)
+    if (key.rfind(prefix, 0) == 0) defaults[key.substr(prefix.size())] = value;
+  return defaults;
+}
+
+// table.NAME.* keys.
+void declare_table(Config& c, const WorkloadEntry& w, const std::string& name) {
+  const OptionDefaults defaults = table_defaults(w, name);
+  declare_keys(&c, table_prefix(name), table_options(), defaults);
+  declare_keys(&c, table_prefix(name), train_table_options(), defaults);
 }
 
 TableSetup read_table(const Config& c, const std::string& name) {
-  const std::string p = "table." + name + ".";
-  const int64_t kMax = std::numeric_limits<int64_t>::max();
-  TableSetup s;
-  s.spec.name = name;
-  s.spec.num_embeddings = c.optional_integer(p + "rows", 1, kMax).value_or(0);
-  s.spec.dim = c.integer(p + "dim", 1, 1 << 20);
-  s.spec.padding_idx = c.optional_integer(p + "padding_idx", -kMax, kMax);
-  s.spec.max_norm = c.optional_real(p + "max_norm", 1e-30, 1e30);
-  const std::string norm = c.str(p + "norm_type");
-  s.spec.norm_type = norm == "inf" ? std::numeric_limits<double>::infinity()
-                                   : c.real(p + "norm_type", 1e-6, 1e6);
-  s.spec.scale_grad_by_freq = c.boolean(p + "scale_grad_by_freq");
-  s.spec.freeze = c.boolean(p + "freeze");
-  OptimizerConfig& o = s.spec.optimizer;
-  o.kind = parse_optimizer_kind(c.choice(p + "optimizer", {"sgd", "adagrad", "adam", "rowwise_adagrad"}));
-  o.lr = c.real(p + "lr", 0, 1e6);
-  const std::string betas = c.str(p + "betas");
-  const size_t comma = betas.find(',');
-  char* end = nullptr;
-  if (comma == std::string::npos) c.fail(p + "betas", "not of the form B1,B2");
-  o.beta1 = std::strtod(betas.substr(0, comma).c_str(), &end);
-  if (*end || !(o.beta1 >= 0 && o.beta1 < 1)) c.fail(p + "betas", "B1 must be in [0, 1)");
-  o.beta2 = std::strtod(betas.substr(comma + 1).c_str(), &end);
-  if (*end || !(o.beta2 >= 0 && o.beta2 < 1)) c.fail(p + "betas", "B2 must be in [0, 1)");
-  o.eps = c.optional_real(p + "eps", 0, 1);
-  o.lr_decay = c.real(p + "lr_decay", 0, 1e6);
-  o.initial_accumulator_value = c.real(p + "initial_accumulator_value", 0, 1e6);
-  s.init = c.str(p + "init");
-  if (s.init.empty()) c.fail(p + "init", "a value is required (normal, zeros or PATH.npy)");
-  if (s.init != "normal" && s.init != "zeros" && !fs::exists(s.init))
-    c.fail(p + "init", "no such file (valid: normal, zeros, or the path of a .npy)");
-  s.init_std = c.real(p + "init_std", 0, 1e6);
-  return s;
+  TableSetup setup;
+  setup.spec.name = name;
+  read_keys(c, table_prefix(name), table_options(), &setup.spec);
+  read_keys(c, table_prefix(name), train_table_options(), &setup);
+  return setup;
 }
 
 }  // namespace
