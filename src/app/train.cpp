@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
+#include <limits>
 
 #include "commands.hpp"
 #include "config.hpp"
@@ -24,42 +24,66 @@ namespace fs = std::filesystem;
 
 namespace {
 
+constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+
 const WorkloadEntry* find_workload(const std::string& name) {
   for (const WorkloadEntry& e : registered_workloads())
     if (e.name == name) return &e;
   return nullptr;
 }
 
-std::string workload_names() {
-  std::string names;
-  for (const WorkloadEntry& e : registered_workloads()) names += (names.empty() ? "" : ", ") + e.name;
+std::vector<std::string> workload_names() {
+  std::vector<std::string> names;
+  for (const WorkloadEntry& e : registered_workloads()) names.push_back(e.name);
   return names;
 }
 
-void declare_common(Config& c) {
-  c.declare("train.workload", "recsys", "the model to train: " + workload_names());
-  c.declare("train.steps", "0", "total steps (0: train.epochs passes over the data)");
-  c.declare("train.epochs", "1", "passes over the training data, when train.steps is 0");
-  c.declare("train.batch_size", "1024", "examples per rank per step");
-  c.declare("train.seed", "1", "seed of initial tables and batches");
-  c.declare("train.threads", "0", "CPU threads per rank (0: OpenMP's default)");
-  c.declare("train.device", "cpu",
-            "where the tables live and the embedding step runs: cpu | cuda (rank r uses GPU "
-            "local_rank % device_count)");
-  c.declare("train.data_comm", "auto",
-            "with device cuda, how device buffers travel: auto (nccl when each GPU has one rank, "
-            "else mpi-staged) | nccl | mpi-staged");
-  c.declare("train.eval_every", "0", "steps between evaluations (0: at start and end only)");
-  c.declare("log.interval", "100", "steps between progress lines");
-  c.declare("log.dir", "runs/default", "where config.ini and metrics.jsonl are written");
-  c.declare("log.quiet", "false", "no progress lines");
-  c.declare("checkpoint.dir", "", "checkpoint root (default: LOG_DIR/checkpoints)");
-  c.declare("checkpoint.every", "0", "steps between checkpoints (0: only at the end)");
-  c.declare("checkpoint.keep", "3", "newest checkpoints kept (0: all)");
-  c.declare("checkpoint.enabled", "true", "write checkpoints at all");
-  c.declare("checkpoint.resume", "",
-            "resume from: a checkpoint folder, a checkpoint root (its latest), or 'auto' "
-            "(checkpoint.dir's latest if there is one, else a fresh start)");
+// What the [train], [log] and [checkpoint] keys fill in: the trainer's
+// options and what this command needs besides.
+struct RunKeys : TrainOptions {
+  int64_t batch_size = 1024;
+  int threads = 0;
+  bool checkpoints_enabled = true;
+  std::string checkpoint_root;  // checkpoint.dir as given ("" = LOG_DIR/checkpoints)
+};
+
+void read_log_dir(RunKeys& keys, const std::string& dir) {
+  if (dir.empty()) throw ValueError("a folder is required");
+  keys.out_dir = dir;
+}
+
+OptionList<RunKeys> run_options() {
+  using R = Rules<RunKeys>;
+  return {
+      {"train.workload", "the model to train: " + join(workload_names()),
+       R::choice(workload_names(), &RunKeys::workload), "recsys"},
+      {"train.steps", "total steps (0: train.epochs passes over the data)",
+       R::integer(0, kMax, &RunKeys::steps)},
+      {"train.epochs", "passes over the training data, when train.steps is 0",
+       R::real(Range::closed(1e-9, 1e9), &RunKeys::epochs)},
+      {"train.batch_size", "examples per rank per step",
+       R::integer(1, 1 << 30, &RunKeys::batch_size)},
+      {"train.seed", "seed of initial tables and batches", R::integer(0, kMax, &RunKeys::seed)},
+      {"train.threads", "CPU threads per rank (0: OpenMP's default)",
+       R::integer(0, 4096, &RunKeys::threads)},
+      {"train.eval_every", "steps between evaluations (0: at start and end only)",
+       R::integer(0, kMax, &RunKeys::eval_every)},
+      {"log.interval", "steps between progress lines", R::integer(1, kMax, &RunKeys::log_interval)},
+      {"log.dir", "where config.ini and metrics.jsonl are written", R::text("", read_log_dir),
+       "runs/default"},
+      {"log.quiet", "no progress lines", R::boolean(&RunKeys::quiet)},
+      {"checkpoint.dir", "checkpoint root (default: LOG_DIR/checkpoints)",
+       R::text("", &RunKeys::checkpoint_root)},
+      {"checkpoint.every", "steps between checkpoints (0: only at the end)",
+       R::integer(0, kMax, &RunKeys::checkpoint_every)},
+      {"checkpoint.keep", "newest checkpoints kept (0: all)",
+       R::integer(0, 1000000, &RunKeys::checkpoint_keep)},
+      {"checkpoint.enabled", "write checkpoints at all", R::boolean(&RunKeys::checkpoints_enabled)},
+      {"checkpoint.resume",
+       "resume from: a checkpoint folder, a checkpoint root (its latest), or 'auto' "
+       "(checkpoint.dir's latest if there is one, else a fresh start)",
+       R::text("", &RunKeys::resume)},
+  };
 }
 
 void read_init(TableSetup& setup, const std::string& init) {
@@ -73,7 +97,6 @@ void read_init(TableSetup& setup, const std::string& init) {
 // replays, bench from its own flags).
 const OptionList<TableSetup>& train_table_options() {
   using R = Rules<TableSetup>;
-  const int64_t kMax = std::numeric_limits<int64_t>::max();
   static const OptionList<TableSetup> options = {
       {"rows", "rows (default: what the workload's data needs)",
        R::optional_integer(
@@ -89,30 +112,123 @@ const OptionList<TableSetup>& train_table_options() {
   return options;
 }
 
-std::string table_prefix(const std::string& table) { return "table." + table + "."; }
-
-// A table's defaults: train's, then the workload's.
+// A table's defaults: train's, then the workload's for all its tables, then
+// the workload's for this one.
 OptionDefaults table_defaults(const WorkloadEntry& w, const std::string& table) {
   OptionDefaults defaults = {{"optimizer", "adagrad"}, {"lr", "0.05"}};
-  const std::string prefix = table_prefix(table);
-  for (const auto& [key, value] : w.table_defaults)
-    if (key.rfind(prefix, 0) == 0) defaults[key.substr(prefix.size())] = value;
+  for (const auto& [key, value] : w.table_defaults) defaults[key] = value;
+  const auto own = w.per_table_defaults.find(table);
+  if (own != w.per_table_defaults.end())
+    for (const auto& [key, value] : own->second) defaults[key] = value;
   return defaults;
 }
 
-// table.NAME.* keys.
-void declare_table(Config& c, const WorkloadEntry& w, const std::string& name) {
-  const OptionDefaults defaults = table_defaults(w, name);
-  declare_keys(&c, table_prefix(name), table_options(), defaults);
-  declare_keys(&c, table_prefix(name), train_table_options(), defaults);
+std::string table_prefix(const std::string& table) { return "table." + table + "."; }
+
+// The keys of workload `w`: its tables' and its own section's.
+void declare_workload_keys(Config* config, const WorkloadEntry& w) {
+  for (const std::string& t : w.tables) {
+    const OptionDefaults defaults = table_defaults(w, t);
+    declare_keys(config, table_prefix(t), table_options(), defaults);
+    declare_keys(config, table_prefix(t), train_table_options(), defaults);
+  }
+  w.declare(*config);
 }
 
-TableSetup read_table(const Config& c, const std::string& name) {
+TableSetup read_table(const Config& config, const std::string& name) {
   TableSetup setup;
   setup.spec.name = name;
-  read_keys(c, table_prefix(name), table_options(), &setup.spec);
-  read_keys(c, table_prefix(name), train_table_options(), &setup);
+  read_keys(config, table_prefix(name), table_options(), &setup.spec);
+  read_keys(config, table_prefix(name), train_table_options(), &setup);
   return setup;
+}
+
+void print_help() {
+  std::printf(
+      "usage: [mpirun -np P] embtrain train [--config FILE.ini] [--section.key=value ...]\n\n"
+      "Trains a workload with its embedding tables row-sharded over the ranks. Every key\n"
+      "can be set in the INI file ([section] then key = value) or on the command line,\n"
+      "which wins. Keys and defaults:\n");
+  Config common;
+  declare_keys(&common, "", run_options());
+  declare_keys(&common, "train.", device_options());
+  std::printf("%s", common.help_text().c_str());
+  for (const WorkloadEntry& w : registered_workloads()) {
+    Config c;
+    declare_workload_keys(&c, w);
+    std::printf("\n== workload %s: %s\n%s", w.name.c_str(), w.summary.c_str(),
+                c.help_text().c_str());
+  }
+}
+
+// Everything the configuration says about the run.
+struct RunSetup {
+  Config config;
+  const WorkloadEntry* workload = nullptr;
+  RunKeys keys;
+  std::vector<TableSetup> tables;
+};
+
+// checkpoint.dir defaults to LOG_DIR/checkpoints; checkpoint.resume = auto
+// resumes from its latest checkpoint, if any.
+void resolve_checkpoints(const Config& config, RunKeys* keys) {
+  if (keys->checkpoints_enabled)
+    keys->checkpoint_dir = keys->checkpoint_root.empty()
+                               ? (fs::path(keys->out_dir) / "checkpoints").string()
+                               : keys->checkpoint_root;
+  if (keys->resume == "auto") {
+    if (keys->checkpoint_dir.empty())
+      config.fail("checkpoint.resume", "'auto' needs checkpoints enabled");
+    keys->resume = keys->checkpoint_dir;
+  } else if (!keys->resume.empty() && resolve_checkpoint(keys->resume).empty()) {
+    config.fail("checkpoint.resume", "no checkpoint there");
+  }
+}
+
+// Reads the INI file and the overrides of argv; throws embtrain::Error
+// naming the first bad key.
+void read_setup(int argc, char** argv, RunSetup* setup) {
+  // The workload decides which keys exist, so it is read first.
+  std::string name = Config::peek(argc, argv, "train.workload");
+  if (name.empty()) name = "recsys";
+  setup->workload = find_workload(name);
+  EMBTRAIN_REQUIRE(setup->workload, "config key 'train.workload' = '", name,
+                   "' is not a workload (valid: ", join(workload_names()), ")");
+  Config& config = setup->config;
+  declare_keys(&config, "", run_options());
+  declare_keys(&config, "train.", device_options());
+  declare_workload_keys(&config, *setup->workload);
+  config.parse(argc, argv, "train");
+
+  RunKeys& keys = setup->keys;
+  read_keys(config, "", run_options(), &keys);
+  DeviceChoice device;
+  read_keys(config, "train.", device_options(), &device);
+  keys.device = device.device;
+  keys.cuda = device.cuda;
+  if (keys.threads > 0) omp_set_num_threads(keys.threads);
+  resolve_checkpoints(config, &keys);
+  for (const std::string& t : setup->workload->tables)
+    setup->tables.push_back(read_table(config, t));
+  keys.config_text = config.effective_ini();
+}
+
+// The run's folder holds the configuration that reproduces it.
+void write_config_ini(const TrainOptions& options) {
+  std::error_code ec;
+  fs::create_directories(options.out_dir, ec);
+  EMBTRAIN_REQUIRE(!ec, "config key 'log.dir' = '", options.out_dir,
+                   "': cannot create folder: ", ec.message());
+  const fs::path path = fs::path(options.out_dir) / "config.ini";
+  std::ofstream out(path, std::ios::trunc);
+  out << options.config_text;
+  EMBTRAIN_REQUIRE(out, path.string(), ": cannot write");
+}
+
+bool asks_for_help(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return true;
+  return false;
 }
 
 }  // namespace
@@ -120,107 +236,36 @@ TableSetup read_table(const Config& c, const std::string& name) {
 int run_train(int argc, char** argv) {
   std::unique_ptr<Communicator> comm = make_mpi_communicator();
   const bool root = comm->rank() == 0;
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      if (!root) return 0;
-      std::printf(
-          "usage: [mpirun -np P] embtrain train [--config FILE.ini] [--section.key=value ...]\n\n"
-          "Trains a workload with its embedding tables row-sharded over the ranks. Every key\n"
-          "can be set in the INI file ([section] then key = value) or on the command line,\n"
-          "which wins. Keys and defaults:\n");
-      Config common;
-      declare_common(common);
-      std::printf("%s", common.help_text().c_str());
-      for (const WorkloadEntry& w : registered_workloads()) {
-        Config c;
-        for (const std::string& t : w.tables) declare_table(c, w, t);
-        w.declare(c);
-        std::printf("\n== workload %s: %s\n%s", w.name.c_str(), w.summary.c_str(),
-                    c.help_text().c_str());
-      }
-      return 0;
-    }
-
-  Config config;
-  const WorkloadEntry* entry = nullptr;
-  TrainOptions options;
-  std::vector<TableSetup> setups;
-  int64_t batch_size = 0;
+  if (asks_for_help(argc, argv)) {
+    if (root) print_help();
+    return 0;
+  }
+  RunSetup setup;
+  run_agreed(*comm, [&] { read_setup(argc, argv, &setup); });
+  const RunKeys& keys = setup.keys;
   run_agreed(*comm, [&] {
-    std::string name = Config::peek(argc, argv, "train.workload");
-    if (name.empty()) name = "recsys";
-    entry = find_workload(name);
-    EMBTRAIN_REQUIRE(entry, "config key 'train.workload' = '", name,
-                     "' is not a workload (valid: ", workload_names(), ")");
-    declare_common(config);
-    for (const std::string& t : entry->tables) declare_table(config, *entry, t);
-    entry->declare(config);
-    config.parse(argc, argv, "train");
-
-    const int64_t kMax = std::numeric_limits<int64_t>::max();
-    options.workload = entry->name;
-    options.steps = config.integer("train.steps", 0, kMax);
-    options.epochs = config.real("train.epochs", 1e-9, 1e9);
-    batch_size = config.integer("train.batch_size", 1, 1 << 30);
-    options.seed = static_cast<uint64_t>(config.integer("train.seed", 0, kMax));
-    const int threads = static_cast<int>(config.integer("train.threads", 0, 4096));
-    if (threads > 0) omp_set_num_threads(threads);
-    options.device = config.choice("train.device", {"cpu", "cuda"});
-    options.cuda.data_comm = config.choice("train.data_comm", {"auto", "nccl", "mpi-staged"});
-    options.eval_every = config.integer("train.eval_every", 0, kMax);
-    options.log_interval = config.integer("log.interval", 1, kMax);
-    options.out_dir = config.str("log.dir");
-    if (options.out_dir.empty()) config.fail("log.dir", "a folder is required");
-    options.quiet = config.boolean("log.quiet");
-    if (config.boolean("checkpoint.enabled"))
-      options.checkpoint_dir = config.has("checkpoint.dir")
-                                   ? config.str("checkpoint.dir")
-                                   : (fs::path(options.out_dir) / "checkpoints").string();
-    options.checkpoint_every = config.integer("checkpoint.every", 0, kMax);
-    options.checkpoint_keep = static_cast<int>(config.integer("checkpoint.keep", 0, 1000000));
-    options.resume = config.str("checkpoint.resume");
-    if (options.resume == "auto") {
-      if (options.checkpoint_dir.empty())
-        config.fail("checkpoint.resume", "'auto' needs checkpoints enabled");
-      options.resume = options.checkpoint_dir;
-    } else if (!options.resume.empty() && resolve_checkpoint(options.resume).empty()) {
-      config.fail("checkpoint.resume", "no checkpoint there");
-    }
-    for (const std::string& t : entry->tables) setups.push_back(read_table(config, t));
-    options.config_text = config.effective_ini();
+    if (root) write_config_ini(keys);
   });
-
-  // The run's folder holds the configuration that reproduces it.
-  run_agreed(*comm, [&] {
-    if (!root) return;
-    std::error_code ec;
-    fs::create_directories(options.out_dir, ec);
-    EMBTRAIN_REQUIRE(!ec, "config key 'log.dir' = '", options.out_dir,
-                     "': cannot create folder: ", ec.message());
-    const fs::path path = fs::path(options.out_dir) / "config.ini";
-    std::ofstream out(path, std::ios::trunc);
-    out << options.config_text;
-    EMBTRAIN_REQUIRE(out, path.string(), ": cannot write");
-  });
-  if (root && !options.quiet) {
-    std::printf("embtrain train: %s on %d rank(s) x %d threads\n%s\n", entry->name.c_str(),
-                comm->size(), omp_get_max_threads(), options.config_text.c_str());
+  const bool talk = root && !keys.quiet;
+  if (talk) {
+    std::printf("embtrain train: %s on %d rank(s) x %d threads\n%s\n", setup.workload->name.c_str(),
+                comm->size(), omp_get_max_threads(), keys.config_text.c_str());
     std::fflush(stdout);
   }
 
   WorkloadContext context;
   context.comm = comm.get();
-  context.seed = options.seed;
-  context.batch_size = batch_size;
-  context.out_dir = options.out_dir;
-  for (const TableSetup& s : setups) context.table_dims[s.spec.name] = s.spec.dim;
+  context.seed = keys.seed;
+  context.batch_size = keys.batch_size;
+  context.out_dir = keys.out_dir;
+  for (const TableSetup& s : setup.tables) context.table_dims[s.spec.name] = s.spec.dim;
   std::unique_ptr<Workload> workload;
-  run_agreed(*comm, [&] { workload = entry->create(config, context); });
-  if (root && !options.quiet) {
+  run_agreed(*comm, [&] { workload = setup.workload->create(setup.config, context); });
+  if (talk) {
     std::printf("workload: %s\n", workload->describe().c_str());
     std::fflush(stdout);
   }
-  train(*workload, setups, options, *comm);
+  train(*workload, setup.tables, keys, *comm);
   return 0;
 }
 
