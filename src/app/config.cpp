@@ -1,13 +1,10 @@
 #include "config.hpp"
 
-#include <cerrno>
-#include <cmath>
-#include <cstdlib>
 #include <fstream>
-#include <limits>
 #include <sstream>
 
 #include "embtrain/errors.hpp"
+#include "option_values.hpp"
 
 namespace embtrain {
 namespace app {
@@ -15,13 +12,6 @@ namespace app {
 namespace po = boost::program_options;
 
 namespace {
-
-std::string trim(const std::string& s) {
-  const size_t b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return "";
-  const size_t e = s.find_last_not_of(" \t\r");
-  return s.substr(b, e - b + 1);
-}
 
 // Line numbers of the keys of an INI file, by full "section.key" name.
 // Boost parses the file; this only remembers where each key stands so that
@@ -126,8 +116,6 @@ void Config::parse(int argc, char** argv, const std::string& command) {
   }
 }
 
-bool Config::has(const std::string& key) const { return !str(key).empty(); }
-
 std::string Config::str(const std::string& key) const {
   const auto it = values_.find(key);
   EMBTRAIN_ASSERT(it != values_.end());
@@ -141,60 +129,6 @@ std::string Config::source(const std::string& key) const {
 
 void Config::fail(const std::string& key, const std::string& what) const {
   throw make_error("config key '", key, "' = '", str(key), "' (", source(key), "): ", what);
-}
-
-std::string Config::choice(const std::string& key, const std::vector<std::string>& valid) const {
-  const std::string v = str(key);
-  for (const auto& c : valid)
-    if (v == c) return v;
-  std::string list;
-  for (const auto& c : valid) list += (list.empty() ? "" : ", ") + c;
-  fail(key, "not a valid choice (valid: " + list + ")");
-}
-
-int64_t Config::integer(const std::string& key, int64_t lo, int64_t hi) const {
-  const auto v = optional_integer(key, lo, hi);
-  if (!v) fail(key, "a value is required");
-  return *v;
-}
-
-std::optional<int64_t> Config::optional_integer(const std::string& key, int64_t lo,
-                                                int64_t hi) const {
-  const std::string s = str(key);
-  if (s.empty()) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (errno != 0 || end == s.c_str() || *end != '\0') fail(key, "not an integer");
-  if (v < lo || v > hi)
-    fail(key, detail::concat("out of range (valid: [", lo, ", ",
-                             hi == std::numeric_limits<int64_t>::max() ? std::string("inf")
-                                                                       : std::to_string(hi),
-                             "])"));
-  return v;
-}
-
-double Config::real(const std::string& key, double lo, double hi) const {
-  const auto v = optional_real(key, lo, hi);
-  if (!v) fail(key, "a value is required");
-  return *v;
-}
-
-std::optional<double> Config::optional_real(const std::string& key, double lo, double hi) const {
-  const std::string s = str(key);
-  if (s.empty()) return std::nullopt;
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || *end != '\0' || std::isnan(v)) fail(key, "not a number");
-  if (v < lo || v > hi) fail(key, detail::concat("out of range (valid: [", lo, ", ", hi, "])"));
-  return v;
-}
-
-bool Config::boolean(const std::string& key) const {
-  const std::string s = str(key);
-  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
-  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
-  fail(key, "not a boolean (valid: true, false)");
 }
 
 void Config::write_sections(

@@ -1,16 +1,15 @@
 // Config: the keys of an experiment, read from an INI file and overridden on
 // the command line, with Boost.Program_options doing the syntax (sections,
-// `--section.key=value`, unknown keys) and this class the typing and range
-// checks, so every error names the key, where its value came from (file
-// and line, or the command line) and the valid values.
+// `--section.key=value`, unknown keys) and this class remembering where each
+// value came from (file and line, or the command line), so that an error
+// names the key, its source and the valid values. The keys' types and ranges
+// are their declarations' (options.hpp).
 #pragma once
 
 #include <boost/program_options.hpp>
-#include <cstdint>
 #include <functional>
 #include <map>
 #include <ostream>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,7 +20,6 @@ class Config {
  public:
   // Declares `key` ("section.key") with its default ("" = unset) and help.
   void declare(const std::string& key, const std::string& default_value, const std::string& help);
-  bool declared(const std::string& key) const { return keys_.count(key) > 0; }
 
   // The value `key` has on the command line (`--key=V` or `--key V`) or, failing
   // that, in the `--config` file, without declaring anything; "" if unset.
@@ -33,15 +31,9 @@ class Config {
   // embtrain::Error for unknown keys, bad syntax or a missing file.
   void parse(int argc, char** argv, const std::string& command);
 
-  // Typed reads; errors name the key, its source and the valid range.
-  bool has(const std::string& key) const;  // set (non-empty) by default, file or command line
+  // The value as text, trimmed ("" = unset); its declaration in options.hpp
+  // turns it into a typed, checked value.
   std::string str(const std::string& key) const;
-  std::string choice(const std::string& key, const std::vector<std::string>& valid) const;
-  int64_t integer(const std::string& key, int64_t lo, int64_t hi) const;
-  double real(const std::string& key, double lo, double hi) const;
-  bool boolean(const std::string& key) const;
-  std::optional<int64_t> optional_integer(const std::string& key, int64_t lo, int64_t hi) const;
-  std::optional<double> optional_real(const std::string& key, double lo, double hi) const;
 
   // "configs/x.ini:12", "command line" or "default".
   std::string source(const std::string& key) const;

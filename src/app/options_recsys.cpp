@@ -1,10 +1,9 @@
 // The [recsys] section of `embtrain train` and the workload's table
-// defaults. The keys are typed and range-checked here, so an error names
-// the key, where its value came from and the valid range.
-#include <cstdio>
+// defaults. Each key is declared once with its default, help and valid
+// range, so an error names the key, where its value came from and the
+// valid range.
 #include <string>
 
-#include "config.hpp"
 #include "embtrain/workloads/recsys.hpp"
 #include "workload_registry.hpp"
 
@@ -13,54 +12,57 @@ namespace app {
 
 namespace {
 
-std::string number(double v) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%g", v);
-  return text;
-}
-
-void declare_recsys(Config& c) {
-  const RecsysConfig d;
-  c.declare("recsys.data", "",
-            "click log to train on, TSV lines 'user<TAB>item item ...<TAB>candidate<TAB>label' "
-            "(empty: synthetic clicks from a hidden model)");
-  c.declare("recsys.eval_data", "", "held-out click log (default: the last eval_fraction of data)");
-  c.declare("recsys.eval_fraction", number(d.eval_fraction),
-            "share of the click log held out when eval_data is not given");
-  c.declare("recsys.users", std::to_string(d.users), "user ids 0..users-1 (rows of table users)");
-  c.declare("recsys.items", std::to_string(d.items),
-            "item ids 1..items; 0 pads histories (table items has items+1 rows)");
-  c.declare("recsys.history", std::to_string(d.history),
-            "history slots per sample (longer logged histories keep their last)");
-  c.declare("recsys.latent_dim", std::to_string(d.latent_dim),
-            "synthetic: dimension of the hidden user and item vectors");
-  c.declare("recsys.zipf", number(d.zipf), "synthetic: Zipf exponent of user and item popularity");
-  c.declare("recsys.temperature", number(d.temperature),
-            "synthetic: hidden logit = <U, V> / temperature - 1 (higher: noisier clicks)");
-  c.declare("recsys.train_samples", std::to_string(d.train_samples),
-            "synthetic: training samples in one epoch");
-  c.declare("recsys.eval_samples", std::to_string(d.eval_samples), "synthetic: held-out samples");
-  c.declare("recsys.bias_lr", "", "SGD rate of the dense bias (default: table.items.lr)");
-}
-
-std::unique_ptr<Workload> create_recsys(const Config& c, const WorkloadContext& context) {
+// The keys of the hidden model that synthetic clicks come from (when
+// recsys.data is not given).
+OptionList<RecsysConfig> synthetic_options() {
+  using R = Rules<RecsysConfig>;
   using L = RecsysLimits;
-  RecsysConfig r;
-  r.data = c.str("recsys.data");
-  r.eval_data = c.str("recsys.eval_data");
+  OptionList<RecsysConfig> options = {
+      {"latent_dim", "dimension of the hidden user and item vectors",
+       R::integer(1, L::kMaxLatentDim, &RecsysConfig::latent_dim)},
+      {"zipf", "Zipf exponent of user and item popularity",
+       R::real(Range::closed(0, L::kMaxZipf), &RecsysConfig::zipf)},
+      {"temperature", "hidden logit = <U, V> / temperature - 1 (higher: noisier clicks)",
+       R::real(Range::closed(L::kMinTemperature, L::kMaxTemperature), &RecsysConfig::temperature)},
+      {"train_samples", "training samples in one epoch",
+       R::integer(1, L::kMaxSamples, &RecsysConfig::train_samples)},
+      {"eval_samples", "held-out samples",
+       R::integer(1, L::kMaxEvalSamples, &RecsysConfig::eval_samples)},
+  };
+  for (Option<RecsysConfig>& o : options) o.help = "synthetic: " + o.help;
+  return options;
+}
+
+// The keys of [recsys]; their defaults are RecsysConfig's own.
+OptionList<RecsysConfig> recsys_options() {
+  using R = Rules<RecsysConfig>;
+  using L = RecsysLimits;
+  OptionList<RecsysConfig> options = {
+      {"data",
+       "click log to train on, TSV lines 'user<TAB>item item ...<TAB>candidate<TAB>label' "
+       "(empty: synthetic clicks from a hidden model)",
+       R::text("", &RecsysConfig::data)},
+      {"eval_data", "held-out click log (default: the last eval_fraction of data)",
+       R::text("", &RecsysConfig::eval_data)},
+      {"eval_fraction", "share of the click log held out when eval_data is not given",
+       R::real(Range::closed(0, L::kMaxEvalFraction), &RecsysConfig::eval_fraction)},
+      {"users", "user ids 0..users-1 (rows of table users)",
+       R::integer(1, L::kMaxIds, &RecsysConfig::users)},
+      {"items", "item ids 1..items; 0 pads histories (table items has items+1 rows)",
+       R::integer(1, L::kMaxIds, &RecsysConfig::items)},
+      {"history", "history slots per sample (longer logged histories keep their last)",
+       R::integer(0, L::kMaxHistory, &RecsysConfig::history)},
+      {"bias_lr", "SGD rate of the dense bias (default: table.items.lr)",
+       R::optional_real(Range::closed(0, L::kMaxBiasLr), &RecsysConfig::bias_lr)},
+  };
+  const OptionList<RecsysConfig> synthetic = synthetic_options();
+  options.insert(options.end(), synthetic.begin(), synthetic.end());
+  return options;
+}
+
+void check_recsys(const RecsysConfig& r, const Config& c) {
   if (!r.eval_data.empty() && r.data.empty())
     c.fail("recsys.eval_data", "needs recsys.data (the training click log) too");
-  r.eval_fraction = c.real("recsys.eval_fraction", 0.0, L::kMaxEvalFraction);
-  r.users = c.integer("recsys.users", 1, L::kMaxIds);
-  r.items = c.integer("recsys.items", 1, L::kMaxIds);
-  r.history = c.integer("recsys.history", 0, L::kMaxHistory);
-  r.latent_dim = c.integer("recsys.latent_dim", 1, L::kMaxLatentDim);
-  r.zipf = c.real("recsys.zipf", 0.0, L::kMaxZipf);
-  r.temperature = c.real("recsys.temperature", L::kMinTemperature, L::kMaxTemperature);
-  r.train_samples = c.integer("recsys.train_samples", 1, L::kMaxSamples);
-  r.eval_samples = c.integer("recsys.eval_samples", 1, L::kMaxEvalSamples);
-  r.bias_lr = c.optional_real("recsys.bias_lr", 0.0, L::kMaxBiasLr);
-  return make_recsys_workload(r, context);
 }
 
 WorkloadEntry recsys_entry() {
@@ -71,25 +73,16 @@ WorkloadEntry recsys_entry() {
   // Small initial rows keep the first scores near 0 (N(0, 1) rows of
   // dim 32 would start with scores of standard deviation ~6); Adagrad
   // adapts each row's step to how often it is seen, which suits Zipf ids.
-  e.table_defaults = {
-      {"table.users.dim", "32"},
-      {"table.items.dim", "32"},
-      {"table.users.optimizer", "adagrad"},
-      {"table.items.optimizer", "adagrad"},
-      {"table.users.lr", "0.1"},
-      {"table.items.lr", "0.1"},
-      {"table.users.init_std", "0.1"},
-      {"table.items.init_std", "0.1"},
-      {"table.items.padding_idx", "0"},
-  };
-  e.declare = declare_recsys;
-  e.create = create_recsys;
+  e.table_defaults = {{"dim", "32"}, {"optimizer", "adagrad"}, {"lr", "0.1"}, {"init_std", "0.1"}};
+  // Item 0 pads the histories.
+  e.per_table_defaults = {{"items", {{"padding_idx", "0"}}}};
   return e;
 }
 
-}  // namespace
+const WorkloadRegistration kRegistration(recsys_entry(), recsys_options(), make_recsys_workload,
+                                         check_recsys);
 
-EMBTRAIN_REGISTER_WORKLOAD(recsys_entry());
+}  // namespace
 
 }  // namespace app
 }  // namespace embtrain

@@ -13,9 +13,9 @@
 
 #include "commands.hpp"
 #include "embtrain/communicator.hpp"
-#include "embtrain/sharded_embedding.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
+#include "embtrain/sharded_embedding.hpp"
 #include "table_options.hpp"
 
 namespace embtrain {
@@ -91,9 +91,7 @@ int64_t count_steps(const fs::path& batches) {
   return k;
 }
 
-}  // namespace
-
-int run_replay(int argc, char** argv) {
+po::options_description replay_options() {
   po::options_description options(
       "usage: [mpirun -np P] embtrain replay --weights W.npy --batches DIR --out DIR2 [options]\n\n"
       "Replays K recorded steps: for k = 0..K-1 it reads DIR/ids_<k>.npy (int32 or int64, any\n"
@@ -111,8 +109,109 @@ int run_replay(int argc, char** argv) {
     ("out", po::value<std::string>()->required(), "output folder (created if absent)")
     ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)");
   // clang-format on
-  add_table_options(&options, "sgd", 0.01);
+  add_table_options(&options, {{"optimizer", "sgd"}, {"lr", "0.01"}});
   add_device_options(&options);
+  return options;
+}
+
+// What the command line and the starting weights say; the same on every
+// rank but for the shard of the weights.
+struct ReplaySetup {
+  fs::path batches, out_dir;
+  int64_t steps = 0;
+  TableSpec spec;
+  std::vector<float> local_rows;  // this rank's shard of the starting weights
+  DeviceChoice device;
+};
+
+ReplaySetup read_setup(const po::variables_map& vm, const Communicator& comm) {
+  ReplaySetup s;
+  const int threads = vm["threads"].as<int>();
+  EMBTRAIN_REQUIRE(threads >= 0, "option --threads = ", threads, " is invalid (valid: >= 0)");
+  if (threads > 0) omp_set_num_threads(threads);
+  s.device = read_device_options(vm);
+  s.batches = vm["batches"].as<std::string>();
+  EMBTRAIN_REQUIRE(fs::is_directory(s.batches), "option --batches: ", s.batches.string(),
+                   " is not a folder");
+  s.steps = vm.count("steps") ? vm["steps"].as<int64_t>() : count_steps(s.batches);
+  EMBTRAIN_REQUIRE(s.steps >= 0, "option --steps = ", s.steps, " is invalid (valid: >= 0)");
+  s.out_dir = vm["out"].as<std::string>();
+  if (!s.out_dir.has_filename()) s.out_dir = s.out_dir.parent_path();  // "dir/" -> "dir"
+  EMBTRAIN_REQUIRE(!fs::exists(s.out_dir) || fs::is_directory(s.out_dir),
+                   "option --out: ", s.out_dir.string(), " exists and is not a folder");
+
+  const std::string weights_path = vm["weights"].as<std::string>();
+  const NpyArray w = read_npy(weights_path);
+  EMBTRAIN_REQUIRE(w.dtype == DType::kFloat32 && w.shape.size() == 2, weights_path,
+                   ": weights must be a 2-D float32 array, got ", dtype_name(w.dtype), " of shape ",
+                   shape_to_string(w.shape));
+  s.spec.name = "replay";
+  s.spec.num_embeddings = w.shape[0];
+  s.spec.dim = w.shape[1];
+  read_table_options(vm, &s.spec);
+  const ShardPlan plan(s.spec.num_embeddings, comm.size());
+  const float* begin = w.as<float>() + plan.row_begin(comm.rank()) * s.spec.dim;
+  s.local_rows.assign(begin, begin + plan.shard_rows(comm.rank()) * s.spec.dim);
+  return s;
+}
+
+// Step k's ids and output gradient, read and checked whole on every rank.
+struct RecordedStep {
+  std::string ids_path;
+  NpyArray ids, grad;
+  std::vector<int64_t> out_shape;  // ids.shape + [dim]
+};
+
+RecordedStep read_step(const fs::path& batches, int64_t k, const TableSpec& spec) {
+  RecordedStep step;
+  step.ids_path = (batches / ("ids_" + std::to_string(k) + ".npy")).string();
+  const std::string grad_path = (batches / ("grad_" + std::to_string(k) + ".npy")).string();
+  step.ids = read_npy(step.ids_path);
+  EMBTRAIN_REQUIRE(step.ids.dtype == DType::kInt32 || step.ids.dtype == DType::kInt64,
+                   step.ids_path, ": ids must be int32 or int64, got ", dtype_name(step.ids.dtype));
+  step.grad = read_npy(grad_path);
+  step.out_shape = step.ids.shape;
+  step.out_shape.push_back(spec.dim);
+  EMBTRAIN_REQUIRE(
+      step.grad.dtype == DType::kFloat32 && step.grad.shape == step.out_shape, grad_path,
+      ": gradient must be float32 of shape ids.shape + [dim] = ", shape_to_string(step.out_shape),
+      ", got ", dtype_name(step.grad.dtype), " of shape ", shape_to_string(step.grad.shape));
+  // Check the whole batch here so that an error names the id's position
+  // in the file, not in one rank's slice of it.
+  const std::string bad = check_ids(ids_view(step.ids), spec);
+  EMBTRAIN_REQUIRE(bad.empty(), step.ids_path, ": ", bad);
+  return step;
+}
+
+// Runs a step on this rank's slice of the batch (along the first axis; a
+// 0-d batch goes to rank 0) and gathers the whole batch's output on rank 0
+// into `global_out`.
+void run_step(const RecordedStep& step, ShardedEmbedding* table, Communicator& comm,
+              std::vector<float>* global_out) {
+  const int64_t dim = table->spec(0).dim;
+  const BatchSlice slice = slice_batch(step.ids, comm.size(), comm.rank());
+  const IdsView view{step.ids.data.data() + slice.first_element * dtype_size(step.ids.dtype),
+                     step.ids.dtype, slice.shape};
+  std::vector<float> out(static_cast<size_t>(slice.num_elements * dim));
+  try {
+    table->forward({view}, {out.data()});
+  } catch (const AgreedError& e) {
+    throw AgreedError(step.ids_path + ": " + e.what());
+  }
+  table->backward({step.grad.as<float>() + slice.first_element * dim});
+  table->step();
+
+  std::vector<int64_t> counts(comm.size());
+  for (int r = 0; r < comm.size(); ++r)
+    counts[r] = slice_batch(step.ids, comm.size(), r).num_elements * dim;
+  if (comm.rank() == 0) global_out->resize(static_cast<size_t>(step.ids.numel() * dim));
+  comm.gatherv(out.data(), counts[comm.rank()], global_out->data(), counts, CommType::kFloat32, 0);
+}
+
+}  // namespace
+
+int run_replay(int argc, char** argv) {
+  const po::options_description options = replay_options();
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::cout << options << "\n";
     return 0;
@@ -122,116 +221,47 @@ int run_replay(int argc, char** argv) {
 
   // Setup: the same on every rank, so a bad option or file fails everywhere.
   po::variables_map vm;
-  fs::path batches, out_dir;
-  int64_t steps = 0;
-  TableSpec spec;
-  std::vector<float> local_rows;
-  std::string device;
-  CudaOptions cuda_options;
+  ReplaySetup setup;
   run_agreed(*comm, [&] {
     vm = parse_command_line(argc, argv, options, "replay");
-    if (vm.count("help")) return;
-    const int threads = vm["threads"].as<int>();
-    EMBTRAIN_REQUIRE(threads >= 0, "option --threads = ", threads, " is invalid (valid: >= 0)");
-    if (threads > 0) omp_set_num_threads(threads);
-    device = read_device_options(vm, &cuda_options);
-    batches = vm["batches"].as<std::string>();
-    EMBTRAIN_REQUIRE(fs::is_directory(batches), "option --batches: ", batches.string(),
-                     " is not a folder");
-    steps = vm.count("steps") ? vm["steps"].as<int64_t>() : count_steps(batches);
-    EMBTRAIN_REQUIRE(steps >= 0, "option --steps = ", steps, " is invalid (valid: >= 0)");
-    out_dir = vm["out"].as<std::string>();
-    if (!out_dir.has_filename()) out_dir = out_dir.parent_path();  // "dir/" -> "dir"
-    EMBTRAIN_REQUIRE(!fs::exists(out_dir) || fs::is_directory(out_dir), "option --out: ",
-                     out_dir.string(), " exists and is not a folder");
-
-    const std::string weights_path = vm["weights"].as<std::string>();
-    const NpyArray w = read_npy(weights_path);
-    EMBTRAIN_REQUIRE(w.dtype == DType::kFloat32 && w.shape.size() == 2, weights_path,
-                     ": weights must be a 2-D float32 array, got ", dtype_name(w.dtype),
-                     " of shape ", shape_to_string(w.shape));
-    spec.name = "replay";
-    spec.num_embeddings = w.shape[0];
-    spec.dim = w.shape[1];
-    read_table_options(vm, &spec);
-    const ShardPlan plan(spec.num_embeddings, comm->size());
-    const float* begin = w.as<float>() + plan.row_begin(comm->rank()) * spec.dim;
-    local_rows.assign(begin, begin + plan.shard_rows(comm->rank()) * spec.dim);
+    if (!vm.count("help")) setup = read_setup(vm, *comm);
   });
   if (vm.count("help")) {
     if (root) std::cout << options << "\n";
     return 0;
   }
-  const int64_t dim = spec.dim;
-  ShardedEmbedding table({spec}, comm.get(), {local_rows});
-  local_rows = {};
-  if (device == "cuda") table.use_cuda(cuda_options);
+  ShardedEmbedding table({setup.spec}, comm.get(), {std::move(setup.local_rows)});
+  if (setup.device.device == "cuda") table.use_cuda(setup.device.cuda);
 
   // Only rank 0 writes, into a temporary folder that moves into place once
   // every step has succeeded.
   std::unique_ptr<TempDir> tmp;
   run_agreed(*comm, [&] {
     if (root)
-      tmp = std::make_unique<TempDir>(out_dir.string() + ".partial-" + std::to_string(::getpid()));
+      tmp = std::make_unique<TempDir>(setup.out_dir.string() + ".partial-" +
+                                      std::to_string(::getpid()));
   });
-
-  std::vector<float> out, global_out;
-  for (int64_t k = 0; k < steps; ++k) {
-    const std::string ids_path = (batches / ("ids_" + std::to_string(k) + ".npy")).string();
-    const std::string grad_path = (batches / ("grad_" + std::to_string(k) + ".npy")).string();
-    NpyArray ids, grad;
-    std::vector<int64_t> out_shape;
-    run_agreed(*comm, [&] {
-      ids = read_npy(ids_path);
-      EMBTRAIN_REQUIRE(ids.dtype == DType::kInt32 || ids.dtype == DType::kInt64, ids_path,
-                       ": ids must be int32 or int64, got ", dtype_name(ids.dtype));
-      grad = read_npy(grad_path);
-      out_shape = ids.shape;
-      out_shape.push_back(dim);
-      EMBTRAIN_REQUIRE(grad.dtype == DType::kFloat32 && grad.shape == out_shape, grad_path,
-                       ": gradient must be float32 of shape ids.shape + [dim] = ",
-                       shape_to_string(out_shape), ", got ", dtype_name(grad.dtype),
-                       " of shape ", shape_to_string(grad.shape));
-      // Check the whole batch here so that an error names the id's position
-      // in the file, not in one rank's slice of it.
-      const std::string bad = check_ids(ids_view(ids), spec);
-      EMBTRAIN_REQUIRE(bad.empty(), ids_path, ": ", bad);
-    });
-    // This rank's slice along the first axis (a 0-d batch goes to rank 0).
-    const BatchSlice slice = slice_batch(ids, comm->size(), comm->rank());
-    IdsView view{ids.data.data() + slice.first_element * dtype_size(ids.dtype), ids.dtype,
-                 slice.shape};
-    out.resize(static_cast<size_t>(slice.num_elements * dim));
-    try {
-      table.forward({view}, {out.data()});
-    } catch (const AgreedError& e) {
-      throw AgreedError(ids_path + ": " + e.what());
-    }
-    table.backward({grad.as<float>() + slice.first_element * dim});
-    table.step();
-
-    std::vector<int64_t> counts(comm->size());
-    for (int r = 0; r < comm->size(); ++r)
-      counts[r] = slice_batch(ids, comm->size(), r).num_elements * dim;
-    if (root) global_out.resize(static_cast<size_t>(ids.numel() * dim));
-    comm->gatherv(out.data(), counts[comm->rank()], global_out.data(), counts,
-                  CommType::kFloat32, 0);
+  std::vector<float> global_out;
+  for (int64_t k = 0; k < setup.steps; ++k) {
+    RecordedStep step;
+    run_agreed(*comm, [&] { step = read_step(setup.batches, k, setup.spec); });
+    run_step(step, &table, *comm, &global_out);
     run_agreed(*comm, [&] {
       if (root)
-        write_npy((tmp->path() / ("out_" + std::to_string(k) + ".npy")).string(),
-                  DType::kFloat32, out_shape, global_out.data());
+        write_npy((tmp->path() / ("out_" + std::to_string(k) + ".npy")).string(), DType::kFloat32,
+                  step.out_shape, global_out.data());
     });
   }
   const std::vector<float> weights = table.gather_table(0, 0);
   run_agreed(*comm, [&] {
     if (!root) return;
     write_npy((tmp->path() / "weights.npy").string(), DType::kFloat32,
-              {spec.num_embeddings, dim}, weights.data());
-    move_into_place(tmp.get(), out_dir);
+              {setup.spec.num_embeddings, setup.spec.dim}, weights.data());
+    move_into_place(tmp.get(), setup.out_dir);
   });
   if (root)
     std::fprintf(stderr, "embtrain replay: %lld steps on %d rank(s), wrote %s\n",
-                 static_cast<long long>(steps), comm->size(), out_dir.string().c_str());
+                 static_cast<long long>(setup.steps), comm->size(), setup.out_dir.string().c_str());
   return 0;
 }
 

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
+#include <limits>
 
 #include "commands.hpp"
 #include "config.hpp"
@@ -13,6 +13,8 @@
 #include "embtrain/communicator.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/trainer.hpp"
+#include "options.hpp"
+#include "table_options.hpp"
 #include "workload_registry.hpp"
 
 namespace embtrain {
@@ -22,102 +24,211 @@ namespace fs = std::filesystem;
 
 namespace {
 
+constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+
 const WorkloadEntry* find_workload(const std::string& name) {
   for (const WorkloadEntry& e : registered_workloads())
     if (e.name == name) return &e;
   return nullptr;
 }
 
-std::string workload_names() {
-  std::string names;
-  for (const WorkloadEntry& e : registered_workloads()) names += (names.empty() ? "" : ", ") + e.name;
+std::vector<std::string> workload_names() {
+  std::vector<std::string> names;
+  for (const WorkloadEntry& e : registered_workloads()) names.push_back(e.name);
   return names;
 }
 
-void declare_common(Config& c) {
-  c.declare("train.workload", "recsys", "the model to train: " + workload_names());
-  c.declare("train.steps", "0", "total steps (0: train.epochs passes over the data)");
-  c.declare("train.epochs", "1", "passes over the training data, when train.steps is 0");
-  c.declare("train.batch_size", "1024", "examples per rank per step");
-  c.declare("train.seed", "1", "seed of initial tables and batches");
-  c.declare("train.threads", "0", "CPU threads per rank (0: OpenMP's default)");
-  c.declare("train.device", "cpu",
-            "where the tables live and the embedding step runs: cpu | cuda (rank r uses GPU "
-            "local_rank % device_count)");
-  c.declare("train.data_comm", "auto",
-            "with device cuda, how device buffers travel: auto (nccl when each GPU has one rank, "
-            "else mpi-staged) | nccl | mpi-staged");
-  c.declare("train.eval_every", "0", "steps between evaluations (0: at start and end only)");
-  c.declare("log.interval", "100", "steps between progress lines");
-  c.declare("log.dir", "runs/default", "where config.ini and metrics.jsonl are written");
-  c.declare("log.quiet", "false", "no progress lines");
-  c.declare("checkpoint.dir", "", "checkpoint root (default: LOG_DIR/checkpoints)");
-  c.declare("checkpoint.every", "0", "steps between checkpoints (0: only at the end)");
-  c.declare("checkpoint.keep", "3", "newest checkpoints kept (0: all)");
-  c.declare("checkpoint.enabled", "true", "write checkpoints at all");
-  c.declare("checkpoint.resume", "",
-            "resume from: a checkpoint folder, a checkpoint root (its latest), or 'auto' "
-            "(checkpoint.dir's latest if there is one, else a fresh start)");
+// What the [train], [log] and [checkpoint] keys fill in: the trainer's
+// options and what this command needs besides.
+struct RunKeys : TrainOptions {
+  int64_t batch_size = 1024;
+  int threads = 0;
+  bool checkpoints_enabled = true;
+  std::string checkpoint_root;  // checkpoint.dir as given ("" = LOG_DIR/checkpoints)
+};
+
+void read_log_dir(RunKeys& keys, const std::string& dir) {
+  if (dir.empty()) throw ValueError("a folder is required");
+  keys.out_dir = dir;
 }
 
-// table.NAME.* keys, with the workload's defaults over the general ones.
-void declare_table(Config& c, const WorkloadEntry& w, const std::string& name) {
-  const std::string p = "table." + name + ".";
-  auto d = [&](const std::string& key, const std::string& general, const std::string& help) {
-    const auto it = w.table_defaults.find(p + key);
-    c.declare(p + key, it != w.table_defaults.end() ? it->second : general, help);
+OptionList<RunKeys> run_options() {
+  using R = Rules<RunKeys>;
+  return {
+      {"train.workload", "the model to train: " + join(workload_names()),
+       R::choice(workload_names(), &RunKeys::workload), "recsys"},
+      {"train.steps", "total steps (0: train.epochs passes over the data)",
+       R::integer(0, kMax, &RunKeys::steps)},
+      {"train.epochs", "passes over the training data, when train.steps is 0",
+       R::real(Range::closed(1e-9, 1e9), &RunKeys::epochs)},
+      {"train.batch_size", "examples per rank per step",
+       R::integer(1, 1 << 30, &RunKeys::batch_size)},
+      {"train.seed", "seed of initial tables and batches", R::integer(0, kMax, &RunKeys::seed)},
+      {"train.threads", "CPU threads per rank (0: OpenMP's default)",
+       R::integer(0, 4096, &RunKeys::threads)},
+      {"train.eval_every", "steps between evaluations (0: at start and end only)",
+       R::integer(0, kMax, &RunKeys::eval_every)},
+      {"log.interval", "steps between progress lines", R::integer(1, kMax, &RunKeys::log_interval)},
+      {"log.dir", "where config.ini and metrics.jsonl are written", R::text("", read_log_dir),
+       "runs/default"},
+      {"log.quiet", "no progress lines", R::boolean(&RunKeys::quiet)},
+      {"checkpoint.dir", "checkpoint root (default: LOG_DIR/checkpoints)",
+       R::text("", &RunKeys::checkpoint_root)},
+      {"checkpoint.every", "steps between checkpoints (0: only at the end)",
+       R::integer(0, kMax, &RunKeys::checkpoint_every)},
+      {"checkpoint.keep", "newest checkpoints kept (0: all)",
+       R::integer(0, 1000000, &RunKeys::checkpoint_keep)},
+      {"checkpoint.enabled", "write checkpoints at all", R::boolean(&RunKeys::checkpoints_enabled)},
+      {"checkpoint.resume",
+       "resume from: a checkpoint folder, a checkpoint root (its latest), or 'auto' "
+       "(checkpoint.dir's latest if there is one, else a fresh start)",
+       R::text("", &RunKeys::resume)},
   };
-  d("rows", "", "rows (default: what the workload's data needs)");
-  d("dim", "32", "embedding_dim");
-  d("padding_idx", "", "row that gets no gradient; negative counts from the end");
-  d("max_norm", "", "renorm looked-up rows whose norm exceeds this");
-  d("norm_type", "2", "p of the max_norm p-norm (inf allowed)");
-  d("scale_grad_by_freq", "false", "divide a row's gradient by its count in the global batch");
-  d("optimizer", "adagrad", "sgd | adagrad | adam | rowwise_adagrad");
-  d("lr", "0.05", "learning rate");
-  d("betas", "0.9,0.999", "adam: B1,B2");
-  d("eps", "", "eps (default: 1e-10 adagrad, 1e-8 adam and rowwise_adagrad)");
-  d("lr_decay", "0", "adagrad: lr decay");
-  d("initial_accumulator_value", "0", "adagrad and rowwise_adagrad: initial accumulator");
-  d("init", "normal", "normal | zeros | PATH.npy (from_pretrained: rows used as given)");
-  d("init_std", "1", "standard deviation of init = normal (1 is torch.nn.Embedding's)");
-  d("freeze", "false", "no updates (from_pretrained(freeze=True))");
 }
 
-TableSetup read_table(const Config& c, const std::string& name) {
-  const std::string p = "table." + name + ".";
-  const int64_t kMax = std::numeric_limits<int64_t>::max();
-  TableSetup s;
-  s.spec.name = name;
-  s.spec.num_embeddings = c.optional_integer(p + "rows", 1, kMax).value_or(0);
-  s.spec.dim = c.integer(p + "dim", 1, 1 << 20);
-  s.spec.padding_idx = c.optional_integer(p + "padding_idx", -kMax, kMax);
-  s.spec.max_norm = c.optional_real(p + "max_norm", 1e-30, 1e30);
-  const std::string norm = c.str(p + "norm_type");
-  s.spec.norm_type = norm == "inf" ? std::numeric_limits<double>::infinity()
-                                   : c.real(p + "norm_type", 1e-6, 1e6);
-  s.spec.scale_grad_by_freq = c.boolean(p + "scale_grad_by_freq");
-  s.spec.freeze = c.boolean(p + "freeze");
-  OptimizerConfig& o = s.spec.optimizer;
-  o.kind = parse_optimizer_kind(c.choice(p + "optimizer", {"sgd", "adagrad", "adam", "rowwise_adagrad"}));
-  o.lr = c.real(p + "lr", 0, 1e6);
-  const std::string betas = c.str(p + "betas");
-  const size_t comma = betas.find(',');
-  char* end = nullptr;
-  if (comma == std::string::npos) c.fail(p + "betas", "not of the form B1,B2");
-  o.beta1 = std::strtod(betas.substr(0, comma).c_str(), &end);
-  if (*end || !(o.beta1 >= 0 && o.beta1 < 1)) c.fail(p + "betas", "B1 must be in [0, 1)");
-  o.beta2 = std::strtod(betas.substr(comma + 1).c_str(), &end);
-  if (*end || !(o.beta2 >= 0 && o.beta2 < 1)) c.fail(p + "betas", "B2 must be in [0, 1)");
-  o.eps = c.optional_real(p + "eps", 0, 1);
-  o.lr_decay = c.real(p + "lr_decay", 0, 1e6);
-  o.initial_accumulator_value = c.real(p + "initial_accumulator_value", 0, 1e6);
-  s.init = c.str(p + "init");
-  if (s.init.empty()) c.fail(p + "init", "a value is required (normal, zeros or PATH.npy)");
-  if (s.init != "normal" && s.init != "zeros" && !fs::exists(s.init))
-    c.fail(p + "init", "no such file (valid: normal, zeros, or the path of a .npy)");
-  s.init_std = c.real(p + "init_std", 0, 1e6);
-  return s;
+void read_init(TableSetup& setup, const std::string& init) {
+  if (init.empty()) throw ValueError("a value is required");
+  if (init != "normal" && init != "zeros" && !fs::exists(init)) throw ValueError("no such file");
+  setup.init = init;
+}
+
+// The keys of a table that only train has, beside table_options(): its
+// shape and how its rows start (replay takes them from the weights it
+// replays, bench from its own flags).
+const OptionList<TableSetup>& train_table_options() {
+  using R = Rules<TableSetup>;
+  static const OptionList<TableSetup> options = {
+      {"rows", "rows (default: what the workload's data needs)",
+       R::optional_integer(
+           1, kMax,
+           [](TableSetup& s, std::optional<int64_t> v) { s.spec.num_embeddings = v.value_or(0); })},
+      {"dim", "embedding_dim",
+       R::integer(1, 1 << 20, [](TableSetup& s, int64_t v) { s.spec.dim = v; }), "32"},
+      {"init", "normal | zeros | PATH.npy (from_pretrained: rows used as given)",
+       R::text("normal, zeros, or the path of a .npy", read_init), "normal"},
+      {"init_std", "standard deviation of init = normal (1 is torch.nn.Embedding's)",
+       R::real(Range::closed(0, 1e6), &TableSetup::init_std)},
+  };
+  return options;
+}
+
+// A table's defaults: train's, then the workload's for all its tables, then
+// the workload's for this one.
+OptionDefaults table_defaults(const WorkloadEntry& w, const std::string& table) {
+  OptionDefaults defaults = {{"optimizer", "adagrad"}, {"lr", "0.05"}};
+  for (const auto& [key, value] : w.table_defaults) defaults[key] = value;
+  const auto own = w.per_table_defaults.find(table);
+  if (own != w.per_table_defaults.end())
+    for (const auto& [key, value] : own->second) defaults[key] = value;
+  return defaults;
+}
+
+std::string table_prefix(const std::string& table) { return "table." + table + "."; }
+
+// The keys of workload `w`: its tables' and its own section's.
+void declare_workload_keys(Config* config, const WorkloadEntry& w) {
+  for (const std::string& t : w.tables) {
+    const OptionDefaults defaults = table_defaults(w, t);
+    declare_keys(config, table_prefix(t), table_options(), defaults);
+    declare_keys(config, table_prefix(t), train_table_options(), defaults);
+  }
+  w.declare(*config);
+}
+
+TableSetup read_table(const Config& config, const std::string& name) {
+  TableSetup setup;
+  setup.spec.name = name;
+  read_keys(config, table_prefix(name), table_options(), &setup.spec);
+  read_keys(config, table_prefix(name), train_table_options(), &setup);
+  return setup;
+}
+
+void print_help() {
+  std::printf(
+      "usage: [mpirun -np P] embtrain train [--config FILE.ini] [--section.key=value ...]\n\n"
+      "Trains a workload with its embedding tables row-sharded over the ranks. Every key\n"
+      "can be set in the INI file ([section] then key = value) or on the command line,\n"
+      "which wins. Keys and defaults:\n");
+  Config common;
+  declare_keys(&common, "", run_options());
+  declare_keys(&common, "train.", device_options());
+  std::printf("%s", common.help_text().c_str());
+  for (const WorkloadEntry& w : registered_workloads()) {
+    Config c;
+    declare_workload_keys(&c, w);
+    std::printf("\n== workload %s: %s\n%s", w.name.c_str(), w.summary.c_str(),
+                c.help_text().c_str());
+  }
+}
+
+// Everything the configuration says about the run.
+struct RunSetup {
+  Config config;
+  const WorkloadEntry* workload = nullptr;
+  RunKeys keys;
+  std::vector<TableSetup> tables;
+};
+
+// checkpoint.dir defaults to LOG_DIR/checkpoints; checkpoint.resume = auto
+// resumes from its latest checkpoint, if any.
+void resolve_checkpoints(const Config& config, RunKeys* keys) {
+  if (keys->checkpoints_enabled)
+    keys->checkpoint_dir = keys->checkpoint_root.empty()
+                               ? (fs::path(keys->out_dir) / "checkpoints").string()
+                               : keys->checkpoint_root;
+  if (keys->resume == "auto") {
+    if (keys->checkpoint_dir.empty())
+      config.fail("checkpoint.resume", "'auto' needs checkpoints enabled");
+    keys->resume = keys->checkpoint_dir;
+  } else if (!keys->resume.empty() && resolve_checkpoint(keys->resume).empty()) {
+    config.fail("checkpoint.resume", "no checkpoint there");
+  }
+}
+
+// Reads the INI file and the overrides of argv; throws embtrain::Error
+// naming the first bad key.
+void read_setup(int argc, char** argv, RunSetup* setup) {
+  // The workload decides which keys exist, so it is read first.
+  std::string name = Config::peek(argc, argv, "train.workload");
+  if (name.empty()) name = "recsys";
+  setup->workload = find_workload(name);
+  EMBTRAIN_REQUIRE(setup->workload, "config key 'train.workload' = '", name,
+                   "' is not a workload (valid: ", join(workload_names()), ")");
+  Config& config = setup->config;
+  declare_keys(&config, "", run_options());
+  declare_keys(&config, "train.", device_options());
+  declare_workload_keys(&config, *setup->workload);
+  config.parse(argc, argv, "train");
+
+  RunKeys& keys = setup->keys;
+  read_keys(config, "", run_options(), &keys);
+  DeviceChoice device;
+  read_keys(config, "train.", device_options(), &device);
+  keys.device = device.device;
+  keys.cuda = device.cuda;
+  if (keys.threads > 0) omp_set_num_threads(keys.threads);
+  resolve_checkpoints(config, &keys);
+  for (const std::string& t : setup->workload->tables)
+    setup->tables.push_back(read_table(config, t));
+  keys.config_text = config.effective_ini();
+}
+
+// The run's folder holds the configuration that reproduces it.
+void write_config_ini(const TrainOptions& options) {
+  std::error_code ec;
+  fs::create_directories(options.out_dir, ec);
+  EMBTRAIN_REQUIRE(!ec, "config key 'log.dir' = '", options.out_dir,
+                   "': cannot create folder: ", ec.message());
+  const fs::path path = fs::path(options.out_dir) / "config.ini";
+  std::ofstream out(path, std::ios::trunc);
+  out << options.config_text;
+  EMBTRAIN_REQUIRE(out, path.string(), ": cannot write");
+}
+
+bool asks_for_help(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return true;
+  return false;
 }
 
 }  // namespace
@@ -125,107 +236,36 @@ TableSetup read_table(const Config& c, const std::string& name) {
 int run_train(int argc, char** argv) {
   std::unique_ptr<Communicator> comm = make_mpi_communicator();
   const bool root = comm->rank() == 0;
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      if (!root) return 0;
-      std::printf(
-          "usage: [mpirun -np P] embtrain train [--config FILE.ini] [--section.key=value ...]\n\n"
-          "Trains a workload with its embedding tables row-sharded over the ranks. Every key\n"
-          "can be set in the INI file ([section] then key = value) or on the command line,\n"
-          "which wins. Keys and defaults:\n");
-      Config common;
-      declare_common(common);
-      std::printf("%s", common.help_text().c_str());
-      for (const WorkloadEntry& w : registered_workloads()) {
-        Config c;
-        for (const std::string& t : w.tables) declare_table(c, w, t);
-        w.declare(c);
-        std::printf("\n== workload %s: %s\n%s", w.name.c_str(), w.summary.c_str(),
-                    c.help_text().c_str());
-      }
-      return 0;
-    }
-
-  Config config;
-  const WorkloadEntry* entry = nullptr;
-  TrainOptions options;
-  std::vector<TableSetup> setups;
-  int64_t batch_size = 0;
+  if (asks_for_help(argc, argv)) {
+    if (root) print_help();
+    return 0;
+  }
+  RunSetup setup;
+  run_agreed(*comm, [&] { read_setup(argc, argv, &setup); });
+  const RunKeys& keys = setup.keys;
   run_agreed(*comm, [&] {
-    std::string name = Config::peek(argc, argv, "train.workload");
-    if (name.empty()) name = "recsys";
-    entry = find_workload(name);
-    EMBTRAIN_REQUIRE(entry, "config key 'train.workload' = '", name,
-                     "' is not a workload (valid: ", workload_names(), ")");
-    declare_common(config);
-    for (const std::string& t : entry->tables) declare_table(config, *entry, t);
-    entry->declare(config);
-    config.parse(argc, argv, "train");
-
-    const int64_t kMax = std::numeric_limits<int64_t>::max();
-    options.workload = entry->name;
-    options.steps = config.integer("train.steps", 0, kMax);
-    options.epochs = config.real("train.epochs", 1e-9, 1e9);
-    batch_size = config.integer("train.batch_size", 1, 1 << 30);
-    options.seed = static_cast<uint64_t>(config.integer("train.seed", 0, kMax));
-    const int threads = static_cast<int>(config.integer("train.threads", 0, 4096));
-    if (threads > 0) omp_set_num_threads(threads);
-    options.device = config.choice("train.device", {"cpu", "cuda"});
-    options.cuda.data_comm = config.choice("train.data_comm", {"auto", "nccl", "mpi-staged"});
-    options.eval_every = config.integer("train.eval_every", 0, kMax);
-    options.log_interval = config.integer("log.interval", 1, kMax);
-    options.out_dir = config.str("log.dir");
-    if (options.out_dir.empty()) config.fail("log.dir", "a folder is required");
-    options.quiet = config.boolean("log.quiet");
-    if (config.boolean("checkpoint.enabled"))
-      options.checkpoint_dir = config.has("checkpoint.dir")
-                                   ? config.str("checkpoint.dir")
-                                   : (fs::path(options.out_dir) / "checkpoints").string();
-    options.checkpoint_every = config.integer("checkpoint.every", 0, kMax);
-    options.checkpoint_keep = static_cast<int>(config.integer("checkpoint.keep", 0, 1000000));
-    options.resume = config.str("checkpoint.resume");
-    if (options.resume == "auto") {
-      if (options.checkpoint_dir.empty())
-        config.fail("checkpoint.resume", "'auto' needs checkpoints enabled");
-      options.resume = options.checkpoint_dir;
-    } else if (!options.resume.empty() && resolve_checkpoint(options.resume).empty()) {
-      config.fail("checkpoint.resume", "no checkpoint there");
-    }
-    for (const std::string& t : entry->tables) setups.push_back(read_table(config, t));
-    options.config_text = config.effective_ini();
+    if (root) write_config_ini(keys);
   });
-
-  // The run's folder holds the configuration that reproduces it.
-  run_agreed(*comm, [&] {
-    if (!root) return;
-    std::error_code ec;
-    fs::create_directories(options.out_dir, ec);
-    EMBTRAIN_REQUIRE(!ec, "config key 'log.dir' = '", options.out_dir,
-                     "': cannot create folder: ", ec.message());
-    const fs::path path = fs::path(options.out_dir) / "config.ini";
-    std::ofstream out(path, std::ios::trunc);
-    out << options.config_text;
-    EMBTRAIN_REQUIRE(out, path.string(), ": cannot write");
-  });
-  if (root && !options.quiet) {
-    std::printf("embtrain train: %s on %d rank(s) x %d threads\n%s\n", entry->name.c_str(),
-                comm->size(), omp_get_max_threads(), options.config_text.c_str());
+  const bool talk = root && !keys.quiet;
+  if (talk) {
+    std::printf("embtrain train: %s on %d rank(s) x %d threads\n%s\n", setup.workload->name.c_str(),
+                comm->size(), omp_get_max_threads(), keys.config_text.c_str());
     std::fflush(stdout);
   }
 
   WorkloadContext context;
   context.comm = comm.get();
-  context.seed = options.seed;
-  context.batch_size = batch_size;
-  context.out_dir = options.out_dir;
-  for (const TableSetup& s : setups) context.table_dims[s.spec.name] = s.spec.dim;
+  context.seed = keys.seed;
+  context.batch_size = keys.batch_size;
+  context.out_dir = keys.out_dir;
+  for (const TableSetup& s : setup.tables) context.table_dims[s.spec.name] = s.spec.dim;
   std::unique_ptr<Workload> workload;
-  run_agreed(*comm, [&] { workload = entry->create(config, context); });
-  if (root && !options.quiet) {
+  run_agreed(*comm, [&] { workload = setup.workload->create(setup.config, context); });
+  if (talk) {
     std::printf("workload: %s\n", workload->describe().c_str());
     std::fflush(stdout);
   }
-  train(*workload, setups, options, *comm);
+  train(*workload, setup.tables, keys, *comm);
   return 0;
 }
 

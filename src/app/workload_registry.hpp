@@ -1,6 +1,6 @@
 // The workloads `embtrain train` knows. Each workload registers itself from
-// its own options file (src/app/options_<name>.cpp) with
-// EMBTRAIN_REGISTER_WORKLOAD, so adding a workload touches no shared code.
+// its own options file (src/app/options_<name>.cpp) with a
+// WorkloadRegistration, so adding a workload touches no shared code.
 #pragma once
 
 #include <functional>
@@ -11,16 +11,19 @@
 
 #include "config.hpp"
 #include "embtrain/workload.hpp"
+#include "options.hpp"
 
 namespace embtrain {
 namespace app {
 
 struct WorkloadEntry {
-  std::string name;                  // value of train.workload
-  std::string summary;               // one line for --help
-  std::vector<std::string> tables;   // its tables, in ShardedEmbedding order
-  // Defaults of its table keys, by full key, e.g. {"table.output.init", "zeros"}.
-  std::map<std::string, std::string> table_defaults;
+  std::string name;                 // value of train.workload
+  std::string summary;              // one line for --help
+  std::vector<std::string> tables;  // its tables, in ShardedEmbedding order
+  // Its defaults of table keys over train's: for all its tables, e.g.
+  // {"optimizer", "adagrad"}, and for one, e.g. {"output", {{"init", "zeros"}}}.
+  OptionDefaults table_defaults;
+  std::map<std::string, OptionDefaults> per_table_defaults;
   // Declares the keys of its own section, e.g. "recsys.users".
   std::function<void(Config&)> declare;
   // Reads its keys (errors name key and source) and builds the workload,
@@ -31,14 +34,33 @@ struct WorkloadEntry {
 void register_workload(WorkloadEntry entry);
 const std::vector<WorkloadEntry>& registered_workloads();
 
+// Registers a workload whose section [NAME] has the keys `options`, which
+// fill a Settings. Once each key has been read and checked, `check` (if
+// any) checks what no single key can, with config.fail naming the key,
+// and `make` builds the workload. At namespace scope in the workload's
+// options file:
+//   const WorkloadRegistration kRegistration(recsys_entry(), recsys_options(),
+//                                            make_recsys_workload, check_recsys);
+struct WorkloadRegistration {
+  template <typename Settings>
+  using Make = std::unique_ptr<Workload> (*)(const Settings&, const WorkloadContext&);
+  template <typename Settings>
+  using Check = void (*)(const Settings&, const Config&);
+
+  template <typename Settings>
+  WorkloadRegistration(WorkloadEntry entry, OptionList<Settings> options, Make<Settings> make,
+                       Check<Settings> check = nullptr) {
+    const std::string prefix = entry.name + ".";
+    entry.declare = [=](Config& config) { declare_keys(&config, prefix, options); };
+    entry.create = [=](const Config& config, const WorkloadContext& context) {
+      Settings settings;
+      read_keys(config, prefix, options, &settings);
+      if (check) check(settings, config);
+      return make(settings, context);
+    };
+    register_workload(std::move(entry));
+  }
+};
+
 }  // namespace app
 }  // namespace embtrain
-
-#define EMBTRAIN_REGISTER_WORKLOAD_CONCAT2(a, b) a##b
-#define EMBTRAIN_REGISTER_WORKLOAD_CONCAT(a, b) EMBTRAIN_REGISTER_WORKLOAD_CONCAT2(a, b)
-// At namespace scope in one .cpp of the embtrain executable:
-//   EMBTRAIN_REGISTER_WORKLOAD(make_entry());   // make_entry() returns a WorkloadEntry
-#define EMBTRAIN_REGISTER_WORKLOAD(entry_expr)                                             \
-  static const bool EMBTRAIN_REGISTER_WORKLOAD_CONCAT(embtrain_workload_registered_,        \
-                                                      __LINE__) =                           \
-      (::embtrain::app::register_workload(entry_expr), true)

@@ -4,7 +4,8 @@
     /usr/bin/python3 tests/train/test_train_cli.py --embtrain build/embtrain [--only NAME]
 
 Covers: config errors (unknown key with file:line, ill-typed and out-of-range
-values, command-line overrides), exact resume (a run resumed from step k
+values, command-line overrides), table options that train's keys and
+replay's flags accept and refuse alike, exact resume (a run resumed from step k
 ends bitwise equal to an uninterrupted run, 1 and 2 ranks), re-sharding a
 checkpoint from 2 to 3 ranks, checkpoint/config mismatches, a stale partial
 checkpoint left by a crash, export to .npy, from_pretrained with freeze, and
@@ -104,6 +105,45 @@ def test_config_errors(work):
     effective = os.path.join(work, "run", "config.ini")
     assert "users = 300" in open(effective).read()
     run(["train", "--config", effective, "--log.dir=" + os.path.join(work, "again")])
+
+
+def test_table_options_agree(work):
+    """A table option is declared once for train's table.NAME.KEY and the
+    --KEY flag of replay: both take the same values and name the option,
+    where its value came from and the valid values when they refuse one."""
+    weights = os.path.join(work, "W.npy")
+    batches = os.path.join(work, "batches")
+    os.makedirs(batches)
+    np.save(weights, np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32))
+    np.save(os.path.join(batches, "ids_0.npy"), np.array([0, 3, 3, 9], np.int64))
+    np.save(os.path.join(batches, "grad_0.npy"), np.ones((4, 4), np.float32))
+    cases = [  # key, value, accepted, what a refusal must say besides the key
+        ("betas", "0.5,0.75", True, []),
+        ("betas", "0.9,", False, ["B2", "[0, 1)"]),
+        ("betas", "0.9", False, ["B1,B2"]),
+        ("betas", "1,0.9", False, ["B1", "[0, 1)"]),
+        ("norm_type", "+inf", True, []),
+        ("norm_type", "inf", True, []),
+        ("norm_type", "0", False, ["[1e-06, 1e+06] or inf"]),
+        ("eps", "-1", False, ["[0, 1]"]),
+        ("lr", "fast", False, ["not a number"]),
+        ("max_norm", "0", False, ["[1e-30, 1e+30]"]),
+        ("optimizer", "adamw", False, ["sgd, adagrad, adam, rowwise_adagrad"]),
+        ("scale_grad_by_freq", "maybe", False, ["true, false"]),
+        ("freeze", "true", True, []),
+    ]
+    for key, value, accepted, words in cases:
+        flag = "--" + key.replace("_", "-")
+        train = small_recsys(work, **{"table.users." + key: value, "train.steps": "1",
+                                      "checkpoint.enabled": "false"})
+        replay = ["replay", "--weights", weights, "--batches", batches,
+                  "--out", os.path.join(work, "out"), "%s=%s" % (flag, value)]
+        for args, name in [(train, "table.users." + key), (replay, flag)]:
+            p = run(args, expect_ok=False)
+            if accepted:
+                assert p.returncode == 0, "%s=%s refused:\n%s" % (name, value, p.stderr)
+            else:
+                expect_error(p, name, "'%s'" % value, "command line", *words)
 
 
 def resume_equals_uninterrupted(work, np_):

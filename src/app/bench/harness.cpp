@@ -1,0 +1,434 @@
+// embtrain bench: times whole training steps (forward, backward with a fixed
+// random gradient, optimizer) on a synthetic Zipf workload and reports
+// throughput, time per stage of the step, bytes exchanged, and how close the step comes
+// to its memory-traffic floor on this machine. Under mpirun the table is
+// row-sharded; --batch is per rank (weak scaling) unless --global-batch
+// splits one batch over the ranks (strong scaling).
+#include "harness.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "app/commands.hpp"
+#include "app/machine_info.hpp"
+#include "embtrain/errors.hpp"
+#include "embtrain/random.hpp"
+#include "common/timer.hpp"
+#include "embtrain/zipf.hpp"
+
+namespace embtrain {
+namespace app {
+namespace bench {
+
+namespace {
+
+// The exchanges, as the report names them, and their bytes sent.
+struct Exchange {
+  const char* name;
+  int64_t StepStats::*bytes_sent;
+};
+const Exchange kExchanges[] = {
+    {"ids", &StepStats::ids_bytes_sent},
+    {"rows", &StepStats::rows_bytes_sent},
+    {"grads", &StepStats::grads_bytes_sent},
+};
+
+std::map<std::string, CaseFactory>& registry() {
+  static std::map<std::string, CaseFactory> cases;  // filled before main, read after
+  return cases;
+}
+
+}  // namespace
+
+// The phases are the stages of the step, in step order (step_stats.hpp).
+const std::vector<std::string>& phase_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (int i = 0; i < kNumStages; ++i) v.push_back(stage_name(static_cast<Stage>(i)));
+    return v;
+  }();
+  return names;
+}
+
+const std::vector<std::string>& exchange_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const Exchange& e : kExchanges) v.push_back(e.name);
+    return v;
+  }();
+  return names;
+}
+
+CaseStats stats_of(const StepStats& stats) {
+  CaseStats c;
+  c.phase_ms.assign(stats.ms, stats.ms + kNumStages);
+  for (const Exchange& e : kExchanges)
+    c.bytes_sent.push_back(static_cast<double>(stats.*e.bytes_sent));
+  return c;
+}
+
+double BenchCase::copy_bandwidth_gbps(int threads) const {
+  return measure_copy_bandwidth_gbps(threads);
+}
+
+CaseRegistration::CaseRegistration(const std::string& name, CaseFactory make) {
+  registry()[name] = std::move(make);
+}
+
+const CaseFactory* find_case(const std::string& name) {
+  const auto it = registry().find(name);
+  return it == registry().end() ? nullptr : &it->second;
+}
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The least memory traffic a step can have on one rank: read the ids, read
+// each distinct row once and write the output, read the output gradient,
+// and read and write each updated row with its optimizer state.
+double floor_bytes(double lookups, double unique, double updated, int64_t dim,
+                   int64_t state_width) {
+  const double row = 4.0 * static_cast<double>(dim);
+  return 8.0 * lookups + unique * row + 2.0 * lookups * row +
+         updated * 2.0 * (row + 4.0 * static_cast<double>(state_width));
+}
+
+po::options_description bench_options() {
+  po::options_description options(
+      "usage: [mpirun -np P] embtrain bench [options]\n\n"
+      "Times training steps of one table on a synthetic workload: batch x seq ids drawn from a\n"
+      "Zipf law over rows 1..rows-1, a fraction set to the padding id 0. Under mpirun the table\n"
+      "is row-sharded over the ranks.\n\noptions");
+  // clang-format off
+  options.add_options()
+    ("help,h", "show this help")
+    ("rows", po::value<int64_t>()->default_value(1000000), "table rows")
+    ("dim", po::value<int64_t>()->default_value(128), "embedding dim")
+    ("batch", po::value<int64_t>()->default_value(4096), "samples per step per rank (weak scaling)")
+    ("global-batch", po::value<int64_t>(),
+     "samples per step over all ranks, split between them (strong scaling; overrides --batch)")
+    ("seq", po::value<int64_t>()->default_value(20), "ids per sample")
+    ("zipf", po::value<double>()->default_value(1.05), "Zipf exponent ALPHA (0: uniform)")
+    ("pad-frac", po::value<double>()->default_value(0.1), "fraction of ids set to padding id 0")
+    ("steps", po::value<int64_t>()->default_value(50), "timed steps")
+    ("warmup", po::value<int64_t>()->default_value(5), "untimed steps first")
+    ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)")
+    ("seed", po::value<uint64_t>()->default_value(1), "seed of table and workload")
+    ("distinct-batches", po::value<int64_t>()->default_value(8),
+     "distinct batches drawn up front and cycled through")
+    ("engine", po::value<std::string>()->default_value("auto"),
+     "local (one process, no exchange) | sharded | auto (local for one rank, else sharded)")
+    ("json", po::bool_switch(), "print one JSON object instead of text");
+  // clang-format on
+  // The workload's ids 0 are its padding.
+  add_table_options(&options, {{"optimizer", "adam"},
+                               {"lr", "0.001"},
+                               {"scale_grad_by_freq", "true"},
+                               {"padding_idx", "0"}});
+  add_device_options(&options);
+  return options;
+}
+
+// What the command line asks for, checked the same on every rank.
+struct BenchOptions {
+  TableSpec spec;
+  int64_t batch = 0;  // this rank's
+  int64_t seq = 0, steps = 0, warmup = 0, distinct = 0;
+  double zipf = 0, pad_frac = 0;
+  uint64_t seed = 0;
+  bool sharded = false, json = false;
+  DeviceChoice device;
+};
+
+// --batch, or this rank's share of --global-batch.
+int64_t read_batch(const po::variables_map& vm, int ranks, int rank) {
+  if (!vm.count("global-batch")) return vm["batch"].as<int64_t>();
+  const int64_t global = vm["global-batch"].as<int64_t>();
+  EMBTRAIN_REQUIRE(global >= ranks, "option --global-batch = ", global,
+                   " is invalid (valid: >= the number of ranks, ", ranks, ")");
+  return global / ranks + (rank < global % ranks ? 1 : 0);
+}
+
+// Local or sharded: --engine, or by default sharded when there are ranks
+// to shard over; on a GPU always sharded.
+bool read_engine(const po::variables_map& vm, int ranks, const std::string& device) {
+  const std::string engine = vm["engine"].as<std::string>();
+  EMBTRAIN_REQUIRE(engine == "auto" || engine == "local" || engine == "sharded",
+                   "option --engine = '", engine, "' is invalid (valid: auto, local, sharded)");
+  EMBTRAIN_REQUIRE(engine != "local" || ranks == 1,
+                   "option --engine = local needs a job of one rank, this one has ", ranks);
+  EMBTRAIN_REQUIRE(device == "cpu" || engine != "local",
+                   "option --engine = local runs on the CPU only; --device cuda uses the sharded "
+                   "engine");
+  return engine == "auto" ? ranks > 1 || device == "cuda" : engine == "sharded";
+}
+
+BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
+  BenchOptions o;
+  o.spec.name = "bench";
+  o.spec.num_embeddings = vm["rows"].as<int64_t>();
+  o.spec.dim = vm["dim"].as<int64_t>();
+  read_table_options(vm, &o.spec);
+  o.seq = vm["seq"].as<int64_t>();
+  o.steps = vm["steps"].as<int64_t>();
+  o.warmup = vm["warmup"].as<int64_t>();
+  o.distinct = vm["distinct-batches"].as<int64_t>();
+  o.zipf = vm["zipf"].as<double>();
+  o.pad_frac = vm["pad-frac"].as<double>();
+  o.seed = vm["seed"].as<uint64_t>();
+  o.json = vm["json"].as<bool>();
+  o.batch = read_batch(vm, ranks, rank);
+  EMBTRAIN_REQUIRE(o.batch >= 1, "option --batch = ", o.batch, " is invalid (valid: >= 1)");
+  EMBTRAIN_REQUIRE(o.seq >= 1, "option --seq = ", o.seq, " is invalid (valid: >= 1)");
+  EMBTRAIN_REQUIRE(o.steps >= 1, "option --steps = ", o.steps, " is invalid (valid: >= 1)");
+  EMBTRAIN_REQUIRE(o.warmup >= 0, "option --warmup = ", o.warmup, " is invalid (valid: >= 0)");
+  EMBTRAIN_REQUIRE(o.distinct >= 1, "option --distinct-batches = ", o.distinct,
+                   " is invalid (valid: >= 1)");
+  EMBTRAIN_REQUIRE(o.pad_frac >= 0 && o.pad_frac <= 1, "option --pad-frac = ", o.pad_frac,
+                   " is invalid (valid: [0, 1])");
+  const int threads = vm["threads"].as<int>();
+  EMBTRAIN_REQUIRE(threads >= 0, "option --threads = ", threads, " is invalid (valid: >= 0)");
+  if (threads > 0) omp_set_num_threads(threads);
+  o.device = read_device_options(vm);
+  o.sharded = read_engine(vm, ranks, o.device.device);
+  return o;
+}
+
+const char* engine_name(const BenchOptions& o) { return o.sharded ? "sharded" : "local"; }
+
+void print_header(const BenchOptions& o, const MachineInfo& machine, int ranks, int threads,
+                  int64_t global_lookups) {
+  std::printf(
+      "# embtrain bench: host %s, cpu %s, %d cores; %d rank(s) x %d threads, engine %s, "
+      "device %s\n",
+      machine.host.c_str(), machine.cpu.c_str(), machine.cores, ranks, threads, engine_name(o),
+      o.device.device.c_str());
+  const std::string padding = o.spec.padding_idx ? std::to_string(*o.spec.padding_idx) : "none";
+  std::printf("# table %lld x %lld, optimizer %s, scale_grad_by_freq %d, padding_idx %s\n",
+              static_cast<long long>(o.spec.num_embeddings), static_cast<long long>(o.spec.dim),
+              optimizer_name(o.spec.optimizer.kind), o.spec.scale_grad_by_freq ? 1 : 0,
+              padding.c_str());
+  std::printf(
+      "# %lld lookups/step over all ranks (rank 0: batch %lld x seq %lld), zipf %.3f, "
+      "pad-frac %.3f, steps %lld + warmup %lld\n",
+      static_cast<long long>(global_lookups), static_cast<long long>(o.batch),
+      static_cast<long long>(o.seq), o.zipf, o.pad_frac, static_cast<long long>(o.steps),
+      static_cast<long long>(o.warmup));
+  std::fflush(stdout);
+}
+
+// This rank's batches and output gradient, from its own random streams.
+BenchData draw_data(const BenchOptions& o, int rank) {
+  BenchData data;
+  data.batch = o.batch;
+  data.seq = o.seq;
+  const ZipfSampler zipf(o.spec.num_embeddings, o.zipf);
+  for (int64_t b = 0; b < o.distinct; ++b)
+    data.batches.push_back(sample_ids(zipf, data.lookups(), o.pad_frac, o.seed,
+                                      /*stream=*/1000 + static_cast<uint64_t>(rank) * 1000003 + b));
+  const int64_t n = data.lookups() * o.spec.dim;
+  data.grad.resize(static_cast<size_t>(n));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) data.grad[i] = random_normal(o.seed, 7 + rank, i);
+  return data;
+}
+
+// The case of the engine and device asked for. A build without CUDA has no
+// "cuda" case; the sharded one then says so.
+std::unique_ptr<BenchCase> make_case(const BenchOptions& o, Communicator* comm,
+                                     const BenchData& data) {
+  const CaseFactory* make = o.device.device == "cuda" ? find_case("cuda") : nullptr;
+  if (!make) make = find_case(engine_name(o));
+  EMBTRAIN_ASSERT(make);
+  return (*make)(CaseSetup{o.spec, o.seed, comm, o.device, data});
+}
+
+// Milliseconds of each timed step. A step's time is the slowest rank's:
+// ranks synchronise in every exchange, and a barrier before each step
+// keeps stragglers from hiding.
+std::vector<double> time_steps(const BenchOptions& o, BenchCase* engine, Communicator& comm) {
+  std::vector<double> step_ms;
+  for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
+    if (s == o.warmup) engine->reset_stats();
+    comm.barrier();
+    Stopwatch clock;
+    engine->step(s % o.distinct);
+    double ms = clock.lap_ms();
+    comm.allreduce_max(&ms, 1, CommType::kFloat64);
+    if (s >= o.warmup) step_ms.push_back(ms);
+  }
+  return step_ms;
+}
+
+// Distinct ids per timed step: this rank's (what it sends).
+double distinct_ids(const BenchOptions& o, const BenchData& data) {
+  double unique = 0;
+  for (int64_t s = o.warmup; s < o.warmup + o.steps; ++s) {
+    std::vector<int64_t> ids = data.batches[s % o.distinct];
+    std::sort(ids.begin(), ids.end());
+    unique += static_cast<double>(std::unique(ids.begin(), ids.end()) - ids.begin());
+  }
+  return unique / static_cast<double>(o.steps);
+}
+
+// The run's numbers over all ranks, per step, as reported.
+struct Summary {
+  int64_t global_lookups = 0;
+  double unique = 0;                     // distinct ids, summed over ranks
+  std::vector<double> phase_ms;          // phase_names() order, max over ranks
+  std::vector<double> bytes, bytes_max;  // sent per exchange: summed over ranks; busiest rank's
+  double bytes_total = 0;
+  double step_ms = 0, step_ms_min = 0;  // median and least
+  double floor_bytes = 0;               // per rank
+  double bandwidth = 0;                 // copy bandwidth (GB/s), least over ranks
+  double floor_ms = 0;
+};
+
+Summary summarise(const BenchOptions& o, const BenchData& data, const BenchCase& engine,
+                  const std::vector<double>& step_ms, int64_t global_lookups, Communicator& comm) {
+  Summary s;
+  const int ranks = comm.size();
+  const double n = static_cast<double>(o.steps);
+  s.global_lookups = global_lookups;
+  s.unique = distinct_ids(o, data);
+  comm.allreduce_sum(&s.unique, 1, CommType::kFloat64);
+
+  const CaseStats stats = engine.stats();
+  s.phase_ms = stats.phase_ms;
+  for (double& p : s.phase_ms) p /= n;
+  comm.allreduce_max(s.phase_ms.data(), static_cast<int64_t>(s.phase_ms.size()),
+                     CommType::kFloat64);
+  s.bytes = stats.bytes_sent;
+  for (double& b : s.bytes) b /= n;
+  s.bytes_max = s.bytes;
+  const auto exchanges = static_cast<int64_t>(s.bytes.size());
+  comm.allreduce_sum(s.bytes.data(), exchanges, CommType::kFloat64);
+  comm.allreduce_max(s.bytes_max.data(), exchanges, CommType::kFloat64);
+  for (double b : s.bytes) s.bytes_total += b;
+
+  s.step_ms = median(step_ms);
+  s.step_ms_min = *std::min_element(step_ms.begin(), step_ms.end());
+  const int64_t width =
+      o.spec.freeze ? 0 : optimizer_state_width(o.spec.optimizer.kind, o.spec.dim);
+  // The floor of the busiest rank, as if it did its share of the work with
+  // no exchange: global traffic divided by ranks.
+  s.floor_bytes = floor_bytes(static_cast<double>(s.global_lookups) / ranks, s.unique / ranks,
+                              s.unique / ranks, o.spec.dim, width);
+  s.bandwidth = engine.copy_bandwidth_gbps(omp_get_max_threads());
+  comm.allreduce_min(&s.bandwidth, 1, CommType::kFloat64);
+  s.floor_ms = s.floor_bytes / (s.bandwidth * 1e6);
+  return s;
+}
+
+nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInfo& machine,
+                       int ranks, const std::string& gpu) {
+  nlohmann::json phases, bytes;
+  for (size_t i = 0; i < phase_names().size(); ++i) phases[phase_names()[i]] = s.phase_ms[i];
+  for (size_t i = 0; i < exchange_names().size(); ++i) bytes[exchange_names()[i]] = s.bytes[i];
+  bytes["total"] = s.bytes_total;
+  double bytes_max_rank = 0;
+  for (double b : s.bytes_max) bytes_max_rank += b;
+  const double lookups = static_cast<double>(s.global_lookups);
+  return {
+      {"host", machine.host},
+      {"cpu", machine.cpu},
+      {"ranks", ranks},
+      {"threads", omp_get_max_threads()},
+      {"engine", engine_name(o)},
+      {"device", o.device.device},
+      {"gpu", gpu},
+      {"rows", o.spec.num_embeddings},
+      {"dim", o.spec.dim},
+      {"optimizer", optimizer_name(o.spec.optimizer.kind)},
+      {"scale_grad_by_freq", o.spec.scale_grad_by_freq},
+      {"lookups_per_step", s.global_lookups},
+      {"unique_per_step", s.unique},
+      {"unique_ratio", s.unique / lookups},
+      {"step_ms", s.step_ms},
+      {"step_ms_min", s.step_ms_min},
+      {"lookups_per_s", lookups / (s.step_ms * 1e-3)},
+      {"phase_ms_max_over_ranks", phases},
+      {"bytes_sent_per_step", bytes},
+      {"bytes_sent_per_step_max_rank", bytes_max_rank},
+      {"bytes_sent_per_lookup", s.bytes_total / lookups},
+      {"floor_bytes_per_step_per_rank", s.floor_bytes},
+      {"copy_bandwidth_gbps", s.bandwidth},
+      {"floor_ms", s.floor_ms},
+      {"floor_fraction", s.floor_ms / s.step_ms},
+  };
+}
+
+void print_report(const Summary& s) {
+  const double lookups = static_cast<double>(s.global_lookups);
+  std::printf("# distinct ids: %.0f/step summed over ranks (%.1f%% of lookups)\n", s.unique,
+              100.0 * s.unique / lookups);
+  std::printf("# phases, ms/step (max over ranks):");
+  for (size_t i = 0; i < phase_names().size(); ++i)
+    std::printf(" %s %.2f", phase_names()[i].c_str(), s.phase_ms[i]);
+  std::printf("\n# sent to other ranks: %.2f MB/step (%.1f bytes/lookup)\n", s.bytes_total / 1e6,
+              s.bytes_total / lookups);
+  std::printf("# floor: %.1f MB/step/rank at %.1f GB/s copy bandwidth = %.2f ms (%.0f%% of step)\n",
+              s.floor_bytes / 1e6, s.bandwidth, s.floor_ms, 100.0 * s.floor_ms / s.step_ms);
+  std::printf("%12s %14s %14s\n", "step_ms", "lookups/s", "unique/step");
+  std::printf("%12.3f %14.4g %14.0f\n", s.step_ms, lookups / (s.step_ms * 1e-3), s.unique);
+}
+
+}  // namespace
+
+}  // namespace bench
+
+int run_bench(int argc, char** argv) {
+  using namespace bench;
+  const po::options_description options = bench_options();
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::cout << options << "\n";
+    return 0;
+  }
+  std::unique_ptr<Communicator> comm = make_mpi_communicator();
+  const int ranks = comm->size(), rank = comm->rank();
+  po::variables_map vm;
+  BenchOptions o;
+  run_agreed(*comm, [&] {
+    vm = parse_command_line(argc, argv, options, "bench");
+    o = read_options(vm, ranks, rank);
+  });
+  if (vm.count("help")) {
+    if (rank == 0) std::cout << options << "\n";
+    return 0;
+  }
+  const bool text = rank == 0 && !o.json;
+  int64_t global_lookups = o.batch * o.seq;
+  comm->allreduce_sum(&global_lookups, 1, CommType::kInt64);
+  const MachineInfo machine = machine_info();
+  if (text) print_header(o, machine, ranks, omp_get_max_threads(), global_lookups);
+
+  Stopwatch setup;
+  const BenchData data = draw_data(o, rank);
+  const std::unique_ptr<BenchCase> engine = make_case(o, comm.get(), data);
+  const std::string gpu = engine->gpu_description();
+  comm->barrier();
+  if (text && !gpu.empty()) std::printf("# gpu (rank 0): %s\n", gpu.c_str());
+  if (text) std::printf("# setup %.1f s\n", setup.lap_ms() / 1e3);
+
+  const std::vector<double> step_ms = time_steps(o, engine.get(), *comm);
+  const Summary summary = summarise(o, data, *engine, step_ms, global_lookups, *comm);
+  if (rank != 0) return 0;
+  if (o.json)
+    std::cout << to_json(o, summary, machine, ranks, gpu).dump() << std::endl;
+  else
+    print_report(summary);
+  return 0;
+}
+
+}  // namespace app
+}  // namespace embtrain

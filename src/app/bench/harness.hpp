@@ -1,0 +1,94 @@
+// embtrain bench is a harness and one case per engine, as nccl-tests has
+// its common.cu and a file per collective. The harness (harness.cpp) reads
+// the options, draws the synthetic workload, times the steps, gathers the
+// statistics over the ranks and reports them; a case (local_case.cpp,
+// sharded_case.cpp, cuda_case.cpp) builds one engine and runs its steps.
+// Cases register themselves by name, so the harness needs to know neither
+// which engines exist nor which of them this build has.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "app/table_options.hpp"
+#include "embtrain/communicator.hpp"
+#include "embtrain/embedding.hpp"
+#include "embtrain/embedding_table.hpp"
+#include "embtrain/huge_pages.hpp"
+#include "embtrain/step_stats.hpp"
+
+namespace embtrain {
+namespace app {
+namespace bench {
+
+// The synthetic workload of this rank, drawn before the clock starts: the
+// steps cycle through `batches`, and each step's output gradient is `grad`.
+struct BenchData {
+  std::vector<std::vector<int64_t>> batches;  // each batch x seq ids
+  RowBuffer grad;                             // batch x seq x dim
+  int64_t batch = 0, seq = 0;
+
+  int64_t lookups() const { return batch * seq; }
+  IdsView ids(int64_t b) const { return {batches[b].data(), DType::kInt64, {batch, seq}}; }
+};
+
+// What a case builds its engine from.
+struct CaseSetup {
+  const TableSpec& spec;
+  uint64_t seed;
+  Communicator* comm;
+  const DeviceChoice& device;
+  const BenchData& data;
+};
+
+// What a case's engine says about the steps since reset_stats(), summed
+// over them: milliseconds per phase of phase_names() and bytes sent to
+// other ranks per exchange of exchange_names().
+struct CaseStats {
+  std::vector<double> phase_ms;
+  std::vector<double> bytes_sent;
+};
+const std::vector<std::string>& phase_names();
+const std::vector<std::string>& exchange_names();
+// From an engine's own statistics.
+CaseStats stats_of(const StepStats& stats);
+
+// One engine under test.
+class BenchCase {
+ public:
+  virtual ~BenchCase() = default;
+  // One training step (forward, backward with data.grad, optimizer) on
+  // batch data.batches[b].
+  virtual void step(int64_t b) = 0;
+  virtual void reset_stats() = 0;
+  virtual CaseStats stats() const = 0;
+  // The GPU it runs on, "" for the CPU.
+  virtual std::string gpu_description() const { return ""; }
+  // Copy bandwidth of the memory the step runs in (GB/s, read + written),
+  // which its floor is measured against: host memory unless overridden.
+  virtual double copy_bandwidth_gbps(int threads) const;
+};
+
+using CaseFactory = std::function<std::unique_ptr<BenchCase>(const CaseSetup&)>;
+
+// The factory of a case class built from a CaseSetup.
+template <typename Case>
+std::unique_ptr<BenchCase> construct_case(const CaseSetup& setup) {
+  return std::make_unique<Case>(setup);
+}
+
+// A case's file registers it at namespace scope:
+//   const CaseRegistration kRegistration("local", construct_case<LocalCase>);
+// The harness asks for "local", "sharded", or "cuda" (a build without CUDA
+// has none, and the sharded case then reports that the GPU is missing).
+struct CaseRegistration {
+  CaseRegistration(const std::string& name, CaseFactory make);
+};
+const CaseFactory* find_case(const std::string& name);
+
+}  // namespace bench
+}  // namespace app
+}  // namespace embtrain
