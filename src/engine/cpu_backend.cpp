@@ -1,18 +1,22 @@
 #include "engine/cpu_backend.hpp"
 
+#include <algorithm>
 #include <new>
 
 namespace embtrain {
 
 void HostBytes::reserve(size_t bytes) {
   if (bytes <= capacity_) return;
+  // A quarter more than asked: batch sizes vary from step to step, and each
+  // new allocation costs a page fault per page on first touch.
   constexpr size_t kAlign = 64;
+  const size_t grown = std::max(bytes, capacity_ + capacity_ / 4);
   data_.reset();
   capacity_ = 0;
-  void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+  void* p = std::aligned_alloc(kAlign, (grown + kAlign - 1) / kAlign * kAlign);
   if (!p) throw std::bad_alloc();
   data_.reset(p);
-  capacity_ = bytes;
+  capacity_ = grown;
 }
 
 std::pair<int64_t, int64_t> CpuBackend::find_bad_id(const IdSpan& ids, int64_t bound) {
