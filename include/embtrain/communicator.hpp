@@ -61,6 +61,14 @@ class Communicator {
                        const std::vector<int64_t>& counts, CommType type, int root) = 0;
   virtual void barrier() = 0;
 
+  // Milliseconds of this transport's own all-to-all (MPI_Alltoallv; NCCL's
+  // grouped sends; the host transport's for a staged one) of these bytes per
+  // peer, on scratch buffers, once every rank is there: the raw collective
+  // that an exchange of the same shape is measured against. A collective.
+  // By default this communicator's alltoallv on host buffers.
+  virtual double native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
+                                     const std::vector<int64_t>& recv_bytes);
+
   // Where the buffers passed to the collectives above must live.
   virtual MemorySpace memory_space() const { return MemorySpace::kHost; }
   // Waits until every collective this rank has called has completed on its
@@ -86,13 +94,21 @@ class Communicator {
   struct Displacements {
     std::vector<int64_t> send, recv;
   };
-  // Checks an alltoallv's counts (one per rank), adds what goes to and comes
-  // from other ranks to the traffic counters, and returns the displacements.
+  // Checks an alltoallv's counts (one per rank) and returns the
+  // displacements; prepare_alltoallv also adds what goes to and comes from
+  // other ranks to the traffic counters.
+  Displacements displacements_of(const std::vector<int64_t>& send_counts,
+                                 const std::vector<int64_t>& recv_counts) const;
   Displacements prepare_alltoallv(const std::vector<int64_t>& send_counts,
                                   const std::vector<int64_t>& recv_counts, CommType type);
 
   TrafficCounters traffic_;
 };
+
+// Milliseconds of `run` (a collective over `comm`, done when it returns)
+// once every rank is there, after one untimed run: native_alltoallv_ms's
+// clock. A collective.
+double time_collective(Communicator& comm, const std::function<void()>& run);
 
 // Runs `work` on every rank; if it throws embtrain::Error on any rank, every
 // rank throws AgreedError with the lowest failing rank's message. For work

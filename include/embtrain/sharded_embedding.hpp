@@ -88,6 +88,14 @@ class ShardedEmbedding {
   // Time per stage and bytes sent, summed over steps.
   const StepStats& stats() const;
   void reset_stats();
+  // With `on`, each exchange first waits at a barrier for every rank and
+  // records that wait in stats().wait_ms, so that an exchange's time splits
+  // into skew (ranks arriving apart) and transfer. Off by default.
+  void measure_skew(bool on);
+  // The all-to-alls of the last step's exchanges, by their bytes per peer
+  // (none with one rank), and the communicator that moved them.
+  std::vector<TransferShape> last_transfers() const;
+  Communicator& data_comm();
 
  private:
   Communicator* comm_;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace embtrain {
 
@@ -29,11 +30,23 @@ const char* stage_name(Stage stage);
 // batch's rows straight from the table).
 struct StepStats {
   double ms[kNumStages] = {};
+  // Of ms, the time an exchange waited for the slowest rank before its
+  // transfers began (the skew between ranks): only with
+  // ShardedEmbedding::measure_skew, else 0.
+  double wait_ms[kNumStages] = {};
   int64_t ids_bytes_sent = 0, rows_bytes_sent = 0, grads_bytes_sent = 0;
   int64_t steps = 0;
 
   double& operator[](Stage stage) { return ms[static_cast<int>(stage)]; }
   double operator[](Stage stage) const { return ms[static_cast<int>(stage)]; }
+};
+
+// One all-to-all of an exchange stage of the last step, as bytes per peer:
+// what a plain collective of the same shape would move (an exchange stage
+// may be several: exchange_grads sends gradients, then counts).
+struct TransferShape {
+  Stage stage = Stage::kExchangeIds;
+  std::vector<int64_t> send_bytes, recv_bytes;  // per peer, this rank's
 };
 
 }  // namespace embtrain

@@ -2,8 +2,10 @@
 // and the agreement on errors, built from allreduce and broadcast.
 #include "embtrain/communicator.hpp"
 
+#include <algorithm>
 #include <vector>
 
+#include "common/timer.hpp"
 #include "embtrain/errors.hpp"
 
 namespace embtrain {
@@ -30,29 +32,54 @@ const char* comm_type_name(CommType type) {
   return "?";
 }
 
+double time_collective(Communicator& comm, const std::function<void()>& run) {
+  comm.barrier();
+  run();  // warm-up: connections, caches, first touch of the buffers
+  comm.barrier();
+  Stopwatch clock;
+  run();
+  return clock.lap_ms();
+}
+
 void Communicator::alltoall(const void* send, void* recv, int64_t count, CommType type) {
   const std::vector<int64_t> counts(static_cast<size_t>(size()), count);
   alltoallv(send, counts, recv, counts, type);
 }
 
-Communicator::Displacements Communicator::prepare_alltoallv(
-    const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
-    CommType type) {
-  const int P = size(), me = rank();
+Communicator::Displacements Communicator::displacements_of(
+    const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts) const {
+  const int P = size();
   EMBTRAIN_ASSERT(static_cast<int>(send_counts.size()) == P &&
                   static_cast<int>(recv_counts.size()) == P);
-  const int64_t elem = comm_type_size(type);
   Displacements displ{std::vector<int64_t>(P + 1, 0), std::vector<int64_t>(P + 1, 0)};
   for (int r = 0; r < P; ++r) {
     EMBTRAIN_ASSERT(send_counts[r] >= 0 && recv_counts[r] >= 0);
     displ.send[r + 1] = displ.send[r] + send_counts[r];
     displ.recv[r + 1] = displ.recv[r] + recv_counts[r];
-    if (r != me) {
-      traffic_.bytes_sent += send_counts[r] * elem;
-      traffic_.bytes_received += recv_counts[r] * elem;
-    }
   }
   return displ;
+}
+
+Communicator::Displacements Communicator::prepare_alltoallv(
+    const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
+    CommType type) {
+  const int64_t elem = comm_type_size(type);
+  for (int r = 0; r < size(); ++r) {
+    if (r == rank()) continue;
+    traffic_.bytes_sent += send_counts[r] * elem;
+    traffic_.bytes_received += recv_counts[r] * elem;
+  }
+  return displacements_of(send_counts, recv_counts);
+}
+
+double Communicator::native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
+                                         const std::vector<int64_t>& recv_bytes) {
+  const Displacements displ = displacements_of(send_bytes, recv_bytes);
+  std::vector<char> send(static_cast<size_t>(displ.send.back()) + 1, 1);
+  std::vector<char> recv(static_cast<size_t>(displ.recv.back()) + 1, 0);
+  return time_collective(*this, [&] {
+    alltoallv(send.data(), send_bytes, recv.data(), recv_bytes, CommType::kByte);
+  });
 }
 
 std::string Communicator::agree_on_error(const std::string& local_error) {

@@ -163,6 +163,30 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
+  // NCCL's grouped sends and receives (this alltoallv) on device scratch.
+  double native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
+                             const std::vector<int64_t>& recv_bytes) override {
+    const Displacements displ = displacements_of(send_bytes, recv_bytes);
+    void *d_send = nullptr, *d_recv = nullptr;
+    EMBTRAIN_CUDA_CHECK(cudaMalloc(&d_send, static_cast<size_t>(displ.send.back()) + 1));
+    EMBTRAIN_CUDA_CHECK(cudaMalloc(&d_recv, static_cast<size_t>(displ.recv.back()) + 1));
+    double ms = 0;
+    try {
+      EMBTRAIN_CUDA_CHECK(cudaMemset(d_send, 1, static_cast<size_t>(displ.send.back()) + 1));
+      ms = time_collective(*this, [&] {
+        alltoallv(d_send, send_bytes, d_recv, recv_bytes, CommType::kByte);
+        synchronize();
+      });
+    } catch (...) {
+      cudaFree(d_send);
+      cudaFree(d_recv);
+      throw;
+    }
+    cudaFree(d_send);
+    cudaFree(d_recv);
+    return ms;
+  }
+
   // Every rank's enqueued communication is complete and every rank is here.
   void barrier() override {
     synchronize();

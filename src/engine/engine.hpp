@@ -112,6 +112,9 @@ class Engine final : public StepEngine {
   }
 
   StepStats& stats() override { return stats_; }
+  void measure_skew(bool on) override { step_.measure_skew(on); }
+  std::vector<TransferShape> last_transfers() const override { return step_.last_transfers(); }
+  Communicator& data_comm() override { return backend_->data(); }
   bool on_gpu() const override { return !backend_->description().empty(); }
   std::string description() const override { return backend_->description(); }
 

@@ -99,5 +99,10 @@ std::vector<float> ShardedEmbedding::gather_table(int t, int root) {
 
 const StepStats& ShardedEmbedding::stats() const { return engine_->stats(); }
 void ShardedEmbedding::reset_stats() { engine_->stats() = StepStats{}; }
+void ShardedEmbedding::measure_skew(bool on) { engine_->measure_skew(on); }
+std::vector<TransferShape> ShardedEmbedding::last_transfers() const {
+  return engine_->last_transfers();
+}
+Communicator& ShardedEmbedding::data_comm() { return engine_->data_comm(); }
 
 }  // namespace embtrain

@@ -73,6 +73,9 @@ class ShardedStep {
   }
   void step() { update(); }
 
+  void measure_skew(bool on) { measure_skew_ = on; }
+  std::vector<TransferShape> last_transfers() const;
+
  private:
   template <typename T>
   using Buffer = typename Backend::template Buffer<T>;
@@ -107,6 +110,14 @@ class ShardedStep {
   void finish(Stage stage, Stopwatch* clock) {
     b_.synchronize();
     stats_[stage] += clock->lap_ms();
+  }
+  // With measure_skew, every rank waits here for the slowest before an
+  // exchange stage transfers anything; the wait is recorded apart.
+  void wait_for_ranks(Stage stage) {
+    if (!measure_skew_) return;
+    Stopwatch wait;
+    control_.barrier();
+    stats_.wait_ms[static_cast<int>(stage)] += wait.lap_ms();
   }
   // Runs the transfers of an exchange stage on the data communicator and
   // waits for them; the bytes they sent to other ranks go to `bytes`.
@@ -147,6 +158,7 @@ class ShardedStep {
   StepStats& stats_;
   const int P_, T_, rank_;
   bool any_scaled_ = false;  // a table scales by frequency: counts travel with the gradients
+  bool measure_skew_ = false;
   std::vector<int64_t> dims_;
   std::vector<Requested> requested_;
   std::vector<Served> served_;
@@ -213,6 +225,7 @@ void ShardedStep<Backend>::bucket_by_owner(const std::vector<IdSpan>& ids) {
 template <typename Backend>
 void ShardedStep<Backend>::exchange_ids() {
   Stopwatch clock;
+  wait_for_ranks(Stage::kExchangeIds);
   served_counts_.assign(static_cast<size_t>(P_) * T_, 0);
   control_.alltoall(requested_counts_.data(), served_counts_.data(), T_, CommType::kInt64);
   layout_.assign(rank_, dims_, Backend::kRowAlign, requested_counts_, served_counts_);
@@ -269,6 +282,7 @@ void ShardedStep<Backend>::gather_owned() {
 template <typename Backend>
 void ShardedStep<Backend>::exchange_rows() {
   Stopwatch clock;
+  wait_for_ranks(Stage::kExchangeRows);
   exchange(Stage::kExchangeRows, &stats_.rows_bytes_sent, &clock,
            [&](Communicator& data) { move_rows(data, /*back=*/false); });
 }
@@ -313,6 +327,7 @@ void ShardedStep<Backend>::reduce_requested(const std::vector<const float*>& gra
 template <typename Backend>
 void ShardedStep<Backend>::exchange_grads() {
   Stopwatch clock;
+  wait_for_ranks(Stage::kExchangeGrads);
   exchange(Stage::kExchangeGrads, &stats_.grads_bytes_sent, &clock, [&](Communicator& data) {
     move_rows(data, /*back=*/true);
     if (any_scaled_)
@@ -344,6 +359,28 @@ void ShardedStep<Backend>::combine_at_owner() {
     b_.combine(t, args, &s.grads);
   }
   finish(Stage::kCombineAtOwner, &clock);
+}
+
+template <typename Backend>
+std::vector<TransferShape> ShardedStep<Backend>::last_transfers() const {
+  auto bytes = [](const std::vector<int64_t>& counts, int64_t size) {
+    std::vector<int64_t> b(counts);
+    for (int64_t& x : b) x *= size;
+    return b;
+  };
+  const std::vector<int64_t> counts(static_cast<size_t>(P_), T_ * int64_t{8});
+  std::vector<TransferShape> t = {
+      {Stage::kExchangeIds, counts, counts},
+      {Stage::kExchangeIds, bytes(layout_.ids_to_owners(), 8),
+       bytes(layout_.ids_from_requesters(), 8)},
+      {Stage::kExchangeRows, bytes(layout_.rows_to_requesters(), 4),
+       bytes(layout_.rows_from_owners(), 4)},
+      {Stage::kExchangeGrads, bytes(layout_.rows_from_owners(), 4),
+       bytes(layout_.rows_to_requesters(), 4)}};
+  if (any_scaled_)
+    t.push_back({Stage::kExchangeGrads, bytes(layout_.ids_to_owners(), 4),
+                 bytes(layout_.ids_from_requesters(), 4)});
+  return t;
 }
 
 // Every table's step counter advances, also when no row of it was asked

@@ -37,6 +37,9 @@ class StepEngine {
   virtual std::vector<EmbeddingTable>& writable_shards() = 0;
 
   virtual StepStats& stats() = 0;
+  virtual void measure_skew(bool on) = 0;
+  virtual std::vector<TransferShape> last_transfers() const = 0;
+  virtual Communicator& data_comm() = 0;
   virtual bool on_gpu() const = 0;
   virtual std::string description() const = 0;  // "" on the CPU
 };

@@ -67,6 +67,7 @@ const std::vector<std::string>& exchange_names() {
 CaseStats stats_of(const StepStats& stats) {
   CaseStats c;
   c.phase_ms.assign(stats.ms, stats.ms + kNumStages);
+  c.wait_ms.assign(stats.wait_ms, stats.wait_ms + kNumStages);
   for (const Exchange& e : kExchanges)
     c.bytes_sent.push_back(static_cast<double>(stats.*e.bytes_sent));
   return c;
@@ -86,6 +87,12 @@ const CaseFactory* find_case(const std::string& name) {
 }
 
 namespace {
+
+bool is_exchange(size_t phase) {
+  const auto stage = static_cast<Stage>(phase);
+  return stage == Stage::kExchangeIds || stage == Stage::kExchangeRows ||
+         stage == Stage::kExchangeGrads;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -128,6 +135,9 @@ po::options_description bench_options() {
      "distinct batches drawn up front and cycled through")
     ("engine", po::value<std::string>()->default_value("auto"),
      "local (one process, no exchange) | sharded | auto (local for one rank, else sharded)")
+    ("skew", po::value<bool>()->default_value(true)->implicit_value(true),
+     "time each exchange's wait for the slowest rank apart, at a barrier before it "
+     "(=false: no barrier)")
     ("json", po::bool_switch(), "print one JSON object instead of text");
   // clang-format on
   // The workload's ids 0 are its padding.
@@ -146,7 +156,7 @@ struct BenchOptions {
   int64_t seq = 0, steps = 0, warmup = 0, distinct = 0;
   double zipf = 0, pad_frac = 0;
   uint64_t seed = 0;
-  bool sharded = false, json = false;
+  bool sharded = false, json = false, skew = true;
   DeviceChoice device;
 };
 
@@ -187,6 +197,7 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
   o.pad_frac = vm["pad-frac"].as<double>();
   o.seed = vm["seed"].as<uint64_t>();
   o.json = vm["json"].as<bool>();
+  o.skew = vm["skew"].as<bool>();
   o.batch = read_batch(vm, ranks, rank);
   EMBTRAIN_REQUIRE(o.batch >= 1, "option --batch = ", o.batch, " is invalid (valid: >= 1)");
   EMBTRAIN_REQUIRE(o.seq >= 1, "option --seq = ", o.seq, " is invalid (valid: >= 1)");
@@ -253,11 +264,18 @@ std::unique_ptr<BenchCase> make_case(const BenchOptions& o, Communicator* comm,
   return (*make)(CaseSetup{o.spec, o.seed, comm, o.device, data});
 }
 
-// Milliseconds of each timed step. A step's time is the slowest rank's:
-// ranks synchronise in every exchange, and a barrier before each step
-// keeps stragglers from hiding.
-std::vector<double> time_steps(const BenchOptions& o, BenchCase* engine, Communicator& comm) {
+// What the timed steps give: each step's time, and the all-to-alls of
+// each step's exchanges.
+struct Timings {
   std::vector<double> step_ms;
+  std::vector<std::vector<TransferShape>> transfers;
+};
+
+// A step's time is the slowest rank's: ranks synchronise in every exchange,
+// and a barrier before each step keeps stragglers from hiding.
+Timings time_steps(const BenchOptions& o, BenchCase* engine, Communicator& comm) {
+  Timings t;
+  engine->measure_skew(o.skew);
   for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
     if (s == o.warmup) engine->reset_stats();
     comm.barrier();
@@ -265,9 +283,23 @@ std::vector<double> time_steps(const BenchOptions& o, BenchCase* engine, Communi
     engine->step(s % o.distinct);
     double ms = clock.lap_ms();
     comm.allreduce_max(&ms, 1, CommType::kFloat64);
-    if (s >= o.warmup) step_ms.push_back(ms);
+    if (s < o.warmup) continue;
+    t.step_ms.push_back(ms);
+    t.transfers.push_back(engine->last_transfers());
   }
-  return step_ms;
+  return t;
+}
+
+// Per stage, the time of the transport's own all-to-all of the same bytes
+// per peer as each timed step's exchanges (in the same order on every
+// rank), per step: the raw collective the exchanges are held to.
+std::vector<double> raw_exchange_ms(const Timings& t, BenchCase* engine) {
+  std::vector<double> raw(kNumStages, 0.0);
+  for (const std::vector<TransferShape>& step : t.transfers)
+    for (const TransferShape& shape : step)
+      raw[static_cast<int>(shape.stage)] += engine->native_alltoallv_ms(shape);
+  for (double& r : raw) r /= static_cast<double>(t.transfers.size());
+  return raw;
 }
 
 // Distinct ids per timed step: this rank's (what it sends).
@@ -286,6 +318,9 @@ struct Summary {
   int64_t global_lookups = 0;
   double unique = 0;                     // distinct ids, summed over ranks
   std::vector<double> phase_ms;          // phase_names() order, max over ranks
+  std::vector<double> wait_ms;           // of phase_ms, skew: max over ranks
+  std::vector<double> transfer_ms;       // phase_ms less the wait: max over ranks
+  std::vector<double> raw_ms;            // the raw collective of each exchange: max over ranks
   std::vector<double> bytes, bytes_max;  // sent per exchange: summed over ranks; busiest rank's
   double bytes_total = 0;
   double step_ms = 0, step_ms_min = 0;  // median and least
@@ -294,8 +329,26 @@ struct Summary {
   double floor_ms = 0;
 };
 
-Summary summarise(const BenchOptions& o, const BenchData& data, const BenchCase& engine,
-                  const std::vector<double>& step_ms, int64_t global_lookups, Communicator& comm) {
+// The phases' times, their waits and transfers, and the raw collectives,
+// per step, max over ranks.
+void summarise_phases(const CaseStats& stats, double steps, std::vector<double> raw_ms,
+                      Communicator& comm, Summary* s) {
+  s->phase_ms = stats.phase_ms;
+  s->wait_ms = stats.wait_ms;
+  s->transfer_ms.resize(s->phase_ms.size());
+  for (size_t i = 0; i < s->phase_ms.size(); ++i) {
+    s->phase_ms[i] /= steps;
+    s->wait_ms[i] /= steps;
+    s->transfer_ms[i] = s->phase_ms[i] - s->wait_ms[i];
+  }
+  s->raw_ms = std::move(raw_ms);
+  for (std::vector<double>* v : {&s->phase_ms, &s->wait_ms, &s->transfer_ms, &s->raw_ms})
+    comm.allreduce_max(v->data(), static_cast<int64_t>(v->size()), CommType::kFloat64);
+}
+
+Summary summarise(const BenchOptions& o, const BenchData& data, BenchCase& engine,
+                  const Timings& timings, int64_t global_lookups, Communicator& comm) {
+  const std::vector<double>& step_ms = timings.step_ms;
   Summary s;
   const int ranks = comm.size();
   const double n = static_cast<double>(o.steps);
@@ -304,10 +357,7 @@ Summary summarise(const BenchOptions& o, const BenchData& data, const BenchCase&
   comm.allreduce_sum(&s.unique, 1, CommType::kFloat64);
 
   const CaseStats stats = engine.stats();
-  s.phase_ms = stats.phase_ms;
-  for (double& p : s.phase_ms) p /= n;
-  comm.allreduce_max(s.phase_ms.data(), static_cast<int64_t>(s.phase_ms.size()),
-                     CommType::kFloat64);
+  summarise_phases(stats, n, raw_exchange_ms(timings, &engine), comm, &s);
   s.bytes = stats.bytes_sent;
   for (double& b : s.bytes) b /= n;
   s.bytes_max = s.bytes;
@@ -332,8 +382,17 @@ Summary summarise(const BenchOptions& o, const BenchData& data, const BenchCase&
 
 nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInfo& machine,
                        int ranks, const std::string& gpu) {
-  nlohmann::json phases, bytes;
-  for (size_t i = 0; i < phase_names().size(); ++i) phases[phase_names()[i]] = s.phase_ms[i];
+  nlohmann::json phases, bytes, exchanges;
+  double raw_total = 0;
+  for (size_t i = 0; i < phase_names().size(); ++i) {
+    phases[phase_names()[i]] = s.phase_ms[i];
+    if (!is_exchange(i)) continue;
+    exchanges[phase_names()[i]] = {{"ms", s.phase_ms[i]},
+                                   {"skew_ms", s.wait_ms[i]},
+                                   {"transfer_ms", s.transfer_ms[i]},
+                                   {"raw_ms", s.raw_ms[i]}};
+    raw_total += s.raw_ms[i];
+  }
   for (size_t i = 0; i < exchange_names().size(); ++i) bytes[exchange_names()[i]] = s.bytes[i];
   bytes["total"] = s.bytes_total;
   double bytes_max_rank = 0;
@@ -358,6 +417,8 @@ nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInf
       {"step_ms_min", s.step_ms_min},
       {"lookups_per_s", lookups / (s.step_ms * 1e-3)},
       {"phase_ms_max_over_ranks", phases},
+      {"exchanges_ms_max_over_ranks", exchanges},
+      {"raw_alltoall_ms", raw_total},
       {"bytes_sent_per_step", bytes},
       {"bytes_sent_per_step_max_rank", bytes_max_rank},
       {"bytes_sent_per_lookup", s.bytes_total / lookups},
@@ -368,6 +429,21 @@ nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInf
   };
 }
 
+// Each exchange against the raw collective of the same bytes, when there
+// were any: its time, the wait for the slowest rank, the transfer after it.
+void print_exchanges(const Summary& s) {
+  double raw_total = 0;
+  for (size_t i = 0; i < s.raw_ms.size(); ++i) raw_total += is_exchange(i) ? s.raw_ms[i] : 0;
+  if (raw_total <= 0) return;
+  std::printf("# exchanges, ms/step (max over ranks): %-14s %8s %8s %8s %8s %9s\n", "stage", "ms",
+              "skew", "transfer", "raw", "xfer/raw");
+  for (size_t i = 0; i < phase_names().size(); ++i)
+    if (is_exchange(i))
+      std::printf("#   %37s%-14s %8.2f %8.2f %8.2f %8.2f %8.2fx\n", "", phase_names()[i].c_str(),
+                  s.phase_ms[i], s.wait_ms[i], s.transfer_ms[i], s.raw_ms[i],
+                  s.raw_ms[i] > 0 ? s.transfer_ms[i] / s.raw_ms[i] : 0.0);
+}
+
 void print_report(const Summary& s) {
   const double lookups = static_cast<double>(s.global_lookups);
   std::printf("# distinct ids: %.0f/step summed over ranks (%.1f%% of lookups)\n", s.unique,
@@ -375,7 +451,9 @@ void print_report(const Summary& s) {
   std::printf("# phases, ms/step (max over ranks):");
   for (size_t i = 0; i < phase_names().size(); ++i)
     std::printf(" %s %.2f", phase_names()[i].c_str(), s.phase_ms[i]);
-  std::printf("\n# sent to other ranks: %.2f MB/step (%.1f bytes/lookup)\n", s.bytes_total / 1e6,
+  std::printf("\n");
+  print_exchanges(s);
+  std::printf("# sent to other ranks: %.2f MB/step (%.1f bytes/lookup)\n", s.bytes_total / 1e6,
               s.bytes_total / lookups);
   std::printf("# floor: %.1f MB/step/rank at %.1f GB/s copy bandwidth = %.2f ms (%.0f%% of step)\n",
               s.floor_bytes / 1e6, s.bandwidth, s.floor_ms, 100.0 * s.floor_ms / s.step_ms);
@@ -420,8 +498,8 @@ int run_bench(int argc, char** argv) {
   if (text && !gpu.empty()) std::printf("# gpu (rank 0): %s\n", gpu.c_str());
   if (text) std::printf("# setup %.1f s\n", setup.lap_ms() / 1e3);
 
-  const std::vector<double> step_ms = time_steps(o, engine.get(), *comm);
-  const Summary summary = summarise(o, data, *engine, step_ms, global_lookups, *comm);
+  const Timings timings = time_steps(o, engine.get(), *comm);
+  const Summary summary = summarise(o, data, *engine, timings, global_lookups, *comm);
   if (rank != 0) return 0;
   if (o.json)
     std::cout << to_json(o, summary, machine, ranks, gpu).dump() << std::endl;

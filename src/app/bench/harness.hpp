@@ -49,6 +49,7 @@ struct CaseSetup {
 // other ranks per exchange of exchange_names().
 struct CaseStats {
   std::vector<double> phase_ms;
+  std::vector<double> wait_ms;  // of phase_ms, waiting for the slowest rank
   std::vector<double> bytes_sent;
 };
 const std::vector<std::string>& phase_names();
@@ -67,6 +68,12 @@ class BenchCase {
   virtual CaseStats stats() const = 0;
   // The GPU it runs on, "" for the CPU.
   virtual std::string gpu_description() const { return ""; }
+  // Exchanges (an engine without them keeps these defaults): whether they
+  // time the wait for the slowest rank apart, the all-to-alls of the last
+  // step, and the time of its transport's own all-to-all of one of them.
+  virtual void measure_skew(bool) {}
+  virtual std::vector<TransferShape> last_transfers() const { return {}; }
+  virtual double native_alltoallv_ms(const TransferShape&) { return 0; }
   // Copy bandwidth of the memory the step runs in (GB/s, read + written),
   // which its floor is measured against: host memory unless overridden.
   virtual double copy_bandwidth_gbps(int threads) const;

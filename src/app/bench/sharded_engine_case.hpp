@@ -24,6 +24,11 @@ class ShardedEngineCase : public BenchCase {
   void reset_stats() override { table_.reset_stats(); }
   CaseStats stats() const override { return stats_of(table_.stats()); }
   std::string gpu_description() const override { return table_.device_description(); }
+  void measure_skew(bool on) override { table_.measure_skew(on); }
+  std::vector<TransferShape> last_transfers() const override { return table_.last_transfers(); }
+  double native_alltoallv_ms(const TransferShape& t) override {
+    return table_.data_comm().native_alltoallv_ms(t.send_bytes, t.recv_bytes);
+  }
 
  protected:
   ShardedEmbedding table_;
