@@ -12,6 +12,7 @@
 #include "embtrain/huge_pages.hpp"
 #include "embtrain/ids.hpp"
 #include "embtrain/optimizer.hpp"
+#include "embtrain/shard_plan.hpp"
 
 namespace embtrain {
 
@@ -47,25 +48,29 @@ inline std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& sp
   return out;
 }
 
-// Rows [row_begin, row_begin + num_rows) of a table, with their optimizer
-// state and the table's step counter. The whole table is one block on one
-// process; a sharded table has one block per rank.
+// One rank's shard of a table (the rows `plan` gives `rank`, in local
+// order), with their optimizer state and the table's step counter. The
+// whole table is the one shard of a plan of one rank.
 class EmbeddingTable {
  public:
   // Fresh rows drawn from N(0, 1) by (seed, global row), so a row's initial
   // value does not depend on how the table is split; the padding row is 0.
-  EmbeddingTable(const TableSpec& spec, int64_t row_begin, int64_t num_rows, uint64_t seed);
-  // Given rows (from_pretrained): `rows` holds num_rows x dim floats, used as
-  // they are (the padding row is not zeroed).
-  EmbeddingTable(const TableSpec& spec, int64_t row_begin, int64_t num_rows,
+  EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank, uint64_t seed);
+  // Given rows (from_pretrained): `rows` holds the shard's rows, num_rows()
+  // x dim floats in local order, used as they are (the padding row is not
+  // zeroed).
+  EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank,
                  const std::vector<float>& rows);
 
   const TableSpec& spec() const { return spec_; }
-  int64_t row_begin() const { return row_begin_; }
-  int64_t num_rows() const { return num_rows_; }
+  const ShardPlan& plan() const { return plan_; }
+  int rank() const { return rank_; }
+  int64_t num_rows() const { return plan_.shard_rows(rank_); }
   int64_t dim() const { return spec_.dim; }
   int64_t step() const { return step_; }
-  bool owns(int64_t row) const { return row >= row_begin_ && row < row_begin_ + num_rows_; }
+  // Global row of local row `local`; whether global row `row` is here.
+  int64_t global_row(int64_t local) const { return plan_.global_row(rank_, local); }
+  bool owns(int64_t row) const { return plan_.owner(row) == rank_; }
 
   const RowBuffer& weights() const { return weights_; }
   RowBuffer& weights() { return weights_; }
@@ -81,8 +86,8 @@ class EmbeddingTable {
   void init_state();
 
   TableSpec spec_;
-  int64_t row_begin_;
-  int64_t num_rows_;
+  ShardPlan plan_;
+  int rank_;
   int64_t step_ = 0;
   RowBuffer weights_;
   RowBuffer state_;

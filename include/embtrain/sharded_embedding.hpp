@@ -30,13 +30,18 @@ struct CudaOptions {
 
 class ShardedEmbedding {
  public:
-  // Fresh tables: rows drawn from N(0, 1) by (seed, table index, row), so
-  // the values do not depend on the number of ranks.
+  // Tables are sharded cyclically over the ranks (row r on rank r % P; see
+  // shard_plan.hpp). Fresh tables: rows drawn from N(0, 1) by (seed, table
+  // index, row), so the values do not depend on the number of ranks.
   ShardedEmbedding(const std::vector<TableSpec>& specs, Communicator* comm, uint64_t seed);
-  // Given rows: local_rows[t] holds this rank's block of table t
-  // (plan(t).shard_rows(rank) x dim floats).
+  // Given rows: local_rows[t] holds this rank's shard of table t
+  // (plan(t).shard_rows(rank) x dim floats in local order; plan(t).take_shard
+  // cuts it from a whole table).
   ShardedEmbedding(const std::vector<TableSpec>& specs, Communicator* comm,
                    const std::vector<std::vector<float>>& local_rows);
+
+  // How a table of `num_embeddings` rows is sharded over `ranks` ranks.
+  static ShardPlan table_plan(int64_t num_embeddings, int ranks);
 
   ~ShardedEmbedding();
   ShardedEmbedding(ShardedEmbedding&&) noexcept;
@@ -45,7 +50,7 @@ class ShardedEmbedding {
   int num_tables() const { return static_cast<int>(plans_.size()); }
   const ShardPlan& plan(int t) const { return plans_[t]; }
   const TableSpec& spec(int t) const { return specs_[t]; }
-  // This rank's block of table t. On a GPU the host holds a mirror, brought
+  // This rank's shard of table t. On a GPU the host holds a mirror, brought
   // up to date here; the non-const one is sent to the GPU again before the
   // next step, so anything written into it (loading a checkpoint) counts.
   const EmbeddingTable& shard(int t) const;

@@ -149,9 +149,9 @@ ReplaySetup read_setup(const po::variables_map& vm, const Communicator& comm) {
   s.spec.num_embeddings = w.shape[0];
   s.spec.dim = w.shape[1];
   read_table_options(vm, &s.spec);
-  const ShardPlan plan(s.spec.num_embeddings, comm.size());
-  const float* begin = w.as<float>() + plan.row_begin(comm.rank()) * s.spec.dim;
-  s.local_rows.assign(begin, begin + plan.shard_rows(comm.rank()) * s.spec.dim);
+  const ShardPlan plan = ShardedEmbedding::table_plan(s.spec.num_embeddings, comm.size());
+  s.local_rows.resize(static_cast<size_t>(plan.shard_rows(comm.rank()) * s.spec.dim));
+  plan.take_shard(comm.rank(), w.as<float>(), s.spec.dim, s.local_rows.data());
   return s;
 }
 

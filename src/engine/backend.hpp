@@ -17,9 +17,11 @@
 //   stage_ids, stage_output, finish_output, stage_grad
 //                             the host batch in the backend's memory and back
 //   copy, upload, download    within its memory, and from and to the host
-//   unique_ids, bucketize, block_offsets, segment_counts, renorm_rows,
-//   gather_rows, expand_rows, segment_sum, find_bad_id
-//                             the kernels of src/kernels/{cpu,cuda}
+//   unique_ids, cyclic_keys, bucketize, shift_ids, block_offsets,
+//   segment_counts, renorm_rows, gather_rows, expand_rows, segment_sum,
+//   find_bad_id               the kernels of src/kernels/{cpu,cuda}; rows are
+//                             the shard's local rows (a rank's ids once
+//                             they reach their owner)
 //   combine, update           the owner's last two stages, which the GPU fuses
 //                             into one kernel (combine only records its input)
 #pragma once

@@ -28,7 +28,7 @@ std::pair<int64_t, int64_t> CpuBackend::find_bad_id(const IdSpan& ids, int64_t b
 void CpuBackend::renorm_rows(int t, const int64_t* rows, int64_t n) {
   const TableSpec& s = spec(t);
   if (!s.max_norm || n == 0) return;
-  cpu::renorm_rows(weights(t), s.dim, rows, n, host(t).row_begin(),
+  cpu::renorm_rows(weights(t), s.dim, rows, n, /*row_offset=*/0,
                    static_cast<float>(*s.max_norm), static_cast<float>(s.norm_type));
 }
 
@@ -70,7 +70,7 @@ void CpuBackend::update(int t, const StepScalars& scalars, const Grads& grads) {
   const int64_t n = static_cast<int64_t>(grads.rows.size());
   if (n == 0) return;
   cpu::update_rows(spec(t).optimizer.kind, scalars, weights(t), state(t), spec(t).dim,
-                   grads.rows.data(), grads.grad_rows.data(), n, host(t).row_begin());
+                   grads.rows.data(), grads.grad_rows.data(), n, /*row_offset=*/0);
 }
 
 }  // namespace embtrain

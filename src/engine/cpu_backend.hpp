@@ -97,6 +97,12 @@ class CpuBackend {
   UniqueIndex unique_ids(const int64_t* ids, int64_t n, int64_t bound, UniqueWorkspace* ws) {
     return cpu::unique_ids(ids, n, bound, ws);
   }
+  void cyclic_keys(const int64_t* ids, int64_t n, int64_t ranks, int64_t stride, int64_t* keys) {
+    cpu::cyclic_keys(ids, n, ranks, stride, keys);
+  }
+  void shift_ids(const int64_t* src, int64_t n, int64_t delta, int64_t* dst) {
+    cpu::shift_ids(src, n, delta, dst);
+  }
   void bucketize(const UniqueIndex& index, const int64_t* bounds, int64_t num_bounds,
                  int64_t* begin) {
     cpu::bucketize(index.unique, index.num_unique, bounds, num_bounds, begin);
@@ -110,7 +116,7 @@ class CpuBackend {
   }
   void renorm_rows(int t, const int64_t* rows, int64_t n);
   void gather_rows(int t, const int64_t* ids, int64_t n, float* out) {
-    if (n > 0) cpu::gather_rows(weights(t), spec(t).dim, ids, n, host(t).row_begin(), out);
+    if (n > 0) cpu::gather_rows(weights(t), spec(t).dim, ids, n, /*row_offset=*/0, out);
   }
   void expand_rows(const float* base, const int64_t* offsets, const UniqueIndex& index,
                    int64_t dim, float* out) {

@@ -105,7 +105,7 @@ void CudaBackend::block_offsets(const std::vector<int64_t>& starts,
 void CudaBackend::renorm_rows(int t, const int64_t* d_rows, int64_t n) {
   const TableSpec& s = spec(t);
   if (!s.max_norm) return;
-  cuda::renorm_rows(weights(t), s.dim, d_rows, n, host(t).row_begin(),
+  cuda::renorm_rows(weights(t), s.dim, d_rows, n, /*row_offset=*/0,
                     static_cast<float>(*s.max_norm), static_cast<float>(s.norm_type), stream_);
 }
 
@@ -117,7 +117,7 @@ void CudaBackend::update(int t, const StepScalars& scalars, const Grads& grads) 
   const TableSpec& s = spec(t);
   cuda::segment_sum_update(s.optimizer.kind, scalars, weights(t),
                            host(t).state_width() > 0 ? state(t) : nullptr, s.dim,
-                           host(t).row_begin(), grads.src, *grads.index, layout,
+                           /*row_offset=*/0, grads.src, *grads.index, layout,
                            grads.scale_by_count, grads.skip_row, &segment_ws_, stream_);
 }
 

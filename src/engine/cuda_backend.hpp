@@ -90,6 +90,13 @@ class CudaBackend {
   UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t bound, UniqueWorkspace* ws) {
     return cuda::unique_ids(d_ids, n, bound, ws, stream_);
   }
+  void cyclic_keys(const int64_t* d_ids, int64_t n, int64_t ranks, int64_t stride,
+                   int64_t* d_keys) {
+    cuda::cyclic_keys(d_ids, n, ranks, stride, d_keys, stream_);
+  }
+  void shift_ids(const int64_t* d_src, int64_t n, int64_t delta, int64_t* d_dst) {
+    cuda::shift_ids(d_src, n, delta, d_dst, stream_);
+  }
   void bucketize(const UniqueIndex& index, const int64_t* d_bounds, int64_t num_bounds,
                  int64_t* d_begin) {
     cuda::bucketize(index.unique, index.num_unique, d_bounds, num_bounds, d_begin, stream_);
@@ -101,7 +108,7 @@ class CudaBackend {
   }
   void renorm_rows(int t, const int64_t* d_rows, int64_t n);
   void gather_rows(int t, const int64_t* d_ids, int64_t n, float* d_out) {
-    cuda::gather_rows(weights(t), spec(t).dim, d_ids, n, host(t).row_begin(), d_out, stream_);
+    cuda::gather_rows(weights(t), spec(t).dim, d_ids, n, /*row_offset=*/0, d_out, stream_);
   }
   void expand_rows(const float* d_base, const int64_t* d_offsets, const UniqueIndex& index,
                    int64_t dim, float* d_out) {

@@ -32,11 +32,19 @@ struct Embedding::Impl {
   bool grad_copied = false;
 };
 
+namespace {
+// The whole table as the one shard of a plan of one rank.
+ShardPlan whole(const TableSpec& spec) {
+  spec.validate();
+  return ShardPlan(spec.num_embeddings, 1);
+}
+}  // namespace
+
 Embedding::Embedding(const TableSpec& spec, uint64_t seed)
-    : impl_(std::make_unique<Impl>(EmbeddingTable(spec, 0, spec.num_embeddings, seed))) {}
+    : impl_(std::make_unique<Impl>(EmbeddingTable(spec, whole(spec), 0, seed))) {}
 
 Embedding::Embedding(const TableSpec& spec, const std::vector<float>& weights)
-    : impl_(std::make_unique<Impl>(EmbeddingTable(spec, 0, spec.num_embeddings, weights))) {}
+    : impl_(std::make_unique<Impl>(EmbeddingTable(spec, whole(spec), 0, weights))) {}
 
 Embedding::~Embedding() = default;
 Embedding::Embedding(Embedding&&) noexcept = default;

@@ -37,30 +37,32 @@ int64_t TableSpec::padding_row() const {
   return *padding_idx < 0 ? num_embeddings + *padding_idx : *padding_idx;
 }
 
-EmbeddingTable::EmbeddingTable(const TableSpec& spec, int64_t row_begin, int64_t num_rows,
+EmbeddingTable::EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank,
                                uint64_t seed)
-    : spec_(spec), row_begin_(row_begin), num_rows_(num_rows) {
+    : spec_(spec), plan_(plan), rank_(rank) {
   spec_.validate();
-  weights_.resize(static_cast<size_t>(num_rows * spec_.dim));
-  const int64_t dim = spec_.dim;
+  EMBTRAIN_ASSERT(plan.num_rows() == spec_.num_embeddings && rank >= 0 && rank < plan.num_ranks());
+  const int64_t rows = num_rows(), dim = spec_.dim;
+  weights_.resize(static_cast<size_t>(rows * dim));
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < num_rows; ++r)
+  for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < dim; ++j)
-      weights_[r * dim + j] = random_normal(seed, static_cast<uint64_t>(row_begin + r),
+      weights_[r * dim + j] = random_normal(seed, static_cast<uint64_t>(global_row(r)),
                                             static_cast<uint64_t>(j));
   const int64_t pad = spec_.padding_row();
   if (pad >= 0 && owns(pad))
-    std::fill_n(weights_.begin() + (pad - row_begin) * dim, dim, 0.f);
+    std::fill_n(weights_.begin() + plan_.local_row(pad) * dim, dim, 0.f);
   init_state();
 }
 
-EmbeddingTable::EmbeddingTable(const TableSpec& spec, int64_t row_begin, int64_t num_rows,
+EmbeddingTable::EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank,
                                const std::vector<float>& rows)
-    : spec_(spec), row_begin_(row_begin), num_rows_(num_rows), weights_(rows.begin(), rows.end()) {
+    : spec_(spec), plan_(plan), rank_(rank), weights_(rows.begin(), rows.end()) {
   spec_.validate();
-  EMBTRAIN_REQUIRE(static_cast<int64_t>(weights_.size()) == num_rows * spec_.dim, "table '",
+  EMBTRAIN_ASSERT(plan.num_rows() == spec_.num_embeddings && rank >= 0 && rank < plan.num_ranks());
+  EMBTRAIN_REQUIRE(static_cast<int64_t>(weights_.size()) == num_rows() * spec_.dim, "table '",
                    spec_.name, "': given weights hold ", weights_.size(), " floats, expected ",
-                   num_rows, " x ", spec_.dim);
+                   num_rows(), " x ", spec_.dim);
   init_state();
 }
 
@@ -76,7 +78,7 @@ void EmbeddingTable::init_state() {
                              opt.kind == OptimizerKind::kRowwiseAdagrad
                          ? static_cast<float>(opt.initial_accumulator_value)
                          : 0.f;
-  state_.assign(static_cast<size_t>(num_rows_ * width), init);
+  state_.assign(static_cast<size_t>(num_rows() * width), init);
 }
 
 }  // namespace embtrain

@@ -22,7 +22,7 @@ std::vector<ShardPlan> plans_of(const std::vector<TableSpec>& specs, int ranks) 
   std::vector<ShardPlan> plans;
   for (const TableSpec& spec : specs) {
     spec.validate();
-    plans.emplace_back(spec.num_embeddings, ranks);
+    plans.push_back(ShardedEmbedding::table_plan(spec.num_embeddings, ranks));
   }
   return plans;
 }
@@ -35,8 +35,7 @@ ShardedEmbedding::ShardedEmbedding(const std::vector<TableSpec>& specs, Communic
   const int me = comm->rank();
   std::vector<EmbeddingTable> shards;
   for (int t = 0; t < num_tables(); ++t)
-    shards.emplace_back(specs[t], plans_[t].row_begin(me), plans_[t].shard_rows(me),
-                        table_seed(seed, t));
+    shards.emplace_back(specs[t], plans_[t], me, table_seed(seed, t));
   engine_ = make_cpu_engine(std::move(shards), plans_, comm);
 }
 
@@ -47,9 +46,13 @@ ShardedEmbedding::ShardedEmbedding(const std::vector<TableSpec>& specs, Communic
   const int me = comm->rank();
   std::vector<EmbeddingTable> shards;
   for (int t = 0; t < num_tables(); ++t)
-    shards.emplace_back(specs[t], plans_[t].row_begin(me), plans_[t].shard_rows(me),
-                        local_rows[t]);
+    shards.emplace_back(specs[t], plans_[t], me, local_rows[t]);
   engine_ = make_cpu_engine(std::move(shards), plans_, comm);
+}
+
+// Cyclic: frequency-ordered ids spread over every rank (see shard_plan.hpp).
+ShardPlan ShardedEmbedding::table_plan(int64_t num_embeddings, int ranks) {
+  return ShardPlan(num_embeddings, ranks, ShardPlan::Layout::kCyclic);
 }
 
 ShardedEmbedding::~ShardedEmbedding() = default;
@@ -90,10 +93,18 @@ std::vector<float> ShardedEmbedding::gather_table(int t, int root) {
   const int64_t dim = specs_[t].dim;
   std::vector<int64_t> counts(comm_->size());
   for (int r = 0; r < comm_->size(); ++r) counts[r] = plan.shard_rows(r) * dim;
-  std::vector<float> table;
-  if (comm_->rank() == root) table.resize(static_cast<size_t>(plan.num_rows() * dim));
+  std::vector<float> shards, table;
+  if (comm_->rank() == root) shards.resize(static_cast<size_t>(plan.num_rows() * dim));
   comm_->gatherv(std::as_const(*this).shard(t).weights().data(), counts[comm_->rank()],
-                 table.data(), counts, CommType::kFloat32, root);
+                 shards.data(), counts, CommType::kFloat32, root);
+  if (comm_->rank() != root) return table;
+  // The shards arrived in rank order; each row goes to its global place.
+  table.resize(shards.size());
+  const float* shard = shards.data();
+  for (int r = 0; r < comm_->size(); ++r) {
+    plan.place_shard(r, shard, dim, table.data());
+    shard += counts[r];
+  }
   return table;
 }
 

@@ -7,12 +7,13 @@
 // summation order.
 //
 // Forward:
-//  bucket_by_owner   Requester: the distinct ids of each table's batch in
-//                    ascending order, split by owner: owners hold contiguous
-//                    row blocks, so each owner's ids form one range.
+//  bucket_by_owner   Requester: the distinct ids of each table's batch as
+//                    owner-major keys in ascending order (ShardPlan::key:
+//                    tables are sharded cyclically), so that each owner's
+//                    ids form one range of them.
 //  exchange_ids      Counts per (peer, table) over the control communicator,
-//                    then ExchangeLayout, then the ids, all tables in one
-//                    all-to-all.
+//                    then ExchangeLayout, then the ids as the owner's local
+//                    rows, all tables in one all-to-all.
 //  gather_owned      Owner: the distinct rows that all requesters asked for
 //                    together, renormed once if max_norm (as one process
 //                    renorms the global batch's rows), then each
@@ -88,7 +89,8 @@ class ShardedStep {
   // Requester side of one table.
   struct Requested {
     typename Backend::UniqueWorkspace ws;
-    UniqueIndex index;               // the batch's distinct ids
+    Buffer<int64_t> keys;            // the batch's ids as sort keys (ShardPlan::key)
+    UniqueIndex index;               // their distinct keys
     Buffer<int64_t> bounds;          // num_bounds(), see above
     std::vector<int64_t> begin;      // num_bounds(): bucketize's answer, on the host
     int64_t pad_slot = -1;           // the padding id's slot in index, or -1
@@ -97,7 +99,7 @@ class ShardedStep {
   // Owner side of one table.
   struct Served {
     typename Backend::UniqueWorkspace ws;
-    Buffer<int64_t> ids;             // the ids requesters asked for, in rank order
+    Buffer<int64_t> ids;             // the local rows requesters asked for, in rank order
     std::vector<int64_t> starts;     // P + 1: where each requester's ids start in `ids`
     UniqueIndex index;               // their distinct ids
     Buffer<int64_t> src_rows;        // per position of `ids`: its row in rows_
@@ -160,6 +162,8 @@ class ShardedStep {
   bool any_scaled_ = false;  // a table scales by frequency: counts travel with the gradients
   bool measure_skew_ = false;
   std::vector<int64_t> dims_;
+  std::vector<ShardPlan> plans_;
+  std::vector<int64_t> skip_row_;  // per table: the padding row if it is here (local), or -1
   std::vector<Requested> requested_;
   std::vector<Served> served_;
   // Per (peer, table) id counts of this step: what this rank requests of
@@ -182,18 +186,21 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
       P_(control->size()),
       T_(backend->num_tables()),
       rank_(control->rank()),
+      plans_(plans),
       requested_(static_cast<size_t>(T_)),
       served_(static_cast<size_t>(T_)) {
   for (int t = 0; t < T_; ++t) {
     const TableSpec& spec = b_.spec(t);
+    const ShardPlan& plan = plans_[t];
+    EMBTRAIN_ASSERT(plan.layout() == ShardPlan::Layout::kCyclic && plan.num_ranks() == P_);
     any_scaled_ |= spec.scale_grad_by_freq;
     dims_.push_back(spec.dim);
     std::vector<int64_t> bounds(static_cast<size_t>(num_bounds()));
-    for (int d = 0; d < P_; ++d) bounds[d] = plans[t].row_begin(d);
-    bounds[P_] = spec.num_embeddings;
+    for (int d = 0; d <= P_; ++d) bounds[d] = plan.key_begin(d);
     const int64_t pad = spec.padding_row();
-    bounds[P_ + 1] = pad >= 0 ? pad : spec.num_embeddings;
-    bounds[P_ + 2] = pad >= 0 ? pad + 1 : spec.num_embeddings;
+    bounds[P_ + 1] = pad >= 0 ? plan.key(pad) : plan.key_bound();
+    bounds[P_ + 2] = pad >= 0 ? plan.key(pad) + 1 : plan.key_bound();
+    skip_row_.push_back(pad >= 0 && plan.owner(pad) == rank_ ? plan.local_row(pad) : -1);
     b_.upload(requested_[t].bounds.reserve(num_bounds()), bounds.data(), num_bounds());
   }
   b_.synchronize();
@@ -206,7 +213,10 @@ void ShardedStep<Backend>::bucket_by_owner(const std::vector<IdSpan>& ids) {
   int64_t* begin_all = begin_all_.reserve(int64_t{nb} * T_);
   for (int t = 0; t < T_; ++t) {
     Requested& r = requested_[t];
-    r.index = b_.unique_ids(ids[t].data, ids[t].n, b_.spec(t).num_embeddings, &r.ws);
+    const ShardPlan& plan = plans_[t];
+    int64_t* keys = r.keys.reserve(ids[t].n);
+    b_.cyclic_keys(ids[t].data, ids[t].n, P_, plan.key_begin(1), keys);
+    r.index = b_.unique_ids(keys, ids[t].n, plan.key_bound(), &r.ws);
     b_.bucketize(r.index, r.bounds.data(), nb, begin_all + int64_t{nb} * t);
   }
   // The one wait of forward before the exchange: the counts go to the host.
@@ -238,10 +248,12 @@ void ShardedStep<Backend>::exchange_ids() {
     counts_send_.reserve(layout_.num_requested());
     counts_recv_.reserve(layout_.num_served());
   }
+  // Owner d's keys less its first key: the rows it holds them at.
   for (int d = 0; d < P_; ++d)
     for (int t = 0; t < T_; ++t) {
       const ExchangeLayout::Block& block = layout_.requested(d, t);
-      b_.copy(send + block.id, requested_[t].index.unique + requested_[t].begin[d], block.count);
+      b_.shift_ids(requested_[t].index.unique + requested_[t].begin[d], block.count,
+                   -plans_[t].key_begin(d), send + block.id);
     }
   exchange(Stage::kExchangeIds, &stats_.ids_bytes_sent, &clock, [&](Communicator& data) {
     data.alltoallv(send, layout_.ids_to_owners(), recv, layout_.ids_from_requesters(),
@@ -268,7 +280,7 @@ void ShardedStep<Backend>::gather_owned() {
     for (int r = 0; r < P_; ++r)
       b_.copy(ids + s.starts[r], ids_recv_.data() + layout_.served(r, t).id,
               layout_.served(r, t).count);
-    s.index = b_.unique_ids(ids, m, b_.spec(t).num_embeddings, &s.ws);
+    s.index = b_.unique_ids(ids, m, plans_[t].shard_rows(rank_), &s.ws);
     b_.renorm_rows(t, s.index.unique, s.index.num_unique);
     for (int r = 0; r < P_; ++r)
       b_.gather_rows(t, ids + s.starts[r], layout_.served(r, t).count,
@@ -347,7 +359,7 @@ void ShardedStep<Backend>::combine_at_owner() {
     args.src = rows_.data();
     args.src_offsets = s.src_rows.data();
     args.scale_by_count = spec.scale_grad_by_freq;
-    args.skip_row = spec.padding_row();
+    args.skip_row = skip_row_[t];
     if (spec.scale_grad_by_freq) {
       // Each requester's count of each id it sent, in the order of s.ids.
       int32_t* weights = s.weights.reserve(s.starts[P_]);

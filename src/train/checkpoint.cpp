@@ -66,23 +66,49 @@ const json& manifest_table(const json& m, const std::string& name, const std::st
   throw make_error("checkpoint ", dir, " has no table '", name, "'");
 }
 
-// Copies rows [begin, end) of a table from the checkpoint's shards into
-// `out` (width floats per row), reading only the shards that overlap.
-void read_rows(const std::string& dir, const json& table, const char* what, int64_t begin,
-               int64_t end, int64_t width, float* out) {
-  if (width == 0 || begin == end) return;
+// How a checkpoint's table was sharded when it was saved: the manifest's
+// "sharding" (block before it had the key) over its shards.
+ShardPlan saved_plan(const json& table, const std::string& dir) {
+  const int64_t rows = table.at("rows");
+  const json& shards = table.at("shards");
+  const ShardPlan plan(rows, static_cast<int>(shards.size()),
+                       parse_shard_layout(table.value("sharding", "block")));
+  for (const json& shard : shards) {
+    const int r = shard.at("rank");
+    EMBTRAIN_REQUIRE(r >= 0 && r < plan.num_ranks() && shard.at("rows") == plan.shard_rows(r),
+                     "checkpoint ", dir, ": table '", table.at("name").get<std::string>(),
+                     "': shard of rank ", r, " holds ", shard.at("rows").get<int64_t>(),
+                     " rows, not the ", r >= 0 && r < plan.num_ranks() ? plan.shard_rows(r) : 0,
+                     " of a ", shard_layout_name(plan.layout()), " plan of ", plan.num_ranks(),
+                     " ranks");
+  }
+  return plan;
+}
+
+// Copies the rows `plan` gives `rank` (in local order) of a table from the
+// checkpoint's shards into `out` (width floats per row), reading only the
+// shards that hold some of them: a checkpoint of any number of ranks loads
+// into any other.
+void read_rows(const std::string& dir, const json& table, const char* what, const ShardPlan& plan,
+               int rank, int64_t width, float* out) {
+  if (width == 0 || plan.shard_rows(rank) == 0) return;
+  const ShardPlan saved = saved_plan(table, dir);
   for (const json& shard : table.at("shards")) {
-    const int64_t s_begin = shard.at("row_begin"), s_rows = shard.at("rows");
-    const int64_t lo = std::max(begin, s_begin), hi = std::min(end, s_begin + s_rows);
-    if (lo >= hi) continue;
+    const int s = shard.at("rank");
+    std::vector<std::pair<int64_t, int64_t>> moves;  // (row here, row in the shard)
+    for (int64_t k = 0; k < plan.shard_rows(rank); ++k) {
+      const int64_t row = plan.global_row(rank, k);
+      if (saved.owner(row) == s) moves.emplace_back(k, saved.local_row(row));
+    }
+    if (moves.empty()) continue;
     const std::string path = (fs::path(dir) / shard.at(what).get<std::string>()).string();
     const NpyArray a = read_npy(path);
-    const std::vector<int64_t> want{s_rows, width};
+    const std::vector<int64_t> want{saved.shard_rows(s), width};
     EMBTRAIN_REQUIRE(a.dtype == DType::kFloat32 && a.shape == want,
-                     path, ": expected float32 of shape (", s_rows, ", ", width, "), got ",
+                     path, ": expected float32 of shape (", want[0], ", ", width, "), got ",
                      dtype_name(a.dtype), " of shape ", shape_to_string(a.shape));
-    std::copy(a.as<float>() + (lo - s_begin) * width, a.as<float>() + (hi - s_begin) * width,
-              out + (lo - begin) * width);
+    for (const auto& [here, there] : moves)
+      std::copy_n(a.as<float>() + there * width, width, out + here * width);
   }
 }
 
@@ -100,15 +126,19 @@ json manifest_of(const CheckpointInfo& info, ShardedEmbedding& tables) {
   for (int t = 0; t < tables.num_tables(); ++t) {
     const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
     const TableSpec& spec = shard.spec();
+    const ShardPlan& plan = tables.plan(t);
     json shards = json::array();
-    for (int r = 0; r < comm.size(); ++r)
-      shards.push_back({{"rank", r},
-                        {"row_begin", tables.plan(t).row_begin(r)},
-                        {"rows", tables.plan(t).shard_rows(r)},
-                        {"weights", shard_file(spec.name, r, "weights")},
-                        {"state", shard_file(spec.name, r, "state")}});
+    for (int r = 0; r < comm.size(); ++r) {
+      json shard = {{"rank", r},
+                    {"rows", plan.shard_rows(r)},
+                    {"weights", shard_file(spec.name, r, "weights")},
+                    {"state", shard_file(spec.name, r, "state")}};
+      if (plan.layout() == ShardPlan::Layout::kBlock) shard["row_begin"] = plan.row_begin(r);
+      shards.push_back(shard);
+    }
     jt.push_back({{"name", spec.name},
                   {"rows", spec.num_embeddings},
+                  {"sharding", shard_layout_name(plan.layout())},
                   {"dim", spec.dim},
                   {"optimizer", optimizer_name(spec.optimizer.kind)},
                   {"state_width", shard.state_width()},
@@ -254,9 +284,8 @@ void load_into(const std::string& dir, ShardedEmbedding& tables, std::vector<flo
                        opt, " (state width ", width, ") but the configuration asks for ",
                        optimizer_name(spec.optimizer.kind), " (state width ",
                        shard.state_width(), ")");
-      const int64_t begin = shard.row_begin(), end = begin + shard.num_rows();
-      read_rows(dir, jt, "weights", begin, end, dim, shard.weights().data());
-      read_rows(dir, jt, "state", begin, end, width, shard.state().data());
+      read_rows(dir, jt, "weights", shard.plan(), shard.rank(), dim, shard.weights().data());
+      read_rows(dir, jt, "state", shard.plan(), shard.rank(), width, shard.state().data());
       shard.set_step(jt.at("optimizer_step"));
     }
     if (dense) {
@@ -280,7 +309,7 @@ std::vector<float> read_checkpoint_table(const std::string& dir, const std::stri
     *rows = jt.at("rows");
     *dim = jt.at("dim");
     std::vector<float> out(static_cast<size_t>(*rows * *dim));
-    read_rows(dir, jt, "weights", 0, *rows, *dim, out.data());
+    read_rows(dir, jt, "weights", ShardPlan(*rows, 1), 0, *dim, out.data());
     return out;
   } catch (const json::exception& e) {
     throw make_error("checkpoint ", dir, ": malformed manifest: ", e.what());

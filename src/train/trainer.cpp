@@ -108,8 +108,7 @@ ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> 
                          setup.init, ": table '", specs[t].name, "' needs float32 of shape (",
                          specs[t].num_embeddings, ", ", specs[t].dim, "), got ",
                          dtype_name(a.dtype), " of shape ", shape_to_string(a.shape));
-        std::copy(a.as<float>() + shard.row_begin() * shard.dim(),
-                  a.as<float>() + (shard.row_begin() + shard.num_rows()) * shard.dim(), w.begin());
+        shard.plan().take_shard(shard.rank(), a.as<float>(), shard.dim(), w.data());
       }
     }
   });

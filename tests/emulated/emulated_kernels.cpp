@@ -208,6 +208,15 @@ UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, Unique
   return UniqueIndex{unique, inverse, offsets, positions, scratch.num_unique(), n};
 }
 
+void cyclic_keys(const int64_t* d_ids, int64_t n, int64_t ranks, int64_t stride, int64_t* d_keys,
+                 void*) {
+  cpu::cyclic_keys(d_ids, n, ranks, stride, d_keys);
+}
+
+void shift_ids(const int64_t* d_src, int64_t n, int64_t delta, int64_t* d_dst, void*) {
+  cpu::shift_ids(d_src, n, delta, d_dst);
+}
+
 void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
                int64_t num_bounds, int64_t* d_begin, void*) {
   cpu::bucketize(d_unique, num_unique, d_bounds, num_bounds, d_begin);

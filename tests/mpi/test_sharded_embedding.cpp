@@ -288,14 +288,14 @@ Case random_case(uint64_t seed, int P, int max_tables = 3, int max_steps = 4) {
   return c;
 }
 
-// This rank's block of table t's initial rows.
+// This rank's shard of table t's initial rows.
 std::vector<std::vector<float>> local_rows(const Case& c, int P, int me) {
   std::vector<std::vector<float>> rows;
   for (int t = 0; t < c.num_tables(); ++t) {
-    const ShardPlan plan(c.specs[t].num_embeddings, P);
+    const ShardPlan plan = ShardedEmbedding::table_plan(c.specs[t].num_embeddings, P);
     const int64_t dim = c.specs[t].dim;
-    rows.emplace_back(c.init[t].begin() + plan.row_begin(me) * dim,
-                      c.init[t].begin() + plan.row_end(me) * dim);
+    rows.emplace_back(static_cast<size_t>(plan.shard_rows(me) * dim));
+    plan.take_shard(me, c.init[t].data(), dim, rows.back().data());
   }
   return rows;
 }
@@ -353,7 +353,7 @@ struct Reference {
 };
 
 // Compares this rank's shards of `se` (rows, optimizer state, step counter)
-// with the reference's rows of the same range.
+// with the reference's rows that the shard plan gives this rank.
 void expect_shards_match(const ShardedEmbedding& se, int me, const Reference& ref, const Case& c) {
   for (int t = 0; t < c.num_tables(); ++t) {
     SCOPED_TRACE(c.specs[t].name);
@@ -361,20 +361,20 @@ void expect_shards_match(const ShardedEmbedding& se, int me, const Reference& re
     const embtrain::EmbeddingTable& full = ref.tables[t]->table();
     const int64_t dim = c.specs[t].dim;
     const ShardPlan& plan = se.plan(t);
-    EXPECT_EQ(shard.row_begin(), plan.row_begin(me));
+    EXPECT_EQ(shard.rank(), me);
     EXPECT_EQ(shard.num_rows(), plan.shard_rows(me));
     ASSERT_EQ(static_cast<int64_t>(shard.weights().size()), shard.num_rows() * dim);
-    EXPECT_TRUE(all_close(shard.weights().data(), full.weights().data() + shard.row_begin() * dim,
-                          shard.num_rows() * dim, kRtol))
-        << "weights of rows [" << shard.row_begin() << ", " << shard.row_begin() + shard.num_rows()
-        << ")";
+    std::vector<float> want(shard.weights().size());
+    plan.take_shard(me, full.weights().data(), dim, want.data());
+    EXPECT_TRUE(all_close(shard.weights().data(), want.data(), shard.num_rows() * dim, kRtol))
+        << "weights of this rank's " << shard.num_rows() << " rows";
     const int64_t width =
         c.specs[t].freeze ? 0 : embtrain::optimizer_state_width(c.specs[t].optimizer.kind, dim);
     ASSERT_EQ(static_cast<int64_t>(shard.state().size()), shard.num_rows() * width);
-    EXPECT_TRUE(all_close(shard.state().data(), full.state().data() + shard.row_begin() * width,
-                          shard.num_rows() * width, kRtol))
-        << "optimizer state of rows [" << shard.row_begin() << ", "
-        << shard.row_begin() + shard.num_rows() << ")";
+    want.resize(shard.state().size());
+    plan.take_shard(me, full.state().data(), width, want.data());
+    EXPECT_TRUE(all_close(shard.state().data(), want.data(), shard.num_rows() * width, kRtol))
+        << "optimizer state of this rank's " << shard.num_rows() << " rows";
     EXPECT_EQ(shard.step(), full.step());
   }
 }
@@ -525,15 +525,16 @@ TEST_F(ShardedEmbeddingTest, FreshTablesDoNotDependOnRankCount) {
     const int64_t dim = specs[t].dim, N = specs[t].num_embeddings;
     const auto& mine = sharded.shard(t).weights();
     const auto& all = single.shard(t).weights();
-    const ShardPlan plan(N, P);
+    const ShardPlan plan = ShardedEmbedding::table_plan(N, P);
     EXPECT_EQ(static_cast<int64_t>(all.size()), N * dim);
-    EXPECT_EQ(sharded.shard(t).row_begin(), plan.row_begin(me));
     EXPECT_EQ(static_cast<int64_t>(mine.size()), plan.shard_rows(me) * dim);
     if (static_cast<int64_t>(all.size()) != N * dim ||
         static_cast<int64_t>(mine.size()) != plan.shard_rows(me) * dim)
       continue;
-    EXPECT_TRUE(mine.empty() || std::memcmp(mine.data(), all.data() + plan.row_begin(me) * dim,
-                                            mine.size() * sizeof(float)) == 0)
+    std::vector<float> want(mine.size());
+    plan.take_shard(me, all.data(), dim, want.data());
+    EXPECT_TRUE(mine.empty() ||
+                std::memcmp(mine.data(), want.data(), mine.size() * sizeof(float)) == 0)
         << "this rank's rows differ from the one-rank table's";
     // The padding row is zero, every other row is not.
     const int64_t pad = specs[t].padding_row();

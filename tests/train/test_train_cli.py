@@ -7,7 +7,8 @@ Covers: config errors (unknown key with file:line, ill-typed and out-of-range
 values, command-line overrides), table options that train's keys and
 replay's flags accept and refuse alike, exact resume (a run resumed from step k
 ends bitwise equal to an uninterrupted run, 1 and 2 ranks), re-sharding a
-checkpoint from 2 to 3 ranks, checkpoint/config mismatches, a stale partial
+checkpoint from 2 to 3 ranks, loading a checkpoint of the older block
+layout, checkpoint/config mismatches, a stale partial
 checkpoint left by a crash, export to .npy, from_pretrained with freeze, and
 the quickstart config on a short setting. Prints `N passed, M failed`.
 """
@@ -188,6 +189,51 @@ def test_reshard_2_to_3(work):
     # And training goes on from there.
     run(small_recsys(work, **{"log.dir": three, "train.steps": "9",
                               "checkpoint.resume": "auto"}), 3)
+
+
+def test_block_checkpoint_loads(work):
+    """A checkpoint in the block layout that embtrain wrote before tables were
+    sharded cyclically (no "sharding" key, shards with row_begin) still
+    resumes, re-sharded: the same run's checkpoint rewritten by hand in that
+    layout loads into 3 ranks with the same tables and optimizer state."""
+    import json
+    two = os.path.join(work, "two")
+    run(small_recsys(work, **{"log.dir": two, "train.steps": "6",
+                              "table.items.optimizer": "adam"}), 2)
+    step = os.path.join(two, "checkpoints", "step_00000006")
+    manifest = json.load(open(os.path.join(step, "manifest.json")))
+    before = {}
+    for table in manifest["tables"]:
+        assert table["sharding"] == "cyclic"
+        P, rows = len(table["shards"]), table["rows"]
+        full = {}
+        for what in ("weights", "state"):
+            parts = [np.load(os.path.join(step, sh[what])) for sh in table["shards"]]
+            full[what] = np.zeros((rows, parts[0].shape[1]), np.float32)
+            for r, part in enumerate(parts):
+                full[what][r::P] = part  # cyclic: rank r holds rows r, r + P, ...
+        before[table["name"]] = full
+        # The block layout: lower ranks take the extra rows.
+        bounds = [r * (rows // P) + min(r, rows % P) for r in range(P + 1)]
+        for r, sh in enumerate(table["shards"]):
+            sh["row_begin"], sh["rows"] = bounds[r], bounds[r + 1] - bounds[r]
+            for what in ("weights", "state"):
+                np.save(os.path.join(step, sh[what]), full[what][bounds[r]:bounds[r + 1]])
+        del table["sharding"]
+    json.dump(manifest, open(os.path.join(step, "manifest.json"), "w"))
+    three = os.path.join(work, "three")
+    run(small_recsys(work, **{"log.dir": three, "train.steps": "6",
+                              "table.items.optimizer": "adam", "checkpoint.resume": step}), 3)
+    out = os.path.join(three, "checkpoints", "step_00000006")
+    after_manifest = json.load(open(os.path.join(out, "manifest.json")))
+    for table in after_manifest["tables"]:
+        full = before[table["name"]]
+        for r, sh in enumerate(table["shards"]):
+            for what in ("weights", "state"):
+                got = np.load(os.path.join(out, sh[what]))
+                assert got.tobytes() == full[what][r::3].tobytes(), \
+                    "%s %s of rank %d differs after loading the block layout" % (
+                        table["name"], what, r)
 
 
 def test_checkpoint_mismatch(work):

@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "embtrain/embedding.hpp"
@@ -24,6 +25,8 @@ namespace {
 using embtrain::DType;
 using embtrain::Embedding;
 using embtrain::EmbeddingTable;
+using embtrain::ShardPlan;
+using embtrain::shard_layout_name;
 using embtrain::IdsView;
 using embtrain::OptimizerKind;
 using embtrain::TableSpec;
@@ -107,7 +110,7 @@ TEST(TableSpec, PaddingRowResolvesNegativeValues) {
 }
 
 TEST(TableSpec, TableConstructorsValidate) {
-  EXPECT_THROW(EmbeddingTable(make_spec(10, 4, 10), 0, 10, 1), embtrain::Error);
+  EXPECT_THROW(EmbeddingTable(make_spec(10, 4, 10), ShardPlan(10, 1), 0, 1), embtrain::Error);
   EXPECT_THROW(Embedding(make_spec(0, 4), 1), embtrain::Error);
 }
 
@@ -194,7 +197,7 @@ TEST(ValidateIds, CopiesValidIdsToInt64) {
 
 TEST(EmbeddingTable, FreshRowsAreStandardNormalWithZeroPaddingRow) {
   const int64_t rows = 4000, dim = 32, pad = 17;
-  const EmbeddingTable table(make_spec(rows, dim, pad), 0, rows, /*seed=*/20240611);
+  const EmbeddingTable table(make_spec(rows, dim, pad), ShardPlan(rows, 1), 0, /*seed=*/20240611);
   const std::vector<float> w = weights_of(table);
   ASSERT_EQ(static_cast<int64_t>(w.size()), rows * dim);
   for (int64_t j = 0; j < dim; ++j) ASSERT_EQ(w[pad * dim + j], 0.f) << "padding row element " << j;
@@ -231,39 +234,54 @@ TEST(EmbeddingTable, FreshRowsAreStandardNormalWithZeroPaddingRow) {
 
 TEST(EmbeddingTable, FreshRowsDependOnSeedOnly) {
   const TableSpec spec = make_spec(50, 8);
-  EXPECT_EQ(weights_of(EmbeddingTable(spec, 0, 50, 7)), weights_of(EmbeddingTable(spec, 0, 50, 7)));
-  EXPECT_NE(weights_of(EmbeddingTable(spec, 0, 50, 7)), weights_of(EmbeddingTable(spec, 0, 50, 8)));
+  const ShardPlan whole(50, 1);
+  EXPECT_EQ(weights_of(EmbeddingTable(spec, whole, 0, 7)),
+            weights_of(EmbeddingTable(spec, whole, 0, 7)));
+  EXPECT_NE(weights_of(EmbeddingTable(spec, whole, 0, 7)),
+            weights_of(EmbeddingTable(spec, whole, 0, 8)));
 }
 
+// Every shard of every plan holds exactly the whole table's rows that the
+// plan gives it: fresh values are drawn by global row.
 TEST(EmbeddingTable, FreshRowsDoNotDependOnTheSplit) {
   const int64_t n = 30, dim = 8;
   for (std::optional<int64_t> pad :
        {std::optional<int64_t>{}, std::optional<int64_t>{8}, std::optional<int64_t>{-10}}) {
-    SCOPED_TRACE("padding_idx " + (pad ? std::to_string(*pad) : std::string("none")));
     const TableSpec spec = make_spec(n, dim, pad);
-    const EmbeddingTable whole(spec, 0, n, 99);
-    const EmbeddingTable block(spec, 5, 7, 99);
-    EXPECT_EQ(block.row_begin(), 5);
-    EXPECT_EQ(block.num_rows(), 7);
-    EXPECT_TRUE(block.owns(5) && block.owns(11));
-    EXPECT_FALSE(block.owns(4) || block.owns(12));
-    const std::vector<float> w = weights_of(whole), b = weights_of(block);
-    ASSERT_EQ(static_cast<int64_t>(b.size()), 7 * dim);
-    EXPECT_TRUE(std::equal(b.begin(), b.end(), w.begin() + 5 * dim));
-    if (pad && *pad == 8) {
-      for (int64_t j = 0; j < dim; ++j) EXPECT_EQ(b[3 * dim + j], 0.f);
-    }
+    const std::vector<float> w = weights_of(EmbeddingTable(spec, ShardPlan(n, 1), 0, 99));
+    for (ShardPlan::Layout layout : {ShardPlan::Layout::kBlock, ShardPlan::Layout::kCyclic})
+      for (int ranks : {2, 3, 4, 7}) {
+        SCOPED_TRACE("padding_idx " + (pad ? std::to_string(*pad) : std::string("none")) + ", " +
+                     shard_layout_name(layout) + " over " + std::to_string(ranks));
+        const ShardPlan plan(n, ranks, layout);
+        for (int r = 0; r < ranks; ++r) {
+          const EmbeddingTable shard(spec, plan, r, 99);
+          ASSERT_EQ(shard.num_rows(), plan.shard_rows(r));
+          std::vector<float> want(static_cast<size_t>(shard.num_rows() * dim));
+          plan.take_shard(r, w.data(), dim, want.data());
+          EXPECT_EQ(weights_of(shard), want) << "rank " << r;
+          for (int64_t k = 0; k < shard.num_rows(); ++k) {
+            EXPECT_TRUE(shard.owns(shard.global_row(k)));
+            EXPECT_EQ(plan.local_row(shard.global_row(k)), k);
+          }
+        }
+      }
   }
 }
 
-TEST(EmbeddingTable, BlockHoldingThePaddingRowZeroesItAtItsLocalIndex) {
+TEST(EmbeddingTable, ShardHoldingThePaddingRowZeroesItAtItsLocalIndex) {
   const int64_t n = 30, dim = 4;
-  const EmbeddingTable block(make_spec(n, dim, 25), 20, 10, 5);
-  const std::vector<float> b = weights_of(block);
-  for (int64_t r = 0; r < 10; ++r) {
-    bool all_zero = true;
-    for (int64_t j = 0; j < dim; ++j) all_zero = all_zero && b[r * dim + j] == 0.f;
-    EXPECT_EQ(all_zero, r == 5) << "local row " << r;
+  // Row 25: block plan of 3 ranks, rank 2's local row 5; cyclic, rank 1's 8.
+  for (const auto& [layout, rank, local] :
+       {std::tuple<ShardPlan::Layout, int, int64_t>{ShardPlan::Layout::kBlock, 2, 5},
+        std::tuple<ShardPlan::Layout, int, int64_t>{ShardPlan::Layout::kCyclic, 1, 8}}) {
+    const EmbeddingTable shard(make_spec(n, dim, 25), ShardPlan(n, 3, layout), rank, 5);
+    const std::vector<float> b = weights_of(shard);
+    for (int64_t r = 0; r < shard.num_rows(); ++r) {
+      bool all_zero = true;
+      for (int64_t j = 0; j < dim; ++j) all_zero = all_zero && b[r * dim + j] == 0.f;
+      EXPECT_EQ(all_zero, r == local) << shard_layout_name(layout) << " local row " << r;
+    }
   }
 }
 

@@ -161,6 +161,61 @@ TEST(ShardPlan, ExampleByHand) {
   EXPECT_EQ(plan.global_row(3, 1), 9);
 }
 
+// The cyclic layout against its contract, computed here: row r on rank
+// r % P as local row r / P; sizes differ by at most one, lower ranks larger;
+// keys sort rows by (owner, local row) inside each owner's key range; the
+// shard copies put every row back where it came from.
+void check_cyclic(int64_t rows, int ranks) {
+  SCOPED_TRACE("cyclic, rows " + std::to_string(rows) + ", ranks " + std::to_string(ranks));
+  const ShardPlan plan(rows, ranks, ShardPlan::Layout::kCyclic);
+  int64_t total = 0;
+  for (int r = 0; r < ranks; ++r) {
+    ASSERT_EQ(plan.shard_rows(r), rows / ranks + (r < rows % ranks ? 1 : 0));
+    total += plan.shard_rows(r);
+  }
+  ASSERT_EQ(total, rows);
+  for (int64_t row = 0; row < rows; ++row) {
+    ASSERT_EQ(plan.owner(row), static_cast<int>(row % ranks)) << "row " << row;
+    ASSERT_EQ(plan.local_row(row), row / ranks) << "row " << row;
+    ASSERT_EQ(plan.global_row(plan.owner(row), plan.local_row(row)), row);
+    const int64_t key = plan.key(row);
+    ASSERT_GE(key, plan.key_begin(plan.owner(row)));
+    ASSERT_LT(key, plan.key_begin(plan.owner(row) + 1));
+    ASSERT_LT(key, plan.key_bound());
+    if (row >= ranks) {
+      ASSERT_EQ(key, plan.key(row - ranks) + 1) << "row " << row;
+    }
+  }
+  std::vector<float> table(static_cast<size_t>(rows * 2)), back(table.size(), -1.f);
+  for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<float>(i);
+  for (int r = 0; r < ranks; ++r) {
+    std::vector<float> shard(static_cast<size_t>(plan.shard_rows(r) * 2));
+    plan.take_shard(r, table.data(), 2, shard.data());
+    for (int64_t k = 0; k < plan.shard_rows(r); ++k)
+      ASSERT_EQ(shard[k * 2], static_cast<float>(plan.global_row(r, k) * 2));
+    plan.place_shard(r, shard.data(), 2, back.data());
+  }
+  ASSERT_EQ(back, table);
+}
+
+TEST(ShardPlan, CyclicLayout) {
+  for (int64_t rows : {0, 1, 2, 5, 16, 17, 100, 1001})
+    for (int ranks : {1, 2, 3, 4, 7, 16, 200}) ASSERT_NO_FATAL_FAILURE(check_cyclic(rows, ranks));
+}
+
+TEST(ShardPlan, CyclicExampleByHand) {
+  // 10 rows over 4 ranks: rank 0 holds 0, 4, 8; rank 3 holds 3, 7.
+  const ShardPlan plan(10, 4, ShardPlan::Layout::kCyclic);
+  EXPECT_EQ(plan.shard_rows(0), 3);
+  EXPECT_EQ(plan.shard_rows(3), 2);
+  EXPECT_EQ(plan.owner(8), 0);
+  EXPECT_EQ(plan.local_row(8), 2);
+  EXPECT_EQ(plan.global_row(3, 1), 7);
+  EXPECT_EQ(plan.key_begin(1), 3);  // every owner's key range is the largest shard's
+  EXPECT_EQ(plan.key(7), 3 * 3 + 1);
+  EXPECT_EQ(plan.key_bound(), 12);
+}
+
 TEST(ShardPlan, InvalidInputsThrow) {
   EXPECT_THROW(ShardPlan(10, 0), embtrain::Error);
   EXPECT_THROW(ShardPlan(10, -1), embtrain::Error);

@@ -125,7 +125,7 @@ std::unique_ptr<ShardedEmbedding> make_tables(
     s.optimizer.kind = optimizer;
     s.optimizer.lr = lr;
   }
-  const ShardPlan plan(rows, world().size());
+  const ShardPlan plan = ShardedEmbedding::table_plan(rows, world().size());
   const int r = world().rank();
   std::vector<std::vector<float>> local(2);
   local[0].resize(static_cast<size_t>(plan.shard_rows(r) * dim));
@@ -133,7 +133,7 @@ std::unique_ptr<ShardedEmbedding> make_tables(
     for (int64_t d = 0; d < dim; ++d)
       local[0][i * dim + d] =
           static_cast<float>(init_std) *
-          embtrain::random_normal(seed, 0x1a1b, (plan.row_begin(r) + i) * dim + d);
+          embtrain::random_normal(seed, 0x1a1b, plan.global_row(r, i) * dim + d);
   local[1].assign(local[0].size(), 0.f);
   return std::make_unique<ShardedEmbedding>(specs, &world(), local);
 }

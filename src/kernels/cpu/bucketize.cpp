@@ -1,5 +1,6 @@
-// bucket_by_owner's split of a batch's distinct ids by owner, and the row
-// offsets of items laid out in per-(peer, table) blocks: the same contract
+// bucket_by_owner's kernels: the ids as owner-major sort keys, the split of
+// a batch's distinct keys by owner, the keys back to local rows, and the row
+// offsets of items laid out in per-(peer, table) blocks. The same contract
 // as the CUDA kernels of bucketize.cu, on host arrays.
 #include <algorithm>
 
@@ -7,6 +8,15 @@
 
 namespace embtrain {
 namespace cpu {
+
+void cyclic_keys(const int64_t* ids, int64_t n, int64_t ranks, int64_t stride, int64_t* keys) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) keys[i] = ids[i] % ranks * stride + ids[i] / ranks;
+}
+
+void shift_ids(const int64_t* src, int64_t n, int64_t delta, int64_t* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i] + delta;
+}
 
 void bucketize(const int64_t* unique, int64_t num_unique, const int64_t* bounds,
                int64_t num_bounds, int64_t* begin) {

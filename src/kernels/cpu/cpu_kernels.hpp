@@ -39,6 +39,13 @@ void segment_counts(const int32_t* offsets, int64_t n, int32_t* counts);
 
 // --- bucketize.cpp -----------------------------------------------------------
 
+// keys[i] = (ids[i] % ranks) * stride + ids[i] / ranks: the sort keys of a
+// cyclic ShardPlan (ShardPlan::key), which group a batch's ids by owner.
+void cyclic_keys(const int64_t* ids, int64_t n, int64_t ranks, int64_t stride, int64_t* keys);
+
+// dst[i] = src[i] + delta: keys back to an owner's local rows.
+void shift_ids(const int64_t* src, int64_t n, int64_t delta, int64_t* dst);
+
 // begin[d] = the first k with unique[k] >= bounds[d] (lower_bound), for d in
 // [0, num_bounds). With bounds = each rank's row_begin then num_embeddings,
 // owner d's ids are unique[begin[d] .. begin[d + 1]).

@@ -1,6 +1,7 @@
-// bucket_by_owner's split of a batch's distinct ids by owner, and the row
-// offsets of items laid out in per-(peer, table) blocks (cpu::bucketize and
-// cpu::block_offsets on the device).
+// bucket_by_owner's kernels on the device: the ids as owner-major sort
+// keys, the split of a batch's distinct keys by owner, the keys back to
+// local rows, and the row offsets of items laid out in per-(peer, table)
+// blocks (cpu::cyclic_keys, bucketize, shift_ids, block_offsets).
 #include <cuda_runtime.h>
 
 #include "common/checks.hpp"
@@ -13,6 +14,18 @@ namespace cuda {
 namespace {
 
 using detail::global_thread;
+
+__global__ void cyclic_keys_kernel(const int64_t* __restrict__ ids, int64_t n, int64_t ranks,
+                                   int64_t stride, int64_t* __restrict__ keys) {
+  const int64_t i = global_thread();
+  if (i < n) keys[i] = ids[i] % ranks * stride + ids[i] / ranks;
+}
+
+__global__ void shift_ids_kernel(const int64_t* __restrict__ src, int64_t n, int64_t delta,
+                                 int64_t* __restrict__ dst) {
+  const int64_t i = global_thread();
+  if (i < n) dst[i] = src[i] + delta;
+}
 
 __global__ void bucketize_kernel(const int64_t* __restrict__ unique, int64_t num_unique,
                                  const int64_t* __restrict__ bounds, int64_t num_bounds,
@@ -49,6 +62,21 @@ __global__ void block_offsets_kernel(const int64_t* __restrict__ starts,
 }
 
 }  // namespace
+
+void cyclic_keys(const int64_t* d_ids, int64_t n, int64_t ranks, int64_t stride, int64_t* d_keys,
+                 void* stream) {
+  if (n == 0) return;
+  cyclic_keys_kernel<<<detail::thread_blocks(n), kThreadsPerBlock, 0,
+                       static_cast<cudaStream_t>(stream)>>>(d_ids, n, ranks, stride, d_keys);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
+void shift_ids(const int64_t* d_src, int64_t n, int64_t delta, int64_t* d_dst, void* stream) {
+  if (n == 0) return;
+  shift_ids_kernel<<<detail::thread_blocks(n), kThreadsPerBlock, 0,
+                     static_cast<cudaStream_t>(stream)>>>(d_src, n, delta, d_dst);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
 
 void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
                int64_t num_bounds, int64_t* d_begin, void* stream) {
