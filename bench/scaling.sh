@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs one bench workload (default bench-A) with P = 1, 2 and 4 ranks and
-# prints one line per run: step time, lookups/s, the exchange's bytes, and
-# the time per stage of the step (max over ranks). P = 1 runs twice: the local engine
-# (no exchange at all) and the sharded engine (the exchange machinery with
-# one rank), so the table shows what the exchange itself costs.
+# prints one line per configuration: step time, lookups/s, the exchange's
+# bytes, the weak-scaling efficiency E and the time per stage of the step
+# (max over ranks). P = 1 runs twice: the local engine (no exchange at all)
+# and the sharded engine with one rank.
 #
-#   bench/scaling.sh [BUILD_DIR] [extra bench options...]
+#   [ROUNDS=3] bench/scaling.sh [BUILD_DIR] [extra bench options...]
+#
+# Each round runs every configuration once, in turn, so that all of them see
+# the same machine; the table gives the median over rounds of each number
+# (a 2-core VM's steps vary by 10-20% from one run to the next).
 #
 # Threads per rank = cores / ranks (at least 1); ranks beyond the cores are
 # oversubscribed, which on a small machine shows the exchange's cost, not
@@ -15,8 +19,8 @@
 # run (one process, T(1)), charging the exchange only what a plain
 # all-to-all of the same bytes costs (raw, measured by bench in the same
 # run):  E(P) = (P * T(1) + raw(P)) / T(P).  1 means the step pays for
-# nothing but the wire; the exchange's columns say where the rest went
-# (skew: waiting for the slowest rank; transfer against raw).
+# nothing but the wire; the exchanges' columns say where the rest went
+# (skew: waiting for the slowest rank; transfer, against raw).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-"$root/build"}
@@ -24,6 +28,7 @@ shift || true
 embtrain="$build/embtrain"
 [[ -x "$embtrain" ]] || { echo "scaling.sh: no binary at $embtrain (build first)" >&2; exit 1; }
 cores=$(nproc)
+rounds=${ROUNDS:-3}
 mpirun=(mpirun --oversubscribe --bind-to none)
 [[ $(id -u) -eq 0 ]] && mpirun+=(--allow-run-as-root)
 
@@ -36,34 +41,52 @@ run() {  # ranks engine
     --engine "$engine" --threads "$threads" "${extra[@]}" | tail -n 1
 }
 
-echo "# $(date -u +%F) host $(hostname), $cores cores; $embtrain bench ${*:-(bench-A defaults)}"
-printf '%-16s %9s %12s %8s %10s %9s %7s %6s  %s\n' "run" "step_ms" "lookups/s" "unique%" \
-  "MB_sent" "B/lookup" "raw_ms" "E" \
-  "stages ms (bucket_by_owner exchange_ids gather_owned exchange_rows expand reduce_requested exchange_grads combine_at_owner update); exchanges skew/transfer/raw ms"
-t1=""
-for spec in "1 local" "1 sharded" "2 sharded" "4 sharded"; do
-  read -r np engine <<<"$spec"
-  line=$(run "$np" "$engine")
-  [[ "$engine" == local ]] && t1=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["step_ms"])' "$line")
-  /usr/bin/python3 - "$np" "$engine" "$line" "$t1" <<'PY'
-import json, sys
-np_, engine, line, t1 = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-r = json.loads(line)
-raw = r.get("raw_alltoall_ms", 0.0)
-eff = "-" if engine == "local" else "%.2f" % ((int(np_) * float(t1) + raw) / r["step_ms"])
-ex = r.get("exchanges_ms_max_over_ranks", {})
-exchanges = " ".join("%s %.2f/%.2f/%.2f" % (k.replace("exchange_", ""), ex[k]["skew_ms"],
-                                               ex[k]["transfer_ms"], ex[k]["raw_ms"])
-                     for k in ("exchange_ids", "exchange_rows", "exchange_grads")
-                     if k in ex) if raw > 0 else ""
-p = r["phase_ms_max_over_ranks"]
-stages = ("bucket_by_owner", "exchange_ids", "gather_owned", "exchange_rows", "expand",
-          "reduce_requested", "exchange_grads", "combine_at_owner", "update")
-phases = " ".join("%.2f" % p[k] for k in stages)
-print("%-16s %9.2f %12.4g %7.1f%% %10.2f %9.1f %7.2f %6s  %s%s" % (
-    "P=%s %s" % (np_, engine), r["step_ms"], r["lookups_per_s"], 100 * r["unique_ratio"],
-    r["bytes_sent_per_step"]["total"] / 1e6, r["bytes_sent_per_lookup"], raw, eff, phases,
-    "; " + exchanges if exchanges else ""))
-print("# json " + line)
-PY
+lines=$(mktemp)
+trap 'rm -f "$lines"' EXIT
+echo "# $(date -u +%F) host $(hostname), $cores cores; $embtrain bench ${*:-(bench-A defaults)}; $rounds rounds"
+for ((round = 1; round <= rounds; ++round)); do
+  for spec in "1 local" "1 sharded" "2 sharded" "4 sharded"; do
+    read -r np engine <<<"$spec"
+    echo "$np $engine $(run "$np" "$engine")" >>"$lines"
+  done
 done
+
+/usr/bin/python3 - "$lines" <<'PY'
+import json, statistics, sys
+STAGES = ("bucket_by_owner", "exchange_ids", "gather_owned", "exchange_rows", "expand",
+          "reduce_requested", "exchange_grads", "combine_at_owner", "update")
+EXCHANGES = ("exchange_ids", "exchange_rows", "exchange_grads")
+runs = {}
+for text in open(sys.argv[1]):
+    np_, engine, line = text.split(" ", 2)
+    runs.setdefault((int(np_), engine), []).append(json.loads(line))
+
+def med(rs, get):
+    return statistics.median(get(r) for r in rs)
+
+t1 = med(runs[(1, "local")], lambda r: r["step_ms"])
+print("%-12s %8s %11s %7s %8s %8s %7s %5s  %s" % (
+    "run", "step_ms", "lookups/s", "unique%", "MB_sent", "B/lookup", "raw_ms", "E",
+    "stages ms (" + " ".join(STAGES) + "); exchanges skew/transfer/raw ms"))
+for (np_, engine), rs in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1] != "local")):
+    step = med(rs, lambda r: r["step_ms"])
+    raw = med(rs, lambda r: r.get("raw_alltoall_ms", 0.0))
+    eff = "-" if engine == "local" else "%.2f" % ((np_ * t1 + raw) / step)
+    phases = " ".join("%.2f" % med(rs, lambda r: r["phase_ms_max_over_ranks"][k]) for k in STAGES)
+    ex = ""
+    if raw > 0:
+        ex = "; " + " ".join(
+            "%s %.2f/%.2f/%.2f" % (k.replace("exchange_", ""),
+                                   med(rs, lambda r: r["exchanges_ms_max_over_ranks"][k]["skew_ms"]),
+                                   med(rs, lambda r: r["exchanges_ms_max_over_ranks"][k]["transfer_ms"]),
+                                   med(rs, lambda r: r["exchanges_ms_max_over_ranks"][k]["raw_ms"]))
+            for k in EXCHANGES)
+    r0 = rs[0]
+    print("%-12s %8.2f %11.4g %6.1f%% %8.2f %8.1f %7.2f %5s  %s%s" % (
+        "P=%d %s" % (np_, engine), step, r0["lookups_per_step"] / (step * 1e-3),
+        100 * r0["unique_ratio"], r0["bytes_sent_per_step"]["total"] / 1e6,
+        r0["bytes_sent_per_lookup"], raw, eff, phases, ex))
+print("# step_ms of each round: " + "; ".join(
+    "P=%d %s %s" % (np_, engine, " ".join("%.1f" % r["step_ms"] for r in rs))
+    for (np_, engine), rs in sorted(runs.items())))
+PY
