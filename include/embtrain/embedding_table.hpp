@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "embtrain/comm_precision.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/huge_pages.hpp"
 #include "embtrain/ids.hpp"
@@ -28,6 +29,9 @@ struct TableSpec {
   bool scale_grad_by_freq = false;
   bool freeze = false;
   OptimizerConfig optimizer;
+  // The format this table's rows and gradients travel in between ranks
+  // (comm_precision.hpp): fp32 is exact; bf16 and fp16 halve the bytes.
+  CommPrecision comm_precision = CommPrecision::kFp32;
 
   // Throws embtrain::Error naming the table and the first invalid setting.
   void validate() const;

@@ -60,6 +60,14 @@ const OptionList<TableSpec>& table_options() {
       {"initial_accumulator_value", "adagrad and rowwise_adagrad: initial accumulator",
        R::real(kRate, [](TableSpec& s, double v) { s.optimizer.initial_accumulator_value = v; }),
        "0"},
+      {"comm_precision",
+       "how rows and gradients travel between ranks: fp32 (exact) | bf16 | fp16 (gradients "
+       "scaled by 1024, saturating at 65504): 16 bits halve the bytes",
+       R::choice({"fp32", "bf16", "fp16"},
+                 [](TableSpec& s, const std::string& v) {
+                   s.comm_precision = parse_comm_precision(v);
+                 }),
+       "fp32"},
   };
   return options;
 }

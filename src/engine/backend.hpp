@@ -22,6 +22,8 @@
 //   find_bad_id               the kernels of src/kernels/{cpu,cuda}; rows are
 //                             the shard's local rows (a rank's ids once
 //                             they reach their owner)
+//   pack_wire, unpack_wire, round_wire
+//                             rows and gradients to and from their wire format
 //   combine, update           the owner's last two stages, which the GPU fuses
 //                             into one kernel (combine only records its input)
 #pragma once

@@ -126,6 +126,15 @@ class CpuBackend {
                    const SegmentLayout& layout, float* dst) {
     cpu::segment_sum(src, dim, index, layout, /*scale_by_count=*/false, dst);
   }
+  void pack_wire(const float* src, int64_t n, CommPrecision p, float scale, void* wire) {
+    cpu::pack_wire(src, n, p, scale, wire);
+  }
+  void unpack_wire(const void* wire, int64_t n, CommPrecision p, float scale, float* dst) {
+    cpu::unpack_wire(wire, n, p, scale, dst);
+  }
+  void round_wire(float* data, int64_t n, CommPrecision p, float scale) {
+    cpu::round_wire(data, n, p, scale);
+  }
   void combine(int t, const OwnerGrads& args, Grads* grads);
   void update(int t, const StepScalars& scalars, const Grads& grads);
 

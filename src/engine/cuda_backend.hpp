@@ -119,6 +119,15 @@ class CudaBackend {
     cuda::segment_sum(d_src, dim, index, layout, /*scale_by_count=*/false, d_dst, &segment_ws_,
                       stream_);
   }
+  void pack_wire(const float* d_src, int64_t n, CommPrecision p, float scale, void* d_wire) {
+    cuda::pack_wire(d_src, n, p, scale, d_wire, stream_);
+  }
+  void unpack_wire(const void* d_wire, int64_t n, CommPrecision p, float scale, float* d_dst) {
+    cuda::unpack_wire(d_wire, n, p, scale, d_dst, stream_);
+  }
+  void round_wire(float* d_data, int64_t n, CommPrecision p, float scale) {
+    cuda::round_wire(d_data, n, p, scale, stream_);
+  }
   void combine(int, const OwnerGrads& args, Grads* grads) { *grads = args; }
   void update(int t, const StepScalars& scalars, const Grads& grads);
 

@@ -47,11 +47,33 @@ int64_t lay_out_rows(int rank, const std::vector<int64_t>& dims, int64_t align, 
   return at;
 }
 
+// The wire bytes of every block of peers other than `rank`, peer-major
+// from 0: block.wire and the per-peer bytes. Returns the buffer's size.
+int64_t lay_out_wire(int rank, const std::vector<int64_t>& dims, const std::vector<int>& bytes,
+                     std::vector<ExchangeLayout::Block>* blocks, std::vector<int64_t>* per_peer) {
+  constexpr int64_t kAlign = 16;
+  const int T = static_cast<int>(dims.size());
+  const int P = static_cast<int>(blocks->size()) / T;
+  per_peer->assign(P, 0);
+  int64_t at = 0;
+  for (int p = 0; p < P; ++p) {
+    if (p == rank) continue;
+    for (int t = 0; t < T; ++t) {
+      ExchangeLayout::Block& b = (*blocks)[p * T + t];
+      const int64_t size = round_up(b.count * dims[t] * bytes[t], kAlign);
+      b.wire = at;
+      at += size;
+      (*per_peer)[p] += size;
+    }
+  }
+  return at;
+}
+
 }  // namespace
 
 void ExchangeLayout::assign(int rank, const std::vector<int64_t>& dims, int64_t row_align,
                             const std::vector<int64_t>& requested,
-                            const std::vector<int64_t>& served) {
+                            const std::vector<int64_t>& served, const std::vector<int>& wire_bytes) {
   const int T = static_cast<int>(dims.size());
   EMBTRAIN_ASSERT(T > 0 && row_align >= 1 && requested.size() == served.size() &&
                   requested.size() % T == 0);
@@ -70,6 +92,11 @@ void ExchangeLayout::assign(int rank, const std::vector<int64_t>& dims, int64_t 
     at += round_up(asked.count * dims[t], row_align);
   }
   rows_floats_ = at;
+  has_wire_ = !wire_bytes.empty();
+  if (!has_wire_) return;
+  EMBTRAIN_ASSERT(static_cast<int>(wire_bytes.size()) == T);
+  served_wire_bytes_ = lay_out_wire(rank, dims, wire_bytes, &served_, &wire_to_requesters_);
+  requested_wire_bytes_ = lay_out_wire(rank, dims, wire_bytes, &requested_, &wire_from_owners_);
 }
 
 }  // namespace embtrain

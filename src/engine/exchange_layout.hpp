@@ -25,6 +25,13 @@
 // 0 (a dim-8 row behind a block of dim-3 rows would otherwise be
 // misaligned). Sender and receiver pad alike, from the same counts; the
 // padding is never read.
+//
+// When a table's rows travel in 16 bits (TableSpec::comm_precision), rows
+// and gradients go through two wire buffers instead, one per side, laid out
+// the same way in bytes (`wire` offsets, 2 or 4 bytes per element as each
+// table's precision says, blocks on 16 bytes, no self blocks): the served
+// rows are packed into the owner's wire, the requested ones unpacked from
+// the requester's, and the gradients go back the same way.
 #pragma once
 
 #include <cstdint>
@@ -39,14 +46,17 @@ class ExchangeLayout {
     int64_t id = 0;     // its first id in the requested or served id buffer
     int64_t count = 0;  // ids in it
     int64_t row = 0;    // float offset of its first row in the rows buffer
+    int64_t wire = 0;   // byte offset of its first row in its side's wire buffer
   };
 
   // `rank` of the job's ranks; dims[t] of each table; requested[p * T + t]:
   // the distinct ids of table t this rank asks rank p for; served[p * T +
   // t]: the ids rank p asks this rank for (requested and served of the rank
-  // itself must be equal).
+  // itself must be equal); wire_bytes[t]: bytes per element of table t on
+  // the wire (empty: 4 for every table, and no wire buffers).
   void assign(int rank, const std::vector<int64_t>& dims, int64_t row_align,
-              const std::vector<int64_t>& requested, const std::vector<int64_t>& served);
+              const std::vector<int64_t>& requested, const std::vector<int64_t>& served,
+              const std::vector<int>& wire_bytes = {});
 
   int num_peers() const { return static_cast<int>(ids_to_owners_.size()); }
   int num_tables() const { return static_cast<int>(dims_.size()); }
@@ -64,6 +74,14 @@ class ExchangeLayout {
   const std::vector<int64_t>& rows_to_requesters() const { return rows_to_requesters_; }
   const std::vector<int64_t>& rows_from_owners() const { return rows_from_owners_; }
 
+  // Whether rows and gradients travel through the wire buffers, the bytes
+  // per peer they move there (0 for this rank), and the buffers' sizes.
+  bool has_wire() const { return has_wire_; }
+  const std::vector<int64_t>& wire_to_requesters() const { return wire_to_requesters_; }
+  const std::vector<int64_t>& wire_from_owners() const { return wire_from_owners_; }
+  int64_t served_wire_bytes() const { return served_wire_bytes_; }
+  int64_t requested_wire_bytes() const { return requested_wire_bytes_; }
+
   int64_t num_requested() const { return num_requested_; }  // ids, self included
   int64_t num_served() const { return num_served_; }
   int64_t served_rows() const { return 0; }  // float offsets of the regions
@@ -77,6 +95,9 @@ class ExchangeLayout {
   std::vector<int64_t> rows_to_requesters_, rows_from_owners_;
   int64_t num_requested_ = 0, num_served_ = 0;
   int64_t requested_rows_ = 0, rows_floats_ = 0;
+  bool has_wire_ = false;
+  std::vector<int64_t> wire_to_requesters_, wire_from_owners_;
+  int64_t served_wire_bytes_ = 0, requested_wire_bytes_ = 0;
 };
 
 }  // namespace embtrain

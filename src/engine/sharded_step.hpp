@@ -18,7 +18,11 @@
 //                    together, renormed once if max_norm (as one process
 //                    renorms the global batch's rows), then each
 //                    requester's rows gathered into its block.
-//  exchange_rows     Rows back; those a rank asked of itself stay put.
+//  exchange_rows     Rows back; those a rank asked of itself stay put. A
+//                    table whose rows travel in 16 bits (comm_precision)
+//                    is packed into a wire buffer and unpacked after; its
+//                    self rows are rounded alike, so that every row of the
+//                    step has made the same trip.
 //  expand            Requester: its rows arrived in the layout its ids left
 //                    in; expand them through the inverse map to (*, dim).
 // Backward runs the same route in reverse:
@@ -35,6 +39,7 @@
 //  update            The optimizer on exactly these rows.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -133,8 +138,10 @@ class ShardedStep {
     finish(stage, clock);
   }
   // Rows from the owners' served blocks to the requesters' requested
-  // blocks, or `back` the other way (the gradients).
+  // blocks, or `back` the other way (the gradients): straight from the rows
+  // buffer, or through the wire buffers when a table travels in 16 bits.
   void move_rows(Communicator& data, bool back) {
+    if (layout_.has_wire()) return move_wire(data, back);
     float* served = rows_.data() + layout_.served_rows();
     float* requested = rows_.data() + layout_.requested_rows();
     if (back)
@@ -143,6 +150,11 @@ class ShardedStep {
     else
       data.alltoallv(served, layout_.rows_to_requesters(), requested, layout_.rows_from_owners(),
                      CommType::kFloat32);
+  }
+  void move_wire(Communicator& data, bool back);
+  // What table t's values are multiplied by on the wire (gradients in fp16).
+  float wire_scale(int t, bool gradients) const {
+    return gradients && b_.spec(t).comm_precision == CommPrecision::kFp16 ? kFp16GradScale : 1.f;
   }
 
   void bucket_by_owner(const std::vector<IdSpan>& ids);
@@ -164,6 +176,7 @@ class ShardedStep {
   std::vector<int64_t> dims_;
   std::vector<ShardPlan> plans_;
   std::vector<int64_t> skip_row_;  // per table: the padding row if it is here (local), or -1
+  std::vector<int> wire_bytes_;    // per table, when any travels in 16 bits; else empty
   std::vector<Requested> requested_;
   std::vector<Served> served_;
   // Per (peer, table) id counts of this step: what this rank requests of
@@ -175,6 +188,7 @@ class ShardedStep {
   Buffer<int64_t> ids_send_, ids_recv_;
   Buffer<float> rows_;  // see ExchangeLayout
   Buffer<int32_t> counts_send_, counts_recv_;
+  Buffer<char> served_wire_, requested_wire_;  // see ExchangeLayout
 };
 
 template <typename Backend>
@@ -201,8 +215,12 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
     bounds[P_ + 1] = pad >= 0 ? plan.key(pad) : plan.key_bound();
     bounds[P_ + 2] = pad >= 0 ? plan.key(pad) + 1 : plan.key_bound();
     skip_row_.push_back(pad >= 0 && plan.owner(pad) == rank_ ? plan.local_row(pad) : -1);
+    wire_bytes_.push_back(comm_bytes(spec.comm_precision));
     b_.upload(requested_[t].bounds.reserve(num_bounds()), bounds.data(), num_bounds());
   }
+  // All fp32: rows travel straight from the rows buffer, with no wire.
+  if (std::all_of(wire_bytes_.begin(), wire_bytes_.end(), [](int b) { return b == 4; }))
+    wire_bytes_.clear();
   b_.synchronize();
 }
 
@@ -238,12 +256,17 @@ void ShardedStep<Backend>::exchange_ids() {
   wait_for_ranks(Stage::kExchangeIds);
   served_counts_.assign(static_cast<size_t>(P_) * T_, 0);
   control_.alltoall(requested_counts_.data(), served_counts_.data(), T_, CommType::kInt64);
-  layout_.assign(rank_, dims_, Backend::kRowAlign, requested_counts_, served_counts_);
+  layout_.assign(rank_, dims_, Backend::kRowAlign, requested_counts_, served_counts_,
+                 wire_bytes_);
   // Every exchange buffer of the step grows here, before the first
   // transfer: growing device memory waits for all work using it.
   int64_t* send = ids_send_.reserve(layout_.num_requested());
   int64_t* recv = ids_recv_.reserve(layout_.num_served());
   rows_.reserve(layout_.rows_floats());
+  if (layout_.has_wire()) {
+    served_wire_.reserve(layout_.served_wire_bytes());
+    requested_wire_.reserve(layout_.requested_wire_bytes());
+  }
   if (any_scaled_) {
     counts_send_.reserve(layout_.num_requested());
     counts_recv_.reserve(layout_.num_served());
@@ -297,6 +320,43 @@ void ShardedStep<Backend>::exchange_rows() {
   wait_for_ranks(Stage::kExchangeRows);
   exchange(Stage::kExchangeRows, &stats_.rows_bytes_sent, &clock,
            [&](Communicator& data) { move_rows(data, /*back=*/false); });
+}
+
+// The rows (or, `back`, the gradients) through the wire buffers: packed
+// from the sending blocks, moved, unpacked into the receiving ones; the
+// self blocks rounded in place.
+template <typename Backend>
+void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
+  float* rows = rows_.data();
+  char* from = back ? requested_wire_.data() : served_wire_.data();
+  char* to = back ? served_wire_.data() : requested_wire_.data();
+  auto sending = [&](int p, int t) { return back ? layout_.requested(p, t) : layout_.served(p, t); };
+  auto receiving = [&](int p, int t) {
+    return back ? layout_.served(p, t) : layout_.requested(p, t);
+  };
+  for (int p = 0; p < P_; ++p)
+    for (int t = 0; t < T_; ++t) {
+      const ExchangeLayout::Block& b = sending(p, t);
+      const CommPrecision precision = b_.spec(t).comm_precision;
+      const int64_t n = b.count * dims_[t];
+      if (p == rank_)
+        b_.round_wire(rows + b.row, n, precision, wire_scale(t, back));
+      else
+        b_.pack_wire(rows + b.row, n, precision, wire_scale(t, back), from + b.wire);
+    }
+  if (back)
+    data.alltoallv(from, layout_.wire_from_owners(), to, layout_.wire_to_requesters(),
+                   CommType::kByte);
+  else
+    data.alltoallv(from, layout_.wire_to_requesters(), to, layout_.wire_from_owners(),
+                   CommType::kByte);
+  for (int p = 0; p < P_; ++p)
+    for (int t = 0; t < T_; ++t) {
+      if (p == rank_) continue;
+      const ExchangeLayout::Block& b = receiving(p, t);
+      b_.unpack_wire(to + b.wire, b.count * dims_[t], b_.spec(t).comm_precision,
+                     1.f / wire_scale(t, back), rows + b.row);
+    }
 }
 
 template <typename Backend>
@@ -389,6 +449,10 @@ std::vector<TransferShape> ShardedStep<Backend>::last_transfers() const {
        bytes(layout_.rows_from_owners(), 4)},
       {Stage::kExchangeGrads, bytes(layout_.rows_from_owners(), 4),
        bytes(layout_.rows_to_requesters(), 4)}};
+  if (layout_.has_wire()) {
+    t[2] = {Stage::kExchangeRows, layout_.wire_to_requesters(), layout_.wire_from_owners()};
+    t[3] = {Stage::kExchangeGrads, layout_.wire_from_owners(), layout_.wire_to_requesters()};
+  }
   if (any_scaled_)
     t.push_back({Stage::kExchangeGrads, bytes(layout_.ids_to_owners(), 4),
                  bytes(layout_.ids_from_requesters(), 4)});

@@ -322,5 +322,18 @@ void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d
                      static_cast<int64_t>(rows.size()), row_offset);
 }
 
+// --- Wire --------------------------------------------------------------------------
+
+void pack_wire(const float* d_src, int64_t n, CommPrecision p, float scale, void* d_wire, void*) {
+  cpu::pack_wire(d_src, n, p, scale, d_wire);
+}
+void unpack_wire(const void* d_wire, int64_t n, CommPrecision p, float scale, float* d_dst,
+                 void*) {
+  cpu::unpack_wire(d_wire, n, p, scale, d_dst);
+}
+void round_wire(float* d_data, int64_t n, CommPrecision p, float scale, void*) {
+  cpu::round_wire(d_data, n, p, scale);
+}
+
 }  // namespace cuda
 }  // namespace embtrain

@@ -451,6 +451,88 @@ TEST_F(ShardedEmbeddingTest, GpuStepEqualsOneProcessOnTheGlobalBatch) {
   check_equals_one_process(seed, 100, /*on_gpu=*/true);
 }
 
+// Rows and gradients in 16 bits on the wire (comm_precision): the step
+// stays within the format's rounding of one process's result. The case's
+// gradients never cancel (see random_batch), so each row's summed gradient
+// is off by at most the format's relative rounding u (2^-8 for bf16, 2^-11
+// for fp16, whose gradients travel scaled and stay far below its
+// saturation), and each forward row by u of its value; through at most 4
+// steps of any optimizer that stays below 16 u of max(1, |value|). A table
+// left in fp32 beside them goes through the wire buffers as a copy: its
+// results are the bits of the all-fp32 run.
+void check_half_precision(uint64_t seed, int cases, bool on_gpu) {
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  for (int n = 0; n < cases; ++n) {
+    Case c = random_case(embtrain::random_bits(seed, 121, static_cast<uint64_t>(n)), P);
+    Case exact = c;
+    const auto precision = n % 2 ? embtrain::CommPrecision::kBf16 : embtrain::CommPrecision::kFp16;
+    const double u = precision == embtrain::CommPrecision::kBf16 ? 1.0 / 256 : 1.0 / 2048;
+    c.specs[0].comm_precision = precision;  // the others stay fp32
+    SCOPED_TRACE("case " + std::to_string(n) + " (" + embtrain::comm_precision_name(precision) +
+                 " on " + c.specs[0].name + "), " + c.describe());
+    ShardedEmbedding half(c.specs, &comm, local_rows(c, P, me));
+    ShardedEmbedding fp32(exact.specs, &comm, local_rows(exact, P, me));
+    if (on_gpu) half.use_cuda(), fp32.use_cuda();
+    Reference ref(c);
+    for (size_t k = 0; k < c.steps.size(); ++k) {
+      const auto outs = sharded_step(half, c, k);
+      const auto exact_outs = sharded_step(fp32, exact, k);
+      const auto want = ref.step(c, k);
+      const StepBatch& b = c.steps[k][0];
+      const int64_t offset = ShardPlan(b.samples, P).row_begin(me) * b.per_sample * c.specs[0].dim;
+      EXPECT_TRUE(all_close(outs[0].data(), want[0].data() + offset,
+                            static_cast<int64_t>(outs[0].size()), 16 * u))
+          << "forward output of step " << k << " of the 16-bit table";
+      // Every row has made the trip, the rank's own rows too: each output
+      // value is one the format can hold.
+      if (P > 1)
+        for (size_t i = 0; i < outs[0].size(); ++i) {
+          const float x = outs[0][i];
+          const float trip = embtrain::from_wire(embtrain::to_wire(x, precision), precision);
+          ASSERT_EQ(std::memcmp(&x, &trip, 4), 0)
+              << "step " << k << ": output " << i << " = " << x << " is not a "
+              << embtrain::comm_precision_name(precision) << " value";
+        }
+      for (int t = 1; t < c.num_tables(); ++t)
+        EXPECT_TRUE(outs[t] == exact_outs[t] ||
+                    std::memcmp(outs[t].data(), exact_outs[t].data(), outs[t].size() * 4) == 0)
+            << "step " << k << ": fp32 table " << t << " differs from the all-fp32 run";
+    }
+    for (int t = 0; t < c.num_tables(); ++t) {
+      const auto& got = half.shard(t).weights();
+      if (t > 0) {
+        EXPECT_EQ(std::memcmp(got.data(), fp32.shard(t).weights().data(), got.size() * 4), 0)
+            << "fp32 table " << t << "'s shard differs from the all-fp32 run";
+        continue;
+      }
+      std::vector<float> want(got.size());
+      half.plan(0).take_shard(me, ref.tables[0]->table().weights().data(), c.specs[0].dim,
+                              want.data());
+      EXPECT_TRUE(all_close(got.data(), want.data(), static_cast<int64_t>(got.size()), 16 * u))
+          << "weights of the 16-bit table";
+    }
+    if (!all_ranks(!::testing::Test::HasFailure())) break;
+  }
+}
+
+TEST_F(ShardedEmbeddingTest, HalfPrecisionOnTheWireStaysNearOneProcess) {
+  const uint64_t seed = test_seed(121);
+  SCOPED_TRACE(seed_trace(seed));
+  check_half_precision(seed, 60, /*on_gpu=*/false);
+}
+
+TEST_F(ShardedEmbeddingTest, GpuStepHalfPrecisionOnTheWireStaysNearOneProcess) {
+  if (!all_ranks(gpu_count() > 0)) {
+    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
+    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
+    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
+  }
+  const uint64_t seed = test_seed(122);
+  SCOPED_TRACE(seed_trace(seed));
+  check_half_precision(seed, 30, /*on_gpu=*/true);
+}
+
 // Without a GPU (or without CUDA in the build) asking for one is a clear
 // error on every rank, and the tables stay usable on the CPU.
 TEST_F(ShardedEmbeddingTest, UseCudaWithoutAGpuFailsOnEveryRank) {

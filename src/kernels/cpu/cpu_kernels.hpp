@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "embtrain/comm_precision.hpp"
 #include "embtrain/row_math.hpp"
 #include "kernels/unique_index.hpp"
 
@@ -104,6 +105,16 @@ void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, f
 void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
                  int64_t dim, const int64_t* rows, const float* const* grads, int64_t n,
                  int64_t row_offset);
+
+// --- wire.cpp ----------------------------------------------------------------
+
+// n floats to the wire in precision p, times `scale` first (exact: a power
+// of two): 2 bytes each for bf16 and fp16, the floats as they are for fp32.
+void pack_wire(const float* src, int64_t n, CommPrecision p, float scale, void* wire);
+// Back from the wire, times `scale` after (the inverse of pack's).
+void unpack_wire(const void* wire, int64_t n, CommPrecision p, float scale, float* dst);
+// In place, what a trip over the wire makes of n floats: pack then unpack.
+void round_wire(float* data, int64_t n, CommPrecision p, float scale);
 
 }  // namespace cpu
 }  // namespace embtrain

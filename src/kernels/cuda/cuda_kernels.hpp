@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <string>
 
+#include "embtrain/comm_precision.hpp"
 #include "embtrain/row_math.hpp"
 #include "kernels/cuda/device_memory.hpp"
 #include "kernels/cuda/launch.hpp"
@@ -133,6 +134,15 @@ void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d
 void update_rows(OptimizerKind kind, const StepScalars& scalars, float* d_table, float* d_state,
                  int64_t dim, const int64_t* d_rows, const float* d_grads, int64_t n,
                  int64_t row_offset, void* stream);
+
+// --- wire.cu ---------------------------------------------------------------------
+
+// cpu::pack_wire, unpack_wire and round_wire on the device.
+void pack_wire(const float* d_src, int64_t n, CommPrecision p, float scale, void* d_wire,
+               void* stream);
+void unpack_wire(const void* d_wire, int64_t n, CommPrecision p, float scale, float* d_dst,
+                 void* stream);
+void round_wire(float* d_data, int64_t n, CommPrecision p, float scale, void* stream);
 
 }  // namespace cuda
 }  // namespace embtrain
