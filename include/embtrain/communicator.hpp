@@ -42,6 +42,24 @@ class Communicator {
   // Counts are in elements and may exceed 2^31.
   virtual void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                          const std::vector<int64_t>& recv_counts, CommType type) = 0;
+  // A collective started and not yet finished: wait() finishes it (the
+  // buffers it was given stay in use until then). Destroying a request
+  // waits for it.
+  class Request {
+   public:
+    virtual ~Request() = default;
+    virtual void wait() = 0;
+  };
+  // alltoallv that may return before the data has moved: the transfer
+  // proceeds while the caller does other work (on MPI, as the process makes
+  // other MPI calls) and is done when the request's wait() returns. Every
+  // rank must start its non-blocking collectives in the same order. By
+  // default it is alltoallv, done at once.
+  virtual std::unique_ptr<Request> ialltoallv(const void* send,
+                                              const std::vector<int64_t>& send_counts, void* recv,
+                                              const std::vector<int64_t>& recv_counts,
+                                              CommType type);
+
   // Fixed all-to-all of `count` elements per peer (alltoallv).
   void alltoall(const void* send, void* recv, int64_t count, CommType type);
   // In-place reduction over ranks, and its three spellings.

@@ -77,6 +77,19 @@ class ShardedEmbedding {
   // Optimizer step on every table with the last backward's gradient.
   void step();
 
+  // Starts the next step's input distribution now, a step ahead: checks
+  // next_ids, takes their distinct ids, splits them by owner and starts
+  // sending them, so that this overlaps the rest of the current step (call
+  // it after forward(); ids do not depend on the weights). The next
+  // forward() given the same ids (the same bytes) takes it up; a forward()
+  // of any other batch (an evaluation) drops it. Results are bitwise those
+  // of the same steps without it, as TorchRec's TrainPipelineSparseDist
+  // does for its input distribution. A collective; a bad id throws here.
+  void prefetch(const std::vector<IdsView>& next_ids);
+  // The same for a batch already in the memory the step runs in, taken up
+  // by forward_device() of the same buffers.
+  void prefetch_device(const std::vector<IdSpan>& next_ids);
+
   // The step on batches already in the memory it runs in: device memory
   // after use_cuda (host memory on the CPU), int64 ids, nothing copied.
   // Work is ordered after the legacy default stream: data written on any

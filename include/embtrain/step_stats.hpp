@@ -36,6 +36,7 @@ struct StepStats {
   double wait_ms[kNumStages] = {};
   int64_t ids_bytes_sent = 0, rows_bytes_sent = 0, grads_bytes_sent = 0;
   int64_t steps = 0;
+  int64_t prefetched_steps = 0;  // forwards that took up their prefetch()
 
   double& operator[](Stage stage) { return ms[static_cast<int>(stage)]; }
   double operator[](Stage stage) const { return ms[static_cast<int>(stage)]; }

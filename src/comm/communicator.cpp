@@ -3,6 +3,7 @@
 #include "embtrain/communicator.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "common/timer.hpp"
@@ -39,6 +40,21 @@ double time_collective(Communicator& comm, const std::function<void()>& run) {
   Stopwatch clock;
   run();
   return clock.lap_ms();
+}
+
+namespace {
+// A request with nothing left to do.
+class DoneRequest final : public Communicator::Request {
+ public:
+  void wait() override {}
+};
+}  // namespace
+
+std::unique_ptr<Communicator::Request> Communicator::ialltoallv(
+    const void* send, const std::vector<int64_t>& send_counts, void* recv,
+    const std::vector<int64_t>& recv_counts, CommType type) {
+  alltoallv(send, send_counts, recv, recv_counts, type);
+  return std::make_unique<DoneRequest>();
 }
 
 void Communicator::alltoall(const void* send, void* recv, int64_t count, CommType type) {

@@ -41,32 +41,19 @@ class MpiCommunicator final : public Communicator {
 
   void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                  const std::vector<int64_t>& recv_counts, CommType type) override {
-    const Displacements displ = prepare_alltoallv(send_counts, recv_counts, type);
-    const std::vector<int64_t>& send_displ = displ.send;
-    const std::vector<int64_t>& recv_displ = displ.recv;
-    const int64_t elem = comm_type_size(type);
-    // The self part never leaves the process (buffers may be null when empty).
-    if (send_counts[rank_] > 0)
-      std::memcpy(static_cast<char*>(recv) + recv_displ[rank_] * elem,
-                  static_cast<const char*>(send) + send_displ[rank_] * elem,
-                  static_cast<size_t>(send_counts[rank_] * elem));
-    if (size_ == 1) return;
-
-    // Point-to-point messages of at most max_message_ elements each, not
-    // MPI_Alltoallv: its int counts cannot carry 2^31 elements, and a choice
-    // between the two made from this rank's own counts could differ between
-    // ranks and deadlock. Pieces of one pair arrive in order (MPI's
-    // non-overtaking rule), so one tag suffices.
-    std::vector<MPI_Request> requests;
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      post_pieces(static_cast<char*>(recv) + recv_displ[r] * elem, recv_counts[r], r, type,
-                  /*is_send=*/false, &requests);
-      post_pieces(const_cast<char*>(static_cast<const char*>(send)) + send_displ[r] * elem,
-                  send_counts[r], r, type, /*is_send=*/true, &requests);
-    }
+    std::vector<MPI_Request> requests =
+        post_alltoallv(send, send_counts, recv, recv_counts, type, kTag);
     EMBTRAIN_MPI_CHECK(
         MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
+  }
+
+  // The same messages, under a tag of their own: a blocking alltoallv
+  // started while this one is in flight never takes its messages.
+  std::unique_ptr<Request> ialltoallv(const void* send, const std::vector<int64_t>& send_counts,
+                                      void* recv, const std::vector<int64_t>& recv_counts,
+                                      CommType type) override {
+    return std::make_unique<MpiRequest>(
+        post_alltoallv(send, send_counts, recv, recv_counts, type, kNonBlockingTag));
   }
 
   void allreduce(void* data, int64_t count, CommType type, ReduceOp op) override {
@@ -101,11 +88,12 @@ class MpiCommunicator final : public Communicator {
         if (r == rank_)
           std::memcpy(at, send, static_cast<size_t>(send_count * elem));
         else
-          post_pieces(at, counts[r], r, type, /*is_send=*/false, &requests);
+          post_pieces(at, counts[r], r, type, /*is_send=*/false, kTag, &requests);
         displ += counts[r];
       }
     } else {
-      post_pieces(const_cast<void*>(send), send_count, root, type, /*is_send=*/true, &requests);
+      post_pieces(const_cast<void*>(send), send_count, root, type, /*is_send=*/true, kTag,
+                  &requests);
     }
     EMBTRAIN_MPI_CHECK(
         MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
@@ -134,7 +122,52 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  void post_pieces(void* base, int64_t count, int peer, CommType type, bool is_send,
+  class MpiRequest final : public Request {
+   public:
+    explicit MpiRequest(std::vector<MPI_Request> requests) : requests_(std::move(requests)) {}
+    ~MpiRequest() override {
+      if (!requests_.empty())
+        MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+    }
+    void wait() override {
+      std::vector<MPI_Request> pending = std::move(requests_);
+      requests_.clear();
+      EMBTRAIN_MPI_CHECK(
+          MPI_Waitall(static_cast<int>(pending.size()), pending.data(), MPI_STATUSES_IGNORE));
+    }
+
+   private:
+    std::vector<MPI_Request> requests_;
+  };
+
+  // Copies the self part and posts the messages of an alltoallv: point to
+  // point, at most max_message_ elements each, not MPI_Alltoallv, whose int
+  // counts cannot carry 2^31 elements (and a choice between the two made
+  // from this rank's own counts could differ between ranks and deadlock).
+  // Pieces of one pair arrive in order (MPI's non-overtaking rule), so one
+  // tag suffices.
+  std::vector<MPI_Request> post_alltoallv(const void* send, const std::vector<int64_t>& send_counts,
+                                          void* recv, const std::vector<int64_t>& recv_counts,
+                                          CommType type, int tag) {
+    const Displacements displ = prepare_alltoallv(send_counts, recv_counts, type);
+    const int64_t elem = comm_type_size(type);
+    // The self part never leaves the process (buffers may be null when empty).
+    if (send_counts[rank_] > 0)
+      std::memcpy(static_cast<char*>(recv) + displ.recv[rank_] * elem,
+                  static_cast<const char*>(send) + displ.send[rank_] * elem,
+                  static_cast<size_t>(send_counts[rank_] * elem));
+    std::vector<MPI_Request> requests;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      post_pieces(static_cast<char*>(recv) + displ.recv[r] * elem, recv_counts[r], r, type,
+                  /*is_send=*/false, tag, &requests);
+      post_pieces(const_cast<char*>(static_cast<const char*>(send)) + displ.send[r] * elem,
+                  send_counts[r], r, type, /*is_send=*/true, tag, &requests);
+    }
+    return requests;
+  }
+
+  void post_pieces(void* base, int64_t count, int peer, CommType type, bool is_send, int tag,
                    std::vector<MPI_Request>* requests) {
     const int64_t elem = comm_type_size(type);
     for (int64_t done = 0; done < count;) {
@@ -143,15 +176,15 @@ class MpiCommunicator final : public Communicator {
       requests->emplace_back();
       if (is_send)
         EMBTRAIN_MPI_CHECK(
-            MPI_Isend(at, piece, mpi_type(type), peer, kTag, comm_, &requests->back()));
+            MPI_Isend(at, piece, mpi_type(type), peer, tag, comm_, &requests->back()));
       else
         EMBTRAIN_MPI_CHECK(
-            MPI_Irecv(at, piece, mpi_type(type), peer, kTag, comm_, &requests->back()));
+            MPI_Irecv(at, piece, mpi_type(type), peer, tag, comm_, &requests->back()));
       done += piece;
     }
   }
 
-  static constexpr int kTag = 7301;
+  static constexpr int kTag = 7301, kNonBlockingTag = 7302;
   std::vector<char> scratch_send_, scratch_recv_;  // native_alltoallv_ms's
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;

@@ -55,7 +55,8 @@ void Embedding::forward(const IdsView& ids, float* out) {
   std::string error = check_ids(ids, spec.name, spec.num_embeddings);
   if (error.empty()) error = check_batch_size(spec, ids.numel());
   if (!error.empty()) throw Error(error);
-  impl_->step.forward({impl_->backend.stage_ids(0, ids)}, {out});
+  impl_->step.prepare({impl_->backend.stage_ids(0, ids)});
+  impl_->step.forward({out});
 }
 
 void Embedding::backward(const float* grad_out) {

@@ -27,6 +27,16 @@ std::string agree_on_batch(Communicator& control, std::string error);
 // (int32 positions), or "".
 std::string check_batch_size(const TableSpec& spec, int64_t n);
 
+// A 64-bit fingerprint of batches (FNV-1a over their type, shape and ids),
+// by which forward() knows the batch that prefetch() prepared; of device
+// batches, their addresses and sizes.
+uint64_t fingerprint(const std::vector<IdsView>& ids);
+uint64_t fingerprint(const std::vector<IdSpan>& ids);
+
+// Whether every rank's prefetched batch is the one its forward() was given:
+// only then do the ranks take it up, together. A collective.
+bool agree_on_prefetch(Communicator& control, bool mine);
+
 template <typename Backend, template <typename> class Step>
 class Engine final : public StepEngine {
  public:
@@ -38,32 +48,29 @@ class Engine final : public StepEngine {
         backend_(std::move(backend)),
         control_(*control),
         step_(backend_.get(), std::forward<StepArgs>(step_args)..., &stats_),
-        n_(shards_->size()) {}
+        n_(shards_->size()),
+        next_n_(shards_->size()) {}
 
-  // The host batch is checked and moved into the backend's memory as part
-  // of bucket_by_owner's time.
   void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) override {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && out.size() == n_.size());
-    Stopwatch clock;
-    std::string error;
-    for (size_t t = 0; t < ids.size() && error.empty(); ++t) {
-      const TableSpec& spec = backend_->spec(static_cast<int>(t));
-      error = check_ids(ids[t], spec.name, spec.num_embeddings);
-      if (error.empty()) error = check_batch_size(spec, ids[t].numel());
-    }
-    error = agree_on_batch(control_, error);
-    if (!error.empty()) throw AgreedError(error);
-    std::vector<IdSpan> spans(ids.size());
+    if (!take_prefetched(fingerprint(ids))) prepare(ids);
+    n_ = next_n_;
     std::vector<float*> staged(ids.size());
-    for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
-      spans[t] = backend_->stage_ids(t, ids[t]);
-      staged[t] = backend_->stage_output(t, out[t], spans[t].n * backend_->spec(t).dim);
-    }
-    stats_[Stage::kBucketByOwner] += clock.lap_ms();
-    run_forward(spans, staged);
     for (int t = 0; t < static_cast<int>(ids.size()); ++t)
-      backend_->finish_output(t, out[t], staged[t], spans[t].n * backend_->spec(t).dim);
+      staged[t] = backend_->stage_output(t, out[t], n_[t] * backend_->spec(t).dim);
+    backend_->refresh_device();
+    step_.forward(staged);
+    for (int t = 0; t < static_cast<int>(ids.size()); ++t)
+      backend_->finish_output(t, out[t], staged[t], n_[t] * backend_->spec(t).dim);
     backend_->synchronize();
+  }
+
+  void prefetch(const std::vector<IdsView>& ids) override {
+    EMBTRAIN_ASSERT(ids.size() == n_.size());
+    prefetched_ = false;
+    prepare(ids);
+    prefetched_ = true;
+    prefetched_fingerprint_ = fingerprint(ids);
   }
 
   void backward(const std::vector<const float*>& grad_out) override {
@@ -77,12 +84,18 @@ class Engine final : public StepEngine {
 
   void forward_device(const std::vector<IdSpan>& ids, const std::vector<float*>& out) override {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && out.size() == n_.size());
-    std::string error;
-    for (size_t t = 0; t < ids.size() && error.empty(); ++t)
-      error = check_resident_ids(static_cast<int>(t), ids[t]);
-    error = agree_on_batch(control_, error);
-    if (!error.empty()) throw AgreedError(error);
-    run_forward(ids, out);
+    if (!take_prefetched(fingerprint(ids))) prepare_device(ids);
+    n_ = next_n_;
+    backend_->refresh_device();
+    step_.forward(out);
+  }
+
+  void prefetch_device(const std::vector<IdSpan>& ids) override {
+    EMBTRAIN_ASSERT(ids.size() == n_.size());
+    prefetched_ = false;
+    prepare_device(ids);
+    prefetched_ = true;
+    prefetched_fingerprint_ = fingerprint(ids);
   }
 
   void backward_device(const std::vector<const float*>& grad_out) override {
@@ -90,6 +103,7 @@ class Engine final : public StepEngine {
     step_.backward(grad_out);
   }
 
+  // forward() without a prefetch takes up the step it prepares itself.
   void step() override {
     backend_->refresh_device();
     step_.step();
@@ -119,10 +133,46 @@ class Engine final : public StepEngine {
   std::string description() const override { return backend_->description(); }
 
  private:
-  void run_forward(const std::vector<IdSpan>& ids, const std::vector<float*>& out) {
-    backend_->refresh_device();
-    for (size_t t = 0; t < ids.size(); ++t) n_[t] = ids[t].n;
-    step_.forward(ids, out);
+  // Checks a host batch on every rank, moves it into the backend's memory
+  // and prepares its step (the input distribution): bucket_by_owner's time.
+  void prepare(const std::vector<IdsView>& ids) {
+    Stopwatch clock;
+    std::string error;
+    for (size_t t = 0; t < ids.size() && error.empty(); ++t) {
+      const TableSpec& spec = backend_->spec(static_cast<int>(t));
+      error = check_ids(ids[t], spec.name, spec.num_embeddings);
+      if (error.empty()) error = check_batch_size(spec, ids[t].numel());
+    }
+    error = agree_on_batch(control_, error);
+    if (!error.empty()) throw AgreedError(error);
+    std::vector<IdSpan> spans(ids.size());
+    for (int t = 0; t < static_cast<int>(ids.size()); ++t) spans[t] = backend_->stage_ids(t, ids[t]);
+    stats_[Stage::kBucketByOwner] += clock.lap_ms();
+    prepare_spans(spans);
+  }
+
+  // The same for a batch already in the backend's memory.
+  void prepare_device(const std::vector<IdSpan>& ids) {
+    std::string error;
+    for (size_t t = 0; t < ids.size() && error.empty(); ++t)
+      error = check_resident_ids(static_cast<int>(t), ids[t]);
+    error = agree_on_batch(control_, error);
+    if (!error.empty()) throw AgreedError(error);
+    prepare_spans(ids);
+  }
+
+  void prepare_spans(const std::vector<IdSpan>& ids) {
+    for (size_t t = 0; t < ids.size(); ++t) next_n_[t] = ids[t].n;
+    step_.prepare(ids);
+  }
+
+  // Takes up the prefetched step when every rank's is the batch given now
+  // (then forward skips prepare); else it is dropped.
+  bool take_prefetched(uint64_t batch) {
+    const bool taken = prefetched_ && agree_on_prefetch(control_, batch == prefetched_fingerprint_);
+    prefetched_ = false;
+    stats_.prefetched_steps += taken ? 1 : 0;
+    return taken;
   }
 
   // check_ids for a batch already in the backend's memory.
@@ -141,7 +191,10 @@ class Engine final : public StepEngine {
   Communicator& control_;
   StepStats stats_;
   Step<Backend> step_;
-  std::vector<int64_t> n_;  // ids per table in the last forward
+  std::vector<int64_t> n_;       // ids per table in the last forward
+  std::vector<int64_t> next_n_;  // in the last prepare
+  bool prefetched_ = false;      // a prefetch() awaits its forward()
+  uint64_t prefetched_fingerprint_ = 0;
 };
 
 // The engine of `backend` on `shards`: the single-process step with one

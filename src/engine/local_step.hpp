@@ -29,10 +29,17 @@ class LocalStep {
   LocalStep(Backend* backend, StepStats* stats)
       : b_(*backend), stats_(*stats), tables_(static_cast<size_t>(backend->num_tables())) {}
 
-  // ids[t] (validated) and out[t] in the backend's memory.
-  void forward(const std::vector<IdSpan>& ids, const std::vector<float*>& out) {
+  // The next step's distinct ids: ids[t] (validated) in the backend's
+  // memory, which must stay there until its forward(). It can run a step
+  // ahead (ShardedEmbedding::prefetch).
+  void prepare(const std::vector<IdSpan>& ids) {
+    next_ = ids;
     bucket_by_owner(ids);
-    gather_owned(ids, out);
+  }
+  // The prepared step's forward: out[t] in the backend's memory.
+  void forward(const std::vector<float*>& out) {
+    current_ ^= 1;
+    gather_owned(next_, out);
     ++stats_.steps;
   }
   // grad_out[t] must stay valid until step().
@@ -47,9 +54,11 @@ class LocalStep {
   const typename Backend::Grads& grads(int t) const { return tables_[t].grads; }
 
  private:
+  // A step's distinct ids, twice: prepare() fills one while the step
+  // before may still use the other.
   struct Table {
-    typename Backend::UniqueWorkspace ws;
-    UniqueIndex index;
+    typename Backend::UniqueWorkspace ws[2];
+    UniqueIndex index[2];
     typename Backend::Grads grads;
   };
 
@@ -57,9 +66,10 @@ class LocalStep {
 
   void bucket_by_owner(const std::vector<IdSpan>& ids) {
     Stopwatch clock;
+    const int slot = current_ ^ 1;
     for (int t = 0; t < num_tables(); ++t)
-      tables_[t].index = b_.unique_ids(ids[t].data, ids[t].n, b_.spec(t).num_embeddings,
-                                       &tables_[t].ws);
+      tables_[t].index[slot] = b_.unique_ids(ids[t].data, ids[t].n, b_.spec(t).num_embeddings,
+                                             &tables_[t].ws[slot]);
     stats_[Stage::kBucketByOwner] += clock.lap_ms();
   }
 
@@ -68,7 +78,7 @@ class LocalStep {
   void gather_owned(const std::vector<IdSpan>& ids, const std::vector<float*>& out) {
     Stopwatch clock;
     for (int t = 0; t < num_tables(); ++t) {
-      b_.renorm_rows(t, tables_[t].index.unique, tables_[t].index.num_unique);
+      b_.renorm_rows(t, tables_[t].index[current_].unique, tables_[t].index[current_].num_unique);
       b_.gather_rows(t, ids[t].data, ids[t].n, out[t]);
     }
     b_.synchronize();
@@ -79,7 +89,7 @@ class LocalStep {
     Stopwatch clock;
     for (int t = 0; t < num_tables(); ++t) {
       OwnerGrads args;
-      args.index = &tables_[t].index;
+      args.index = &tables_[t].index[current_];
       args.src = grad_out[t];
       args.scale_by_count = b_.spec(t).scale_grad_by_freq;
       args.skip_row = b_.spec(t).padding_row();
@@ -106,6 +116,8 @@ class LocalStep {
   Backend& b_;
   StepStats& stats_;
   std::vector<Table> tables_;
+  int current_ = 0;            // the index forward() last took up
+  std::vector<IdSpan> next_;   // the prepared step's ids
 };
 
 }  // namespace embtrain

@@ -79,6 +79,13 @@ void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
 }
 void ShardedEmbedding::step() { engine_->step(); }
 
+void ShardedEmbedding::prefetch(const std::vector<IdsView>& next_ids) {
+  engine_->prefetch(next_ids);
+}
+void ShardedEmbedding::prefetch_device(const std::vector<IdSpan>& next_ids) {
+  engine_->prefetch_device(next_ids);
+}
+
 void ShardedEmbedding::forward_device(const std::vector<IdSpan>& ids,
                                       const std::vector<float*>& out) {
   engine_->forward_device(ids, out);

@@ -40,6 +40,7 @@
 #pragma once
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,10 +64,21 @@ class ShardedStep {
   ShardedStep(Backend* backend, Communicator* control, const std::vector<ShardPlan>& plans,
               StepStats* stats);
 
-  // ids[t] (validated) and out[t] in the backend's memory. Collectives.
-  void forward(const std::vector<IdSpan>& ids, const std::vector<float*>& out) {
-    bucket_by_owner(ids);
-    exchange_ids();
+  // The next step's input distribution (bucket_by_owner and exchange_ids),
+  // which its ids alone determine: ids[t] (validated) in the backend's
+  // memory. The ids exchange may still be in flight when it returns; it can
+  // run a step ahead, during the current step's backward and update
+  // (ShardedEmbedding::prefetch). A collective.
+  void prepare(const std::vector<IdSpan>& ids) {
+    Input& in = inputs_[current_ ^ 1];
+    if (in.ids_in_flight) in.ids_in_flight->wait();  // an unused prepare, discarded
+    bucket_by_owner(&in, ids);
+    start_exchange_ids(&in);
+  }
+  // The prepared step's forward: out[t] in the backend's memory. Collectives.
+  void forward(const std::vector<float*>& out) {
+    current_ ^= 1;
+    finish_exchange_ids();
     gather_owned();
     exchange_rows();
     expand(out);
@@ -96,11 +108,25 @@ class ShardedStep {
     typename Backend::UniqueWorkspace ws;
     Buffer<int64_t> keys;            // the batch's ids as sort keys (ShardPlan::key)
     UniqueIndex index;               // their distinct keys
-    Buffer<int64_t> bounds;          // num_bounds(), see above
     std::vector<int64_t> begin;      // num_bounds(): bucketize's answer, on the host
     int64_t pad_slot = -1;           // the padding id's slot in index, or -1
     Buffer<int64_t> slot_rows;       // per slot: its row in rows_ (-1 skips it in the reduce)
   };
+  // What a step's ids alone determine: prepare() fills one while the step
+  // before may still use the other.
+  struct Input {
+    std::vector<Requested> tables;
+    // Per (peer, table) id counts: what this rank requests of each owner,
+    // what each requester asks of it.
+    std::vector<int64_t> requested_counts, served_counts;
+    ExchangeLayout layout;
+    Buffer<int64_t> begin_all;  // bucketize's answers of every table
+    std::vector<int64_t> h_begin_all;
+    Buffer<int64_t> ids_send, ids_recv;
+    std::unique_ptr<Communicator::Request> ids_in_flight;
+  };
+  Input& cur() { return inputs_[current_]; }
+  const Input& cur() const { return inputs_[current_]; }
   // Owner side of one table.
   struct Served {
     typename Backend::UniqueWorkspace ws;
@@ -141,14 +167,14 @@ class ShardedStep {
   // blocks, or `back` the other way (the gradients): straight from the rows
   // buffer, or through the wire buffers when a table travels in 16 bits.
   void move_rows(Communicator& data, bool back) {
-    if (layout_.has_wire()) return move_wire(data, back);
-    float* served = rows_.data() + layout_.served_rows();
-    float* requested = rows_.data() + layout_.requested_rows();
+    if (cur().layout.has_wire()) return move_wire(data, back);
+    float* served = rows_.data() + cur().layout.served_rows();
+    float* requested = rows_.data() + cur().layout.requested_rows();
     if (back)
-      data.alltoallv(requested, layout_.rows_from_owners(), served, layout_.rows_to_requesters(),
+      data.alltoallv(requested, cur().layout.rows_from_owners(), served, cur().layout.rows_to_requesters(),
                      CommType::kFloat32);
     else
-      data.alltoallv(served, layout_.rows_to_requesters(), requested, layout_.rows_from_owners(),
+      data.alltoallv(served, cur().layout.rows_to_requesters(), requested, cur().layout.rows_from_owners(),
                      CommType::kFloat32);
   }
   void move_wire(Communicator& data, bool back);
@@ -157,8 +183,9 @@ class ShardedStep {
     return gradients && b_.spec(t).comm_precision == CommPrecision::kFp16 ? kFp16GradScale : 1.f;
   }
 
-  void bucket_by_owner(const std::vector<IdSpan>& ids);
-  void exchange_ids();
+  void bucket_by_owner(Input* in, const std::vector<IdSpan>& ids);
+  void start_exchange_ids(Input* in);
+  void finish_exchange_ids();
   void gather_owned();
   void exchange_rows();
   void expand(const std::vector<float*>& out);
@@ -177,15 +204,10 @@ class ShardedStep {
   std::vector<ShardPlan> plans_;
   std::vector<int64_t> skip_row_;  // per table: the padding row if it is here (local), or -1
   std::vector<int> wire_bytes_;    // per table, when any travels in 16 bits; else empty
-  std::vector<Requested> requested_;
+  std::vector<Buffer<int64_t>> bounds_;  // per table: num_bounds(), see above
+  Input inputs_[2];
+  int current_ = 0;  // inputs_[current_]: the step forward() last took up
   std::vector<Served> served_;
-  // Per (peer, table) id counts of this step: what this rank requests of
-  // each owner, what each requester asks of it.
-  std::vector<int64_t> requested_counts_, served_counts_;
-  ExchangeLayout layout_;
-  Buffer<int64_t> begin_all_;  // bucketize's answers of every table
-  std::vector<int64_t> h_begin_all_;
-  Buffer<int64_t> ids_send_, ids_recv_;
   Buffer<float> rows_;  // see ExchangeLayout
   Buffer<int32_t> counts_send_, counts_recv_;
   Buffer<char> served_wire_, requested_wire_;  // see ExchangeLayout
@@ -201,8 +223,9 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
       T_(backend->num_tables()),
       rank_(control->rank()),
       plans_(plans),
-      requested_(static_cast<size_t>(T_)),
+      bounds_(static_cast<size_t>(T_)),
       served_(static_cast<size_t>(T_)) {
+  for (Input& in : inputs_) in.tables.resize(static_cast<size_t>(T_));
   for (int t = 0; t < T_; ++t) {
     const TableSpec& spec = b_.spec(t);
     const ShardPlan& plan = plans_[t];
@@ -216,7 +239,7 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
     bounds[P_ + 2] = pad >= 0 ? plan.key(pad) + 1 : plan.key_bound();
     skip_row_.push_back(pad >= 0 && plan.owner(pad) == rank_ ? plan.local_row(pad) : -1);
     wire_bytes_.push_back(comm_bytes(spec.comm_precision));
-    b_.upload(requested_[t].bounds.reserve(num_bounds()), bounds.data(), num_bounds());
+    b_.upload(bounds_[t].reserve(num_bounds()), bounds.data(), num_bounds());
   }
   // All fp32: rows travel straight from the rows buffer, with no wire.
   if (std::all_of(wire_bytes_.begin(), wire_bytes_.end(), [](int b) { return b == 4; }))
@@ -225,69 +248,85 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
 }
 
 template <typename Backend>
-void ShardedStep<Backend>::bucket_by_owner(const std::vector<IdSpan>& ids) {
+void ShardedStep<Backend>::bucket_by_owner(Input* in, const std::vector<IdSpan>& ids) {
   Stopwatch clock;
   const int nb = num_bounds();
-  int64_t* begin_all = begin_all_.reserve(int64_t{nb} * T_);
+  int64_t* begin_all = in->begin_all.reserve(int64_t{nb} * T_);
   for (int t = 0; t < T_; ++t) {
-    Requested& r = requested_[t];
+    Requested& r = in->tables[t];
     const ShardPlan& plan = plans_[t];
     int64_t* keys = r.keys.reserve(ids[t].n);
     b_.cyclic_keys(ids[t].data, ids[t].n, P_, plan.key_begin(1), keys);
     r.index = b_.unique_ids(keys, ids[t].n, plan.key_bound(), &r.ws);
-    b_.bucketize(r.index, r.bounds.data(), nb, begin_all + int64_t{nb} * t);
+    b_.bucketize(r.index, bounds_[t].data(), nb, begin_all + int64_t{nb} * t);
   }
   // The one wait of forward before the exchange: the counts go to the host.
-  h_begin_all_.resize(static_cast<size_t>(nb) * T_);
-  b_.download(h_begin_all_.data(), begin_all, int64_t{nb} * T_);
-  requested_counts_.assign(static_cast<size_t>(P_) * T_, 0);
+  in->h_begin_all.resize(static_cast<size_t>(nb) * T_);
+  b_.download(in->h_begin_all.data(), begin_all, int64_t{nb} * T_);
+  in->requested_counts.assign(static_cast<size_t>(P_) * T_, 0);
   for (int t = 0; t < T_; ++t) {
-    Requested& r = requested_[t];
-    r.begin.assign(h_begin_all_.begin() + nb * t, h_begin_all_.begin() + nb * (t + 1));
+    Requested& r = in->tables[t];
+    r.begin.assign(in->h_begin_all.begin() + nb * t, in->h_begin_all.begin() + nb * (t + 1));
     r.pad_slot = r.begin[P_ + 2] - r.begin[P_ + 1] == 1 ? r.begin[P_ + 1] : -1;
-    for (int d = 0; d < P_; ++d) requested_counts_[d * T_ + t] = r.begin[d + 1] - r.begin[d];
+    for (int d = 0; d < P_; ++d) in->requested_counts[d * T_ + t] = r.begin[d + 1] - r.begin[d];
   }
   finish(Stage::kBucketByOwner, &clock);
 }
 
+// Counts, then the layout, then the ids, which may still be moving when it
+// returns: finish_exchange_ids waits for them.
 template <typename Backend>
-void ShardedStep<Backend>::exchange_ids() {
+void ShardedStep<Backend>::start_exchange_ids(Input* in) {
   Stopwatch clock;
   wait_for_ranks(Stage::kExchangeIds);
-  served_counts_.assign(static_cast<size_t>(P_) * T_, 0);
-  control_.alltoall(requested_counts_.data(), served_counts_.data(), T_, CommType::kInt64);
-  layout_.assign(rank_, dims_, Backend::kRowAlign, requested_counts_, served_counts_,
-                 wire_bytes_);
-  // Every exchange buffer of the step grows here, before the first
-  // transfer: growing device memory waits for all work using it.
-  int64_t* send = ids_send_.reserve(layout_.num_requested());
-  int64_t* recv = ids_recv_.reserve(layout_.num_served());
-  rows_.reserve(layout_.rows_floats());
-  if (layout_.has_wire()) {
-    served_wire_.reserve(layout_.served_wire_bytes());
-    requested_wire_.reserve(layout_.requested_wire_bytes());
-  }
-  if (any_scaled_) {
-    counts_send_.reserve(layout_.num_requested());
-    counts_recv_.reserve(layout_.num_served());
-  }
+  in->served_counts.assign(static_cast<size_t>(P_) * T_, 0);
+  control_.alltoall(in->requested_counts.data(), in->served_counts.data(), T_, CommType::kInt64);
+  const ExchangeLayout& layout = in->layout;
+  in->layout.assign(rank_, dims_, Backend::kRowAlign, in->requested_counts, in->served_counts,
+                    wire_bytes_);
+  int64_t* send = in->ids_send.reserve(layout.num_requested());
+  int64_t* recv = in->ids_recv.reserve(layout.num_served());
   // Owner d's keys less its first key: the rows it holds them at.
   for (int d = 0; d < P_; ++d)
     for (int t = 0; t < T_; ++t) {
-      const ExchangeLayout::Block& block = layout_.requested(d, t);
-      b_.shift_ids(requested_[t].index.unique + requested_[t].begin[d], block.count,
+      const ExchangeLayout::Block& block = layout.requested(d, t);
+      b_.shift_ids(in->tables[t].index.unique + in->tables[t].begin[d], block.count,
                    -plans_[t].key_begin(d), send + block.id);
     }
-  exchange(Stage::kExchangeIds, &stats_.ids_bytes_sent, &clock, [&](Communicator& data) {
-    data.alltoallv(send, layout_.ids_to_owners(), recv, layout_.ids_from_requesters(),
-                   CommType::kInt64);
-  });
+  Communicator& data = b_.data();
+  const int64_t before = data.traffic().bytes_sent;
+  in->ids_in_flight = data.ialltoallv(send, layout.ids_to_owners(), recv,
+                                      layout.ids_from_requesters(), CommType::kInt64);
+  stats_.ids_bytes_sent += data.traffic().bytes_sent - before;
+  finish(Stage::kExchangeIds, &clock);
+}
+
+template <typename Backend>
+void ShardedStep<Backend>::finish_exchange_ids() {
+  Stopwatch clock;
+  Input& in = cur();
+  EMBTRAIN_ASSERT(in.ids_in_flight);  // forward() takes up a prepared step
+  in.ids_in_flight->wait();
+  in.ids_in_flight.reset();
+  b_.data().synchronize();
+  finish(Stage::kExchangeIds, &clock);
 }
 
 template <typename Backend>
 void ShardedStep<Backend>::gather_owned() {
   Stopwatch clock;
-  float* rows = rows_.data();
+  const ExchangeLayout& layout = cur().layout;
+  // The step's buffers grow here, once the step before is done with them
+  // (growing drops the contents, and on a GPU waits for all work using them).
+  float* rows = rows_.reserve(layout.rows_floats());
+  if (layout.has_wire()) {
+    served_wire_.reserve(layout.served_wire_bytes());
+    requested_wire_.reserve(layout.requested_wire_bytes());
+  }
+  if (any_scaled_) {
+    counts_send_.reserve(layout.num_requested());
+    counts_recv_.reserve(layout.num_served());
+  }
   for (int t = 0; t < T_; ++t) {
     Served& s = served_[t];
     const int64_t dim = dims_[t];
@@ -295,19 +334,19 @@ void ShardedStep<Backend>::gather_owned() {
     s.starts.assign(static_cast<size_t>(P_) + 1, 0);
     std::vector<int64_t> base(static_cast<size_t>(P_));
     for (int r = 0; r < P_; ++r) {
-      s.starts[r + 1] = s.starts[r] + layout_.served(r, t).count;
-      base[r] = layout_.served(r, t).row;
+      s.starts[r + 1] = s.starts[r] + layout.served(r, t).count;
+      base[r] = layout.served(r, t).row;
     }
     const int64_t m = s.starts[P_];
     int64_t* ids = s.ids.reserve(m);
     for (int r = 0; r < P_; ++r)
-      b_.copy(ids + s.starts[r], ids_recv_.data() + layout_.served(r, t).id,
-              layout_.served(r, t).count);
+      b_.copy(ids + s.starts[r], cur().ids_recv.data() + layout.served(r, t).id,
+              layout.served(r, t).count);
     s.index = b_.unique_ids(ids, m, plans_[t].shard_rows(rank_), &s.ws);
     b_.renorm_rows(t, s.index.unique, s.index.num_unique);
     for (int r = 0; r < P_; ++r)
-      b_.gather_rows(t, ids + s.starts[r], layout_.served(r, t).count,
-                     rows + layout_.served(r, t).row);
+      b_.gather_rows(t, ids + s.starts[r], layout.served(r, t).count,
+                     rows + layout.served(r, t).row);
     // Where the gradients of these rows will come back: the same places.
     b_.block_offsets(s.starts, base, dim, m, s.src_rows.reserve(m));
   }
@@ -330,9 +369,9 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
   float* rows = rows_.data();
   char* from = back ? requested_wire_.data() : served_wire_.data();
   char* to = back ? served_wire_.data() : requested_wire_.data();
-  auto sending = [&](int p, int t) { return back ? layout_.requested(p, t) : layout_.served(p, t); };
+  auto sending = [&](int p, int t) { return back ? cur().layout.requested(p, t) : cur().layout.served(p, t); };
   auto receiving = [&](int p, int t) {
-    return back ? layout_.served(p, t) : layout_.requested(p, t);
+    return back ? cur().layout.served(p, t) : cur().layout.requested(p, t);
   };
   for (int p = 0; p < P_; ++p)
     for (int t = 0; t < T_; ++t) {
@@ -345,10 +384,10 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
         b_.pack_wire(rows + b.row, n, precision, wire_scale(t, back), from + b.wire);
     }
   if (back)
-    data.alltoallv(from, layout_.wire_from_owners(), to, layout_.wire_to_requesters(),
+    data.alltoallv(from, cur().layout.wire_from_owners(), to, cur().layout.wire_to_requesters(),
                    CommType::kByte);
   else
-    data.alltoallv(from, layout_.wire_to_requesters(), to, layout_.wire_from_owners(),
+    data.alltoallv(from, cur().layout.wire_to_requesters(), to, cur().layout.wire_from_owners(),
                    CommType::kByte);
   for (int p = 0; p < P_; ++p)
     for (int t = 0; t < T_; ++t) {
@@ -363,10 +402,10 @@ template <typename Backend>
 void ShardedStep<Backend>::expand(const std::vector<float*>& out) {
   Stopwatch clock;
   for (int t = 0; t < T_; ++t) {
-    Requested& r = requested_[t];
+    Requested& r = cur().tables[t];
     // Owner d's rows of table t arrived as one block.
     std::vector<int64_t> starts(r.begin.begin(), r.begin.begin() + P_ + 1), base(P_);
-    for (int d = 0; d < P_; ++d) base[d] = layout_.requested(d, t).row;
+    for (int d = 0; d < P_; ++d) base[d] = cur().layout.requested(d, t).row;
     int64_t* slot_rows = r.slot_rows.reserve(r.index.num_unique);
     b_.block_offsets(starts, base, dims_[t], r.index.num_unique, slot_rows);
     b_.expand_rows(rows_.data(), slot_rows, r.index, dims_[t], out[t]);
@@ -379,7 +418,7 @@ void ShardedStep<Backend>::reduce_requested(const std::vector<const float*>& gra
   Stopwatch clock;
   static const int64_t kSkip = -1;
   for (int t = 0; t < T_; ++t) {
-    Requested& r = requested_[t];
+    Requested& r = cur().tables[t];
     // The padding id's sum is never used (its owner drops it): skip it.
     if (r.pad_slot >= 0) b_.upload(r.slot_rows.data() + r.pad_slot, &kSkip, 1);
     SegmentLayout layout;
@@ -387,7 +426,7 @@ void ShardedStep<Backend>::reduce_requested(const std::vector<const float*>& gra
     b_.segment_sum(grad_out[t], dims_[t], r.index, layout, rows_.data());
     if (!any_scaled_) continue;
     for (int d = 0; d < P_; ++d) {
-      const ExchangeLayout::Block& block = layout_.requested(d, t);
+      const ExchangeLayout::Block& block = cur().layout.requested(d, t);
       if (block.count > 0)
         b_.segment_counts(r.index.offsets + r.begin[d], block.count,
                           counts_send_.data() + block.id);
@@ -403,8 +442,8 @@ void ShardedStep<Backend>::exchange_grads() {
   exchange(Stage::kExchangeGrads, &stats_.grads_bytes_sent, &clock, [&](Communicator& data) {
     move_rows(data, /*back=*/true);
     if (any_scaled_)
-      data.alltoallv(counts_send_.data(), layout_.ids_to_owners(), counts_recv_.data(),
-                     layout_.ids_from_requesters(), CommType::kInt32);
+      data.alltoallv(counts_send_.data(), cur().layout.ids_to_owners(), counts_recv_.data(),
+                     cur().layout.ids_from_requesters(), CommType::kInt32);
   });
 }
 
@@ -424,8 +463,8 @@ void ShardedStep<Backend>::combine_at_owner() {
       // Each requester's count of each id it sent, in the order of s.ids.
       int32_t* weights = s.weights.reserve(s.starts[P_]);
       for (int r = 0; r < P_; ++r)
-        b_.copy(weights + s.starts[r], counts_recv_.data() + layout_.served(r, t).id,
-                layout_.served(r, t).count);
+        b_.copy(weights + s.starts[r], counts_recv_.data() + cur().layout.served(r, t).id,
+                cur().layout.served(r, t).count);
       args.weights = weights;
     }
     b_.combine(t, args, &s.grads);
@@ -443,19 +482,19 @@ std::vector<TransferShape> ShardedStep<Backend>::last_transfers() const {
   const std::vector<int64_t> counts(static_cast<size_t>(P_), T_ * int64_t{8});
   std::vector<TransferShape> t = {
       {Stage::kExchangeIds, counts, counts},
-      {Stage::kExchangeIds, bytes(layout_.ids_to_owners(), 8),
-       bytes(layout_.ids_from_requesters(), 8)},
-      {Stage::kExchangeRows, bytes(layout_.rows_to_requesters(), 4),
-       bytes(layout_.rows_from_owners(), 4)},
-      {Stage::kExchangeGrads, bytes(layout_.rows_from_owners(), 4),
-       bytes(layout_.rows_to_requesters(), 4)}};
-  if (layout_.has_wire()) {
-    t[2] = {Stage::kExchangeRows, layout_.wire_to_requesters(), layout_.wire_from_owners()};
-    t[3] = {Stage::kExchangeGrads, layout_.wire_from_owners(), layout_.wire_to_requesters()};
+      {Stage::kExchangeIds, bytes(cur().layout.ids_to_owners(), 8),
+       bytes(cur().layout.ids_from_requesters(), 8)},
+      {Stage::kExchangeRows, bytes(cur().layout.rows_to_requesters(), 4),
+       bytes(cur().layout.rows_from_owners(), 4)},
+      {Stage::kExchangeGrads, bytes(cur().layout.rows_from_owners(), 4),
+       bytes(cur().layout.rows_to_requesters(), 4)}};
+  if (cur().layout.has_wire()) {
+    t[2] = {Stage::kExchangeRows, cur().layout.wire_to_requesters(), cur().layout.wire_from_owners()};
+    t[3] = {Stage::kExchangeGrads, cur().layout.wire_from_owners(), cur().layout.wire_to_requesters()};
   }
   if (any_scaled_)
-    t.push_back({Stage::kExchangeGrads, bytes(layout_.ids_to_owners(), 4),
-                 bytes(layout_.ids_from_requesters(), 4)});
+    t.push_back({Stage::kExchangeGrads, bytes(cur().layout.ids_to_owners(), 4),
+                 bytes(cur().layout.ids_from_requesters(), 4)});
   return t;
 }
 

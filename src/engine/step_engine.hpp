@@ -29,6 +29,9 @@ class StepEngine {
   // The same on batches in the memory the step runs in (see
   // ShardedEmbedding::forward_device).
   virtual void forward_device(const std::vector<IdSpan>& ids, const std::vector<float*>& out) = 0;
+  // ShardedEmbedding::prefetch and prefetch_device.
+  virtual void prefetch(const std::vector<IdsView>& ids) = 0;
+  virtual void prefetch_device(const std::vector<IdSpan>& ids) = 0;
   virtual void backward_device(const std::vector<const float*>& grad_out) = 0;
   virtual void synchronize() = 0;
 

@@ -451,6 +451,120 @@ TEST_F(ShardedEmbeddingTest, GpuStepEqualsOneProcessOnTheGlobalBatch) {
   check_equals_one_process(seed, 100, /*on_gpu=*/true);
 }
 
+// This rank's slice of step k's batches, as views, and its gradients.
+struct Slices {
+  std::vector<TypedIds> ids;
+  std::vector<IdsView> views;
+  std::vector<const float*> grads;
+};
+Slices slices(const Case& c, size_t k, int P, int me) {
+  Slices s;
+  for (int t = 0; t < c.num_tables(); ++t) {
+    const StepBatch& b = c.steps[k][t];
+    const ShardPlan split(b.samples, P);
+    s.ids.push_back(b.slice(split.row_begin(me), split.row_end(me)));
+    s.grads.push_back(b.grad.data() + split.row_begin(me) * b.per_sample * c.specs[t].dim);
+  }
+  for (const TypedIds& i : s.ids) s.views.push_back(i.view);
+  return s;
+}
+
+// Whether steps a and b of `c` have the same batches (then a forward of
+// a's batch takes up a prefetch of b's).
+bool fingerprint_equal(const Case& c, size_t a, size_t b) {
+  for (int t = 0; t < c.num_tables(); ++t) {
+    const StepBatch& x = c.steps[a][t];
+    const StepBatch& y = c.steps[b][t];
+    if (x.ids != y.ids || x.samples != y.samples || x.per_sample != y.per_sample ||
+        x.two_d != y.two_d || x.dtype != y.dtype)
+      return false;
+  }
+  return true;
+}
+
+// Prefetched steps (each step's input distribution started during the step
+// before) give the bits of the same steps without it; so does a prefetch
+// dropped by a forward of another batch between (an evaluation), done alike
+// on both sides.
+void check_prefetch(uint64_t seed, int cases, bool on_gpu) {
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  for (int n = 0; n < cases; ++n) {
+    const Case c = random_case(embtrain::random_bits(seed, 131, static_cast<uint64_t>(n)), P);
+    SCOPED_TRACE("case " + std::to_string(n) + ", " + c.describe());
+    ShardedEmbedding plain(c.specs, &comm, local_rows(c, P, me));
+    ShardedEmbedding piped(c.specs, &comm, local_rows(c, P, me));
+    if (on_gpu) plain.use_cuda(), piped.use_cuda();
+    const size_t K = c.steps.size();
+    int64_t taken = 0;  // prefetches the next forward takes up
+    for (size_t k = 0; k < K; ++k) {
+      const Slices batch = slices(c, k, P, me);
+      std::vector<std::vector<float>> out_plain, out_piped;
+      std::vector<float*> ptr_plain, ptr_piped;
+      for (int t = 0; t < c.num_tables(); ++t) {
+        const size_t floats = static_cast<size_t>(batch.views[t].numel() * c.specs[t].dim);
+        out_plain.emplace_back(floats, -1.f);
+        out_piped.emplace_back(floats, -2.f);
+      }
+      for (int t = 0; t < c.num_tables(); ++t) {
+        ptr_plain.push_back(out_plain[t].data());
+        ptr_piped.push_back(out_piped[t].data());
+      }
+      plain.forward(batch.views, ptr_plain);
+      piped.forward(batch.views, ptr_piped);
+      for (int t = 0; t < c.num_tables(); ++t)
+        ASSERT_EQ(std::memcmp(out_plain[t].data(), out_piped[t].data(), out_plain[t].size() * 4), 0)
+            << "step " << k << ", table " << t << ": outputs differ";
+      const bool evaluate = (k + n) % 3 == 1;  // then a forward of step 0's batch in between
+      if (k + 1 < K) piped.prefetch(slices(c, k + 1, P, me).views);
+      // Step 0's batch may be the next one too (a one-step case has no next).
+      if (k + 1 < K && (!evaluate || fingerprint_equal(c, 0, k + 1))) ++taken;
+      plain.backward(batch.grads);
+      piped.backward(batch.grads);
+      plain.step();
+      piped.step();
+      if (evaluate) {
+        const Slices other = slices(c, 0, P, me);
+        std::vector<std::vector<float>> scratch;
+        std::vector<float*> ptrs;
+        for (int t = 0; t < c.num_tables(); ++t)
+          scratch.emplace_back(static_cast<size_t>(other.views[t].numel() * c.specs[t].dim));
+        for (auto& v : scratch) ptrs.push_back(v.data());
+        plain.forward(other.views, ptrs);
+        piped.forward(other.views, ptrs);
+      }
+    }
+    EXPECT_EQ(piped.stats().prefetched_steps, taken) << "prefetches taken up";
+    EXPECT_EQ(plain.stats().prefetched_steps, 0);
+    for (int t = 0; t < c.num_tables(); ++t) {
+      const auto& a = plain.shard(t);
+      const auto& b = piped.shard(t);
+      EXPECT_EQ(std::memcmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
+          << "table " << t << ": weights differ";
+      EXPECT_EQ(std::memcmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
+          << "table " << t << ": optimizer state differs";
+    }
+    if (!all_ranks(!::testing::Test::HasFailure())) break;
+  }
+}
+
+TEST_F(ShardedEmbeddingTest, PrefetchedStepsAreBitwiseTheSame) {
+  const uint64_t seed = test_seed(131);
+  SCOPED_TRACE(seed_trace(seed));
+  check_prefetch(seed, 60, /*on_gpu=*/false);
+}
+
+TEST_F(ShardedEmbeddingTest, GpuStepPrefetchedStepsAreBitwiseTheSame) {
+  if (!all_ranks(gpu_count() > 0)) {
+    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
+    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
+    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
+  }
+  const uint64_t seed = test_seed(132);
+  SCOPED_TRACE(seed_trace(seed));
+  check_prefetch(seed, 30, /*on_gpu=*/true);
+}
+
 // Rows and gradients in 16 bits on the wire (comm_precision): the step
 // stays within the format's rounding of one process's result. The case's
 // gradients never cancel (see random_batch), so each row's summed gradient

@@ -32,14 +32,17 @@ class CudaCase : public ShardedEngineCase {
     cuda::synchronize(nullptr);
   }
 
-  void step(int64_t b) override {
-    table_.forward_device({IdSpan{d_batches_[b].as<int64_t>(), lookups_}}, {d_out_.as<float>()});
+  void step(int64_t b, int64_t next) override {
+    table_.forward_device({ids(b)}, {d_out_.as<float>()});
+    if (next >= 0) table_.prefetch_device({ids(next)});
     table_.backward_device({d_grad_.as<float>()});
     table_.step();
   }
   double copy_bandwidth_gbps(int) const override { return cuda::copy_bandwidth_gbps(); }
 
  private:
+  IdSpan ids(int64_t b) const { return IdSpan{d_batches_[b].as<int64_t>(), lookups_}; }
+
   int64_t lookups_;
   std::vector<cuda::DeviceBuffer> d_batches_;
   cuda::DeviceBuffer d_grad_, d_out_;

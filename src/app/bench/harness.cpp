@@ -135,6 +135,9 @@ po::options_description bench_options() {
      "distinct batches drawn up front and cycled through")
     ("engine", po::value<std::string>()->default_value("auto"),
      "local (one process, no exchange) | sharded | auto (local for one rank, else sharded)")
+    ("pipeline", po::bool_switch(),
+     "start each step's input distribution during the step before (ShardedEmbedding::prefetch), "
+     "as a pipelined trainer does")
     ("skew", po::value<bool>()->default_value(true)->implicit_value(true),
      "time each exchange's wait for the slowest rank apart, at a barrier before it "
      "(=false: no barrier)")
@@ -156,7 +159,7 @@ struct BenchOptions {
   int64_t seq = 0, steps = 0, warmup = 0, distinct = 0;
   double zipf = 0, pad_frac = 0;
   uint64_t seed = 0;
-  bool sharded = false, json = false, skew = true;
+  bool sharded = false, json = false, skew = true, pipeline = false;
   DeviceChoice device;
 };
 
@@ -198,6 +201,7 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
   o.seed = vm["seed"].as<uint64_t>();
   o.json = vm["json"].as<bool>();
   o.skew = vm["skew"].as<bool>();
+  o.pipeline = vm["pipeline"].as<bool>();
   o.batch = read_batch(vm, ranks, rank);
   EMBTRAIN_REQUIRE(o.batch >= 1, "option --batch = ", o.batch, " is invalid (valid: >= 1)");
   EMBTRAIN_REQUIRE(o.seq >= 1, "option --seq = ", o.seq, " is invalid (valid: >= 1)");
@@ -225,10 +229,11 @@ void print_header(const BenchOptions& o, const MachineInfo& machine, int ranks, 
       machine.host.c_str(), machine.cpu.c_str(), machine.cores, ranks, threads, engine_name(o),
       o.device.device.c_str());
   const std::string padding = o.spec.padding_idx ? std::to_string(*o.spec.padding_idx) : "none";
-  std::printf("# table %lld x %lld, optimizer %s, scale_grad_by_freq %d, padding_idx %s\n",
-              static_cast<long long>(o.spec.num_embeddings), static_cast<long long>(o.spec.dim),
-              optimizer_name(o.spec.optimizer.kind), o.spec.scale_grad_by_freq ? 1 : 0,
-              padding.c_str());
+  std::printf(
+      "# table %lld x %lld, optimizer %s, scale_grad_by_freq %d, padding_idx %s, comm %s%s\n",
+      static_cast<long long>(o.spec.num_embeddings), static_cast<long long>(o.spec.dim),
+      optimizer_name(o.spec.optimizer.kind), o.spec.scale_grad_by_freq ? 1 : 0, padding.c_str(),
+      comm_precision_name(o.spec.comm_precision), o.pipeline ? ", pipelined" : "");
   std::printf(
       "# %lld lookups/step over all ranks (rank 0: batch %lld x seq %lld), zipf %.3f, "
       "pad-frac %.3f, steps %lld + warmup %lld\n",
@@ -280,7 +285,8 @@ Timings time_steps(const BenchOptions& o, BenchCase* engine, Communicator& comm)
     if (s == o.warmup) engine->reset_stats();
     comm.barrier();
     Stopwatch clock;
-    engine->step(s % o.distinct);
+    const bool last = s + 1 == o.warmup + o.steps;
+    engine->step(s % o.distinct, o.pipeline && !last ? (s + 1) % o.distinct : -1);
     double ms = clock.lap_ms();
     comm.allreduce_max(&ms, 1, CommType::kFloat64);
     if (s < o.warmup) continue;
@@ -410,6 +416,8 @@ nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInf
       {"dim", o.spec.dim},
       {"optimizer", optimizer_name(o.spec.optimizer.kind)},
       {"scale_grad_by_freq", o.spec.scale_grad_by_freq},
+      {"comm_precision", comm_precision_name(o.spec.comm_precision)},
+      {"pipeline", o.pipeline},
       {"lookups_per_step", s.global_lookups},
       {"unique_per_step", s.unique},
       {"unique_ratio", s.unique / lookups},

@@ -62,8 +62,10 @@ class BenchCase {
  public:
   virtual ~BenchCase() = default;
   // One training step (forward, backward with data.grad, optimizer) on
-  // batch data.batches[b].
-  virtual void step(int64_t b) = 0;
+  // batch data.batches[b]; with next >= 0 it also prefetches batch `next`
+  // after the forward (ShardedEmbedding::prefetch), as a pipelined trainer
+  // does (an engine without prefetch ignores it).
+  virtual void step(int64_t b, int64_t next) = 0;
   virtual void reset_stats() = 0;
   virtual CaseStats stats() const = 0;
   // The GPU it runs on, "" for the CPU.

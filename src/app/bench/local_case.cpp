@@ -15,7 +15,8 @@ class LocalCase : public BenchCase {
         table_(setup.spec, setup.seed),
         out_(static_cast<size_t>(setup.data.lookups() * setup.spec.dim)) {}
 
-  void step(int64_t b) override {
+  // One process has no input distribution to overlap: `next` is ignored.
+  void step(int64_t b, int64_t) override {
     table_.forward(data_.ids(b), out_.data());
     table_.backward(data_.grad.data());
     table_.step();

@@ -16,8 +16,9 @@ class ShardedCase : public ShardedEngineCase {
         data_(setup.data),
         out_(static_cast<size_t>(setup.data.lookups() * setup.spec.dim)) {}
 
-  void step(int64_t b) override {
+  void step(int64_t b, int64_t next) override {
     table_.forward({data_.ids(b)}, {out_.data()});
+    if (next >= 0) table_.prefetch({data_.ids(next)});
     table_.backward({data_.grad.data()});
     table_.step();
   }
