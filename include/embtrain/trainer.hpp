@@ -36,6 +36,9 @@ struct TrainOptions {
   std::string resume;            // "": fresh run; a checkpoint folder or root
   std::string config_text;       // effective configuration, saved with checkpoints
   bool quiet = false;            // no progress lines (tests)
+  // Each step starts distributing the next step's ids before its backward
+  // (ShardedEmbedding::prefetch); the trained bits are the same either way.
+  bool pipeline = true;
   std::string device = "cpu";    // cpu | cuda: where the tables live and the step runs
   CudaOptions cuda;              // with device cuda
 };
@@ -45,6 +48,7 @@ struct TrainSummary {
   double seconds = 0;
   double lookups_per_s = 0, words_per_s = 0;
   double final_train_loss = 0;
+  int64_t prefetched_steps = 0;  // steps whose ids were distributed a step ahead
   std::map<std::string, double> eval_start, eval_end, reference;
 };
 

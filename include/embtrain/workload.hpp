@@ -52,6 +52,12 @@ class Workload {
   // parameters. A collective: every rank calls it for every step.
   virtual StepOutput train_step(ShardedEmbedding& tables, int64_t step) = 0;
 
+  // The step whose batch train_step() may start distributing ahead
+  // (ShardedEmbedding::prefetch) once its own forward is done; -1: none.
+  // The trainer sets it, the same on every rank, before each train_step.
+  // A workload that ignores it trains the same, only without the overlap.
+  void set_prefetch_step(int64_t step) { prefetch_step_ = step; }
+
   // Held-out metrics reduced over ranks (same on every rank), e.g.
   // {"loss": 0.41, "auc": 0.83}. A collective.
   virtual std::map<std::string, double> evaluate(ShardedEmbedding& tables) = 0;
@@ -68,6 +74,12 @@ class Workload {
     (void)tables;
     (void)out_dir;
   }
+
+ protected:
+  int64_t prefetch_step() const { return prefetch_step_; }
+
+ private:
+  int64_t prefetch_step_ = -1;
 };
 
 }  // namespace embtrain

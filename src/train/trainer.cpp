@@ -225,16 +225,21 @@ class TrainingRun {
     Stopwatch run_clock;
     window_clock_.lap_ms();
     for (int64_t step = summary_.first_step; step < total; ++step) {
-      window_.add(workload_.train_step(tables_, step));
       const int64_t done = step + 1;
+      const bool evaluate_now =
+          options_.eval_every > 0 && done % options_.eval_every == 0 && done != total;
+      // An evaluation's lookups would drop a prefetch: none before one.
+      const bool ahead = options_.pipeline && done < total && !evaluate_now;
+      workload_.set_prefetch_step(ahead ? done : -1);
+      window_.add(workload_.train_step(tables_, step));
       if (done % std::max<int64_t>(1, options_.log_interval) == 0 || done == total)
         log_progress(done);
-      if (options_.eval_every > 0 && done % options_.eval_every == 0 && done != total)
-        evaluate(done, "periodic");
+      if (evaluate_now) evaluate(done, "periodic");
       if (options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0 && done != total)
         checkpoint(done);
     }
     summary_.seconds = run_clock.lap_ms() / 1e3;
+    summary_.prefetched_steps = tables_.stats().prefetched_steps;
     summary_.lookups_per_s = lookups_ / std::max(elapsed_, 1e-9);
     summary_.words_per_s = words_ / std::max(elapsed_, 1e-9);
   }
@@ -276,7 +281,7 @@ class TrainingRun {
     const TrainSummary& s = summary_;
     json j = {{"type", "summary"}, {"steps", s.steps},   {"first_step", s.first_step},
               {"seconds", s.seconds}, {"lookups_per_s", s.lookups_per_s},
-              {"train_loss", s.final_train_loss}};
+              {"train_loss", s.final_train_loss}, {"prefetched_steps", s.prefetched_steps}};
     if (s.words_per_s > 0) j["words_per_s"] = s.words_per_s;
     for (const auto& [k, v] : s.eval_end) j["eval_" + k] = v;
     for (const auto& [k, v] : s.reference) j["reference_" + k] = v;

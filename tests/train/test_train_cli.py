@@ -4,7 +4,8 @@
     /usr/bin/python3 tests/train/test_train_cli.py --embtrain build/embtrain [--only NAME]
 
 Covers: config errors (unknown key with file:line, ill-typed and out-of-range
-values, command-line overrides), table options that train's keys and
+values, command-line overrides), train.pipeline training the same bits as
+without it, table options that train's keys and
 replay's flags accept and refuse alike, exact resume (a run resumed from step k
 ends bitwise equal to an uninterrupted run, 1 and 2 ranks), re-sharding a
 checkpoint from 2 to 3 ranks, loading a checkpoint of the older block
@@ -169,6 +170,38 @@ def test_resume_exact_1_rank(work):
 
 def test_resume_exact_2_ranks(work):
     resume_equals_uninterrupted(work, 2)
+
+
+def summary_of(run_dir):
+    import json
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    return [j for j in lines if j["type"] == "summary"][-1]
+
+
+def test_pipeline_same_bits(work):
+    """train.pipeline = true (each step distributes the next one's ids
+    ahead) trains the same bits as false, on 1 and 2 ranks; periodic
+    evaluations in between (which drop a prefetch, so none is made before
+    one) keep it so. 12 steps with evaluations after steps 5 and 10:
+    steps 1-11 could be prefetched, all but 5 and 10 are."""
+    for np_ in (1, 2):
+        dirs = {}
+        for pipeline in ("true", "false"):
+            d = os.path.join(work, "np%d_%s" % (np_, pipeline))
+            run(small_recsys(work, **{"log.dir": d, "train.pipeline": pipeline,
+                                      "train.eval_every": "5"}), np_)
+            dirs[pipeline] = d
+        assert summary_of(dirs["true"])["prefetched_steps"] == 9, summary_of(dirs["true"])
+        assert summary_of(dirs["false"])["prefetched_steps"] == 0, summary_of(dirs["false"])
+        for table in ("users", "items"):
+            a, b = (export(os.path.join(dirs[p], "checkpoints"), table,
+                           os.path.join(work, "%s.npy" % p)) for p in ("true", "false"))
+            assert a.tobytes() == b.tobytes(), "%d ranks: table %s differs (max |diff| %g)" % (
+                np_, table, np.abs(a - b).max())
+        da, db = (np.load(os.path.join(dirs[p], "checkpoints", "step_00000012", "dense.npy"))
+                  for p in ("true", "false"))
+        assert da.tobytes() == db.tobytes(), "%d ranks: dense parameters differ" % np_
 
 
 def test_reshard_2_to_3(work):

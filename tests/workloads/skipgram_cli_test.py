@@ -7,7 +7,7 @@ Trains on a generated corpus with planted topics under mpirun (2 ranks),
 then checks: the held-out loss fell, the neighbours printed for a topic word
 are mostly of its topic, the exported word2vec file holds the vocabulary in
 row order, vocab.txt lets `embtrain export` write the same vectors from the
-checkpoint, and bad [skipgram] keys end the run with a message that names
+checkpoint, train.pipeline=false trains the same bits, and bad [skipgram] keys end the run with a message that names
 the key and the valid range. Seed: --seed, else the clock (printed).
 """
 import argparse
@@ -127,6 +127,24 @@ def main():
             words2, vecs2 = read_word2vec(out)
             check(words2 == words and np.array_equal(vecs2, vecs),
                   "embtrain export writes the vectors skipgram.export wrote")
+
+        # train.pipeline (on by default) trains the same bits as without it.
+        flat = os.path.join(work, "unpipelined")
+        flat_vec = os.path.join(work, "unpipelined.vec")
+        proc, cmd = run(a.embtrain, base + [
+            "--train.epochs=3", "--train.batch_size=256", "--log.dir=" + flat,
+            "--train.pipeline=false", "--skipgram.export=" + flat_vec], ranks=2)
+        check(proc.returncode == 0, "train 2 ranks unpipelined: %s\n%s" % (cmd, proc.stderr[-2000:]))
+        if proc.returncode == 0:
+            summaries = [[j for j in map(json.loads, open(os.path.join(d, "metrics.jsonl")))
+                          if j["type"] == "summary"][-1] for d in (log_dir, flat)]
+            check(summaries[0]["prefetched_steps"] == summaries[0]["steps"] - 1 and
+                  summaries[1]["prefetched_steps"] == 0,
+                  "pipelined run prefetched every step after the first, unpipelined none: %s" %
+                  [s["prefetched_steps"] for s in summaries])
+            words3, vecs3 = read_word2vec(flat_vec)
+            check(words3 == words and vecs3.tobytes() == vecs.tobytes(),
+                  "train.pipeline=false exports the same vectors, bitwise")
 
         # Bad keys: one message naming the key and the valid values, exit 1.
         bad = [

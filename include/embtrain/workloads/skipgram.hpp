@@ -299,10 +299,20 @@ class SkipgramWorkload : public Workload {
   // Batch of `pass` over `stream`'s positions [begin, end).
   void fill_batch(const TokenStream& stream, PairGenerator& generator, const SkipgramPass& pass,
                   int64_t begin, int64_t end, SkipgramBatch* batch);
-  // Maps the batch's words to distinct rows per table (first-appearance
-  // order) and its pairs to slots in those lists.
-  void index_batch(const SkipgramBatch& batch);
-  void forward(ShardedEmbedding& tables);
+  // A batch with its words mapped to distinct rows per table
+  // (first-appearance order) and its pairs to slots in those lists.
+  struct IndexedBatch {
+    SkipgramBatch batch;
+    std::vector<int32_t> in_ids, out_ids;  // distinct rows looked up, per table
+    std::vector<int32_t> center_slots, target_slots;
+    int64_t step = -1;  // the training step it is the batch of; -1: held out
+  };
+  void index_batch(IndexedBatch* indexed);
+  void check_tables(const ShardedEmbedding& tables) const;
+  void forward(ShardedEmbedding& tables, const IndexedBatch& indexed);
+  // The summed loss of the batch whose rows the last forward looked up,
+  // and with grad_in/grad_out non-null its gradients.
+  double run_kernel(const IndexedBatch& indexed, float* grad_in, float* grad_out);
 
   SkipgramConfig config_;
   WorkloadContext context_;
@@ -315,11 +325,10 @@ class SkipgramWorkload : public Workload {
   SkipgramKernel kernel_;
 
   // Step buffers, reused so a step does not allocate once warm.
-  SkipgramBatch batch_;
+  IndexedBatch current_;  // the batch of the step (or held-out round) in progress
+  IndexedBatch next_;     // the batch a prefetch has started distributing
   std::vector<SkipgramPair> pairs_;
   std::vector<int32_t> in_slot_, out_slot_;  // per row: its slot this step, or -1
-  std::vector<int32_t> in_ids_, out_ids_;    // distinct rows looked up, per table
-  std::vector<int32_t> center_slots_, target_slots_;
   std::vector<float> in_rows_, out_rows_, grad_in_, grad_out_;
 };
 

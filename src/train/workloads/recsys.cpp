@@ -85,10 +85,18 @@ class RecsysWorkload final : public Workload {
 
   StepOutput train_step(ShardedEmbedding& tables, int64_t step) override {
     check_tables(tables);
-    source_->train_batch(step, comm_->rank(), comm_->size(), batch_size_, &batch_);
+    if (next_.step == step) {
+      std::swap(batch_, next_);
+    } else {
+      load_train_batch(step, &batch_);
+    }
     lookup(tables, batch_);
+    if (prefetch_step() >= 0) {  // the next batch's ids travel during this step's math
+      load_train_batch(prefetch_step(), &next_);
+      tables.prefetch(ids_of(next_));
+    }
 
-    const int64_t n = batch_.size(), H = batch_.history_len;
+    const int64_t n = batch_.clicks.size(), H = batch_.clicks.history_len;
     user_grads_.resize(user_rows_.size());
     item_grads_.resize(item_rows_.size());
     ClickGrads<float> grads;
@@ -98,7 +106,7 @@ class RecsysWorkload final : public Workload {
     // The loss is the mean over the global batch, so every sample's
     // gradient is scaled by 1 / (batch_size x ranks).
     const double grad_scale = 1.0 / static_cast<double>(batch_size_ * comm_->size());
-    const double loss = recsys::click_model(batch_, dim_, rows(n), dense_[0], grad_scale,
+    const double loss = recsys::click_model(batch_.clicks, dim_, rows(n), dense_[0], grad_scale,
                                             /*scores=*/nullptr, &grads);
     tables.backward({user_grads_.data(), item_grads_.data()});
     tables.step();
@@ -130,10 +138,13 @@ class RecsysWorkload final : public Workload {
     std::vector<double> scores(static_cast<size_t>(count));
     for (int64_t r = 0; r < rounds; ++r) {
       const int64_t lo = std::min(count, r * kEvalChunk), hi = std::min(count, lo + kEvalChunk);
-      batch_.resize(hi - lo, eval.history_len);
-      for (int64_t i = lo; i < hi; ++i) batch_.copy_sample(i - lo, eval, begin + i);
+      Clicks& clicks = batch_.clicks;
+      clicks.resize(hi - lo, eval.history_len);
+      for (int64_t i = lo; i < hi; ++i) clicks.copy_sample(i - lo, eval, begin + i);
+      join_items(&batch_);
+      batch_.step = -1;
       lookup(tables, batch_);
-      recsys::click_model(batch_, dim_, rows(hi - lo), dense_[0], 0.0, scores.data() + lo,
+      recsys::click_model(clicks, dim_, rows(hi - lo), dense_[0], 0.0, scores.data() + lo,
                           static_cast<ClickGrads<float>*>(nullptr));
     }
 
@@ -158,17 +169,37 @@ class RecsysWorkload final : public Workload {
   std::vector<float>* dense_parameters() override { return &dense_; }
 
  private:
-  // Looks up the batch's rows: one forward for both tables, the items table
-  // with the history ids and then the candidate ids in one list.
-  void lookup(ShardedEmbedding& tables, const Clicks& batch) {
-    const int64_t n = batch.size();
-    item_ids_.assign(batch.history.begin(), batch.history.end());
-    item_ids_.insert(item_ids_.end(), batch.candidates.begin(), batch.candidates.end());
-    user_rows_.resize(static_cast<size_t>(n * dim_));
-    item_rows_.resize(item_ids_.size() * static_cast<size_t>(dim_));
-    const IdsView users{batch.users.data(), DType::kInt64, {n}};
-    const IdsView items{item_ids_.data(), DType::kInt64, {static_cast<int64_t>(item_ids_.size())}};
-    tables.forward({users, items}, {user_rows_.data(), item_rows_.data()});
+  // A batch and the ids it looks up: the items table takes the history ids
+  // and then the candidate ids in one list.
+  struct Batch {
+    Clicks clicks;
+    std::vector<int64_t> item_ids;
+    int64_t step = -1;  // the training step it is the batch of; -1: evaluation
+  };
+
+  void load_train_batch(int64_t step, Batch* batch) {
+    source_->train_batch(step, comm_->rank(), comm_->size(), batch_size_, &batch->clicks);
+    join_items(batch);
+    batch->step = step;
+  }
+
+  static void join_items(Batch* batch) {
+    const Clicks& c = batch->clicks;
+    batch->item_ids.assign(c.history.begin(), c.history.end());
+    batch->item_ids.insert(batch->item_ids.end(), c.candidates.begin(), c.candidates.end());
+  }
+
+  static std::vector<IdsView> ids_of(const Batch& batch) {
+    const int64_t n = batch.clicks.size(), items = static_cast<int64_t>(batch.item_ids.size());
+    return {IdsView{batch.clicks.users.data(), DType::kInt64, {n}},
+            IdsView{batch.item_ids.data(), DType::kInt64, {items}}};
+  }
+
+  // Looks up the batch's rows: one forward for both tables.
+  void lookup(ShardedEmbedding& tables, const Batch& batch) {
+    user_rows_.resize(static_cast<size_t>(batch.clicks.size() * dim_));
+    item_rows_.resize(batch.item_ids.size() * static_cast<size_t>(dim_));
+    tables.forward(ids_of(batch), {user_rows_.data(), item_rows_.data()});
   }
 
   // The rows of the last lookup of n samples.
@@ -176,7 +207,7 @@ class RecsysWorkload final : public Workload {
     ClickRows<float> r;
     r.users = user_rows_.data();
     r.history = item_rows_.data();
-    r.candidates = item_rows_.data() + n * batch_.history_len * dim_;
+    r.candidates = item_rows_.data() + n * batch_.clicks.history_len * dim_;
     return r;
   }
 
@@ -215,8 +246,8 @@ class RecsysWorkload final : public Workload {
   std::vector<float> dense_{0.0f};  // the bias b
   bool tables_checked_ = false;
   // Buffers reused across steps.
-  Clicks batch_;
-  std::vector<int64_t> item_ids_;
+  Batch batch_;  // the batch of the step (or evaluation round) in progress
+  Batch next_;   // the batch a prefetch has started distributing
   std::vector<float> user_rows_, item_rows_, user_grads_, item_grads_;
 };
 

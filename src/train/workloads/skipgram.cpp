@@ -182,69 +182,92 @@ void SkipgramWorkload::make_batch(int64_t step, int rank, int ranks, SkipgramBat
              SkipgramPass{context_.seed, static_cast<uint64_t>(epoch)}, begin, end, batch);
 }
 
-void SkipgramWorkload::index_batch(const SkipgramBatch& batch) {
+void SkipgramWorkload::index_batch(IndexedBatch* indexed) {
+  const SkipgramBatch& batch = indexed->batch;
   const int64_t n = batch.pairs(), per = 1 + config_.negatives;
-  in_ids_.clear();
-  out_ids_.clear();
-  center_slots_.resize(static_cast<size_t>(n));
-  target_slots_.resize(static_cast<size_t>(n * per));
+  std::vector<int32_t>& in_ids = indexed->in_ids;
+  std::vector<int32_t>& out_ids = indexed->out_ids;
+  in_ids.clear();
+  out_ids.clear();
+  indexed->center_slots.resize(static_cast<size_t>(n));
+  indexed->target_slots.resize(static_cast<size_t>(n * per));
   for (int64_t i = 0; i < n; ++i) {
     const int32_t w = batch.centers[i];
     int32_t& slot = in_slot_[w];
     if (slot < 0) {
-      slot = static_cast<int32_t>(in_ids_.size());
-      in_ids_.push_back(w);
+      slot = static_cast<int32_t>(in_ids.size());
+      in_ids.push_back(w);
     }
-    center_slots_[i] = slot;
+    indexed->center_slots[i] = slot;
   }
   for (int64_t j = 0; j < n * per; ++j) {
     const int32_t w = batch.targets[j];
     if (w < 0) {
-      target_slots_[j] = -1;
+      indexed->target_slots[j] = -1;
       continue;
     }
     int32_t& slot = out_slot_[w];
     if (slot < 0) {
-      slot = static_cast<int32_t>(out_ids_.size());
-      out_ids_.push_back(w);
+      slot = static_cast<int32_t>(out_ids.size());
+      out_ids.push_back(w);
     }
-    target_slots_[j] = slot;
+    indexed->target_slots[j] = slot;
   }
-  for (int32_t w : in_ids_) in_slot_[w] = -1;
-  for (int32_t w : out_ids_) out_slot_[w] = -1;
+  for (int32_t w : in_ids) in_slot_[w] = -1;
+  for (int32_t w : out_ids) out_slot_[w] = -1;
 }
 
-void SkipgramWorkload::forward(ShardedEmbedding& tables) {
+void SkipgramWorkload::check_tables(const ShardedEmbedding& tables) const {
   EMBTRAIN_REQUIRE(tables.num_tables() == 2 && tables.spec(0).dim == dim_ &&
                        tables.spec(1).dim == dim_ &&
                        tables.spec(0).num_embeddings == corpus_.vocab.size() &&
                        tables.spec(1).num_embeddings == corpus_.vocab.size(),
                    "skipgram: expects tables input and output of ", corpus_.vocab.size(),
                    " rows x ", dim_, ", in that order");
-  in_rows_.resize(in_ids_.size() * static_cast<size_t>(dim_));
-  out_rows_.resize(out_ids_.size() * static_cast<size_t>(dim_));
-  tables.forward({view_of(in_ids_), view_of(out_ids_)}, {in_rows_.data(), out_rows_.data()});
+}
+
+void SkipgramWorkload::forward(ShardedEmbedding& tables, const IndexedBatch& indexed) {
+  check_tables(tables);
+  in_rows_.resize(indexed.in_ids.size() * static_cast<size_t>(dim_));
+  out_rows_.resize(indexed.out_ids.size() * static_cast<size_t>(dim_));
+  tables.forward({view_of(indexed.in_ids), view_of(indexed.out_ids)},
+                 {in_rows_.data(), out_rows_.data()});
+}
+
+double SkipgramWorkload::run_kernel(const IndexedBatch& indexed, float* grad_in,
+                                    float* grad_out) {
+  return kernel_.run(in_rows_.data(), static_cast<int64_t>(indexed.in_ids.size()),
+                     out_rows_.data(), static_cast<int64_t>(indexed.out_ids.size()), dim_,
+                     indexed.center_slots.data(), indexed.target_slots.data(),
+                     indexed.batch.pairs(), 1 + config_.negatives, grad_in, grad_out);
 }
 
 StepOutput SkipgramWorkload::train_step(ShardedEmbedding& tables, int64_t step) {
   Communicator& comm = *context_.comm;
-  make_batch(step, comm.rank(), comm.size(), &batch_);
-  index_batch(batch_);
-  forward(tables);
+  if (next_.step == step) {
+    std::swap(current_, next_);
+  } else {
+    make_batch(step, comm.rank(), comm.size(), &current_.batch);
+    index_batch(&current_);
+    current_.step = step;
+  }
+  forward(tables, current_);
+  if (prefetch_step() >= 0) {  // the next batch's ids travel during this step's math
+    make_batch(prefetch_step(), comm.rank(), comm.size(), &next_.batch);
+    index_batch(&next_);
+    next_.step = prefetch_step();
+    tables.prefetch({view_of(next_.in_ids), view_of(next_.out_ids)});
+  }
   grad_in_.resize(in_rows_.size());
   grad_out_.resize(out_rows_.size());
-  const int64_t pairs = batch_.pairs();
   StepOutput out;
-  out.loss_sum = kernel_.run(in_rows_.data(), static_cast<int64_t>(in_ids_.size()),
-                             out_rows_.data(), static_cast<int64_t>(out_ids_.size()), dim_,
-                             center_slots_.data(), target_slots_.data(), pairs,
-                             1 + config_.negatives, grad_in_.data(), grad_out_.data());
+  out.loss_sum = run_kernel(current_, grad_in_.data(), grad_out_.data());
   tables.backward({grad_in_.data(), grad_out_.data()});
   tables.step();
-  out.examples = pairs;
+  out.examples = current_.batch.pairs();
   // The distinct rows this rank looked up: what the engine moved.
-  out.lookups = static_cast<int64_t>(in_ids_.size() + out_ids_.size());
-  out.words = batch_.end - batch_.begin;
+  out.lookups = static_cast<int64_t>(current_.in_ids.size() + current_.out_ids.size());
+  out.words = current_.batch.end - current_.batch.begin;
   return out;
 }
 
@@ -262,14 +285,12 @@ double SkipgramWorkload::heldout_loss(ShardedEmbedding& tables, int64_t* pairs) 
   for (int64_t k = 0; k < rounds; ++k) {
     const int64_t begin = std::min(share_end, share_begin + k * chunk);
     const int64_t end = std::min(share_end, begin + chunk);
-    fill_batch(corpus_.heldout, *heldout_pairs_, pass, begin, end, &batch_);
-    index_batch(batch_);
-    forward(tables);
-    loss +=
-        kernel_.run(in_rows_.data(), static_cast<int64_t>(in_ids_.size()), out_rows_.data(),
-                    static_cast<int64_t>(out_ids_.size()), dim_, center_slots_.data(),
-                    target_slots_.data(), batch_.pairs(), 1 + config_.negatives, nullptr, nullptr);
-    *pairs += batch_.pairs();
+    fill_batch(corpus_.heldout, *heldout_pairs_, pass, begin, end, &current_.batch);
+    index_batch(&current_);
+    current_.step = -1;
+    forward(tables, current_);
+    loss += run_kernel(current_, nullptr, nullptr);
+    *pairs += current_.batch.pairs();
   }
   return loss;
 }
