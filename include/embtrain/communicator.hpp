@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace embtrain {
@@ -132,6 +133,18 @@ double time_collective(Communicator& comm, const std::function<void()>& run);
 // rank throws AgreedError with the lowest failing rank's message. For work
 // whose inputs may fail on some ranks only (reading a file, writing output).
 void run_agreed(Communicator& comm, const std::function<void()>& work);
+
+// What every rank of a job must hold the same: named values (config keys,
+// table specs, a data fingerprint), in the same order on every rank.
+using AgreedValues = std::vector<std::pair<std::string, std::string>>;
+
+// "" when every rank's `values` equal rank 0's; else, the same on every
+// rank, the first name whose value differs on the lowest differing rank,
+// with both values and the list of ranks that differ, as "`what` 'NAME' is
+// 'A' on rank r but 'B' on rank 0 (ranks that differ from rank 0: r, ...)".
+// Costs two tiny collectives when the ranks agree. A collective.
+std::string find_disagreement(Communicator& comm, const AgreedValues& values,
+                              const std::string& what);
 
 // Creates the MPI communicator over MPI_COMM_WORLD (MPI must be initialised;
 // see MpiSession). `max_message_elements` caps one MPI message (default

@@ -39,9 +39,18 @@ struct TrainOptions {
   // Each step starts distributing the next step's ids before its backward
   // (ShardedEmbedding::prefetch); the trained bits are the same either way.
   bool pipeline = true;
+  // A step whose loss is NaN or infinite on any rank: "stop" ends the run
+  // with an error before the step's gradients are applied; "skip_step"
+  // skips the step (no backward, no updates) and goes on, and stops after
+  // kMaxSkippedInARow such steps in a row.
+  std::string on_nonfinite = "stop";
   std::string device = "cpu";    // cpu | cuda: where the tables live and the step runs
   CudaOptions cuda;              // with device cuda
 };
+
+// Steps in a row that train.on_nonfinite = skip_step skips before it gives
+// up: a run that keeps producing NaN has diverged.
+constexpr int64_t kMaxSkippedInARow = 20;
 
 struct TrainSummary {
   int64_t first_step = 0, steps = 0;  // this run trained steps [first_step, steps)
@@ -49,6 +58,8 @@ struct TrainSummary {
   double lookups_per_s = 0, words_per_s = 0;
   double final_train_loss = 0;
   int64_t prefetched_steps = 0;  // steps whose ids were distributed a step ahead
+  int64_t skipped_steps = 0;     // steps skipped for a non-finite loss (skip_step)
+  int stop_signal = 0;           // SIGTERM, SIGINT or SIGUSR1 when one ended the run early
   std::map<std::string, double> eval_start, eval_end, reference;
 };
 
@@ -57,6 +68,9 @@ struct TrainSummary {
 ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> setups,
                               Communicator& comm, uint64_t seed);
 
+// Runs the steps. SIGTERM, SIGINT or SIGUSR1 on any rank stops every rank
+// after the step in progress, with a checkpoint (summary.stop_signal says
+// which signal).
 TrainSummary train(Workload& workload, const std::vector<TableSetup>& setups,
                    const TrainOptions& options, Communicator& comm);
 

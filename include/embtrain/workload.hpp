@@ -8,8 +8,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "embtrain/sharded_embedding.hpp"
@@ -46,6 +48,10 @@ class Workload {
   virtual int64_t table_rows(const std::string& name) const = 0;
   // Steps that make one pass over the training data.
   virtual int64_t steps_per_epoch() const = 0;
+  // What identifies the data this rank read, e.g. "corpus.txt: 513,021
+  // words, fingerprint 1f0c...": every rank must read the same. "" for data
+  // that is a pure function of the configuration (synthetic).
+  virtual std::string data_identity() const { return ""; }
 
   // Trains on the batch of `step` (0-based): lookups, loss and gradients,
   // backward and the optimizer step, and the allreduce of any dense
@@ -57,6 +63,18 @@ class Workload {
   // The trainer sets it, the same on every rank, before each train_step.
   // A workload that ignores it trains the same, only without the overlap.
   void set_prefetch_step(int64_t step) { prefetch_step_ = step; }
+
+  // What decides, once a step's loss is known and before its gradients are
+  // applied, whether the step goes on: the trainer's check of a non-finite
+  // loss and of a stop signal, agreed over the ranks (a collective). It
+  // returns false to skip the step's backward and updates, and may throw
+  // AgreedError to end the run.
+  using StepGuard = std::function<bool(double loss_sum)>;
+  void set_step_guard(StepGuard guard) { guard_ = std::move(guard); }
+  // Whether train_step() called the guard since the last reset (a workload
+  // that never calls it is checked by the trainer after its step instead).
+  bool guard_called() const { return guard_called_; }
+  void reset_guard_called() { guard_called_ = false; }
 
   // Held-out metrics reduced over ranks (same on every rank), e.g.
   // {"loss": 0.41, "auc": 0.83}. A collective.
@@ -77,9 +95,18 @@ class Workload {
 
  protected:
   int64_t prefetch_step() const { return prefetch_step_; }
+  // train_step() calls this with its rank's loss after the forward and
+  // before backward, on every rank for every step; false: skip the
+  // backward, the table updates and the dense parameters' update.
+  bool apply_step(double loss_sum) {
+    guard_called_ = true;
+    return guard_ ? guard_(loss_sum) : true;
+  }
 
  private:
   int64_t prefetch_step_ = -1;
+  StepGuard guard_;
+  bool guard_called_ = false;
 };
 
 }  // namespace embtrain

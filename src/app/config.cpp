@@ -147,6 +147,12 @@ void Config::write_sections(
   }
 }
 
+std::vector<std::pair<std::string, std::string>> Config::values() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [key, spec] : keys_) out.emplace_back(key, str(key));
+  return out;
+}
+
 std::string Config::effective_ini() const {
   std::ostringstream os;
   os << "# effective configuration: every key, its value and where it came from\n";

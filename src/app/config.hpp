@@ -40,6 +40,9 @@ class Config {
   // Throws embtrain::Error naming the key and its source.
   [[noreturn]] void fail(const std::string& key, const std::string& what) const;
 
+  // Every declared key and its value ("" = unset), in key order.
+  std::vector<std::pair<std::string, std::string>> values() const;
+
   // The effective configuration as INI text (every declared key with its
   // value and where it came from), enough to reproduce the run.
   std::string effective_ini() const;

@@ -26,6 +26,12 @@ namespace {
 
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 
+#ifdef EMBTRAIN_BUILD_ID
+constexpr const char* kBuildId = EMBTRAIN_BUILD_ID;
+#else
+constexpr const char* kBuildId = "unnamed";
+#endif
+
 const WorkloadEntry* find_workload(const std::string& name) {
   for (const WorkloadEntry& e : registered_workloads())
     if (e.name == name) return &e;
@@ -69,6 +75,10 @@ OptionList<RunKeys> run_options() {
       {"train.pipeline",
        "start distributing the next step's ids during the current step (same results)",
        R::boolean(&RunKeys::pipeline)},
+      {"train.on_nonfinite",
+       "a step whose loss is NaN or infinite: stop (an error, before the step is applied) or "
+       "skip_step (skip it and go on; stops after 20 such steps in a row)",
+       R::choice({"stop", "skip_step"}, &RunKeys::on_nonfinite), "stop"},
       {"train.eval_every", "steps between evaluations (0: at start and end only)",
        R::integer(0, kMax, &RunKeys::eval_every)},
       {"log.interval", "steps between progress lines", R::integer(1, kMax, &RunKeys::log_interval)},
@@ -228,6 +238,27 @@ void write_config_ini(const TrainOptions& options) {
   EMBTRAIN_REQUIRE(out, path.string(), ": cannot write");
 }
 
+// Every rank must run the same configuration and the same build: a rank
+// with another table shape, seed or batch would corrupt or hang the job.
+// Threads may differ (ranks on unequal hosts).
+void agree_on_config(Communicator& comm, const Config& config) {
+  AgreedValues values = {{"embtrain build", kBuildId}};
+  for (const auto& [key, value] : config.values())
+    if (key != "train.threads") values.emplace_back(key, value);
+  const std::string differ = find_disagreement(comm, values, "config key");
+  if (!differ.empty())
+    throw AgreedError(differ + "; every rank must run the same build and configuration");
+}
+
+// The same configuration may still read different files on different hosts.
+void agree_on_data(Communicator& comm, const Workload& workload) {
+  const std::string differ =
+      find_disagreement(comm, {{"data", workload.data_identity()}}, "workload");
+  if (!differ.empty())
+    throw AgreedError(differ + "; every rank must read the same data (copy the same files to "
+                               "every host)");
+}
+
 bool asks_for_help(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return true;
@@ -245,6 +276,7 @@ int run_train(int argc, char** argv) {
   }
   RunSetup setup;
   run_agreed(*comm, [&] { read_setup(argc, argv, &setup); });
+  agree_on_config(*comm, setup.config);
   const RunKeys& keys = setup.keys;
   run_agreed(*comm, [&] {
     if (root) write_config_ini(keys);
@@ -264,12 +296,14 @@ int run_train(int argc, char** argv) {
   for (const TableSetup& s : setup.tables) context.table_dims[s.spec.name] = s.spec.dim;
   std::unique_ptr<Workload> workload;
   run_agreed(*comm, [&] { workload = setup.workload->create(setup.config, context); });
+  agree_on_data(*comm, *workload);
   if (talk) {
     std::printf("workload: %s\n", workload->describe().c_str());
     std::fflush(stdout);
   }
-  train(*workload, setup.tables, keys, *comm);
-  return 0;
+  const TrainSummary summary = train(*workload, setup.tables, keys, *comm);
+  // Stopped by a signal: the shell's convention, 128 + its number.
+  return summary.stop_signal ? 128 + summary.stop_signal : 0;
 }
 
 }  // namespace app

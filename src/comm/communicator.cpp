@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "common/fingerprint.hpp"
 #include "common/timer.hpp"
 #include "embtrain/errors.hpp"
 
@@ -124,6 +125,72 @@ void run_agreed(Communicator& comm, const std::function<void()>& work) {
   }
   error = comm.agree_on_error(error);
   if (!error.empty()) throw AgreedError(error);
+}
+
+namespace {
+
+// The values as one string, each name and value followed by a 0 byte.
+std::string serialize(const AgreedValues& values) {
+  std::string text;
+  for (const auto& [name, value] : values) {
+    text.append(name).push_back('\0');
+    text.append(value).push_back('\0');
+  }
+  return text;
+}
+
+AgreedValues deserialize(const std::string& text) {
+  AgreedValues values;
+  for (size_t at = 0; at < text.size();) {
+    const size_t name_end = text.find('\0', at);
+    const size_t value_end = text.find('\0', name_end + 1);
+    values.emplace_back(text.substr(at, name_end - at),
+                        text.substr(name_end + 1, value_end - name_end - 1));
+    at = value_end + 1;
+  }
+  return values;
+}
+
+// This rank's first difference from rank 0's values, or "".
+std::string first_difference(const AgreedValues& mine, const AgreedValues& root, int rank,
+                             const std::string& what) {
+  const size_t n = std::max(mine.size(), root.size());
+  for (size_t i = 0; i < n; ++i) {
+    const std::string name = i < mine.size() ? mine[i].first : root[i].first;
+    const std::string a = i < mine.size() && mine[i].first == name ? mine[i].second : "(none)";
+    const std::string b = i < root.size() && root[i].first == name ? root[i].second : "(none)";
+    if (a != b)
+      return detail::concat(what, " '", name, "' is '", a, "' on rank ", rank, " but '", b,
+                            "' on rank 0");
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string find_disagreement(Communicator& comm, const AgreedValues& values,
+                              const std::string& what) {
+  const std::string text = serialize(values);
+  int64_t root_hash = static_cast<int64_t>(fnv1a(text));
+  comm.broadcast(&root_hash, 1, CommType::kInt64, 0);
+  int differs = root_hash != static_cast<int64_t>(fnv1a(text)) ? 1 : 0;
+  comm.allreduce_max(&differs, 1, CommType::kInt32);
+  if (!differs) return "";
+  // Someone differs: every rank compares its values with rank 0's.
+  int64_t length = static_cast<int64_t>(text.size());
+  comm.broadcast(&length, 1, CommType::kInt64, 0);
+  std::string root_text = comm.rank() == 0 ? text : std::string(length, '\0');
+  comm.broadcast(root_text.data(), length, CommType::kByte, 0);
+  const std::string mine =
+      first_difference(values, deserialize(root_text), comm.rank(), what);
+  std::vector<int32_t> ranks(static_cast<size_t>(comm.size()), 0);
+  ranks[comm.rank()] = mine.empty() ? 0 : 1;
+  comm.allreduce_sum(ranks.data(), comm.size(), CommType::kInt32);
+  std::string list;
+  for (int r = 0; r < comm.size(); ++r)
+    if (ranks[r]) list += (list.empty() ? "" : ", ") + std::to_string(r);
+  const std::string first = comm.agree_on_error(mine);
+  return first.empty() ? "" : first + " (ranks that differ from rank 0: " + list + ")";
 }
 
 }  // namespace embtrain

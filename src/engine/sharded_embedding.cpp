@@ -3,9 +3,13 @@
 // move to a GPU. Every call goes to the engine.
 #include "embtrain/sharded_embedding.hpp"
 
+#include <optional>
+#include <string>
 #include <utility>
 
+#include "embtrain/comm_precision.hpp"
 #include "embtrain/errors.hpp"
+#include "embtrain/optimizer.hpp"
 #include "embtrain/random.hpp"
 #include "engine/step_engine.hpp"
 
@@ -29,9 +33,56 @@ std::vector<ShardPlan> plans_of(const std::vector<TableSpec>& specs, int ranks) 
 
 }  // namespace
 
+namespace {
+
+std::string optional_text(const std::optional<double>& v) {
+  return v ? detail::concat(*v) : "none";
+}
+
+// Everything about the tables that every rank must hold the same, by name.
+AgreedValues spec_values(const std::vector<TableSpec>& specs) {
+  AgreedValues values;
+  for (const TableSpec& s : specs) {
+    const std::string p = "table." + s.name + ".";
+    const OptimizerConfig& o = s.optimizer;
+    const std::pair<const char*, std::string> fields[] = {
+        {"rows", detail::concat(s.num_embeddings)},
+        {"dim", detail::concat(s.dim)},
+        {"padding_idx", s.padding_idx ? detail::concat(*s.padding_idx) : "none"},
+        {"max_norm", optional_text(s.max_norm)},
+        {"norm_type", detail::concat(s.norm_type)},
+        {"scale_grad_by_freq", s.scale_grad_by_freq ? "true" : "false"},
+        {"freeze", s.freeze ? "true" : "false"},
+        {"optimizer", optimizer_name(o.kind)},
+        {"lr", detail::concat(o.lr)},
+        {"betas", detail::concat(o.beta1, ",", o.beta2)},
+        {"eps", optional_text(o.eps)},
+        {"lr_decay", detail::concat(o.lr_decay)},
+        {"initial_accumulator_value", detail::concat(o.initial_accumulator_value)},
+        {"comm_precision", comm_precision_name(s.comm_precision)},
+    };
+    for (const auto& [key, value] : fields) values.emplace_back(p + key, value);
+  }
+  return values;
+}
+
+// Every rank must build the same tables: a rank with another dim or row
+// count would overflow its peers' buffers in the first exchange.
+void agree_on_tables(Communicator& comm, const AgreedValues& values) {
+  const std::string differ = find_disagreement(comm, values, "table setting");
+  if (!differ.empty())
+    throw AgreedError(differ + "; every rank must build the same tables (the same configuration "
+                               "on every rank)");
+}
+
+}  // namespace
+
 ShardedEmbedding::ShardedEmbedding(const std::vector<TableSpec>& specs, Communicator* comm,
                                    uint64_t seed)
     : comm_(comm), specs_(specs), plans_(plans_of(specs, comm->size())) {
+  AgreedValues values = spec_values(specs);
+  values.emplace_back("seed", std::to_string(seed));
+  agree_on_tables(*comm, values);
   const int me = comm->rank();
   std::vector<EmbeddingTable> shards;
   for (int t = 0; t < num_tables(); ++t)
@@ -43,6 +94,7 @@ ShardedEmbedding::ShardedEmbedding(const std::vector<TableSpec>& specs, Communic
                                    const std::vector<std::vector<float>>& local_rows)
     : comm_(comm), specs_(specs), plans_(plans_of(specs, comm->size())) {
   EMBTRAIN_ASSERT(local_rows.size() == specs.size());
+  agree_on_tables(*comm, spec_values(specs));
   const int me = comm->rank();
   std::vector<EmbeddingTable> shards;
   for (int t = 0; t < num_tables(); ++t)

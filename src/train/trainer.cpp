@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <utility>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -12,6 +15,7 @@
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
 #include "common/timer.hpp"
+#include "train/stop_signals.hpp"
 
 namespace embtrain {
 
@@ -39,6 +43,27 @@ std::string rate_string(double per_s) {
   else
     std::snprintf(text, sizeof(text), "%.0f", per_s);
   return text;
+}
+
+// EMBTRAIN_INJECT_NAN_LOSS="STEP[:RANK]" as (0-based step, rank or -1);
+// (-1, -1) when unset.
+std::pair<int64_t, int> injected_nan_loss() {
+  const char* text = std::getenv("EMBTRAIN_INJECT_NAN_LOSS");
+  if (!text || !*text) return {-1, -1};
+  long long step = 0;
+  int rank = -1;
+  const int n = std::sscanf(text, "%lld:%d", &step, &rank);
+  EMBTRAIN_REQUIRE(n >= 1 && step >= 1, "EMBTRAIN_INJECT_NAN_LOSS = '", text,
+                   "': expected STEP or STEP:RANK with STEP >= 1");
+  return {step - 1, n == 2 ? rank : -1};
+}
+
+// The first row of a rows x dim block holding NaN or an infinity, or -1.
+int64_t first_nonfinite_row(const float* rows, int64_t num_rows, int64_t dim) {
+  for (int64_t r = 0; r < num_rows; ++r)
+    for (int64_t j = 0; j < dim; ++j)
+      if (!std::isfinite(rows[r * dim + j])) return r;
+  return -1;
 }
 
 std::string metrics_string(const std::map<std::string, double>& m) {
@@ -145,7 +170,10 @@ class TrainingRun {
         dense_(workload.dense_parameters()),
         per_epoch_(std::max<int64_t>(1, workload.steps_per_epoch())) {}
 
+  ~TrainingRun() { workload_.set_step_guard(nullptr); }
+
   TrainSummary run() {
+    workload_.set_step_guard([this](double loss_sum) { return guard(loss_sum, true); });
     resume();
     if (options_.device == "cuda") {
       tables_.use_cuda(options_.cuda);
@@ -160,6 +188,11 @@ class TrainingRun {
     summary_.eval_start = evaluate(summary_.first_step, "start");
     if (talk_) std::fflush(stdout);
     train_steps();
+    if (summary_.stop_signal) {  // a scheduler's grace period is short: save, nothing else
+      checkpoint(summary_.steps);
+      report();
+      return summary_;
+    }
     summary_.eval_end = evaluate(summary_.steps, "end");
     checkpoint(summary_.steps);
     workload_.finish(tables_, options_.out_dir);
@@ -220,6 +253,61 @@ class TrainingRun {
       std::printf("checkpoint  step %lld -> %s\n", static_cast<long long>(step), dir.c_str());
   }
 
+  // The step guard (Workload::StepGuard): one small allreduce per step
+  // tells every rank whether any rank's loss is non-finite and whether any
+  // rank received a stop signal. `can_skip` is false when the step has
+  // already been applied (a workload that does not call the guard).
+  bool guard(double loss_sum, bool can_skip) {
+    if (step_ == injected_nan_.first && (injected_nan_.second < 0 || injected_nan_.second == comm_.rank()))
+      loss_sum = std::numeric_limits<double>::quiet_NaN();
+    int flags[2] = {std::isfinite(loss_sum) ? 0 : 1, StopSignals::received()};
+    comm_.allreduce_max(flags, 2, CommType::kInt32);
+    if (flags[1] != 0 && summary_.stop_signal == 0) summary_.stop_signal = flags[1];
+    if (flags[0] == 0) {
+      skipped_in_a_row_ = 0;
+      return true;
+    }
+    const std::string loss = comm_.agree_on_error(
+        std::isfinite(loss_sum)
+            ? ""
+            : detail::concat("the loss on rank ", comm_.rank(), " is ", loss_sum));
+    if (can_skip && options_.on_nonfinite == "skip_step" &&
+        ++skipped_in_a_row_ < kMaxSkippedInARow) {
+      skip_step(loss);
+      return false;
+    }
+    throw AgreedError(nonfinite_message(loss, /*applied=*/!can_skip));
+  }
+
+  void skip_step(const std::string& loss) {
+    skipping_ = true;
+    ++summary_.skipped_steps;
+    if (root_) metrics_->write({{"type", "skipped"}, {"step", step_ + 1}, {"reason", loss}});
+    if (talk_) std::printf("step %lld skipped: %s\n", static_cast<long long>(step_ + 1), loss.c_str());
+  }
+
+  std::string nonfinite_message(const std::string& loss, bool applied) const {
+    std::string where = "the tables are finite";
+    std::string mine;
+    for (int t = 0; t < tables_.num_tables() && mine.empty(); ++t) {
+      const EmbeddingTable& shard = tables_.shard(t);
+      const int64_t bad = first_nonfinite_row(shard.weights().data(), shard.num_rows(), shard.dim());
+      if (bad >= 0)
+        mine = detail::concat("table '", shard.spec().name, "' row ",
+                              shard.plan().global_row(shard.rank(), bad), " is not finite");
+    }
+    const std::string found = comm_.agree_on_error(mine);
+    if (!found.empty()) where = found;
+    return detail::concat(
+        "step ", step_ + 1, ": ", loss, " (train.on_nonfinite = ", options_.on_nonfinite,
+        skipped_in_a_row_ >= kMaxSkippedInARow
+            ? detail::concat(", and the ", kMaxSkippedInARow, " steps before it were skipped too")
+            : std::string(),
+        "); ", applied ? "" : "its gradients were not applied; ", where,
+        ". Lower the learning rate (or check the data), or set train.on_nonfinite = skip_step to "
+        "skip such steps; --checkpoint.resume=auto resumes from the last checkpoint");
+  }
+
   void train_steps() {
     const int64_t total = summary_.steps;
     Stopwatch run_clock;
@@ -231,9 +319,19 @@ class TrainingRun {
       // An evaluation's lookups would drop a prefetch: none before one.
       const bool ahead = options_.pipeline && done < total && !evaluate_now;
       workload_.set_prefetch_step(ahead ? done : -1);
-      window_.add(workload_.train_step(tables_, step));
-      if (done % std::max<int64_t>(1, options_.log_interval) == 0 || done == total)
+      workload_.reset_guard_called();
+      step_ = step;
+      skipping_ = false;
+      const StepOutput out = workload_.train_step(tables_, step);
+      if (!workload_.guard_called()) guard(out.loss_sum, /*can_skip=*/false);
+      if (!skipping_) window_.add(out);
+      const bool stop = summary_.stop_signal != 0;
+      if (done % std::max<int64_t>(1, options_.log_interval) == 0 || done == total || stop)
         log_progress(done);
+      if (stop) {
+        summary_.steps = done;
+        break;
+      }
       if (evaluate_now) evaluate(done, "periodic");
       if (options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0 && done != total)
         checkpoint(done);
@@ -281,12 +379,23 @@ class TrainingRun {
     const TrainSummary& s = summary_;
     json j = {{"type", "summary"}, {"steps", s.steps},   {"first_step", s.first_step},
               {"seconds", s.seconds}, {"lookups_per_s", s.lookups_per_s},
-              {"train_loss", s.final_train_loss}, {"prefetched_steps", s.prefetched_steps}};
+              {"train_loss", s.final_train_loss}, {"prefetched_steps", s.prefetched_steps},
+              {"skipped_steps", s.skipped_steps}};
+    if (s.stop_signal) j["stopped_by"] = StopSignals::name(s.stop_signal);
     if (s.words_per_s > 0) j["words_per_s"] = s.words_per_s;
     for (const auto& [k, v] : s.eval_end) j["eval_" + k] = v;
     for (const auto& [k, v] : s.reference) j["reference_" + k] = v;
     if (root_) metrics_->write(j);
     if (!talk_) return;
+    if (s.stop_signal) {
+      std::printf("stopped by %s after step %lld%s\n", StopSignals::name(s.stop_signal),
+                  static_cast<long long>(s.steps),
+                  options_.checkpoint_dir.empty()
+                      ? " (checkpoints are disabled: nothing was saved)"
+                      : "; resume with --checkpoint.resume=auto (or the folder above)");
+      std::fflush(stdout);
+      return;
+    }
     std::printf("done: %lld steps in %s, %s lookups/s", static_cast<long long>(s.steps - s.first_step),
                 clock_string(s.seconds).c_str(), rate_string(s.lookups_per_s).c_str());
     if (s.words_per_s > 0) std::printf(", %s words/s", rate_string(s.words_per_s).c_str());
@@ -311,6 +420,13 @@ class TrainingRun {
   Stopwatch window_clock_;
   double elapsed_ = 0;          // training seconds, logging excluded
   double lookups_ = 0, words_ = 0;  // over the run so far, all ranks
+  int64_t step_ = 0;                // the step in progress (0-based)
+  bool skipping_ = false;           // the guard skipped the step in progress
+  int64_t skipped_in_a_row_ = 0;
+  StopSignals signals_;             // SIGTERM, SIGINT, SIGUSR1 stop after a step
+  // Fault injection for tests: EMBTRAIN_INJECT_NAN_LOSS="STEP[:RANK]" makes
+  // the loss of 1-based step STEP NaN (on RANK, or on every rank).
+  const std::pair<int64_t, int> injected_nan_ = injected_nan_loss();
 };
 
 }  // namespace

@@ -113,6 +113,9 @@ class ClickSource {
  public:
   virtual ~ClickSource() = default;
   virtual std::string describe() const = 0;
+  // What identifies data read from files (Workload::data_identity); "" for
+  // synthetic data.
+  virtual std::string identity() const { return ""; }
   // Samples in one epoch.
   virtual int64_t train_size() const = 0;
   // Rank `rank`'s `batch` samples of step `step`'s global batch of
@@ -170,6 +173,7 @@ class ClickLog final : public ClickSource {
   ClickLog(const RecsysConfig& config, uint64_t seed);
 
   std::string describe() const override;
+  std::string identity() const override;
   int64_t train_size() const override { return train_.size(); }
   void train_batch(int64_t step, int rank, int ranks, int64_t batch, Clicks* out) override;
   const Clicks& eval_set() const override { return eval_; }

@@ -279,6 +279,7 @@ class SkipgramWorkload : public Workload {
 
   std::string name() const override { return "skipgram"; }
   std::string describe() const override;
+  std::string data_identity() const override;
   std::vector<std::string> table_names() const override { return {"input", "output"}; }
   int64_t table_rows(const std::string& name) const override;
   int64_t steps_per_epoch() const override { return steps_per_epoch_; }

@@ -83,6 +83,8 @@ class RecsysWorkload final : public Workload {
     return (source_->train_size() + global - 1) / global;
   }
 
+  std::string data_identity() const override { return source_->identity(); }
+
   StepOutput train_step(ShardedEmbedding& tables, int64_t step) override {
     check_tables(tables);
     if (next_.step == step) {
@@ -108,13 +110,14 @@ class RecsysWorkload final : public Workload {
     const double grad_scale = 1.0 / static_cast<double>(batch_size_ * comm_->size());
     const double loss = recsys::click_model(batch_.clicks, dim_, rows(n), dense_[0], grad_scale,
                                             /*scores=*/nullptr, &grads);
-    tables.backward({user_grads_.data(), item_grads_.data()});
-    tables.step();
-
-    // The bias is data-parallel: every rank applies the same SGD step with
-    // the global batch's gradient.
-    const double bias_lr = config_.bias_lr ? *config_.bias_lr : tables.spec(1).optimizer.lr;
-    dense_[0] = static_cast<float>(dense_[0] - bias_lr * sum_in_rank_order(*comm_, grads.bias));
+    if (apply_step(loss)) {
+      tables.backward({user_grads_.data(), item_grads_.data()});
+      tables.step();
+      // The bias is data-parallel: every rank applies the same SGD step with
+      // the global batch's gradient.
+      const double bias_lr = config_.bias_lr ? *config_.bias_lr : tables.spec(1).optimizer.lr;
+      dense_[0] = static_cast<float>(dense_[0] - bias_lr * sum_in_rank_order(*comm_, grads.bias));
+    }
 
     StepOutput out;
     out.loss_sum = loss;

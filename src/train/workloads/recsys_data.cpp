@@ -13,6 +13,8 @@
 #include "embtrain/random.hpp"
 #include "embtrain/workloads/recsys.hpp"
 
+#include "common/fingerprint.hpp"
+
 namespace embtrain {
 namespace recsys {
 
@@ -193,6 +195,23 @@ void SyntheticClicks::train_batch(int64_t step, int rank, int ranks, int64_t bat
 }
 
 // ---- Click logs -----------------------------------------------------------
+
+namespace {
+
+uint64_t clicks_fingerprint(const Clicks& c, uint64_t h) {
+  h = fnv1a(c.users, h);
+  h = fnv1a(c.history, h);
+  h = fnv1a(c.candidates, h);
+  return fnv1a(c.labels, h);
+}
+
+}  // namespace
+
+std::string ClickLog::identity() const {
+  return detail::concat(config_.data, ": ", train_.size(), " training and ", eval_.size(),
+                        " held-out samples, fingerprint ",
+                        fingerprint_hex(clicks_fingerprint(eval_, clicks_fingerprint(train_, kFnvBasis))));
+}
 
 Clicks read_click_log(const std::string& path, int64_t users, int64_t items, int64_t history) {
   std::ifstream in(path);

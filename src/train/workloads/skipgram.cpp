@@ -31,6 +31,8 @@
 #include "embtrain/errors.hpp"
 #include "embtrain/workloads/skipgram.hpp"
 
+#include "common/fingerprint.hpp"
+
 namespace embtrain {
 
 namespace {
@@ -242,6 +244,15 @@ double SkipgramWorkload::run_kernel(const IndexedBatch& indexed, float* grad_in,
                      indexed.batch.pairs(), 1 + config_.negatives, grad_in, grad_out);
 }
 
+// The corpus as read and cut: its words in order and the vocabulary's.
+std::string SkipgramWorkload::data_identity() const {
+  uint64_t h = fnv1a(corpus_.train.tokens);
+  h = fnv1a(corpus_.heldout.tokens, h);
+  for (int64_t r = 0; r < corpus_.vocab.size(); ++r) h = fnv1a(corpus_.vocab.word(r), h);
+  return detail::concat(config_.corpus, ": ", corpus_.words_read, " words, fingerprint ",
+                        fingerprint_hex(h));
+}
+
 StepOutput SkipgramWorkload::train_step(ShardedEmbedding& tables, int64_t step) {
   Communicator& comm = *context_.comm;
   if (next_.step == step) {
@@ -262,8 +273,10 @@ StepOutput SkipgramWorkload::train_step(ShardedEmbedding& tables, int64_t step) 
   grad_out_.resize(out_rows_.size());
   StepOutput out;
   out.loss_sum = run_kernel(current_, grad_in_.data(), grad_out_.data());
-  tables.backward({grad_in_.data(), grad_out_.data()});
-  tables.step();
+  if (apply_step(out.loss_sum)) {
+    tables.backward({grad_in_.data(), grad_out_.data()});
+    tables.step();
+  }
   out.examples = current_.batch.pairs();
   // The distinct rows this rank looked up: what the engine moved.
   out.lookups = static_cast<int64_t>(current_.in_ids.size() + current_.out_ids.size());
