@@ -44,6 +44,9 @@ struct TrainOptions {
   // skips the step (no backward, no updates) and goes on, and stops after
   // kMaxSkippedInARow such steps in a row.
   std::string on_nonfinite = "stop";
+  // Seconds a rank may make no progress (waiting in a collective for a rank
+  // that stopped, say) before the watchdog ends the job; 0: never.
+  double collective_timeout_s = 600;
   std::string device = "cpu";    // cpu | cuda: where the tables live and the step runs
   CudaOptions cuda;              // with device cuda
 };

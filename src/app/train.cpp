@@ -79,6 +79,10 @@ OptionList<RunKeys> run_options() {
        "a step whose loss is NaN or infinite: stop (an error, before the step is applied) or "
        "skip_step (skip it and go on; stops after 20 such steps in a row)",
        R::choice({"stop", "skip_step"}, &RunKeys::on_nonfinite), "stop"},
+      {"train.collective_timeout",
+       "seconds without progress (a rank stopped or lost) before the watchdog ends the job "
+       "naming the ranks that did not arrive; 0: never",
+       R::real(Range::closed(0, 1e9), &RunKeys::collective_timeout_s), "600"},
       {"train.eval_every", "steps between evaluations (0: at start and end only)",
        R::integer(0, kMax, &RunKeys::eval_every)},
       {"log.interval", "steps between progress lines", R::integer(1, kMax, &RunKeys::log_interval)},

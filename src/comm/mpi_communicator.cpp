@@ -202,7 +202,9 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   EMBTRAIN_MPI_CHECK(MPI_Initialized(&initialized));
   if (initialized) return;
   int provided = 0;
-  EMBTRAIN_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  // MULTIPLE: the watchdog's thread (watchdog.hpp) exchanges heartbeats
+  // while the main thread may be inside a collective.
+  EMBTRAIN_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
   owns_ = true;
 }
 

@@ -44,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "common/progress.hpp"
 #include "common/timer.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/embedding_table.hpp"
@@ -143,6 +144,7 @@ class ShardedStep {
   void finish(Stage stage, Stopwatch* clock) {
     b_.synchronize();
     stats_[stage] += clock->lap_ms();
+    mark_progress(stage_name(stage));  // for the watchdog (progress.hpp)
   }
   // With measure_skew, every rank waits here for the slowest before an
   // exchange stage transfers anything; the wait is recorded apart.

@@ -14,6 +14,8 @@
 #include "embtrain/checkpoint.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
+#include "comm/watchdog.hpp"
+#include "common/progress.hpp"
 #include "common/timer.hpp"
 #include "train/stop_signals.hpp"
 
@@ -234,6 +236,7 @@ class TrainingRun {
   }
 
   std::map<std::string, double> evaluate(int64_t step, const char* when) {
+    mark_progress("evaluate: start");
     std::map<std::string, double> m = workload_.evaluate(tables_);
     json j = {{"type", "eval"}, {"step", step}, {"when", when}};
     for (const auto& [k, v] : m) j[k] = v;
@@ -245,6 +248,7 @@ class TrainingRun {
 
   void checkpoint(int64_t step) {
     if (options_.checkpoint_dir.empty()) return;
+    mark_progress("checkpoint: start");
     CheckpointInfo info{workload_.name(), step, options_.seed, options_.config_text};
     const std::string dir =
         save_checkpoint(options_.checkpoint_dir, info, tables_, dense_, options_.checkpoint_keep);
@@ -258,6 +262,7 @@ class TrainingRun {
   // rank received a stop signal. `can_skip` is false when the step has
   // already been applied (a workload that does not call the guard).
   bool guard(double loss_sum, bool can_skip) {
+    mark_progress("loss");
     if (step_ == injected_nan_.first && (injected_nan_.second < 0 || injected_nan_.second == comm_.rank()))
       loss_sum = std::numeric_limits<double>::quiet_NaN();
     int flags[2] = {std::isfinite(loss_sum) ? 0 : 1, StopSignals::received()};
@@ -322,6 +327,7 @@ class TrainingRun {
       workload_.reset_guard_called();
       step_ = step;
       skipping_ = false;
+      mark_step(done, "step start");
       const StepOutput out = workload_.train_step(tables_, step);
       if (!workload_.guard_called()) guard(out.loss_sum, /*can_skip=*/false);
       if (!skipping_) window_.add(out);
@@ -424,6 +430,7 @@ class TrainingRun {
   bool skipping_ = false;           // the guard skipped the step in progress
   int64_t skipped_in_a_row_ = 0;
   StopSignals signals_;             // SIGTERM, SIGINT, SIGUSR1 stop after a step
+  Watchdog watchdog_{options_.collective_timeout_s};
   // Fault injection for tests: EMBTRAIN_INJECT_NAN_LOSS="STEP[:RANK]" makes
   // the loss of 1-based step STEP NaN (on RANK, or on every rank).
   const std::pair<int64_t, int> injected_nan_ = injected_nan_loss();

@@ -199,21 +199,24 @@ def test_skip_step_skips_the_update(work):
 # ---------------------------------------------------------------- signals
 
 def rank_pids(mpirun_pid):
-    """The processes mpirun started (on one host, its children)."""
-    pids = []
+    """The processes mpirun started (on one host, its children), by rank."""
+    pids = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open("/proc/%s/stat" % d) as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == mpirun_pid:
-                    pids.append(int(d))
-            except OSError:
+                if int(fields[1]) != mpirun_pid:
+                    continue
+                with open("/proc/%s/environ" % d, "rb") as f:
+                    env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+                pids[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(d)
+            except (OSError, KeyError, ValueError):
                 pass
-    return sorted(pids)
+    return [pids[r] for r in sorted(pids)]
 
 
-def start_long_run(work, run_dir, np_=2, **overrides):
+def start_long_run(work, run_dir, np_=2, after_step=5, **overrides):
     keys = {"log.dir": run_dir, "train.steps": "100000", "log.interval": "5"}
     keys.update(overrides)
     cmd = mpirun_cmd(np_) + [EMBTRAIN] + small_recsys(work, **keys)
@@ -221,7 +224,7 @@ def start_long_run(work, run_dir, np_=2, **overrides):
     deadline = time.time() + 60
     while time.time() < deadline:  # until it has trained a little
         try:
-            if any(m["type"] == "train" for m in metrics(run_dir)):
+            if any(m["type"] == "train" and m["step"] >= after_step for m in metrics(run_dir)):
                 break
         except (OSError, ValueError):
             pass
@@ -250,6 +253,35 @@ def test_sigterm_saves_and_resume_is_exact(work):
         a = export(os.path.join(run_dir, "checkpoints"), table, os.path.join(work, "a.npy"))
         b = export(os.path.join(straight, "checkpoints"), table, os.path.join(work, "b.npy"))
         assert a.tobytes() == b.tobytes(), "table %s differs after stop + resume" % table
+
+
+def test_stopped_rank_ends_the_job(work):
+    # Rank 1 of 3 stops (SIGSTOP: swapped out, a hung driver, a debugger):
+    # the others wait in the step's next collective until the watchdog
+    # ends the job, naming rank 1.
+    run_dir = os.path.join(work, "run")
+    proc = start_long_run(work, run_dir, np_=3, after_step=20,
+                          **{"train.collective_timeout": "4"})
+    pids = rank_pids(proc.pid)
+    assert len(pids) == 3, pids
+    time.sleep(1.0)  # every watchdog has spoken by now
+    os.kill(pids[1], signal.SIGSTOP)
+    start = time.time()
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
+    took = time.time() - start
+    assert proc.returncode != 0
+    assert "watchdog [rank 0]: no progress for 4 s" in err, err[-3000:]
+    assert "(train.collective_timeout = 4 s); ranks that did not arrive: rank 1: " in err, err[-3000:]
+    assert "rank 2:" not in err.split("did not arrive:")[1].split("\n")[0], err[-3000:]
+    assert took < 30, took
+    print("  " + [l for l in err.splitlines() if "watchdog" in l][0])
 
 
 TESTS = [f for name, f in sorted(globals().items()) if name.startswith("test_")]
