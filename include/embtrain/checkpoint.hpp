@@ -75,8 +75,8 @@ std::vector<float> read_checkpoint_table(const std::string& dir, const std::stri
 // Refuses a resume whose configuration changes a key that decides what the
 // checkpoint holds (seed, data, tables, ...): throws Error naming each such
 // key with its saved and current value. Keys that may change freely (steps,
-// epochs, threads, log.*, checkpoint.*, ...) and those in `allowed` (exact
-// keys, or prefixes ending in '*') pass. `saved` and `current` are
+// epochs, threads, log.*, checkpoint.*, ...) and those `allowed` names
+// (keys, where '*' matches any text: "recsys.*", "table.*.lr") pass. `saved` and `current` are
 // effective configurations (INI text); keys missing from either pass.
 void check_resume_config(const std::string& dir, const std::string& saved,
                          const std::string& current, const std::vector<std::string>& allowed);

@@ -102,7 +102,7 @@ OptionList<RunKeys> run_options() {
        R::text("", &RunKeys::resume)},
       {"checkpoint.allow_changes",
        "keys a resume may change that decide what the checkpoint holds (seed, data, tables), "
-       "comma-separated; 'section.*' names a section's keys",
+       "comma-separated; '*' matches any text ('recsys.*', 'table.*.lr')",
        R::text("comma-separated config keys", read_allow_changes)},
   };
 }

@@ -14,17 +14,21 @@ namespace embtrain {
 
 namespace {
 
-// Keys (or prefixes ending in '*') a resume may always change.
+// Keys a resume may always change: how long, how fast, where to write,
+// and how a fresh table would start (a resumed one starts from the
+// checkpoint). '*' matches any text.
 const char* const kFreeKeys[] = {
-    "train.steps",    "train.epochs",    "train.threads", "train.eval_every",
-    "train.pipeline", "train.device",    "train.data_comm", "log.*",
-    "checkpoint.*",
+    "train.steps",  "train.epochs",     "train.threads",     "train.eval_every",
+    "train.pipeline", "train.device",   "train.data_comm",   "log.*",
+    "checkpoint.*", "table.*.init",     "table.*.init_std",
 };
 
-bool matches(const std::string& key, const std::string& pattern) {
-  if (!pattern.empty() && pattern.back() == '*')
-    return key.compare(0, pattern.size() - 1, pattern, 0, pattern.size() - 1) == 0;
-  return key == pattern;
+// Whether `key` matches `pattern`, where '*' stands for any text.
+bool matches(const char* key, const char* pattern) {
+  if (*pattern == '\0') return *key == '\0';
+  if (*pattern == '*')
+    return matches(key, pattern + 1) || (*key != '\0' && matches(key + 1, pattern));
+  return *key == *pattern && matches(key + 1, pattern + 1);
 }
 
 // "key -> value" of an effective configuration: "[section]" lines, then
@@ -61,8 +65,8 @@ void check_resume_config(const std::string& dir, const std::string& saved,
     const auto it = now.find(key);
     if (it == now.end() || it->second == old_value) continue;
     bool free = false;
-    for (const char* p : kFreeKeys) free = free || matches(key, p);
-    for (const std::string& p : allowed) free = free || matches(key, p);
+    for (const char* p : kFreeKeys) free = free || matches(key.c_str(), p);
+    for (const std::string& p : allowed) free = free || matches(key.c_str(), p.c_str());
     if (!free)
       changed += detail::concat("\n  ", key, " = ", old_value, " in the checkpoint, ", it->second,
                                 " now");
