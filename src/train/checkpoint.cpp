@@ -35,6 +35,17 @@ int64_t step_of(const std::string& name, bool aside = false) {
   return std::stoll(match[1].str());
 }
 
+// Runs `work`, turning a file-system exception (permissions, a vanished
+// folder) into an Error that run_agreed shares with every rank.
+template <typename Work>
+void as_error(const Work& work) {
+  try {
+    work();
+  } catch (const fs::filesystem_error& e) {
+    throw make_error(e.what());
+  }
+}
+
 bool is_stale_temporary(const std::string& name) {
   static const std::regex tmp("\\.step_[0-9]+\\.tmp|latest\\.tmp");
   return std::regex_match(name, tmp);
@@ -221,12 +232,14 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
 
   run_agreed(comm, [&] { check_finite(std::as_const(tables), info.step); });
   run_agreed(comm, [&] {
-    if (is_root) prepare_root(root, tmp_dir);
+    if (is_root) as_error([&] { prepare_root(root, tmp_dir); });
   });
   try {
     const std::vector<int64_t> sums = write_shards(tmp_dir, tables);
     run_agreed(comm, [&] {
-      if (is_root) finish_save(root, tmp_dir, final_dir, manifest_of(info, tables, sums), dense, keep);
+      if (!is_root) return;
+      const Manifest m = manifest_of(info, tables, sums);
+      as_error([&] { finish_save(root, tmp_dir, final_dir, m, dense, keep); });
     });
   } catch (const Error&) {
     std::error_code ec;
@@ -240,8 +253,8 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
 
 bool holds_checkpoint(const std::string& path) {
   const fs::path p(path);
-  if (fs::exists(p / "manifest.json") || fs::exists(p / "latest")) return true;
   std::error_code ec;
+  if (fs::exists(p / "manifest.json", ec) || fs::exists(p / "latest", ec)) return true;
   if (!fs::is_directory(p, ec)) return false;
   for (const auto& e : fs::directory_iterator(p, ec))
     if (step_of(e.path().filename().string()) >= 0) return true;
@@ -297,7 +310,7 @@ std::string verify_checkpoint(Communicator& comm, const std::string& dir) {
     for (size_t i = static_cast<size_t>(comm.rank()); i < files.size();
          i += static_cast<size_t>(comm.size()))
       verify_file(m, files[i]);
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // file-system errors included
     error = e.what();
   }
   return comm.agree_on_error(error);
@@ -307,10 +320,15 @@ std::string verify_checkpoint(Communicator& comm, const std::string& dir) {
 
 std::string find_checkpoint(Communicator& comm, const std::string& path,
                             std::vector<std::string>* notes) {
-  if (fs::exists(fs::path(path) / "manifest.json")) return path;
+  std::error_code ec;
+  if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
   std::string list;  // rank 0 lists, so every rank tries the same folders
-  if (comm.rank() == 0 && fs::is_directory(path))
-    for (const std::string& name : candidates(path, notes)) list += name + "\n";
+  run_agreed(comm, [&] {
+    if (comm.rank() == 0 && fs::is_directory(path, ec))
+      as_error([&] {
+        for (const std::string& name : candidates(path, notes)) list += name + "\n";
+      });
+  });
   broadcast_text(comm, &list);
   std::istringstream names(list);
   std::vector<std::string> skipped;
@@ -434,9 +452,10 @@ std::vector<float> read_checkpoint_table(const std::string& dir, const std::stri
   for (const ManifestShard& s : t.shards) {
     verify_file(m, s.weights);
     const int64_t need = s.rows * t.dim * 4;  // read_manifest checked it fits
-    EMBTRAIN_REQUIRE(static_cast<int64_t>(fs::file_size(m.path(s.weights))) >= need, m.path(s.weights),
-                     ": ", fs::file_size(m.path(s.weights)), " bytes, too few for ", s.rows,
-                     " x ", t.dim, " float32");
+    std::error_code ec;
+    const auto size = static_cast<int64_t>(fs::file_size(m.path(s.weights), ec));
+    EMBTRAIN_REQUIRE(!ec && size >= need, m.path(s.weights), ": ", ec ? -1 : size,
+                     " bytes, too few for ", s.rows, " x ", t.dim, " float32");
   }
   *rows = t.rows;
   *dim = t.dim;

@@ -234,14 +234,15 @@ Manifest read_manifest(const std::string& dir) {
 
 void verify_file(const Manifest& m, const std::string& file) {
   const std::string path = m.path(file);
+  std::error_code ec;
   if (m.version < 2) {
-    EMBTRAIN_REQUIRE(fs::exists(path), "checkpoint ", m.dir, ": ", file, " is missing");
+    EMBTRAIN_REQUIRE(fs::exists(path, ec), "checkpoint ", m.dir, ": ", file, " is missing");
     return;
   }
   const auto it = m.files.find(file);
   EMBTRAIN_REQUIRE(it != m.files.end(), "checkpoint ", m.dir, ": ", file,
                    " has no size and checksum in the manifest");
-  EMBTRAIN_REQUIRE(fs::exists(path), "checkpoint ", m.dir, ": ", file, " is missing");
+  EMBTRAIN_REQUIRE(fs::exists(path, ec), "checkpoint ", m.dir, ": ", file, " is missing");
   const FileSum found = sum_file(path);
   EMBTRAIN_REQUIRE(found.bytes == it->second.bytes, "checkpoint ", m.dir, ": ", file, " is ",
                    found.bytes, " bytes, the manifest records ", it->second.bytes,
