@@ -467,7 +467,7 @@ def test_full_disk_during_save(work):
     try:
         root = os.path.join(mnt, "ckpt")
         run(train_args(work, **{"checkpoint.dir": root}), 2)
-        before = snapshot(root)
+        before, names = snapshot(root), sorted(os.listdir(root))
         with open(os.path.join(mnt, "filler"), "wb", buffering=0) as f:
             try:
                 while True:
@@ -477,7 +477,8 @@ def test_full_disk_during_save(work):
         p = run(train_args(work, **{"train.steps": "6", "checkpoint.dir": root,
                                     "checkpoint.resume": "auto"}), 2, expect_ok=False)
         expect_error(p, "step_00000006", "disk full")
-        assert snapshot(root) == before, sorted(os.listdir(root))
+        assert snapshot(root) == before and sorted(os.listdir(root)) == names, \
+            "the checkpoint root changed: %s" % sorted(os.listdir(root))
         os.remove(os.path.join(mnt, "filler"))
         run(export_args(root, work))
     finally:
