@@ -34,6 +34,9 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;  // steps; 0: only at the end
   int checkpoint_keep = 3;       // newest checkpoints kept (0: all)
   std::string resume;            // "": fresh run; a checkpoint folder or root
+  // Keys a resume may change besides the always-free ones (steps, log.*,
+  // ...): see check_resume_config.
+  std::vector<std::string> allow_changes;
   std::string config_text;       // effective configuration, saved with checkpoints
   bool quiet = false;            // no progress lines (tests)
   // Each step starts distributing the next step's ids before its backward

@@ -6,6 +6,7 @@
 
 #include "commands.hpp"
 #include "embtrain/checkpoint.hpp"
+#include "embtrain/communicator.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
 #include "embtrain/workloads/skipgram.hpp"
@@ -38,7 +39,12 @@ int run_export(int argc, char** argv) {
     }
   const po::variables_map vm = parse_command_line(argc, argv, options, "export");
   const std::string given = vm["checkpoint"].as<std::string>();
-  const std::string dir = resolve_checkpoint(given);
+  // A root's newest checkpoint that verifies, as resume = auto takes it.
+  std::unique_ptr<Communicator> self = make_self_communicator();
+  std::vector<std::string> notes;
+  const std::string dir = find_checkpoint(*self, given, &notes);
+  for (const std::string& note : notes)
+    std::fprintf(stderr, "embtrain export: checkpoint: %s\n", note.c_str());
   EMBTRAIN_REQUIRE(!dir.empty(), "option --checkpoint: ", given, " holds no checkpoint");
   const std::string out = vm["out"].as<std::string>();
   const std::string ext = fs::path(out).extension().string();

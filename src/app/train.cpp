@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <sstream>
 
 #include "commands.hpp"
 #include "config.hpp"
@@ -53,6 +54,19 @@ struct RunKeys : TrainOptions {
   std::string checkpoint_root;  // checkpoint.dir as given ("" = LOG_DIR/checkpoints)
 };
 
+// "train.seed, recsys.*" -> {"train.seed", "recsys.*"}.
+void read_allow_changes(RunKeys& keys, const std::string& text) {
+  keys.allow_changes.clear();
+  std::string item;
+  for (std::istringstream in(text); std::getline(in, item, ',');) {
+    item = trim(item);
+    if (item.empty()) continue;
+    if (item.find_first_of(" \t=") != std::string::npos)
+      throw ValueError("'" + item + "' is not a key");
+    keys.allow_changes.push_back(item);
+  }
+}
+
 void read_log_dir(RunKeys& keys, const std::string& dir) {
   if (dir.empty()) throw ValueError("a folder is required");
   keys.out_dir = dir;
@@ -98,8 +112,12 @@ OptionList<RunKeys> run_options() {
       {"checkpoint.enabled", "write checkpoints at all", R::boolean(&RunKeys::checkpoints_enabled)},
       {"checkpoint.resume",
        "resume from: a checkpoint folder, a checkpoint root (its latest), or 'auto' "
-       "(checkpoint.dir's latest if there is one, else a fresh start)",
+       "(checkpoint.dir's newest checkpoint that verifies if there is one, else a fresh start)",
        R::text("", &RunKeys::resume)},
+      {"checkpoint.allow_changes",
+       "keys a resume may change that decide what the checkpoint holds (seed, data, tables), "
+       "comma-separated; '*' matches any text ('recsys.*', 'table.*.lr')",
+       R::text("comma-separated config keys", read_allow_changes)},
   };
 }
 
@@ -197,7 +215,7 @@ void resolve_checkpoints(const Config& config, RunKeys* keys) {
     if (keys->checkpoint_dir.empty())
       config.fail("checkpoint.resume", "'auto' needs checkpoints enabled");
     keys->resume = keys->checkpoint_dir;
-  } else if (!keys->resume.empty() && resolve_checkpoint(keys->resume).empty()) {
+  } else if (!keys->resume.empty() && !holds_checkpoint(keys->resume)) {
     config.fail("checkpoint.resume", "no checkpoint there");
   }
 }

@@ -1,25 +1,24 @@
 #include "embtrain/checkpoint.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <utility>
 
+#include "checkpoint_manifest.hpp"
+#include "durable_file.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
 
 namespace embtrain {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 
 namespace {
-
-constexpr const char* kFormat = "embtrain-checkpoint";
-constexpr int kVersion = 1;
 
 std::string step_name(int64_t step) {
   char name[32];
@@ -27,146 +26,199 @@ std::string step_name(int64_t step) {
   return name;
 }
 
-std::string shard_file(const std::string& table, int rank, const char* what) {
-  return table + ".rank" + std::to_string(rank) + "." + what + ".npy";
+// The step of a folder name "step_N" (or of a ".step_N.old" set aside by an
+// interrupted re-save), or -1.
+int64_t step_of(const std::string& name, bool aside = false) {
+  static const std::regex plain("step_([0-9]{1,18})"), old("\\.step_([0-9]{1,18})\\.old");
+  std::smatch match;
+  if (!std::regex_match(name, match, aside ? old : plain)) return -1;
+  return std::stoll(match[1].str());
 }
 
-// Writes `text` to `path` through a temporary file and a rename.
-void write_file_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.flush();
-    EMBTRAIN_REQUIRE(out, tmp.string(), ": write failed");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  EMBTRAIN_REQUIRE(!ec, path.string(), ": cannot rename into place: ", ec.message());
-}
-
-json read_manifest(const std::string& dir) {
-  const fs::path path = fs::path(dir) / "manifest.json";
-  std::ifstream in(path);
-  EMBTRAIN_REQUIRE(in, path.string(), ": cannot open checkpoint manifest");
-  json m;
+// Runs `work`, turning a file-system exception (permissions, a vanished
+// folder) into an Error that run_agreed shares with every rank.
+template <typename Work>
+void as_error(const Work& work) {
   try {
-    in >> m;
-  } catch (const json::exception& e) {
-    throw make_error(path.string(), ": malformed checkpoint manifest: ", e.what());
+    work();
+  } catch (const fs::filesystem_error& e) {
+    throw make_error(e.what());
   }
-  EMBTRAIN_REQUIRE(m.value("format", "") == kFormat && m.value("version", 0) == kVersion,
-                   path.string(), ": not an embtrain checkpoint manifest of version ", kVersion);
-  return m;
 }
 
-const json& manifest_table(const json& m, const std::string& name, const std::string& dir) {
-  for (const json& t : m.at("tables"))
-    if (t.at("name") == name) return t;
-  throw make_error("checkpoint ", dir, " has no table '", name, "'");
-}
-
-// How a checkpoint's table was sharded when it was saved: the manifest's
-// "sharding" (block before it had the key) over its shards.
-ShardPlan saved_plan(const json& table, const std::string& dir) {
-  const int64_t rows = table.at("rows");
-  const json& shards = table.at("shards");
-  const ShardPlan plan(rows, static_cast<int>(shards.size()),
-                       parse_shard_layout(table.value("sharding", "block")));
-  for (const json& shard : shards) {
-    const int r = shard.at("rank");
-    EMBTRAIN_REQUIRE(r >= 0 && r < plan.num_ranks() && shard.at("rows") == plan.shard_rows(r),
-                     "checkpoint ", dir, ": table '", table.at("name").get<std::string>(),
-                     "': shard of rank ", r, " holds ", shard.at("rows").get<int64_t>(),
-                     " rows, not the ", r >= 0 && r < plan.num_ranks() ? plan.shard_rows(r) : 0,
-                     " of a ", shard_layout_name(plan.layout()), " plan of ", plan.num_ranks(),
-                     " ranks");
-  }
-  return plan;
-}
-
-// Copies the rows `plan` gives `rank` (in local order) of a table from the
-// checkpoint's shards into `out` (width floats per row), reading only the
-// shards that hold some of them: a checkpoint of any number of ranks loads
-// into any other.
-void read_rows(const std::string& dir, const json& table, const char* what, const ShardPlan& plan,
-               int rank, int64_t width, float* out) {
-  if (width == 0 || plan.shard_rows(rank) == 0) return;
-  const ShardPlan saved = saved_plan(table, dir);
-  for (const json& shard : table.at("shards")) {
-    const int s = shard.at("rank");
-    std::vector<std::pair<int64_t, int64_t>> moves;  // (row here, row in the shard)
-    for (int64_t k = 0; k < plan.shard_rows(rank); ++k) {
-      const int64_t row = plan.global_row(rank, k);
-      if (saved.owner(row) == s) moves.emplace_back(k, saved.local_row(row));
-    }
-    if (moves.empty()) continue;
-    const std::string path = (fs::path(dir) / shard.at(what).get<std::string>()).string();
-    const NpyArray a = read_npy(path);
-    const std::vector<int64_t> want{saved.shard_rows(s), width};
-    EMBTRAIN_REQUIRE(a.dtype == DType::kFloat32 && a.shape == want,
-                     path, ": expected float32 of shape (", want[0], ", ", width, "), got ",
-                     dtype_name(a.dtype), " of shape ", shape_to_string(a.shape));
-    for (const auto& [here, there] : moves)
-      std::copy_n(a.as<float>() + there * width, width, out + here * width);
-  }
+bool is_stale_temporary(const std::string& name) {
+  static const std::regex tmp("\\.step_[0-9]+\\.tmp|latest\\.tmp");
+  return std::regex_match(name, tmp);
 }
 
 }  // namespace
 
+int64_t first_nonfinite_row(const float* data, int64_t rows, int64_t width) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < width; ++k)
+      if (!std::isfinite(data[r * width + k])) return r;
+  return -1;
+}
+
 namespace {
 
-// The manifest of a checkpoint of `tables` at info.step.
-json manifest_of(const CheckpointInfo& info, ShardedEmbedding& tables) {
+// ---------------------------------------------------------------- save
+
+// Refuses to checkpoint a table holding a NaN or an infinity: a checkpoint
+// is what a run falls back to, so it must hold numbers.
+void check_finite(const ShardedEmbedding& tables, int64_t step) {
+  for (int t = 0; t < tables.num_tables(); ++t) {
+    const EmbeddingTable& shard = tables.shard(t);
+    const std::pair<const RowBuffer*, int64_t> parts[] = {{&shard.weights(), shard.dim()},
+                                                          {&shard.state(), shard.state_width()}};
+    for (const auto& [rows, width] : parts) {
+      const int64_t bad = first_nonfinite_row(rows->data(), shard.num_rows(), width);
+      EMBTRAIN_REQUIRE(bad < 0, "checkpoint at step ", step, ": table '", shard.spec().name,
+                       "' row ", shard.plan().global_row(shard.rank(), bad), " (rank ",
+                       shard.rank(), ") holds a non-finite ",
+                       rows == &shard.weights() ? "weight" : "optimizer state value",
+                       "; refusing to save it (a checkpoint holds finite values only)");
+    }
+  }
+}
+
+// Removes what dead runs left in `root`: temporary folders and files, and
+// a checkpoint set aside by an interrupted re-save once its step is back in
+// place (else it is moved back). Never a complete step_N folder.
+void clean_stale(const fs::path& root) {
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    std::error_code ec;
+    if (is_stale_temporary(name)) {
+      fs::remove_all(e.path(), ec);
+    } else if (const int64_t step = step_of(name, /*aside=*/true); step >= 0) {
+      const fs::path back = root / step_name(step);
+      if (fs::exists(back)) fs::remove_all(e.path(), ec);
+      else fs::rename(e.path(), back, ec);
+    }
+    EMBTRAIN_REQUIRE(!ec, e.path().string(), ": cannot clean up: ", ec.message());
+  }
+}
+
+void prepare_root(const fs::path& root, const fs::path& tmp_dir) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  EMBTRAIN_REQUIRE(!ec, root.string(), ": cannot create checkpoint folder: ", ec.message());
+  clean_stale(root);
+  fs::create_directories(tmp_dir, ec);
+  EMBTRAIN_REQUIRE(!ec, tmp_dir.string(), ": cannot create folder: ", ec.message());
+}
+
+// Where rank r's table t's sums are in the gathered array: 4 numbers each
+// (weights bytes, weights crc, state bytes, state crc).
+size_t sum_slot(int rank, int t, int num_tables) {
+  return (static_cast<size_t>(rank) * num_tables + t) * 4;
+}
+
+// Each rank writes and fsyncs its shards; every rank gets every file's
+// size and checksum.
+std::vector<int64_t> write_shards(const fs::path& tmp_dir, ShardedEmbedding& tables) {
   Communicator& comm = tables.comm();
-  json m = {{"format", kFormat},     {"version", kVersion},        {"workload", info.workload},
-            {"step", info.step},     {"ranks", comm.size()},       {"config", info.config},
-            {"rng", {{"seed", info.seed}, {"next_step", info.step}}}};
-  json jt = json::array();
+  const int T = tables.num_tables();
+  std::vector<int64_t> sums(sum_slot(comm.size(), 0, T), 0);
+  run_agreed(comm, [&] {
+    for (int t = 0; t < T; ++t) {
+      const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
+      const std::string& name = shard.spec().name;
+      const std::pair<const char*, const RowBuffer*> parts[] = {{"weights", &shard.weights()},
+                                                                {"state", &shard.state()}};
+      for (int k = 0; k < 2; ++k) {
+        const std::string path = (tmp_dir / shard_file(name, comm.rank(), parts[k].first)).string();
+        const int64_t width = k == 0 ? shard.dim() : shard.state_width();
+        write_npy(path, DType::kFloat32, {shard.num_rows(), width}, parts[k].second->data());
+        const FileSum sum = seal_file(path);
+        sums[sum_slot(comm.rank(), t, T) + 2 * k] = sum.bytes;
+        sums[sum_slot(comm.rank(), t, T) + 2 * k + 1] = sum.crc32c;
+      }
+    }
+  });
+  comm.allreduce(sums.data(), static_cast<int64_t>(sums.size()), CommType::kInt64, ReduceOp::kSum);
+  return sums;
+}
+
+// The manifest of a checkpoint of `tables` at info.step, with the sums of
+// the shards' files.
+Manifest manifest_of(const CheckpointInfo& info, ShardedEmbedding& tables,
+                     const std::vector<int64_t>& sums) {
+  Communicator& comm = tables.comm();
+  Manifest m;
+  m.version = kCheckpointVersion;
+  m.workload = info.workload;
+  m.config = info.config;
+  m.step = info.step;
+  m.ranks = comm.size();
+  m.seed = info.seed;
   for (int t = 0; t < tables.num_tables(); ++t) {
     const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
     const TableSpec& spec = shard.spec();
-    const ShardPlan& plan = tables.plan(t);
-    json shards = json::array();
+    ManifestTable mt{spec.name, optimizer_name(spec.optimizer.kind), spec.num_embeddings,
+                     spec.dim, shard.state_width(), shard.step(), tables.plan(t).layout(), {}};
     for (int r = 0; r < comm.size(); ++r) {
-      json shard = {{"rank", r},
-                    {"rows", plan.shard_rows(r)},
-                    {"weights", shard_file(spec.name, r, "weights")},
-                    {"state", shard_file(spec.name, r, "state")}};
-      if (plan.layout() == ShardPlan::Layout::kBlock) shard["row_begin"] = plan.row_begin(r);
-      shards.push_back(shard);
+      mt.shards.push_back({r, tables.plan(t).shard_rows(r), shard_file(spec.name, r, "weights"),
+                           shard_file(spec.name, r, "state")});
+      const size_t at = sum_slot(r, t, tables.num_tables());
+      m.files[mt.shards.back().weights] = {sums[at], static_cast<uint32_t>(sums[at + 1])};
+      m.files[mt.shards.back().state] = {sums[at + 2], static_cast<uint32_t>(sums[at + 3])};
     }
-    jt.push_back({{"name", spec.name},
-                  {"rows", spec.num_embeddings},
-                  {"sharding", shard_layout_name(plan.layout())},
-                  {"dim", spec.dim},
-                  {"optimizer", optimizer_name(spec.optimizer.kind)},
-                  {"state_width", shard.state_width()},
-                  {"optimizer_step", shard.step()},
-                  {"shards", shards}});
+    m.tables.push_back(std::move(mt));
   }
-  m["tables"] = jt;
   return m;
 }
 
-// Moves the finished `tmp_dir` to `final_dir`: an older copy of the same
-// step (a re-save after a resume) goes first; `latest` moves only once the
-// new folder is whole. Then only the newest `keep` checkpoints stay.
+// Moves the finished `tmp_dir` to `final_dir`. An older copy of the same
+// step (a re-save after a resume) is swapped out atomically, or set aside
+// where the file system cannot swap, and is deleted only after `latest`
+// names the new one: no moment without a complete checkpoint of the step.
 void swap_into_place(const fs::path& root, const fs::path& tmp_dir, const fs::path& final_dir,
-                     int64_t step, int keep) {
+                     int64_t step) {
   std::error_code ec;
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp_dir, final_dir, ec);
+  const fs::path aside = root / ("." + step_name(step) + ".old");
+  if (!fs::exists(final_dir)) {
+    fs::rename(tmp_dir, final_dir, ec);
+  } else if (!exchange_paths(tmp_dir.string(), final_dir.string())) {
+    fs::rename(final_dir, aside, ec);
+    if (!ec) fs::rename(tmp_dir, final_dir, ec);
+  }
   EMBTRAIN_REQUIRE(!ec, final_dir.string(), ": cannot rename checkpoint into place: ",
                    ec.message());
-  write_file_atomic(root / "latest", step_name(step) + "\n");
+  sync_folder(root.string());
+  write_text_durable((root / "latest").string(), step_name(step) + "\n");
+  fs::remove_all(tmp_dir, ec);  // the old copy, when it was swapped out
+  fs::remove_all(aside, ec);
+}
+
+// Only the newest `keep` checkpoints stay, the one just written always.
+void prune(const fs::path& root, const fs::path& final_dir, int keep) {
   if (keep <= 0) return;
-  std::vector<fs::path> steps;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string().rfind("step_", 0) == 0)
-      steps.push_back(e.path());
+  std::vector<std::pair<int64_t, fs::path>> steps;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const int64_t step = step_of(e.path().filename().string());
+    if (step >= 0 && e.is_directory() && e.path() != final_dir) steps.emplace_back(step, e.path());
+  }
   std::sort(steps.begin(), steps.end());
-  for (size_t i = 0; i + keep < steps.size(); ++i) fs::remove_all(steps[i], ec);
+  std::error_code ec;
+  for (size_t i = 0; i + static_cast<size_t>(keep) < steps.size() + 1; ++i) fs::remove_all(steps[i].second, ec);
+}
+
+// Rank 0, once every shard is on disk: dense parameters, the manifest, and
+// the renames.
+void finish_save(const fs::path& root, const fs::path& tmp_dir, const fs::path& final_dir,
+                 Manifest m, const std::vector<float>* dense, int keep) {
+  if (dense) {
+    const std::string path = (tmp_dir / "dense.npy").string();
+    write_npy(path, DType::kFloat32, {static_cast<int64_t>(dense->size())}, dense->data());
+    m.dense = "dense.npy";
+    m.files[m.dense] = seal_file(path);
+  }
+  write_text_durable((tmp_dir / "manifest.json").string(), manifest_json(m).dump(2) + "\n");
+  sync_folder(tmp_dir.string());
+  swap_into_place(root, tmp_dir, final_dir, m.step);
+  prune(root, final_dir, keep);
 }
 
 }  // namespace
@@ -178,142 +230,241 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
   const fs::path final_dir = fs::path(root) / step_name(info.step);
   const fs::path tmp_dir = fs::path(root) / ("." + step_name(info.step) + ".tmp");
 
+  run_agreed(comm, [&] { check_finite(std::as_const(tables), info.step); });
   run_agreed(comm, [&] {
-    if (!is_root) return;
+    if (is_root) as_error([&] { prepare_root(root, tmp_dir); });
+  });
+  try {
+    const std::vector<int64_t> sums = write_shards(tmp_dir, tables);
+    run_agreed(comm, [&] {
+      if (!is_root) return;
+      const Manifest m = manifest_of(info, tables, sums);
+      as_error([&] { finish_save(root, tmp_dir, final_dir, m, dense, keep); });
+    });
+  } catch (const Error&) {
     std::error_code ec;
-    fs::create_directories(root, ec);
-    EMBTRAIN_REQUIRE(!ec, root, ": cannot create checkpoint folder: ", ec.message());
-    fs::remove_all(tmp_dir, ec);
-    fs::create_directories(tmp_dir, ec);
-    EMBTRAIN_REQUIRE(!ec, tmp_dir.string(), ": cannot create folder: ", ec.message());
-  });
-  run_agreed(comm, [&] {
-    for (int t = 0; t < tables.num_tables(); ++t) {
-      const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
-      const std::string& name = shard.spec().name;
-      write_npy((tmp_dir / shard_file(name, comm.rank(), "weights")).string(), DType::kFloat32,
-                {shard.num_rows(), shard.dim()}, shard.weights().data());
-      write_npy((tmp_dir / shard_file(name, comm.rank(), "state")).string(), DType::kFloat32,
-                {shard.num_rows(), shard.state_width()}, shard.state().data());
-    }
-  });
-  run_agreed(comm, [&] {
-    if (!is_root) return;
-    json m = manifest_of(info, tables);
-    if (dense) {
-      write_npy((tmp_dir / "dense.npy").string(), DType::kFloat32,
-                {static_cast<int64_t>(dense->size())}, dense->data());
-      m["dense"] = "dense.npy";
-    }
-    write_file_atomic(tmp_dir / "manifest.json", m.dump(2) + "\n");
-    swap_into_place(root, tmp_dir, final_dir, info.step, keep);
-  });
+    if (is_root) fs::remove_all(tmp_dir, ec);  // a failed save frees its space
+    throw;
+  }
   return final_dir.string();
 }
 
-std::string resolve_checkpoint(const std::string& path) {
-  const fs::path p(path);
-  if (fs::exists(p / "manifest.json")) return p.string();
-  const fs::path latest = p / "latest";
-  if (!fs::exists(latest)) {
-    EMBTRAIN_REQUIRE(!fs::exists(p) || fs::is_directory(p), path,
-                     ": not a checkpoint folder or checkpoint root");
-    return "";
-  }
-  std::ifstream in(latest);
-  std::string name;
-  std::getline(in, name);
-  const fs::path dir = p / name;
-  EMBTRAIN_REQUIRE(!name.empty() && fs::exists(dir / "manifest.json"), latest.string(),
-                   ": names '", name, "', which is not a checkpoint folder");
-  return dir.string();
-}
+// ---------------------------------------------------------------- find
 
-CheckpointInfo read_checkpoint_info(const std::string& dir) {
-  const json m = read_manifest(dir);
-  CheckpointInfo info;
-  try {
-    info.workload = m.value("workload", "");
-    info.step = m.at("step");
-    info.seed = m.at("rng").at("seed");
-    info.config = m.value("config", "");
-  } catch (const json::exception& e) {
-    throw make_error("checkpoint ", dir, ": malformed manifest: ", e.what());
-  }
-  return info;
+bool holds_checkpoint(const std::string& path) {
+  const fs::path p(path);
+  std::error_code ec;
+  if (fs::exists(p / "manifest.json", ec) || fs::exists(p / "latest", ec)) return true;
+  if (!fs::is_directory(p, ec)) return false;
+  for (const auto& e : fs::directory_iterator(p, ec))
+    if (step_of(e.path().filename().string()) >= 0) return true;
+  return false;
 }
 
 namespace {
-void load_into(const std::string& dir, ShardedEmbedding& tables, std::vector<float>* dense,
-               CheckpointInfo* info_out);
+
+// The folders under `root` that may hold a checkpoint, the one `latest`
+// names first, then newest first (a set-aside ".step_N.old" where step_N
+// is missing counts as step N). Says in `notes` what is wrong with `latest`.
+std::vector<std::string> candidates(const fs::path& root, std::vector<std::string>* notes) {
+  std::vector<std::pair<int64_t, std::string>> found;  // (step, folder name)
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory()) continue;
+    if (int64_t s = step_of(name); s >= 0) found.emplace_back(s, name);
+    else if (s = step_of(name, true); s >= 0 && !fs::exists(root / step_name(s)))
+      found.emplace_back(s, name);
+  }
+  std::sort(found.rbegin(), found.rend());
+  std::vector<std::string> names;
+  std::ifstream in(root / "latest");
+  std::string latest;
+  if (!in) {
+    if (!found.empty()) notes->push_back((root / "latest").string() + " is missing");
+  } else if (std::getline(in, latest), step_of(latest) < 0) {
+    notes->push_back((root / "latest").string() + " holds '" + latest + "', not a step_N name");
+  } else if (!fs::is_directory(root / latest)) {
+    notes->push_back((root / "latest").string() + " names " + latest + ", which is missing");
+  } else {
+    names.push_back(latest);
+  }
+  for (const auto& [step, name] : found)
+    if (name != latest) names.push_back(name);
+  return names;
+}
+
+void broadcast_text(Communicator& comm, std::string* text) {
+  int64_t size = static_cast<int64_t>(text->size());
+  comm.broadcast(&size, 1, CommType::kInt64, 0);
+  text->resize(static_cast<size_t>(size));
+  comm.broadcast(text->data(), size, CommType::kByte, 0);
+}
+
+// "" when the checkpoint's manifest reads and every file matches its size
+// and checksum, else why not; the ranks share the files. A collective.
+std::string verify_checkpoint(Communicator& comm, const std::string& dir) {
+  std::string error;
+  try {
+    const Manifest m = read_manifest(dir);
+    const std::vector<std::string> files = manifest_files(m);
+    for (size_t i = static_cast<size_t>(comm.rank()); i < files.size();
+         i += static_cast<size_t>(comm.size()))
+      verify_file(m, files[i]);
+  } catch (const std::exception& e) {  // file-system errors included
+    error = e.what();
+  }
+  return comm.agree_on_error(error);
+}
+
+}  // namespace
+
+std::string find_checkpoint(Communicator& comm, const std::string& path,
+                            std::vector<std::string>* notes) {
+  std::error_code ec;
+  if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
+  std::string list;  // rank 0 lists, so every rank tries the same folders
+  run_agreed(comm, [&] {
+    if (comm.rank() == 0 && fs::is_directory(path, ec))
+      as_error([&] {
+        for (const std::string& name : candidates(path, notes)) list += name + "\n";
+      });
+  });
+  broadcast_text(comm, &list);
+  std::istringstream names(list);
+  std::vector<std::string> skipped;
+  for (std::string name; std::getline(names, name);) {
+    const std::string dir = (fs::path(path) / name).string();
+    const std::string error = verify_checkpoint(comm, dir);
+    if (error.empty()) {
+      if (!skipped.empty() || !notes->empty())
+        notes->push_back("took " + dir + ", the newest checkpoint that verifies");
+      return dir;
+    }
+    skipped.push_back("skipped " + name + ": " + error);
+    notes->push_back(skipped.back());
+  }
+  if (skipped.empty()) return "";
+  std::string why;
+  for (const std::string& s : skipped) why += "\n  " + s;
+  throw AgreedError("checkpoint root " + path + " holds no complete checkpoint:" + why);
+}
+
+// ---------------------------------------------------------------- load
+
+CheckpointInfo read_checkpoint_info(const std::string& dir) {
+  const Manifest m = read_manifest(dir);
+  return CheckpointInfo{m.workload, m.step, m.seed, m.config};
+}
+
+namespace {
+
+// Copies the rows `plan` gives `rank` (in local order) of a table from the
+// checkpoint's shards into `out` (width floats per row), reading and
+// verifying only the shards that hold some of them: a checkpoint of any
+// number of ranks loads into any other.
+void read_rows(const Manifest& m, const ManifestTable& t, bool weights, const ShardPlan& plan,
+               int rank, int64_t width, float* out) {
+  if (width == 0 || plan.shard_rows(rank) == 0) return;
+  const ShardPlan saved = t.plan();
+  for (const ManifestShard& shard : t.shards) {
+    std::vector<std::pair<int64_t, int64_t>> moves;  // (row here, row in the shard)
+    for (int64_t k = 0; k < plan.shard_rows(rank); ++k) {
+      const int64_t row = plan.global_row(rank, k);
+      if (saved.owner(row) == shard.rank) moves.emplace_back(k, saved.local_row(row));
+    }
+    if (moves.empty()) continue;
+    const std::string& file = weights ? shard.weights : shard.state;
+    verify_file(m, file);
+    const NpyArray a = read_npy(m.path(file));
+    const std::vector<int64_t> want{shard.rows, width};
+    EMBTRAIN_REQUIRE(a.dtype == DType::kFloat32 && a.shape == want, m.path(file),
+                     ": expected float32 of shape (", want[0], ", ", width, "), got ",
+                     dtype_name(a.dtype), " of shape ", shape_to_string(a.shape));
+    for (const auto& [here, there] : moves)
+      std::copy_n(a.as<float>() + there * width, width, out + here * width);
+  }
+}
+
+// Loaded rows must be numbers: a NaN would spread through training.
+void check_loaded_finite(const Manifest& m, const EmbeddingTable& shard) {
+  for (const bool weights : {true, false}) {
+    const RowBuffer& rows = weights ? shard.weights() : shard.state();
+    const int64_t width = weights ? shard.dim() : shard.state_width();
+    const int64_t bad = first_nonfinite_row(rows.data(), shard.num_rows(), width);
+    EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", m.dir, ": table '", shard.spec().name, "' row ",
+                     shard.plan().global_row(shard.rank(), bad), " holds a non-finite ",
+                     weights ? "weight" : "optimizer state value",
+                     " (a checkpoint must hold finite values only)");
+  }
+}
+
+void load_table(const Manifest& m, EmbeddingTable& shard) {
+  const TableSpec& spec = shard.spec();
+  const ManifestTable& t = m.table(spec.name);
+  EMBTRAIN_REQUIRE(t.rows == spec.num_embeddings && t.dim == spec.dim, "checkpoint ", m.dir,
+                   ": table '", spec.name, "' is ", t.rows, " x ", t.dim,
+                   " but the configuration asks for ", spec.num_embeddings, " x ", spec.dim);
+  EMBTRAIN_REQUIRE(t.optimizer == optimizer_name(spec.optimizer.kind) &&
+                       t.state_width == shard.state_width(),
+                   "checkpoint ", m.dir, ": table '", spec.name, "' was trained with optimizer ",
+                   t.optimizer, " (state width ", t.state_width,
+                   ") but the configuration asks for ", optimizer_name(spec.optimizer.kind),
+                   " (state width ", shard.state_width(), ")");
+  read_rows(m, t, true, shard.plan(), shard.rank(), t.dim, shard.weights().data());
+  read_rows(m, t, false, shard.plan(), shard.rank(), t.state_width, shard.state().data());
+  check_loaded_finite(m, shard);
+  shard.set_step(t.optimizer_step);
+}
+
+void load_dense(const Manifest& m, std::vector<float>* dense) {
+  EMBTRAIN_REQUIRE(!m.dense.empty(), "checkpoint ", m.dir, " has no dense parameters");
+  verify_file(m, m.dense);
+  const std::string path = m.path(m.dense);
+  const NpyArray a = read_npy(path);
+  EMBTRAIN_REQUIRE(a.dtype == DType::kFloat32 && a.numel() == static_cast<int64_t>(dense->size()),
+                   path, ": expected ", dense->size(), " float32 dense parameters, got ",
+                   a.numel(), " ", dtype_name(a.dtype));
+  const int64_t bad = first_nonfinite_row(a.as<float>(), a.numel(), 1);
+  EMBTRAIN_REQUIRE(bad < 0, path, ": dense parameter ", bad, " is not finite");
+  std::copy(a.as<float>(), a.as<float>() + a.numel(), dense->begin());
+}
+
 }  // namespace
 
 CheckpointInfo load_checkpoint(const std::string& dir, ShardedEmbedding& tables,
                                std::vector<float>* dense) {
-  Communicator& comm = tables.comm();
   CheckpointInfo info;
-  run_agreed(comm, [&] {
-    try {
-      load_into(dir, tables, dense, &info);
-    } catch (const json::exception& e) {
-      throw make_error("checkpoint ", dir, ": malformed manifest: ", e.what());
-    }
+  run_agreed(tables.comm(), [&] {
+    const Manifest m = read_manifest(dir);
+    info = CheckpointInfo{m.workload, m.step, m.seed, m.config};
+    for (int t = 0; t < tables.num_tables(); ++t) load_table(m, tables.shard(t));
+    if (dense) load_dense(m, dense);
   });
   return info;
 }
 
-namespace {
-// The body of load_checkpoint, outside the error agreement.
-void load_into(const std::string& dir, ShardedEmbedding& tables, std::vector<float>* dense,
-               CheckpointInfo* info_out) {
-  CheckpointInfo& info = *info_out;
-  {
-    const json m = read_manifest(dir);
-    info = read_checkpoint_info(dir);
-    for (int t = 0; t < tables.num_tables(); ++t) {
-      EmbeddingTable& shard = tables.shard(t);
-      const TableSpec& spec = shard.spec();
-      const json& jt = manifest_table(m, spec.name, dir);
-      const int64_t rows = jt.at("rows"), dim = jt.at("dim"), width = jt.at("state_width");
-      const std::string opt = jt.at("optimizer");
-      EMBTRAIN_REQUIRE(rows == spec.num_embeddings && dim == spec.dim, "checkpoint ", dir,
-                       ": table '", spec.name, "' is ", rows, " x ", dim,
-                       " but the configuration asks for ", spec.num_embeddings, " x ", spec.dim);
-      EMBTRAIN_REQUIRE(opt == optimizer_name(spec.optimizer.kind) && width == shard.state_width(),
-                       "checkpoint ", dir, ": table '", spec.name, "' was trained with optimizer ",
-                       opt, " (state width ", width, ") but the configuration asks for ",
-                       optimizer_name(spec.optimizer.kind), " (state width ",
-                       shard.state_width(), ")");
-      read_rows(dir, jt, "weights", shard.plan(), shard.rank(), dim, shard.weights().data());
-      read_rows(dir, jt, "state", shard.plan(), shard.rank(), width, shard.state().data());
-      shard.set_step(jt.at("optimizer_step"));
-    }
-    if (dense) {
-      EMBTRAIN_REQUIRE(m.contains("dense"), "checkpoint ", dir, " has no dense parameters");
-      const std::string path = (fs::path(dir) / m.at("dense").get<std::string>()).string();
-      const NpyArray a = read_npy(path);
-      EMBTRAIN_REQUIRE(a.dtype == DType::kFloat32 && a.numel() == static_cast<int64_t>(dense->size()),
-                       path, ": expected ", dense->size(), " float32 dense parameters, got ",
-                       a.numel(), " ", dtype_name(a.dtype));
-      std::copy(a.as<float>(), a.as<float>() + a.numel(), dense->begin());
-    }
-  }
-}
-}  // namespace
-
 std::vector<float> read_checkpoint_table(const std::string& dir, const std::string& table,
                                          int64_t* rows, int64_t* dim) {
-  const json m = read_manifest(dir);
-  try {
-    const json& jt = manifest_table(m, table, dir);
-    *rows = jt.at("rows");
-    *dim = jt.at("dim");
-    std::vector<float> out(static_cast<size_t>(*rows * *dim));
-    read_rows(dir, jt, "weights", ShardPlan(*rows, 1), 0, *dim, out.data());
-    return out;
-  } catch (const json::exception& e) {
-    throw make_error("checkpoint ", dir, ": malformed manifest: ", e.what());
+  const Manifest m = read_manifest(dir);
+  const ManifestTable& t = m.table(table);
+  // Every shard is verified (size and checksum) before the table's memory
+  // is taken: the files, not the manifest's numbers, bound it.
+  for (const ManifestShard& s : t.shards) {
+    verify_file(m, s.weights);
+    const int64_t need = s.rows * t.dim * 4;  // read_manifest checked it fits
+    std::error_code ec;
+    const auto size = static_cast<int64_t>(fs::file_size(m.path(s.weights), ec));
+    EMBTRAIN_REQUIRE(!ec && size >= need, m.path(s.weights), ": ", ec ? -1 : size,
+                     " bytes, too few for ", s.rows, " x ", t.dim, " float32");
   }
+  *rows = t.rows;
+  *dim = t.dim;
+  std::vector<float> out(static_cast<size_t>(t.rows * t.dim));
+  read_rows(m, t, true, ShardPlan(t.rows, 1), 0, t.dim, out.data());
+  const int64_t bad = first_nonfinite_row(out.data(), t.rows, t.dim);
+  EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", dir, ": table '", table, "' row ", bad,
+                   " holds a non-finite weight");
+  return out;
 }
 
 }  // namespace embtrain

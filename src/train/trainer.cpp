@@ -1,7 +1,9 @@
 #include "embtrain/trainer.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -60,14 +62,6 @@ std::pair<int64_t, int> injected_nan_loss() {
   return {step - 1, n == 2 ? rank : -1};
 }
 
-// The first row of a rows x dim block holding NaN or an infinity, or -1.
-int64_t first_nonfinite_row(const float* rows, int64_t num_rows, int64_t dim) {
-  for (int64_t r = 0; r < num_rows; ++r)
-    for (int64_t j = 0; j < dim; ++j)
-      if (!std::isfinite(rows[r * dim + j])) return r;
-  return -1;
-}
-
 std::string metrics_string(const std::map<std::string, double>& m) {
   std::string s;
   char item[96];
@@ -78,22 +72,39 @@ std::string metrics_string(const std::map<std::string, double>& m) {
   return s;
 }
 
-// Rank 0's JSON-lines metrics file; other ranks hold a closed stream.
+// Rank 0's JSON-lines metrics file; other ranks hold none. Every line is
+// flushed, and a failed write, flush or close (a full disk) is an error:
+// a run must not end "successfully" with its metrics lost.
 class MetricsLog {
  public:
-  MetricsLog(const std::string& path, bool append, bool active) {
-    if (active && !path.empty())
-      out_.open(path, append ? std::ios::app : std::ios::trunc);
-    EMBTRAIN_REQUIRE(!active || path.empty() || out_, path, ": cannot open metrics file");
+  MetricsLog(const std::string& path, bool append, bool active) : path_(path) {
+    if (active && !path.empty()) out_ = std::fopen(path.c_str(), append ? "a" : "w");
+    EMBTRAIN_REQUIRE(!active || path.empty() || out_, path, ": cannot open metrics file: ",
+                     std::strerror(errno));
   }
+  ~MetricsLog() {
+    if (out_) std::fclose(out_);
+  }
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+
   void write(const json& j) {
-    if (!out_.is_open()) return;
-    out_ << j.dump() << "\n";
-    out_.flush();
+    if (!out_) return;
+    const std::string line = j.dump() + "\n";
+    const bool ok = std::fwrite(line.data(), 1, line.size(), out_) == line.size() &&
+                    std::fflush(out_) == 0;
+    EMBTRAIN_REQUIRE(ok, path_, ": cannot write metrics: ", std::strerror(errno));
+  }
+  void close() {
+    if (!out_) return;
+    const int rc = std::fclose(out_);
+    out_ = nullptr;
+    EMBTRAIN_REQUIRE(rc == 0, path_, ": cannot close metrics file: ", std::strerror(errno));
   }
 
  private:
-  std::ofstream out_;
+  std::string path_;
+  std::FILE* out_ = nullptr;
 };
 
 }  // namespace
@@ -167,7 +178,6 @@ class TrainingRun {
         comm_(comm),
         root_(comm.rank() == 0),
         talk_(root_ && !options.quiet),
-        resume_dir_(options.resume.empty() ? "" : resolve_checkpoint(options.resume)),
         tables_(build_tables(workload, setups, comm, options.seed)),
         dense_(workload.dense_parameters()),
         per_epoch_(std::max<int64_t>(1, workload.steps_per_epoch())) {}
@@ -199,16 +209,25 @@ class TrainingRun {
     checkpoint(summary_.steps);
     workload_.finish(tables_, options_.out_dir);
     report();
+    run_agreed(comm_, [&] {
+      if (root_) metrics_->close();
+    });
     return summary_;
   }
 
  private:
   void resume() {
+    if (options_.resume.empty()) return;
+    std::vector<std::string> notes;
+    resume_dir_ = find_checkpoint(comm_, options_.resume, &notes);
+    for (const std::string& note : notes)
+      if (root_) std::fprintf(stderr, "embtrain train: checkpoint: %s\n", note.c_str());
     if (resume_dir_.empty()) return;
     run_agreed(comm_, [&] {
       const CheckpointInfo info = read_checkpoint_info(resume_dir_);
       EMBTRAIN_REQUIRE(info.workload == workload_.name(), "checkpoint ", resume_dir_,
                        " is of workload '", info.workload, "', not '", workload_.name(), "'");
+      check_resume_config(resume_dir_, info.config, options_.config_text, options_.allow_changes);
     });
     const CheckpointInfo info = load_checkpoint(resume_dir_, tables_, dense_);
     summary_.first_step = info.step;
@@ -235,12 +254,19 @@ class TrainingRun {
     });
   }
 
+  // Rank 0 writes; every rank learns of a failure (a collective).
+  void log_metrics(const json& j) {
+    run_agreed(comm_, [&] {
+      if (root_) metrics_->write(j);
+    });
+  }
+
   std::map<std::string, double> evaluate(int64_t step, const char* when) {
     mark_progress("evaluate: start");
     std::map<std::string, double> m = workload_.evaluate(tables_);
     json j = {{"type", "eval"}, {"step", step}, {"when", when}};
     for (const auto& [k, v] : m) j[k] = v;
-    if (root_) metrics_->write(j);
+    log_metrics(j);
     if (talk_)
       std::printf("eval  step %lld: %s\n", static_cast<long long>(step), metrics_string(m).c_str());
     return m;
@@ -252,7 +278,7 @@ class TrainingRun {
     CheckpointInfo info{workload_.name(), step, options_.seed, options_.config_text};
     const std::string dir =
         save_checkpoint(options_.checkpoint_dir, info, tables_, dense_, options_.checkpoint_keep);
-    if (root_) metrics_->write({{"type", "checkpoint"}, {"step", step}, {"path", dir}});
+    log_metrics({{"type", "checkpoint"}, {"step", step}, {"path", dir}});
     if (talk_)
       std::printf("checkpoint  step %lld -> %s\n", static_cast<long long>(step), dir.c_str());
   }
@@ -368,7 +394,7 @@ class TrainingRun {
               {"epoch", epoch},   {"loss", loss},
               {"lookups_per_s", lookups_per_s}, {"elapsed_s", elapsed_}};
     if (sums[3] > 0) j["words_per_s"] = words_per_s;
-    if (root_) metrics_->write(j);
+    log_metrics(j);
     if (talk_) {
       std::printf("step %*lld/%lld  epoch %.2f  loss %.4f  lookups/s %s%s  elapsed %s  eta %s\n",
                   static_cast<int>(std::to_string(total).size()), static_cast<long long>(done),
@@ -391,7 +417,7 @@ class TrainingRun {
     if (s.words_per_s > 0) j["words_per_s"] = s.words_per_s;
     for (const auto& [k, v] : s.eval_end) j["eval_" + k] = v;
     for (const auto& [k, v] : s.reference) j["reference_" + k] = v;
-    if (root_) metrics_->write(j);
+    log_metrics(j);
     if (!talk_) return;
     if (s.stop_signal) {
       std::printf("stopped by %s after step %lld%s\n", StopSignals::name(s.stop_signal),
@@ -416,7 +442,7 @@ class TrainingRun {
   const TrainOptions& options_;
   Communicator& comm_;
   const bool root_, talk_;
-  const std::string resume_dir_;
+  std::string resume_dir_;  // the checkpoint resumed from, "" for a fresh run
   ShardedEmbedding tables_;
   std::vector<float>* dense_;
   const int64_t per_epoch_;
