@@ -4,6 +4,8 @@
 // valid range.
 #include <string>
 
+#include <filesystem>
+
 #include "embtrain/workloads/recsys.hpp"
 #include "workload_registry.hpp"
 
@@ -65,6 +67,38 @@ void check_recsys(const RecsysConfig& r, const Config& c) {
     c.fail("recsys.eval_data", "needs recsys.data (the training click log) too");
 }
 
+// Files read whole: about 3 bytes held per byte of text (int64 ids from
+// 5-7 characters each, and the vectors' growth).
+double file_bytes(const std::string& path) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  return ec ? 0 : static_cast<double>(size);
+}
+
+// What recsys holds per rank (memory_plan.hpp): its data, and per step the
+// looked-up rows and their gradients several times over (the engine's
+// expanded, reduced and exchanged copies).
+WorkloadEstimate estimate_recsys(const RecsysConfig& r, const WorkloadContext& c) {
+  WorkloadEstimate e;
+  const double users = static_cast<double>(r.users), items = static_cast<double>(r.items) + 1;
+  e.rows = {{"users", users}, {"items", items}};
+  if (r.data.empty()) {
+    e.data_what = "synthetic clicks (hidden model, samplers, held-out set)";
+    e.data_bytes = (users + items) * (static_cast<double>(r.latent_dim) * 4 + 16) +
+                   static_cast<double>(r.eval_samples) * static_cast<double>(r.history + 3) * 8;
+  } else {
+    e.data_what = "click log (3 x its size)";
+    e.data_bytes = 3 * (file_bytes(r.data) + (r.eval_data.empty() ? 0 : file_bytes(r.eval_data)));
+  }
+  auto dim = [&](const char* t) {
+    const auto it = c.table_dims.find(t);
+    return it == c.table_dims.end() ? 0.0 : static_cast<double>(it->second);
+  };
+  const double batch = static_cast<double>(c.batch_size);
+  e.step_bytes = batch * (dim("users") + static_cast<double>(r.history + 1) * dim("items")) * 4 * 6;
+  return e;
+}
+
 WorkloadEntry recsys_entry() {
   WorkloadEntry e;
   e.name = "recsys";
@@ -80,7 +114,7 @@ WorkloadEntry recsys_entry() {
 }
 
 const WorkloadRegistration kRegistration(recsys_entry(), recsys_options(), make_recsys_workload,
-                                         check_recsys);
+                                         check_recsys, estimate_recsys);
 
 }  // namespace
 

@@ -2,6 +2,8 @@
 // defaults. Each key is declared once with its default, help and valid
 // range, so an error names the key, where its value came from and the
 // valid range.
+#include <algorithm>
+#include <filesystem>
 #include <limits>
 
 #include "embtrain/workloads/skipgram.hpp"
@@ -88,8 +90,27 @@ WorkloadEntry skipgram_entry() {
   return e;
 }
 
+// What skipgram holds per rank (memory_plan.hpp): the corpus (its text
+// while it is parsed, then 4 bytes per word) and per step each center's
+// window and negatives, rows and gradients several times over. Its tables'
+// rows are the vocabulary's, known once the corpus is read.
+WorkloadEstimate estimate_skipgram(const SkipgramConfig& k, const WorkloadContext& c) {
+  WorkloadEstimate e;
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(k.corpus, ec);
+  e.data_what = "corpus (2 x its size)";
+  e.data_bytes = ec ? 0 : 2 * static_cast<double>(size);
+  double dim = 0;
+  for (const auto& [table, d] : c.table_dims) dim = std::max(dim, static_cast<double>(d));
+  e.step_bytes = static_cast<double>(c.batch_size) * static_cast<double>(2 * k.window + k.negatives + 1) *
+                 dim * 4 * 6;
+  return e;
+}
+
 const WorkloadRegistration kRegistration(skipgram_entry(), skipgram_options(),
-                                         make_skipgram_workload);
+                                         make_skipgram_workload,
+                                         WorkloadRegistration::Check<SkipgramConfig>{nullptr},
+                                         estimate_skipgram);
 
 }  // namespace
 

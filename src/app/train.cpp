@@ -12,7 +12,9 @@
 #include "config.hpp"
 #include "embtrain/checkpoint.hpp"
 #include "embtrain/communicator.hpp"
+#include "comm/device_selection.hpp"
 #include "embtrain/errors.hpp"
+#include "embtrain/memory_plan.hpp"
 #include "embtrain/trainer.hpp"
 #include "options.hpp"
 #include "table_options.hpp"
@@ -257,7 +259,8 @@ void write_config_ini(const TrainOptions& options) {
   const fs::path path = fs::path(options.out_dir) / "config.ini";
   std::ofstream out(path, std::ios::trunc);
   out << options.config_text;
-  EMBTRAIN_REQUIRE(out, path.string(), ": cannot write");
+  out.close();  // a full disk shows at the flush
+  EMBTRAIN_REQUIRE(out, path.string(), ": cannot write (disk full?)");
 }
 
 // Every rank must run the same configuration and the same build: a rank
@@ -279,6 +282,32 @@ void agree_on_data(Communicator& comm, const Workload& workload) {
   if (!differ.empty())
     throw AgreedError(differ + "; every rank must read the same data (copy the same files to "
                                "every host)");
+}
+
+// The run's memory plan per rank (memory_plan.hpp), refused when it does
+// not fit: first with the tables whose rows the keys give (before the
+// workload builds its data), then with every table once `workload` knows.
+void check_memory(Communicator& comm, int ranks_on_host, const RunSetup& setup,
+                  const WorkloadContext& context, const Workload* workload) {
+  WorkloadEstimate estimate;
+  run_agreed(comm, [&] {
+    if (setup.workload->estimate) estimate = setup.workload->estimate(setup.config, context);
+  });
+  MemoryPlan plan;
+  for (const TableSetup& t : setup.tables) {
+    double rows = static_cast<double>(t.spec.num_embeddings);
+    for (const auto& [name, known] : estimate.rows)
+      if (name == t.spec.name && rows == 0) rows = known;
+    if (workload) rows = static_cast<double>(workload->table_rows(t.spec.name));
+    if (rows > 0) plan.add_table(t.spec, rows, comm.size());
+  }
+  plan.add(estimate.data_what, estimate.data_bytes);
+  plan.add(embtrain::detail::concat("step buffers (train.batch_size = ", context.batch_size, ")"),
+           estimate.step_bytes);
+  check_memory_plan(comm, ranks_on_host, plan,
+                    "Each rank holds 1/P of every table: use more ranks on more hosts, fewer rows "
+                    "or a smaller dim, an optimizer with less state (sgd: none; rowwise_adagrad: "
+                    "one float per row), or a smaller train.batch_size.");
 }
 
 bool asks_for_help(int argc, char** argv) {
@@ -316,9 +345,12 @@ int run_train(int argc, char** argv) {
   context.batch_size = keys.batch_size;
   context.out_dir = keys.out_dir;
   for (const TableSetup& s : setup.tables) context.table_dims[s.spec.name] = s.spec.dim;
+  const int ranks_on_host = local_rank_info(*comm).local_size;
+  check_memory(*comm, ranks_on_host, setup, context, nullptr);  // before the data is built
   std::unique_ptr<Workload> workload;
   run_agreed(*comm, [&] { workload = setup.workload->create(setup.config, context); });
   agree_on_data(*comm, *workload);
+  check_memory(*comm, ranks_on_host, setup, context, workload.get());  // every table's rows
   if (talk) {
     std::printf("workload: %s\n", workload->describe().c_str());
     std::fflush(stdout);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "embtrain/memory_plan.hpp"
 #include "embtrain/workload.hpp"
 #include "options.hpp"
 
@@ -29,6 +30,9 @@ struct WorkloadEntry {
   // Reads its keys (errors name key and source) and builds the workload,
   // loading or generating its data. A collective.
   std::function<std::unique_ptr<Workload>(const Config&, const WorkloadContext&)> create;
+  // What it will hold per rank, from its keys alone (memory_plan.hpp); may
+  // be empty.
+  std::function<WorkloadEstimate(const Config&, const WorkloadContext&)> estimate;
 };
 
 void register_workload(WorkloadEntry entry);
@@ -46,10 +50,12 @@ struct WorkloadRegistration {
   using Make = std::unique_ptr<Workload> (*)(const Settings&, const WorkloadContext&);
   template <typename Settings>
   using Check = void (*)(const Settings&, const Config&);
+  template <typename Settings>
+  using Estimate = WorkloadEstimate (*)(const Settings&, const WorkloadContext&);
 
   template <typename Settings>
   WorkloadRegistration(WorkloadEntry entry, OptionList<Settings> options, Make<Settings> make,
-                       Check<Settings> check = nullptr) {
+                       Check<Settings> check = nullptr, Estimate<Settings> estimate = nullptr) {
     const std::string prefix = entry.name + ".";
     entry.declare = [=](Config& config) { declare_keys(&config, prefix, options); };
     entry.create = [=](const Config& config, const WorkloadContext& context) {
@@ -58,6 +64,12 @@ struct WorkloadRegistration {
       if (check) check(settings, config);
       return make(settings, context);
     };
+    if (estimate)
+      entry.estimate = [=](const Config& config, const WorkloadContext& context) {
+        Settings settings;
+        read_keys(config, prefix, options, &settings);
+        return estimate(settings, context);
+      };
     register_workload(std::move(entry));
   }
 };

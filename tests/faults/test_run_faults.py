@@ -13,6 +13,8 @@ its time limit (no hang) and what is on disk afterwards:
   skipped (its tables equal the run that stopped a step earlier);
 - SIGTERM to one rank stops every rank after the current step with a
   checkpoint, and resuming it ends bitwise equal to an uninterrupted run;
+- a run whose tables cannot fit the host's memory is refused before
+  anything big is allocated, with its memory plan;
 - a stopped rank (SIGSTOP) is ended by the watchdog after
   train.collective_timeout, with a message naming the ranks that did not
   arrive.
@@ -151,6 +153,21 @@ def test_ranks_disagree_on_the_data(work):
     p = run_cmd(mpmd(work, [(os.path.join(work, "host0"), args),
                             (os.path.join(work, "host1"), args)]))
     ok(p)
+
+
+# ---------------------------------------------------------------- memory
+
+def test_memory_plan_refuses_what_cannot_fit(work):
+    # 10^10 users: terabytes per rank. Refused at once with the plan, not
+    # after building the data, and not with std::bad_alloc.
+    p = run(small_recsys(work, **{"recsys.users": "10000000000", "table.users.dim": "32"}),
+            np_=2, timeout=60)
+    expect_error(p, "the run does not fit in memory: rank 0 needs",
+                 "table users (shard of 5,000,000,000 rows x 32, weights and adagrad state)",
+                 "Each rank holds 1/P of every table")
+    assert "bad_alloc" not in p.stderr and "internal error" not in p.stderr, p.stderr
+    assert p.seconds < 20, p.seconds
+    assert checkpoints(os.path.join(work, "run")) == []
 
 
 # ---------------------------------------------------------------- non-finite

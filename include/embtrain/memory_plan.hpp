@@ -1,0 +1,59 @@
+// The memory plan of a training run, per rank, made before anything big is
+// allocated: the rank's shard of each table (weights and optimizer state),
+// what the workload holds (its data) and the step's buffers. A run that
+// will not fit the host's memory is refused with this table at once,
+// instead of dying in the allocator after minutes of setup.
+//
+// Bytes are doubles: a row count from a config may be large enough for
+// rows x dim x 4 to pass 2^63.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "embtrain/communicator.hpp"
+#include "embtrain/embedding_table.hpp"
+
+namespace embtrain {
+
+// What a workload will hold per rank, estimated from its settings before it
+// loads or generates anything.
+struct WorkloadEstimate {
+  std::vector<std::pair<std::string, double>> rows;  // per table, where known before the data
+  double data_bytes = 0;                             // its data (samples, corpus, hidden model)
+  double step_bytes = 0;                             // its batch and gradients, and the engine's
+  std::string data_what = "workload data";           // e.g. "synthetic clicks: hidden model"
+};
+
+class MemoryPlan {
+ public:
+  void add(std::string what, double bytes) { lines_.push_back({std::move(what), bytes}); }
+  // This rank's shard of `spec` (rows x dim, the largest shard over `ranks`).
+  void add_table(const TableSpec& spec, double rows, int ranks);
+  double total() const;
+  // One line per item, e.g. "  table users (shard of 5,000 rows x 32): 1.2 MiB".
+  std::string text() const;
+
+ private:
+  struct Line {
+    std::string what;
+    double bytes;
+  };
+  std::vector<Line> lines_;
+};
+
+// "1.5 GiB", "12.0 MiB", "512 B".
+std::string bytes_text(double bytes);
+
+// The memory this rank may use: what the host has available (MemAvailable,
+// and the cgroup's limit less its use, whichever is smaller) shared by the
+// `ranks_on_host` ranks there; `source` says where the figure came from.
+// Negative when unknown (no /proc/meminfo).
+double host_bytes_per_rank(int ranks_on_host, std::string* source);
+
+// Refuses (AgreedError on every rank) a plan that does not fit this rank's
+// share of its host's memory, with the plan and `advice`. A collective.
+void check_memory_plan(Communicator& comm, int ranks_on_host, const MemoryPlan& plan,
+                       const std::string& advice);
+
+}  // namespace embtrain
