@@ -192,6 +192,14 @@ class TrainingRun {
       if (talk_) std::printf("device: %s\n", tables_.device_description().c_str());
     }
     plan_steps();
+    if (finished_here()) {
+      if (talk_)
+        std::printf("checkpoint %s is already at step %lld of %lld: nothing to train (raise "
+                    "train.steps or train.epochs to go on)\n",
+                    resume_dir_.c_str(), static_cast<long long>(summary_.steps),
+                    static_cast<long long>(summary_.steps));
+      return summary_;
+    }
     open_metrics();
     summary_.reference = workload_.reference_metrics();
     if (talk_ && !summary_.reference.empty())
@@ -203,6 +211,9 @@ class TrainingRun {
     if (summary_.stop_signal) {  // a scheduler's grace period is short: save, nothing else
       checkpoint(summary_.steps);
       report();
+      run_agreed(comm_, [&] {
+        if (root_) metrics_->close();
+      });
       return summary_;
     }
     summary_.eval_end = evaluate(summary_.steps, "end");
@@ -234,6 +245,19 @@ class TrainingRun {
     if (talk_)
       std::printf("resumed from %s at step %lld\n", resume_dir_.c_str(),
                   static_cast<long long>(info.step));
+  }
+
+  // Whether this run resumed its own checkpoint root at its last step: a
+  // finished run started again, with nothing to do. (Resuming another
+  // root's last step still saves it here: a re-shard.)
+  bool finished_here() const {
+    if (resume_dir_.empty() || summary_.first_step != summary_.steps ||
+        options_.checkpoint_dir.empty())
+      return false;
+    std::error_code ec;
+    const fs::path root = fs::weakly_canonical(options_.checkpoint_dir, ec);
+    const fs::path parent = fs::weakly_canonical(fs::path(resume_dir_).parent_path(), ec);
+    return !ec && root == parent;
   }
 
   void plan_steps() {
@@ -278,6 +302,7 @@ class TrainingRun {
     CheckpointInfo info{workload_.name(), step, options_.seed, options_.config_text};
     const std::string dir =
         save_checkpoint(options_.checkpoint_dir, info, tables_, dense_, options_.checkpoint_keep);
+    last_checkpoint_ = dir;
     log_metrics({{"type", "checkpoint"}, {"step", step}, {"path", dir}});
     if (talk_)
       std::printf("checkpoint  step %lld -> %s\n", static_cast<long long>(step), dir.c_str());
@@ -435,7 +460,26 @@ class TrainingRun {
                 metrics_string(s.eval_end).c_str());
     if (!s.reference.empty())
       std::printf("  reference:     %s\n", metrics_string(s.reference).c_str());
+    print_where_and_next();
     std::fflush(stdout);
+  }
+
+  // Where the run's files are and what a user may want next.
+  void print_where_and_next() const {
+    const fs::path dir = options_.out_dir;
+    std::printf("  metrics:       %s (JSON lines; see README, \"metrics.jsonl\")\n",
+                (dir / "metrics.jsonl").c_str());
+    std::printf("  config:        %s\n", (dir / "config.ini").c_str());
+    if (!last_checkpoint_.empty())
+      std::printf("  checkpoint:    %s\n", last_checkpoint_.c_str());
+    std::printf("next:\n  train longer:  embtrain train --config %s --train.steps=%lld "
+                "--checkpoint.resume=auto\n",
+                (dir / "config.ini").c_str(), static_cast<long long>(2 * summary_.steps));
+    if (!last_checkpoint_.empty() && tables_.num_tables() > 0)
+      std::printf("  export:        embtrain export --checkpoint %s --table %s --out %s.npy\n",
+                  last_checkpoint_.c_str(), tables_.spec(0).name.c_str(),
+                  tables_.spec(0).name.c_str());
+    std::printf("  plot:          /usr/bin/python3 bench/plot_metrics.py %s\n", dir.c_str());
   }
 
   Workload& workload_;
@@ -448,6 +492,7 @@ class TrainingRun {
   const int64_t per_epoch_;
   TrainSummary summary_;
   std::unique_ptr<MetricsLog> metrics_;
+  std::string last_checkpoint_;  // the folder of the last checkpoint saved
   Window window_;
   Stopwatch window_clock_;
   double elapsed_ = 0;          // training seconds, logging excluded

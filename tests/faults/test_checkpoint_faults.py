@@ -383,10 +383,10 @@ def test_latest_names_missing_folder(work):
 
 
 def test_resave_finished_run(work):
-    """Resuming a finished run saves its step again: the old copy goes only
-    once the new one is in place. A re-save interrupted after setting the
-    old copy aside (where the file system cannot swap folders) is found by
-    auto and moved back by the next save."""
+    """Resuming a finished run leaves its checkpoint as it is (it has nothing
+    to train). A re-save interrupted after setting the old copy aside
+    (where the file system cannot swap folders) is found by auto and moved
+    back by the next save."""
     run(train_args(work), 2)
     before = snapshot(step_dir(work, 4))
     run(train_args(work, **{"checkpoint.resume": "auto"}), 2)

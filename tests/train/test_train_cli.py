@@ -14,6 +14,7 @@ checkpoint left by a crash, export to .npy, from_pretrained with freeze, and
 the quickstart config on a short setting. Prints `N passed, M failed`.
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -360,6 +361,46 @@ def test_device_cuda(work):
     # A device checkpoint resumed on the CPU (with 1 rank: re-sharded too).
     run(small_recsys(work, **{"log.dir": part, "checkpoint.resume": "auto",
                               "train.steps": "16"}), 1)
+
+
+def test_finished_run_resumed_does_nothing(work):
+    run(small_recsys(work), 1)
+    run_dir = os.path.join(work, "run")
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        before = f.read()
+    ckpt = os.path.join(run_dir, "checkpoints", "step_00000012")
+    stamp = os.stat(os.path.join(ckpt, "manifest.json")).st_mtime_ns
+    p = run(small_recsys(work, **{"checkpoint.resume": "auto", "log.quiet": "false"}), 1)
+    assert "is already at step 12 of 12: nothing to train" in p.stdout, p.stdout
+    assert "eval" not in p.stdout.split("nothing to train")[1], p.stdout
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        assert f.read() == before, "a finished run's metrics changed on resume"
+    assert os.stat(os.path.join(ckpt, "manifest.json")).st_mtime_ns == stamp
+
+
+def test_end_of_run_names_files_and_plot_works(work):
+    p = run(small_recsys(work, **{"log.quiet": "false"}), 1)
+    run_dir = os.path.join(work, "run")
+    for needle in ("metrics:       %s/metrics.jsonl" % run_dir,
+                   "config:        %s/config.ini" % run_dir,
+                   "checkpoint:    %s/checkpoints/step_00000012" % run_dir,
+                   "--config %s/config.ini --train.steps=24 --checkpoint.resume=auto" % run_dir):
+        assert needle in p.stdout, (needle, p.stdout[-1500:])
+    # The suggested command works: config.ini reproduces the run and goes on.
+    run(["train", "--config", os.path.join(run_dir, "config.ini"), "--train.steps=24",
+         "--checkpoint.resume=auto"], 1)
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        summaries = [json.loads(l) for l in f if '"summary"' in l]
+    assert [(s["first_step"], s["steps"]) for s in summaries] == [(0, 12), (12, 24)], summaries
+    plot = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                        "bench", "plot_metrics.py")
+    q = subprocess.run(["/usr/bin/python3", plot, run_dir], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=120)
+    assert q.returncode == 0, q.stderr
+    assert "train loss" in q.stdout and "eval step 24 (end)" in q.stdout, q.stdout
+    for png in ("train_loss.png", "eval.png", "speed.png"):
+        with open(os.path.join(run_dir, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
 
 
 TESTS = [f for name, f in sorted(globals().items()) if name.startswith("test_")]

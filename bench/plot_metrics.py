@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+"""Summary table and plots of a training run's metrics.jsonl.
+
+    /usr/bin/python3 bench/plot_metrics.py RUN_DIR [--out DIR]
+
+Reads RUN_DIR/metrics.jsonl (the format is in the README, "metrics.jsonl")
+and prints one table: the run's summary, its evaluations and the first and
+last progress lines. With matplotlib (Debian's python3-matplotlib, which
+scripts/install_deps.sh installs) it also writes into --out (default
+RUN_DIR) train_loss.png (train loss by step, eval loss on top), eval.png
+(every evaluated metric by step) and speed.png (lookups/s by step).
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def read_metrics(path):
+    lines = []
+    with open(path) as f:
+        for n, text in enumerate(f, 1):
+            text = text.strip()
+            if not text:
+                continue
+            try:
+                lines.append(json.loads(text))
+            except ValueError as e:
+                sys.exit("%s:%d: not a JSON line (%s)" % (path, n, e))
+    return lines
+
+
+def by_type(lines, kind):
+    return [m for m in lines if m.get("type") == kind]
+
+
+def print_table(lines):
+    train, evals = by_type(lines, "train"), by_type(lines, "eval")
+    summary = by_type(lines, "summary")
+    rows = []
+    if train:
+        rows.append(("steps logged", "%d .. %d" % (train[0]["step"], train[-1]["step"])))
+        rows.append(("train loss", "%.4f -> %.4f" % (train[0]["loss"], train[-1]["loss"])))
+        rows.append(("lookups/s (last)", "%.3g" % train[-1]["lookups_per_s"]))
+    for e in evals:
+        metrics = ", ".join("%s %.4f" % (k, v) for k, v in sorted(e.items())
+                            if k not in ("type", "step", "when"))
+        rows.append(("eval step %d (%s)" % (e["step"], e.get("when", "")), metrics))
+    skipped = by_type(lines, "skipped")
+    if skipped:
+        rows.append(("skipped steps", ", ".join(str(s["step"]) for s in skipped)))
+    for s in summary:
+        extra = " (stopped by %s)" % s["stopped_by"] if "stopped_by" in s else ""
+        rows.append(("run", "steps %d..%d in %.1f s%s" % (s["first_step"], s["steps"],
+                                                          s["seconds"], extra)))
+    width = max((len(k) for k, _ in rows), default=0)
+    for k, v in rows:
+        print("%s  %s" % (k.ljust(width), v))
+
+
+def plot(lines, out):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no plots: matplotlib is missing; apt-get install python3-matplotlib)")
+        return []
+    train, evals = by_type(lines, "train"), by_type(lines, "eval")
+    written = []
+
+    def save(fig, name):
+        path = os.path.join(out, name)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    if train:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot([m["step"] for m in train], [m["loss"] for m in train], label="train loss")
+        with_loss = [e for e in evals if "loss" in e]
+        if with_loss:
+            ax.plot([e["step"] for e in with_loss], [e["loss"] for e in with_loss], "o-",
+                    label="eval loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        save(fig, "train_loss.png")
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot([m["step"] for m in train], [m["lookups_per_s"] for m in train])
+        ax.set_xlabel("step")
+        ax.set_ylabel("lookups/s")
+        save(fig, "speed.png")
+    keys = sorted({k for e in evals for k in e if k not in ("type", "step", "when")})
+    if keys:
+        fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.5 * len(keys)), squeeze=False)
+        for ax, k in zip(axes[:, 0], keys):
+            pts = [(e["step"], e[k]) for e in evals if k in e]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+            ax.set_ylabel(k)
+        axes[-1, 0].set_xlabel("step")
+        save(fig, "eval.png")
+    return written
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", help="where the PNGs go (default: RUN_DIR)")
+    args = parser.parse_args()
+    path = os.path.join(args.run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        sys.exit("%s: no such file (is %s a run's log.dir?)" % (path, args.run_dir))
+    lines = read_metrics(path)
+    print_table(lines)
+    for p in plot(lines, args.out or args.run_dir):
+        print("wrote %s" % p)
+
+
+if __name__ == "__main__":
+    main()
