@@ -220,7 +220,7 @@ def run_embtrain(a, corpus, workdir):
     config = {
         "train": {"workload": "skipgram", "epochs": a.epochs, "seed": a.seed, "threads": 1,
                   "batch_size": a.batch_size},
-        "log": {"dir": log_dir, "interval": 1000},
+        "log": {"dir": log_dir, "interval": 1000, "overwrite": "true"},
         "checkpoint": {"enabled": "false"},
         "skipgram": {"corpus": corpus, "min_count": a.min_count, "window": a.window,
                      "negatives": a.negatives, "subsample": a.subsample,

@@ -6,4 +6,5 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/build.sh" "$root/build" >&2
 cd "$root"
-exec "$root/launch/mpirun.sh" -n 2 -- train --config configs/quickstart.ini "$@"
+# Each quickstart replaces the last one's results (log.overwrite).
+exec "$root/launch/mpirun.sh" -n 2 -- train --config configs/quickstart.ini --log.overwrite=true "$@"

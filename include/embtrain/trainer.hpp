@@ -32,6 +32,7 @@ struct TrainOptions {
   std::string out_dir;         // metrics.jsonl and config.ini go here
   std::string checkpoint_dir;  // "" disables checkpoints
   int64_t checkpoint_every = 0;  // steps; 0: only at the end
+  double checkpoint_minutes = 0;  // also when this long since the last (rank 0's clock); 0: not
   int checkpoint_keep = 3;       // newest checkpoints kept (0: all)
   std::string resume;            // "": fresh run; a checkpoint folder or root
   // Keys a resume may change besides the always-free ones (steps, log.*,

@@ -53,6 +53,7 @@ struct RunKeys : TrainOptions {
   int64_t batch_size = 1024;
   int threads = 0;
   bool checkpoints_enabled = true;
+  bool overwrite = false;  // log.overwrite
   std::string checkpoint_root;  // checkpoint.dir as given ("" = LOG_DIR/checkpoints)
 };
 
@@ -105,10 +106,17 @@ OptionList<RunKeys> run_options() {
       {"log.dir", "where config.ini and metrics.jsonl are written", R::text("", read_log_dir),
        "runs/default"},
       {"log.quiet", "no progress lines", R::boolean(&RunKeys::quiet)},
+      {"log.overwrite",
+       "a fresh run into a log.dir that holds another run's metrics or checkpoints removes "
+       "them (otherwise it is refused)",
+       R::boolean(&RunKeys::overwrite)},
       {"checkpoint.dir", "checkpoint root (default: LOG_DIR/checkpoints)",
        R::text("", &RunKeys::checkpoint_root)},
       {"checkpoint.every", "steps between checkpoints (0: only at the end)",
        R::integer(0, kMax, &RunKeys::checkpoint_every)},
+      {"checkpoint.minutes",
+       "minutes between checkpoints, beside checkpoint.every (0: none by time)",
+       R::real(Range::closed(0, 1e9), &RunKeys::checkpoint_minutes), "10"},
       {"checkpoint.keep", "newest checkpoints kept (0: all)",
        R::integer(0, 1000000, &RunKeys::checkpoint_keep)},
       {"checkpoint.enabled", "write checkpoints at all", R::boolean(&RunKeys::checkpoints_enabled)},
@@ -250,6 +258,47 @@ void read_setup(int argc, char** argv, RunSetup* setup) {
   keys.config_text = config.effective_ini();
 }
 
+// What the terminal shows of the configuration: the keys set away from
+// their defaults, with where each was set; the whole goes to config.ini.
+std::string config_summary(const Config& config, const std::string& out_dir) {
+  std::string set;
+  int count = 0;
+  for (const auto& [key, value] : config.values()) {
+    ++count;
+    if (config.source(key) == "default") continue;
+    set += "  " + key + " = " + value + "    # " + config.source(key) + "\n";
+  }
+  return embtrain::detail::concat("configuration (", count, " keys; every one in ",
+                                  (fs::path(out_dir) / "config.ini").string(), "), set here:\n",
+                                  set.empty() ? "  (all defaults)\n" : set);
+}
+
+// A fresh run into a folder that holds another run's results would mix
+// them (metrics appended, stale checkpoints picked up by a later resume):
+// refused unless log.overwrite, which removes them first.
+void claim_log_dir(const Config& config, const RunKeys& keys) {
+  if (!keys.resume.empty()) return;  // continuing the run that is there
+  const fs::path dir = keys.out_dir;
+  const fs::path own_checkpoints = dir / "checkpoints";
+  std::vector<fs::path> found;
+  for (const fs::path& p : {dir / "metrics.jsonl", own_checkpoints}) {
+    std::error_code ec;
+    if (fs::exists(p, ec)) found.push_back(p);
+  }
+  if (found.empty()) return;
+  if (!keys.overwrite)
+    config.fail("log.dir",
+                embtrain::detail::concat(
+                    "holds another run (", found[0].string(),
+                    "); continue it with --checkpoint.resume=auto, replace it with "
+                    "--log.overwrite=true, or pick another --log.dir"));
+  for (const fs::path& p : found) {
+    std::error_code ec;
+    fs::remove_all(p, ec);
+    EMBTRAIN_REQUIRE(!ec, "log.overwrite: cannot remove ", p.string(), ": ", ec.message());
+  }
+}
+
 // The run's folder holds the configuration that reproduces it.
 void write_config_ini(const TrainOptions& options) {
   std::error_code ec;
@@ -330,12 +379,15 @@ int run_train(int argc, char** argv) {
   agree_on_config(*comm, setup.config);
   const RunKeys& keys = setup.keys;
   run_agreed(*comm, [&] {
+    if (root) claim_log_dir(setup.config, keys);
     if (root) write_config_ini(keys);
   });
   const bool talk = root && !keys.quiet;
   if (talk) {
-    std::printf("embtrain train: %s on %d rank(s) x %d threads\n%s\n", setup.workload->name.c_str(),
-                comm->size(), omp_get_max_threads(), keys.config_text.c_str());
+    std::printf("embtrain train: %s on %d rank(s) x %d threads, global batch %lld\n%s",
+                setup.workload->name.c_str(), comm->size(), omp_get_max_threads(),
+                static_cast<long long>(keys.batch_size * comm->size()),
+                config_summary(setup.config, keys.out_dir).c_str());
     std::fflush(stdout);
   }
 

@@ -14,6 +14,9 @@ class Stopwatch {
     start_ = now;
     return ms;
   }
+  // Seconds since construction or the last lap_ms()/reset(), without a lap.
+  double seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  void reset() { start_ = Clock::now(); }
 
  private:
   using Clock = std::chrono::steady_clock;

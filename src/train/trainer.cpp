@@ -303,6 +303,8 @@ class TrainingRun {
     const std::string dir =
         save_checkpoint(options_.checkpoint_dir, info, tables_, dense_, options_.checkpoint_keep);
     last_checkpoint_ = dir;
+    save_due_ = false;
+    since_checkpoint_.reset();
     log_metrics({{"type", "checkpoint"}, {"step", step}, {"path", dir}});
     if (talk_)
       std::printf("checkpoint  step %lld -> %s\n", static_cast<long long>(step), dir.c_str());
@@ -316,9 +318,12 @@ class TrainingRun {
     mark_progress("loss");
     if (step_ == injected_nan_.first && (injected_nan_.second < 0 || injected_nan_.second == comm_.rank()))
       loss_sum = std::numeric_limits<double>::quiet_NaN();
-    int flags[2] = {std::isfinite(loss_sum) ? 0 : 1, StopSignals::received()};
-    comm_.allreduce_max(flags, 2, CommType::kInt32);
+    const bool time_to_save = root_ && options_.checkpoint_minutes > 0 &&
+                              since_checkpoint_.seconds() >= 60 * options_.checkpoint_minutes;
+    int flags[3] = {std::isfinite(loss_sum) ? 0 : 1, StopSignals::received(), time_to_save};
+    comm_.allreduce_max(flags, 3, CommType::kInt32);
     if (flags[1] != 0 && summary_.stop_signal == 0) summary_.stop_signal = flags[1];
+    save_due_ = save_due_ || flags[2] != 0;
     if (flags[0] == 0) {
       skipped_in_a_row_ = 0;
       return true;
@@ -390,8 +395,8 @@ class TrainingRun {
         break;
       }
       if (evaluate_now) evaluate(done, "periodic");
-      if (options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0 && done != total)
-        checkpoint(done);
+      const bool every = options_.checkpoint_every > 0 && done % options_.checkpoint_every == 0;
+      if ((every || save_due_) && done != total) checkpoint(done);
     }
     summary_.seconds = run_clock.lap_ms() / 1e3;
     summary_.prefetched_steps = tables_.stats().prefetched_steps;
@@ -449,7 +454,10 @@ class TrainingRun {
                   static_cast<long long>(s.steps),
                   options_.checkpoint_dir.empty()
                       ? " (checkpoints are disabled: nothing was saved)"
-                      : "; resume with --checkpoint.resume=auto (or the folder above)");
+                      : detail::concat("; resume with: embtrain train --config ",
+                                       (fs::path(options_.out_dir) / "config.ini").string(),
+                                       " --checkpoint.resume=auto")
+                            .c_str());
       std::fflush(stdout);
       return;
     }
@@ -493,6 +501,8 @@ class TrainingRun {
   TrainSummary summary_;
   std::unique_ptr<MetricsLog> metrics_;
   std::string last_checkpoint_;  // the folder of the last checkpoint saved
+  bool save_due_ = false;         // checkpoint.minutes have passed (agreed by the guard)
+  Stopwatch since_checkpoint_;
   Window window_;
   Stopwatch window_clock_;
   double elapsed_ = 0;          // training seconds, logging excluded

@@ -138,7 +138,7 @@ def test_table_options_agree(work):
     for key, value, accepted, words in cases:
         flag = "--" + key.replace("_", "-")
         train = small_recsys(work, **{"table.users." + key: value, "train.steps": "1",
-                                      "checkpoint.enabled": "false"})
+                                      "checkpoint.enabled": "false", "log.overwrite": "true"})
         replay = ["replay", "--weights", weights, "--batches", batches,
                   "--out", os.path.join(work, "out"), "%s=%s" % (flag, value)]
         for args, name in [(train, "table.users." + key), (replay, flag)]:
@@ -376,6 +376,21 @@ def test_finished_run_resumed_does_nothing(work):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         assert f.read() == before, "a finished run's metrics changed on resume"
     assert os.stat(os.path.join(ckpt, "manifest.json")).st_mtime_ns == stamp
+
+
+def test_log_dir_of_another_run_is_refused(work):
+    run(small_recsys(work), 1)
+    run_dir = os.path.join(work, "run")
+    p = run(small_recsys(work, **{"train.steps": "3"}), 1, expect_ok=False)
+    expect_error(p, "config key 'log.dir' = '%s' (command line): holds another run" % run_dir,
+                 "--checkpoint.resume=auto", "--log.overwrite=true")
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        assert '"steps":12' in f.read().replace(" ", "")  # untouched
+    run(small_recsys(work, **{"train.steps": "3", "log.overwrite": "true"}), 1)
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        summaries = [json.loads(l) for l in f if '"summary"' in l]
+    assert [s["steps"] for s in summaries] == [3], summaries
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["latest", "step_00000003"]
 
 
 def test_end_of_run_names_files_and_plot_works(work):
