@@ -55,7 +55,10 @@ json read_manifest(const std::string& dir) {
   } catch (const json::exception& e) {
     throw make_error(path.string(), ": malformed checkpoint manifest: ", e.what());
   }
-  EMBTRAIN_REQUIRE(m.value("format", "") == kFormat && m.value("version", 0) == kVersion,
+  // Compared as JSON values, which never throws: a "format" that is not a
+  // string (or a manifest that is not an object) is simply not ours.
+  EMBTRAIN_REQUIRE(m.is_object() && m.value("format", json()) == kFormat &&
+                       m.value("version", json()) == kVersion,
                    path.string(), ": not an embtrain checkpoint manifest of version ", kVersion);
   return m;
 }
