@@ -20,7 +20,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (static_cast<int64_t>(a.data.size()) != bytes) std::abort();
 
   static const std::string out = embtrain_fuzz::scratch_path("out.npy");
-  embtrain::write_npy(out, a.dtype, a.shape, a.data.data());
+  try {
+    embtrain::write_npy(out, a.dtype, a.shape, a.data.data());
+  } catch (const embtrain::Error&) {
+    return 0;  // a shape too long for a version 1.0 header, which is all we write
+  }
   const embtrain::NpyArray b = embtrain::read_npy(out);
   if (b.dtype != a.dtype || b.shape != a.shape || b.data != a.data) std::abort();
   return 0;
