@@ -2,6 +2,8 @@
 # Installs what embtrain needs to build and test on a fresh Debian machine.
 # Idempotent: packages already present are skipped, and apt runs only when
 # something is missing. Set EMBTRAIN_SKIP_DEPS=1 to skip the check entirely.
+#   scripts/install_deps.sh [--fuzz]
+# --fuzz adds clang and its libFuzzer runtime, for tests/fuzz/run.sh.
 set -euo pipefail
 
 [[ "${EMBTRAIN_SKIP_DEPS:-0}" == 1 ]] && exit 0
@@ -15,6 +17,9 @@ packages=(
   python3 python3-numpy python3-torch python3-matplotlib
   fasttext  # bench/skipgram_vs_fasttext.py
 )
+if [[ "${1:-}" == --fuzz ]]; then
+  packages+=(clang libclang-rt-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

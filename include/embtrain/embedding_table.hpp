@@ -17,6 +17,10 @@
 
 namespace embtrain {
 
+// The most elements (rows x dim) a table may have: its weights and optimizer
+// state (3 x 4 bytes per element at most) then stay below 2^63 bytes.
+constexpr int64_t kMaxTableElements = int64_t{1} << 59;
+
 struct TableSpec {
   std::string name = "table";
   int64_t num_embeddings = 0;

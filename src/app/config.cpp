@@ -1,5 +1,6 @@
 #include "config.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -55,6 +56,8 @@ std::string Config::peek(int argc, char** argv, const std::string& key) {
     }
   }
   if (file.empty()) return "";
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) return "";  // parse() reports it
   std::ifstream in(file);
   if (!in) return "";  // parse() reports the missing file properly
   po::options_description options;
@@ -89,6 +92,11 @@ void Config::parse(int argc, char** argv, const std::string& command) {
   }
   if (cli.count("config")) {
     file_ = cli["config"].as<std::string>();
+    std::error_code ec;
+    // A folder opens as a stream whose first read throws an opaque
+    // std::ios_base::failure; name it instead.
+    EMBTRAIN_REQUIRE(!std::filesystem::is_directory(file_, ec), "config file ", file_,
+                     ": is a folder (valid: an INI file)");
     std::ifstream in(file_);
     EMBTRAIN_REQUIRE(in, "config file ", file_, ": cannot open for reading");
     file_lines_ = index_lines(file_);

@@ -85,10 +85,13 @@ class MpiCommunicator final : public Communicator {
       int64_t displ = 0;
       for (int r = 0; r < size_; ++r) {
         char* at = static_cast<char*>(recv) + displ * elem;
-        if (r == rank_)
-          std::memcpy(at, send, static_cast<size_t>(send_count * elem));
-        else
+        if (r == rank_) {
+          // An empty part may come with null buffers (an empty vector's
+          // data()), which memcpy must not be given even for 0 bytes.
+          if (send_count > 0) std::memcpy(at, send, static_cast<size_t>(send_count * elem));
+        } else {
           post_pieces(at, counts[r], r, type, /*is_send=*/false, kTag, &requests);
+        }
         displ += counts[r];
       }
     } else {

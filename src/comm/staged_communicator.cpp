@@ -19,11 +19,12 @@ namespace {
 
 class MemcpyCopier final : public DeviceCopier {
  public:
+  // Empty copies may come with null pointers, which memcpy must not see.
   void to_host(void* h_dst, const void* d_src, size_t bytes) override {
-    std::memcpy(h_dst, d_src, bytes);
+    if (bytes > 0) std::memcpy(h_dst, d_src, bytes);
   }
   void to_device(void* d_dst, const void* h_src, size_t bytes) override {
-    std::memcpy(d_dst, h_src, bytes);
+    if (bytes > 0) std::memcpy(d_dst, h_src, bytes);
   }
   void* alloc_pinned(size_t bytes) override {
     void* p = std::malloc(std::max<size_t>(bytes, 1));

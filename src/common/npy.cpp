@@ -2,9 +2,11 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "embtrain/checked_size.hpp"
 #include "embtrain/errors.hpp"
 
 namespace embtrain {
@@ -69,9 +71,10 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& pat
 }  // namespace
 
 int64_t NpyArray::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
+  const std::optional<int64_t> n = checked_product(shape);
+  EMBTRAIN_REQUIRE(n, "array of shape ", shape_to_string(shape), " has more elements than ",
+                   kMaxSize, " (valid: a product of dimensions that fits in 64 bits)");
+  return *n;
 }
 
 IdsView ids_view(const NpyArray& a) {
@@ -81,6 +84,10 @@ IdsView ids_view(const NpyArray& a) {
 }
 
 NpyArray read_npy(const std::string& path) {
+  std::error_code ec;
+  // A folder opens as a stream whose reads fail; name it instead.
+  EMBTRAIN_REQUIRE(!std::filesystem::is_directory(path, ec), path,
+                   ": is a folder (valid: a .npy file)");
   std::ifstream in(path, std::ios::binary);
   EMBTRAIN_REQUIRE(in, path, ": cannot open file for reading");
   in.seekg(0, std::ios::end);
@@ -124,8 +131,14 @@ NpyArray read_npy(const std::string& path) {
                    "e.g. np.ascontiguousarray)");
   a.shape = parse_shape(header_value(header, "shape", path), path);
 
-  const int64_t bytes = a.numel() * dtype_size(a.dtype);
   const int64_t have = file_size - static_cast<int64_t>(in.tellg());
+  const std::optional<int64_t> need = checked_product(a.shape, dtype_size(a.dtype));
+  EMBTRAIN_REQUIRE(need, path, ": .npy shape ", shape_to_string(a.shape), " of ",
+                   dtype_name(a.dtype), " needs more than ", kMaxSize,
+                   " bytes (valid: a shape whose product of dimensions times ",
+                   dtype_size(a.dtype), " bytes fits in 64 bits and equals the ", have,
+                   " data bytes of the file; corrupt header?)");
+  const int64_t bytes = *need;
   EMBTRAIN_REQUIRE(have == bytes, path, ": .npy data is ", have, " bytes but shape ",
                    shape_to_string(a.shape), " of ", dtype_name(a.dtype), " needs ", bytes,
                    " bytes (truncated or corrupt file)");
@@ -146,8 +159,9 @@ void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>&
   header.push_back('\n');
   EMBTRAIN_REQUIRE(header.size() < 65536, path, ": shape too long for a .npy v1 header");
 
-  int64_t numel = 1;
-  for (int64_t d : shape) numel *= d;
+  const std::optional<int64_t> bytes = checked_product(shape, dtype_size(dtype));
+  EMBTRAIN_REQUIRE(bytes, path, ": cannot write shape ", shape_to_string(shape), " of ",
+                   dtype_name(dtype), ": more than ", kMaxSize, " bytes");
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -157,7 +171,7 @@ void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>&
     out.write(kMagic, kMagicLen);
     out.write(reinterpret_cast<const char*>(version_and_len), 4);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    out.write(static_cast<const char*>(data), numel * dtype_size(dtype));
+    out.write(static_cast<const char*>(data), *bytes);
     out.flush();
     if (!out) {
       out.close();

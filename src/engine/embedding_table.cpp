@@ -3,6 +3,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "embtrain/checked_size.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/random.hpp"
 
@@ -13,6 +14,11 @@ void TableSpec::validate() const {
   EMBTRAIN_REQUIRE(num_embeddings >= 1, t, "num_embeddings = ", num_embeddings,
                    " is invalid (valid: >= 1)");
   EMBTRAIN_REQUIRE(dim >= 1, t, "embedding_dim = ", dim, " is invalid (valid: >= 1)");
+  // Weights plus at most two rows of optimizer state, in bytes, must not
+  // overflow any size computed from them.
+  EMBTRAIN_REQUIRE(checked_mul(num_embeddings, dim, kMaxTableElements), t, "num_embeddings x ",
+                   "embedding_dim = ", num_embeddings, " x ", dim,
+                   " is too large (valid: a product <= 2^59 = ", kMaxTableElements, ")");
   if (padding_idx) {
     const int64_t p = *padding_idx;
     EMBTRAIN_REQUIRE(p >= -num_embeddings && p < num_embeddings, t, "padding_idx = ", p,

@@ -419,6 +419,18 @@ TEST_F(CommunicatorTest, GathervUnevenCountsEveryRoot) {
   }
 }
 
+// Every part empty and every buffer null, as an empty std::vector's data()
+// is (replay of an empty batch): nothing is copied, and under UBSan no
+// memcpy sees a null pointer (issue 14).
+TEST_F(CommunicatorTest, GathervOfNothingWithNullBuffers) {
+  auto split = embtrain::make_mpi_communicator(7);
+  for (Communicator* comm : {&world(), split.get()}) {
+    const std::vector<int64_t> zeros(static_cast<size_t>(comm->size()), 0);
+    for (int root = 0; root < comm->size(); ++root)
+      comm->gatherv(nullptr, 0, nullptr, zeros, CommType::kFloat32, root);
+  }
+}
+
 TEST_F(CommunicatorTest, AgreeOnErrorNoError) {
   auto split = embtrain::make_mpi_communicator(7);
   for (Communicator* comm : {&world(), split.get()}) EXPECT_EQ(comm->agree_on_error(""), "");

@@ -42,6 +42,10 @@
 
 namespace {
 
+// memcmp for ranges that may be empty, whose pointers may then be null (an
+// empty vector's data()), which memcmp itself must not be given (UBSan).
+int bytes_cmp(const void* a, const void* b, size_t n) { return n == 0 ? 0 : std::memcmp(a, b, n); }
+
 using embtrain::CommType;
 using embtrain::Communicator;
 using embtrain::DType;
@@ -513,7 +517,7 @@ void check_prefetch(uint64_t seed, int cases, bool on_gpu) {
       plain.forward(batch.views, ptr_plain);
       piped.forward(batch.views, ptr_piped);
       for (int t = 0; t < c.num_tables(); ++t)
-        ASSERT_EQ(std::memcmp(out_plain[t].data(), out_piped[t].data(), out_plain[t].size() * 4), 0)
+        ASSERT_EQ(bytes_cmp(out_plain[t].data(), out_piped[t].data(), out_plain[t].size() * 4), 0)
             << "step " << k << ", table " << t << ": outputs differ";
       const bool evaluate = (k + n) % 3 == 1;  // then a forward of step 0's batch in between
       if (k + 1 < K) piped.prefetch(slices(c, k + 1, P, me).views);
@@ -539,9 +543,9 @@ void check_prefetch(uint64_t seed, int cases, bool on_gpu) {
     for (int t = 0; t < c.num_tables(); ++t) {
       const auto& a = plain.shard(t);
       const auto& b = piped.shard(t);
-      EXPECT_EQ(std::memcmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
+      EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
           << "table " << t << ": weights differ";
-      EXPECT_EQ(std::memcmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
+      EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
           << "table " << t << ": optimizer state differs";
     }
     if (!all_ranks(!::testing::Test::HasFailure())) break;
@@ -604,19 +608,19 @@ void check_half_precision(uint64_t seed, int cases, bool on_gpu) {
         for (size_t i = 0; i < outs[0].size(); ++i) {
           const float x = outs[0][i];
           const float trip = embtrain::from_wire(embtrain::to_wire(x, precision), precision);
-          ASSERT_EQ(std::memcmp(&x, &trip, 4), 0)
+          ASSERT_EQ(bytes_cmp(&x, &trip, 4), 0)
               << "step " << k << ": output " << i << " = " << x << " is not a "
               << embtrain::comm_precision_name(precision) << " value";
         }
       for (int t = 1; t < c.num_tables(); ++t)
         EXPECT_TRUE(outs[t] == exact_outs[t] ||
-                    std::memcmp(outs[t].data(), exact_outs[t].data(), outs[t].size() * 4) == 0)
+                    bytes_cmp(outs[t].data(), exact_outs[t].data(), outs[t].size() * 4) == 0)
             << "step " << k << ": fp32 table " << t << " differs from the all-fp32 run";
     }
     for (int t = 0; t < c.num_tables(); ++t) {
       const auto& got = half.shard(t).weights();
       if (t > 0) {
-        EXPECT_EQ(std::memcmp(got.data(), fp32.shard(t).weights().data(), got.size() * 4), 0)
+        EXPECT_EQ(bytes_cmp(got.data(), fp32.shard(t).weights().data(), got.size() * 4), 0)
             << "fp32 table " << t << "'s shard differs from the all-fp32 run";
         continue;
       }
@@ -730,7 +734,7 @@ TEST_F(ShardedEmbeddingTest, FreshTablesDoNotDependOnRankCount) {
     std::vector<float> want(mine.size());
     plan.take_shard(me, all.data(), dim, want.data());
     EXPECT_TRUE(mine.empty() ||
-                std::memcmp(mine.data(), want.data(), mine.size() * sizeof(float)) == 0)
+                bytes_cmp(mine.data(), want.data(), mine.size() * sizeof(float)) == 0)
         << "this rank's rows differ from the one-rank table's";
     // The padding row is zero, every other row is not.
     const int64_t pad = specs[t].padding_row();
@@ -748,7 +752,7 @@ TEST_F(ShardedEmbeddingTest, FreshTablesDoNotDependOnRankCount) {
     // gather_table agrees with the one-rank table, bit for bit.
     if (me == 0) {
       EXPECT_TRUE(gathered.size() == all.size() &&
-                  std::memcmp(gathered.data(), all.data(), all.size() * sizeof(float)) == 0)
+                  bytes_cmp(gathered.data(), all.data(), all.size() * sizeof(float)) == 0)
           << "gather_table(" << t << ", 0) differs from the one-rank table";
     }
   }
@@ -801,7 +805,7 @@ TEST_F(ShardedEmbeddingTest, SameJobTwiceIsBitwiseIdentical) {
     const std::vector<char> second = run_job(c, comm);
     EXPECT_EQ(first.size(), second.size());
     EXPECT_TRUE(first.size() == second.size() &&
-                std::memcmp(first.data(), second.data(), first.size()) == 0)
+                bytes_cmp(first.data(), second.data(), first.size()) == 0)
         << "the same job twice gave different bits";
     if (!all_ranks(!HasFailure())) break;
   }
@@ -824,7 +828,7 @@ TEST_F(ShardedEmbeddingTest, ResultDoesNotDependOnThreadCount) {
     const std::vector<char> three = run_job(c, comm);
     omp_set_num_threads(threads);
     EXPECT_TRUE(one.size() == three.size() &&
-                std::memcmp(one.data(), three.data(), one.size()) == 0)
+                bytes_cmp(one.data(), three.data(), one.size()) == 0)
         << "1 and 3 OpenMP threads gave different bits";
     if (!all_ranks(!HasFailure())) break;
   }

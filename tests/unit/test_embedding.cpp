@@ -90,6 +90,20 @@ TEST(TableSpec, RejectsEmptyTables) {
   EXPECT_TRUE(contains(error_of([] { make_spec(-3, 4).validate(); }), "test_table"));
 }
 
+// rows x dim whose bytes would overflow a 64-bit size (issue 14): refused
+// with the limit, before anything is allocated; the limit itself passes.
+TEST(TableSpec, RejectsTablesTooLargeToAddress) {
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  for (const auto& [rows, dim] : {std::pair<int64_t, int64_t>{max, 32},
+                                  {int64_t{1} << 40, int64_t{1} << 20},
+                                  {(int64_t{1} << 59) + 1, 1}}) {
+    const std::string msg = error_of([&] { make_spec(rows, dim).validate(); });
+    EXPECT_TRUE(contains(msg, "test_table") && contains(msg, "2^59")) << rows << " x " << dim
+                                                                      << ": " << msg;
+  }
+  EXPECT_NO_THROW(make_spec(int64_t{1} << 39, int64_t{1} << 20).validate());
+}
+
 TEST(TableSpec, PaddingIdxRange) {
   const int64_t n = 10;
   for (int64_t bad : {n, n + 5, -n - 1, -n - 7}) {

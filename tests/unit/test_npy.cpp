@@ -234,6 +234,98 @@ TEST(NpyRefuses, SaysWhatWasFound) {
   EXPECT_NE(lower(read_error(fixture("bad_fortran.npy"))).find("fortran"), std::string::npos);
 }
 
+// ---------------------------------------- shapes whose byte count overflows
+
+// A version 1.0 .npy file with the given header dict text and data bytes,
+// written byte by byte: what a corrupt or hostile file may hold.
+void write_raw_npy(const std::string& file, const std::string& dict, const std::string& data) {
+  std::string header = dict;
+  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
+  header.push_back('\n');
+  std::string bytes = "\x93NUMPY";
+  bytes += '\x01';
+  bytes += '\x00';
+  bytes += static_cast<char>(header.size() & 0xff);
+  bytes += static_cast<char>(header.size() >> 8);
+  bytes += header + data;
+  std::FILE* out = std::fopen(file.c_str(), "wb");
+  ASSERT_NE(out, nullptr) << file;
+  ASSERT_EQ(std::fwrite(bytes.data(), 1, bytes.size(), out), bytes.size());
+  std::fclose(out);
+}
+
+std::string npy_dict(const std::string& descr, const std::vector<int64_t>& shape) {
+  return "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " +
+         embtrain::shape_to_string(shape) + ", }";
+}
+
+// The cases of issue 14 (D1): each shape's byte count wraps around 2^64 to
+// the data the file holds (none, or 160 bytes), which a wrapped product
+// once took for a match.
+TEST_F(NpyFiles, RefusesShapesWhoseByteCountWrapsToTheFileSize) {
+  const int64_t k62 = int64_t{1} << 62;
+  struct Case {
+    const char* descr;
+    std::vector<int64_t> shape;
+    size_t data_bytes;
+  };
+  const Case cases[] = {{"<i4", {k62}, 0}, {"<f4", {k62, 4}, 0}, {"<f4", {k62 + 10, 4}, 160}};
+  for (const Case& c : cases) {
+    const std::string file = path("wrap.npy");
+    write_raw_npy(file, npy_dict(c.descr, c.shape), std::string(c.data_bytes, '\0'));
+    const std::string msg = read_error(file);
+    SCOPED_TRACE(msg);
+    EXPECT_NE(msg.find(file), std::string::npos);
+    EXPECT_NE(msg.find(embtrain::shape_to_string(c.shape)), std::string::npos);
+    EXPECT_NE(msg.find("fits in 64 bits"), std::string::npos);  // the valid range
+  }
+}
+
+// Random shapes of 1 to 4 dimensions whose bytes are k * itemsize + j 2^64
+// for a small k: every one must be refused, none read.
+TEST_F(NpyFiles, RefusesRandomWrappingShapes) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const char* descrs[] = {"<i4", "<f4", "<i8"};
+  for (int trial = 0; trial < 200; ++trial) {
+    const int which = static_cast<int>(rng() % 3);
+    const uint64_t item = which == 2 ? 8 : 4;
+    const int dims = 1 + static_cast<int>(rng() % 4);
+    // The trailing dimensions are powers of two, the first one takes the rest.
+    std::vector<int64_t> shape(static_cast<size_t>(dims));
+    uint64_t inner = 1;
+    for (int d = 1; d < dims; ++d) {
+      shape[d] = int64_t{1} << (rng() % 4);
+      inner *= static_cast<uint64_t>(shape[d]);
+    }
+    const uint64_t k = inner * (rng() % 8);  // elements the data holds
+    const uint64_t wrap = (uint64_t{1} << 63) / (inner * item) * 2;  // 2^64 / (inner * item)
+    shape[0] = static_cast<int64_t>(k / inner + wrap);  // below 2^63: inner * item >= 4
+    SCOPED_TRACE(embtrain::shape_to_string(shape) + " " + descrs[which]);
+    const std::string file = path("rand.npy");
+    write_raw_npy(file, npy_dict(descrs[which], shape), std::string(k * item, '\x01'));
+    const std::string msg = read_error(file);
+    EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  }
+}
+
+TEST(NpySizes, NumelAndWriteRefuseOverflow) {
+  NpyArray a;
+  a.shape = {int64_t{1} << 40, int64_t{1} << 40};
+  EXPECT_THROW(a.numel(), embtrain::Error);
+  a.shape = {int64_t{1} << 40, int64_t{1} << 40, 0};
+  EXPECT_THROW(a.numel(), embtrain::Error);  // no elements, but unaddressable dimensions
+  a.shape = {3, 0};
+  EXPECT_EQ(a.numel(), 0);
+  const std::string file =
+      ::testing::TempDir() + "/embtrain_never_written_" + std::to_string(::getpid()) + ".npy";
+  EXPECT_THROW(embtrain::write_npy(file, DType::kFloat32, {int64_t{1} << 62, 4}, nullptr),
+               embtrain::Error);
+  EXPECT_FALSE(fs::exists(file));
+  EXPECT_FALSE(fs::exists(file + ".tmp"));
+}
+
 // ------------------------------------------------------- numpy reads ours
 
 TEST_F(NpyFiles, NumpyReadsWhatWeWrite) {

@@ -329,6 +329,10 @@ TEST_F(RecsysLog, EveryErrorNamesFileLineFieldAndRange) {
   const std::string missing = (scratch_dir() / "missing.tsv").string();
   EXPECT_TRUE(mentions(error_of([&] { embtrain::recsys::read_click_log(missing, 10, 20, 4); }),
                        {missing, "cannot open"}));
+  // A folder once escaped as "basic_filebuf::underflow" (issue 14).
+  const std::string folder = scratch_dir().string();
+  EXPECT_TRUE(mentions(error_of([&] { embtrain::recsys::read_click_log(folder, 10, 20, 4); }),
+                       {folder, "is a folder", "TSV file"}));
 }
 
 // A log of n distinct samples (candidate i + 1 on line i).

@@ -261,6 +261,72 @@ TEST_F(SkipgramText, CorpusWithNoFrequentWordIsAClearError) {
   }
 }
 
+// The message of the embtrain::Error that f throws, or "" after recording
+// a failure when it throws nothing or something else.
+template <typename F>
+std::string corpus_error(F&& f) {
+  try {
+    f();
+  } catch (const embtrain::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected embtrain::Error, got: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected an error, got none";
+  return "";
+}
+
+bool has_all(const std::string& text, const std::vector<std::string>& parts) {
+  for (const std::string& p : parts)
+    if (text.find(p) == std::string::npos) return false;
+  return true;
+}
+
+// Issue 14: what is no corpus at all is refused with what was wrong and
+// what is needed, instead of a library exception or a run of 0 lookups.
+TEST_F(SkipgramText, RefusesAFolderTooLittleTextAndBinaryData) {
+  TempDir folder("corpus_folder_" + std::to_string(world().rank()));
+  std::string m = corpus_error([&] { embtrain::read_corpus(folder.path(), false, 1, 0.0); });
+  EXPECT_TRUE(has_all(m, {folder.path(), "is a folder", "text file"})) << m;
+
+  for (const std::string text : {"word\n", "word\nword\nword\n", "a\nb\nc\n"}) {
+    m = corpus_error([&] { embtrain::parse_corpus(text, "short.txt", false, 1, 0.0); });
+    EXPECT_TRUE(has_all(m, {"short.txt", "too little text", "two words", "min_count"})) << m;
+  }
+  // Two words on a line are a pair: enough.
+  EXPECT_NO_THROW(embtrain::parse_corpus("w w\n", "pair.txt", false, 1, 0.0));
+
+  // Random bytes from the seed: mostly invalid UTF-8.
+  const uint64_t seed = test_seed(40);
+  SCOPED_TRACE(seed_trace(seed));
+  std::string binary(4096, '\0');
+  for (size_t i = 0; i < binary.size(); ++i)
+    binary[i] = static_cast<char>(embtrain::random_bits(seed, 40, i) & 0xff);
+  m = corpus_error([&] { embtrain::parse_corpus(binary, "blob.bin", false, 1, 0.0); });
+  EXPECT_TRUE(has_all(m, {"blob.bin", "is not text", "UTF-8", "1%"})) << m;
+  // NUL bytes are not text either, even where they are the only bad bytes.
+  std::string nuls = "a b c a b c\n";
+  nuls += std::string(8, '\0');
+  m = corpus_error([&] { embtrain::parse_corpus(nuls, "nul.txt", false, 1, 0.0); });
+  EXPECT_TRUE(has_all(m, {"nul.txt", "is not text", "byte 12"})) << m;
+}
+
+// UTF-8 text of every sequence length passes, and so do a few stray bytes
+// of another encoding (at most 1%).
+TEST_F(SkipgramText, AcceptsUtf8AndAFewStrayBytes) {
+  std::string text;
+  for (int i = 0; i < 30; ++i) text += "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 word\n";
+  EXPECT_NO_THROW(embtrain::parse_corpus(text, "utf8.txt", false, 1, 0.0));
+  text += "na\xefve\n";  // one Latin-1 byte in 700
+  const Corpus c = embtrain::parse_corpus(text, "mixed.txt", false, 1, 0.0);
+  EXPECT_EQ(c.words_read, 121);
+  // Overlong forms and surrogates are not UTF-8.
+  const std::string bad = std::string("\xc0\xaf\xed\xa0\x80") + "a b a b\n";
+  EXPECT_TRUE(has_all(corpus_error([&] { embtrain::parse_corpus(bad, "o.txt", false, 1, 0.0); }),
+                      {"o.txt", "byte 0"}));
+}
+
 TEST_F(SkipgramText, VocabularyFileRoundTripsAndRejectsMalformedLines) {
   const Vocabulary v = Vocabulary::from_counts({{"x", 4}, {"y", 9}, {"z", 4}}, 1);
   TempFile file("vocab_" + std::to_string(world().rank()) + ".txt");

@@ -53,6 +53,9 @@ struct SkipgramLimits {
   static constexpr int64_t kMaxNegatives = 1000;
   static constexpr double kMaxEvalFraction = 0.5;
   static constexpr int64_t kMaxNeighborsK = 1000;
+  // The share of a corpus's bytes that may be NUL or invalid UTF-8 (a few
+  // stray bytes of another encoding); more, and it is not text.
+  static constexpr double kMaxNonTextShare = 0.01;
 };
 
 // ---- Text and vocabulary ----------------------------------------------
@@ -118,6 +121,10 @@ struct Corpus {
 };
 
 // Builds the corpus from `text`; `name` is what errors call it (a path).
+// Throws embtrain::Error when the text is not text (more than
+// SkipgramLimits::kMaxNonTextShare of its bytes NUL or invalid UTF-8) or
+// when its training part has no line with two vocabulary words (no pair
+// to train on).
 // The held-out part is the last eval_fraction of the words rather than of
 // the lines, so a corpus that is one long line (text8) still has one.
 Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, int64_t min_count,

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <string_view>
@@ -214,6 +215,11 @@ std::string ClickLog::identity() const {
 }
 
 Clicks read_click_log(const std::string& path, int64_t users, int64_t items, int64_t history) {
+  std::error_code ec;
+  // A folder opens as a stream whose first read throws an opaque
+  // std::ios_base::failure; name it instead.
+  EMBTRAIN_REQUIRE(!std::filesystem::is_directory(path, ec), "click log ", path,
+                   ": is a folder (valid: a TSV file)");
   std::ifstream in(path);
   EMBTRAIN_REQUIRE(in, "click log ", path, ": cannot open for reading");
   const std::string user_note = detail::concat("; recsys.users = ", users);

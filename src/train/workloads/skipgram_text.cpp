@@ -1,6 +1,7 @@
 // skipgram's text side: tokens, the vocabulary and the corpus as rows.
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -44,6 +45,71 @@ void scan_words(const std::string& text, OnWord&& on_word, OnLine&& on_line) {
     on_word(std::string_view(start, static_cast<size_t>(p - start)));
   }
   if (!text.empty() && text.back() != '\n') on_line();
+}
+
+// Length of the valid UTF-8 sequence at p (1 to 4 bytes, no overlong
+// forms, no surrogates, at most U+10FFFF), or 0 when none starts there.
+// NUL is valid UTF-8 but never text, so it counts as 0 too.
+size_t utf8_length(const unsigned char* p, const unsigned char* end) {
+  const unsigned char c = p[0];
+  if (c == 0) return 0;
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xbf;  // the range of the second byte
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    if (c == 0xe0) lo = 0xa0;  // overlong
+    if (c == 0xed) hi = 0x9f;  // surrogates
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    if (c == 0xf0) lo = 0x90;  // overlong
+    if (c == 0xf4) hi = 0x8f;  // beyond U+10FFFF
+  } else {
+    return 0;
+  }
+  if (static_cast<size_t>(end - p) < n || p[1] < lo || p[1] > hi) return 0;
+  for (size_t i = 2; i < n; ++i)
+    if (p[i] < 0x80 || p[i] > 0xbf) return 0;
+  return n;
+}
+
+// Refuses what is not text: more than SkipgramLimits::kMaxNonTextShare of
+// the bytes NUL or outside valid UTF-8. A few stray bytes (a Latin-1 name
+// in a UTF-8 file) pass; a binary file, whose bytes are mostly invalid
+// UTF-8, does not.
+void check_is_text(const std::string& text, const std::string& name) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* const end = p + text.size();
+  int64_t bad = 0, first_bad = -1;
+  for (const auto* q = p; q < end;) {
+    const size_t n = utf8_length(q, end);
+    if (n > 0) {
+      q += n;
+      continue;
+    }
+    if (first_bad < 0) first_bad = q - p;
+    ++bad;
+    ++q;
+  }
+  const double share = text.empty() ? 0 : static_cast<double>(bad) / text.size();
+  EMBTRAIN_REQUIRE(share <= SkipgramLimits::kMaxNonTextShare, "corpus ", name, " is not text: ",
+                   bad, " of its ", text.size(), " bytes are NUL or not valid UTF-8, the first at ",
+                   "byte ", first_bad, " (valid: at most ",
+                   100 * SkipgramLimits::kMaxNonTextShare, "% of the bytes; give a UTF-8 text file)");
+}
+
+// Skip-gram learns from (word, context) pairs, two vocabulary words on one
+// line: a training part without one would train nothing at loss 0.
+void check_has_pairs(const Corpus& corpus, const std::string& name, int64_t cut) {
+  const TokenStream& s = corpus.train;
+  for (int64_t line = 0; line < s.lines(); ++line)
+    if (s.line_begin[line + 1] - s.line_begin[line] >= 2) return;
+  throw make_error("corpus ", name, ": too little text to train on: its training part (", cut,
+                   " of ", corpus.words_read, " words) has no line with two words that occur ",
+                   "skipgram.min_count times (valid: at least one such line, so that there is a ",
+                   "(word, context) pair; give more text or lower skipgram.min_count)");
 }
 
 }  // namespace
@@ -120,6 +186,7 @@ int64_t TokenStream::line_of(int64_t pos) const {
 
 Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, int64_t min_count,
                     double eval_fraction) {
+  check_is_text(text, name);
   if (lowercase) lowercase_ascii(&text);
   Corpus corpus;
 
@@ -174,11 +241,17 @@ Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, i
       },
       end_line);
   end_line();
+  check_has_pairs(corpus, name, cut);
   return corpus;
 }
 
 Corpus read_corpus(const std::string& path, bool lowercase, int64_t min_count,
                    double eval_fraction) {
+  std::error_code ec;
+  // A folder opens as a stream whose first read throws an opaque
+  // std::ios_base::failure; name it instead.
+  EMBTRAIN_REQUIRE(!std::filesystem::is_directory(path, ec), "skipgram.corpus: '", path,
+                   "' is a folder (valid: a text file)");
   std::ifstream in(path, std::ios::binary);
   EMBTRAIN_REQUIRE(in, "skipgram.corpus: cannot open '", path, "' for reading");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

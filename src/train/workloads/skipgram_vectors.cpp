@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -48,6 +49,9 @@ void write_vocabulary(const Vocabulary& vocab, const std::string& path) {
 }
 
 Vocabulary read_vocabulary(const std::string& path) {
+  std::error_code ec;
+  EMBTRAIN_REQUIRE(!std::filesystem::is_directory(path, ec), "vocabulary file '", path,
+                   "': is a folder (valid: a text file)");
   std::ifstream in(path);
   EMBTRAIN_REQUIRE(in, "vocabulary file '", path, "': cannot open for reading");
   std::vector<std::string> words;
