@@ -64,6 +64,11 @@ def plot(lines, out):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        if os.path.exists("/usr/bin/python3") and \
+                os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+            # Another python3 first on PATH: Debian's has python3-matplotlib.
+            sys.stdout.flush()
+            os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv + ["--plots-only"])
         print("(no plots: matplotlib is missing; apt-get install python3-matplotlib)")
         return []
     train, evals = by_type(lines, "train"), by_type(lines, "eval")
@@ -108,12 +113,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
     parser.add_argument("--out", help="where the PNGs go (default: RUN_DIR)")
+    parser.add_argument("--plots-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     path = os.path.join(args.run_dir, "metrics.jsonl")
     if not os.path.exists(path):
         sys.exit("%s: no such file (is %s a run's log.dir?)" % (path, args.run_dir))
     lines = read_metrics(path)
-    print_table(lines)
+    if not args.plots_only:
+        print_table(lines)
     for p in plot(lines, args.out or args.run_dir):
         print("wrote %s" % p)
 

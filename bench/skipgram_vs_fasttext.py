@@ -42,7 +42,16 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    # Debian's python3 has numpy (scripts/install_deps.sh); another
+    # python3 first on PATH (pyenv, conda) may not: run again under it.
+    if os.path.exists("/usr/bin/python3") and \
+            os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    sys.exit("%s needs numpy: run it with Debian's /usr/bin/python3 after "
+             "scripts/install_deps.sh" % sys.argv[0])
 
 
 def parse_args():

@@ -1,8 +1,10 @@
 #include "config.hpp"
 
 #include <filesystem>
+#include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "embtrain/errors.hpp"
 #include "option_values.hpp"
@@ -15,8 +17,9 @@ namespace po = boost::program_options;
 namespace {
 
 // Line numbers of the keys of an INI file, by full "section.key" name.
-// Boost parses the file; this only remembers where each key stands so that
-// errors can point at it.
+// Boost parses the file; this reads it first so that every error can point
+// at its line: a line that is neither a section, a comment nor key = value,
+// and a key given twice, are errors here.
 std::map<std::string, int> index_lines(const std::string& path) {
   std::map<std::string, int> lines;
   std::ifstream in(path);
@@ -29,11 +32,31 @@ std::map<std::string, int> index_lines(const std::string& path) {
       continue;
     }
     const size_t eq = t.find('=');
-    if (eq == std::string::npos) continue;
+    EMBTRAIN_REQUIRE(eq != std::string::npos && eq > 0, path, ":", n, ": '", t,
+                     "' is not 'key = value', a [section] or a # comment");
     const std::string key = trim(t.substr(0, eq));
-    lines[section.empty() ? key : section + "." + key] = n;
+    const std::string full = section.empty() ? key : section + "." + key;
+    const auto [at, fresh] = lines.emplace(full, n);
+    EMBTRAIN_REQUIRE(fresh, path, ":", n, ": key '", full, "' is set twice (first at line ",
+                     at->second, ")");
   }
   return lines;
+}
+
+// Edits (insertions, deletions, substitutions) between a and b.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
 }
 
 }  // namespace
@@ -78,17 +101,35 @@ void Config::declare(const std::string& key, const std::string& default_value,
   sources_[key] = "default";
 }
 
+std::string Config::unknown_key(const std::string& key, const std::string& command) const {
+  std::string best;
+  size_t best_distance = std::max<size_t>(3, key.size() / 4) + 1;  // near misses only
+  for (const auto& [known, spec] : keys_) {
+    const size_t d = edit_distance(key, known);
+    if (d < best_distance) best = known, best_distance = d;
+  }
+  return embtrain::detail::concat("unknown key '", key, "'",
+                        best.empty() ? std::string() : " (did you mean '" + best + "'?)",
+                        "; 'embtrain ", command, " --help' lists the keys");
+}
+
 void Config::parse(int argc, char** argv, const std::string& command) {
   po::options_description options;
   options.add_options()("config", po::value<std::string>(), "INI file");
   for (const auto& [key, spec] : keys_) options.add_options()(key.c_str(), po::value<std::string>());
 
   po::variables_map cli, file;
+  // Keys match exactly: no guessing "--train.step" to mean train.steps.
+  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
   try {
-    po::store(po::command_line_parser(argc, argv).options(options).run(), cli);
+    po::store(po::command_line_parser(argc, argv).options(options).style(style).run(), cli);
+  } catch (const po::unknown_option& e) {
+    std::string key = e.get_option_name();
+    key = key.substr(key.find_first_not_of('-'));
+    throw make_error("command line: ", unknown_key(key.substr(0, key.find('=')), command));
   } catch (const po::error& e) {
-    throw make_error("embtrain ", command, ": command line: ", e.what(),
-                     " (see 'embtrain ", command, " --help' for the keys)");
+    throw make_error("command line: ", e.what(), " ('embtrain ", command,
+                     " --help' lists the keys)");
   }
   if (cli.count("config")) {
     file_ = cli["config"].as<std::string>();
@@ -106,8 +147,7 @@ void Config::parse(int argc, char** argv, const std::string& command) {
       const std::string key = e.get_option_name();
       const auto line = file_lines_.find(key);
       throw make_error(file_, line != file_lines_.end() ? ":" + std::to_string(line->second) : "",
-                       ": unknown key '", key, "' (see 'embtrain ", command,
-                       " --help' for the valid keys)");
+                       ": ", unknown_key(key, command));
     } catch (const po::error& e) {
       throw make_error(file_, ": ", e.what());
     }

@@ -57,6 +57,9 @@ class Config {
       std::ostream& os,
       const std::function<void(const std::string& key, const std::string& name)>& line) const;
 
+  // "unknown key 'K' (did you mean 'K2'?); 'embtrain CMD --help' lists the keys".
+  std::string unknown_key(const std::string& key, const std::string& command) const;
+
   struct Key {
     std::string default_value, help;
   };

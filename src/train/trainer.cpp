@@ -261,9 +261,13 @@ class TrainingRun {
   }
 
   void plan_steps() {
-    summary_.steps = options_.steps > 0
-                         ? options_.steps
-                         : std::max<int64_t>(1, std::llround(options_.epochs * per_epoch_));
+    const double from_epochs = options_.epochs * static_cast<double>(per_epoch_);
+    if (options_.steps == 0 && from_epochs > 0x1p62)
+      throw AgreedError(detail::concat("config key 'train.epochs' = ", options_.epochs,
+                                       ": ", per_epoch_, " steps per epoch make ", from_epochs,
+                                       " steps, beyond 2^62 (valid: fewer epochs, or train.steps)"));
+    summary_.steps = options_.steps > 0 ? options_.steps
+                                        : std::max<int64_t>(1, std::llround(from_epochs));
     if (summary_.first_step > summary_.steps)
       throw AgreedError(detail::concat("checkpoint ", resume_dir_, " is at step ",
                                        summary_.first_step, " but the run has only ",

@@ -103,6 +103,23 @@ def test_config_errors(work):
         p = run(small_recsys(work, **{"train.device": "cuda"}), np_=2, expect_ok=False)
         expect_error(p, "device cuda")
         assert p.stderr.count("device cuda") == 1, "more than one rank reported:\n" + p.stderr
+    # Keys match exactly; near misses get a suggestion, on the command line
+    # and in a file; every file error names its line.
+    p = run(small_recsys(work) + ["--train.step=200"], expect_ok=False)
+    expect_error(p, "command line: unknown key 'train.step' (did you mean 'train.steps'?)")
+    assert p.stderr.count("embtrain train: ") == 1, p.stderr  # the prefix once
+    with open(ini, "w") as f:
+        f.write("[train]\nsteps = 5\n[table.items]\nlrr = 0.1\n")
+    expect_error(run(["train", "--config", ini], expect_ok=False),
+                 "bad.ini:4: unknown key 'table.items.lrr' (did you mean 'table.items.lr'?)")
+    with open(ini, "w") as f:
+        f.write("[train]\nsteps = 5\n\nsteps = 6\n")
+    expect_error(run(["train", "--config", ini], expect_ok=False),
+                 "bad.ini:4: key 'train.steps' is set twice (first at line 2)")
+    with open(ini, "w") as f:
+        f.write("[train]\nsteps = 5\njust some words\n")
+    expect_error(run(["train", "--config", ini], expect_ok=False),
+                 "bad.ini:3: 'just some words' is not 'key = value'")
     # The effective configuration reproduces the run: it parses back.
     run(small_recsys(work))
     effective = os.path.join(work, "run", "config.ini")

@@ -125,8 +125,8 @@ po::options_description bench_options() {
     ("global-batch", po::value<int64_t>(),
      "samples per step over all ranks, split between them (strong scaling; overrides --batch)")
     ("seq", po::value<int64_t>()->default_value(20), "ids per sample")
-    ("zipf", po::value<double>()->default_value(1.05), "Zipf exponent ALPHA (0: uniform)")
-    ("pad-frac", po::value<double>()->default_value(0.1), "fraction of ids set to padding id 0")
+    ("zipf", po::value<double>()->default_value(1.05, "1.05"), "Zipf exponent ALPHA (0: uniform)")
+    ("pad-frac", po::value<double>()->default_value(0.1, "0.1"), "fraction of ids set to padding id 0")
     ("steps", po::value<int64_t>()->default_value(50), "timed steps")
     ("warmup", po::value<int64_t>()->default_value(5), "untimed steps first")
     ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)")
