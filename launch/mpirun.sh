@@ -9,7 +9,8 @@
 #                on it, at least 1)
 #   -b BIND      rank binding: none | core | socket (default none: one machine
 #                with few cores shares better unbound)
-#   -e EMBTRAIN  the binary (default: build/embtrain beside this script)
+#   -e EMBTRAIN  the binary (default: build/embtrain beside this script, else
+#                build-cpu/embtrain)
 #   ARGS         the embtrain command line, e.g.: train --config configs/quickstart.ini
 #
 # Adds --allow-run-as-root when run as root and --oversubscribe when there
@@ -34,6 +35,11 @@ shift $((OPTIND - 1))
 [[ "${1:-}" == "--" ]] && shift
 [[ $# -gt 0 ]] || { echo "launch/mpirun.sh: no embtrain command given (see -h)" >&2; exit 1; }
 [[ "$ranks" =~ ^[1-9][0-9]*$ ]] || { echo "launch/mpirun.sh: -n $ranks is not a positive integer" >&2; exit 1; }
+# Without -e: build/embtrain, or the CPU-only build-cpu/embtrain that the
+# quickstart builds on a machine without a GPU.
+if [[ ! -x "$embtrain" && "$embtrain" == "$root/build/embtrain" && -x "$root/build-cpu/embtrain" ]]; then
+  embtrain="$root/build-cpu/embtrain"
+fi
 [[ -x "$embtrain" ]] || { echo "launch/mpirun.sh: no binary at $embtrain (run scripts/build.sh)" >&2; exit 1; }
 case $bind in none|core|socket) ;; *) echo "launch/mpirun.sh: -b $bind (valid: none, core, socket)" >&2; exit 1 ;; esac
 

@@ -15,4 +15,7 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release "$@" >"$build/configure.
   exit 1
 }
 grep -E "^-- embtrain:" "$build/configure.log" || true
-cmake --build "$build" -j "$(nproc)"
+# EMBTRAIN_TARGETS="embtrain" builds only those targets (the quickstart).
+targets=()
+for t in ${EMBTRAIN_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$build" -j "$(nproc)" "${targets[@]}"

@@ -145,6 +145,10 @@ def main():
             words3, vecs3 = read_word2vec(flat_vec)
             check(words3 == words and vecs3.tobytes() == vecs.tobytes(),
                   "train.pipeline=false exports the same vectors, bitwise")
+            # No skipgram.neighbors: those of the 5 most frequent words.
+            shown = re.findall(r"^  (\S+): ", proc.stdout, re.M)
+            check("of the most frequent words" in proc.stdout and shown == vocab[:5],
+                  "unset skipgram.neighbors shows the 5 most frequent words: %s" % shown)
 
         # Bad keys: one message naming the key and the valid values, exit 1.
         bad = [

@@ -317,18 +317,28 @@ std::map<std::string, double> SkipgramWorkload::evaluate(ShardedEmbedding& table
   return {{"loss", sums[0] / sums[1]}};
 }
 
+// Words whose neighbours finish() prints when skipgram.neighbors names none.
+constexpr int64_t kDefaultNeighbors = 5;
+
 void SkipgramWorkload::finish(ShardedEmbedding& tables, const std::string& out_dir) {
   (void)out_dir;  // vocab.txt went to the run's folder at start; export has its own path
-  if (config_.neighbors.empty() && config_.export_path.empty()) return;
   Communicator& comm = *context_.comm;
   const std::vector<float> table = tables.gather_table(0, 0);  // the input vectors
   run_agreed(comm, [&] {
     if (comm.rank() != 0) return;
     const Vocabulary& vocab = corpus_.vocab;
-    if (!config_.neighbors.empty()) {
+    // None named: the most frequent words, which every text has.
+    std::vector<std::string> words = config_.neighbors;
+    if (words.empty())
+      for (int64_t r = 0; r < std::min<int64_t>(kDefaultNeighbors, vocab.size()); ++r)
+        words.push_back(vocab.word(r));
+    if (!words.empty()) {
       const CosineIndex index(table.data(), vocab.size(), dim_);
-      std::printf("skipgram: nearest neighbours by cosine of the input vectors\n");
-      for (const std::string& w : config_.neighbors) {
+      std::printf("skipgram: nearest neighbours by cosine of the input vectors%s\n",
+                  config_.neighbors.empty() ? " (of the most frequent words: set skipgram.neighbors "
+                                              "for others)"
+                                            : "");
+      for (const std::string& w : words) {
         const std::string key = query_word(w, config_.lowercase);
         std::printf("  %s:", key.c_str());
         const auto near = index.nearest(vocab.find(key), config_.neighbors_k);
