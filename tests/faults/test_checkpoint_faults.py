@@ -11,17 +11,16 @@ on disk afterwards (nothing half-written, complete checkpoints intact).
 Random choices (which bytes flip, which row turns NaN) come from --seed,
 printed, so a failure can be replayed. Prints `N passed, M failed`.
 """
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli_harness  # noqa: E402  (tests/cli_harness.py)
 
 EMBTRAIN = None
 SEED = None
@@ -30,13 +29,7 @@ ERROR_WITHIN_S = 60  # an error run must end well before that
 
 
 def mpirun(np_):
-    if np_ == 1:
-        return []
-    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(np_),
-           "-x", "OMP_NUM_THREADS=1"]
-    if os.geteuid() == 0:
-        cmd.insert(1, "--allow-run-as-root")
-    return cmd
+    return cli_harness.mpirun(np_)
 
 
 def run(args, np_=1, expect_ok=True):
@@ -499,35 +492,16 @@ def test_metrics_write_failure(work):
     assert p.stderr.count("cannot write metrics") == 1, p.stderr
 
 
-TESTS = [f for name, f in sorted(globals().items()) if name.startswith("test_")]
-
-
 def main():
-    global EMBTRAIN, SEED
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--embtrain", required=True)
-    parser.add_argument("--only", help="run only tests whose name contains this")
-    parser.add_argument("--seed", type=int, help="seed of the random choices (default: random)")
-    args = parser.parse_args()
-    EMBTRAIN = os.path.abspath(args.embtrain)
-    SEED = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    print("seed %d (replay with --seed %d)" % (SEED, SEED), flush=True)
-    passed = failed = 0
-    for test in TESTS:
-        if args.only and args.only not in test.__name__:
-            continue
-        work = tempfile.mkdtemp(prefix="faults_")
-        try:
-            test(work)
-            passed += 1
-            print("ok   %s" % test.__name__, flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s\n%s" % (test.__name__, traceback.format_exc()), flush=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    def add_args(parser):
+        parser.add_argument("--seed", type=int, help="seed of the random choices (default: random)")
+
+    def setup(args):
+        global EMBTRAIN, SEED
+        EMBTRAIN = args.embtrain
+        SEED = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+        print("seed %d (replay with --seed %d)" % (SEED, SEED), flush=True)
+    return cli_harness.run_tests(globals(), "faults_", add_args=add_args, on_args=setup)
 
 
 if __name__ == "__main__":

@@ -20,28 +20,26 @@ its time limit (no hang) and what is on disk afterwards:
   arrive.
 Prints `N passed, M failed`.
 """
-import argparse
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli_harness  # noqa: E402  (tests/cli_harness.py)
+
 EMBTRAIN = None
+PASS_ENV = ["EMBTRAIN_INJECT_NAN_LOSS"]  # the fault injection reaches every rank
 
 
 def mpirun_cmd(np_):
-    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(np_),
-           "-x", "OMP_NUM_THREADS=1", "-x", "EMBTRAIN_INJECT_NAN_LOSS"]
-    if os.geteuid() == 0:
-        cmd.insert(1, "--allow-run-as-root")
-    return cmd
+    """An mpirun prefix even for one rank (tests that signal its children)."""
+    return cli_harness.mpirun_base(PASS_ENV) + ["-np", str(np_)]
 
 
 def small_recsys(work, **overrides):
@@ -55,7 +53,7 @@ def small_recsys(work, **overrides):
 
 
 def run(args, np_=1, env=None, timeout=120, cwd=None):
-    cmd = (mpirun_cmd(np_) if np_ > 1 else []) + [EMBTRAIN] + args
+    cmd = cli_harness.mpirun(np_, PASS_ENV) + [EMBTRAIN] + args
     full_env = dict(os.environ)
     full_env.setdefault("EMBTRAIN_INJECT_NAN_LOSS", "")
     full_env.update(env or {})
@@ -94,7 +92,7 @@ def metrics(run_dir):
 
 def mpmd(work, per_rank):
     """An MPMD command line: one `-np 1 [-wdir D] embtrain ARGS` per rank."""
-    cmd = mpirun_cmd(1)[:-2]  # without -np 1
+    cmd = cli_harness.mpirun_base(PASS_ENV)
     parts = []
     for wdir, args in per_rank:
         parts += (["-wdir", wdir] if wdir else []) + ["-np", "1", EMBTRAIN] + args + [":"]
@@ -194,8 +192,8 @@ def test_skip_step_skips_the_update(work):
     # Step 12 of 12 skipped on rank 0's say: the tables must equal an
     # 11-step run's, bit for bit, on every rank's shard.
     skipped = os.path.join(work, "skipped")
-    p = ok(run(small_recsys(work, **{"log.dir": skipped, "train.on_nonfinite": "skip_step"}),
-               np_=2, env={"EMBTRAIN_INJECT_NAN_LOSS": "12:0"}))
+    ok(run(small_recsys(work, **{"log.dir": skipped, "train.on_nonfinite": "skip_step"}),
+           np_=2, env={"EMBTRAIN_INJECT_NAN_LOSS": "12:0"}))
     m = metrics(skipped)
     assert [x["step"] for x in m if x["type"] == "skipped"] == [12], m
     assert [x for x in m if x["type"] == "summary"][0]["skipped_steps"] == 1
@@ -301,33 +299,11 @@ def test_stopped_rank_ends_the_job(work):
     print("  " + [l for l in err.splitlines() if "watchdog" in l][0])
 
 
-TESTS = [f for name, f in sorted(globals().items()) if name.startswith("test_")]
-
-
 def main():
-    global EMBTRAIN
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--embtrain", required=True)
-    parser.add_argument("--only", help="run only tests whose name contains this")
-    args = parser.parse_args()
-    EMBTRAIN = os.path.abspath(args.embtrain)
-    passed = failed = 0
-    for test in TESTS:
-        if args.only and args.only not in test.__name__:
-            continue
-        work = tempfile.mkdtemp(prefix="faults_")
-        start = time.time()
-        try:
-            test(work)
-            passed += 1
-            print("ok   %s (%.1f s)" % (test.__name__, time.time() - start), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s\n%s" % (test.__name__, traceback.format_exc()), flush=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    def setup(args):
+        global EMBTRAIN
+        EMBTRAIN = args.embtrain
+    return cli_harness.run_tests(globals(), "faults_", on_args=setup)
 
 
 if __name__ == "__main__":

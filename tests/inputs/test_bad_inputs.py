@@ -11,15 +11,14 @@ output and no `*.partial-*` folder; malformed Adam betas; a folder given as conf
 a corpus too short to train on; a binary file as corpus. Prints
 `N passed, M failed`.
 """
-import argparse
 import glob
 import os
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
-import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli_harness  # noqa: E402  (tests/cli_harness.py)
 
 EMBTRAIN = None
 TIMEOUT_S = 120
@@ -27,13 +26,7 @@ K62 = 1 << 62
 
 
 def mpirun(np_):
-    if np_ == 1:
-        return []
-    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(np_),
-           "-x", "OMP_NUM_THREADS=1"]
-    if os.geteuid() == 0:
-        cmd.insert(1, "--allow-run-as-root")
-    return cmd
+    return cli_harness.mpirun(np_)
 
 
 def expect_error(args, *needles, np_=1):
@@ -153,29 +146,10 @@ TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
 
 
 def main():
-    global EMBTRAIN
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--embtrain", required=True)
-    ap.add_argument("--only", default="")
-    args = ap.parse_args()
-    EMBTRAIN = os.path.abspath(args.embtrain)
-    passed = failed = 0
-    for t in TESTS:
-        if args.only and args.only not in t.__name__:
-            continue
-        work = tempfile.mkdtemp(prefix="embtrain_inputs_")
-        try:
-            t(work)
-            passed += 1
-            print("PASS", t.__name__, flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL", t.__name__, flush=True)
-            traceback.print_exc()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    def setup(args):
+        global EMBTRAIN
+        EMBTRAIN = args.embtrain
+    return cli_harness.run_tests(globals(), "embtrain_inputs_", on_args=setup)
 
 
 if __name__ == "__main__":
