@@ -30,6 +30,19 @@ def mpirun(np_, pass_env=()):
     return [] if np_ == 1 else mpirun_base(pass_env) + ["-np", str(np_)]
 
 
+def small_recsys(run_dir, steps, **overrides):
+    """`embtrain train` arguments of a small, fast recsys run (users 300 x 8,
+    items 501 x 8, batch 64, one thread, quiet) into run_dir; overrides are
+    config keys ("table.users.dim": "16")."""
+    keys = {"train.workload": "recsys", "train.steps": str(steps), "train.batch_size": "64",
+            "recsys.users": "300", "recsys.items": "500", "recsys.history": "5",
+            "recsys.eval_samples": "400", "recsys.train_samples": "5000",
+            "table.users.dim": "8", "table.items.dim": "8", "log.interval": "4",
+            "log.dir": run_dir, "train.threads": "1", "log.quiet": "true"}
+    keys.update(overrides)
+    return ["train"] + ["--%s=%s" % kv for kv in keys.items()]
+
+
 def run_tests(namespace, prefix, add_args=None, on_args=None):
     """Runs every test_* function of `namespace` (a module's globals()) whose
     name contains --only, each with a fresh folder named `prefix`...; prints

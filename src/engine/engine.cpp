@@ -1,5 +1,7 @@
 #include "engine/engine.hpp"
 
+#include "common/fingerprint.hpp"
+
 namespace embtrain {
 
 std::string agree_on_batch(Communicator& control, std::string error) {
@@ -15,23 +17,14 @@ std::string check_batch_size(const TableSpec& spec, int64_t n) {
                         " ids; one table's batch per rank is limited to 2^31 - 1");
 }
 
-namespace {
-constexpr uint64_t kFnvBasis = 1469598103934665603ull, kFnvPrime = 1099511628211ull;
-uint64_t fnv(uint64_t h, const void* data, size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * kFnvPrime;
-  return h;
-}
-}  // namespace
-
 uint64_t fingerprint(const std::vector<IdsView>& ids) {
   uint64_t h = kFnvBasis;
   for (const IdsView& v : ids) {
     const int64_t n = v.numel(), rank = static_cast<int64_t>(v.shape.size());
-    h = fnv(h, &v.dtype, sizeof(v.dtype));
-    h = fnv(h, &rank, sizeof(rank));
-    h = fnv(h, v.shape.data(), v.shape.size() * sizeof(int64_t));
-    h = fnv(h, v.data, static_cast<size_t>(n) * dtype_size(v.dtype));
+    h = fnv1a(&v.dtype, sizeof(v.dtype), h);
+    h = fnv1a(&rank, sizeof(rank), h);
+    h = fnv1a(v.shape, h);
+    h = fnv1a(v.data, static_cast<size_t>(n) * dtype_size(v.dtype), h);
   }
   return h;
 }
@@ -39,8 +32,8 @@ uint64_t fingerprint(const std::vector<IdsView>& ids) {
 uint64_t fingerprint(const std::vector<IdSpan>& ids) {
   uint64_t h = kFnvBasis;
   for (const IdSpan& span : ids) {
-    h = fnv(h, &span.data, sizeof(span.data));
-    h = fnv(h, &span.n, sizeof(span.n));
+    h = fnv1a(&span.data, sizeof(span.data), h);
+    h = fnv1a(&span.n, sizeof(span.n), h);
   }
   return h;
 }

@@ -55,14 +55,8 @@ def expect_error(p, *needles):
 
 
 def train_args(work, **overrides):
-    """A small, fast recsys run: users 300 x 8, items 501 x 8."""
-    keys = {"train.workload": "recsys", "train.steps": "4", "train.batch_size": "64",
-            "recsys.users": "300", "recsys.items": "500", "recsys.history": "5",
-            "recsys.eval_samples": "400", "recsys.train_samples": "5000",
-            "table.users.dim": "8", "table.items.dim": "8", "log.interval": "4",
-            "log.dir": os.path.join(work, "run"), "train.threads": "1", "log.quiet": "true"}
-    keys.update(overrides)
-    return ["train"] + ["--%s=%s" % kv for kv in keys.items()]
+    """A small, fast recsys run of 4 steps into WORK/run (cli_harness.small_recsys)."""
+    return cli_harness.small_recsys(os.path.join(work, "run"), 4, **overrides)
 
 
 def ckpt_root(work):

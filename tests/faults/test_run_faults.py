@@ -43,13 +43,8 @@ def mpirun_cmd(np_):
 
 
 def small_recsys(work, **overrides):
-    keys = {"train.workload": "recsys", "train.steps": "12", "train.batch_size": "64",
-            "recsys.users": "300", "recsys.items": "500", "recsys.history": "5",
-            "recsys.eval_samples": "400", "recsys.train_samples": "5000",
-            "table.users.dim": "8", "table.items.dim": "8", "log.interval": "4",
-            "log.dir": os.path.join(work, "run"), "train.threads": "1", "log.quiet": "true"}
-    keys.update(overrides)
-    return ["train"] + ["--%s=%s" % kv for kv in keys.items()]
+    """A small, fast recsys run of 12 steps into WORK/run (cli_harness.small_recsys)."""
+    return cli_harness.small_recsys(os.path.join(work, "run"), 12, **overrides)
 
 
 def run(args, np_=1, env=None, timeout=120, cwd=None):
