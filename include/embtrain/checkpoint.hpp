@@ -7,7 +7,12 @@
 //   ROOT/step_00001200/<table>.rank<r>.weights.npy   (rows_r x dim)
 //   ROOT/step_00001200/<table>.rank<r>.state.npy     (rows_r x state_width)
 //   ROOT/step_00001200/dense.npy
+//   ROOT/step_00001200/config.ini, vocab.txt, ...    (CheckpointInfo::files)
 //   ROOT/latest                                      (name of the newest)
+//
+// A checkpoint folder is usable alone: besides the tables it holds the
+// run's configuration and what names the tables' rows (skipgram's
+// vocabulary), checksummed like every other file.
 //
 // What is guaranteed (see "Failures and recovery" in the README):
 // - A save refuses non-finite weights or state before it writes anything.
@@ -22,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -29,11 +35,28 @@
 
 namespace embtrain {
 
+// How much data the run behind a checkpoint has consumed. Batches are
+// pure functions of (seed, rank, ranks, step), so with a fixed number of
+// ranks the step says it all; a resume with other ranks changes the global
+// batch, and only the samples counted so far say how many epochs are done.
+struct DataProgress {
+  int64_t samples = -1;       // samples consumed by steps [0, step); -1: not recorded
+  int64_t global_batch = 0;   // samples per step (all ranks) of the run that saved it
+  int64_t epoch_samples = 0;  // samples in one pass over the training data
+};
+
 struct CheckpointInfo {
   std::string workload;
   int64_t step = 0;  // steps completed; training resumes at this step
   uint64_t seed = 0;
   std::string config;  // effective configuration (INI text)
+  int ranks = 0;       // ranks that wrote it (read back; a save takes the communicator's)
+  DataProgress progress;
+  // Text files saved inside the checkpoint folder (name -> contents) and
+  // listed with their size and checksum: config.ini, a workload's
+  // vocabulary. Names are plain file names (letters, digits, '.', '_',
+  // '-'). On reading, the names the checkpoint holds (contents not read).
+  std::map<std::string, std::string> files;
 };
 
 // Saves under `root` as step_<step>; keeps the newest `keep` checkpoints
@@ -59,6 +82,12 @@ std::string find_checkpoint(Communicator& comm, const std::string& path,
 
 // Reads the manifest of a checkpoint folder.
 CheckpointInfo read_checkpoint_info(const std::string& dir);
+
+// The text file `name` saved in checkpoint folder `dir` (CheckpointInfo::
+// files), verified against its recorded size and checksum. False when the
+// checkpoint holds no such file (one written before it had them); throws
+// Error when the file is missing, truncated or corrupt.
+bool read_checkpoint_file(const std::string& dir, const std::string& name, std::string* text);
 
 // Loads a checkpoint into `tables`, re-sharding when it was written by a
 // different number of ranks. Tables must match by name, rows, dim and

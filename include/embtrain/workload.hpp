@@ -48,6 +48,18 @@ class Workload {
   virtual int64_t table_rows(const std::string& name) const = 0;
   // Steps that make one pass over the training data.
   virtual int64_t steps_per_epoch() const = 0;
+  // Samples in one pass over the training data (recsys: examples; skipgram:
+  // corpus positions), and samples per step over all ranks (train.batch_size
+  // x ranks). Step s reads the samples from (s % steps_per_epoch()) x
+  // global_batch() on, up to the epoch's end: the trainer counts epochs
+  // from them, also across a resume with another number of ranks.
+  virtual int64_t epoch_samples() const = 0;
+  virtual int64_t global_batch() const = 0;
+  // Text files that name what the tables hold (skipgram: "vocab.txt", the
+  // word of every row), saved inside every checkpoint so that it can be
+  // used alone; a resume refuses a checkpoint whose copy differs from this
+  // run's (the data changed). Name -> contents; plain file names.
+  virtual std::map<std::string, std::string> checkpoint_files() const { return {}; }
   // What identifies the data this rank read, e.g. "corpus.txt: 513,021
   // words, fingerprint 1f0c...": every rank must read the same. "" for data
   // that is a pure function of the configuration (synthetic).

@@ -22,7 +22,7 @@ int run_export(int argc, char** argv) {
       "usage: embtrain export --checkpoint PATH --table NAME --out FILE [--vocab FILE]\n\n"
       "Writes one table of a checkpoint, assembled from its shards, as FILE.npy (float32,\n"
       "rows x dim) or, for FILE.txt / FILE.vec, word2vec text (needs the vocabulary, one\n"
-      "word per line in row order; default: vocab.txt in the run folder).\n\noptions");
+      "word per line in row order; default: the checkpoint's own vocab.txt).\n\noptions");
   // clang-format off
   options.add_options()
     ("help,h", "show this help")
@@ -30,7 +30,7 @@ int run_export(int argc, char** argv) {
      "a checkpoint folder, or a checkpoint root (its latest)")
     ("table", po::value<std::string>()->required(), "table name")
     ("out", po::value<std::string>()->required(), "output file: .npy, .txt or .vec")
-    ("vocab", po::value<std::string>(), "vocabulary for word2vec text");
+    ("vocab", po::value<std::string>(), "vocabulary for word2vec text (default: the checkpoint's)");
   // clang-format on
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
@@ -45,6 +45,10 @@ int run_export(int argc, char** argv) {
   const std::string dir = find_checkpoint(*self, given, &notes);
   for (const std::string& note : notes)
     std::fprintf(stderr, "embtrain export: checkpoint: %s\n", note.c_str());
+  std::error_code ec;
+  EMBTRAIN_REQUIRE(fs::exists(given, ec), "option --checkpoint: ", given,
+                   " does not exist (a run into the same log.dir with log.overwrite removes the "
+                   "checkpoints of the run it replaces)");
   EMBTRAIN_REQUIRE(!dir.empty(), "option --checkpoint: ", given, " holds no checkpoint");
   const std::string out = vm["out"].as<std::string>();
   const std::string ext = fs::path(out).extension().string();
@@ -57,16 +61,32 @@ int run_export(int argc, char** argv) {
   if (ext == ".npy") {
     write_npy(out, DType::kFloat32, {rows, dim}, table.data());
   } else {
-    // Default vocabulary: the run folder's, two levels above step_N.
-    std::string vocab = vm.count("vocab") ? vm["vocab"].as<std::string>() : "";
-    if (vocab.empty()) {
+    // The vocabulary: --vocab, else the checkpoint's own vocab.txt, else
+    // (a checkpoint saved before it held one) the run folder's, two levels
+    // above step_N, which a later run into that folder may have replaced.
+    std::string vocab_name;
+    Vocabulary words;
+    std::string text;
+    if (vm.count("vocab")) {
+      vocab_name = vm["vocab"].as<std::string>();
+      words = read_vocabulary(vocab_name);
+    } else if (read_checkpoint_file(dir, "vocab.txt", &text)) {
+      vocab_name = (fs::path(dir) / "vocab.txt").string();
+      words = parse_vocabulary(text, vocab_name);
+    } else {
       const fs::path guess = fs::path(dir).parent_path().parent_path() / "vocab.txt";
-      EMBTRAIN_REQUIRE(fs::exists(guess), "word2vec text needs --vocab (no ", guess.string(),
-                       ")");
-      vocab = guess.string();
+      EMBTRAIN_REQUIRE(fs::exists(guess), "checkpoint ", dir,
+                       " holds no vocabulary (saved before checkpoints held one), and there is "
+                       "no ",
+                       guess.string(), ": word2vec text needs --vocab");
+      std::fprintf(stderr,
+                   "embtrain export: checkpoint %s holds no vocabulary (saved before checkpoints "
+                   "held one): using %s\n",
+                   dir.c_str(), guess.c_str());
+      vocab_name = guess.string();
+      words = read_vocabulary(vocab_name);
     }
-    const Vocabulary words = read_vocabulary(vocab);
-    EMBTRAIN_REQUIRE(words.size() == rows, vocab, ": has ", words.size(),
+    EMBTRAIN_REQUIRE(words.size() == rows, vocab_name, ": has ", words.size(),
                      " words but the table has ", rows, " rows");
     write_word2vec_text(out, words, table.data(), dim);
   }

@@ -153,6 +153,8 @@ Manifest manifest_of(const CheckpointInfo& info, ShardedEmbedding& tables,
   m.step = info.step;
   m.ranks = comm.size();
   m.seed = info.seed;
+  m.progress = info.progress;
+  for (const auto& [name, text] : info.files) m.texts.push_back(name);
   for (int t = 0; t < tables.num_tables(); ++t) {
     const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
     const TableSpec& spec = shard.spec();
@@ -205,10 +207,16 @@ void prune(const fs::path& root, const fs::path& final_dir, int keep) {
   for (size_t i = 0; i + static_cast<size_t>(keep) < steps.size() + 1; ++i) fs::remove_all(steps[i].second, ec);
 }
 
-// Rank 0, once every shard is on disk: dense parameters, the manifest, and
-// the renames.
+// Rank 0, once every shard is on disk: dense parameters, the text files,
+// the manifest, and the renames.
 void finish_save(const fs::path& root, const fs::path& tmp_dir, const fs::path& final_dir,
-                 Manifest m, const std::vector<float>* dense, int keep) {
+                 Manifest m, const std::vector<float>* dense,
+                 const std::map<std::string, std::string>& texts, int keep) {
+  for (const auto& [name, text] : texts) {
+    const std::string path = (tmp_dir / name).string();
+    write_text_durable(path, text);
+    m.files[name] = seal_file(path);
+  }
   if (dense) {
     const std::string path = (tmp_dir / "dense.npy").string();
     write_npy(path, DType::kFloat32, {static_cast<int64_t>(dense->size())}, dense->data());
@@ -230,6 +238,7 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
   const fs::path final_dir = fs::path(root) / step_name(info.step);
   const fs::path tmp_dir = fs::path(root) / ("." + step_name(info.step) + ".tmp");
 
+  for (const auto& [name, text] : info.files) EMBTRAIN_ASSERT(is_text_file_name(name));
   run_agreed(comm, [&] { check_finite(std::as_const(tables), info.step); });
   run_agreed(comm, [&] {
     if (is_root) as_error([&] { prepare_root(root, tmp_dir); });
@@ -239,7 +248,7 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
     run_agreed(comm, [&] {
       if (!is_root) return;
       const Manifest m = manifest_of(info, tables, sums);
-      as_error([&] { finish_save(root, tmp_dir, final_dir, m, dense, keep); });
+      as_error([&] { finish_save(root, tmp_dir, final_dir, m, dense, info.files, keep); });
     });
   } catch (const Error&) {
     std::error_code ec;
@@ -351,9 +360,33 @@ std::string find_checkpoint(Communicator& comm, const std::string& path,
 
 // ---------------------------------------------------------------- load
 
-CheckpointInfo read_checkpoint_info(const std::string& dir) {
+namespace {
+
+CheckpointInfo info_of(const Manifest& m) {
+  CheckpointInfo info{m.workload, m.step, m.seed, m.config, m.ranks, m.progress, {}};
+  for (const std::string& name : m.texts) info.files[name];
+  return info;
+}
+
+}  // namespace
+
+CheckpointInfo read_checkpoint_info(const std::string& dir) { return info_of(read_manifest(dir)); }
+
+bool read_checkpoint_file(const std::string& dir, const std::string& name, std::string* text) {
   const Manifest m = read_manifest(dir);
-  return CheckpointInfo{m.workload, m.step, m.seed, m.config};
+  if (std::find(m.texts.begin(), m.texts.end(), name) == m.texts.end()) return false;
+  verify_file(m, name);
+  std::ifstream in(m.path(name), std::ios::binary);
+  EMBTRAIN_REQUIRE(in, "checkpoint ", dir, ": cannot open ", name);
+  std::ostringstream all;
+  all << in.rdbuf();
+  EMBTRAIN_REQUIRE(!in.bad(), "checkpoint ", dir, ": cannot read ", name);
+  *text = all.str();
+  // The checksum was of the file as it was then; it may have changed since.
+  const auto sum = m.files.find(name);
+  EMBTRAIN_REQUIRE(sum == m.files.end() || static_cast<int64_t>(text->size()) == sum->second.bytes,
+                   "checkpoint ", dir, ": ", name, " changed while it was read");
+  return true;
 }
 
 namespace {
@@ -436,7 +469,7 @@ CheckpointInfo load_checkpoint(const std::string& dir, ShardedEmbedding& tables,
   CheckpointInfo info;
   run_agreed(tables.comm(), [&] {
     const Manifest m = read_manifest(dir);
-    info = CheckpointInfo{m.workload, m.step, m.seed, m.config};
+    info = info_of(m);
     for (int t = 0; t < tables.num_tables(); ++t) load_table(m, tables.shard(t));
     if (dense) load_dense(m, dense);
   });

@@ -1,5 +1,6 @@
 #include "checkpoint_manifest.hpp"
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -155,6 +156,35 @@ void check_listed(const Manifest& m) {
       }
   EMBTRAIN_REQUIRE(m.dense.empty() || m.files.count(m.dense), "checkpoint ", m.dir, ": file ",
                    m.dense, " has no size and checksum in 'files'");
+  for (const std::string& text : m.texts)
+    EMBTRAIN_REQUIRE(m.files.count(text), "checkpoint ", m.dir, ": file ", text,
+                     " has no size and checksum in 'files'");
+}
+
+// "texts": the names of the checkpoint's text files, each a plain name
+// (never a path out of the folder) listed once.
+void parse_texts(const json& j, Manifest* m, const std::string& where) {
+  if (!j.contains("texts")) return;
+  EMBTRAIN_REQUIRE(j.at("texts").is_array(), where, ": 'texts' is not a list");
+  std::set<std::string> seen;
+  for (const json& t : j.at("texts")) {
+    EMBTRAIN_REQUIRE(t.is_string() && is_text_file_name(t.get<std::string>()), where,
+                     ": 'texts' entry ", t.dump(),
+                     " is not a plain file name (letters, digits, '.', '_', '-')");
+    EMBTRAIN_REQUIRE(seen.insert(t.get<std::string>()).second, where, ": 'texts' lists ", t.dump(),
+                     " twice");
+    m->texts.push_back(t.get<std::string>());
+  }
+}
+
+// "progress": the samples the run consumed (absent before it was saved).
+void parse_progress(const json& j, Manifest* m, const std::string& where) {
+  if (!j.contains("progress")) return;
+  const std::string here = where + ": 'progress'";
+  const json& p = j.at("progress");
+  m->progress.samples = get_int(p, "samples", 0, kMaxInt64, here);
+  m->progress.global_batch = get_int(p, "global_batch", 1, kMaxInt64, here);
+  m->progress.epoch_samples = get_int(p, "epoch_samples", 1, kMaxInt64, here);
 }
 
 json load_json(const std::string& dir) {
@@ -171,6 +201,16 @@ json load_json(const std::string& dir) {
 }
 
 }  // namespace
+
+bool is_text_file_name(const std::string& name) {
+  if (name.empty() || name.size() > 64 || name[0] == '.' || name == "manifest.json" ||
+      name == "dense.npy" || (name.size() >= 4 && name.compare(name.size() - 4, 4, ".npy") == 0))
+    return false;
+  for (const char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+      return false;
+  return true;
+}
 
 std::string shard_file(const std::string& table, int rank, const char* what) {
   return table + ".rank" + std::to_string(rank) + "." + what + ".npy";
@@ -214,6 +254,8 @@ Manifest parse_manifest(const json& j, const std::string& dir) {
   m.dense = get_text(j, "dense", where, "");
   EMBTRAIN_REQUIRE(m.dense.empty() || m.dense == "dense.npy", where, ": 'dense' = '", m.dense,
                    "', expected 'dense.npy'");
+  parse_texts(j, &m, where);
+  parse_progress(j, &m, where);
   if (m.version >= 2) {
     parse_files(j, &m);
     check_listed(m);
@@ -260,6 +302,7 @@ std::vector<std::string> manifest_files(const Manifest& m) {
       files.push_back(s.state);
     }
   if (!m.dense.empty()) files.push_back(m.dense);
+  files.insert(files.end(), m.texts.begin(), m.texts.end());
   return files;
 }
 
@@ -285,6 +328,11 @@ json manifest_json(const Manifest& m) {
             {"rng", {{"seed", m.seed}, {"next_step", m.step}}}, {"tables", tables},
             {"files", files}};
   if (!m.dense.empty()) j["dense"] = m.dense;
+  if (!m.texts.empty()) j["texts"] = m.texts;
+  if (m.progress.samples >= 0)
+    j["progress"] = {{"samples", m.progress.samples},
+                     {"global_batch", m.progress.global_batch},
+                     {"epoch_samples", m.progress.epoch_samples}};
   return j;
 }
 

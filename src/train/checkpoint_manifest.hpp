@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "durable_file.hpp"
+#include "embtrain/checkpoint.hpp"
 #include "embtrain/shard_plan.hpp"
 #include "nlohmann/json.hpp"
 
@@ -18,6 +19,8 @@ namespace embtrain {
 
 constexpr const char* kCheckpointFormat = "embtrain-checkpoint";
 // 2: the "files" map of sizes and checksums. 1 (no checksums) still loads.
+// Version 2 manifests may also list "texts" (config.ini, a vocabulary) and
+// "progress" (samples consumed); those written before them load without.
 constexpr int kCheckpointVersion = 2;
 
 struct ManifestShard {
@@ -46,7 +49,9 @@ struct Manifest {
   uint64_t seed = 0;
   std::vector<ManifestTable> tables;
   std::string dense;                     // "" when there is none
+  std::vector<std::string> texts;        // text files (config.ini, vocab.txt, ...)
   std::map<std::string, FileSum> files;  // version >= 2: every file's size and checksum
+  DataProgress progress;                 // samples = -1 when not recorded
 
   const ManifestTable& table(const std::string& name) const;
   std::string path(const std::string& file) const;
@@ -61,6 +66,11 @@ void verify_file(const Manifest& m, const std::string& file);
 
 // Every file the manifest names, in a fixed order.
 std::vector<std::string> manifest_files(const Manifest& m);
+
+// Whether `name` may name a text file of a checkpoint: a plain file name of
+// letters, digits, '.', '_' and '-', not starting with '.', at most 64
+// characters, and none of the names the checkpoint's own files take.
+bool is_text_file_name(const std::string& name);
 
 // The file names a checkpoint gives rank r's shard of a table.
 std::string shard_file(const std::string& table, int rank, const char* what);

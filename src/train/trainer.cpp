@@ -3,15 +3,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
 #include <cstdlib>
-#include <limits>
-#include <utility>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <utility>
 
 #include "embtrain/checkpoint.hpp"
 #include "embtrain/errors.hpp"
@@ -106,6 +107,36 @@ class MetricsLog {
   std::string path_;
   std::FILE* out_ = nullptr;
 };
+
+// Samples that steps [0, k) read when each step takes `global` of an
+// epoch's `epoch` samples in order, the last step of an epoch what is left
+// (Workload::epoch_samples); saturates at INT64_MAX.
+int64_t samples_before(int64_t k, int64_t epoch, int64_t global) {
+  epoch = std::max<int64_t>(1, epoch);
+  global = std::max<int64_t>(1, global);
+  const int64_t per_epoch = (epoch + global - 1) / global;
+  int64_t full = 0, part = 0, n = 0;
+  if (__builtin_mul_overflow(k / per_epoch, epoch, &full) ||
+      __builtin_mul_overflow(k % per_epoch, global, &part) ||
+      __builtin_add_overflow(full, part, &n))
+    return std::numeric_limits<int64_t>::max();
+  return n;
+}
+
+// The first line where texts `a` (saved) and `b` (now) differ, as
+// "line N: 'x' there, 'y' now"; "" when they are equal.
+std::string first_difference(const std::string& a, const std::string& b) {
+  std::istringstream ia(a), ib(b);
+  std::string la, lb;
+  for (int64_t n = 1;; ++n) {
+    const bool ha = static_cast<bool>(std::getline(ia, la));
+    const bool hb = static_cast<bool>(std::getline(ib, lb));
+    if (!ha && !hb) return "";
+    if (ha != hb || la != lb)
+      return detail::concat("line ", n, ": '", ha ? la : "(end)", "' there, '", hb ? lb : "(end)",
+                            "' now");
+  }
+}
 
 }  // namespace
 
@@ -239,12 +270,68 @@ class TrainingRun {
       EMBTRAIN_REQUIRE(info.workload == workload_.name(), "checkpoint ", resume_dir_,
                        " is of workload '", info.workload, "', not '", workload_.name(), "'");
       check_resume_config(resume_dir_, info.config, options_.config_text, options_.allow_changes);
+      if (root_) check_resume_files();
     });
     const CheckpointInfo info = load_checkpoint(resume_dir_, tables_, dense_);
     summary_.first_step = info.step;
-    if (talk_)
-      std::printf("resumed from %s at step %lld\n", resume_dir_.c_str(),
-                  static_cast<long long>(info.step));
+    resume_progress(info);
+  }
+
+  // The checkpoint's copies of the files that name the tables' rows (a
+  // vocabulary) must be this run's: the same configuration may read a
+  // corpus that has changed since. Checkpoints without them pass.
+  void check_resume_files() const {
+    for (const auto& [name, now] : workload_.checkpoint_files()) {
+      std::string saved;
+      if (!read_checkpoint_file(resume_dir_, name, &saved) || saved == now) continue;
+      throw make_error("checkpoint ", resume_dir_, ": its ", name,
+                       " differs from this run's (the data changed since it was saved?), first at ",
+                       first_difference(saved, now),
+                       "; resume with the data it was trained on, or start a fresh run");
+    }
+  }
+
+  // Where the data stands: the samples the checkpoint's run consumed
+  // (recorded; for a checkpoint saved before they were, counted from its
+  // step with its ranks' global batch), and what changed with the ranks.
+  void resume_progress(const CheckpointInfo& info) {
+    const int64_t epoch = workload_.epoch_samples(), global = workload_.global_batch();
+    int64_t old_global = info.progress.global_batch;
+    if (info.progress.samples >= 0) {
+      start_samples_ = info.progress.samples;
+    } else {  // train.batch_size cannot change on resume unless allowed: per rank as now
+      old_global = global / comm_.size() * std::max(1, info.ranks);
+      start_samples_ = samples_before(info.step, epoch, old_global);
+    }
+    if (!talk_) return;
+    std::printf("resumed from %s at step %lld, epoch %.2f\n", resume_dir_.c_str(),
+                static_cast<long long>(info.step), epoch_at(info.step));
+    if (old_global != global)
+      std::printf(
+          "  the global batch changed: %lld samples per step (%d rank(s)) -> %lld (%d "
+          "rank(s)); epochs count the samples consumed (a step is now %.4g of an "
+          "epoch)\n  a step's batch depends on the number of ranks: the data order "
+          "does not continue exactly where the saved run stopped\n",
+          static_cast<long long>(old_global), info.ranks, static_cast<long long>(global),
+          comm_.size(),
+          static_cast<double>(global) / static_cast<double>(std::max<int64_t>(1, epoch)));
+  }
+
+  // Samples consumed once steps [0, step) are done.
+  int64_t samples_at(int64_t step) const {
+    const int64_t epoch = workload_.epoch_samples(), global = workload_.global_batch();
+    // samples_before grows with the step, so the difference is >= 0.
+    const int64_t since =
+        samples_before(step, epoch, global) - samples_before(summary_.first_step, epoch, global);
+    int64_t n = 0;
+    return __builtin_add_overflow(start_samples_, since, &n) ? std::numeric_limits<int64_t>::max()
+                                                             : n;
+  }
+
+  // Epochs done once steps [0, step) are: samples consumed / epoch size.
+  double epoch_at(int64_t step) const {
+    return static_cast<double>(samples_at(step)) /
+           static_cast<double>(std::max<int64_t>(1, workload_.epoch_samples()));
   }
 
   // Whether this run resumed its own checkpoint root at its last step: a
@@ -268,6 +355,15 @@ class TrainingRun {
                                        " steps, beyond 2^62 (valid: fewer epochs, or train.steps)"));
     summary_.steps = options_.steps > 0 ? options_.steps
                                         : std::max<int64_t>(1, std::llround(from_epochs));
+    // Resumed with another global batch (ranks) at some point: the epochs
+    // left, in this run's steps.
+    const int64_t first = summary_.first_step;
+    const int64_t epoch = workload_.epoch_samples(), global = workload_.global_batch();
+    if (options_.steps == 0 && start_samples_ != samples_before(first, epoch, global)) {
+      const double left = options_.epochs - static_cast<double>(start_samples_) / epoch;
+      summary_.steps =
+          first + std::max<int64_t>(0, std::llround(left * static_cast<double>(per_epoch_)));
+    }
     if (summary_.first_step > summary_.steps)
       throw AgreedError(detail::concat("checkpoint ", resume_dir_, " is at step ",
                                        summary_.first_step, " but the run has only ",
@@ -303,7 +399,16 @@ class TrainingRun {
   void checkpoint(int64_t step) {
     if (options_.checkpoint_dir.empty()) return;
     mark_progress("checkpoint: start");
-    CheckpointInfo info{workload_.name(), step, options_.seed, options_.config_text};
+    CheckpointInfo info;
+    info.workload = workload_.name();
+    info.step = step;
+    info.seed = options_.seed;
+    info.config = options_.config_text;
+    info.progress = {samples_at(step), workload_.global_batch(), workload_.epoch_samples()};
+    if (root_) {  // what makes the checkpoint usable alone (rank 0 writes them)
+      info.files = workload_.checkpoint_files();
+      info.files["config.ini"] = options_.config_text;
+    }
     const std::string dir =
         save_checkpoint(options_.checkpoint_dir, info, tables_, dense_, options_.checkpoint_keep);
     last_checkpoint_ = dir;
@@ -421,7 +526,7 @@ class TrainingRun {
     const double lookups_per_s = sums[2] / std::max(window_s, 1e-9);
     const double words_per_s = sums[3] / std::max(window_s, 1e-9);
     const int64_t total = summary_.steps;
-    const double epoch = static_cast<double>(done) / per_epoch_;
+    const double epoch = epoch_at(done);
     const double eta =
         elapsed_ / static_cast<double>(done - summary_.first_step) * static_cast<double>(total - done);
     json j = {{"type", "train"},  {"step", done},
@@ -502,6 +607,7 @@ class TrainingRun {
   ShardedEmbedding tables_;
   std::vector<float>* dense_;
   const int64_t per_epoch_;
+  int64_t start_samples_ = 0;  // samples consumed before summary_.first_step
   TrainSummary summary_;
   std::unique_ptr<MetricsLog> metrics_;
   std::string last_checkpoint_;  // the folder of the last checkpoint saved

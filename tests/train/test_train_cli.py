@@ -8,7 +8,8 @@ values, command-line overrides), train.pipeline training the same bits as
 without it, table options that train's keys and
 replay's flags accept and refuse alike, exact resume (a run resumed from step k
 ends bitwise equal to an uninterrupted run, 1 and 2 ranks), re-sharding a
-checkpoint from 2 to 3 ranks, loading a checkpoint of the older block
+checkpoint from 2 to 3 ranks (and the true epoch after a 2 -> 4 ranks resume),
+loading a checkpoint of the older block
 layout, checkpoint/config mismatches, a stale partial
 checkpoint left by a crash, export to .npy, from_pretrained with freeze, and
 the quickstart config on a short setting. Prints `N passed, M failed`.
@@ -240,6 +241,50 @@ def test_reshard_2_to_3(work):
     # And training goes on from there.
     run(small_recsys(work, **{"log.dir": three, "train.steps": "9",
                               "checkpoint.resume": "auto"}), 3)
+
+
+def samples_of_steps(first, last, epoch, global_batch):
+    """Samples that steps [first, last) read: each step takes the next
+    global_batch samples of the epoch, the last one of an epoch what is left."""
+    per_epoch = -(-epoch // global_batch)
+    return sum(min(global_batch, epoch - (s % per_epoch) * global_batch)
+               for s in range(first, last))
+
+
+def test_reshard_reports_true_epochs(work):
+    """2 ranks train 50 steps of 128 samples (batch_size 64 per rank), then 4
+    ranks resume with 256 samples a step: the printed epoch counts samples
+    consumed (computed here step by step), the global batch change is
+    named, and train.epochs = 2 ends at 2.00 epochs of samples, not at
+    2 x the new steps per epoch."""
+    import re
+    n = 5000  # recsys.train_samples
+    run(small_recsys(work, **{"train.steps": "50"}), 2)
+    p = run(small_recsys(work, **{"train.steps": "0", "train.epochs": "2", "log.quiet": "false",
+                                  "checkpoint.resume": "auto", "log.interval": "5"}), 4)
+    before = samples_of_steps(0, 50, n, 128)
+    assert "at step 50, epoch %.2f\n" % (before / n) in p.stdout, (before / n, p.stdout[-2500:])
+    assert "the global batch changed: 128 samples per step (2 rank(s)) -> 256 (4 rank(s))" \
+        in p.stdout and "does not continue exactly" in p.stdout, p.stdout[-2500:]
+    # 2 - 6280 / 5000 = 0.744 epochs left, at 4 ranks 20 steps an epoch:
+    # 14.88 -> 15 steps, ending at step 65 (3720 samples: exactly 2 epochs).
+    lines = [json.loads(l) for l in open(os.path.join(work, "run", "metrics.jsonl"))]
+    train = [j for j in lines if j["type"] == "train" and j["step"] > 50]
+    assert [j["step"] for j in train] == [55, 60, 65], [j["step"] for j in train]
+    for j in train:
+        want = (before + samples_of_steps(50, j["step"], n, 256)) / n
+        assert abs(j["epoch"] - want) < 1e-12, (j, want)
+        assert re.search(r"^step %d/65  epoch %.2f " % (j["step"], want), p.stdout, re.M), \
+            (j["step"], want, p.stdout[-2500:])
+    assert abs(train[-1]["epoch"] - 2.0) < 1e-12, train[-1]
+    # The checkpoint records the samples; a 4-rank resume of it reads them.
+    m = json.load(open(os.path.join(work, "run", "checkpoints", "step_00000065", "manifest.json")))
+    assert m["progress"] == {"samples": 2 * n, "global_batch": 256, "epoch_samples": n}, m
+    # Without a re-shard, nothing about the global batch is said.
+    q = run(small_recsys(work, **{"train.steps": "70", "log.quiet": "false",
+                                  "checkpoint.resume": "auto"}), 4)
+    assert "at step 65, epoch 2.00\n" in q.stdout and "global batch changed" not in q.stdout, \
+        q.stdout[-1500:]
 
 
 def test_block_checkpoint_loads(work):

@@ -97,6 +97,10 @@ class Vocabulary {
 // name the rows of a checkpoint's table.
 void write_vocabulary(const Vocabulary& vocab, const std::string& path);
 Vocabulary read_vocabulary(const std::string& path);
+// The same as text ("word count\n" per row; what checkpoints hold as
+// vocab.txt), and read back from text (`name` starts its errors).
+std::string vocabulary_text(const Vocabulary& vocab);
+Vocabulary parse_vocabulary(const std::string& text, const std::string& name);
 
 // Words as table rows, with out-of-vocabulary words dropped; a line is a
 // sentence, and no window reaches across a line's end.
@@ -290,6 +294,12 @@ class SkipgramWorkload : public Workload {
   std::vector<std::string> table_names() const override { return {"input", "output"}; }
   int64_t table_rows(const std::string& name) const override;
   int64_t steps_per_epoch() const override { return steps_per_epoch_; }
+  int64_t epoch_samples() const override { return corpus_.train.size(); }
+  int64_t global_batch() const override { return context_.batch_size * context_.comm->size(); }
+  // vocab.txt: the word of every row of both tables.
+  std::map<std::string, std::string> checkpoint_files() const override {
+    return {{"vocab.txt", vocabulary_text(corpus_.vocab)}};
+  }
   StepOutput train_step(ShardedEmbedding& tables, int64_t step) override;
   std::map<std::string, double> evaluate(ShardedEmbedding& tables) override;
   void finish(ShardedEmbedding& tables, const std::string& out_dir) override;

@@ -79,9 +79,11 @@ class RecsysWorkload final : public Workload {
     throw make_error("recsys has no table '", name, "' (its tables: users, items)");
   }
   int64_t steps_per_epoch() const override {
-    const int64_t global = batch_size_ * comm_->size();
+    const int64_t global = global_batch();
     return (source_->train_size() + global - 1) / global;
   }
+  int64_t epoch_samples() const override { return source_->train_size(); }
+  int64_t global_batch() const override { return batch_size_ * comm_->size(); }
 
   std::string data_identity() const override { return source_->identity(); }
 

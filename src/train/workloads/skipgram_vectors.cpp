@@ -41,21 +41,23 @@ void write_atomically(const std::string& path, const std::string& what,
 
 }  // namespace
 
-void write_vocabulary(const Vocabulary& vocab, const std::string& path) {
-  write_atomically(path, "vocabulary file", [&](std::FILE* f) {
-    for (int64_t r = 0; r < vocab.size(); ++r)
-      std::fprintf(f, "%s %lld\n", vocab.word(r).c_str(), static_cast<long long>(vocab.count(r)));
-  });
+std::string vocabulary_text(const Vocabulary& vocab) {
+  std::string text;
+  for (int64_t r = 0; r < vocab.size(); ++r)
+    text += vocab.word(r) + " " + std::to_string(vocab.count(r)) + "\n";
+  return text;
 }
 
-Vocabulary read_vocabulary(const std::string& path) {
-  std::error_code ec;
-  EMBTRAIN_REQUIRE(!std::filesystem::is_directory(path, ec), "vocabulary file '", path,
-                   "': is a folder (valid: a text file)");
-  std::ifstream in(path);
-  EMBTRAIN_REQUIRE(in, "vocabulary file '", path, "': cannot open for reading");
+void write_vocabulary(const Vocabulary& vocab, const std::string& path) {
+  const std::string text = vocabulary_text(vocab);
+  write_atomically(path, "vocabulary file",
+                   [&](std::FILE* f) { std::fwrite(text.data(), 1, text.size(), f); });
+}
+
+Vocabulary parse_vocabulary(const std::string& text, const std::string& name) {
   std::vector<std::string> words;
   std::vector<int64_t> counts;
+  std::istringstream in(text);
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {
     std::istringstream fields(line);
@@ -63,13 +65,24 @@ Vocabulary read_vocabulary(const std::string& path) {
     long long count = -1;
     fields >> word >> count;
     const bool ok = !word.empty() && !fields.fail() && count >= 1 && !(fields >> rest);
-    EMBTRAIN_REQUIRE(ok, path, ":", n,
+    EMBTRAIN_REQUIRE(ok, name, ":", n,
                      ": expected 'word count' (a word without spaces and a count >= 1), got '",
                      line, "'");
     words.push_back(word);
     counts.push_back(count);
   }
   return Vocabulary(std::move(words), std::move(counts));
+}
+
+Vocabulary read_vocabulary(const std::string& path) {
+  std::error_code ec;
+  EMBTRAIN_REQUIRE(!std::filesystem::is_directory(path, ec), "vocabulary file '", path,
+                   "': is a folder (valid: a text file)");
+  std::ifstream in(path, std::ios::binary);
+  EMBTRAIN_REQUIRE(in, "vocabulary file '", path, "': cannot open for reading");
+  std::ostringstream all;
+  all << in.rdbuf();
+  return parse_vocabulary(all.str(), path);
 }
 
 void write_word2vec_text(const std::string& path, const Vocabulary& vocab, const float* table,
