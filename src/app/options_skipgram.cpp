@@ -54,8 +54,12 @@ OptionList<SkipgramConfig> skipgram_options() {
        R::integer(1, L::kMaxNegatives, &SkipgramConfig::negatives)},
       {"subsample", "word2vec's frequent-word subsampling t (0 = off)",
        R::real(Range::closed(0, 1), &SkipgramConfig::subsample)},
-      {"lowercase", "lowercase ASCII letters before counting",
+      {"lowercase", "lowercase A-Z and the Latin-1 capitals (U+00C0-U+00DE) before counting",
        R::boolean(&SkipgramConfig::lowercase)},
+      {"strip_punctuation",
+       "strip punctuation at both ends of each word (ASCII; Unicode quotes, dashes, "
+       "ellipsis, guillemets); inside a word it stays (don't, well-known)",
+       R::boolean(&SkipgramConfig::strip_punctuation)},
       {"eval_fraction", "last share of the corpus's words held out for the loss (0 = none)",
        R::real(Range::closed(0, L::kMaxEvalFraction), &SkipgramConfig::eval_fraction)},
       {"neighbors", "words (comma-separated) whose nearest neighbours to print",

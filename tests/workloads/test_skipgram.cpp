@@ -41,6 +41,9 @@ using embtrain::ShardedEmbedding;
 using embtrain::ShardPlan;
 using embtrain::SkipgramBatch;
 using embtrain::SkipgramConfig;
+
+// Text as it is: no lowercasing, no punctuation stripped.
+const embtrain::TextOptions kRawText{false, false};
 using embtrain::SkipgramKernel;
 using embtrain::SkipgramPair;
 using embtrain::SkipgramPass;
@@ -203,14 +206,45 @@ double topic_share_of_neighbours(const Vocabulary& vocab, const std::vector<floa
 class SkipgramText : public MpiTest {};
 
 TEST_F(SkipgramText, TokenizeSplitsOnWhitespaceAndLowercasesAsciiOnly) {
-  EXPECT_EQ(embtrain::tokenize("  a\tbb \r\v\fccc  ", false),
+  EXPECT_EQ(embtrain::tokenize("  a\tbb \r\v\fccc  ", kRawText),
             (std::vector<std::string>{"a", "bb", "ccc"}));
-  EXPECT_EQ(embtrain::tokenize("The CAT sat", true),
+  EXPECT_EQ(embtrain::tokenize("The CAT sat", {true, false}),
             (std::vector<std::string>{"the", "cat", "sat"}));
-  EXPECT_EQ(embtrain::tokenize("The CAT", false), (std::vector<std::string>{"The", "CAT"}));
-  // "Ärger" in UTF-8: the two bytes of Ä stay, the ASCII letters lower.
-  EXPECT_EQ(embtrain::tokenize("\xC3\x84RGER", true), (std::vector<std::string>{"\xC3\x84rger"}));
-  EXPECT_TRUE(embtrain::tokenize(" \t ", true).empty());
+  EXPECT_EQ(embtrain::tokenize("The CAT", kRawText), (std::vector<std::string>{"The", "CAT"}));
+  // "ÄRGER über ×" in UTF-8: the Latin-1 capital Ä (C3 84) lowers to ä
+  // (C3 A4); ü stays, and so does × (C3 97), which is no letter.
+  EXPECT_EQ(embtrain::tokenize("\xC3\x84RGER \xC3\xBC \xC3\x97", {true, false}),
+            (std::vector<std::string>{"\xC3\xA4rger", "\xC3\xBC", "\xC3\x97"}));
+  // Other scripts are kept as they are: Greek capital sigma (CE A3).
+  EXPECT_EQ(embtrain::tokenize("\xCE\xA3"
+                               "A",
+                               {true, false}),
+            (std::vector<std::string>{"\xCE\xA3"
+                                      "a"}));
+  EXPECT_TRUE(embtrain::tokenize(" \t ", {true, true}).empty());
+}
+
+// The default TextOptions: lowercase, and the punctuation at a word's ends
+// stripped (ASCII, and Unicode quotes, dashes, ellipsis, guillemets), the
+// punctuation inside it kept; a word of punctuation only is no word.
+TEST_F(SkipgramText, TokenizeStripsPunctuationAtTheEndsOfWords) {
+  const embtrain::TextOptions text;  // the defaults
+  EXPECT_TRUE(text.lowercase && text.strip_punctuation);
+  EXPECT_EQ(embtrain::tokenize("\"Hello, World!\" (she said) -- don't re-use e.g. 3.14.", text),
+            (std::vector<std::string>{"hello", "world", "she", "said", "don't", "re-use", "e.g",
+                                      "3.14"}));
+  // \u201cQuoted\u201d \u2014 \u00abguillemets\u00bb \u00bfqu\u00e9? wait\u2026 don\u2019t
+  EXPECT_EQ(
+      embtrain::tokenize("\xE2\x80\x9CQuoted\xE2\x80\x9D \xE2\x80\x94 \xC2\xAB"
+                         "guillemets\xC2\xBB \xC2\xBFqu\xC3\xA9? wait\xE2\x80\xA6 "
+                         "don\xE2\x80\x99t",
+                         text),
+      (std::vector<std::string>{"quoted", "guillemets", "qu\xC3\xA9", "wait", "don\xE2\x80\x99t"}));
+  EXPECT_EQ(embtrain::tokenize("_emphasis_ [1] ... ---", text),
+            (std::vector<std::string>{"emphasis", "1"}));
+  // Stripping off keeps the bytes as they are.
+  EXPECT_EQ(embtrain::tokenize("warranty: (c)", {false, false}),
+            (std::vector<std::string>{"warranty:", "(c)"}));
 }
 
 TEST_F(SkipgramText, VocabularyKeepsMinCountAndOrdersByCountThenWord) {
@@ -232,7 +266,7 @@ TEST_F(SkipgramText, CorpusDropsRareWordsKeepsLinesAndHoldsOutTheLastWords) {
       "b a rare b\n"
       "c a b x1 a b c\n"
       "a b x2 c b\n";
-  const Corpus c = embtrain::parse_corpus(text, "test", false, 2, 0.35);
+  const Corpus c = embtrain::parse_corpus(text, "test", kRawText, 2, 0.35);
   EXPECT_EQ(c.words_read, 20);
   EXPECT_EQ(c.lines_read, 5);
   // Counted on the first 13 words only: a 5, b 4, c 2 (rare and x1 once).
@@ -252,7 +286,7 @@ TEST_F(SkipgramText, CorpusDropsRareWordsKeepsLinesAndHoldsOutTheLastWords) {
 
 TEST_F(SkipgramText, CorpusWithNoFrequentWordIsAClearError) {
   try {
-    embtrain::parse_corpus("a b c\n", "tiny.txt", false, 2, 0.0);
+    embtrain::parse_corpus("a b c\n", "tiny.txt", kRawText, 2, 0.0);
     FAIL() << "expected an error";
   } catch (const embtrain::Error& e) {
     const std::string m = e.what();
@@ -287,15 +321,15 @@ bool has_all(const std::string& text, const std::vector<std::string>& parts) {
 // what is needed, instead of a library exception or a run of 0 lookups.
 TEST_F(SkipgramText, RefusesAFolderTooLittleTextAndBinaryData) {
   TempDir folder("corpus_folder_" + std::to_string(world().rank()));
-  std::string m = corpus_error([&] { embtrain::read_corpus(folder.path(), false, 1, 0.0); });
+  std::string m = corpus_error([&] { embtrain::read_corpus(folder.path(), kRawText, 1, 0.0); });
   EXPECT_TRUE(has_all(m, {folder.path(), "is a folder", "text file"})) << m;
 
   for (const std::string text : {"word\n", "word\nword\nword\n", "a\nb\nc\n"}) {
-    m = corpus_error([&] { embtrain::parse_corpus(text, "short.txt", false, 1, 0.0); });
+    m = corpus_error([&] { embtrain::parse_corpus(text, "short.txt", kRawText, 1, 0.0); });
     EXPECT_TRUE(has_all(m, {"short.txt", "too little text", "two words", "min_count"})) << m;
   }
   // Two words on a line are a pair: enough.
-  EXPECT_NO_THROW(embtrain::parse_corpus("w w\n", "pair.txt", false, 1, 0.0));
+  EXPECT_NO_THROW(embtrain::parse_corpus("w w\n", "pair.txt", kRawText, 1, 0.0));
 
   // Random bytes from the seed: mostly invalid UTF-8.
   const uint64_t seed = test_seed(40);
@@ -303,12 +337,12 @@ TEST_F(SkipgramText, RefusesAFolderTooLittleTextAndBinaryData) {
   std::string binary(4096, '\0');
   for (size_t i = 0; i < binary.size(); ++i)
     binary[i] = static_cast<char>(embtrain::random_bits(seed, 40, i) & 0xff);
-  m = corpus_error([&] { embtrain::parse_corpus(binary, "blob.bin", false, 1, 0.0); });
+  m = corpus_error([&] { embtrain::parse_corpus(binary, "blob.bin", kRawText, 1, 0.0); });
   EXPECT_TRUE(has_all(m, {"blob.bin", "is not text", "UTF-8", "1%"})) << m;
   // NUL bytes are not text either, even where they are the only bad bytes.
   std::string nuls = "a b c a b c\n";
   nuls += std::string(8, '\0');
-  m = corpus_error([&] { embtrain::parse_corpus(nuls, "nul.txt", false, 1, 0.0); });
+  m = corpus_error([&] { embtrain::parse_corpus(nuls, "nul.txt", kRawText, 1, 0.0); });
   EXPECT_TRUE(has_all(m, {"nul.txt", "is not text", "byte 12"})) << m;
 }
 
@@ -317,13 +351,13 @@ TEST_F(SkipgramText, RefusesAFolderTooLittleTextAndBinaryData) {
 TEST_F(SkipgramText, AcceptsUtf8AndAFewStrayBytes) {
   std::string text;
   for (int i = 0; i < 30; ++i) text += "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 word\n";
-  EXPECT_NO_THROW(embtrain::parse_corpus(text, "utf8.txt", false, 1, 0.0));
+  EXPECT_NO_THROW(embtrain::parse_corpus(text, "utf8.txt", kRawText, 1, 0.0));
   text += "na\xefve\n";  // one Latin-1 byte in 700
-  const Corpus c = embtrain::parse_corpus(text, "mixed.txt", false, 1, 0.0);
+  const Corpus c = embtrain::parse_corpus(text, "mixed.txt", kRawText, 1, 0.0);
   EXPECT_EQ(c.words_read, 121);
   // Overlong forms and surrogates are not UTF-8.
   const std::string bad = std::string("\xc0\xaf\xed\xa0\x80") + "a b a b\n";
-  EXPECT_TRUE(has_all(corpus_error([&] { embtrain::parse_corpus(bad, "o.txt", false, 1, 0.0); }),
+  EXPECT_TRUE(has_all(corpus_error([&] { embtrain::parse_corpus(bad, "o.txt", kRawText, 1, 0.0); }),
                       {"o.txt", "byte 0"}));
 }
 
@@ -711,7 +745,7 @@ TEST_F(SkipgramWorkloadTest, FinishWritesVocabularyVectorsAndNeighbours) {
   cfg.min_count = 2;
   // The most and the least frequent word of the vocabulary it will build.
   const Corpus probe =
-      embtrain::parse_corpus(tc.text(seed), "probe", false, cfg.min_count, cfg.eval_fraction);
+      embtrain::parse_corpus(tc.text(seed), "probe", cfg.text(), cfg.min_count, cfg.eval_fraction);
   cfg.neighbors = {probe.vocab.word(0), probe.vocab.word(probe.vocab.size() - 1)};
   cfg.neighbors_k = 3;
   cfg.export_path = dir.path() + "/vectors.txt";

@@ -2,7 +2,8 @@
 // 2013) on any text file, with the input and output tables row-sharded.
 //
 // The pieces, in the order the data flows through them:
-//   text -> tokens (whitespace split, optional ASCII lowercasing)
+//   text -> tokens (whitespace split; by default lowercased, with the
+//           punctuation around each word stripped: TextOptions)
 //        -> Vocabulary (words with count >= min_count, by descending count)
 //        -> TokenStream (rows of the words, line bounds; the last
 //           eval_fraction of the words is the held-out part)
@@ -30,13 +31,28 @@
 
 namespace embtrain {
 
+// How text becomes words. A word is a run of bytes between whitespace
+// (space, tab, CR, LF, VT, FF), then:
+// - lowercase: A-Z and the Latin-1 capitals (U+00C0-U+00DE but U+00D7:
+//   À-Þ) become lowercase; every other byte (other scripts) stays.
+// - strip_punctuation: the punctuation at either end of a word goes: ASCII
+//   punctuation (!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~), the dashes, quotes and
+//   ellipsis U+2010-U+201F and U+2026, and « » ¡ ¿. Inside a word it stays
+//   ("don't", "well-known", "e.g", "3.14"); a word of punctuation alone
+//   ("--", "...") is no word.
+struct TextOptions {
+  bool lowercase = true;
+  bool strip_punctuation = true;
+};
+
 struct SkipgramConfig {
   std::string corpus;                  // text file; a line is a sentence
   int64_t min_count = 5;               // words seen fewer times are dropped
   int64_t window = 5;                  // largest distance of a context word
   int64_t negatives = 5;               // negative samples per (center, context) pair
   double subsample = 1e-3;             // word2vec's t; 0 keeps every word
-  bool lowercase = false;              // ASCII lowercasing before counting
+  bool lowercase = true;               // TextOptions
+  bool strip_punctuation = true;       // TextOptions
   double eval_fraction = 0.05;         // last share of the corpus's words held out
   std::vector<std::string> neighbors;  // words whose neighbours finish() prints
   int64_t neighbors_k = 10;
@@ -45,6 +61,7 @@ struct SkipgramConfig {
   // Throws embtrain::Error naming the first key ("skipgram.window") that
   // is out of its valid range.
   void validate() const;
+  TextOptions text() const { return {lowercase, strip_punctuation}; }
 };
 
 // Valid ranges of the keys (shared by validate() and the config parser).
@@ -60,10 +77,8 @@ struct SkipgramLimits {
 
 // ---- Text and vocabulary ----------------------------------------------
 
-// The whitespace-separated words of `line` (space, tab, CR, VT, FF); with
-// `lowercase`, ASCII letters are lowercased (other bytes, such as UTF-8
-// sequences, are kept as they are).
-std::vector<std::string> tokenize(const std::string& line, bool lowercase);
+// The words of `line` as TextOptions makes them.
+std::vector<std::string> tokenize(const std::string& line, const TextOptions& options);
 
 class Vocabulary {
  public:
@@ -120,7 +135,7 @@ struct Corpus {
   Vocabulary vocab;        // counted on the training part only
   TokenStream train;       // the first (1 - eval_fraction) of the words
   TokenStream heldout;     // the rest, cut at a word (the cut ends a line)
-  int64_t words_read = 0;  // whitespace-separated words in the text
+  int64_t words_read = 0;  // words in the text (TextOptions), in or out of the vocabulary
   int64_t lines_read = 0;  // lines in the text
 };
 
@@ -131,12 +146,12 @@ struct Corpus {
 // to train on).
 // The held-out part is the last eval_fraction of the words rather than of
 // the lines, so a corpus that is one long line (text8) still has one.
-Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, int64_t min_count,
-                    double eval_fraction);
+Corpus parse_corpus(std::string text, const std::string& name, const TextOptions& options,
+                    int64_t min_count, double eval_fraction);
 // Reads the whole file: every rank holds every word (4 bytes each), which is
 // simple and deterministic and fine for corpora of up to a few billion
 // words; sharding the text is left for when a corpus outgrows one host.
-Corpus read_corpus(const std::string& path, bool lowercase, int64_t min_count,
+Corpus read_corpus(const std::string& path, const TextOptions& options, int64_t min_count,
                    double eval_fraction);
 
 // ---- Sampling -----------------------------------------------------------

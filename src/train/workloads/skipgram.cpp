@@ -58,10 +58,10 @@ int64_t table_dim(const WorkloadContext& context, const std::string& name) {
   return it->second;
 }
 
-// A skipgram.neighbors entry as the vocabulary spells it (lowercased when
-// the corpus is).
-std::string query_word(const std::string& word, bool lowercase) {
-  const std::vector<std::string> tokens = tokenize(word, lowercase);
+// A skipgram.neighbors entry as the vocabulary spells it (lowercased and
+// stripped when the corpus is).
+std::string query_word(const std::string& word, const TextOptions& options) {
+  const std::vector<std::string> tokens = tokenize(word, options);
   EMBTRAIN_REQUIRE(tokens.size() == 1, "skipgram.neighbors: '", word,
                    "' is not one word (valid: words separated by commas)");
   return tokens[0];
@@ -95,17 +95,16 @@ SkipgramWorkload::SkipgramWorkload(const SkipgramConfig& config, const WorkloadC
                        "skipgram.export = '", config_.export_path, "': folder '", parent.string(),
                        "' does not exist");
     }
-    corpus_ =
-        read_corpus(config_.corpus, config_.lowercase, config_.min_count, config_.eval_fraction);
+    corpus_ = read_corpus(config_.corpus, config_.text(), config_.min_count, config_.eval_fraction);
     // A typo in a query word should end the run now, not after training.
     for (const std::string& w : config_.neighbors) {
-      EMBTRAIN_REQUIRE(corpus_.vocab.find(query_word(w, config_.lowercase)) >= 0,
+      EMBTRAIN_REQUIRE(corpus_.vocab.find(query_word(w, config_.text())) >= 0,
                        "skipgram.neighbors: '", w, "' is not in the vocabulary of ", config_.corpus,
                        " (", corpus_.vocab.size(),
                        " words seen at least min_count = ", config_.min_count, " times)");
     }
-    // vocab.txt names the rows of every checkpoint, so it is written before
-    // the first one.
+    // vocab.txt names the tables' rows; every checkpoint holds its own copy
+    // (checkpoint_files), this one is for the user and other tools.
     if (comm.rank() == 0 && !context_.out_dir.empty()) {
       std::error_code ec;
       std::filesystem::create_directories(context_.out_dir, ec);
@@ -321,7 +320,7 @@ std::map<std::string, double> SkipgramWorkload::evaluate(ShardedEmbedding& table
 constexpr int64_t kDefaultNeighbors = 5;
 
 void SkipgramWorkload::finish(ShardedEmbedding& tables, const std::string& out_dir) {
-  (void)out_dir;  // vocab.txt went to the run's folder at start; export has its own path
+  (void)out_dir;  // vocab.txt went to the run's folder at start (and into each checkpoint)
   Communicator& comm = *context_.comm;
   const std::vector<float> table = tables.gather_table(0, 0);  // the input vectors
   run_agreed(comm, [&] {
@@ -339,7 +338,7 @@ void SkipgramWorkload::finish(ShardedEmbedding& tables, const std::string& out_d
                                               "for others)"
                                             : "");
       for (const std::string& w : words) {
-        const std::string key = query_word(w, config_.lowercase);
+        const std::string key = query_word(w, config_.text());
         std::printf("  %s:", key.c_str());
         const auto near = index.nearest(vocab.find(key), config_.neighbors_k);
         for (size_t i = 0; i < near.size(); ++i)

@@ -19,15 +19,71 @@ inline bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f' || c == '\n';
 }
 
-inline void lowercase_ascii(std::string* text) {
-  for (char& c : *text)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+// A-Z, and in UTF-8 the Latin-1 capitals U+00C0-U+00DE but U+00D7 (C3 80
+// to C3 9E, lowercase 0x20 above), in place: the length stays.
+void lowercase_text(std::string* text) {
+  const size_t n = text->size();
+  for (size_t i = 0; i < n; ++i) {
+    char& c = (*text)[i];
+    if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c - 'A' + 'a');
+    } else if (static_cast<unsigned char>(c) == 0xc3 && i + 1 < n) {
+      const auto next = static_cast<unsigned char>((*text)[i + 1]);
+      if (next >= 0x80 && next <= 0x9e && next != 0x97) {
+        (*text)[i + 1] = static_cast<char>(next + 0x20);
+        ++i;
+      }
+    }
+  }
+}
+
+// The length of the punctuation (TextOptions) that starts at w[i], or 0.
+size_t punctuation_at(std::string_view w, size_t i) {
+  const auto c = static_cast<unsigned char>(w[i]);
+  if (c < 0x80)
+    return (c >= '!' && c <= '/') || (c >= ':' && c <= '@') || (c >= '[' && c <= '`') ||
+                   (c >= '{' && c <= '~')
+               ? 1
+               : 0;
+  const size_t left = w.size() - i;
+  const auto b1 = left >= 2 ? static_cast<unsigned char>(w[i + 1]) : 0;
+  if (c == 0xc2 && (b1 == 0xab || b1 == 0xbb || b1 == 0xa1 || b1 == 0xbf)) return 2;  // « » ¡ ¿
+  if (c == 0xe2 && b1 == 0x80 && left >= 3) {
+    const auto b2 = static_cast<unsigned char>(w[i + 2]);
+    if ((b2 >= 0x90 && b2 <= 0x9f) || b2 == 0xa6) return 3;  // U+2010-U+201F, U+2026
+  }
+  return 0;
+}
+
+// The length of the punctuation that ends w, or 0 (the UTF-8 marks are two
+// or three bytes long).
+size_t punctuation_before_end(std::string_view w) {
+  for (const size_t n : {size_t{1}, size_t{2}, size_t{3}})
+    if (w.size() >= n && punctuation_at(w, w.size() - n) == n) return n;
+  return 0;
+}
+
+// w without the punctuation at either end ("" when it is all punctuation).
+std::string_view strip_punctuation(std::string_view w) {
+  while (!w.empty()) {
+    const size_t n = punctuation_at(w, 0);
+    if (n == 0) break;
+    w.remove_prefix(n);
+  }
+  while (!w.empty()) {
+    const size_t n = punctuation_before_end(w);
+    if (n == 0) break;
+    w.remove_suffix(n);
+  }
+  return w;
 }
 
 // Calls on_word(word) for each word of text and on_line() at the end of
-// each line (also after the last one), in order.
+// each line (also after the last one), in order. With `strip`, each word
+// loses the punctuation at its ends, and one that is all punctuation is
+// no word.
 template <typename OnWord, typename OnLine>
-void scan_words(const std::string& text, OnWord&& on_word, OnLine&& on_line) {
+void scan_words(const std::string& text, bool strip, OnWord&& on_word, OnLine&& on_line) {
   const char* p = text.data();
   const char* const end = p + text.size();
   while (p < end) {
@@ -42,7 +98,9 @@ void scan_words(const std::string& text, OnWord&& on_word, OnLine&& on_line) {
     }
     const char* start = p;
     while (p < end && !is_space(*p)) ++p;
-    on_word(std::string_view(start, static_cast<size_t>(p - start)));
+    std::string_view word(start, static_cast<size_t>(p - start));
+    if (strip) word = strip_punctuation(word);
+    if (!word.empty()) on_word(word);
   }
   if (!text.empty() && text.back() != '\n') on_line();
 }
@@ -133,12 +191,12 @@ void SkipgramConfig::validate() const {
                    L::kMaxNeighborsK, "])");
 }
 
-std::vector<std::string> tokenize(const std::string& line, bool lowercase) {
+std::vector<std::string> tokenize(const std::string& line, const TextOptions& options) {
   std::string text = line;
-  if (lowercase) lowercase_ascii(&text);
+  if (options.lowercase) lowercase_text(&text);
   std::vector<std::string> words;
   scan_words(
-      text, [&](std::string_view w) { words.emplace_back(w); }, [] {});
+      text, options.strip_punctuation, [&](std::string_view w) { words.emplace_back(w); }, [] {});
   return words;
 }
 
@@ -184,15 +242,16 @@ int64_t TokenStream::line_of(int64_t pos) const {
   return std::upper_bound(line_begin.begin(), line_begin.end(), pos) - line_begin.begin() - 1;
 }
 
-Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, int64_t min_count,
-                    double eval_fraction) {
+Corpus parse_corpus(std::string text, const std::string& name, const TextOptions& options,
+                    int64_t min_count, double eval_fraction) {
   check_is_text(text, name);
-  if (lowercase) lowercase_ascii(&text);
+  if (options.lowercase) lowercase_text(&text);
+  const bool strip = options.strip_punctuation;
   Corpus corpus;
 
   // 1. Count the words, to place the held-out cut.
   scan_words(
-      text, [&](std::string_view) { ++corpus.words_read; }, [&] { ++corpus.lines_read; });
+      text, strip, [&](std::string_view) { ++corpus.words_read; }, [&] { ++corpus.lines_read; });
   const int64_t heldout_words =
       static_cast<int64_t>(std::floor(eval_fraction * static_cast<double>(corpus.words_read)));
   const int64_t cut = corpus.words_read - heldout_words;
@@ -204,7 +263,7 @@ Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, i
   {
     int64_t seen = 0;
     scan_words(
-        text,
+        text, strip,
         [&](std::string_view w) {
           if (seen++ < cut) ++rows[w];
         },
@@ -229,7 +288,7 @@ Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, i
       out->line_begin.push_back(out->size());
   };
   scan_words(
-      text,
+      text, strip,
       [&](std::string_view w) {
         if (seen++ == cut) {
           end_line();
@@ -245,7 +304,7 @@ Corpus parse_corpus(std::string text, const std::string& name, bool lowercase, i
   return corpus;
 }
 
-Corpus read_corpus(const std::string& path, bool lowercase, int64_t min_count,
+Corpus read_corpus(const std::string& path, const TextOptions& options, int64_t min_count,
                    double eval_fraction) {
   std::error_code ec;
   // A folder opens as a stream whose first read throws an opaque
@@ -257,7 +316,7 @@ Corpus read_corpus(const std::string& path, bool lowercase, int64_t min_count,
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EMBTRAIN_REQUIRE(!in.bad(), "skipgram.corpus: error while reading '", path, "'");
   EMBTRAIN_REQUIRE(!text.empty(), "skipgram.corpus: '", path, "' is empty");
-  return parse_corpus(std::move(text), path, lowercase, min_count, eval_fraction);
+  return parse_corpus(std::move(text), path, options, min_count, eval_fraction);
 }
 
 }  // namespace embtrain
