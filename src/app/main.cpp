@@ -20,6 +20,7 @@ const char kUsage[] =
     "commands:\n"
     "  train    train a workload from a config file (tables row-sharded over ranks)\n"
     "  export   write a checkpoint's table as .npy or word2vec text\n"
+    "  corpus   write a synthetic text with planted topics (for skipgram)\n"
     "  replay   replay recorded steps (ids, output gradients) on a table and\n"
     "           write the outputs and final weights: the PyTorch parity tool\n"
     "  bench    time training steps on a synthetic Zipf workload\n"
@@ -63,9 +64,12 @@ int main(int argc, char** argv) {
     if (command == "bench") return embtrain::app::run_bench(argc - 1, argv + 1);
     if (command == "train") return embtrain::app::run_train(argc - 1, argv + 1);
     if (command == "export") return embtrain::app::run_export(argc - 1, argv + 1);
+    if (command == "corpus") return embtrain::app::run_corpus(argc - 1, argv + 1);
     if (world_rank() == 0)
-      std::fprintf(stderr, "embtrain: unknown command '%s' (valid: train, export, replay, bench)\n%s",
-                   command.c_str(), kUsage);
+      std::fprintf(
+          stderr,
+          "embtrain: unknown command '%s' (valid: train, export, corpus, replay, bench)\n%s",
+          command.c_str(), kUsage);
     return 1;
   } catch (const embtrain::AgreedError& e) {
     // Every rank has this error: one rank reports it, all exit cleanly.
