@@ -73,6 +73,11 @@ int run_export(int argc, char** argv) {
     } else if (read_checkpoint_file(dir, "vocab.txt", &text)) {
       vocab_name = (fs::path(dir) / "vocab.txt").string();
       words = parse_vocabulary(text, vocab_name);
+    } else if (const CheckpointInfo info = read_checkpoint_info(dir); !info.files.empty()) {
+      // Saved with its text files, none a vocabulary: its rows are ids.
+      throw make_error("checkpoint ", dir, " (workload '", info.workload,
+                       "') holds no vocab.txt: its rows have no words; write --out FILE.npy, "
+                       "or name the rows with --vocab FILE (one 'word count' line per row)");
     } else {
       const fs::path guess = fs::path(dir).parent_path().parent_path() / "vocab.txt";
       EMBTRAIN_REQUIRE(fs::exists(guess), "checkpoint ", dir,

@@ -384,6 +384,28 @@ def test_export_and_frozen_pretrained(work):
     expect_error(p, "nope")
 
 
+def test_export_text_needs_a_vocabulary(work):
+    """recsys's rows are ids: asking for word2vec text from its checkpoint
+    names the missing vocab.txt and the ways out (.npy, --vocab), and a
+    checkpoint folder holds the run's config.ini, which trains the run on."""
+    run(small_recsys(work, **{"train.steps": "3"}))
+    ckpt = os.path.join(work, "run", "checkpoints", "step_00000003")
+    p = run(["export", "--checkpoint", ckpt, "--table", "users", "--out",
+             os.path.join(work, "users.txt")], expect_ok=False)
+    expect_error(p, "workload 'recsys'", "holds no vocab.txt", "FILE.npy", "--vocab")
+    vocab = os.path.join(work, "users_vocab.txt")
+    with open(vocab, "w") as f:
+        f.writelines("user%d 1\n" % i for i in range(300))
+    run(["export", "--checkpoint", ckpt, "--table", "users", "--out",
+         os.path.join(work, "users.txt"), "--vocab", vocab])
+    with open(os.path.join(work, "users.txt")) as f:
+        assert f.readline().split() == ["300", "8"] and f.readline().split()[0] == "user0"
+    with open(os.path.join(ckpt, "config.ini")) as f:
+        assert "steps = 3" in f.read()
+    run(["train", "--config", os.path.join(ckpt, "config.ini"), "--train.steps=5",
+         "--log.dir=" + os.path.join(work, "again"), "--checkpoint.resume=" + ckpt])
+
+
 def test_quickstart_config(work):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ini = os.path.join(root, "configs", "quickstart.ini")
