@@ -5,7 +5,7 @@
 #
 #   bench/cluster_scaling.sh [BUILD_DIR] [--hosts 1,2,4,8] [--rates 1,10,25]
 #       [--steps 20] [--warmup 3] [--batch 4096] [--modes weak,strong]
-#       [--out DIR] [-- extra embtrain bench options]
+#       [--out DIR] [--timeout 1200] [-- extra embtrain bench options]
 #
 #   --hosts   host counts (1 rank each); 1 is the local engine, one process,
 #             no exchange: T(1), the baseline of E
@@ -13,6 +13,8 @@
 #   --batch   samples per step: per rank for weak scaling, over all ranks
 #             for strong scaling (--global-batch)
 #   --out     where everything goes (default runs/cluster-scaling)
+#   --timeout seconds one run may take before it is ended as hung (an
+#             error: the hosts are removed and the script stops)
 #
 # Needs root (the namespaces). Writes OUT/raw.jsonl (bench's JSON object of
 # each run, with its mode, hosts, rate and the bytes each host's link
@@ -28,7 +30,7 @@ me="cluster_scaling.sh"
 die() { echo "$me: $*" >&2; exit 1; }
 
 build="" hosts_list=1,2,4,8 rates=1,10,25 steps=20 warmup=3 batch=4096 modes=weak,strong
-out="$root/runs/cluster-scaling" extra=()
+out="$root/runs/cluster-scaling" extra=() limit=1200
 while [[ $# -gt 0 ]]; do
   case $1 in
     --hosts) hosts_list=${2:?--hosts needs a value}; shift 2 ;;
@@ -38,8 +40,9 @@ while [[ $# -gt 0 ]]; do
     --batch) batch=${2:?--batch needs a value}; shift 2 ;;
     --modes) modes=${2:?--modes needs a value}; shift 2 ;;
     --out) out=${2:?--out needs a value}; shift 2 ;;
+    --timeout) limit=${2:?--timeout needs a value}; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     -*) die "unknown option $1 (see -h)" ;;
     *) [[ -z "$build" ]] || die "one build folder only (got $build and $1)"; build=$1; shift ;;
   esac
@@ -47,7 +50,7 @@ done
 [[ "$hosts_list" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--hosts '$hosts_list' must be host counts like 1,2,4"
 [[ "$rates" =~ ^[0-9]+(\.[0-9]+)?(,[0-9]+(\.[0-9]+)?)*$ ]] || die "--rates '$rates' must be Gbit/s like 1,10,25"
 [[ "$modes" =~ ^(weak|strong)(,(weak|strong))?$ ]] || die "--modes '$modes' must be weak, strong or weak,strong"
-for v in steps warmup batch; do
+for v in steps warmup batch limit; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "--$v '${!v}' must be a non-negative integer"
 done
 ((steps >= 1 && batch >= 1)) || die "--steps and --batch must be at least 1"
@@ -76,7 +79,7 @@ raw="$out/raw.jsonl"
 
 log() { echo "$me: $*" >&2; }
 link_tx() {  # total bytes the hosts' links sent so far
-  "${emulate[@]}" --stats --prefix "$prefix" | awk '{ s += $3 } END { print s + 0 }'
+  "${emulate[@]}" --stats --prefix "$prefix" | awk '{ s += $3 } END { printf "%d\n", s }'
 }
 # One bench run; its JSON object, tagged, appended to raw.jsonl.
 record() {  # mode hosts rate_gbit threads json tx_bytes
@@ -111,8 +114,10 @@ for rate in "${rate_list[@]}"; do
       log "$h hosts x 1 rank, ${rate} Gbit/s, $mode, $threads threads per rank ($((SECONDS - start)) s so far)"
       tx0=$(link_tx)
       # The hostfile has one slot per host: ranks 0..h-1 go to hosts 0..h-1.
-      json=$("$hostdir/mpirun" -np "$h" -x OMP_NUM_THREADS="$threads" "$embtrain" "${common[@]}" \
-        --engine sharded --threads "$threads" "${size[@]}" | tail -n 1)
+      json=$(timeout -k 10 "$limit" "$hostdir/mpirun" -np "$h" -x OMP_NUM_THREADS="$threads" \
+        "$embtrain" "${common[@]}" --engine sharded --threads "$threads" "${size[@]}") ||
+        die "the run of $h hosts at $rate Gbit/s ($mode) failed or took over $limit s (--timeout)"
+      json=$(tail -n 1 <<<"$json")
       record "$mode" "$h" "$rate" "$threads" "$json" $(($(link_tx) - tx0))
     done
   done

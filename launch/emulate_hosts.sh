@@ -35,7 +35,9 @@
 #
 # Files in DIR: `hostfile` (one address per host, slots=S); `agent`, the rsh
 # agent Open MPI calls as "agent HOST COMMAND..." (runs COMMAND in HOST's
-# namespace with ip netns exec, as ssh would on that host); `mpirun`, which
+# namespace with ip netns exec, as ssh would on that host, under the host
+# name PREFIX-hI: Open MPI's daemons of one host name share session folders
+# in /tmp, and 1 launch in 10 of 8 hosts hung before they had their own); `mpirun`, which
 # runs Open MPI's mpirun inside host 0 (as on a cluster's first node, whose
 # ranks it starts itself; orted starts the others' through the agent) with
 # the hostfile, the agent and every transport forced onto TCP over eth0
@@ -76,6 +78,7 @@ dir=${dir:-/tmp/embtrain-hosts-$prefix}
 sw="$prefix-sw"
 
 command -v ip >/dev/null || die "needs 'ip' (iproute2), which is not on PATH"
+command -v unshare >/dev/null || die "needs 'unshare' (util-linux), which is not on PATH"
 [[ $(id -u) -eq 0 ]] || die "needs root (network namespaces need CAP_NET_ADMIN and CAP_SYS_ADMIN)"
 
 # Every namespace this prefix made, hosts and switch.
@@ -237,7 +240,9 @@ host=\$1
 shift
 ns=\$(awk -v h="\$host" '\$1 == h || \$2 == h { print \$2; exit }' "$dir/hosts")
 [ -n "\$ns" ] || { echo "agent: \$host is not an emulated host (see $dir/hosts)" >&2; exit 255; }
-exec ip netns exec "\$ns" /bin/sh -c "\$*"
+# Its own host name too (a UTS namespace): Open MPI keys its session
+# folders in /tmp by host name, and daemons of one name collide there.
+exec ip netns exec "\$ns" unshare --uts /bin/sh -c 'hostname "\$0" && exec /bin/sh -c "\$1"' "\$ns" "\$*"
 EOF
 root_flag=""
 [[ $(id -u) -eq 0 ]] && root_flag="--allow-run-as-root"
@@ -246,7 +251,8 @@ cat >"$dir/mpirun" <<EOF
 # mpirun over the emulated hosts (launch/emulate_hosts.sh, prefix $prefix):
 # starts in host 0; every byte between ranks goes over TCP on eth0.
 #   $dir/mpirun -np P [more mpirun options] PROGRAM ARGS...
-exec ip netns exec $prefix-h0 mpirun $root_flag --hostfile "$dir/hostfile" \\
+exec ip netns exec $prefix-h0 unshare --uts /bin/sh -c 'hostname $prefix-h0 && exec "\$0" "\$@"' \\
+  mpirun $root_flag --hostfile "$dir/hostfile" \\
   --mca plm_rsh_agent "$dir/agent" --mca plm_rsh_no_tree_spawn 1 \\
   --mca btl tcp,self --mca btl_tcp_if_include 198.18.0.0/15 \\
   --mca oob_tcp_if_include 198.18.0.0/15 --mca pml ob1 "\$@"
