@@ -22,7 +22,10 @@ Per run (P hosts x 1 rank):
   the plain all-to-all of the same bytes bench times beside it;
 - network_share: the exchanges' transfer time over the step time
   (skew_share: their wait for the slowest rank, which is imbalance, not
-  network).
+  network);
+- link_bytes_per_engine_byte: what the hosts' links carried (kernel
+  counters) per byte bench says the exchanges sent, warm-up included; at
+  least 1 (headers, bench's raw all-to-all and MPI's own messages add).
 """
 import argparse
 import json
@@ -44,6 +47,11 @@ def derive(run, t1):
            "phase_ms": {k: b["phase_ms_max_over_ranks"][k] for k in STAGES},
            "bytes_sent_per_step": b["bytes_sent_per_step"]["total"],
            "link_tx_bytes": run["link_tx_bytes"], "exchanges": {}}
+    # What the hosts' links sent (kernel counters, all hosts, TCP/IP headers,
+    # warm-up steps and bench's raw all-to-all included) per byte the engine
+    # says its exchanges sent in the timed and warm-up steps: at least 1.
+    engine = b["bytes_sent_per_step"]["total"] * (run.get("steps", 0) + run.get("warmup", 0))
+    out["link_bytes_per_engine_byte"] = run["link_tx_bytes"] / engine if engine > 0 and p > 1 else None
     net = skew = 0.0
     if p > 1:
         for x in EXCHANGES:
@@ -113,7 +121,7 @@ def plots(rows, out_dir):
         ax.set_xticks(sorted({r["hosts"] for r in rows}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_ylim(0, max(1.1, max(r["efficiency"] for r in rows) * 1.05))
-        ax.set_title("%s scaling: E = (%s T(1) + raw) / T(P)" % (mode, "P" if mode == "weak" else ""), fontsize=9)
+        ax.set_title("%s scaling: E = (%sT(1) + raw) / T(P)" % (mode, "P " if mode == "weak" else ""), fontsize=9)
         ax.set_xlabel("hosts x 1 rank")
         ax.set_ylabel("efficiency E")
         ax.legend(fontsize=8)
@@ -141,16 +149,18 @@ def main():
             f.write(json.dumps(r) + "\n")
     print("%-6s %5s %5s %9s %10s %5s %6s %6s  %s" % (
         "mode", "hosts", "Gbit", "step_ms", "lookups/s", "E", "net%", "skew%",
-        "busbw Gbit/s ids/rows/grads (raw a2a)  sent MB/step"))
+        "busbw Gbit/s ids/rows/grads (raw a2a)  sent MB/step  link/engine bytes"))
     for r in sorted(rows, key=lambda r: (r["mode"] != "weak", r["rate_gbit"], r["hosts"])):
         ex = r["exchanges"]
         bw = " ".join("%.2f" % ex[x]["busbw_gbit"] for x in EXCHANGES) if ex else "-"
         if ex:
             bw += " (%s)" % " ".join("%.2f" % ex[x]["raw_busbw_gbit"] for x in EXCHANGES)
-        print("%-6s %5d %5s %9.1f %10.4g %5.2f %5.0f%% %5.0f%%  %s  %s" % (
+        link = r["link_bytes_per_engine_byte"]
+    print("%-6s %5d %5s %9.1f %10.4g %5.2f %5.0f%% %5.0f%%  %s  %s  %s" % (
             r["mode"], r["hosts"], "%g" % r["rate_gbit"] if r["hosts"] > 1 else "-", r["step_ms"],
             r["lookups_per_s"], r["efficiency"], 100 * r["network_share"], 100 * r["skew_share"], bw,
-            "%.1f" % (r["bytes_sent_per_step"] / 1e6) if r["hosts"] > 1 else "-"))
+            "%.1f" % (r["bytes_sent_per_step"] / 1e6) if r["hosts"] > 1 else "-",
+            "-" if link is None else "%.2f" % link))
     for path in plots(rows, out_dir):
         print("wrote " + path)
     print("wrote " + os.path.join(out_dir, "scaling.jsonl"))

@@ -79,7 +79,8 @@ raw="$out/raw.jsonl"
 
 log() { echo "$me: $*" >&2; }
 link_tx() {  # total bytes the hosts' links sent so far
-  "${emulate[@]}" --stats --prefix "$prefix" | awk '{ s += $3 } END { printf "%d\n", s }'
+  # %.0f: awk's %d stops at 2^31 in some awks (mawk)
+  "${emulate[@]}" --stats --prefix "$prefix" | awk '{ s += $3 } END { printf "%.0f\n", s }'
 }
 # One bench run; its JSON object, tagged, appended to raw.jsonl.
 record() {  # mode hosts rate_gbit threads json tx_bytes
@@ -87,8 +88,9 @@ record() {  # mode hosts rate_gbit threads json tx_bytes
 import json, sys
 r = json.loads(sys.argv[5])
 print(json.dumps({"mode": sys.argv[1], "hosts": int(sys.argv[2]), "rate_gbit": float(sys.argv[3]),
-                  "threads": int(sys.argv[4]), "link_tx_bytes": int(sys.argv[6]), "bench": r}))
-' "$@" >>"$raw"
+                  "threads": int(sys.argv[4]), "link_tx_bytes": int(sys.argv[6]),
+                  "steps": int(sys.argv[7]), "warmup": int(sys.argv[8]), "bench": r}))
+' "$@" "$steps" "$warmup" >>"$raw"
 }
 
 common=(bench --json --steps "$steps" --warmup "$warmup" "${extra[@]}")
@@ -118,7 +120,8 @@ for rate in "${rate_list[@]}"; do
         "$embtrain" "${common[@]}" --engine sharded --threads "$threads" "${size[@]}") ||
         die "the run of $h hosts at $rate Gbit/s ($mode) failed or took over $limit s (--timeout)"
       json=$(tail -n 1 <<<"$json")
-      record "$mode" "$h" "$rate" "$threads" "$json" $(($(link_tx) - tx0))
+      tx1=$(link_tx)
+      record "$mode" "$h" "$rate" "$threads" "$json" $((tx1 - tx0))
     done
   done
   "${emulate[@]}" --down --prefix "$prefix" --dir "$hostdir" >/dev/null
