@@ -10,7 +10,8 @@ and prints a table.
 Per run (P hosts x 1 rank):
 - step_ms, lookups_per_s: bench's median step and its lookups/s;
 - efficiency: E = (work * T(1) + raw(P)) / T(P) (bench/scaling_common.py),
-  work = P for weak scaling, 1 for strong; T(1) is the local engine's step;
+  work = P for weak scaling, 1 for strong; T(1) is the local engine's step,
+  the median of its runs (t1_runs_ms: each, to judge the machine's noise);
 - phase_ms: each stage of the step, max over ranks;
 - per exchange (ids, rows, grads), nccl-tests' definitions for all-to-all:
   the size S is a rank's send buffer, its own slot included (the bytes it
@@ -30,6 +31,7 @@ Per run (P hosts x 1 rank):
 import argparse
 import json
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -139,14 +141,24 @@ def main():
     args = ap.parse_args()
     out_dir = args.out or os.path.dirname(os.path.abspath(args.raw))
     runs = [json.loads(line) for line in open(args.raw) if line.strip()]
-    base = [r for r in runs if r["hosts"] == 1]
+    base = [r for r in runs if r["hosts"] == 1 and r["mode"] == runs[0]["mode"]]
     if not base:
         sys.exit("cluster_report.py: %s has no 1-host run (T(1), the baseline)" % args.raw)
-    t1 = base[0]["bench"]["step_ms"]
-    rows = [derive(r, t1) for r in runs]
+    # T(1): the baseline run of median step time (the lower of the middle
+    # two), one row per mode for it.
+    t1 = statistics.median_low(r["bench"]["step_ms"] for r in base)
+    t1_runs = [r["bench"]["step_ms"] for r in base]
+    rows = [derive(r, t1) for r in runs
+            if r["hosts"] > 1 or r["bench"]["step_ms"] == t1]
+    rows = [r for i, r in enumerate(rows)
+            if r["hosts"] > 1 or not any(q["hosts"] == 1 and q["mode"] == r["mode"] for q in rows[:i])]
+    for r in rows:
+        r["t1_runs_ms"] = t1_runs
     with open(os.path.join(out_dir, "scaling.jsonl"), "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+    print("# T(1) = %.1f ms, the median of the local engine's runs: %s" % (
+        t1, " ".join("%.1f" % t for t in t1_runs)))
     print("%-6s %5s %5s %9s %10s %5s %6s %6s  %s" % (
         "mode", "hosts", "Gbit", "step_ms", "lookups/s", "E", "net%", "skew%",
         "busbw Gbit/s ids/rows/grads (raw a2a)  sent MB/step  link/engine bytes"))
@@ -156,7 +168,7 @@ def main():
         if ex:
             bw += " (%s)" % " ".join("%.2f" % ex[x]["raw_busbw_gbit"] for x in EXCHANGES)
         link = r["link_bytes_per_engine_byte"]
-    print("%-6s %5d %5s %9.1f %10.4g %5.2f %5.0f%% %5.0f%%  %s  %s  %s" % (
+        print("%-6s %5d %5s %9.1f %10.4g %5.2f %5.0f%% %5.0f%%  %s  %s  %s" % (
             r["mode"], r["hosts"], "%g" % r["rate_gbit"] if r["hosts"] > 1 else "-", r["step_ms"],
             r["lookups_per_s"], r["efficiency"], 100 * r["network_share"], 100 * r["skew_share"], bw,
             "%.1f" % (r["bytes_sent_per_step"] / 1e6) if r["hosts"] > 1 else "-",

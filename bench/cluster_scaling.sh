@@ -8,7 +8,8 @@
 #       [--out DIR] [--timeout 1200] [-- extra embtrain bench options]
 #
 #   --hosts   host counts (1 rank each); 1 is the local engine, one process,
-#             no exchange: T(1), the baseline of E
+#             no exchange: T(1), the baseline of E (always run: before each
+#             rate and at the end, the median taken)
 #   --rates   link rates in Gbit/s, each direction of each host's link
 #   --batch   samples per step: per rank for weak scaling, over all ranks
 #             for strong scaling (--global-batch)
@@ -98,12 +99,18 @@ echo "# $(date -u +%F) host $(hostname), $cores cores; $embtrain ${common[*]}; h
 start=$SECONDS
 
 # T(1): the local engine, one process with every core, outside any
-# namespace (it sends nothing), the baseline of both modes.
-log "1 host (local engine, $cores threads)"
-json=$(OMP_NUM_THREADS=$cores "$embtrain" "${common[@]}" --engine local --threads "$cores" --batch "$batch" | tail -n 1)
-for mode in "${mode_list[@]}"; do record "$mode" 1 0 "$cores" "$json" 0; done
+# namespace (it sends nothing), the baseline of both modes. It runs before
+# each rate's runs and once more at the end; the report takes the median
+# (on a shared machine one run can be slowed by others' work).
+baseline() {
+  log "1 host (local engine, $cores threads)"
+  local json
+  json=$(OMP_NUM_THREADS=$cores "$embtrain" "${common[@]}" --engine local --threads "$cores" --batch "$batch" | tail -n 1)
+  for mode in "${mode_list[@]}"; do record "$mode" 1 0 "$cores" "$json" 0; done
+}
 
 for rate in "${rate_list[@]}"; do
+  baseline
   ((max_hosts >= 2)) || break
   "${emulate[@]}" "$max_hosts" --rate "${rate}gbit" --prefix "$prefix" --dir "$hostdir" >/dev/null
   for h in "${host_counts[@]}"; do
@@ -126,5 +133,6 @@ for rate in "${rate_list[@]}"; do
   done
   "${emulate[@]}" --down --prefix "$prefix" --dir "$hostdir" >/dev/null
 done
+baseline
 log "runs done in $((SECONDS - start)) s"
 /usr/bin/python3 "$root/bench/cluster_report.py" "$raw" --out "$out"
