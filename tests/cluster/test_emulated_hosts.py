@@ -12,7 +12,9 @@ network namespaces, talking TCP over shaped veth links through a bridge.
 - running the script twice in a row replaces the first set of hosts;
   `--down` leaves no namespace, link or file of its prefix behind;
 - bad arguments, and --delay on a kernel without netem, are refused with a
-  message that names them.
+  message that names them;
+- bench/cluster_scaling.sh over 2 hosts writes its report, with busbw and
+  algbw as nccl-tests defines them and never above the shaped link rate.
 
 Every test makes its hosts under a prefix of its own (the process id) and
 removes them in `finally`, pass or fail. Without root, `ip`, or the rights
@@ -170,6 +172,44 @@ def test_bench_bytes_cross_links(work):
     assert total > 0 and least > 0, r
     assert sum(tx.values()) >= total and sum(rx.values()) >= total, (tx, rx, total)
     assert min(tx.values()) >= least and min(rx.values()) >= least, (tx, rx, least)
+
+
+def test_scaling_report(work):
+    """bench/cluster_scaling.sh over 2 hosts at 0.2 Gbit/s: its report has
+    a row per mode and host count, busbw and algbw follow from bench's own
+    bytes and times by nccl-tests' definitions (recomputed here), and no
+    exchange moves faster than the shaped link allows (tbf lets its bucket,
+    64 KiB, through at once, hence the margin)."""
+    rate = 0.2
+    out = os.path.join(work, "report")
+    p = subprocess.run(["bash", os.path.join(os.path.dirname(TESTS), "bench", "cluster_scaling.sh"),
+                        os.path.dirname(EMBTRAIN), "--hosts", "1,2", "--rates", str(rate), "--steps", "3",
+                        "--warmup", "1", "--batch", "4096", "--out", out, "--timeout", "240", "--",
+                        "--rows", "20000", "--dim", "64", "--seq", "8"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    ok(p)
+    for f in ("raw.jsonl", "scaling.jsonl", "step_breakdown.png", "efficiency.png"):
+        assert os.path.getsize(os.path.join(out, f)) > 0, f
+    rows = [json.loads(l) for l in open(os.path.join(out, "scaling.jsonl"))]
+    raws = [json.loads(l) for l in open(os.path.join(out, "raw.jsonl"))]
+    assert sorted((r["mode"], r["hosts"]) for r in rows) == [
+        ("strong", 1), ("strong", 2), ("weak", 1), ("weak", 2)], rows
+    for r in (r for r in rows if r["hosts"] == 2):
+        b = next(q["bench"] for q in raws if q["mode"] == r["mode"] and q["hosts"] == 2)
+        assert r["link_bytes_per_engine_byte"] >= 1.0, r
+        for x in ("exchange_rows", "exchange_grads"):
+            e = r["exchanges"][x]
+            # 2 ranks: each sends the other half of the exchange's total bytes.
+            sent = b["bytes_sent_per_step"][x[len("exchange_"):]] / 2
+            t = b["exchanges_ms_max_over_ranks"][x]["transfer_ms"] / 1e3
+            assert abs(e["busbw_gbit"] - sent * 8 / t / 1e9) < 1e-9 * (1 + e["busbw_gbit"]), (x, e)
+            assert abs(e["algbw_GBps"] - 2 * e["busbw_GBps"]) < 1e-12 + 1e-9 * e["algbw_GBps"], (x, e)
+            print("%s %s: %.0f bytes each way, busbw %.3f Gbit/s (raw all-to-all %.3f), link %.1f" % (
+                r["mode"], x, sent, e["busbw_gbit"], e["raw_busbw_gbit"], rate), flush=True)
+            assert sent > 4 * 65536, (x, sent)  # large enough for the bucket not to matter much
+            for bw in (e["busbw_gbit"], e["raw_busbw_gbit"]):
+                assert 0 < bw <= 1.35 * rate, (x, bw)
+    assert not os.path.exists(os.path.join(out, "hosts")), "the script left its hosts up"
 
 
 def test_ranks_run_in_their_hosts(work):
