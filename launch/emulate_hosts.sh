@@ -200,7 +200,7 @@ probe_qdisc tbf rate "$rate" burst "$burst" latency 20ms
 
 ip netns add "$sw" || die "cannot make network namespace $sw (ip netns add): needs CAP_SYS_ADMIN"
 ip -n "$sw" link set lo up
-ip -n "$sw" link add br0 type bridge
+ip -n "$sw" link add br0 type bridge || die "cannot make a bridge (ip link add ... type bridge): no bridge in this kernel"
 # STP off and no forwarding delay: ports forward as soon as they are up.
 ip -n "$sw" link set br0 type bridge stp_state 0 forward_delay 0
 ip -n "$sw" link set br0 up

@@ -279,7 +279,7 @@ def skip_reason():
     p = hosts("1", prefix=probe, check=False)
     down(probe)
     if p.returncode != 0:
-        needles = ("needs root", "cannot make network namespace", "cannot make a veth pair",
+        needles = ("needs root", "cannot make network namespace", "cannot make a veth pair", "cannot make a bridge",
                    "has no 'tbf' qdisc", "needs 'ip'", "needs 'tc'")
         for line in p.stderr.splitlines():
             if any(n in line for n in needles):
