@@ -18,9 +18,10 @@
 # E is the weak-scaling efficiency of a run of P ranks against the local
 # run (one process, T(1)), charging the exchange only what a plain
 # all-to-all of the same bytes costs (raw, measured by bench in the same
-# run):  E(P) = (P * T(1) + raw(P)) / T(P).  1 means the step pays for
-# nothing but the wire; the exchanges' columns say where the rest went
-# (skew: waiting for the slowest rank; transfer, against raw).
+# run):  E(P) = (P * T(1) + raw(P)) / T(P) (bench/scaling_common.py).  1
+# means the step pays for nothing but the wire; the exchanges' columns say
+# where the rest went (skew: waiting for the slowest rank; transfer,
+# against raw).  bench/cluster_scaling.sh does the same over emulated hosts.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-"$root/build"}
@@ -51,11 +52,10 @@ for ((round = 1; round <= rounds; ++round)); do
   done
 done
 
-/usr/bin/python3 - "$lines" <<'PY'
+/usr/bin/python3 - "$lines" "$root/bench" <<'PY'
 import json, statistics, sys
-STAGES = ("bucket_by_owner", "exchange_ids", "gather_owned", "exchange_rows", "expand",
-          "reduce_requested", "exchange_grads", "combine_at_owner", "update")
-EXCHANGES = ("exchange_ids", "exchange_rows", "exchange_grads")
+sys.path.insert(0, sys.argv[2])
+from scaling_common import EXCHANGES, STAGES, efficiency  # E(P): bench/scaling_common.py
 runs = {}
 for text in open(sys.argv[1]):
     np_, engine, line = text.split(" ", 2)
@@ -71,7 +71,7 @@ print("%-12s %8s %11s %7s %8s %8s %7s %5s  %s" % (
 for (np_, engine), rs in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1] != "local")):
     step = med(rs, lambda r: r["step_ms"])
     raw = med(rs, lambda r: r.get("raw_alltoall_ms", 0.0))
-    eff = "-" if engine == "local" else "%.2f" % ((np_ * t1 + raw) / step)
+    eff = "-" if engine == "local" else "%.2f" % efficiency(np_, t1, raw, step)
     phases = " ".join("%.2f" % med(rs, lambda r: r["phase_ms_max_over_ranks"][k]) for k in STAGES)
     ex = ""
     if raw > 0:

@@ -15,6 +15,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
   python3 python3-numpy python3-torch python3-matplotlib
+  iproute2  # ip and tc: launch/emulate_hosts.sh and its test
   fasttext  # bench/skipgram_vs_fasttext.py
 )
 if [[ "${1:-}" == --fuzz ]]; then
