@@ -104,10 +104,13 @@ class Engine final : public StepEngine {
         backend_->finish_output(t, out[t], staged[t], n_[t] * dim);
         continue;
       }
+      Stopwatch clock;  // pooling is the bags' part of expand
       const BagPooling& pooling = stage_bags(t, bags[t]);
       float* pooled_out = backend_->stage_output(t, out[t], bags[t].num_bags * dim);
       backend_->pool_bags(pooling, staged[t], spans_[t].data, backend_->spec(t).padding_row(),
                           pooled_out);
+      backend_->synchronize();
+      stats_[Stage::kExpand] += clock.lap_ms();
       backend_->finish_output(t, out[t], pooled_out, bags[t].num_bags * dim);
     }
     backend_->synchronize();
@@ -133,8 +136,11 @@ class Engine final : public StepEngine {
       }
       // The positions' gradient stays in the engine's buffer until step().
       const float* bag_grad = backend_->stage_grad(t, grad_out[t], p.pooling.num_bags * dim);
+      Stopwatch clock;  // the bags' part of reduce_requested
       float* grad_rows = p.grad_rows.reserve(n_[t] * dim);
       backend_->unpool_bags(p.pooling, bag_grad, n_[t], p.end, grad_rows);
+      backend_->synchronize();
+      stats_[Stage::kReduceRequested] += clock.lap_ms();
       staged[t] = grad_rows;
     }
     step_.backward(staged);
