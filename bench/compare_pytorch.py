@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Side-by-side step time: embtrain bench against torch.nn.Embedding.
+"""Side-by-side step time: embtrain bench against torch.nn.Embedding (or EmbeddingBag).
 
 Runs the same synthetic workload (batch x seq ids, Zipf over rows 1..rows-1,
 a fraction set to the padding id 0) through PyTorch (sparse gradients,
@@ -14,6 +14,9 @@ Presets (any flag given explicitly wins):
   bench-G  GPU: 10,000,000 x 128, batch 65,536 x seq 16, Zipf 1.05, 10%
            padding, --device cuda: both sides keep ids, gradient and output
            in GPU memory and are timed to the end of the GPU's work
+  bench-A-bag  bench-A with each sample's 20 ids one bag, mean-pooled:
+           torch.nn.EmbeddingBag (sparse) against `embtrain bench --pool`
+           (--pool sum or mean; PyTorch has no sparse max)
 
     /usr/bin/python3 bench/compare_pytorch.py --embtrain build/embtrain --optimizer adam
     python3 bench/compare_pytorch.py --preset bench-G --embtrain build/embtrain
@@ -54,6 +57,8 @@ PRESETS = {
                     device="cpu"),
     "bench-G": dict(rows=10_000_000, dim=128, batch=65_536, seq=16, zipf=1.05, pad_frac=0.1,
                     device="cuda"),
+    "bench-A-bag": dict(rows=1_000_000, dim=128, batch=4096, seq=20, zipf=1.05, pad_frac=0.1,
+                        device="cpu", pool="mean"),
 }
 
 
@@ -67,8 +72,13 @@ def pytorch_step_ms(args):
     batches = [torch.from_numpy(zipf_ids(rng, args.rows, args.zipf, n, args.pad_frac))
                .view(args.batch, args.seq).to(device) for _ in range(args.distinct_batches)]
     uniques = [len(torch.unique(b)) for b in batches]
-    grad = torch.randn(args.batch, args.seq, args.dim, device=device)
-    emb = torch.nn.Embedding(args.rows, args.dim, padding_idx=0, sparse=True, device=device)
+    if args.pool:
+        grad = torch.randn(args.batch, args.dim, device=device)
+        emb = torch.nn.EmbeddingBag(args.rows, args.dim, mode=args.pool, padding_idx=0,
+                                    sparse=True, device=device)
+    else:
+        grad = torch.randn(args.batch, args.seq, args.dim, device=device)
+        emb = torch.nn.Embedding(args.rows, args.dim, padding_idx=0, sparse=True, device=device)
     if args.optimizer == "adam":
         opt = torch.optim.SparseAdam(emb.parameters(), lr=args.lr)
     else:
@@ -106,6 +116,8 @@ def embtrain_result(args):
            "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--seed", str(args.seed),
            "--distinct-batches", str(args.distinct_batches), "--device", args.device]
+    if args.pool:
+        cmd += ["--pool", args.pool]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"embtrain bench failed ({done.returncode}): {done.stderr.strip()}")
@@ -123,6 +135,8 @@ def main():
     p.add_argument("--seq", type=int)
     p.add_argument("--zipf", type=float)
     p.add_argument("--pad-frac", type=float)
+    p.add_argument("--pool", choices=["sum", "mean"],
+                   help="bags: each sample's ids pooled (EmbeddingBag)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--steps", type=int, default=30)
@@ -143,6 +157,7 @@ def main():
     print(machine_line(args), flush=True)
     print(f"# workload {args.preset if args.preset else ''} {args.rows} x {args.dim}, batch "
           f"{args.batch} x seq {args.seq}, zipf {args.zipf}, pad-frac {args.pad_frac}, "
+          f"{'bags pooled by ' + args.pool + ', ' if args.pool else ''}"
           f"{args.optimizer}, device {args.device}, {args.steps} steps + {args.warmup} warmup",
           flush=True)
     torch_ms, torch_unique = pytorch_step_ms(args)

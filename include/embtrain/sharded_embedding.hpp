@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "embtrain/bags.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/ids.hpp"
@@ -71,7 +72,16 @@ class ShardedEmbedding {
   // floats. A bad id on any rank throws the same embtrain::Error on every
   // rank (a collective: all ranks must call it).
   void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out);
-  // grad_out[t]: the gradient of out[t]; it must stay valid until step().
+  // The same with bags (torch.nn.EmbeddingBag): a table whose bags[t] is
+  // pooled gets out[t] of bags[t].num_bags x dim_t floats, each bag's rows
+  // pooled (bags.hpp); the others as above. The rows travel as without
+  // bags and are pooled on the requester, so the result is that of one
+  // process on the global batch. Bad bags on any rank throw the same error
+  // on every rank.
+  void forward(const std::vector<IdsView>& ids, const std::vector<BagsView>& bags,
+               const std::vector<float*>& out);
+  // grad_out[t]: the gradient of out[t] (bags x dim for a pooled table);
+  // it must stay valid until step().
   // Reduces it at the rows' owners.
   void backward(const std::vector<const float*>& grad_out);
   // Optimizer step on every table with the last backward's gradient.

@@ -56,6 +56,10 @@ OptionList<RecsysConfig> recsys_options() {
        R::integer(0, L::kMaxHistory, &RecsysConfig::history)},
       {"bias_lr", "SGD rate of the dense bias (default: table.items.lr)",
        R::optional_real(Range::closed(0, L::kMaxBiasLr), &RecsysConfig::bias_lr)},
+      {"history_pool",
+       "bag: the items table mean-pools each history (EmbeddingBag); lookup: every history "
+       "row comes back and the model averages them",
+       R::choice({"bag", "lookup"}, &RecsysConfig::history_pool)},
   };
   const OptionList<RecsysConfig> synthetic = synthetic_options();
   options.insert(options.end(), synthetic.begin(), synthetic.end());

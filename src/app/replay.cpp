@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "commands.hpp"
+#include "embtrain/bags.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/npy.hpp"
@@ -99,7 +100,12 @@ po::options_description replay_options() {
       "that gradient and one optimizer step, and writes DIR2/out_<k>.npy and the final table\n"
       "DIR2/weights.npy. Under mpirun the table is row-sharded over the ranks and rank r takes\n"
       "a contiguous slice of each batch along its first axis; the files written are those of\n"
-      "one process. On any error nothing is written to DIR2.\n\noptions");
+      "one process. On any error nothing is written to DIR2.\n\n"
+      "With --pool MODE the table is a torch.nn.EmbeddingBag: ids_<k>.npy is (bags, length), or\n"
+      "1-D with --offsets (DIR/offsets_<k>.npy: each bag's start; --include-last-offset: and the\n"
+      "end), --per-sample-weights reads DIR/weights_<k>.npy (float32, ids' shape; sum only),\n"
+      "grad_<k>.npy and out_<k>.npy are (bags, dim), and rank r takes a contiguous run of bags.\n\n"
+      "options");
   // clang-format off
   options.add_options()
     ("help,h", "show this help")
@@ -107,7 +113,11 @@ po::options_description replay_options() {
     ("batches", po::value<std::string>()->required(), "folder with ids_<k>.npy and grad_<k>.npy")
     ("steps", po::value<int64_t>(), "number of steps K (default: every ids_<k>.npy from k = 0)")
     ("out", po::value<std::string>()->required(), "output folder (created if absent)")
-    ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)");
+    ("threads", po::value<int>()->default_value(0), "CPU threads per rank (0: OpenMP's default)")
+    ("pool", po::value<std::string>(), "pool bags: sum | mean | max (torch.nn.EmbeddingBag's mode)")
+    ("offsets", "with --pool: 1-D ids with DIR/offsets_<k>.npy")
+    ("include-last-offset", "with --offsets: the offsets end with the end of the last bag")
+    ("per-sample-weights", "with --pool sum: DIR/weights_<k>.npy weighs each id");
   // clang-format on
   add_table_options(&options, {{"optimizer", "sgd"}, {"lr", "0.01"}});
   add_device_options(&options);
@@ -122,6 +132,10 @@ struct ReplaySetup {
   TableSpec spec;
   std::vector<float> local_rows;  // this rank's shard of the starting weights
   DeviceChoice device;
+  // Bags: --pool and how each step's bags are given.
+  bool pooled = false;
+  PoolMode mode = PoolMode::kMean;
+  bool offsets = false, include_last_offset = false, weights = false;
 };
 
 ReplaySetup read_setup(const po::variables_map& vm, const Communicator& comm) {
@@ -149,6 +163,25 @@ ReplaySetup read_setup(const po::variables_map& vm, const Communicator& comm) {
   s.spec.num_embeddings = w.shape[0];
   s.spec.dim = w.shape[1];
   read_table_options(vm, &s.spec);
+  s.pooled = vm.count("pool") > 0;
+  s.offsets = vm.count("offsets") > 0;
+  s.include_last_offset = vm.count("include-last-offset") > 0;
+  s.weights = vm.count("per-sample-weights") > 0;
+  if (s.pooled) {
+    const std::string mode = vm["pool"].as<std::string>();
+    EMBTRAIN_REQUIRE(parse_pool_mode(mode, &s.mode), "option --pool = '", mode,
+                     "' is invalid (valid: sum, mean, max)");
+    EMBTRAIN_REQUIRE(!s.weights || s.mode == PoolMode::kSum,
+                     "option --per-sample-weights needs --pool sum (got --pool ", mode,
+                     "), as torch.nn.EmbeddingBag");
+    EMBTRAIN_REQUIRE(!s.spec.scale_grad_by_freq || s.mode != PoolMode::kMax,
+                     "option --scale-grad-by-freq is not supported with --pool max, as in "
+                     "torch.nn.EmbeddingBag");
+  } else {
+    EMBTRAIN_REQUIRE(!s.offsets && !s.include_last_offset && !s.weights,
+                     "options --offsets, --include-last-offset and --per-sample-weights need --pool");
+  }
+  EMBTRAIN_REQUIRE(!s.include_last_offset || s.offsets, "option --include-last-offset needs --offsets");
   const ShardPlan plan = ShardedEmbedding::table_plan(s.spec.num_embeddings, comm.size());
   s.local_rows.resize(static_cast<size_t>(plan.shard_rows(comm.rank()) * s.spec.dim));
   plan.take_shard(comm.rank(), w.as<float>(), s.spec.dim, s.local_rows.data());
@@ -159,10 +192,41 @@ ReplaySetup read_setup(const po::variables_map& vm, const Communicator& comm) {
 struct RecordedStep {
   std::string ids_path;
   NpyArray ids, grad;
-  std::vector<int64_t> out_shape;  // ids.shape + [dim]
+  std::vector<int64_t> out_shape;  // ids.shape + [dim], or (bags, dim)
+  // With --pool: every bag's offsets (bags + 1) and the weights, if any.
+  std::vector<int64_t> bag_offsets;
+  NpyArray weights;
 };
 
-RecordedStep read_step(const fs::path& batches, int64_t k, const TableSpec& spec) {
+// The offsets of step k's bags (BagInput's form) and its weights.
+void read_bags(const fs::path& batches, int64_t k, const ReplaySetup& setup, RecordedStep* step) {
+  std::vector<int64_t> given;
+  if (setup.offsets) {
+    const std::string path = (batches / ("offsets_" + std::to_string(k) + ".npy")).string();
+    const NpyArray offsets = read_npy(path);
+    EMBTRAIN_REQUIRE((offsets.dtype == DType::kInt32 || offsets.dtype == DType::kInt64) &&
+                         offsets.shape.size() == 1,
+                     path, ": offsets must be a 1-D int32 or int64 array, got ",
+                     dtype_name(offsets.dtype), " of shape ", shape_to_string(offsets.shape));
+    ids_to_int64(ids_view(offsets), &given);
+  }
+  const BagInput bags(ids_view(step->ids), setup.offsets ? &given : nullptr,
+                      setup.include_last_offset, step->ids_path);
+  step->bag_offsets = bags.offsets();
+  step->out_shape = {bags.num_bags(), setup.spec.dim};
+  if (setup.weights) {
+    const std::string path = (batches / ("weights_" + std::to_string(k) + ".npy")).string();
+    step->weights = read_npy(path);
+    EMBTRAIN_REQUIRE(step->weights.dtype == DType::kFloat32 &&
+                         step->weights.shape == step->ids.shape,
+                     path, ": per-sample weights must be float32 of the ids' shape ",
+                     shape_to_string(step->ids.shape), ", got ", dtype_name(step->weights.dtype),
+                     " of shape ", shape_to_string(step->weights.shape));
+  }
+}
+
+RecordedStep read_step(const fs::path& batches, int64_t k, const ReplaySetup& setup) {
+  const TableSpec& spec = setup.spec;
   RecordedStep step;
   step.ids_path = (batches / ("ids_" + std::to_string(k) + ".npy")).string();
   const std::string grad_path = (batches / ("grad_" + std::to_string(k) + ".npy")).string();
@@ -172,15 +236,66 @@ RecordedStep read_step(const fs::path& batches, int64_t k, const TableSpec& spec
   step.grad = read_npy(grad_path);
   step.out_shape = step.ids.shape;
   step.out_shape.push_back(spec.dim);
+  if (setup.pooled) read_bags(batches, k, setup, &step);
   EMBTRAIN_REQUIRE(
       step.grad.dtype == DType::kFloat32 && step.grad.shape == step.out_shape, grad_path,
-      ": gradient must be float32 of shape ids.shape + [dim] = ", shape_to_string(step.out_shape),
+      ": gradient must be float32 of shape ", setup.pooled ? "(bags, dim) = " : "ids.shape + [dim] = ",
+      shape_to_string(step.out_shape),
       ", got ", dtype_name(step.grad.dtype), " of shape ", shape_to_string(step.grad.shape));
   // Check the whole batch here so that an error names the id's position
   // in the file, not in one rank's slice of it.
   const std::string bad = check_ids(ids_view(step.ids), spec);
   EMBTRAIN_REQUIRE(bad.empty(), step.ids_path, ": ", bad);
   return step;
+}
+
+// Rank `rank`'s part of a batch of bags: a contiguous run of bags (split
+// as slice_batch splits rows) with their ids; the last rank also takes the
+// ids past the last bag, which belong to no bag but are still looked up.
+struct BagSlice {
+  int64_t first_bag = 0, num_bags = 0, first_id = 0, num_ids = 0;
+  std::vector<int64_t> offsets;  // num_bags + 1, from 0
+};
+
+BagSlice slice_bags(const RecordedStep& step, int ranks, int rank) {
+  const std::vector<int64_t>& o = step.bag_offsets;
+  const int64_t bags = static_cast<int64_t>(o.size()) - 1;
+  const ShardPlan split(bags, ranks);
+  BagSlice slice;
+  slice.first_bag = split.row_begin(rank);
+  slice.num_bags = split.shard_rows(rank);
+  slice.first_id = o[slice.first_bag];
+  const int64_t end = rank == ranks - 1 ? step.ids.numel() : o[slice.first_bag + slice.num_bags];
+  slice.num_ids = end - slice.first_id;
+  for (int64_t b = 0; b <= slice.num_bags; ++b)
+    slice.offsets.push_back(o[slice.first_bag + b] - slice.first_id);
+  return slice;
+}
+
+// The pooled step: this rank's run of bags (slice_bags), the whole batch's
+// bags gathered on rank 0 into `global_out`.
+void run_bag_step(const RecordedStep& step, PoolMode mode, ShardedEmbedding* table,
+                  Communicator& comm, std::vector<float>* global_out) {
+  const int64_t dim = table->spec(0).dim;
+  const BagSlice slice = slice_bags(step, comm.size(), comm.rank());
+  const IdsView view{step.ids.data.data() + slice.first_id * dtype_size(step.ids.dtype),
+                     step.ids.dtype, {slice.num_ids}};
+  const float* weights = step.weights.data.empty() ? nullptr
+                                                   : step.weights.as<float>() + slice.first_id;
+  const BagsView bags{mode, slice.offsets.data(), slice.num_bags, weights};
+  std::vector<float> out(static_cast<size_t>(slice.num_bags * dim));
+  try {
+    table->forward({view}, {bags}, {out.data()});
+  } catch (const AgreedError& e) {
+    throw AgreedError(step.ids_path + ": " + e.what());
+  }
+  table->backward({step.grad.as<float>() + slice.first_bag * dim});
+  table->step();
+
+  std::vector<int64_t> counts(comm.size());
+  for (int r = 0; r < comm.size(); ++r) counts[r] = slice_bags(step, comm.size(), r).num_bags * dim;
+  if (comm.rank() == 0) global_out->resize(static_cast<size_t>(step.out_shape[0] * dim));
+  comm.gatherv(out.data(), counts[comm.rank()], global_out->data(), counts, CommType::kFloat32, 0);
 }
 
 // Runs a step on this rank's slice of the batch (along the first axis; a
@@ -244,8 +359,11 @@ int run_replay(int argc, char** argv) {
   std::vector<float> global_out;
   for (int64_t k = 0; k < setup.steps; ++k) {
     RecordedStep step;
-    run_agreed(*comm, [&] { step = read_step(setup.batches, k, setup.spec); });
-    run_step(step, &table, *comm, &global_out);
+    run_agreed(*comm, [&] { step = read_step(setup.batches, k, setup); });
+    if (setup.pooled)
+      run_bag_step(step, setup.mode, &table, *comm, &global_out);
+    else
+      run_step(step, &table, *comm, &global_out);
     run_agreed(*comm, [&] {
       if (root)
         write_npy((tmp->path() / ("out_" + std::to_string(k) + ".npy")).string(), DType::kFloat32,

@@ -22,6 +22,8 @@
 //   find_bad_id               the kernels of src/kernels/{cpu,cuda}; rows are
 //                             the shard's local rows (a rank's ids once
 //                             they reach their owner)
+//   pool_bags, unpool_bags    bags (torch.nn.EmbeddingBag) pooled on the
+//                             requester, and their gradient back to positions
 //   pack_wire, unpack_wire, round_wire
 //                             rows and gradients to and from their wire format
 //   combine, update           the owner's last two stages, which the GPU fuses
@@ -31,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/bag_pooling.hpp"
 #include "kernels/unique_index.hpp"
 
 namespace embtrain {

@@ -122,6 +122,14 @@ class CpuBackend {
                    int64_t dim, float* out) {
     if (index.n > 0) cpu::expand_rows(base, offsets, index.inverse, index.n, dim, out);
   }
+  void pool_bags(const BagPooling& bags, const float* rows, const int64_t* ids, int64_t skip_id,
+                 float* out) {
+    cpu::pool_bags(bags, rows, ids, skip_id, out);
+  }
+  void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, int64_t,
+                   float* grad_rows) {
+    cpu::unpool_bags(bags, grad, n, grad_rows);
+  }
   void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
                    const SegmentLayout& layout, float* dst) {
     cpu::segment_sum(src, dim, index, layout, /*scale_by_count=*/false, dst);

@@ -114,6 +114,14 @@ class CudaBackend {
                    int64_t dim, float* d_out) {
     cuda::expand_rows(d_base, d_offsets, index.inverse, index.n, dim, d_out, stream_);
   }
+  void pool_bags(const BagPooling& bags, const float* d_rows, const int64_t* d_ids,
+                 int64_t skip_id, float* d_out) {
+    cuda::pool_bags(bags, d_rows, d_ids, skip_id, d_out, stream_);
+  }
+  void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n,
+                   int64_t first_unbagged, float* d_grad_rows) {
+    cuda::unpool_bags(bags, d_grad, n, first_unbagged, d_grad_rows, stream_);
+  }
   void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
                    const SegmentLayout& layout, float* d_dst) {
     cuda::segment_sum(d_src, dim, index, layout, /*scale_by_count=*/false, d_dst, &segment_ws_,

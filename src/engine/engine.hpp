@@ -49,19 +49,70 @@ class Engine final : public StepEngine {
         control_(*control),
         step_(backend_.get(), std::forward<StepArgs>(step_args)..., &stats_),
         n_(shards_->size()),
-        next_n_(shards_->size()) {}
+        next_n_(shards_->size()),
+        spans_(shards_->size()),
+        next_spans_(shards_->size()),
+        pooled_(shards_->size()) {}
 
   void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) override {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && out.size() == n_.size());
     if (!take_prefetched(fingerprint(ids))) prepare(ids);
     n_ = next_n_;
+    spans_ = next_spans_;
     std::vector<float*> staged(ids.size());
-    for (int t = 0; t < static_cast<int>(ids.size()); ++t)
+    for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
+      pooled_[t].active = false;
       staged[t] = backend_->stage_output(t, out[t], n_[t] * backend_->spec(t).dim);
+    }
     backend_->refresh_device();
     step_.forward(staged);
     for (int t = 0; t < static_cast<int>(ids.size()); ++t)
       backend_->finish_output(t, out[t], staged[t], n_[t] * backend_->spec(t).dim);
+    backend_->synchronize();
+  }
+
+  // The tables with bags look their positions' rows up into the engine's
+  // own buffer, as an unpooled step would, and pool them per bag here, on
+  // the requester (so a sharded step moves the rows of the distinct ids, as
+  // without bags); backward takes their bags' gradients back to positions.
+  void forward(const std::vector<IdsView>& ids, const std::vector<BagsView>& bags,
+               const std::vector<float*>& out) override {
+    EMBTRAIN_ASSERT(ids.size() == n_.size() && bags.size() == n_.size() &&
+                    out.size() == n_.size());
+    std::string error;
+    for (size_t t = 0; t < ids.size() && error.empty(); ++t) {
+      const TableSpec& spec = backend_->spec(static_cast<int>(t));
+      error = check_bags(bags[t], ids[t].numel(), spec.name, spec.scale_grad_by_freq);
+    }
+    error = agree_on_batch(control_, error);
+    if (!error.empty()) throw AgreedError(error);
+    if (!take_prefetched(fingerprint(ids))) prepare(ids);
+    n_ = next_n_;
+    spans_ = next_spans_;
+    std::vector<float*> staged(ids.size());
+    for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
+      const int64_t floats = n_[t] * backend_->spec(t).dim;
+      pooled_[t].active = bags[t].pooled();
+      staged[t] = bags[t].pooled() ? pooled_[t].rows.reserve(floats)
+                                   : backend_->stage_output(t, out[t], floats);
+    }
+    backend_->refresh_device();
+    step_.forward(staged);
+    for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
+      const int64_t dim = backend_->spec(t).dim;
+      if (!bags[t].pooled()) {
+        backend_->finish_output(t, out[t], staged[t], n_[t] * dim);
+        continue;
+      }
+      Stopwatch clock;  // pooling is the bags' part of expand
+      const BagPooling& pooling = stage_bags(t, bags[t]);
+      float* pooled_out = backend_->stage_output(t, out[t], bags[t].num_bags * dim);
+      backend_->pool_bags(pooling, staged[t], spans_[t].data, backend_->spec(t).padding_row(),
+                          pooled_out);
+      backend_->synchronize();
+      stats_[Stage::kExpand] += clock.lap_ms();
+      backend_->finish_output(t, out[t], pooled_out, bags[t].num_bags * dim);
+    }
     backend_->synchronize();
   }
 
@@ -76,8 +127,22 @@ class Engine final : public StepEngine {
   void backward(const std::vector<const float*>& grad_out) override {
     EMBTRAIN_ASSERT(grad_out.size() == n_.size());
     std::vector<const float*> staged(grad_out.size());
-    for (int t = 0; t < static_cast<int>(grad_out.size()); ++t)
-      staged[t] = backend_->stage_grad(t, grad_out[t], n_[t] * backend_->spec(t).dim);
+    for (int t = 0; t < static_cast<int>(grad_out.size()); ++t) {
+      const int64_t dim = backend_->spec(t).dim;
+      Pooled& p = pooled_[t];
+      if (!p.active) {
+        staged[t] = backend_->stage_grad(t, grad_out[t], n_[t] * dim);
+        continue;
+      }
+      // The positions' gradient stays in the engine's buffer until step().
+      const float* bag_grad = backend_->stage_grad(t, grad_out[t], p.pooling.num_bags * dim);
+      Stopwatch clock;  // the bags' part of reduce_requested
+      float* grad_rows = p.grad_rows.reserve(n_[t] * dim);
+      backend_->unpool_bags(p.pooling, bag_grad, n_[t], p.end, grad_rows);
+      backend_->synchronize();
+      stats_[Stage::kReduceRequested] += clock.lap_ms();
+      staged[t] = grad_rows;
+    }
     step_.backward(staged);
     backend_->synchronize();  // the caller may reuse grad_out
   }
@@ -86,6 +151,8 @@ class Engine final : public StepEngine {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && out.size() == n_.size());
     if (!take_prefetched(fingerprint(ids))) prepare_device(ids);
     n_ = next_n_;
+    spans_ = next_spans_;
+    for (Pooled& p : pooled_) p.active = false;
     backend_->refresh_device();
     step_.forward(out);
   }
@@ -163,7 +230,32 @@ class Engine final : public StepEngine {
 
   void prepare_spans(const std::vector<IdSpan>& ids) {
     for (size_t t = 0; t < ids.size(); ++t) next_n_[t] = ids[t].n;
+    next_spans_ = ids;
     step_.prepare(ids);
+  }
+
+  // Table t's bags in the backend's memory, with room for what pooling
+  // leaves for backward.
+  const BagPooling& stage_bags(int t, const BagsView& bags) {
+    Pooled& p = pooled_[t];
+    const int64_t dim = backend_->spec(t).dim;
+    BagPooling& pooling = p.pooling;
+    pooling.mode = bags.mode;
+    pooling.num_bags = bags.num_bags;
+    pooling.dim = dim;
+    int64_t* offsets = p.offsets.reserve(bags.num_bags + 1);
+    backend_->upload(offsets, bags.offsets, bags.num_bags + 1);
+    pooling.offsets = offsets;
+    pooling.weights = nullptr;
+    if (bags.weights) {
+      float* weights = p.weights.reserve(n_[t]);
+      backend_->upload(weights, bags.weights, n_[t]);
+      pooling.weights = weights;
+    }
+    pooling.counts = p.counts.reserve(bags.num_bags);
+    pooling.argmax = bags.mode == PoolMode::kMax ? p.argmax.reserve(bags.num_bags * dim) : nullptr;
+    p.end = bags.offsets[bags.num_bags];
+    return pooling;
   }
 
   // Takes up the prefetched step when every rank's is the batch given now
@@ -191,8 +283,25 @@ class Engine final : public StepEngine {
   Communicator& control_;
   StepStats stats_;
   Step<Backend> step_;
+  template <typename T>
+  using Buffer = typename Backend::template Buffer<T>;
+  // A table whose last forward pooled bags: the bags and what the pooling
+  // kept for backward, in the backend's memory.
+  struct Pooled {
+    bool active = false;
+    BagPooling pooling;  // points into the buffers below
+    int64_t end = 0;     // offsets[num_bags]: positions from here are in no bag
+    Buffer<int64_t> offsets;
+    Buffer<float> weights;
+    Buffer<int32_t> counts, argmax;
+    Buffer<float> rows;       // the positions' rows, before pooling
+    Buffer<float> grad_rows;  // the positions' gradient, for backward
+  };
+
   std::vector<int64_t> n_;       // ids per table in the last forward
   std::vector<int64_t> next_n_;  // in the last prepare
+  std::vector<IdSpan> spans_, next_spans_;  // the ids of the last forward, of the last prepare
+  std::vector<Pooled> pooled_;
   bool prefetched_ = false;      // a prefetch() awaits its forward()
   uint64_t prefetched_fingerprint_ = 0;
 };

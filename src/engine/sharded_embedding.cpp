@@ -126,6 +126,10 @@ std::string ShardedEmbedding::device_description() const { return engine_->descr
 void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) {
   engine_->forward(ids, out);
 }
+void ShardedEmbedding::forward(const std::vector<IdsView>& ids, const std::vector<BagsView>& bags,
+                               const std::vector<float*>& out) {
+  engine_->forward(ids, bags, out);
+}
 void ShardedEmbedding::backward(const std::vector<const float*>& grad_out) {
   engine_->backward(grad_out);
 }

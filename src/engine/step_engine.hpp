@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "embtrain/bags.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/ids.hpp"
@@ -24,6 +25,8 @@ class StepEngine {
 
   // ShardedEmbedding's forward, backward and step (see there).
   virtual void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) = 0;
+  virtual void forward(const std::vector<IdsView>& ids, const std::vector<BagsView>& bags,
+                       const std::vector<float*>& out) = 0;
   virtual void backward(const std::vector<const float*>& grad_out) = 0;
   virtual void step() = 0;
   // The same on batches in the memory the step runs in (see

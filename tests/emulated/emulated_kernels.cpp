@@ -335,5 +335,19 @@ void round_wire(float* d_data, int64_t n, CommPrecision p, float scale, void*) {
   cpu::round_wire(d_data, n, p, scale);
 }
 
+void pool_bags(const BagPooling& bags, const float* d_rows, const int64_t* d_ids, int64_t skip_id,
+               float* d_out, void*) {
+  cpu::pool_bags(bags, d_rows, d_ids, skip_id, d_out);
+}
+
+void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n, int64_t first_unbagged,
+                 float* d_grad_rows, void*) {
+  // The host's word for where the bags end must be the device's offsets.
+  if (first_unbagged != bags.offsets[bags.num_bags] || first_unbagged > n)
+    contract_violation("unpool_bags", "first_unbagged = ", first_unbagged, " but offsets[",
+                       bags.num_bags, "] = ", bags.offsets[bags.num_bags], " of n = ", n);
+  cpu::unpool_bags(bags, d_grad, n, d_grad_rows);
+}
+
 }  // namespace cuda
 }  // namespace embtrain

@@ -477,6 +477,67 @@ TEST_F(RecsysModel, GradientsMatchFiniteDifferences) {
   }
 }
 
+// With the items table pooling the histories (recsys.history_pool = bag),
+// the model takes each history's mean as given: its scores are those of
+// the lookup path on the same rows, and the gradient of a mean is what
+// central differences give, which the table then spreads over the rows.
+TEST_F(RecsysModel, PooledHistoryMatchesTheLookupPath) {
+  const uint64_t seed = test_seed(5);
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 0.7);
+  const int64_t n = 4, H = 3, dim = 5;
+  Clicks batch;
+  batch.resize(n, H);
+  batch.history = {3, 1, 4, 2, 5, 0, 0, 0, 0, 6, 0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    batch.users[i] = i;
+    batch.candidates[i] = i + 1;
+    batch.labels[i] = static_cast<float>(rng() % 2);
+  }
+  std::vector<double> users(n * dim), history(n * H * dim), candidates(n * dim);
+  for (std::vector<double>* v : {&users, &history, &candidates})
+    for (double& x : *v) x = normal(rng);
+  // The means, as the table pools them: padding left out, empty bags 0.
+  std::vector<double> means(n * dim, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t m = 0;
+    for (int64_t j = 0; j < H; ++j) {
+      if (batch.history[i * H + j] == 0) continue;
+      ++m;
+      for (int64_t d = 0; d < dim; ++d) means[i * dim + d] += history[(i * H + j) * dim + d];
+    }
+    for (int64_t d = 0; d < dim && m > 0; ++d) means[i * dim + d] /= static_cast<double>(m);
+  }
+  const double bias = normal(rng), scale = 1.0 / 7;
+  using embtrain::recsys::ClickGrads;
+  using embtrain::recsys::ClickRows;
+  std::vector<double> want(n), got(n);
+  ClickRows<double> lookup{users.data(), history.data(), candidates.data()};
+  embtrain::recsys::click_model(batch, dim, lookup, bias, 0.0, want.data(),
+                                static_cast<ClickGrads<double>*>(nullptr));
+  ClickRows<double> pooled{users.data(), nullptr, candidates.data(), means.data()};
+  std::vector<double> gu(users.size()), gc(candidates.size()), gp(means.size());
+  ClickGrads<double> grads{gu.data(), nullptr, gc.data(), 0.0, gp.data()};
+  embtrain::recsys::click_model(batch, dim, pooled, bias, scale, got.data(), &grads);
+  for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(got[i], want[i], 1e-12) << "sample " << i;
+
+  auto loss = [&] {
+    return scale * embtrain::recsys::click_model(batch, dim, pooled, bias, 0.0, nullptr,
+                                                 static_cast<ClickGrads<double>*>(nullptr));
+  };
+  const double eps = 1e-6;
+  for (size_t k = 0; k < means.size(); ++k) {
+    const double saved = means[k];
+    means[k] = saved + eps;
+    const double up = loss();
+    means[k] = saved - eps;
+    const double down = loss();
+    means[k] = saved;
+    EXPECT_NEAR(gp[k], (up - down) / (2 * eps), 1e-8) << "mean [" << k << "]";
+  }
+}
+
 TEST_F(RecsysModel, LogisticLossAndSigmoidAreStable) {
   using embtrain::recsys::logistic_loss;
   using embtrain::recsys::sigmoid;

@@ -65,6 +65,10 @@ struct RecsysConfig {
   int64_t eval_samples = 20000;      // held-out samples
   // Learning rate of plain SGD on the bias; unset: the items table's lr.
   std::optional<double> bias_lr;
+  // How a history becomes the mean of its rows: "bag" (the items table
+  // pools it, as torch.nn.EmbeddingBag with mode mean) or "lookup" (every
+  // history row comes back and the model averages them).
+  std::string history_pool = "bag";
 
   // Throws embtrain::Error naming the first key ("recsys.users") out of its
   // valid range (RecsysLimits).
@@ -209,6 +213,8 @@ struct ClickRows {
   const T* users = nullptr;       // n rows
   const T* history = nullptr;     // n x history_len rows (padding rows unread)
   const T* candidates = nullptr;  // n rows
+  // n rows, each history's mean already pooled (bags); then `history` is unread.
+  const T* pooled_history = nullptr;
 };
 
 // The gradients of grad_scale x (summed loss), laid out as ClickRows.
@@ -218,6 +224,9 @@ struct ClickGrads {
   T* history = nullptr;  // padding entries get zeros
   T* candidates = nullptr;
   double bias = 0;
+  // With ClickRows::pooled_history: the gradient of each history's mean
+  // (n rows), and `history` is not written.
+  T* pooled_history = nullptr;
 };
 
 // Scores the batch and returns its summed logistic loss. Writes each

@@ -103,10 +103,11 @@ double median(std::vector<double> v) {
 // The least memory traffic a step can have on one rank: read the ids, read
 // each distinct row once and write the output, read the output gradient,
 // and read and write each updated row with its optimizer state.
-double floor_bytes(double lookups, double unique, double updated, int64_t dim,
+// With bags the output (and its gradient) is one row per bag.
+double floor_bytes(double lookups, double outputs, double unique, double updated, int64_t dim,
                    int64_t state_width) {
   const double row = 4.0 * static_cast<double>(dim);
-  return 8.0 * lookups + unique * row + 2.0 * lookups * row +
+  return 8.0 * lookups + unique * row + 2.0 * outputs * row +
          updated * 2.0 * (row + 4.0 * static_cast<double>(state_width));
 }
 
@@ -141,7 +142,10 @@ po::options_description bench_options() {
     ("skew", po::value<bool>()->default_value(true)->implicit_value(true),
      "time each exchange's wait for the slowest rank apart, at a barrier before it "
      "(=false: no barrier)")
-    ("json", po::bool_switch(), "print one JSON object instead of text");
+    ("json", po::bool_switch(), "print one JSON object instead of text")
+    ("pool", po::value<std::string>(),
+     "bags (torch.nn.EmbeddingBag): each sample's ids are one bag, pooled by sum | mean | max")
+    ("bag", po::value<int64_t>(), "bags of this many ids (sets --seq; --pool defaults to mean)");
   // clang-format on
   // The workload's ids 0 are its padding.
   add_table_options(&options, {{"optimizer", "adam"},
@@ -160,6 +164,8 @@ struct BenchOptions {
   double zipf = 0, pad_frac = 0;
   uint64_t seed = 0;
   bool sharded = false, json = false, skew = true, pipeline = false;
+  bool pooled = false;
+  PoolMode mode = PoolMode::kMean;
   DeviceChoice device;
 };
 
@@ -193,6 +199,16 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
   o.spec.dim = vm["dim"].as<int64_t>();
   read_table_options(vm, &o.spec);
   o.seq = vm["seq"].as<int64_t>();
+  o.pooled = vm.count("pool") || vm.count("bag");
+  if (vm.count("bag")) o.seq = vm["bag"].as<int64_t>();
+  if (vm.count("pool")) {
+    const std::string mode = vm["pool"].as<std::string>();
+    EMBTRAIN_REQUIRE(parse_pool_mode(mode, &o.mode), "option --pool = '", mode,
+                     "' is invalid (valid: sum, mean, max)");
+  }
+  EMBTRAIN_REQUIRE(!o.pooled || o.mode != PoolMode::kMax || !o.spec.scale_grad_by_freq,
+                   "option --pool = max does not support scale_grad_by_freq (as "
+                   "torch.nn.EmbeddingBag): add --scale-grad-by-freq=false");
   o.steps = vm["steps"].as<int64_t>();
   o.warmup = vm["warmup"].as<int64_t>();
   o.distinct = vm["distinct-batches"].as<int64_t>();
@@ -216,6 +232,11 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
   if (threads > 0) omp_set_num_threads(threads);
   o.device = read_device_options(vm);
   o.sharded = read_engine(vm, ranks, o.device.device);
+  // Bags run in ShardedEmbedding, whose one-rank step is the local engine's.
+  EMBTRAIN_REQUIRE(!o.pooled || vm["engine"].as<std::string>() != "local",
+                   "option --engine = local has no bags; with --pool the default engine runs "
+                   "one rank's step in one process");
+  if (o.pooled) o.sharded = true;
   return o;
 }
 
@@ -240,6 +261,9 @@ void print_header(const BenchOptions& o, const MachineInfo& machine, int ranks, 
       static_cast<long long>(global_lookups), static_cast<long long>(o.batch),
       static_cast<long long>(o.seq), o.zipf, o.pad_frac, static_cast<long long>(o.steps),
       static_cast<long long>(o.warmup));
+  if (o.pooled)
+    std::printf("# bags: each sample's %lld ids pooled by %s (EmbeddingBag, pooled on the requester)\n",
+                static_cast<long long>(o.seq), pool_mode_name(o.mode));
   std::fflush(stdout);
 }
 
@@ -248,11 +272,15 @@ BenchData draw_data(const BenchOptions& o, int rank) {
   BenchData data;
   data.batch = o.batch;
   data.seq = o.seq;
+  data.pooled = o.pooled;
+  data.mode = o.mode;
+  if (o.pooled)
+    for (int64_t b = 0; b <= o.batch; ++b) data.offsets.push_back(b * o.seq);
   const ZipfSampler zipf(o.spec.num_embeddings, o.zipf);
   for (int64_t b = 0; b < o.distinct; ++b)
     data.batches.push_back(sample_ids(zipf, data.lookups(), o.pad_frac, o.seed,
                                       /*stream=*/1000 + static_cast<uint64_t>(rank) * 1000003 + b));
-  const int64_t n = data.lookups() * o.spec.dim;
+  const int64_t n = data.outputs() * o.spec.dim;
   data.grad.resize(static_cast<size_t>(n));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) data.grad[i] = random_normal(o.seed, 7 + rank, i);
@@ -263,7 +291,10 @@ BenchData draw_data(const BenchOptions& o, int rank) {
 // "cuda" case; the sharded one then says so.
 std::unique_ptr<BenchCase> make_case(const BenchOptions& o, Communicator* comm,
                                      const BenchData& data) {
-  const CaseFactory* make = o.device.device == "cuda" ? find_case("cuda") : nullptr;
+  // The device-resident GPU case has no bags: with bags the GPU steps
+  // host batches (the sharded case, its table moved to the GPU).
+  const CaseFactory* make =
+      o.device.device == "cuda" && !o.pooled ? find_case("cuda") : nullptr;
   if (!make) make = find_case(engine_name(o));
   EMBTRAIN_ASSERT(make);
   return (*make)(CaseSetup{o.spec, o.seed, comm, o.device, data});
@@ -378,8 +409,9 @@ Summary summarise(const BenchOptions& o, const BenchData& data, BenchCase& engin
       o.spec.freeze ? 0 : optimizer_state_width(o.spec.optimizer.kind, o.spec.dim);
   // The floor of the busiest rank, as if it did its share of the work with
   // no exchange: global traffic divided by ranks.
-  s.floor_bytes = floor_bytes(static_cast<double>(s.global_lookups) / ranks, s.unique / ranks,
-                              s.unique / ranks, o.spec.dim, width);
+  const double lookups = static_cast<double>(s.global_lookups) / ranks;
+  s.floor_bytes = floor_bytes(lookups, o.pooled ? lookups / static_cast<double>(o.seq) : lookups,
+                              s.unique / ranks, s.unique / ranks, o.spec.dim, width);
   s.bandwidth = engine.copy_bandwidth_gbps(omp_get_max_threads());
   comm.allreduce_min(&s.bandwidth, 1, CommType::kFloat64);
   s.floor_ms = s.floor_bytes / (s.bandwidth * 1e6);
@@ -418,6 +450,7 @@ nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInf
       {"scale_grad_by_freq", o.spec.scale_grad_by_freq},
       {"comm_precision", comm_precision_name(o.spec.comm_precision)},
       {"pipeline", o.pipeline},
+      {"pool", o.pooled ? pool_mode_name(o.mode) : "none"},
       {"lookups_per_step", s.global_lookups},
       {"unique_per_step", s.unique},
       {"unique_ratio", s.unique / lookups},

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "app/table_options.hpp"
+#include "embtrain/bags.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/embedding.hpp"
 #include "embtrain/embedding_table.hpp"
@@ -26,13 +27,22 @@ namespace bench {
 
 // The synthetic workload of this rank, drawn before the clock starts: the
 // steps cycle through `batches`, and each step's output gradient is `grad`.
+// With bags (--pool), each sample's seq ids are one bag, pooled into one
+// output row.
 struct BenchData {
   std::vector<std::vector<int64_t>> batches;  // each batch x seq ids
-  RowBuffer grad;                             // batch x seq x dim
+  RowBuffer grad;                             // batch x seq x dim, or batch x dim with bags
   int64_t batch = 0, seq = 0;
+  bool pooled = false;
+  PoolMode mode = PoolMode::kMean;
+  std::vector<int64_t> offsets;  // with bags: batch + 1, bag b at b * seq
 
   int64_t lookups() const { return batch * seq; }
+  int64_t outputs() const { return pooled ? batch : lookups(); }  // output rows per step
   IdsView ids(int64_t b) const { return {batches[b].data(), DType::kInt64, {batch, seq}}; }
+  BagsView bags() const {
+    return pooled ? BagsView{mode, offsets.data(), batch, nullptr} : BagsView{};
+  }
 };
 
 // What a case builds its engine from.

@@ -14,10 +14,13 @@ class ShardedCase : public ShardedEngineCase {
   explicit ShardedCase(const CaseSetup& setup)
       : ShardedEngineCase(setup),
         data_(setup.data),
-        out_(static_cast<size_t>(setup.data.lookups() * setup.spec.dim)) {}
+        out_(static_cast<size_t>(setup.data.outputs() * setup.spec.dim)) {}
 
   void step(int64_t b, int64_t next) override {
-    table_.forward({data_.ids(b)}, {out_.data()});
+    if (data_.pooled)
+      table_.forward({data_.ids(b)}, {data_.bags()}, {out_.data()});
+    else
+      table_.forward({data_.ids(b)}, {out_.data()});
     if (next >= 0) table_.prefetch({data_.ids(next)});
     table_.backward({data_.grad.data()});
     table_.step();

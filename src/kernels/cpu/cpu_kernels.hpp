@@ -9,6 +9,7 @@
 
 #include "embtrain/comm_precision.hpp"
 #include "embtrain/row_math.hpp"
+#include "kernels/bag_pooling.hpp"
 #include "kernels/unique_index.hpp"
 
 namespace embtrain {
@@ -115,6 +116,18 @@ void pack_wire(const float* src, int64_t n, CommPrecision p, float scale, void* 
 void unpack_wire(const void* wire, int64_t n, CommPrecision p, float scale, float* dst);
 // In place, what a trip over the wire makes of n floats: pack then unpack.
 void round_wire(float* data, int64_t n, CommPrecision p, float scale);
+
+// --- pool.cpp ----------------------------------------------------------------
+
+// Bags (bag_pooling.hpp): out[b] = the pool of rows[p] (one row per
+// position p of the batch) over bag b's positions whose id is not skip_id
+// (the padding id, or -1); fills bags.counts and, for max, bags.argmax.
+void pool_bags(const BagPooling& bags, const float* rows, const int64_t* ids, int64_t skip_id,
+               float* out);
+// grad_rows[p] (n rows) = the gradient of position p's row from its bag's
+// output gradient grad[b] (counts and argmax as pool_bags left them); 0 for
+// positions past the last bag.
+void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, float* grad_rows);
 
 }  // namespace cpu
 }  // namespace embtrain

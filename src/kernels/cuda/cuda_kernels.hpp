@@ -21,6 +21,7 @@
 
 #include "embtrain/comm_precision.hpp"
 #include "embtrain/row_math.hpp"
+#include "kernels/bag_pooling.hpp"
 #include "kernels/cuda/device_memory.hpp"
 #include "kernels/cuda/launch.hpp"
 #include "kernels/unique_index.hpp"
@@ -143,6 +144,16 @@ void pack_wire(const float* d_src, int64_t n, CommPrecision p, float scale, void
 void unpack_wire(const void* d_wire, int64_t n, CommPrecision p, float scale, float* d_dst,
                  void* stream);
 void round_wire(float* d_data, int64_t n, CommPrecision p, float scale, void* stream);
+
+// --- pool.cu -------------------------------------------------------------------
+
+// cpu::pool_bags and cpu::unpool_bags on the device, one warp per bag;
+// unpool zeroes the rows of positions [first_unbagged, n), past the last
+// bag (offsets[num_bags], which the host knows).
+void pool_bags(const BagPooling& bags, const float* d_rows, const int64_t* d_ids, int64_t skip_id,
+               float* d_out, void* stream);
+void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n, int64_t first_unbagged,
+                 float* d_grad_rows, void* stream);
 
 }  // namespace cuda
 }  // namespace embtrain

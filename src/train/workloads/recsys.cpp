@@ -8,6 +8,7 @@
 #include <numeric>
 #include <utility>
 
+#include "embtrain/bags.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/shard_plan.hpp"
 
@@ -105,8 +106,13 @@ class RecsysWorkload final : public Workload {
     item_grads_.resize(item_rows_.size());
     ClickGrads<float> grads;
     grads.users = user_grads_.data();
-    grads.history = item_grads_.data();
-    grads.candidates = item_grads_.data() + n * H * dim_;
+    if (bags()) {  // laid out as the items table's output (rows())
+      grads.pooled_history = item_grads_.data();
+      grads.candidates = item_grads_.data() + n * dim_;
+    } else {
+      grads.history = item_grads_.data();
+      grads.candidates = item_grads_.data() + n * H * dim_;
+    }
     // The loss is the mean over the global batch, so every sample's
     // gradient is scaled by 1 / (batch_size x ranks).
     const double grad_scale = 1.0 / static_cast<double>(batch_size_ * comm_->size());
@@ -175,12 +181,16 @@ class RecsysWorkload final : public Workload {
 
  private:
   // A batch and the ids it looks up: the items table takes the history ids
-  // and then the candidate ids in one list.
+  // and then the candidate ids in one list; with bags, each history is a
+  // bag and each candidate a bag of one (its mean is its row, exactly).
   struct Batch {
     Clicks clicks;
     std::vector<int64_t> item_ids;
+    std::vector<int64_t> item_bags;  // 2n + 1 offsets
     int64_t step = -1;  // the training step it is the batch of; -1: evaluation
   };
+
+  bool bags() const { return config_.history_pool == "bag"; }
 
   void load_train_batch(int64_t step, Batch* batch) {
     source_->train_batch(step, comm_->rank(), comm_->size(), batch_size_, &batch->clicks);
@@ -192,6 +202,10 @@ class RecsysWorkload final : public Workload {
     const Clicks& c = batch->clicks;
     batch->item_ids.assign(c.history.begin(), c.history.end());
     batch->item_ids.insert(batch->item_ids.end(), c.candidates.begin(), c.candidates.end());
+    const int64_t n = c.size(), H = c.history_len;
+    batch->item_bags.resize(static_cast<size_t>(2 * n + 1));
+    for (int64_t i = 0; i <= n; ++i) batch->item_bags[i] = i * H;
+    for (int64_t i = 1; i <= n; ++i) batch->item_bags[n + i] = n * H + i;
   }
 
   static std::vector<IdsView> ids_of(const Batch& batch) {
@@ -200,19 +214,32 @@ class RecsysWorkload final : public Workload {
             IdsView{batch.item_ids.data(), DType::kInt64, {items}}};
   }
 
-  // Looks up the batch's rows: one forward for both tables.
+  // Looks up the batch's rows: one forward for both tables; with bags the
+  // items table gives n pooled histories, then the n candidates.
   void lookup(ShardedEmbedding& tables, const Batch& batch) {
-    user_rows_.resize(static_cast<size_t>(batch.clicks.size() * dim_));
-    item_rows_.resize(batch.item_ids.size() * static_cast<size_t>(dim_));
-    tables.forward(ids_of(batch), {user_rows_.data(), item_rows_.data()});
+    const int64_t n = batch.clicks.size();
+    user_rows_.resize(static_cast<size_t>(n * dim_));
+    if (!bags()) {
+      item_rows_.resize(batch.item_ids.size() * static_cast<size_t>(dim_));
+      tables.forward(ids_of(batch), {user_rows_.data(), item_rows_.data()});
+      return;
+    }
+    item_rows_.resize(static_cast<size_t>(2 * n * dim_));
+    const BagsView items{PoolMode::kMean, batch.item_bags.data(), 2 * n, nullptr};
+    tables.forward(ids_of(batch), {BagsView{}, items}, {user_rows_.data(), item_rows_.data()});
   }
 
   // The rows of the last lookup of n samples.
   ClickRows<float> rows(int64_t n) const {
     ClickRows<float> r;
     r.users = user_rows_.data();
-    r.history = item_rows_.data();
-    r.candidates = item_rows_.data() + n * batch_.clicks.history_len * dim_;
+    if (bags()) {
+      r.pooled_history = item_rows_.data();
+      r.candidates = item_rows_.data() + n * dim_;
+    } else {
+      r.history = item_rows_.data();
+      r.candidates = item_rows_.data() + n * batch_.clicks.history_len * dim_;
+    }
     return r;
   }
 
@@ -240,6 +267,10 @@ class RecsysWorkload final : public Workload {
                        "recsys: table.items.padding_idx is row ", padding,
                        ", a real item that would never learn (valid: 0, the history padding, or "
                        "unset)");
+      EMBTRAIN_REQUIRE(padding == recsys::kPaddingItem || !bags(),
+                       "recsys.history_pool = bag needs table.items.padding_idx = 0, so that the "
+                       "bags leave the history padding out of the mean (or set "
+                       "recsys.history_pool = lookup)");
     });
     tables_checked_ = true;
   }

@@ -1,10 +1,11 @@
 // The click model's math on looked-up rows, and the AUC metric.
 //
-// With p = mean of the non-padding history rows (m of them) and
+// With p = mean of the non-padding history rows (m of them; pooled by the
+// items table when its bags do it, ClickRows::pooled_history) and
 // s = <u, c> + <p, c> + b, the loss l = log(1 + e^s) - y s has
 // dl/ds = sigmoid(s) - y, and so, scaled by g = grad_scale (sigmoid(s) - y):
 //   dl/du = g c,   dl/dc = g (u + p),   dl/dh_j = g c / m (non-padding j),
-//   dl/db = g.
+//   dl/db = g; with the table pooling, dl/dp = g c, which it takes to the h_j.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -45,18 +46,22 @@ double click_model(const Clicks& batch, int64_t dim, const ClickRows<T>& rows, T
       const int64_t* hist = batch.history.data() + i * H;
       std::fill(pooled.begin(), pooled.end(), 0.0);
       int64_t m = 0;
-      for (int64_t j = 0; j < H; ++j) {
-        if (hist[j] == kPaddingItem) continue;
-        ++m;
-        const T* h = rows.history + (i * H + j) * dim;
-        for (int64_t d = 0; d < dim; ++d) pooled[d] += h[d];
+      double inv_m = 1.0;  // pooled by the table: already the mean
+      if (rows.pooled_history) {
+        const T* p = rows.pooled_history + i * dim;
+        for (int64_t d = 0; d < dim; ++d) pooled[d] = p[d];
+      } else {
+        for (int64_t j = 0; j < H; ++j) {
+          if (hist[j] == kPaddingItem) continue;
+          ++m;
+          const T* h = rows.history + (i * H + j) * dim;
+          for (int64_t d = 0; d < dim; ++d) pooled[d] += h[d];
+        }
+        inv_m = m > 0 ? 1.0 / static_cast<double>(m) : 0.0;
+        for (int64_t d = 0; d < dim; ++d) pooled[d] *= inv_m;
       }
-      const double inv_m = m > 0 ? 1.0 / static_cast<double>(m) : 0.0;
       double s = bias;
-      for (int64_t d = 0; d < dim; ++d) {
-        pooled[d] *= inv_m;
-        s += (static_cast<double>(u[d]) + pooled[d]) * c[d];
-      }
+      for (int64_t d = 0; d < dim; ++d) s += (static_cast<double>(u[d]) + pooled[d]) * c[d];
       if (scores) scores[i] = s;
       const double y = batch.labels[i];
       loss[i] = logistic_loss(s, y);
@@ -69,6 +74,11 @@ double click_model(const Clicks& batch, int64_t dim, const ClickRows<T>& rows, T
       for (int64_t d = 0; d < dim; ++d) {
         gu[d] = static_cast<T>(g * c[d]);
         gc[d] = static_cast<T>(g * (u[d] + pooled[d]));
+      }
+      if (grads->pooled_history) {  // the table takes it back to the history's rows
+        T* gp = grads->pooled_history + i * dim;
+        for (int64_t d = 0; d < dim; ++d) gp[d] = static_cast<T>(g * c[d]);
+        continue;
       }
       const double gh_scale = g * inv_m;
       for (int64_t j = 0; j < H; ++j) {

@@ -1,0 +1,66 @@
+// Bag pooling (torch.nn.EmbeddingBag) on the requester: the rows of a
+// batch's positions pooled per bag, and a bag gradient back to its
+// positions. The order is bag_pooling.hpp's; bags spread over threads.
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.hpp"
+
+namespace embtrain {
+namespace cpu {
+
+void pool_bags(const BagPooling& bags, const float* rows, const int64_t* ids, int64_t skip_id,
+               float* out) {
+  const int64_t dim = bags.dim;
+  const bool max = bags.mode == PoolMode::kMax;
+#pragma omp parallel
+  {
+    std::vector<int32_t> arg(static_cast<size_t>(max ? dim : 0));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < bags.num_bags; ++b) {
+      float* acc = out + b * dim;
+      std::fill(acc, acc + dim, 0.f);
+      std::fill(arg.begin(), arg.end(), -1);
+      int32_t count = 0;
+      for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) {
+        if (ids[p] == skip_id) continue;
+        const float* x = rows + p * dim;
+        const float w = bags.weights ? bags.weights[p] : 1.f;
+        const bool first = count == 0;
+        const int32_t position = static_cast<int32_t>(p);
+        if (max) {
+          for (int64_t j = 0; j < dim; ++j)
+            pool_column(PoolMode::kMax, x[j], w, position, first, acc + j, arg.data() + j);
+        } else {
+          for (int64_t j = 0; j < dim; ++j) acc[j] += x[j] * w;  // pool_column's sum, vectorised
+        }
+        ++count;
+      }
+      for (int64_t j = 0; j < dim; ++j) acc[j] = finish_column(bags.mode, acc[j], count);
+      bags.counts[b] = count;
+      if (max) std::copy(arg.begin(), arg.end(), bags.argmax + b * dim);
+    }
+  }
+}
+
+void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, float* grad_rows) {
+  const int64_t dim = bags.dim;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < bags.num_bags; ++b) {
+    const float* g = grad + b * dim;
+    const int32_t* arg = bags.argmax ? bags.argmax + b * dim : nullptr;
+    for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) {
+      const float w = bags.weights ? bags.weights[p] : 1.f;
+      float* dst = grad_rows + p * dim;
+      for (int64_t j = 0; j < dim; ++j)
+        dst[j] = unpool_column(bags.mode, g[j], w, bags.counts[b], static_cast<int32_t>(p),
+                               arg ? arg[j] : -1);
+    }
+  }
+  // Positions past the last bag are in no bag: no gradient.
+  const int64_t end = bags.offsets[bags.num_bags];
+  std::fill(grad_rows + end * dim, grad_rows + n * dim, 0.f);
+}
+
+}  // namespace cpu
+}  // namespace embtrain
