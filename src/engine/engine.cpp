@@ -38,10 +38,13 @@ uint64_t fingerprint(const std::vector<IdSpan>& ids) {
   return h;
 }
 
-bool agree_on_prefetch(Communicator& control, bool mine) {
-  int all = mine ? 1 : 0;
+bool agree_on_prefetch(Communicator& control, bool mine, const std::string* error) {
+  // 2 for a fine batch, plus 1 for the prefetched one: the minimum says both.
+  const bool fine = error == nullptr || error->empty();
+  int all = (fine ? 2 : 0) + (mine ? 1 : 0);
   control.allreduce_min(&all, 1, CommType::kInt32);
-  return all == 1;
+  if (all < 2) throw AgreedError(agree_on_batch(control, fine ? std::string() : *error));
+  return all == 3;
 }
 
 const char* stage_name(Stage stage) {

@@ -34,8 +34,10 @@ uint64_t fingerprint(const std::vector<IdsView>& ids);
 uint64_t fingerprint(const std::vector<IdSpan>& ids);
 
 // Whether every rank's prefetched batch is the one its forward() was given:
-// only then do the ranks take it up, together. A collective.
-bool agree_on_prefetch(Communicator& control, bool mine);
+// only then do the ranks take it up, together. A collective; when any
+// rank's `error` (what it found wrong with its batch) is not empty, every
+// rank throws agree_on_batch's AgreedError instead.
+bool agree_on_prefetch(Communicator& control, bool mine, const std::string* error = nullptr);
 
 template <typename Backend, template <typename> class Step>
 class Engine final : public StepEngine {
@@ -79,14 +81,14 @@ class Engine final : public StepEngine {
                const std::vector<float*>& out) override {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && bags.size() == n_.size() &&
                     out.size() == n_.size());
+    // The ranks agree on the bags in the collective the step makes anyway
+    // (taking up its prefetch, or checking its ids).
     std::string error;
     for (size_t t = 0; t < ids.size() && error.empty(); ++t) {
       const TableSpec& spec = backend_->spec(static_cast<int>(t));
       error = check_bags(bags[t], ids[t].numel(), spec.name, spec.scale_grad_by_freq);
     }
-    error = agree_on_batch(control_, error);
-    if (!error.empty()) throw AgreedError(error);
-    if (!take_prefetched(fingerprint(ids))) prepare(ids);
+    if (!take_prefetched(fingerprint(ids), error)) prepare(ids, error);
     n_ = next_n_;
     spans_ = next_spans_;
     std::vector<float*> staged(ids.size());
@@ -202,9 +204,9 @@ class Engine final : public StepEngine {
  private:
   // Checks a host batch on every rank, moves it into the backend's memory
   // and prepares its step (the input distribution): bucket_by_owner's time.
-  void prepare(const std::vector<IdsView>& ids) {
+  // `error`: what the caller found wrong with this rank's batch already.
+  void prepare(const std::vector<IdsView>& ids, std::string error = "") {
     Stopwatch clock;
-    std::string error;
     for (size_t t = 0; t < ids.size() && error.empty(); ++t) {
       const TableSpec& spec = backend_->spec(static_cast<int>(t));
       error = check_ids(ids[t], spec.name, spec.num_embeddings);
@@ -260,12 +262,15 @@ class Engine final : public StepEngine {
 
   // Takes up the prefetched step when every rank's is the batch given now
   // (then forward skips prepare); else it is dropped.
-  bool take_prefetched(uint64_t batch) {
-    const bool taken = prefetched_ && agree_on_prefetch(control_, batch == prefetched_fingerprint_);
+  bool take_prefetched(uint64_t batch, const std::string& error = "") {
+    if (!prefetched_) return false;  // prepare agrees on `error`
     prefetched_ = false;
+    // One collective: whether every rank's batch is fine and the prefetched one.
+    const bool taken = agree_on_prefetch(control_, batch == prefetched_fingerprint_, &error);
     stats_.prefetched_steps += taken ? 1 : 0;
     return taken;
   }
+
 
   // check_ids for a batch already in the backend's memory.
   std::string check_resident_ids(int t, const IdSpan& ids) {

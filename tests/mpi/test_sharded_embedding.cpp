@@ -933,6 +933,43 @@ TEST_F(ShardedEmbeddingTest, BadIdOnOneRankFailsOnEveryRank) {
   expect_shards_match(se, me, ref, c);
 }
 
+// Bad bags on one rank fail on every rank with the same message, both when
+// the forward checks its own ids and when it takes up a prefetch (the bags
+// are agreed on in that collective); the next good forward works.
+TEST_F(ShardedEmbeddingTest, BadBagsOnOneRankFailOnEveryRank) {
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  TableSpec spec;
+  spec.name = "bags";
+  spec.num_embeddings = 40;
+  spec.dim = 4;
+  ShardedEmbedding se({spec}, &comm, 3);
+  std::vector<int64_t> ids = {1, 5, 7, 7, 30, 2};
+  const IdsView view{ids.data(), DType::kInt64, {6}};
+  std::vector<float> out(3 * spec.dim);
+  for (int bad_rank = 0; bad_rank < P; ++bad_rank)
+    for (bool prefetch : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "bad rank " << bad_rank << ", prefetch " << prefetch);
+      std::vector<int64_t> offsets = {0, 2, 6};
+      if (me == bad_rank) offsets[1] = 9;  // past the 6 ids
+      const embtrain::BagsView bags{embtrain::PoolMode::kSum, offsets.data(), 2, nullptr};
+      if (prefetch) se.prefetch({view});
+      std::string message;
+      try {
+        se.forward({view}, {bags}, {out.data()});
+        ADD_FAILURE() << "forward did not throw";
+      } catch (const embtrain::AgreedError& e) {
+        message = e.what();
+      }
+      EXPECT_NE(message.find("offsets[1] = 9"), std::string::npos) << message;
+      EXPECT_EQ(rank0_string(comm, message), message) << "rank " << me << "'s message";
+      offsets[1] = 2;
+      const embtrain::BagsView good{embtrain::PoolMode::kSum, offsets.data(), 2, nullptr};
+      se.forward({view}, {good}, {out.data()});
+      if (!all_ranks(!HasFailure())) return;
+    }
+}
+
 TEST_F(ShardedEmbeddingTest, BadIdsOnTwoRanksReportTheLowestRank) {
   EMBTRAIN_REQUIRE_RANKS(2);
   const uint64_t seed = test_seed(107);
