@@ -48,13 +48,31 @@ void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, float* gr
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < bags.num_bags; ++b) {
     const float* g = grad + b * dim;
-    const int32_t* arg = bags.argmax ? bags.argmax + b * dim : nullptr;
+    const int32_t count = bags.counts[b];
     for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) {
-      const float w = bags.weights ? bags.weights[p] : 1.f;
       float* dst = grad_rows + p * dim;
-      for (int64_t j = 0; j < dim; ++j)
-        dst[j] = unpool_column(bags.mode, g[j], w, bags.counts[b], static_cast<int32_t>(p),
-                               arg ? arg[j] : -1);
+      // unpool_column's cases, one loop each so that they vectorise.
+      switch (bags.mode) {
+        case PoolMode::kSum: {
+          const float w = bags.weights ? bags.weights[p] : 1.f;
+          for (int64_t j = 0; j < dim; ++j) dst[j] = g[j] * w;
+          break;
+        }
+        case PoolMode::kMean: {
+          const float c = static_cast<float>(count);
+          if (count > 0)
+            for (int64_t j = 0; j < dim; ++j) dst[j] = g[j] / c;
+          else
+            std::fill(dst, dst + dim, 0.f);
+          break;
+        }
+        case PoolMode::kMax: {
+          const int32_t* arg = bags.argmax + b * dim;
+          const auto position = static_cast<int32_t>(p);
+          for (int64_t j = 0; j < dim; ++j) dst[j] = arg[j] == position ? g[j] : 0.f;
+          break;
+        }
+      }
     }
   }
   // Positions past the last bag are in no bag: no gradient.
