@@ -57,6 +57,8 @@ stage gpu_step_np2_staged mpirun --oversubscribe -np 2 build-gpu/tests/mpi_tests
 stage device_comm_np2 mpirun --oversubscribe -np 2 build-gpu/tests/mpi_cuda_tests
 stage replay_parity_gpu python3 tests/parity/replay_parity.py --embtrain build-gpu/embtrain \
   --device cuda
+stage bag_parity_gpu python3 tests/parity/bag_parity.py --embtrain build-gpu/embtrain \
+  --device cuda --cases 20
 stage bench_G_adam python3 bench/compare_pytorch.py --preset bench-G --optimizer adam \
   --embtrain build-gpu/embtrain --steps "$STEPS"
 stage bench_G_sgd python3 bench/compare_pytorch.py --preset bench-G --optimizer sgd \
