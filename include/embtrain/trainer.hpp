@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "embtrain/bags.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/workload.hpp"
@@ -20,6 +21,10 @@ struct TableSetup {
   TableSpec spec;              // rows may be 0: then the workload's count is used
   std::string init = "normal";  // normal (N(0, init_std^2)) | zeros | path of a .npy
   double init_std = 1.0;
+  // kind = bag: the workload looks the table up as torch.nn.EmbeddingBag,
+  // pooling by `mode` (bags.hpp); pooled on the requester.
+  bool bag = false;
+  PoolMode mode = PoolMode::kMean;
 };
 
 struct TrainOptions {

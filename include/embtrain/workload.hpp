@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "embtrain/bags.hpp"
 #include "embtrain/sharded_embedding.hpp"
 
 namespace embtrain {
@@ -32,6 +33,8 @@ struct WorkloadContext {
   uint64_t seed = 1;
   int64_t batch_size = 0;                     // examples per rank per step
   std::map<std::string, int64_t> table_dims;  // embedding_dim of each table, by name
+  // The tables of kind = bag and their pooling mode, by name (bags.hpp).
+  std::map<std::string, PoolMode> table_bags;
   std::string out_dir;                        // where the run writes its files
 };
 

@@ -56,10 +56,6 @@ OptionList<RecsysConfig> recsys_options() {
        R::integer(0, L::kMaxHistory, &RecsysConfig::history)},
       {"bias_lr", "SGD rate of the dense bias (default: table.items.lr)",
        R::optional_real(Range::closed(0, L::kMaxBiasLr), &RecsysConfig::bias_lr)},
-      {"history_pool",
-       "bag: the items table mean-pools each history (EmbeddingBag); lookup: every history "
-       "row comes back and the model averages them",
-       R::choice({"bag", "lookup"}, &RecsysConfig::history_pool)},
   };
   const OptionList<RecsysConfig> synthetic = synthetic_options();
   options.insert(options.end(), synthetic.begin(), synthetic.end());
@@ -113,7 +109,10 @@ WorkloadEntry recsys_entry() {
   // adapts each row's step to how often it is seen, which suits Zipf ids.
   e.table_defaults = {{"dim", "32"}, {"optimizer", "adagrad"}, {"lr", "0.1"}, {"init_std", "0.1"}};
   // Item 0 pads the histories.
-  e.per_table_defaults = {{"items", {{"padding_idx", "0"}}}};
+  // Histories are bags of items: the table pools them (kind = bag, mode
+  // mean); with kind = embedding every history row comes back and the
+  // model averages them.
+  e.per_table_defaults = {{"items", {{"padding_idx", "0"}, {"kind", "bag"}}}};
   return e;
 }
 

@@ -153,6 +153,24 @@ const OptionList<TableSetup>& train_table_options() {
        R::text("normal, zeros, or the path of a .npy", read_init), "normal"},
       {"init_std", "standard deviation of init = normal (1 is torch.nn.Embedding's)",
        R::real(Range::closed(0, 1e6), &TableSetup::init_std)},
+      {"kind",
+       "embedding (torch.nn.Embedding: a row per id) | bag (torch.nn.EmbeddingBag: a pooled "
+       "row per bag, where the workload has bags)",
+       R::choice({"embedding", "bag"}, [](TableSetup& s, const std::string& v) { s.bag = v == "bag"; }),
+       "embedding"},
+      {"mode", "kind = bag: how a bag's rows are pooled: sum | mean | max",
+       R::choice({"sum", "mean", "max"},
+                 [](TableSetup& s, const std::string& v) { parse_pool_mode(v, &s.mode); }),
+       "mean"},
+      {"pool_at",
+       "kind = bag: where bags are pooled: requester (rows travel as for embedding; owner, "
+       "pooled at the rows' owners, is planned)",
+       R::text("requester (owner is not built yet)",
+               [](TableSetup&, const std::string& v) {
+                 if (v == "owner") throw ValueError("pooling at the owners is not built yet");
+                 if (v != "requester") throw ValueError("not a place to pool");
+               }),
+       "requester"},
   };
   return options;
 }
@@ -185,6 +203,11 @@ TableSetup read_table(const Config& config, const std::string& name) {
   setup.spec.name = name;
   read_keys(config, table_prefix(name), table_options(), &setup.spec);
   read_keys(config, table_prefix(name), train_table_options(), &setup);
+  const std::string mode = table_prefix(name) + "mode";
+  if (!setup.bag && setup.mode != PoolMode::kMean)
+    config.fail(mode, "pools bags, so it needs " + table_prefix(name) + "kind = bag");
+  if (setup.bag && setup.mode == PoolMode::kMax && setup.spec.scale_grad_by_freq)
+    config.fail(mode, "max does not support scale_grad_by_freq (as torch.nn.EmbeddingBag)");
   return setup;
 }
 
@@ -396,7 +419,10 @@ int run_train(int argc, char** argv) {
   context.seed = keys.seed;
   context.batch_size = keys.batch_size;
   context.out_dir = keys.out_dir;
-  for (const TableSetup& s : setup.tables) context.table_dims[s.spec.name] = s.spec.dim;
+  for (const TableSetup& s : setup.tables) {
+    context.table_dims[s.spec.name] = s.spec.dim;
+    if (s.bag) context.table_bags[s.spec.name] = s.mode;
+  }
   const int ranks_on_host = local_rank_info(*comm).local_size;
   check_memory(*comm, ranks_on_host, setup, context, nullptr);  // before the data is built
   std::unique_ptr<Workload> workload;

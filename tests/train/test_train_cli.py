@@ -502,6 +502,36 @@ def test_end_of_run_names_files_and_plot_works(work):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
 
 
+def test_bag_tables(work):
+    """table.items.kind = bag (recsys' default) pools each history in the
+    table; kind = embedding brings every history row back and the model
+    averages them: the same model, so the tables they train differ by
+    float rounding only. Sum and max pooling train too, and the keys refuse
+    what cannot work, naming the key."""
+    tables = {}
+    for kind in ("bag", "embedding"):
+        d = os.path.join(work, kind)
+        run(small_recsys(work, **{"log.dir": d, "table.items.kind": kind}), 2)
+        tables[kind] = export(os.path.join(d, "checkpoints"), "items",
+                              os.path.join(work, kind + ".npy"))
+    diff = np.abs(tables["bag"] - tables["embedding"]).max()
+    assert 0 < diff < 1e-4 or diff == 0, "bag and embedding lookups trained apart: %g" % diff
+    for mode in ("sum", "max"):
+        d = os.path.join(work, mode)
+        run(small_recsys(work, **{"log.dir": d, "table.items.mode": mode}), 2)
+        assert np.isfinite(summary_of(d)["train_loss"]), summary_of(d)
+    expect_error(run(small_recsys(work, **{"table.items.kind": "embedding",
+                                           "table.items.mode": "sum"}), expect_ok=False),
+                 "table.items.mode", "needs table.items.kind = bag")
+    expect_error(run(small_recsys(work, **{"table.items.pool_at": "owner"}), expect_ok=False),
+                 "table.items.pool_at", "not built yet")
+    expect_error(run(small_recsys(work, **{"table.users.kind": "bag"}), expect_ok=False),
+                 "table.users.kind = bag")
+    expect_error(run(small_recsys(work, **{"table.items.mode": "max",
+                                           "table.items.scale_grad_by_freq": "true"}),
+                     expect_ok=False), "table.items.mode", "scale_grad_by_freq")
+
+
 TESTS = [f for name, f in sorted(globals().items()) if name.startswith("test_")]
 
 

@@ -477,7 +477,7 @@ TEST_F(RecsysModel, GradientsMatchFiniteDifferences) {
   }
 }
 
-// With the items table pooling the histories (recsys.history_pool = bag),
+// With the items table pooling the histories (table.items.kind = bag),
 // the model takes each history's mean as given: its scores are those of
 // the lookup path on the same rows, and the gradient of a mean is what
 // central differences give, which the table then spreads over the rows.

@@ -65,10 +65,6 @@ struct RecsysConfig {
   int64_t eval_samples = 20000;      // held-out samples
   // Learning rate of plain SGD on the bias; unset: the items table's lr.
   std::optional<double> bias_lr;
-  // How a history becomes the mean of its rows: "bag" (the items table
-  // pools it, as torch.nn.EmbeddingBag with mode mean) or "lookup" (every
-  // history row comes back and the model averages them).
-  std::string history_pool = "bag";
 
   // Throws embtrain::Error naming the first key ("recsys.users") out of its
   // valid range (RecsysLimits).

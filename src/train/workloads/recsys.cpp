@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <utility>
 
 #include "embtrain/bags.hpp"
@@ -64,6 +65,7 @@ class RecsysWorkload final : public Workload {
   RecsysWorkload(const RecsysConfig& config, const WorkloadContext& context,
                  std::unique_ptr<recsys::ClickSource> source, int64_t dim)
       : config_(config),
+        items_pool_(pool_of(context, "items")),
         comm_(context.comm),
         batch_size_(context.batch_size),
         dim_(dim),
@@ -190,7 +192,8 @@ class RecsysWorkload final : public Workload {
     int64_t step = -1;  // the training step it is the batch of; -1: evaluation
   };
 
-  bool bags() const { return config_.history_pool == "bag"; }
+  // Whether the items table pools the histories (table.items.kind = bag).
+  bool bags() const { return items_pool_.has_value(); }
 
   void load_train_batch(int64_t step, Batch* batch) {
     source_->train_batch(step, comm_->rank(), comm_->size(), batch_size_, &batch->clicks);
@@ -225,7 +228,8 @@ class RecsysWorkload final : public Workload {
       return;
     }
     item_rows_.resize(static_cast<size_t>(2 * n * dim_));
-    const BagsView items{PoolMode::kMean, batch.item_bags.data(), 2 * n, nullptr};
+    // Candidates are bags of one: any mode gives their row exactly.
+    const BagsView items{*items_pool_, batch.item_bags.data(), 2 * n, nullptr};
     tables.forward(ids_of(batch), {BagsView{}, items}, {user_rows_.data(), item_rows_.data()});
   }
 
@@ -268,14 +272,21 @@ class RecsysWorkload final : public Workload {
                        ", a real item that would never learn (valid: 0, the history padding, or "
                        "unset)");
       EMBTRAIN_REQUIRE(padding == recsys::kPaddingItem || !bags(),
-                       "recsys.history_pool = bag needs table.items.padding_idx = 0, so that the "
-                       "bags leave the history padding out of the mean (or set "
-                       "recsys.history_pool = lookup)");
+                       "recsys: table.items.kind = bag needs table.items.padding_idx = 0, so that "
+                       "the bags leave the history padding out (or set table.items.kind = "
+                       "embedding)");
     });
     tables_checked_ = true;
   }
 
+  static std::optional<PoolMode> pool_of(const WorkloadContext& context, const std::string& table) {
+    const auto it = context.table_bags.find(table);
+    if (it == context.table_bags.end()) return std::nullopt;
+    return it->second;
+  }
+
   RecsysConfig config_;
+  std::optional<PoolMode> items_pool_;  // table.items.mode when kind = bag
   Communicator* comm_;
   int64_t batch_size_, dim_;
   std::unique_ptr<recsys::ClickSource> source_;
@@ -305,6 +316,9 @@ std::unique_ptr<Workload> make_recsys_workload(const RecsysConfig& config,
                      " and table.items.dim = ", items->second,
                      " must be equal (the model takes dot products of user and item rows)");
     dim = users->second;
+    EMBTRAIN_REQUIRE(!context.table_bags.count("users"),
+                     "recsys: table.users.kind = bag, but a sample has one user: it is looked up, "
+                     "not pooled (valid: embedding)");
     config.validate();
     if (config.data.empty())
       source = std::make_unique<recsys::SyntheticClicks>(config, context.seed);

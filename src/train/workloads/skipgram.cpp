@@ -89,6 +89,9 @@ SkipgramWorkload::SkipgramWorkload(const SkipgramConfig& config, const WorkloadC
     const int64_t out_dim = table_dim(context_, "output");
     EMBTRAIN_REQUIRE(dim_ == out_dim, "skipgram: tables 'input' (dim ", dim_,
                      ") and 'output' (dim ", out_dim, ") must have the same dim");
+    for (const auto& [table, mode] : context_.table_bags)
+      EMBTRAIN_REQUIRE(false, "skipgram: table.", table, ".kind = bag, but skipgram looks up one "
+                       "word per row, it has no bags (valid: embedding)");
     if (!config_.export_path.empty()) {
       const std::filesystem::path parent = std::filesystem::path(config_.export_path).parent_path();
       EMBTRAIN_REQUIRE(parent.empty() || std::filesystem::is_directory(parent),
