@@ -99,20 +99,22 @@ void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
     if (scratch->partials.size() < static_cast<size_t>(dim))
       scratch->partials.resize(static_cast<size_t>(dim));
     float* partial = scratch->partials.data();
-    const int32_t k_end = offsets[u_end];
+    const int64_t k_end = offsets[u_end];
     for (int64_t u = u_begin; u < u_end; ++u) {
       float* acc = dst_row(u);
       if (!acc) continue;
-      for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
-        if (k + kPrefetchDistance < k_end)
-          prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
-        const int32_t rank = k - offsets[u];
-        if (rank > kChunkPositions && rank % kChunkPositions == 0)
-          add_row(acc, partial, false);  // the chunk before this one is complete
-        add_row(rank < kChunkPositions ? acc : partial, src_row(positions[k]),
-                rank % kChunkPositions == 0);
+      // In int64: begin + kChunkPositions may pass 2^31 - 1 near the batch limit.
+      const int64_t end = offsets[u + 1];
+      for (int64_t begin = offsets[u]; begin < end; begin += kChunkPositions) {
+        float* sum = begin == offsets[u] ? acc : partial;
+        const int64_t chunk_end = std::min(begin + kChunkPositions, end);
+        for (int64_t k = begin; k < chunk_end; ++k) {
+          if (k + kPrefetchDistance < k_end)
+            prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
+          add_row(sum, src_row(positions[k]), k == begin);
+        }
+        if (sum == partial) add_row(acc, partial, false);
       }
-      if (offsets[u + 1] - offsets[u] > kChunkPositions) add_row(acc, partial, false);
     }
   }
   if (!scale_by_count) return;
