@@ -8,28 +8,21 @@
 #include <cstdint>
 
 #include "embtrain/host_device.hpp"
+#include "embtrain/sum_order.hpp"
 
 namespace embtrain {
 
 enum class OptimizerKind : int { kSgd = 0, kAdagrad = 1, kAdam = 2, kRowwiseAdagrad = 3 };
 
 // p-norm of a row as PyTorch's CPU kernel computes it: on |x|, accumulated
-// in float32. p = +inf gives the max of |x|.
+// in float32. p = +inf gives the max of |x|. The terms are added in
+// sum_order.hpp's row order, the CUDA kernel's (renorm.cu), so both give
+// the same bits (for p other than 1, 2 and inf, as far as powf does).
 EMBTRAIN_HD float row_norm(const float* row, int64_t dim, float p) {
-  float acc = 0.f;
-  if (p == INFINITY) {
-    for (int64_t j = 0; j < dim; ++j) acc = fmaxf(acc, fabsf(row[j]));
-    return acc;
-  }
-  if (p == 1.f) {
-    for (int64_t j = 0; j < dim; ++j) acc += fabsf(row[j]);
-    return acc;
-  }
-  if (p == 2.f) {
-    for (int64_t j = 0; j < dim; ++j) acc += row[j] * row[j];
-    return sqrtf(acc);
-  }
-  for (int64_t j = 0; j < dim; ++j) acc += powf(fabsf(row[j]), p);
+  if (p == INFINITY) return ordered_row_max(dim, [=](int64_t j) { return fabsf(row[j]); });
+  if (p == 1.f) return ordered_row_sum(dim, [=](int64_t j) { return fabsf(row[j]); });
+  if (p == 2.f) return sqrtf(ordered_row_sum(dim, [=](int64_t j) { return row[j] * row[j]; }));
+  const float acc = ordered_row_sum(dim, [=](int64_t j) { return powf(fabsf(row[j]), p); });
   return powf(acc, 1.f / p);
 }
 
@@ -102,8 +95,8 @@ EMBTRAIN_HD void adam_row(float* __restrict__ w, float* __restrict__ m, float* _
 EMBTRAIN_HD void rowwise_adagrad_row(float* __restrict__ w, float* __restrict__ acc,
                                      const float* __restrict__ g, int64_t dim,
                                      const StepScalars& s) {
-  float sq = 0.f;
-  for (int64_t j = 0; j < dim; ++j) sq += g[j] * g[j];
+  // The squared norm in sum_order.hpp's row order, as update_row_warp's.
+  const float sq = ordered_row_sum(dim, [=](int64_t j) { return g[j] * g[j]; });
   const float rate = rowwise_adagrad_rate(*acc, sq, dim, s);
   for (int64_t j = 0; j < dim; ++j) w[j] -= rate * g[j];
 }

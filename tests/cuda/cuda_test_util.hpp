@@ -1,17 +1,23 @@
-// Helpers of the CUDA tests: the skip-or-fail guard for machines without a
-// GPU, and a device copy of a host vector on the project's DeviceBuffer.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "kernels/cuda/device_memory.hpp"
 #include "kernels/cuda/cuda_kernels.hpp"
 
+// Helpers of the CUDA kernel tests, which run on a GPU (cuda_tests) and on
+// the emulated device of the CPU-only tree (emulated_kernel_tests): the
+// skip-or-fail guard for machines without a GPU, device copies of host
+// vectors, and the bit-for-bit comparison of floats.
+//
 // Skips the test where no GPU is present, unless EMBTRAIN_REQUIRE_GPU=1
 // (as on the lent GPU machine) makes that a failure.
 #define SKIP_WITHOUT_GPU()                                                               \
@@ -56,6 +62,37 @@ std::vector<T> download(const T* d, int64_t count) {
   embtrain::cuda::copy_to_host(h.data(), d, h.size() * sizeof(T), nullptr);
   embtrain::cuda::synchronize(nullptr);
   return h;
+}
+
+// Whether the device is the emulated one of tests/emulated (its kernels run
+// on the host, with the host's libm).
+inline bool emulated_device() {
+  return embtrain::cuda::device_description(0).find("emulated") != std::string::npos;
+}
+
+// got == want bit for bit (so -0 against +0 and NaN payloads count); else
+// how many floats differ and the first of them, with their bits.
+inline ::testing::AssertionResult same_bits(const float* got, const float* want, int64_t n) {
+  int64_t differ = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (std::memcmp(got + i, want + i, sizeof(float)) != 0) {
+      if (first < 0) first = i;
+      ++differ;
+    }
+  if (differ == 0) return ::testing::AssertionSuccess();
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "%lld of %lld floats differ; the first at %lld: got %.9g (%a), want %.9g (%a)",
+                static_cast<long long>(differ), static_cast<long long>(n),
+                static_cast<long long>(first), got[first], got[first], want[first], want[first]);
+  return ::testing::AssertionFailure() << line;
+}
+
+inline ::testing::AssertionResult same_bits(const std::vector<float>& got,
+                                            const std::vector<float>& want) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << got.size() << " floats, want " << want.size();
+  return same_bits(got.data(), want.data(), static_cast<int64_t>(got.size()));
 }
 
 }  // namespace embtrain_test

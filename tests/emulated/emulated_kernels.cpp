@@ -9,7 +9,13 @@
 // the CPU kernels by tests/cuda on a real GPU.
 //
 // Each function keeps the contract documented in kernels_cuda.hpp and
-// delegates to the CPU kernel (kernels_cpu.hpp) where there is one. What
+// delegates to the CPU kernel (kernels_cpu.hpp) where there is one, except
+// the kernels that add floats up: segment_sum, segment_sum_update,
+// renorm_rows and update_rows transcribe the CUDA kernels' loops
+// (segment_sum.cu, renorm.cu, warp_rows.cuh: chunks, partial rows, a warp's
+// 32 lanes and its butterfly), so that tests comparing them with the CPU
+// kernels bit for bit check that the CPU adds in the GPU's order
+// (embtrain/sum_order.hpp) rather than comparing the CPU with itself. What
 // the emulation cannot show: stream ordering. Every "asynchronous" call here
 // is done when it returns, so a missing synchronize, a host read of device
 // memory or a pageable buffer reused too early goes unnoticed; those need a
@@ -29,8 +35,10 @@
 //    abort, which ends the whole mpiexec job at once instead of leaving the
 //    other ranks waiting in a collective.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -247,18 +255,114 @@ void expand_rows(const float* d_base, const int64_t* d_offsets, const int32_t* d
   cpu::expand_rows(d_base, d_offsets, d_index, n, dim, d_out);
 }
 
+// --- The CUDA kernels' float sums, transcribed ------------------------------------
+//
+// A warp is an array of kWarpSize lane values; __shfl_xor_sync(v, offset)
+// reads the value of lane ^ offset. `vec` is the N of the kernel's Vec<N>
+// (4 on its float4 path, else 1), chosen as the kernel chooses it.
+
+namespace {
+
+// warp_sum / warp_max (warp_rows.cuh): the butterfly. Every lane ends with
+// the same value; lane 0's is returned.
+template <typename Combine>
+float butterfly(std::array<float, kWarpSize> v, Combine combine) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+    std::array<float, kWarpSize> other;
+    for (int lane = 0; lane < kWarpSize; ++lane) other[lane] = v[lane ^ offset];
+    for (int lane = 0; lane < kWarpSize; ++lane) v[lane] = combine(v[lane], other[lane]);
+  }
+  return v[0];
+}
+
+float add(float a, float b) { return a + b; }
+
+// ordered_warp_sum<vec> (warp_rows.cuh) of term(j) over the columns of a row.
+template <typename Term>
+float warp_ordered_sum(int64_t dim, int vec, Term term) {
+  std::array<float, kWarpSize> acc{};
+  for (int lane = 0; lane < kWarpSize; ++lane)
+    for (int64_t base = int64_t{lane} * kLaneColumns; base < dim; base += kWarpSize * kLaneColumns)
+      for (int i = 0; i < kLaneColumns; i += vec)
+        if (base + i < dim)
+          for (int k = 0; k < vec; ++k) acc[lane] += term(base + i + k);
+  return butterfly(acc, add);
+}
+
+// warp_row_norm (renorm.cu).
+float warp_row_norm(const float* row, int64_t dim, float p) {
+  if (p == INFINITY) {
+    std::array<float, kWarpSize> acc{};
+    for (int lane = 0; lane < kWarpSize; ++lane)
+      for (int64_t base = int64_t{lane} * kLaneColumns; base < dim;
+           base += kWarpSize * kLaneColumns)
+        for (int i = 0; i < kLaneColumns && base + i < dim; ++i)
+          acc[lane] = std::fmax(acc[lane], std::fabs(row[base + i]));
+    return butterfly(acc, [](float a, float b) { return std::fmax(a, b); });
+  }
+  if (p == 1.f) return warp_ordered_sum(dim, 1, [&](int64_t j) { return std::fabs(row[j]); });
+  if (p == 2.f)
+    return std::sqrt(warp_ordered_sum(dim, 1, [&](int64_t j) { return row[j] * row[j]; }));
+  const float acc =
+      warp_ordered_sum(dim, 1, [&](int64_t j) { return std::pow(std::fabs(row[j]), p); });
+  return std::pow(acc, 1.f / p);
+}
+
+// update_row_warp (warp_rows.cuh) of row w (state st) with gradient g.
+void update_row_warp(OptimizerKind kind, const StepScalars& s, float* w, float* st,
+                     const float* g, int64_t dim, int vec) {
+  switch (kind) {
+    case OptimizerKind::kSgd:
+      for (int64_t j = 0; j < dim; ++j) sgd_element(w[j], g[j], s);
+      break;
+    case OptimizerKind::kAdagrad:
+      for (int64_t j = 0; j < dim; ++j) adagrad_element(w[j], st[j], g[j], s);
+      break;
+    case OptimizerKind::kAdam:
+      for (int64_t j = 0; j < dim; ++j) adam_element(w[j], st[j], st[dim + j], g[j], s);
+      break;
+    case OptimizerKind::kRowwiseAdagrad: {
+      const float sq = warp_ordered_sum(dim, vec, [&](int64_t j) { return g[j] * g[j]; });
+      const float rate = rowwise_adagrad_rate(st[0], sq, dim, s);
+      for (int64_t j = 0; j < dim; ++j) w[j] -= rate * g[j];
+      break;
+    }
+  }
+}
+
+bool update_vectorizes(OptimizerKind kind, int64_t dim, const float* table, const float* state) {
+  const bool state_by_column = kind == OptimizerKind::kAdagrad || kind == OptimizerKind::kAdam;
+  return dim % 4 == 0 && aligned16(table) && (!state_by_column || aligned16(state));
+}
+
+}  // namespace
+
 void renorm_rows(float* d_table, int64_t dim, const int64_t* d_rows, int64_t n, int64_t row_offset,
                  float max_norm, float norm_type, void*) {
-  if (n > 0) cpu::renorm_rows(d_table, dim, d_rows, n, row_offset, max_norm, norm_type);
+  for (int64_t k = 0; k < n; ++k) {
+    float* row = d_table + (d_rows[k] - row_offset) * dim;
+    const float scale = renorm_scale(warp_row_norm(row, dim, norm_type), max_norm);
+    if (scale == 1.f) continue;
+    for (int64_t j = 0; j < dim; ++j) row[j] *= scale;
+  }
 }
 
 void update_rows(OptimizerKind kind, const StepScalars& scalars, float* d_table, float* d_state,
                  int64_t dim, const int64_t* d_rows, const float* d_grads, int64_t n,
                  int64_t row_offset, void*) {
-  if (n > 0) cpu::update_rows(kind, scalars, d_table, d_state, dim, d_rows, d_grads, n, row_offset);
+  const int vec =
+      update_vectorizes(kind, dim, d_table, d_state) && aligned16(d_grads) ? 4 : 1;
+  const int64_t width = optimizer_state_width(kind, dim);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t r = d_rows[k] - row_offset;
+    update_row_warp(kind, scalars, d_table + r * dim, d_state + r * width, d_grads + k * dim, dim,
+                    vec);
+  }
 }
 
 // --- Segment sums ------------------------------------------------------------------
+
+namespace {
 
 // The source rows the kernel reads: those of the positions of every id it
 // does not skip (dst_offsets[u] < 0, or unique[u] == skip_row).
@@ -273,11 +377,107 @@ void check_src_offsets(const char* kernel, const UniqueIndex& index,
   }
 }
 
-// The workspace is not needed on the host (the CPU kernel sums in position
-// order without partial rows); it stays untouched.
+// reduce<kUpdate> of segment_sum.cu, its three kernels in turn, with the
+// chunk arrays and partial rows where segment_plan puts them in the
+// workspace. `up` null: store the sums at dst (segment_sum); else apply
+// the update to the rows unique[u] - row_offset.
+struct UpdateTarget {
+  OptimizerKind kind;
+  StepScalars scalars;
+  float* table;
+  float* state;
+  int64_t row_offset;
+};
+
+void reduce(const float* src, int64_t dim, const UniqueIndex& index, const SegmentLayout& layout,
+            bool scale_by_count, int64_t skip_row, float* dst, const UpdateTarget* up, int vec,
+            SegmentWorkspace* ws) {
+  const int64_t num_unique = index.num_unique;
+  const int32_t* offsets = index.offsets;
+  const int32_t* positions = index.positions;
+  auto skipped = [&](int64_t u) {
+    return (layout.dst_offsets && layout.dst_offsets[u] < 0) || index.unique[u] == skip_row;
+  };
+  auto src_row = [&](int32_t p) {
+    return src + (layout.src_offsets ? layout.src_offsets[p] : int64_t{p} * dim);
+  };
+  const SegmentPlan plan = segment_plan(index.n, num_unique, dim, /*cub_temp_bytes=*/0);
+  ws->buffer.reserve(plan.total);
+  auto* chunk_counts = ws->buffer.as<int32_t>(plan.chunk_counts);
+  auto* chunk_start = ws->buffer.as<int32_t>(plan.chunk_start);
+  auto* partials = ws->buffer.as<float>(plan.partials);
+
+  // count_chunks_kernel, then the exclusive scan.
+  for (int64_t u = 0; u <= num_unique; ++u)
+    chunk_counts[u] = u == num_unique || skipped(u)
+                          ? 0
+                          : static_cast<int32_t>(chunks_for_count(offsets[u + 1] - offsets[u]));
+  int32_t total = 0;
+  for (int64_t u = 0; u <= num_unique; ++u) {
+    chunk_start[u] = total;
+    total += chunk_counts[u];
+  }
+  if (chunk_start[num_unique] > plan.max_chunks)
+    contract_violation("segment_sum", chunk_start[num_unique], " chunks, more than the ",
+                       plan.max_chunks, " partial rows reserved (max_chunks)");
+
+  // sum_positions: the rows of sorted positions [begin, end) added in order,
+  // the first copied, into out (all columns at once: each column's order is
+  // the kernel's).
+  auto sum_positions = [&](int32_t begin, int32_t end, float* out) {
+    std::copy(src_row(positions[begin]), src_row(positions[begin]) + dim, out);
+    for (int32_t k = begin + 1; k < end; ++k) {
+      const float* row = src_row(positions[k]);
+      for (int64_t j = 0; j < dim; ++j) out[j] += row[j];
+    }
+  };
+
+  // sum_chunks_kernel: chunk c of the id whose chunks hold it.
+  for (int64_t c = 0; c < chunk_start[num_unique]; ++c) {
+    const int64_t u =
+        std::upper_bound(chunk_start, chunk_start + num_unique + 1, c) - chunk_start - 1;
+    const int32_t begin = offsets[u] + static_cast<int32_t>((c - chunk_start[u]) * kChunkPositions);
+    const int32_t end = static_cast<int32_t>(
+        std::min<int64_t>(int64_t{begin} + kChunkPositions, offsets[u + 1]));
+    sum_positions(begin, end, partials + c * dim);
+  }
+
+  // reduce_segments_kernel: partials in chunk order, or the positions.
+  std::vector<float> g(static_cast<size_t>(dim));
+  for (int64_t u = 0; u < num_unique; ++u) {
+    if (skipped(u)) continue;
+    const int32_t first = chunk_start[u], last = chunk_start[u + 1];
+    if (first == last) {
+      sum_positions(offsets[u], offsets[u + 1], g.data());
+    } else {
+      std::copy(partials + first * dim, partials + (first + 1) * dim, g.begin());
+      for (int32_t c = first + 1; c < last; ++c)
+        for (int64_t j = 0; j < dim; ++j) g[j] += partials[c * dim + j];
+    }
+    if (scale_by_count) {  // inverse_count: integer counts, any order
+      long long count = offsets[u + 1] - offsets[u];
+      if (layout.weights) {
+        count = 0;
+        for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) count += layout.weights[positions[k]];
+      }
+      const float inv = 1.f / static_cast<float>(count);
+      for (float& x : g) x *= inv;
+    }
+    if (up) {
+      const int64_t r = index.unique[u] - up->row_offset;
+      update_row_warp(up->kind, up->scalars, up->table + r * dim,
+                      up->state + r * optimizer_state_width(up->kind, dim), g.data(), dim, vec);
+    } else {
+      std::copy(g.begin(), g.end(), dst + (layout.dst_offsets ? layout.dst_offsets[u] : u * dim));
+    }
+  }
+}
+
+}  // namespace
+
 void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
-                 const SegmentLayout& layout, bool scale_by_count, float* d_dst, SegmentWorkspace*,
-                 void*) {
+                 const SegmentLayout& layout, bool scale_by_count, float* d_dst,
+                 SegmentWorkspace* ws, void*) {
   if (index.num_unique == 0) return;
   if (dim % 4 == 0 && aligned16(d_src) && aligned16(d_dst)) {
     check_src_offsets("segment_sum", index, layout, /*skip_row=*/-1);
@@ -286,40 +486,21 @@ void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
         if (layout.dst_offsets[u] >= 0)
           check_row_offset("segment_sum", "dst_offsets", layout.dst_offsets[u], u);
   }
-  cpu::segment_sum(d_src, dim, index, layout, scale_by_count, d_dst);
+  reduce(d_src, dim, index, layout, scale_by_count, /*skip_row=*/-1, d_dst, nullptr, /*vec=*/1,
+         ws);
 }
 
-// cpu::segment_sum of every id but skip_row into a dense buffer, then
-// cpu::update_rows of those ids: the documented "same result as
-// cpu::segment_sum then cpu::update_rows".
 void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d_table,
                         float* d_state, int64_t dim, int64_t row_offset, const float* d_src,
                         const UniqueIndex& index, const SegmentLayout& layout,
-                        bool scale_by_count, int64_t skip_row, SegmentWorkspace*, void*) {
+                        bool scale_by_count, int64_t skip_row, SegmentWorkspace* ws, void*) {
   EMBTRAIN_ASSERT(layout.dst_offsets == nullptr);
   if (index.num_unique == 0) return;
-  // can_vectorize_update (warp_rows.cuh): Adagrad and Adam read their state
-  // by column, so it must be aligned too.
-  const bool state_by_column = kind == OptimizerKind::kAdagrad || kind == OptimizerKind::kAdam;
-  if (dim % 4 == 0 && aligned16(d_table) && (!state_by_column || aligned16(d_state)) &&
-      aligned16(d_src))
-    check_src_offsets("segment_sum_update", index, layout, skip_row);
-  std::vector<int64_t> dst(static_cast<size_t>(index.num_unique)), rows;
-  for (int64_t u = 0; u < index.num_unique; ++u) {
-    if (index.unique[u] == skip_row) {
-      dst[u] = -1;
-      continue;
-    }
-    dst[u] = static_cast<int64_t>(rows.size()) * dim;
-    rows.push_back(index.unique[u]);
-  }
-  SegmentLayout l = layout;
-  l.dst_offsets = dst.data();
-  std::vector<float> grads(rows.size() * static_cast<size_t>(dim));
-  cpu::segment_sum(d_src, dim, index, l, scale_by_count, grads.data());
-  if (!rows.empty())
-    cpu::update_rows(kind, scalars, d_table, d_state, dim, rows.data(), grads.data(),
-                     static_cast<int64_t>(rows.size()), row_offset);
+  const bool vectorize = update_vectorizes(kind, dim, d_table, d_state) && aligned16(d_src);
+  if (vectorize) check_src_offsets("segment_sum_update", index, layout, skip_row);
+  const UpdateTarget up{kind, scalars, d_table, d_state, row_offset};
+  reduce(d_src, dim, index, layout, scale_by_count, skip_row, nullptr, &up, vectorize ? 4 : 1,
+         ws);
 }
 
 // --- Wire --------------------------------------------------------------------------

@@ -455,6 +455,62 @@ TEST_F(ShardedEmbeddingTest, GpuStepEqualsOneProcessOnTheGlobalBatch) {
   check_equals_one_process(seed, 100, /*on_gpu=*/true);
 }
 
+// The GPU step against the CPU step at the same number of ranks: bit for
+// bit, forward outputs, rows, optimizer state and step counters alike,
+// since both backends add in one order (embtrain/sum_order.hpp) and round
+// alike. Every other case has its gradients replaced by cancelling ones (a
+// quarter of them +-1000), where any difference in the order of the adds
+// would show; every third sends table 0 in bf16.
+void check_gpu_equals_cpu(uint64_t seed, int cases) {
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  for (int n = 0; n < cases; ++n) {
+    Case c = random_case(embtrain::random_bits(seed, 141, static_cast<uint64_t>(n)), P);
+    std::mt19937_64 rng(embtrain::random_bits(seed, 142, static_cast<uint64_t>(n)));
+    if (n % 2)
+      for (auto& step : c.steps)
+        for (StepBatch& b : step)
+          for (float& g : b.grad) g = rng() % 4 ? g : (rng() % 2 ? 1000.f : -1000.f) + g;
+    if (n % 3 == 0) c.specs[0].comm_precision = embtrain::CommPrecision::kBf16;
+    SCOPED_TRACE("case " + std::to_string(n) + " of " + std::to_string(cases) + ", " +
+                 c.describe());
+    ShardedEmbedding cpu(c.specs, &comm, local_rows(c, P, me));
+    ShardedEmbedding gpu(c.specs, &comm, local_rows(c, P, me));
+    gpu.use_cuda();
+    for (size_t k = 0; k < c.steps.size(); ++k) {
+      const auto want = sharded_step(cpu, c, k);
+      const auto got = sharded_step(gpu, c, k);
+      for (int t = 0; t < c.num_tables(); ++t) {
+        ASSERT_EQ(got[t].size(), want[t].size());
+        EXPECT_EQ(bytes_cmp(got[t].data(), want[t].data(), got[t].size() * 4), 0)
+            << "forward output of step " << k << ", table " << t;
+      }
+    }
+    for (int t = 0; t < c.num_tables(); ++t) {
+      const embtrain::EmbeddingTable &a = gpu.shard(t), &b = cpu.shard(t);
+      ASSERT_EQ(a.weights().size(), b.weights().size());
+      ASSERT_EQ(a.state().size(), b.state().size());
+      EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
+          << "weights of table " << t << " on this rank";
+      EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
+          << "optimizer state of table " << t << " on this rank";
+      EXPECT_EQ(a.step(), b.step());
+    }
+    if (!all_ranks(!::testing::Test::HasFailure())) break;
+  }
+}
+
+TEST_F(ShardedEmbeddingTest, GpuStepEqualsTheCpuStepBitForBit) {
+  if (!all_ranks(gpu_count() > 0)) {
+    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
+    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
+    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
+  }
+  const uint64_t seed = test_seed(141);
+  SCOPED_TRACE(seed_trace(seed));
+  check_gpu_equals_cpu(seed, 60);
+}
+
 // This rank's slice of step k's batches, as views, and its gradients.
 struct Slices {
   std::vector<TypedIds> ids;

@@ -2,6 +2,7 @@
 // gather/renorm/segment-sum against loops in double, update_rows against
 // update_row applied row by row.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "embtrain/sum_order.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "test_util.hpp"
 
@@ -336,6 +338,97 @@ TEST(SegmentSum, SumsEachIdsGradients) {
         check_segment_sum(ids, 11, scale, skip, rng);
         if (HasFatalFailure()) return;
       }
+  }
+}
+
+// sum_order.hpp's order for segment sums, written out from its text: the
+// positions in order, an id with more than kChunkPositions of them in
+// chunks whose partial sums are then added in order. The kernel must give
+// exactly these bits, with one thread (the position walk) and with several
+// (each walking its ids' position lists), so that the CPU equals the GPU.
+std::vector<float> chunked_sums(const std::vector<float>& grad, int64_t dim,
+                                const UniqueIndex& index) {
+  std::vector<float> out;
+  for (int64_t u = 0; u < index.num_unique(); ++u) {
+    const int64_t begin = index.offsets[u], count = index.count(u);
+    const int64_t chunk = count > embtrain::kChunkPositions ? embtrain::kChunkPositions : count;
+    std::vector<float> total;
+    for (int64_t c = 0; c * chunk < count; ++c) {
+      std::vector<float> partial;
+      for (int64_t k = c * chunk; k < std::min(count, (c + 1) * chunk); ++k) {
+        const float* row = &grad[index.positions[begin + k] * dim];
+        if (partial.empty())
+          partial.assign(row, row + dim);
+        else
+          for (int64_t j = 0; j < dim; ++j) partial[j] += row[j];
+      }
+      if (total.empty())
+        total = partial;
+      else
+        for (int64_t j = 0; j < dim; ++j) total[j] += partial[j];
+    }
+    out.insert(out.end(), total.begin(), total.end());
+  }
+  return out;
+}
+
+TEST(SegmentSum, AddsInTheChunkOrderOfSumOrderAtAnyThreadCount) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t k = embtrain::kChunkPositions;
+  // Counts around the chunk size and long ones, shuffled.
+  std::vector<int64_t> ids;
+  int64_t id = 0;
+  for (int64_t count : {int64_t{1}, k - 1, k, k + 1, 2 * k - 1, 2 * k, 2 * k + 1, 3 * k + 5,
+                        int64_t{1000}, int64_t{4099}, int64_t{2}})
+    ids.insert(ids.end(), static_cast<size_t>(count), id += 3);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  const UniqueIndex index = reference_index(ids);
+  const int saved_threads = omp_get_max_threads();
+  for (int64_t dim : {1, 5, 16}) {
+    // Values that cancel: +-1000 among small ones, so any other order of
+    // the adds changes the low digits of the sums.
+    std::vector<float> grad = normal_floats(static_cast<int64_t>(ids.size()) * dim, rng);
+    for (float& x : grad)
+      if (rng() % 4 == 0) x += rng() % 2 ? 1000.f : -1000.f;
+    const std::vector<float> want = chunked_sums(grad, dim, index);
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE("dim " + std::to_string(dim) + ", " + std::to_string(threads) + " threads");
+      omp_set_num_threads(threads);
+      std::vector<float> got(want.size(), 4242.f);
+      embtrain::cpu::segment_sum(grad.data(), dim, index.view(), /*scale_by_count=*/false,
+                                 /*skip=*/-1, got.data());
+      ASSERT_EQ(got.size(), want.size());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+          << "the sums differ from sum_order.hpp's chunked order";
+    }
+  }
+  omp_set_num_threads(saved_threads);
+}
+
+// sum_order.hpp's order for row reductions, from its text: 32 lanes over
+// groups of 4 columns, each adding its terms in column order from 0, then
+// the butterfly v[l] += v[l + w] for w = 16 .. 1.
+float lane_tree_sum(const std::vector<float>& terms) {
+  std::vector<float> lane(32, 0.f);
+  for (size_t j = 0; j < terms.size(); ++j) lane[(j / 4) % 32] += terms[j];
+  for (int w = 16; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
+  return lane[0];
+}
+
+TEST(SumOrder, RowSumIsTheLaneTree) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int64_t dim : {1, 3, 4, 31, 128, 130, 257, 1000}) {
+    std::vector<float> terms = normal_floats(dim, rng);
+    for (float& x : terms) x *= std::pow(10.f, static_cast<float>(rng() % 8) - 4.f);
+    const float want = lane_tree_sum(terms);
+    const float got = embtrain::ordered_row_sum(dim, [&](int64_t j) { return terms[j]; });
+    EXPECT_EQ(std::memcmp(&got, &want, sizeof got), 0)
+        << "dim " << dim << ": " << got << " vs " << want;
   }
 }
 

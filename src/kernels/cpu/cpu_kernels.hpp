@@ -82,7 +82,9 @@ void expand_rows(const float* base, const int64_t* offsets, const int32_t* index
 // --- segment_sum.cpp ---------------------------------------------------------
 
 // dst[u] = sum of src[p] over the positions p of unique id u, in ascending
-// position order (so the result does not depend on the thread count). With
+// position order, an id with more than kChunkPositions positions chunk by
+// chunk: sum_order.hpp's order, the CUDA kernel's, so the bits depend
+// neither on the thread count nor on the backend. With
 // scale_by_count the sum is divided by the id's count: the sum of its
 // positions' weights, or the number of its positions.
 void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,

@@ -14,14 +14,25 @@ namespace cpu {
 
 namespace {
 
-// The sums of unique slots [u_begin, u_end), by one thread: walking all
-// positions in order (`position_walk`) or the slots' position lists (see
-// segment_sum). Cloned per vector width (clones.hpp): the adds are
-// element-wise, so every clone gives the same bits.
+// What a thread keeps between calls, so a step does not fault in fresh
+// pages: the partial rows of long ids and the position walk's per-id
+// arrays (see there).
+struct SumScratch {
+  std::vector<float> partials;
+  std::vector<int32_t> head, seen;
+};
+
+// The sums of unique slots [u_begin, u_end), by one thread, in
+// sum_order.hpp's order: an id's positions ascending, and an id with more
+// than kChunkPositions of them summed chunk by chunk, the chunks' partial
+// sums then added in order (as the CUDA kernel does, so the bits are the
+// GPU's). Walking all positions in order (`position_walk`) or the slots'
+// position lists (see segment_sum). Cloned per vector width (clones.hpp):
+// the adds are element-wise, so every clone gives the same bits.
 EMBTRAIN_CPU_CLONES
 void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
                const SegmentLayout& layout, bool scale_by_count, float* dst, int64_t u_begin,
-               int64_t u_end, bool position_walk) {
+               int64_t u_end, bool position_walk, SumScratch* scratch) {
   const int64_t num_positions = index.n;
   const int32_t* offsets = index.offsets;
   const int32_t* positions = index.positions;
@@ -33,30 +44,76 @@ void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
     const int64_t at = layout.dst_offsets ? layout.dst_offsets[u] : u * dim;
     return at < 0 ? nullptr : dst + at;
   };
-  auto add = [&](float* __restrict__ acc, int64_t p, bool first) {
-    const float* __restrict__ g = src_row(p);
+  auto add_row = [&](float* __restrict__ acc, const float* __restrict__ g, bool first) {
     if (first)
       std::copy(g, g + dim, acc);
     else
       for (int64_t j = 0; j < dim; ++j) acc[j] += g[j];
   };
+  // Chunk 0 of a long id is summed straight into its dst row, each later
+  // chunk into a partial row, added to the dst row once the chunk is
+  // complete: when the next chunk starts, or after the id's last position.
+  // So the chunks' sums are added in order, and one partial row per id
+  // suffices.
   if (position_walk) {
+    // Every id's positions are interleaved, so every long id has its own
+    // partial row. head[u]: the first position of an id summed in one run
+    // (read once per position, one load instead of offsets then
+    // positions), or -1 - s for a long id with partial row s and
+    // positions seen so far seen[s].
+    const int64_t num = u_end - u_begin;
+    scratch->head.resize(static_cast<size_t>(num));
+    int32_t num_partials = 0;
+    for (int64_t u = u_begin; u < u_end; ++u)
+      scratch->head[u - u_begin] = dst_row(u) && offsets[u + 1] - offsets[u] > kChunkPositions
+                                       ? -1 - num_partials++
+                                       : positions[offsets[u]];
+    scratch->seen.assign(static_cast<size_t>(num_partials), 0);
+    if (scratch->partials.size() < static_cast<size_t>(num_partials * dim))
+      scratch->partials.resize(static_cast<size_t>(num_partials * dim));
+    const int32_t* head = scratch->head.data();
     for (int64_t p = 0; p < num_positions; ++p) {
       if (p + kPrefetchDistance < num_positions)
         prefetch_row(src_row(p + kPrefetchDistance), dim, /*for_write=*/false);
       const int64_t u = inverse[p];
-      float* acc = u >= u_begin && u < u_end ? dst_row(u) : nullptr;
-      if (acc) add(acc, p, positions[offsets[u]] == p);
+      if (u < u_begin || u >= u_end) continue;
+      float* acc = dst_row(u);
+      if (!acc) continue;
+      const int32_t h = head[u - u_begin];
+      if (h >= 0) {  // most ids: one run
+        add_row(acc, src_row(p), h == p);
+        continue;
+      }
+      float* partial = scratch->partials.data() + int64_t{-1 - h} * dim;
+      const int32_t k = scratch->seen[-1 - h]++;  // p is position k of id u
+      if (k > kChunkPositions && k % kChunkPositions == 0)
+        add_row(acc, partial, false);  // the chunk before this one is complete
+      add_row(k < kChunkPositions ? acc : partial, src_row(p), k % kChunkPositions == 0);
+    }
+    for (int64_t u = u_begin; u < u_end; ++u) {
+      const int32_t h = head[u - u_begin];
+      if (h < 0) add_row(dst_row(u), scratch->partials.data() + int64_t{-1 - h} * dim, false);
     }
   } else {
-    const int32_t k_end = offsets[u_end];
+    // One id at a time: one partial row for all.
+    if (scratch->partials.size() < static_cast<size_t>(dim))
+      scratch->partials.resize(static_cast<size_t>(dim));
+    float* partial = scratch->partials.data();
+    const int64_t k_end = offsets[u_end];
     for (int64_t u = u_begin; u < u_end; ++u) {
       float* acc = dst_row(u);
       if (!acc) continue;
-      for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) {
-        if (k + kPrefetchDistance < k_end)
-          prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
-        add(acc, positions[k], k == offsets[u]);
+      // In int64: begin + kChunkPositions may pass 2^31 - 1 near the batch limit.
+      const int64_t end = offsets[u + 1];
+      for (int64_t begin = offsets[u]; begin < end; begin += kChunkPositions) {
+        float* sum = begin == offsets[u] ? acc : partial;
+        const int64_t chunk_end = std::min(begin + kChunkPositions, end);
+        for (int64_t k = begin; k < chunk_end; ++k) {
+          if (k + kPrefetchDistance < k_end)
+            prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
+          add_row(sum, src_row(positions[k]), k == begin);
+        }
+        if (sum == partial) add_row(acc, partial, false);
       }
     }
   }
@@ -85,7 +142,7 @@ void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
   // positions to add (under a Zipf law a few ids own thousands; skipped ids
   // such as padding count for nothing). Either walk gives every sum its
   // positions in ascending order, the first copied, so the bits do not
-  // depend on the walk or the number of threads.
+  // depend on the walk or the number of threads (see sum_range for long ids).
   //  - One thread walks the positions in order: the source rows come in
   //    address order, the fastest way to read them alone.
   //  - Several threads each walk their ids' position lists (CSR order),
@@ -110,9 +167,10 @@ void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
 #pragma omp parallel num_threads(parts)
   {
     const int me = omp_get_thread_num();
+    thread_local SumScratch scratch;
     if (bounds[me] < bounds[me + 1])
       sum_range(src, dim, index, layout, scale_by_count, dst, bounds[me], bounds[me + 1],
-                /*position_walk=*/parts == 1);
+                /*position_walk=*/parts == 1, &scratch);
   }
 }
 

@@ -112,8 +112,9 @@ struct SegmentWorkspace {
   DeviceBuffer buffer;  // laid out by segment_plan
 };
 
-// cpu::segment_sum on the device. Long segments are summed in fixed chunks
-// of kChunkPositions positions, then the chunks in order.
+// cpu::segment_sum on the device, with the same bits. Long segments are
+// summed in fixed chunks of kChunkPositions positions, then the chunks in
+// order (embtrain/sum_order.hpp).
 void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
                  const SegmentLayout& layout, bool scale_by_count, float* d_dst,
                  SegmentWorkspace* ws, void* stream);
@@ -121,7 +122,7 @@ void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
 // The owner's combine_at_owner fused with its update: for each unique id u
 // except skip_row (the padding row's id, or -1 for none), its summed (and,
 // with scale_by_count, divided) gradient updates table row unique[u] -
-// row_offset and its state, with no gradient buffer in between. Same result
+// row_offset and its state, with no gradient buffer in between. Same bits
 // as cpu::segment_sum then cpu::update_rows. layout.dst_offsets must be null.
 void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d_table,
                         float* d_state, int64_t dim, int64_t row_offset, const float* d_src,

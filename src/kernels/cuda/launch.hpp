@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "embtrain/host_device.hpp"
+#include "embtrain/sum_order.hpp"
 
 namespace embtrain {
 namespace cuda {
@@ -16,13 +17,12 @@ constexpr int kWarpSize = 32;
 constexpr int kWarpsPerBlock = 8;
 constexpr int kThreadsPerBlock = kWarpSize * kWarpsPerBlock;
 
-// Positions whose rows one warp adds up in one go. Longer segments (a Zipf
-// head id can own tens of thousands of positions) are cut into chunks of
-// this many positions, each summed into a partial row, and the partials are
-// then added in chunk order. The constant does not depend on the grid or the
-// GPU, so where the chunks start, and so every rounding, is the same on
-// every launch: the sums are deterministic without float atomics.
-constexpr int64_t kChunkPositions = 64;
+// Long segments are cut into chunks of kChunkPositions positions, each
+// summed into a partial row, and the partials then added in chunk order:
+// the order both backends follow (embtrain/sum_order.hpp, where the
+// constant lives).
+using embtrain::chunks_for_count;
+using embtrain::kChunkPositions;
 
 // Blocks that give each of `items` its own warp.
 constexpr int64_t blocks_for_warps(int64_t items) {
@@ -32,13 +32,6 @@ constexpr int64_t blocks_for_warps(int64_t items) {
 // Blocks that give each of `items` its own thread.
 constexpr int64_t blocks_for_threads(int64_t items) {
   return (items + kThreadsPerBlock - 1) / kThreadsPerBlock;
-}
-
-// Chunks a segment of `count` positions is cut into; 0 when it is short
-// enough (count <= kChunkPositions) for the final warp to sum it directly.
-// Also called on the device, by the kernel that plans the chunks.
-EMBTRAIN_HD constexpr int64_t chunks_for_count(int64_t count) {
-  return count > kChunkPositions ? (count + kChunkPositions - 1) / kChunkPositions : 0;
 }
 
 // An upper bound on the chunks of n positions however they split into

@@ -14,25 +14,27 @@ namespace {
 using detail::global_warp;
 using detail::lane_id;
 
-// p-norm of a row by the calling warp, as row_norm computes it (on |x|, in
-// float) but with lane partials added by a butterfly.
+// p-norm of a row by the calling warp, as row_norm computes it: on |x|, in
+// float, in sum_order.hpp's row order (lanes over groups of 4 columns, then
+// a butterfly), so the bits are the CPU's.
 __device__ float warp_row_norm(const float* row, int64_t dim, float p) {
-  float acc = 0.f;
-  const int lane = lane_id();
+  using detail::Vec;
   if (p == INFINITY) {
-    for (int64_t j = lane; j < dim; j += kWarpSize) acc = fmaxf(acc, fabsf(row[j]));
+    float acc = 0.f;
+    for (int64_t base = static_cast<int64_t>(lane_id()) * kLaneColumns; base < dim;
+         base += kSumLanes * kLaneColumns)
+      for (int i = 0; i < kLaneColumns && base + i < dim; ++i)
+        acc = fmaxf(acc, fabsf(row[base + i]));
     return detail::warp_max(acc);
   }
-  if (p == 1.f) {
-    for (int64_t j = lane; j < dim; j += kWarpSize) acc += fabsf(row[j]);
-    return detail::warp_sum(acc);
-  }
-  if (p == 2.f) {
-    for (int64_t j = lane; j < dim; j += kWarpSize) acc += row[j] * row[j];
-    return sqrtf(detail::warp_sum(acc));
-  }
-  for (int64_t j = lane; j < dim; j += kWarpSize) acc += powf(fabsf(row[j]), p);
-  return powf(detail::warp_sum(acc), 1.f / p);
+  if (p == 1.f)
+    return detail::ordered_warp_sum<1>(dim, [=](int64_t j) { return Vec<1>{{fabsf(row[j])}}; });
+  if (p == 2.f)
+    return sqrtf(
+        detail::ordered_warp_sum<1>(dim, [=](int64_t j) { return Vec<1>{{row[j] * row[j]}}; }));
+  const float acc =
+      detail::ordered_warp_sum<1>(dim, [=](int64_t j) { return Vec<1>{{powf(fabsf(row[j]), p)}}; });
+  return powf(acc, 1.f / p);
 }
 
 __global__ void renorm_rows_kernel(float* __restrict__ table, int64_t dim,

@@ -15,8 +15,9 @@
 //     for a short id, its positions' rows in ascending order directly; then
 //     scales by the count and stores the row or applies the update.
 // Chunk boundaries depend only on the constant kChunkPositions, so the bits
-// of every result are the same on every launch. Short ids (most of them) are
-// summed exactly as the CPU kernel sums them.
+// of every result are the same on every launch. This is the order of
+// embtrain/sum_order.hpp, which the CPU kernel follows too: both give the
+// same bits for every id, long or short.
 #include <cub/device/device_scan.cuh>
 
 #include "common/checks.hpp"

@@ -10,6 +10,7 @@
 
 #include "kernels/cuda/launch.hpp"
 #include "embtrain/row_math.hpp"
+#include "embtrain/sum_order.hpp"
 
 namespace embtrain {
 namespace cuda {
@@ -82,12 +83,26 @@ __device__ __forceinline__ void scale(Vec<N>& x, float s) {
   for (int i = 0; i < N; ++i) x.v[i] *= s;
 }
 
-template <int N>
-__device__ __forceinline__ float sum_of_squares(const Vec<N>& x) {
-  float sq = 0.f;
+// A row reduction in sum_order.hpp's order (item 2), by the calling warp:
+// lane l adds term(j) for its columns j (groups of kLaneColumns, every
+// kSumLanes groups) one at a time in ascending order, then warp_sum. With
+// N = 4 a lane's group is one Vec<4>; with N = 1 it walks the same columns
+// one by one, so the bits do not depend on N. terms(j) returns the terms of
+// columns [j, j + N) as a Vec<N>.
+template <int N, typename Terms>
+__device__ __forceinline__ float ordered_warp_sum(int64_t dim, Terms terms) {
+  static_assert(kSumLanes == kWarpSize && kLaneColumns % N == 0, "sum_order.hpp's lanes");
+  float acc = 0.f;
+  for (int64_t base = static_cast<int64_t>(lane_id()) * kLaneColumns; base < dim;
+       base += kSumLanes * kLaneColumns)
 #pragma unroll
-  for (int i = 0; i < N; ++i) sq += x.v[i] * x.v[i];
-  return sq;
+    for (int i = 0; i < kLaneColumns; i += N)
+      if (base + i < dim) {  // N = 4 only when dim % 4 == 0: whole groups
+        const Vec<N> t = terms(base + i);
+#pragma unroll
+        for (int k = 0; k < N; ++k) acc += t.v[k];
+      }
+  return warp_sum(acc);
 }
 
 // Host side: grids that give each of `items` a warp, or a thread.
@@ -109,9 +124,10 @@ inline bool can_vectorize_update(OptimizerKind kind, int64_t dim, const float* t
 
 // The optimizer update of one row `w` (state `st`, see optimizer_state_width)
 // by the calling warp. grad_at(j) returns the gradient's columns [j, j + N);
-// row-wise Adagrad needs the whole row's squared norm before it can update
-// any column, so it calls grad_at twice per column (the caller's sum is
-// deterministic, so both calls give the same bits).
+// row-wise Adagrad needs the whole row's squared norm (in sum_order.hpp's
+// order) before it can update any column, so it calls grad_at twice per
+// column (the caller's sum is deterministic, so both calls give the same
+// bits).
 template <int N, typename GradAt>
 __device__ __forceinline__ void update_row_warp(OptimizerKind kind, const StepScalars& s, float* w,
                                                 float* st, int64_t dim, GradAt grad_at) {
@@ -148,9 +164,12 @@ __device__ __forceinline__ void update_row_warp(OptimizerKind kind, const StepSc
       }
       break;
     case OptimizerKind::kRowwiseAdagrad: {
-      float sq = 0.f;
-      for (int64_t j = first; j < dim; j += stride) sq += sum_of_squares(grad_at(j));
-      sq = warp_sum(sq);
+      const float sq = ordered_warp_sum<N>(dim, [&](int64_t j) {
+        Vec<N> g = grad_at(j);
+#pragma unroll
+        for (int i = 0; i < N; ++i) g.v[i] *= g.v[i];
+        return g;
+      });
       float rate = 0.f;
       if (lane_id() == 0) rate = rowwise_adagrad_rate(st[0], sq, dim, s);
       rate = __shfl_sync(kFullMask, rate, 0);
