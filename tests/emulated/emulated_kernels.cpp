@@ -516,9 +516,27 @@ void round_wire(float* d_data, int64_t n, CommPrecision p, float scale, void*) {
   cpu::round_wire(d_data, n, p, scale);
 }
 
+// pool.cu's kernels transcribed: a warp per bag, lane l building the
+// columns l, l + 32, ... from the bag's positions in order.
 void pool_bags(const BagPooling& bags, const float* d_rows, const int64_t* d_ids, int64_t skip_id,
                float* d_out, void*) {
-  cpu::pool_bags(bags, d_rows, d_ids, skip_id, d_out);
+  const int64_t dim = bags.dim;
+  for (int64_t b = 0; b < bags.num_bags; ++b)
+    for (int lane = 0; lane < kWarpSize; ++lane)
+      for (int64_t j = lane; j < dim; j += kWarpSize) {
+        float acc = 0.f;
+        int32_t arg = -1, count = 0;
+        for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) {
+          if (d_ids[p] == skip_id) continue;
+          const float w = bags.weights ? bags.weights[p] : 1.f;
+          pool_column(bags.mode, d_rows[p * dim + j], w, static_cast<int32_t>(p), count == 0,
+                      &acc, &arg);
+          ++count;
+        }
+        d_out[b * dim + j] = finish_column(bags.mode, acc, count);
+        if (bags.argmax) bags.argmax[b * dim + j] = arg;
+        if (j == 0) bags.counts[b] = count;
+      }
 }
 
 void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n, int64_t first_unbagged,
@@ -527,7 +545,16 @@ void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n, int64_t
   if (first_unbagged != bags.offsets[bags.num_bags] || first_unbagged > n)
     contract_violation("unpool_bags", "first_unbagged = ", first_unbagged, " but offsets[",
                        bags.num_bags, "] = ", bags.offsets[bags.num_bags], " of n = ", n);
-  cpu::unpool_bags(bags, d_grad, n, d_grad_rows);
+  const int64_t dim = bags.dim;
+  for (int64_t b = 0; b < bags.num_bags; ++b)
+    for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p)
+      for (int lane = 0; lane < kWarpSize; ++lane)
+        for (int64_t j = lane; j < dim; j += kWarpSize)
+          d_grad_rows[p * dim + j] =
+              unpool_column(bags.mode, d_grad[b * dim + j], bags.weights ? bags.weights[p] : 1.f,
+                            bags.counts[b], static_cast<int32_t>(p),
+                            bags.argmax ? bags.argmax[b * dim + j] : -1);
+  std::fill(d_grad_rows + first_unbagged * dim, d_grad_rows + n * dim, 0.f);
 }
 
 }  // namespace cuda
