@@ -206,10 +206,15 @@ void print_prediction(const Prediction& p, const StepShape& s, int ranks) {
               p.engine.c_str(), s.lookups, s.distinct);
   for (const auto& ph : p.phases) std::printf("  %-18s %10.3f ms\n", ph.name.c_str(), ph.ms);
   for (const auto& e : p.exchanges)
-    std::printf("  %-18s %10.3f ms  (%d all-to-all(s), %.0f messages each, %s sent per rank)\n",
-                e.name.c_str(), e.ms, e.alltoalls, e.messages, bytes_text(e.bytes).c_str());
+    std::printf("  %-18s %10.3f ms  (%d all-to-all(s), %.0f messages each, %s sent per rank: "
+                "%.3f ms on the wire, %.3f ms the engine's own)\n",
+                e.name.c_str(), e.ms, e.alltoalls, e.messages, bytes_text(e.bytes).c_str(),
+                e.network_ms, e.engine_ms);
   std::printf("  %-18s %10.3f ms  = %.4g lookups/s over %d rank(s)\n", "step", p.step_ms,
               s.lookups * ranks / (p.step_ms * 1e-3), ranks);
+  std::printf("  (local phases and the engine's own exchange cost x %.3f: the profile's median "
+              "step over its phases' mean)\n",
+              p.calibration);
 }
 
 }  // namespace
@@ -258,8 +263,9 @@ int run_plan(int argc, char** argv) {
       nlohmann::json phases, exchanges;
       for (const auto& p : prediction.phases) phases[p.name] = p.ms;
       for (const auto& e : prediction.exchanges)
-        exchanges[e.name] = {{"ms", e.ms}, {"bytes_per_rank", e.bytes}, {"alltoalls", e.alltoalls},
-                             {"messages", e.messages}};
+        exchanges[e.name] = {{"ms", e.ms},           {"network_ms", e.network_ms},
+                             {"engine_ms", e.engine_ms}, {"bytes_per_rank", e.bytes},
+                             {"alltoalls", e.alltoalls}, {"messages", e.messages}};
       out["prediction"] = {{"engine", prediction.engine},
                            {"lookups_per_rank", job.step.lookups},
                            {"distinct_per_rank", job.step.distinct},
@@ -267,6 +273,7 @@ int run_plan(int argc, char** argv) {
                            {"phase_ms", phases},
                            {"exchange_ms", exchanges},
                            {"step_ms", prediction.step_ms},
+                           {"calibration", prediction.calibration},
                            {"notes", prediction.notes}};
     }
     std::cout << out.dump() << std::endl;

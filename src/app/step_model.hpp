@@ -9,6 +9,14 @@
 //   an exchange  = per all-to-all: latency x messages + bytes / bandwidth,
 //                  bytes per rank = distinct ids x (P - 1) / P x bytes per id
 //                  (ownership is cyclic, so each owner holds 1/P of them)
+//                  + the engine's own cost beyond the raw all-to-all (packing,
+//                  waiting for the slowest rank, rendezvous): what the
+//                  profile's sharded run measured above the model for its own
+//                  step, scaled by distinct ids / the profile's
+//   calibration  = the machine-bound parts (local phases, the engine's own
+//                  exchange cost) times one factor, which makes the profile's
+//                  own step equal its measured median step (the phases are
+//                  means over steps: a few slow steps weigh less)
 //   two levels   = the intra-host part (gpus_per_host - 1 peers) then the
 //                  inter-host part (P - gpus_per_host peers), in sequence
 //   step         = the sum (no overlap: the engine's exchanges block; a
@@ -32,7 +40,9 @@ struct PhaseCosts {
   std::string optimizer;
   double lookups = 0, distinct = 0;    // per rank per step of the measured run
   double step_ms = 0;                  // its measured step (median)
-  std::map<std::string, double> ms;    // per step, max over ranks, by phase
+  std::map<std::string, double> ms;    // per step, max over ranks, by phase (exchanges too)
+  int wire_bytes = 4;                  // its step's shape, for the exchanges' own cost
+  bool counts = false;
 };
 
 // The all-to-all of the profile's communicator, fitted to a few sizes:
@@ -102,10 +112,12 @@ struct Prediction {
     double bytes = 0;     // exchanges: sent per rank per step
     int alltoalls = 0;
     double messages = 0;  // per all-to-all
+    double network_ms = 0, engine_ms = 0;  // exchanges: of ms, the all-to-alls' and the engine's own
   };
   std::vector<Part> phases, exchanges;
   double step_ms = 0;
   std::string engine;              // whose phases were used
+  double calibration = 1;          // the machine-bound parts' factor (step_model.cpp)
   std::vector<std::string> notes;  // what the prediction assumes
 };
 

@@ -545,8 +545,9 @@ void write_profile(const BenchOptions& o, const Summary& s, BenchCase& engine,
   c.lookups = static_cast<double>(s.global_lookups) / comm.size();
   c.distinct = s.unique / comm.size();
   c.step_ms = s.step_ms;
-  for (size_t i = 0; i < phase_names().size(); ++i)
-    if (!is_exchange(i)) c.ms[phase_names()[i]] = s.phase_ms[i];
+  for (size_t i = 0; i < phase_names().size(); ++i) c.ms[phase_names()[i]] = s.phase_ms[i];
+  c.wire_bytes = comm_bytes(o.spec.comm_precision);
+  c.counts = o.spec.scale_grad_by_freq;
   p.engines[engine_name(o)] = c;
   if (alltoall.measured || !p.alltoall.measured) p.alltoall = alltoall;
   std::ofstream out(o.profile, std::ios::trunc);
