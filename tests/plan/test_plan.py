@@ -10,10 +10,7 @@
   this host and on a --cluster with host_memory;
 - the plan is within 5% of the peak RSS of each rank of a CPU training run
   whose tables dominate (2M x 64 rows per table, adagrad);
-- its step time, from a profile made here (`embtrain bench --profile`, at 1
-  and 2 ranks, on a smaller job), is within 15% of `embtrain bench` of
-  another job at 1 and 2 ranks over shared memory: medians over rounds
-  that interleave profile and measurement (this machine is shared);
+- (the step time against measured runs: test_step_time.py)
 - the --cluster exchange arithmetic equals latency x messages + bytes /
   bandwidth computed here; bad options are refused naming them.
 Prints `N passed, M failed`.
@@ -130,39 +127,6 @@ def test_memory_plan_within_5_percent_of_peak_rss(work):
         print("  plan %.1f MiB, peak RSS %.1f MiB: %+.1f%%" % (planned / 2 ** 20, peak / 2 ** 20,
                                                                100 * off))
         assert abs(off) <= 0.05, (planned, peak)
-
-
-def bench_step_ms(job, np_):
-    p = run(["bench", "--json", "--threads", "1"] + job, np_=np_)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return json.loads(p.stdout.strip().splitlines()[-1])["step_ms"]
-
-
-def test_step_time_within_15_percent_of_bench(work):
-    # The profile's job and the predicted one differ (rows, batch, seq).
-    profile_job = ["--rows", "500000", "--dim", "64", "--batch", "2048", "--seq", "20",
-                   "--steps", "40"]
-    job = ["--rows", "1000000", "--dim", "64", "--batch", "4096", "--seq", "10", "--steps", "40"]
-    predicted = {1: [], 2: []}
-    measured = {1: [], 2: []}
-    for r in range(3):
-        profile = os.path.join(work, "machine%d.json" % r)
-        for np_ in (1, 2):
-            p = run(["bench", "--threads", "1", "--profile", profile] + profile_job, np_=np_)
-            assert p.returncode == 0, p.stdout + p.stderr
-        for np_ in (1, 2):
-            j = plan_json(["--ranks", str(np_), "--profile", profile, "--bench"] + job)
-            predicted[np_].append(j["prediction"]["step_ms"])
-            measured[np_].append(bench_step_ms(job, np_))
-    profile = json.load(open(os.path.join(work, "machine0.json")))
-    assert profile["alltoall"]["measured"] and profile["alltoall"]["bandwidth_gbps"] > 0, profile
-    assert set(profile["engines"]) == {"local", "sharded"}, profile
-    for np_ in (1, 2):
-        pred, meas = statistics.median(predicted[np_]), statistics.median(measured[np_])
-        print("  %d rank(s): predicted %s -> median %.3f ms; measured %s -> median %.3f ms: %+.1f%%"
-              % (np_, ["%.2f" % x for x in predicted[np_]], pred,
-                 ["%.2f" % x for x in measured[np_]], meas, 100 * (pred - meas) / meas))
-        assert abs(pred - meas) <= 0.15 * meas, (np_, predicted, measured)
 
 
 def test_cluster_exchanges(work):
