@@ -40,7 +40,8 @@ const char kPlanUsage[] =
     "                     engine's phases) and 'mpirun -np 2 embtrain bench --profile FILE' (the\n"
     "                     sharded engine's phases and the all-to-all) on the machine to predict\n"
     "  --cluster SPEC     hosts=H,gpus_per_host=G,intra=RATE,inter=RATE[,intra_latency=3us]\n"
-    "                     [,inter_latency=10us][,device_memory=SIZE][,host_memory=SIZE]: P = H x G\n"
+    "                     [,inter_latency=10us][,device_memory=SIZE][,host_memory=SIZE]: P = H x "
+    "G\n"
     "                     ranks; exchanges inside a host at `intra`, across hosts at `inter`\n"
     "                     (each rank's bandwidth, e.g. 450GB/s, 400Gbit/s)\n"
     "  --json             one JSON object instead of the table\n"
@@ -116,16 +117,17 @@ struct Job {
 };
 
 Job bench_job(const PlanArgs& a) {
-  const BenchJob b = read_bench_job(static_cast<int>(a.rest.size()), const_cast<char**>(a.rest.data()),
-                                    a.ranks);
+  const BenchJob b =
+      read_bench_job(static_cast<int>(a.rest.size()), const_cast<char**>(a.rest.data()), a.ranks);
   Job job;
   job.device = b.device;
   const double lookups = static_cast<double>(b.batch * b.seq);
-  job.what = embtrain::detail::concat("bench job: table ", b.spec.num_embeddings, " x ", b.spec.dim, ", ",
-                            optimizer_name(b.spec.optimizer.kind), ", batch ", b.batch, " x seq ",
-                            b.seq, " per rank, zipf ", b.zipf);
+  job.what = embtrain::detail::concat("bench job: table ", b.spec.num_embeddings, " x ", b.spec.dim,
+                                      ", ", optimizer_name(b.spec.optimizer.kind), ", batch ",
+                                      b.batch, " x seq ", b.seq, " per rank, zipf ", b.zipf);
   job.memory.add_table(b.spec, static_cast<double>(b.spec.num_embeddings), a.ranks);
-  job.memory.add(embtrain::detail::concat("bench data (", b.distinct_batches, " batches of ids, output gradient)"),
+  job.memory.add(embtrain::detail::concat("bench data (", b.distinct_batches,
+                                          " batches of ids, output gradient)"),
                  static_cast<double>(b.distinct_batches) * lookups * 8 +
                      lookups * static_cast<double>(b.spec.dim) * 4);
   job.memory.add("step buffers (rows and gradients of the batch, several copies)",
@@ -148,7 +150,7 @@ Job config_job(const PlanArgs& a) {
   Job job;
   job.device = setup.keys.device;
   job.what = embtrain::detail::concat("workload ", setup.workload->name, ", train.batch_size ",
-                            setup.keys.batch_size, " per rank");
+                                      setup.keys.batch_size, " per rank");
   job.memory = run_memory_plan(setup, context, estimate, a.ranks, nullptr);
   job.unknown_tables = tables_of_unknown_rows(setup, estimate);
   double weighted_dim = 0;
@@ -188,7 +190,7 @@ double memory_per_rank(const Job& job, int ranks, const Cluster* cluster, std::s
   if (cluster) {
     if (cluster->host_bytes > 0) {
       *source = embtrain::detail::concat("--cluster host_memory, shared by ", cluster->per_host,
-                               " rank(s) per host");
+                                         " rank(s) per host");
       return cluster->host_bytes / cluster->per_host;
     }
     *source = "host memory unknown: give --cluster ...,host_memory=SIZE";
@@ -201,20 +203,23 @@ double memory_per_rank(const Job& job, int ranks, const Cluster* cluster, std::s
 }
 
 void print_prediction(const Prediction& p, const StepShape& s, int ranks) {
-  std::printf("\npredicted step time per rank (%s engine's phases; %.0f lookups, %.0f distinct ids "
-              "per rank per step):\n",
-              p.engine.c_str(), s.lookups, s.distinct);
+  std::printf(
+      "\npredicted step time per rank (%s engine's phases; %.0f lookups, %.0f distinct ids "
+      "per rank per step):\n",
+      p.engine.c_str(), s.lookups, s.distinct);
   for (const auto& ph : p.phases) std::printf("  %-18s %10.3f ms\n", ph.name.c_str(), ph.ms);
   for (const auto& e : p.exchanges)
-    std::printf("  %-18s %10.3f ms  (%d all-to-all(s), %.0f messages each, %s sent per rank: "
-                "%.3f ms on the wire, %.3f ms the engine's own)\n",
-                e.name.c_str(), e.ms, e.alltoalls, e.messages, bytes_text(e.bytes).c_str(),
-                e.network_ms, e.engine_ms);
+    std::printf(
+        "  %-18s %10.3f ms  (%d all-to-all(s), %.0f messages each, %s sent per rank: "
+        "%.3f ms on the wire, %.3f ms the engine's own)\n",
+        e.name.c_str(), e.ms, e.alltoalls, e.messages, bytes_text(e.bytes).c_str(), e.network_ms,
+        e.engine_ms);
   std::printf("  %-18s %10.3f ms  = %.4g lookups/s over %d rank(s)\n", "step", p.step_ms,
               s.lookups * ranks / (p.step_ms * 1e-3), ranks);
-  std::printf("  (local phases and the engine's own exchange cost x %.3f: the profile's median "
-              "step over its phases' mean)\n",
-              p.calibration);
+  std::printf(
+      "  (local phases and the engine's own exchange cost x %.3f: the profile's median "
+      "step over its phases' mean)\n",
+      p.calibration);
 }
 
 }  // namespace
@@ -241,8 +246,9 @@ int run_plan(int argc, char** argv) {
   Prediction prediction;
   if (!a.profile.empty()) {
     const MachineProfile profile = read_profile(a.profile);
-    EMBTRAIN_REQUIRE(job.step.lookups > 0, "this workload says nothing of its lookups per step: "
-                                           "no step time can be predicted");
+    EMBTRAIN_REQUIRE(job.step.lookups > 0,
+                     "this workload says nothing of its lookups per step: "
+                     "no step time can be predicted");
     prediction = predict_step(profile, job.step, a.ranks, clustered ? &cluster : nullptr);
     prediction.notes.insert(prediction.notes.begin(), job.step_note);
     predicted = true;
@@ -250,22 +256,27 @@ int run_plan(int argc, char** argv) {
 
   if (a.json) {
     nlohmann::json lines = nlohmann::json::array();
-    for (const auto& l : job.memory.lines()) lines.push_back({{"what", l.what}, {"bytes", l.bytes}});
-    nlohmann::json out = {{"job", job.what},
-                          {"ranks", a.ranks},
-                          {"device", job.device},
-                          {"memory_per_rank", {{"lines", lines}, {"total_bytes", job.memory.total()}}},
-                          {"available_per_rank_bytes", available},
-                          {"available_source", source},
-                          {"fits", fits},
-                          {"tables_of_unknown_rows", job.unknown_tables}};
+    for (const auto& l : job.memory.lines())
+      lines.push_back({{"what", l.what}, {"bytes", l.bytes}});
+    nlohmann::json out = {
+        {"job", job.what},
+        {"ranks", a.ranks},
+        {"device", job.device},
+        {"memory_per_rank", {{"lines", lines}, {"total_bytes", job.memory.total()}}},
+        {"available_per_rank_bytes", available},
+        {"available_source", source},
+        {"fits", fits},
+        {"tables_of_unknown_rows", job.unknown_tables}};
     if (predicted) {
       nlohmann::json phases, exchanges;
       for (const auto& p : prediction.phases) phases[p.name] = p.ms;
       for (const auto& e : prediction.exchanges)
-        exchanges[e.name] = {{"ms", e.ms},           {"network_ms", e.network_ms},
-                             {"engine_ms", e.engine_ms}, {"bytes_per_rank", e.bytes},
-                             {"alltoalls", e.alltoalls}, {"messages", e.messages}};
+        exchanges[e.name] = {{"ms", e.ms},
+                             {"network_ms", e.network_ms},
+                             {"engine_ms", e.engine_ms},
+                             {"bytes_per_rank", e.bytes},
+                             {"alltoalls", e.alltoalls},
+                             {"messages", e.messages}};
       out["prediction"] = {{"engine", prediction.engine},
                            {"lookups_per_rank", job.step.lookups},
                            {"distinct_per_rank", job.step.distinct},
@@ -278,10 +289,12 @@ int run_plan(int argc, char** argv) {
     }
     std::cout << out.dump() << std::endl;
   } else {
-    std::printf("embtrain plan: %s; %d rank(s)%s, device %s\n", job.what.c_str(), a.ranks,
-                clustered ? embtrain::detail::concat(" = ", cluster.hosts, " hosts x ", cluster.per_host).c_str()
-                          : " on this host",
-                job.device.c_str());
+    std::printf(
+        "embtrain plan: %s; %d rank(s)%s, device %s\n", job.what.c_str(), a.ranks,
+        clustered
+            ? embtrain::detail::concat(" = ", cluster.hosts, " hosts x ", cluster.per_host).c_str()
+            : " on this host",
+        job.device.c_str());
     std::printf("\nmemory per rank (the largest shard):\n%s", job.memory.text().c_str());
     for (const std::string& t : job.unknown_tables)
       std::printf("  (table %s: rows known once the data is read, not counted)\n", t.c_str());
@@ -296,15 +309,16 @@ int run_plan(int argc, char** argv) {
     } else {
       std::printf(
           "\nno step-time prediction: give --profile MACHINE.json, made on the machine to predict "
-          "with\n  embtrain bench --profile MACHINE.json [bench options]                 (one rank)\n"
+          "with\n  embtrain bench --profile MACHINE.json [bench options]                 (one "
+          "rank)\n"
           "  mpirun -np 2 embtrain bench --profile MACHINE.json [bench options]  (the sharded "
           "engine and the all-to-all)\n");
     }
   }
   std::fflush(stdout);
   EMBTRAIN_REQUIRE(fits, "the run does not fit in memory: each rank needs ",
-                   bytes_text(job.memory.total()), " but has ", bytes_text(available), " (",
-                   source, "). ", kMemoryAdvice);
+                   bytes_text(job.memory.total()), " but has ", bytes_text(available), " (", source,
+                   "). ", kMemoryAdvice);
   return 0;
 }
 

@@ -25,7 +25,8 @@ T field(const nlohmann::json& j, const char* key, const std::string& path) {
   try {
     return j.at(key).get<T>();
   } catch (const nlohmann::json::exception&) {
-    throw Error(embtrain::detail::concat("profile ", path, ": field '", key, "' has the wrong type"));
+    throw Error(
+        embtrain::detail::concat("profile ", path, ": field '", key, "' has the wrong type"));
   }
 }
 
@@ -41,9 +42,11 @@ std::pair<double, std::string> number_and_unit(const std::string& text, const st
   EMBTRAIN_REQUIRE(end > 0 && std::isfinite(value) && value > 0, what, " = '", text,
                    "' is not a positive number with a unit");
   std::string unit = text.substr(end);
-  unit.erase(std::remove_if(unit.begin(), unit.end(), [](unsigned char c) { return std::isspace(c); }),
-             unit.end());
-  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
+  unit.erase(
+      std::remove_if(unit.begin(), unit.end(), [](unsigned char c) { return std::isspace(c); }),
+      unit.end());
+  std::transform(unit.begin(), unit.end(), unit.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return {value, unit};
 }
 
@@ -60,8 +63,9 @@ double parse_time(const std::string& text, const std::string& what) {
 double parse_size(const std::string& text, const std::string& what) {
   const auto [value, unit] = number_and_unit(text, what);
   const std::map<std::string, double> units = {
-      {"b", 1},      {"kb", 1e3},        {"mb", 1e6},        {"gb", 1e9},        {"tb", 1e12},
-      {"kib", 1024}, {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+      {"b", 1},           {"kb", 1e3},           {"mb", 1e6},
+      {"gb", 1e9},        {"tb", 1e12},          {"kib", 1024},
+      {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
   const auto it = units.find(unit);
   EMBTRAIN_REQUIRE(it != units.end(), what, " = '", text,
                    "': unknown unit (valid: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
@@ -74,8 +78,8 @@ double parse_rate(const std::string& text, const std::string& what) {
   if (unit.size() > 3 && unit.compare(unit.size() - 3, 3, "bps") == 0)
     unit = unit.substr(0, unit.size() - 3) + "bit";
   const std::map<std::string, double> units = {
-      {"b", 1},        {"kb", 1e3},      {"mb", 1e6},      {"gb", 1e9},      {"tb", 1e12},
-      {"bit", 0.125},  {"kbit", 125},    {"mbit", 1.25e5}, {"gbit", 1.25e8}, {"tbit", 1.25e11}};
+      {"b", 1},       {"kb", 1e3},   {"mb", 1e6},      {"gb", 1e9},      {"tb", 1e12},
+      {"bit", 0.125}, {"kbit", 125}, {"mbit", 1.25e5}, {"gbit", 1.25e8}, {"tbit", 1.25e11}};
   const auto it = units.find(unit);
   EMBTRAIN_REQUIRE(it != units.end(), what, " = '", text,
                    "': unknown unit (valid: GB/s, MB/s, Gbit/s, Mbit/s, ...)");
@@ -106,14 +110,22 @@ Cluster parse_cluster(const std::string& text) {
                        "' is invalid (valid: 1 to 1000000)");
       return n;
     };
-    if (key == "hosts") c.hosts = count(), hosts = true;
-    else if (key == "gpus_per_host" || key == "ranks_per_host") c.per_host = count(), per_host = true;
-    else if (key == "intra") c.intra_bps = parse_rate(value, what);
-    else if (key == "inter") c.inter_bps = parse_rate(value, what);
-    else if (key == "intra_latency") c.intra_latency_s = parse_time(value, what);
-    else if (key == "inter_latency") c.inter_latency_s = parse_time(value, what);
-    else if (key == "device_memory") c.device_bytes = parse_size(value, what);
-    else if (key == "host_memory") c.host_bytes = parse_size(value, what);
+    if (key == "hosts")
+      c.hosts = count(), hosts = true;
+    else if (key == "gpus_per_host" || key == "ranks_per_host")
+      c.per_host = count(), per_host = true;
+    else if (key == "intra")
+      c.intra_bps = parse_rate(value, what);
+    else if (key == "inter")
+      c.inter_bps = parse_rate(value, what);
+    else if (key == "intra_latency")
+      c.intra_latency_s = parse_time(value, what);
+    else if (key == "inter_latency")
+      c.inter_latency_s = parse_time(value, what);
+    else if (key == "device_memory")
+      c.device_bytes = parse_size(value, what);
+    else if (key == "host_memory")
+      c.host_bytes = parse_size(value, what);
     else
       throw Error(embtrain::detail::concat(
           "option --cluster: unknown key '", key,
@@ -142,7 +154,8 @@ double expected_distinct_zipf(int64_t rows, double alpha, double draws, double p
   const double exact = std::min<double>(static_cast<double>(n), 1 << 20);
   for (double k = 1; k <= exact; ++k) blocks.push_back({k, 1});
   for (double k = exact + 1; k <= static_cast<double>(n);) {
-    const double count = std::min(std::max(1.0, std::floor(k * 1e-3)), static_cast<double>(n) - k + 1);
+    const double count =
+        std::min(std::max(1.0, std::floor(k * 1e-3)), static_cast<double>(n) - k + 1);
     blocks.push_back({k, count});
     k += count;
   }
@@ -162,13 +175,19 @@ double expected_distinct_zipf(int64_t rows, double alpha, double draws, double p
 nlohmann::json profile_json(const MachineProfile& p) {
   nlohmann::json engines = nlohmann::json::object();
   for (const auto& [name, e] : p.engines)
-    engines[name] = {{"ranks", e.ranks},           {"threads", e.threads},
-                     {"dim", e.dim},               {"optimizer", e.optimizer},
-                     {"lookups_per_rank", e.lookups}, {"distinct_per_rank", e.distinct},
-                     {"step_ms", e.step_ms},       {"phase_ms", e.ms},
-                     {"wire_bytes", e.wire_bytes}, {"counts", e.counts}};
+    engines[name] = {{"ranks", e.ranks},
+                     {"threads", e.threads},
+                     {"dim", e.dim},
+                     {"optimizer", e.optimizer},
+                     {"lookups_per_rank", e.lookups},
+                     {"distinct_per_rank", e.distinct},
+                     {"step_ms", e.step_ms},
+                     {"phase_ms", e.ms},
+                     {"wire_bytes", e.wire_bytes},
+                     {"counts", e.counts}};
   nlohmann::json points = nlohmann::json::array();
-  for (const auto& [bytes, ms] : p.alltoall.points) points.push_back({{"bytes_per_rank", bytes}, {"ms", ms}});
+  for (const auto& [bytes, ms] : p.alltoall.points)
+    points.push_back({{"bytes_per_rank", bytes}, {"ms", ms}});
   return {{"kind", "embtrain machine profile"},
           {"version", 1},
           {"host", p.host},
@@ -188,8 +207,10 @@ nlohmann::json profile_json(const MachineProfile& p) {
 
 MachineProfile profile_from_json(const nlohmann::json& j, const std::string& path) {
   EMBTRAIN_REQUIRE(j.is_object() && j.value("kind", "") == "embtrain machine profile", "profile ",
-                   path, ": not an embtrain machine profile (make one with 'embtrain bench "
-                   "--profile ", path, "')");
+                   path,
+                   ": not an embtrain machine profile (make one with 'embtrain bench "
+                   "--profile ",
+                   path, "')");
   MachineProfile p;
   p.host = field<std::string>(j, "host", path);
   p.cpu = field<std::string>(j, "cpu", path);
@@ -211,8 +232,8 @@ MachineProfile profile_from_json(const nlohmann::json& j, const std::string& pat
     c.ms = field<std::map<std::string, double>>(e, "phase_ms", path);
     c.wire_bytes = e.value("wire_bytes", 4);
     c.counts = e.value("counts", false);
-    EMBTRAIN_REQUIRE(c.lookups > 0 && c.distinct > 0 && c.dim > 0, "profile ", path,
-                     ": engine '", name, "' has no lookups, distinct ids or dim");
+    EMBTRAIN_REQUIRE(c.lookups > 0 && c.distinct > 0 && c.dim > 0, "profile ", path, ": engine '",
+                     name, "' has no lookups, distinct ids or dim");
     p.engines[name] = c;
   }
   const nlohmann::json a = field<nlohmann::json>(j, "alltoall", path);
@@ -283,8 +304,10 @@ std::vector<Prediction::Part> exchange_model(const MachineProfile& profile, cons
       } else {
         const double G = std::min<double>(cluster->per_host, P);
         const double intra = a.bytes * (G - 1) / (P - 1), inter = a.bytes - intra;
-        if (G > 1) part.ms += 1e3 * (cluster->intra_latency_s * (G - 1) + intra / cluster->intra_bps);
-        if (P > G) part.ms += 1e3 * (cluster->inter_latency_s * (P - G) + inter / cluster->inter_bps);
+        if (G > 1)
+          part.ms += 1e3 * (cluster->intra_latency_s * (G - 1) + intra / cluster->intra_bps);
+        if (P > G)
+          part.ms += 1e3 * (cluster->inter_latency_s * (P - G) + inter / cluster->inter_bps);
       }
     }
     part.network_ms = part.ms;
@@ -303,21 +326,23 @@ Prediction predict_step(const MachineProfile& profile, const StepShape& shape, i
   auto it = profile.engines.find(want);
   if (it == profile.engines.end()) {
     it = profile.engines.begin();
-    out.notes.push_back(embtrain::detail::concat("the profile has no ", want, " engine's phases: ",
-                                       it->first, "'s used (run 'embtrain bench --profile' ",
-                                       sharded ? "under mpirun -np 2" : "with one rank",
-                                       " into the same file to add them)"));
+    out.notes.push_back(embtrain::detail::concat(
+        "the profile has no ", want, " engine's phases: ", it->first,
+        "'s used (run 'embtrain bench --profile' ",
+        sharded ? "under mpirun -np 2" : "with one rank", " into the same file to add them)"));
   }
   out.engine = it->first;
   const PhaseCosts& c = it->second;
   const double scale = static_cast<double>(shape.dim) / static_cast<double>(c.dim);
   if (shape.dim != c.dim)
-    out.notes.push_back(embtrain::detail::concat("rows of dim ", shape.dim, " against the profile's ",
-                                       c.dim, ": phases that move rows scaled by ", scale));
+    out.notes.push_back(embtrain::detail::concat("rows of dim ", shape.dim,
+                                                 " against the profile's ", c.dim,
+                                                 ": phases that move rows scaled by ", scale));
   for (const char* name : kLookupPhases) {
     const auto ms = c.ms.find(name);
     const double per = ms == c.ms.end() ? 0 : ms->second / c.lookups;
-    out.phases.push_back({name, per * shape.lookups * (std::string(name) == "bucket_by_owner" ? 1 : scale)});
+    out.phases.push_back(
+        {name, per * shape.lookups * (std::string(name) == "bucket_by_owner" ? 1 : scale)});
   }
   for (const char* name : kRowPhases) {
     const auto ms = c.ms.find(name);
@@ -325,7 +350,7 @@ Prediction predict_step(const MachineProfile& profile, const StepShape& shape, i
     out.phases.push_back({name, per * shape.distinct * scale});
   }
   // Step order.
-  const std::vector<std::string> order = {"bucket_by_owner", "gather_owned", "expand",
+  const std::vector<std::string> order = {"bucket_by_owner",  "gather_owned",     "expand",
                                           "reduce_requested", "combine_at_owner", "update"};
   std::sort(out.phases.begin(), out.phases.end(), [&](const auto& a, const auto& b) {
     return std::find(order.begin(), order.end(), a.name) <
@@ -347,19 +372,24 @@ Prediction predict_step(const MachineProfile& profile, const StepShape& shape, i
   }
   double local0 = 0, engine0 = 0, network0 = 0;
   for (const auto& [name, ms] : c.ms) {
-    const auto o = std::find_if(own.begin(), own.end(), [&](const auto& p) { return p.name == name; });
-    if (name.compare(0, 9, "exchange_") != 0) local0 += ms;
-    else if (o != own.end()) engine0 += std::max(0.0, ms - o->ms), network0 += o->ms;
+    const auto o =
+        std::find_if(own.begin(), own.end(), [&](const auto& p) { return p.name == name; });
+    if (name.compare(0, 9, "exchange_") != 0)
+      local0 += ms;
+    else if (o != own.end())
+      engine0 += std::max(0.0, ms - o->ms), network0 += o->ms;
   }
   const double machine = (c.step_ms - network0) / (local0 + engine0);
   out.calibration = machine > 0 && std::isfinite(machine) ? machine : 1;
   for (auto& p : out.phases) p.ms *= out.calibration, out.step_ms += p.ms;
 
   if (ranks > 1) {
-    std::vector<Prediction::Part> model = exchange_model(profile, shape, ranks, cluster, &out.notes);
+    std::vector<Prediction::Part> model =
+        exchange_model(profile, shape, ranks, cluster, &out.notes);
     if (c.ranks < 2)
-      out.notes.push_back("the profile has no sharded run: exchanges are the raw all-to-all "
-                          "alone (no packing, no waiting for the slowest rank)");
+      out.notes.push_back(
+          "the profile has no sharded run: exchanges are the raw all-to-all "
+          "alone (no packing, no waiting for the slowest rank)");
     for (size_t i = 0; i < model.size(); ++i) {
       Prediction::Part& part = model[i];
       if (!own.empty()) {
@@ -373,8 +403,9 @@ Prediction predict_step(const MachineProfile& profile, const StepShape& shape, i
     }
   }
   if (cluster && profile.device == "cpu")
-    out.notes.push_back("local phases from a CPU profile: for a GPU cluster make the profile on "
-                        "one of its GPUs ('embtrain bench --device cuda --profile OUT.json')");
+    out.notes.push_back(
+        "local phases from a CPU profile: for a GPU cluster make the profile on "
+        "one of its GPUs ('embtrain bench --device cuda --profile OUT.json')");
   return out;
 }
 

@@ -38,10 +38,10 @@ struct PhaseCosts {
   int ranks = 1, threads = 1;
   int64_t dim = 0;
   std::string optimizer;
-  double lookups = 0, distinct = 0;    // per rank per step of the measured run
-  double step_ms = 0;                  // its measured step (median)
-  std::map<std::string, double> ms;    // per step, max over ranks, by phase (exchanges too)
-  int wire_bytes = 4;                  // its step's shape, for the exchanges' own cost
+  double lookups = 0, distinct = 0;  // per rank per step of the measured run
+  double step_ms = 0;                // its measured step (median)
+  std::map<std::string, double> ms;  // per step, max over ranks, by phase (exchanges too)
+  int wire_bytes = 4;                // its step's shape, for the exchanges' own cost
   bool counts = false;
 };
 
@@ -94,7 +94,7 @@ struct StepShape {
   double lookups = 0;   // ids looked up per rank per step
   double distinct = 0;  // distinct ids among them
   int64_t dim = 0;
-  int wire_bytes = 4;   // per element of a row on the wire
+  int wire_bytes = 4;  // per element of a row on the wire
   int tables = 1;
   bool counts = false;  // scale_grad_by_freq: ids' counts sent with the gradients
 };
@@ -109,10 +109,11 @@ struct Prediction {
   struct Part {
     std::string name;
     double ms = 0;
-    double bytes = 0;     // exchanges: sent per rank per step
+    double bytes = 0;  // exchanges: sent per rank per step
     int alltoalls = 0;
     double messages = 0;  // per all-to-all
-    double network_ms = 0, engine_ms = 0;  // exchanges: of ms, the all-to-alls' and the engine's own
+    double network_ms = 0,
+           engine_ms = 0;  // exchanges: of ms, the all-to-alls' and the engine's own
   };
   std::vector<Part> phases, exchanges;
   double step_ms = 0;

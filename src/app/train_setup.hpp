@@ -21,7 +21,7 @@ struct RunKeys : TrainOptions {
   int64_t batch_size = 1024;
   int threads = 0;
   bool checkpoints_enabled = true;
-  bool overwrite = false;  // log.overwrite
+  bool overwrite = false;       // log.overwrite
   std::string checkpoint_root;  // checkpoint.dir as given ("" = LOG_DIR/checkpoints)
 };
 
@@ -47,8 +47,7 @@ WorkloadContext run_context(const RunSetup& setup, Communicator* comm);
 // step buffers and this process's own resident memory before the run
 // (code, MPI, libraries). `estimate` is the workload's (run_estimate).
 MemoryPlan run_memory_plan(const RunSetup& setup, const WorkloadContext& context,
-                           const WorkloadEstimate& estimate, int ranks,
-                           const Workload* workload);
+                           const WorkloadEstimate& estimate, int ranks, const Workload* workload);
 WorkloadEstimate run_estimate(const RunSetup& setup, const WorkloadContext& context);
 
 // Tables of the setup whose rows neither the keys nor the estimate give
