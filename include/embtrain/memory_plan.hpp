@@ -23,6 +23,13 @@ struct WorkloadEstimate {
   double data_bytes = 0;                             // its data (samples, corpus, hidden model)
   double step_bytes = 0;                             // its batch and gradients, and the engine's
   std::string data_what = "workload data";           // e.g. "synthetic clicks: hidden model"
+  // Per step per rank, for `embtrain plan`'s step time: ids looked up and
+  // how many of them are distinct, per table (distinct 0: not known).
+  struct Step {
+    std::string table;
+    double lookups = 0, distinct = 0;
+  };
+  std::vector<Step> step;
 };
 
 class MemoryPlan {
@@ -30,17 +37,25 @@ class MemoryPlan {
   void add(std::string what, double bytes) { lines_.push_back({std::move(what), bytes}); }
   // This rank's shard of `spec` (rows x dim, the largest shard over `ranks`).
   void add_table(const TableSpec& spec, double rows, int ranks);
+  // The process itself (code, MPI, libraries): its resident memory when the
+  // first plan is made, before the run allocates anything big.
+  void add_process();
   double total() const;
-  // One line per item, e.g. "  table users (shard of 5,000 rows x 32): 1.2 MiB".
-  std::string text() const;
-
- private:
   struct Line {
     std::string what;
     double bytes;
   };
+  const std::vector<Line>& lines() const { return lines_; }
+  // One line per item, e.g. "  table users (shard of 5,000 rows x 32): 1.2 MiB".
+  std::string text() const;
+
+ private:
   std::vector<Line> lines_;
 };
+
+// This process's resident memory now (VmRSS, or VmHWM: its peak), in
+// bytes; -1 where /proc/self/status has no such line.
+double process_memory_bytes(const char* key = "VmRSS");
 
 // "1.5 GiB", "12.0 MiB", "512 B".
 std::string bytes_text(double bytes);

@@ -10,6 +10,7 @@ int run_bench(int argc, char** argv);
 int run_train(int argc, char** argv);
 int run_export(int argc, char** argv);
 int run_corpus(int argc, char** argv);
+int run_plan(int argc, char** argv);
 
 }  // namespace app
 }  // namespace embtrain

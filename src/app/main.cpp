@@ -24,6 +24,7 @@ const char kUsage[] =
     "  replay   replay recorded steps (ids, output gradients) on a table and\n"
     "           write the outputs and final weights: the PyTorch parity tool\n"
     "  bench    time training steps on a synthetic Zipf workload\n"
+    "  plan     a run's memory per rank and predicted step time, before it starts\n"
     "\n"
     "'embtrain <command> --help' lists a command's options.\n";
 
@@ -65,10 +66,11 @@ int main(int argc, char** argv) {
     if (command == "train") return embtrain::app::run_train(argc - 1, argv + 1);
     if (command == "export") return embtrain::app::run_export(argc - 1, argv + 1);
     if (command == "corpus") return embtrain::app::run_corpus(argc - 1, argv + 1);
+    if (command == "plan") return embtrain::app::run_plan(argc - 1, argv + 1);
     if (world_rank() == 0)
       std::fprintf(
           stderr,
-          "embtrain: unknown command '%s' (valid: train, export, corpus, replay, bench)\n%s",
+          "embtrain: unknown command '%s' (valid: train, export, corpus, replay, bench, plan)\n%s",
           command.c_str(), kUsage);
     return 1;
   } catch (const embtrain::AgreedError& e) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "embtrain/workloads/recsys.hpp"
+#include "step_model.hpp"
 #include "workload_registry.hpp"
 
 namespace embtrain {
@@ -95,7 +96,18 @@ WorkloadEstimate estimate_recsys(const RecsysConfig& r, const WorkloadContext& c
     return it == c.table_dims.end() ? 0.0 : static_cast<double>(it->second);
   };
   const double batch = static_cast<double>(c.batch_size);
-  e.step_bytes = batch * (dim("users") + static_cast<double>(r.history + 1) * dim("items")) * 4 * 6;
+  const double sample_floats = dim("users") + static_cast<double>(r.history + 1) * dim("items");
+  // A training step: its rows and gradients, several copies (expanded,
+  // reduced, exchanged); an evaluation's forward of up to kEvalChunk
+  // held-out samples: their rows once more, beside the step's buffers.
+  const double eval_chunk = static_cast<double>(std::min(RecsysLimits::kEvalChunk, r.eval_samples));
+  e.step_bytes = batch * sample_floats * 4 * 6 + eval_chunk * sample_floats * 4;
+  // A user and history + 1 items per sample; the synthetic clicks draw
+  // both by Zipf popularity (a log's ids: not known before it is read).
+  const double item_lookups = batch * static_cast<double>(r.history + 1);
+  e.step = {{"users", batch, r.data.empty() ? expected_distinct_zipf(r.users + 1, r.zipf, batch, 0) : 0},
+            {"items", item_lookups,
+             r.data.empty() ? expected_distinct_zipf(r.items + 1, r.zipf, item_lookups, 0) : 0}};
   return e;
 }
 

@@ -108,6 +108,10 @@ WorkloadEstimate estimate_skipgram(const SkipgramConfig& k, const WorkloadContex
   for (const auto& [table, d] : c.table_dims) dim = std::max(dim, static_cast<double>(d));
   e.step_bytes = static_cast<double>(c.batch_size) * static_cast<double>(2 * k.window + k.negatives + 1) *
                  dim * 4 * 6;
+  // Each center's window and negatives look up `output`, the center `input`.
+  const double batch = static_cast<double>(c.batch_size);
+  e.step = {{"input", batch, 0},
+            {"output", batch * static_cast<double>(2 * k.window + k.negatives), 0}};
   return e;
 }
 

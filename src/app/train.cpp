@@ -18,6 +18,7 @@
 #include "embtrain/trainer.hpp"
 #include "options.hpp"
 #include "table_options.hpp"
+#include "train_setup.hpp"
 #include "workload_registry.hpp"
 
 namespace embtrain {
@@ -46,16 +47,6 @@ std::vector<std::string> workload_names() {
   for (const WorkloadEntry& e : registered_workloads()) names.push_back(e.name);
   return names;
 }
-
-// What the [train], [log] and [checkpoint] keys fill in: the trainer's
-// options and what this command needs besides.
-struct RunKeys : TrainOptions {
-  int64_t batch_size = 1024;
-  int threads = 0;
-  bool checkpoints_enabled = true;
-  bool overwrite = false;  // log.overwrite
-  std::string checkpoint_root;  // checkpoint.dir as given ("" = LOG_DIR/checkpoints)
-};
 
 // "train.seed, recsys.*" -> {"train.seed", "recsys.*"}.
 void read_allow_changes(RunKeys& keys, const std::string& text) {
@@ -229,14 +220,6 @@ void print_help() {
   }
 }
 
-// Everything the configuration says about the run.
-struct RunSetup {
-  Config config;
-  const WorkloadEntry* workload = nullptr;
-  RunKeys keys;
-  std::vector<TableSetup> tables;
-};
-
 // checkpoint.dir defaults to LOG_DIR/checkpoints; checkpoint.resume = auto
 // resumes from its latest checkpoint, if any.
 void resolve_checkpoints(const Config& config, RunKeys* keys) {
@@ -251,34 +234,6 @@ void resolve_checkpoints(const Config& config, RunKeys* keys) {
   } else if (!keys->resume.empty() && !holds_checkpoint(keys->resume)) {
     config.fail("checkpoint.resume", "no checkpoint there");
   }
-}
-
-// Reads the INI file and the overrides of argv; throws embtrain::Error
-// naming the first bad key.
-void read_setup(int argc, char** argv, RunSetup* setup) {
-  // The workload decides which keys exist, so it is read first.
-  std::string name = Config::peek(argc, argv, "train.workload");
-  if (name.empty()) name = "recsys";
-  setup->workload = find_workload(name);
-  EMBTRAIN_REQUIRE(setup->workload, "config key 'train.workload' = '", name,
-                   "' is not a workload (valid: ", join(workload_names()), ")");
-  Config& config = setup->config;
-  declare_keys(&config, "", run_options());
-  declare_keys(&config, "train.", device_options());
-  declare_workload_keys(&config, *setup->workload);
-  config.parse(argc, argv, "train");
-
-  RunKeys& keys = setup->keys;
-  read_keys(config, "", run_options(), &keys);
-  DeviceChoice device;
-  read_keys(config, "train.", device_options(), &device);
-  keys.device = device.device;
-  keys.cuda = device.cuda;
-  if (keys.threads > 0) omp_set_num_threads(keys.threads);
-  resolve_checkpoints(config, &keys);
-  for (const std::string& t : setup->workload->tables)
-    setup->tables.push_back(read_table(config, t));
-  keys.config_text = config.effective_ini();
 }
 
 // What the terminal shows of the configuration: the keys set away from
@@ -362,24 +317,10 @@ void agree_on_data(Communicator& comm, const Workload& workload) {
 void check_memory(Communicator& comm, int ranks_on_host, const RunSetup& setup,
                   const WorkloadContext& context, const Workload* workload) {
   WorkloadEstimate estimate;
-  run_agreed(comm, [&] {
-    if (setup.workload->estimate) estimate = setup.workload->estimate(setup.config, context);
-  });
-  MemoryPlan plan;
-  for (const TableSetup& t : setup.tables) {
-    double rows = static_cast<double>(t.spec.num_embeddings);
-    for (const auto& [name, known] : estimate.rows)
-      if (name == t.spec.name && rows == 0) rows = known;
-    if (workload) rows = static_cast<double>(workload->table_rows(t.spec.name));
-    if (rows > 0) plan.add_table(t.spec, rows, comm.size());
-  }
-  plan.add(estimate.data_what, estimate.data_bytes);
-  plan.add(embtrain::detail::concat("step buffers (train.batch_size = ", context.batch_size, ")"),
-           estimate.step_bytes);
-  check_memory_plan(comm, ranks_on_host, plan,
-                    "Each rank holds 1/P of every table: use more ranks on more hosts, fewer rows "
-                    "or a smaller dim, an optimizer with less state (sgd: none; rowwise_adagrad: "
-                    "one float per row), or a smaller train.batch_size.");
+  run_agreed(comm, [&] { estimate = run_estimate(setup, context); });
+  check_memory_plan(comm, ranks_on_host,
+                    run_memory_plan(setup, context, estimate, comm.size(), workload),
+                    kMemoryAdvice);
 }
 
 bool asks_for_help(int argc, char** argv) {
@@ -389,6 +330,92 @@ bool asks_for_help(int argc, char** argv) {
 }
 
 }  // namespace
+
+const char kMemoryAdvice[] =
+    "Each rank holds 1/P of every table: use more ranks on more hosts, fewer rows or a smaller "
+    "dim, an optimizer with less state (sgd: none; rowwise_adagrad: one float per row), or a "
+    "smaller train.batch_size.";
+
+void read_setup(int argc, char** argv, RunSetup* setup, const std::string& command) {
+  // The workload decides which keys exist, so it is read first.
+  std::string name = Config::peek(argc, argv, "train.workload");
+  if (name.empty()) name = "recsys";
+  setup->workload = find_workload(name);
+  EMBTRAIN_REQUIRE(setup->workload, "config key 'train.workload' = '", name,
+                   "' is not a workload (valid: ", join(workload_names()), ")");
+  Config& config = setup->config;
+  declare_keys(&config, "", run_options());
+  declare_keys(&config, "train.", device_options());
+  declare_workload_keys(&config, *setup->workload);
+  config.parse(argc, argv, command);
+
+  RunKeys& keys = setup->keys;
+  read_keys(config, "", run_options(), &keys);
+  DeviceChoice device;
+  read_keys(config, "train.", device_options(), &device);
+  keys.device = device.device;
+  keys.cuda = device.cuda;
+  if (keys.threads > 0) omp_set_num_threads(keys.threads);
+  resolve_checkpoints(config, &keys);
+  for (const std::string& t : setup->workload->tables)
+    setup->tables.push_back(read_table(config, t));
+  keys.config_text = config.effective_ini();
+}
+
+WorkloadContext run_context(const RunSetup& setup, Communicator* comm) {
+  WorkloadContext context;
+  context.comm = comm;
+  context.seed = setup.keys.seed;
+  context.batch_size = setup.keys.batch_size;
+  context.out_dir = setup.keys.out_dir;
+  for (const TableSetup& s : setup.tables) {
+    context.table_dims[s.spec.name] = s.spec.dim;
+    if (s.bag) context.table_bags[s.spec.name] = s.mode;
+  }
+  return context;
+}
+
+WorkloadEstimate run_estimate(const RunSetup& setup, const WorkloadContext& context) {
+  return setup.workload->estimate ? setup.workload->estimate(setup.config, context)
+                                  : WorkloadEstimate{};
+}
+
+namespace {
+
+// Rows of a table: the keys', else the estimate's, else (0) unknown; the
+// workload's once it is built.
+double table_rows(const TableSetup& t, const WorkloadEstimate& estimate, const Workload* workload) {
+  if (workload) return static_cast<double>(workload->table_rows(t.spec.name));
+  double rows = static_cast<double>(t.spec.num_embeddings);
+  for (const auto& [name, known] : estimate.rows)
+    if (name == t.spec.name && rows == 0) rows = known;
+  return rows;
+}
+
+}  // namespace
+
+std::vector<std::string> tables_of_unknown_rows(const RunSetup& setup,
+                                                const WorkloadEstimate& estimate) {
+  std::vector<std::string> unknown;
+  for (const TableSetup& t : setup.tables)
+    if (table_rows(t, estimate, nullptr) <= 0) unknown.push_back(t.spec.name);
+  return unknown;
+}
+
+MemoryPlan run_memory_plan(const RunSetup& setup, const WorkloadContext& context,
+                           const WorkloadEstimate& estimate, int ranks,
+                           const Workload* workload) {
+  MemoryPlan plan;
+  for (const TableSetup& t : setup.tables) {
+    const double rows = table_rows(t, estimate, workload);
+    if (rows > 0) plan.add_table(t.spec, rows, ranks);
+  }
+  plan.add(estimate.data_what, estimate.data_bytes);
+  plan.add(embtrain::detail::concat("step buffers (train.batch_size = ", context.batch_size, ")"),
+           estimate.step_bytes);
+  plan.add_process();
+  return plan;
+}
 
 int run_train(int argc, char** argv) {
   std::unique_ptr<Communicator> comm = make_mpi_communicator();
@@ -414,15 +441,7 @@ int run_train(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  WorkloadContext context;
-  context.comm = comm.get();
-  context.seed = keys.seed;
-  context.batch_size = keys.batch_size;
-  context.out_dir = keys.out_dir;
-  for (const TableSetup& s : setup.tables) {
-    context.table_dims[s.spec.name] = s.spec.dim;
-    if (s.bag) context.table_bags[s.spec.name] = s.mode;
-  }
+  const WorkloadContext context = run_context(setup, comm.get());
   const int ranks_on_host = local_rank_info(*comm).local_size;
   check_memory(*comm, ranks_on_host, setup, context, nullptr);  // before the data is built
   std::unique_ptr<Workload> workload;

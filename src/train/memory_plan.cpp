@@ -59,6 +59,19 @@ std::string bytes_text(double bytes) {
   return text;
 }
 
+double process_memory_bytes(const char* key) {
+  std::ifstream in("/proc/self/status");
+  const std::string name = std::string(key) + ":";
+  for (std::string line; std::getline(in, line);)
+    if (line.compare(0, name.size(), name) == 0) return std::stod(line.substr(name.size())) * 1024;
+  return -1;
+}
+
+void MemoryPlan::add_process() {
+  static const double at_start = std::max(process_memory_bytes(), 0.0);  // the first plan's
+  add("this process (code, MPI, libraries: its resident memory before the run)", at_start);
+}
+
 void MemoryPlan::add_table(const TableSpec& spec, double rows, int ranks) {
   const double shard = std::ceil(rows / std::max(ranks, 1));
   const double width = static_cast<double>(spec.dim) +

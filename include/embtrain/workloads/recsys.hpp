@@ -80,6 +80,8 @@ struct RecsysLimits {
   static constexpr double kMinTemperature = 1e-3, kMaxTemperature = 1e3;
   static constexpr int64_t kMaxSamples = int64_t{1} << 40;
   static constexpr int64_t kMaxEvalSamples = int64_t{1} << 28;
+  // Samples per lookup during evaluation: bounds the memory of a forward.
+  static constexpr int64_t kEvalChunk = 8192;
   static constexpr double kMaxEvalFraction = 0.5;
   static constexpr double kMaxBiasLr = 1e6;
 };

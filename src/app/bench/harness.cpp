@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <fstream>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -16,6 +17,7 @@
 
 #include "app/commands.hpp"
 #include "app/machine_info.hpp"
+#include "app/step_model.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/random.hpp"
 #include "common/timer.hpp"
@@ -145,7 +147,11 @@ po::options_description bench_options() {
     ("json", po::bool_switch(), "print one JSON object instead of text")
     ("pool", po::value<std::string>(),
      "bags (torch.nn.EmbeddingBag): each sample's ids are one bag, pooled by sum | mean | max")
-    ("bag", po::value<int64_t>(), "bags of this many ids (sets --seq; --pool defaults to mean)");
+    ("bag", po::value<int64_t>(), "bags of this many ids (sets --seq; --pool defaults to mean)")
+    ("profile", po::value<std::string>(),
+     "also write this machine's profile for 'embtrain plan' to this JSON file: copy bandwidth, "
+     "the engine's phases per lookup and, with 2 or more ranks, the all-to-all's latency and "
+     "bandwidth at a few sizes (an existing profile keeps its other engine's phases)");
   // clang-format on
   // The workload's ids 0 are its padding.
   add_table_options(&options, {{"optimizer", "adam"},
@@ -167,6 +173,7 @@ struct BenchOptions {
   bool pooled = false;
   PoolMode mode = PoolMode::kMean;
   DeviceChoice device;
+  std::string profile;  // --profile: where to write the machine profile
 };
 
 // --batch, or this rank's share of --global-batch.
@@ -218,6 +225,7 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
   o.json = vm["json"].as<bool>();
   o.skew = vm["skew"].as<bool>();
   o.pipeline = vm["pipeline"].as<bool>();
+  if (vm.count("profile")) o.profile = vm["profile"].as<std::string>();
   o.batch = read_batch(vm, ranks, rank);
   EMBTRAIN_REQUIRE(o.batch >= 1, "option --batch = ", o.batch, " is invalid (valid: >= 1)");
   EMBTRAIN_REQUIRE(o.seq >= 1, "option --seq = ", o.seq, " is invalid (valid: >= 1)");
@@ -502,9 +510,106 @@ void print_report(const Summary& s) {
   std::printf("%12.3f %14.4g %14.0f\n", s.step_ms, lookups / (s.step_ms * 1e-3), s.unique);
 }
 
+// The all-to-all of the engine's communicator at a few sizes per peer,
+// fitted to ms = latency x (P - 1) + bytes sent per rank / bandwidth
+// (least squares over the sizes).
+AllToAllCost measure_alltoall(BenchCase& engine, int ranks) {
+  AllToAllCost a;
+  a.ranks = ranks;
+  if (ranks < 2) {
+    a.note = "one rank: no peer to exchange with; run 'mpirun -np 2 embtrain bench --profile' to "
+             "measure it";
+    return a;
+  }
+  for (int64_t per_peer : {int64_t{1} << 10, int64_t{1} << 14, int64_t{1} << 18, int64_t{1} << 21}) {
+    TransferShape shape;
+    shape.stage = Stage::kExchangeRows;
+    shape.send_bytes.assign(static_cast<size_t>(ranks), per_peer);
+    shape.recv_bytes = shape.send_bytes;
+    std::vector<double> ms;
+    for (int r = 0; r < 5; ++r) ms.push_back(engine.native_alltoallv_ms(shape));
+    a.points.push_back({static_cast<double>(per_peer) * (ranks - 1), median(ms)});
+  }
+  if (a.points.back().second <= 0) {
+    a.note = "this engine has no all-to-all of its own to time";
+    return a;
+  }
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  const double n = static_cast<double>(a.points.size());
+  for (const auto& [x, y] : a.points) sx += x, sy += y, sxx += x * x, sxy += x * y;
+  const double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);  // ms per byte
+  const double intercept = std::max(0.0, (sy - slope * sx) / n);
+  a.measured = slope > 0;
+  a.latency_us = intercept * 1e3 / (ranks - 1);
+  a.bandwidth_gbps = a.measured ? 1e-6 / slope : 0;
+  a.note = embtrain::detail::concat("fitted over ", a.points.size(), " sizes, ", ranks, " ranks");
+  return a;
+}
+
+// --profile: this run's phases per lookup, with the all-to-all measured
+// (a collective), written by rank 0 into OUT, keeping OUT's other engine.
+void write_profile(const BenchOptions& o, const Summary& s, BenchCase& engine,
+                   Communicator& comm, const MachineInfo& machine, const std::string& gpu) {
+  const AllToAllCost alltoall = measure_alltoall(engine, comm.size());
+  if (comm.rank() != 0) return;
+  MachineProfile p;
+  {
+    std::ifstream in(o.profile);
+    nlohmann::json old;
+    if (in && (in >> old, true)) {
+      try {
+        p = profile_from_json(old, o.profile);
+      } catch (const Error&) {
+        p = MachineProfile{};  // not a profile: replaced
+      }
+    }
+  }
+  if (p.host != machine.host || p.device != o.device.device) p = MachineProfile{};
+  p.host = machine.host;
+  p.cpu = machine.cpu;
+  p.device = o.device.device;
+  p.gpu = gpu;
+  p.copy_bandwidth_gbps = s.bandwidth;
+  PhaseCosts c;
+  c.ranks = comm.size();
+  c.threads = omp_get_max_threads();
+  c.dim = o.spec.dim;
+  c.optimizer = optimizer_name(o.spec.optimizer.kind);
+  c.lookups = static_cast<double>(s.global_lookups) / comm.size();
+  c.distinct = s.unique / comm.size();
+  c.step_ms = s.step_ms;
+  for (size_t i = 0; i < phase_names().size(); ++i) c.ms[phase_names()[i]] = s.phase_ms[i];
+  c.wire_bytes = comm_bytes(o.spec.comm_precision);
+  c.counts = o.spec.scale_grad_by_freq;
+  p.engines[engine_name(o)] = c;
+  if (alltoall.measured || !p.alltoall.measured) p.alltoall = alltoall;
+  std::ofstream out(o.profile, std::ios::trunc);
+  out << profile_json(p).dump(2) << "\n";
+  out.close();
+  EMBTRAIN_REQUIRE(out, "option --profile = '", o.profile, "': cannot write");
+  if (!o.json)
+    std::printf("# profile written to %s (engine %s%s)\n", o.profile.c_str(), engine_name(o),
+                alltoall.measured ? ", all-to-all measured" : "; all-to-all not measured: one rank");
+}
+
 }  // namespace
 
 }  // namespace bench
+
+BenchJob read_bench_job(int argc, char** argv, int ranks) {
+  using namespace bench;
+  const po::variables_map vm = parse_command_line(argc, argv, bench_options(), "plan --bench");
+  const BenchOptions o = read_options(vm, ranks, 0);
+  BenchJob job;
+  job.spec = o.spec;
+  job.batch = o.batch;
+  job.seq = o.seq;
+  job.distinct_batches = o.distinct;
+  job.zipf = o.zipf;
+  job.pad_frac = o.pad_frac;
+  job.device = o.device.device;
+  return job;
+}
 
 int run_bench(int argc, char** argv) {
   using namespace bench;
@@ -541,6 +646,7 @@ int run_bench(int argc, char** argv) {
 
   const Timings timings = time_steps(o, engine.get(), *comm);
   const Summary summary = summarise(o, data, *engine, timings, global_lookups, *comm);
+  if (!o.profile.empty()) write_profile(o, summary, *engine, *comm, machine, gpu);
   if (rank != 0) return 0;
   if (o.json)
     std::cout << to_json(o, summary, machine, ranks, gpu).dump() << std::endl;

@@ -109,5 +109,16 @@ struct CaseRegistration {
 const CaseFactory* find_case(const std::string& name);
 
 }  // namespace bench
+
+// What `embtrain plan --bench OPTIONS` plans: the bench job those options
+// describe, as rank 0 of `ranks` would run it (no data is drawn).
+struct BenchJob {
+  TableSpec spec;
+  int64_t batch = 0, seq = 0, distinct_batches = 0;  // batch: rank 0's
+  double zipf = 0, pad_frac = 0;
+  std::string device;
+};
+BenchJob read_bench_job(int argc, char** argv, int ranks);
+
 }  // namespace app
 }  // namespace embtrain

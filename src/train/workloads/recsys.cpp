@@ -47,8 +47,7 @@ using recsys::ClickGrads;
 using recsys::ClickRows;
 using recsys::Clicks;
 
-// Samples per lookup during evaluation: bounds the memory of a forward.
-constexpr int64_t kEvalChunk = 8192;
+constexpr int64_t kEvalChunk = RecsysLimits::kEvalChunk;
 
 // The sum over ranks of one value per rank, added in rank order on every
 // rank. MPI_Allreduce may combine the values in a different order on
