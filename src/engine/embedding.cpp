@@ -11,13 +11,6 @@
 
 namespace embtrain {
 
-namespace {
-std::vector<EmbeddingTable> one_table(EmbeddingTable table) {
-  std::vector<EmbeddingTable> tables;
-  tables.push_back(std::move(table));
-  return tables;
-}
-}  // namespace
 
 struct Embedding::Impl {
   explicit Impl(EmbeddingTable table)

@@ -10,14 +10,6 @@
 
 namespace embtrain {
 
-namespace {
-std::vector<EmbeddingTable> one_table(EmbeddingTable table) {
-  std::vector<EmbeddingTable> tables;
-  tables.push_back(std::move(table));
-  return tables;
-}
-}  // namespace
-
 struct EmbeddingBag::Impl {
   Impl(EmbeddingTable table, const BagOptions& bag_options)
       : options(bag_options),

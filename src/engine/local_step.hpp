@@ -11,6 +11,7 @@
 //  step:     update           the optimizer on those rows
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "common/timer.hpp"
@@ -21,6 +22,14 @@
 #include "engine/backend.hpp"
 
 namespace embtrain {
+
+// The shards of a single process's step over one whole table (Embedding,
+// EmbeddingBag): that table alone.
+inline std::vector<EmbeddingTable> one_table(EmbeddingTable table) {
+  std::vector<EmbeddingTable> tables;
+  tables.push_back(std::move(table));
+  return tables;
+}
 
 template <typename Backend>
 class LocalStep {

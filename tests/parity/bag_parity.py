@@ -23,10 +23,7 @@ Last line: "P passed, F failed"; exit status 0 only when F == 0.
 import argparse
 import os
 import shlex
-import shutil
 import sys
-import tempfile
-import time
 
 import numpy as np
 import torch
@@ -364,43 +361,17 @@ def main():
         parser.error("not an executable: %s" % embtrain)
     torch.set_num_threads(1)
 
-    if args.case_seed is not None:
-        case_seeds = [args.case_seed]
-    else:
-        seed = args.seed if args.seed is not None else time.time_ns() % 2 ** 32
-        print("master seed: %d  (rerun with --seed %d)" % (seed, seed))
-        case_seeds = np.random.default_rng(seed).integers(0, 2 ** 31, args.cases)
-        case_seeds = [int(s) - int(s) % 8 + i % 8 for i, s in enumerate(case_seeds)]
-    if args.keep:
-        os.makedirs(args.keep, exist_ok=True)
-        root, cleanup = os.path.abspath(args.keep), None
-    else:
-        cleanup = tempfile.TemporaryDirectory(prefix="bag_parity_")
-        root = cleanup.name
+    case_seeds = rp.draw_case_seeds(args)
+    root, cleanup = rp.work_root(args, "bag_parity_")
     rerun = "%s %s --embtrain %s%s%s --case-seed " % (
         sys.executable, shlex.quote(sys.argv[0]), shlex.quote(embtrain),
         " --np %d" % args.np if args.np else "",
         " --device " + args.device if args.device != "cpu" else "")
 
-    passed = failed = 0
-
-    def report(label, problems, detail):
-        nonlocal passed, failed
-        if problems:
-            failed += 1
-            print("FAIL %s  %s" % (label, detail))
-            for p in problems:
-                print("    " + p)
-        else:
-            passed += 1
-            print("ok   %s" % label)
-        sys.stdout.flush()
-
+    report = rp.Reporter()
     try:
         for i, seed in enumerate(case_seeds):
-            work = os.path.join(root, "case%03d_seed%d" % (i, seed))
-            shutil.rmtree(work, ignore_errors=True)
-            os.makedirs(work)
+            work = rp.fresh_dir(root, "case%03d_seed%d" % (i, seed))
             case = BagCase(seed)
             try:
                 problems = run_random_case(case, embtrain, work)
@@ -412,16 +383,13 @@ def main():
         if args.case_seed is None:
             base, cases = bad_cases()
             for j, (name, files, options, checks) in enumerate(cases):
-                work = os.path.join(root, "bad%02d" % j)
-                shutil.rmtree(work, ignore_errors=True)
-                os.makedirs(work)
+                work = rp.fresh_dir(root, "bad%02d" % j)
                 report("bad input: %s" % name,
                        run_bad_case(j, name, files, options, checks, base, embtrain, work), "")
     finally:
         if cleanup is not None:
             cleanup.cleanup()
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return report.finish()
 
 
 if __name__ == "__main__":

@@ -623,6 +623,57 @@ def run_bad_case(index, name, files, changes, checks, base, embtrain, work):
 # Driver
 # --------------------------------------------------------------------------
 
+class Reporter:
+    """Counts and prints each case's verdict: "ok   LABEL", or "FAIL LABEL
+    DETAIL" and then its problems (bag_parity.py reports with it too)."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def __call__(self, label, problems, detail):
+        if problems:
+            self.failed += 1
+            print("FAIL %s  %s" % (label, detail))
+            for p in problems:
+                print("    " + p)
+        else:
+            self.passed += 1
+            print("ok   %s" % label)
+        sys.stdout.flush()
+
+    def finish(self):
+        print("%d passed, %d failed" % (self.passed, self.failed))
+        return 0 if self.failed == 0 else 1
+
+
+def draw_case_seeds(args):
+    """--case-seed alone, or --cases seeds drawn from --seed (printed; from
+    the clock when not given) whose low bits cycle through the flavors."""
+    if args.case_seed is not None:
+        return [args.case_seed]
+    seed = args.seed if args.seed is not None else time.time_ns() % 2 ** 32
+    print("master seed: %d  (rerun with --seed %d)" % (seed, seed))
+    seeds = np.random.default_rng(seed).integers(0, 2 ** 31, args.cases)
+    return [int(s) - int(s) % 8 + i % 8 for i, s in enumerate(seeds)]
+
+
+def work_root(args, prefix):
+    """(root folder, its TemporaryDirectory or None): --keep DIR, kept, or a
+    temporary folder removed at the end."""
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        return os.path.abspath(args.keep), None
+    cleanup = tempfile.TemporaryDirectory(prefix=prefix)
+    return cleanup.name, cleanup
+
+
+def fresh_dir(root, name):
+    work = os.path.join(root, name)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    return work
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--embtrain", help="path to the embtrain binary")
@@ -660,45 +711,19 @@ def main():
         parser.error("not an executable: %s" % embtrain)
     torch.set_num_threads(1)  # small tensors; keeps runs reproducible
 
-    if args.case_seed is not None:
-        case_seeds = [args.case_seed]
-    else:
-        seed = args.seed if args.seed is not None else time.time_ns() % 2 ** 32
-        print("master seed: %d  (rerun with --seed %d)" % (seed, seed))
-        case_seeds = np.random.default_rng(seed).integers(0, 2 ** 31, args.cases)
-        # Low bits select the case flavor (see Case); cycle through them all.
-        case_seeds = [int(s) - int(s) % 8 + i % 8 for i, s in enumerate(case_seeds)]
+    case_seeds = draw_case_seeds(args)
+    root, cleanup = work_root(args, "replay_parity_")
 
-    if args.keep:
-        os.makedirs(args.keep, exist_ok=True)
-        root, cleanup = os.path.abspath(args.keep), None
-    else:
-        cleanup = tempfile.TemporaryDirectory(prefix="replay_parity_")
-        root = cleanup.name
-
-    passed = failed = 0
     rerun = "%s %s %s --case-seed " % (
         sys.executable, shlex.quote(sys.argv[0]),
         "--self-test" if embtrain is None else "--embtrain " + shlex.quote(embtrain) + rerun_np +
         (" --device " + args.device if args.device != "cpu" else ""))
 
-    def report(label, problems, detail):
-        nonlocal passed, failed
-        if problems:
-            failed += 1
-            print("FAIL %s  %s" % (label, detail))
-            for p in problems:
-                print("    " + p)
-        else:
-            passed += 1
-            print("ok   %s" % label)
-        sys.stdout.flush()
+    report = Reporter()
 
     try:
         for i, seed in enumerate(case_seeds):
-            work = os.path.join(root, "case%03d_seed%d" % (i, seed))
-            shutil.rmtree(work, ignore_errors=True)
-            os.makedirs(work)
+            work = fresh_dir(root, "case%03d_seed%d" % (i, seed))
             case = Case(seed)
             try:
                 problems = run_random_case(case, embtrain, work)
@@ -711,9 +736,7 @@ def main():
         if embtrain is not None and args.case_seed is None:
             cases, base = bad_input_cases()
             for j, (name, files, changes, checks) in enumerate(cases):
-                work = os.path.join(root, "bad%02d" % j)
-                shutil.rmtree(work, ignore_errors=True)
-                os.makedirs(work)
+                work = fresh_dir(root, "bad%02d" % j)
                 problems = run_bad_case(j, name, files, changes, checks, base,
                                         embtrain, work)
                 report("bad input: %s" % name, problems, "")
@@ -721,8 +744,7 @@ def main():
         if cleanup is not None:
             cleanup.cleanup()
 
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return report.finish()
 
 
 if __name__ == "__main__":
