@@ -14,16 +14,16 @@ layout, checkpoint/config mismatches, a stale partial
 checkpoint left by a crash, export to .npy, from_pretrained with freeze, and
 the quickstart config on a short setting. Prints `N passed, M failed`.
 """
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import traceback
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import cli_harness  # noqa: E402  (the mpirun prefix, small_recsys, the runner)
 
 EMBTRAIN = None
 DEVICE = "cpu"
@@ -33,18 +33,8 @@ HAVE_GPU = shutil.which("nvidia-smi") is not None and subprocess.run(
     ["nvidia-smi", "-L"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
 
-def mpirun(np_):
-    if np_ == 1:
-        return []
-    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(np_),
-           "-x", "OMP_NUM_THREADS=1"]
-    if os.geteuid() == 0:
-        cmd.insert(1, "--allow-run-as-root")
-    return cmd
-
-
 def run(args, np_=1, expect_ok=True):
-    cmd = mpirun(np_) + [EMBTRAIN] + args
+    cmd = cli_harness.mpirun(np_) + [EMBTRAIN] + args
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=TIMEOUT_S)
     if expect_ok and p.returncode != 0:
@@ -54,14 +44,8 @@ def run(args, np_=1, expect_ok=True):
 
 
 def small_recsys(work, **overrides):
-    """A small, fast recsys run's command line."""
-    keys = {"train.workload": "recsys", "train.steps": "12", "train.batch_size": "64",
-            "recsys.users": "300", "recsys.items": "500", "recsys.history": "5",
-            "recsys.eval_samples": "400", "recsys.train_samples": "5000",
-            "table.users.dim": "8", "table.items.dim": "8", "log.interval": "4",
-            "log.dir": os.path.join(work, "run"), "train.threads": "1", "log.quiet": "true"}
-    keys.update(overrides)
-    return ["train"] + ["--%s=%s" % kv for kv in keys.items()]
+    """A small, fast recsys run's command line: 12 steps into WORK/run."""
+    return cli_harness.small_recsys(os.path.join(work, "run"), 12, **overrides)
 
 
 def export(ckpt, table, out):
@@ -548,35 +532,17 @@ def test_bag_tables(work):
                      expect_ok=False), "table.items.mode", "scale_grad_by_freq")
 
 
-TESTS = [f for name, f in sorted(globals().items()) if name.startswith("test_")]
-
-
 def main():
-    global EMBTRAIN, DEVICE
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--embtrain", required=True)
-    parser.add_argument("--only", help="run only tests whose name contains this")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cuda: also run test_device_cuda (the binary must have a device)")
-    args = parser.parse_args()
-    EMBTRAIN = os.path.abspath(args.embtrain)
-    DEVICE = args.device
-    passed = failed = 0
-    for test in TESTS:
-        if args.only and args.only not in test.__name__:
-            continue
-        work = tempfile.mkdtemp(prefix="train_cli_")
-        try:
-            test(work)
-            passed += 1
-            print("ok   %s" % test.__name__, flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s\n%s" % (test.__name__, traceback.format_exc()), flush=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    def add_args(parser):
+        parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                            help="cuda: also run test_device_cuda (the binary must have a device)")
+
+    def setup(args):
+        global EMBTRAIN, DEVICE
+        EMBTRAIN = args.embtrain
+        DEVICE = args.device
+
+    return cli_harness.run_tests(globals(), "train_cli_", add_args=add_args, on_args=setup)
 
 
 if __name__ == "__main__":

@@ -410,24 +410,40 @@ TEST_F(RecsysLog, HeldOutSplitAndEpochOrder) {
 
 // ---- The model -------------------------------------------------------------
 
+// A batch of 4 samples whose histories (3 slots) are full, partly padded,
+// empty and one item, with random labels and random rows of dim 5.
+struct ModelCase {
+  static constexpr int64_t n = 4, H = 3, dim = 5;
+  Clicks batch;
+  std::vector<double> users, history, candidates;
+};
+
+ModelCase model_case(std::mt19937_64& rng, std::normal_distribution<double>& normal) {
+  ModelCase c;
+  c.batch.resize(ModelCase::n, ModelCase::H);
+  c.batch.history = {3, 1, 4, 2, 5, 0, 0, 0, 0, 6, 0, 0};
+  for (int64_t i = 0; i < ModelCase::n; ++i) {
+    c.batch.users[i] = i;
+    c.batch.candidates[i] = i + 1;
+    c.batch.labels[i] = static_cast<float>(rng() % 2);
+  }
+  c.users.resize(ModelCase::n * ModelCase::dim);
+  c.history.resize(ModelCase::n * ModelCase::H * ModelCase::dim);
+  c.candidates.resize(ModelCase::n * ModelCase::dim);
+  for (std::vector<double>* v : {&c.users, &c.history, &c.candidates})
+    for (double& x : *v) x = normal(rng);
+  return c;
+}
+
 TEST_F(RecsysModel, GradientsMatchFiniteDifferences) {
   const uint64_t seed = test_seed(4);
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 0.7);
-  const int64_t n = 4, H = 3, dim = 5;
-  Clicks batch;
-  batch.resize(n, H);
-  // Histories: full, partly padded, empty, one item.
-  batch.history = {3, 1, 4, 2, 5, 0, 0, 0, 0, 6, 0, 0};
-  for (int64_t i = 0; i < n; ++i) {
-    batch.users[i] = i;
-    batch.candidates[i] = i + 1;
-    batch.labels[i] = static_cast<float>(rng() % 2);
-  }
-  std::vector<double> users(n * dim), history(n * H * dim), candidates(n * dim);
-  for (std::vector<double>* v : {&users, &history, &candidates})
-    for (double& x : *v) x = normal(rng);
+  const int64_t n = ModelCase::n, H = ModelCase::H, dim = ModelCase::dim;
+  ModelCase c = model_case(rng, normal);
+  Clicks& batch = c.batch;
+  std::vector<double>&users = c.users, &history = c.history, &candidates = c.candidates;
   double bias = normal(rng);
   const double scale = 1.0 / 7;  // as 1 / global batch
 
@@ -486,18 +502,10 @@ TEST_F(RecsysModel, PooledHistoryMatchesTheLookupPath) {
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 0.7);
-  const int64_t n = 4, H = 3, dim = 5;
-  Clicks batch;
-  batch.resize(n, H);
-  batch.history = {3, 1, 4, 2, 5, 0, 0, 0, 0, 6, 0, 0};
-  for (int64_t i = 0; i < n; ++i) {
-    batch.users[i] = i;
-    batch.candidates[i] = i + 1;
-    batch.labels[i] = static_cast<float>(rng() % 2);
-  }
-  std::vector<double> users(n * dim), history(n * H * dim), candidates(n * dim);
-  for (std::vector<double>* v : {&users, &history, &candidates})
-    for (double& x : *v) x = normal(rng);
+  const int64_t n = ModelCase::n, H = ModelCase::H, dim = ModelCase::dim;
+  ModelCase c = model_case(rng, normal);
+  const Clicks& batch = c.batch;
+  std::vector<double>&users = c.users, &history = c.history, &candidates = c.candidates;
   // The means, as the table pools them: padding left out, empty bags 0.
   std::vector<double> means(n * dim, 0.0);
   for (int64_t i = 0; i < n; ++i) {
