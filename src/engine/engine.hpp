@@ -54,23 +54,12 @@ class Engine final : public StepEngine {
         next_n_(shards_->size()),
         spans_(shards_->size()),
         next_spans_(shards_->size()),
-        pooled_(shards_->size()) {}
+        pooled_(shards_->size()),
+        no_bags_(shards_->size()) {}
 
+  // No bags: forward with every table's bags empty (unpooled).
   void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) override {
-    EMBTRAIN_ASSERT(ids.size() == n_.size() && out.size() == n_.size());
-    if (!take_prefetched(fingerprint(ids))) prepare(ids);
-    n_ = next_n_;
-    spans_ = next_spans_;
-    std::vector<float*> staged(ids.size());
-    for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
-      pooled_[t].active = false;
-      staged[t] = backend_->stage_output(t, out[t], n_[t] * backend_->spec(t).dim);
-    }
-    backend_->refresh_device();
-    step_.forward(staged);
-    for (int t = 0; t < static_cast<int>(ids.size()); ++t)
-      backend_->finish_output(t, out[t], staged[t], n_[t] * backend_->spec(t).dim);
-    backend_->synchronize();
+    forward(ids, no_bags_, out);
   }
 
   // The tables with bags look their positions' rows up into the engine's
@@ -271,7 +260,6 @@ class Engine final : public StepEngine {
     return taken;
   }
 
-
   // check_ids for a batch already in the backend's memory.
   std::string check_resident_ids(int t, const IdSpan& ids) {
     const TableSpec& spec = backend_->spec(t);
@@ -307,6 +295,7 @@ class Engine final : public StepEngine {
   std::vector<int64_t> next_n_;  // in the last prepare
   std::vector<IdSpan> spans_, next_spans_;  // the ids of the last forward, of the last prepare
   std::vector<Pooled> pooled_;
+  const std::vector<BagsView> no_bags_;  // one unpooled BagsView per table
   bool prefetched_ = false;      // a prefetch() awaits its forward()
   uint64_t prefetched_fingerprint_ = 0;
 };
