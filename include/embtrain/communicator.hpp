@@ -155,11 +155,24 @@ std::unique_ptr<Communicator> make_mpi_communicator(int64_t max_message_elements
 // The communicator of a job of one process, without MPI (rank 0 of 1).
 std::unique_ptr<Communicator> make_self_communicator();
 
+// The job's communicator: MPI_COMM_WORLD's when MPI runs, else (a process
+// started alone, see MpiSession) the self communicator.
+std::unique_ptr<Communicator> make_world_communicator();
+
+// True when a launcher (mpirun, mpiexec, srun with PMI or PMIx) started this
+// process: it left the environment MPI_Init reads to find the job's other
+// processes. A process started alone has none of it.
+bool started_by_mpi_launcher();
+
 // MPI_Init / MPI_Finalize for the lifetime of the object; a no-op when MPI
-// is already initialised by someone else.
+// is already initialised by someone else. With kWhenLaunched, also when no
+// launcher started the process: a job of one rank then runs without MPI at
+// all (Open MPI's singleton MPI_Init forks a daemon and takes about 0.3 s,
+// which every `embtrain plan`, `export` or one-process `replay` would pay).
 class MpiSession {
  public:
-  MpiSession(int* argc, char*** argv);
+  enum class Start { kWhenLaunched, kAlways };
+  MpiSession(int* argc, char*** argv, Start start = Start::kWhenLaunched);
   ~MpiSession();
   MpiSession(const MpiSession&) = delete;
   MpiSession& operator=(const MpiSession&) = delete;

@@ -134,7 +134,7 @@ int run_corpus(int argc, char** argv) {
                    "options --topic-share = ", c.topic_share, " and --noise = ", c.noise,
                    ": each must be >= 0 and their sum <= 1");
   const std::string out = vm["out"].as<std::string>();
-  std::unique_ptr<Communicator> world = make_mpi_communicator();
+  std::unique_ptr<Communicator> world = make_world_communicator();
   int64_t written[2] = {0, 0};
   run_agreed(*world, [&] {
     if (world->rank() != 0) return;  // under mpirun, rank 0 writes

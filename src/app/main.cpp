@@ -1,6 +1,7 @@
-// embtrain: the command-line entry point. Starts MPI (a plain run is a job
-// of one rank), dispatches to a subcommand and turns every error into one
-// message on stderr and exit status 1 on every rank.
+// embtrain: the command-line entry point. Starts MPI when a launcher
+// started the process (a plain run is a job of one rank, without MPI),
+// dispatches to a subcommand and turns every error into one message on
+// stderr and exit status 1 on every rank.
 #include <mpi.h>
 
 #include <cstdio>
@@ -28,15 +29,22 @@ const char kUsage[] =
     "\n"
     "'embtrain <command> --help' lists a command's options.\n";
 
+// Without a launcher MPI is not started (MpiSession): a job of one rank.
+bool mpi_running() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  return initialized != 0;
+}
+
 int world_rank() {
   int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (mpi_running()) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   return rank;
 }
 
 int world_size() {
   int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (mpi_running()) MPI_Comm_size(MPI_COMM_WORLD, &size);
   return size;
 }
 
@@ -45,7 +53,7 @@ int world_size() {
 [[noreturn]] void abort_job() {
   std::fflush(stderr);
   if (world_size() > 1) MPI_Abort(MPI_COMM_WORLD, 1);
-  MPI_Finalize();
+  if (mpi_running()) MPI_Finalize();
   std::exit(1);
 }
 

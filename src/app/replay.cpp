@@ -331,7 +331,7 @@ int run_replay(int argc, char** argv) {
     std::cout << options << "\n";
     return 0;
   }
-  std::unique_ptr<Communicator> comm = make_mpi_communicator();
+  std::unique_ptr<Communicator> comm = make_world_communicator();
   const bool root = comm->rank() == 0;
 
   // Setup: the same on every rank, so a bad option or file fails everywhere.

@@ -418,7 +418,7 @@ MemoryPlan run_memory_plan(const RunSetup& setup, const WorkloadContext& context
 }
 
 int run_train(int argc, char** argv) {
-  std::unique_ptr<Communicator> comm = make_mpi_communicator();
+  std::unique_ptr<Communicator> comm = make_world_communicator();
   const bool root = comm->rank() == 0;
   if (asks_for_help(argc, argv)) {
     if (root) print_help();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 
 #include "embtrain/communicator.hpp"
@@ -200,10 +201,24 @@ std::unique_ptr<Communicator> make_mpi_communicator(int64_t max_message_elements
   return std::make_unique<MpiCommunicator>(max_message_elements);
 }
 
-MpiSession::MpiSession(int* argc, char*** argv) {
+std::unique_ptr<Communicator> make_world_communicator() {
   int initialized = 0;
   EMBTRAIN_MPI_CHECK(MPI_Initialized(&initialized));
-  if (initialized) return;
+  return initialized ? make_mpi_communicator() : make_self_communicator();
+}
+
+bool started_by_mpi_launcher() {
+  // Open MPI's mpirun (OMPI_*, and PMIx in Open MPI 4 and 5), MPICH's and
+  // Intel MPI's Hydra (PMI_*), Slurm's srun --mpi=pmi2 / pmix.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PMI_FD"})
+    if (std::getenv(name)) return true;
+  return false;
+}
+
+MpiSession::MpiSession(int* argc, char*** argv, Start start) {
+  int initialized = 0;
+  EMBTRAIN_MPI_CHECK(MPI_Initialized(&initialized));
+  if (initialized || (start == Start::kWhenLaunched && !started_by_mpi_launcher())) return;
   int provided = 0;
   // MULTIPLE: the watchdog's thread (watchdog.hpp) exchanges heartbeats
   // while the main thread may be inside a collective.

@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,7 +48,11 @@ struct Watchdog::State {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0, size = 1;
   bool threads_ok = false;  // MPI_THREAD_MULTIPLE: the thread may use MPI
+  // Set (under `stop_mutex`) to end the thread, which waits on `wake`
+  // between ticks: a job's end need not wait out a tick of up to a second.
   std::atomic<bool> stop{false};
+  std::mutex stop_mutex;
+  std::condition_variable wake;
   std::thread thread;
   // Rank 0: what each rank said last and when (its own clock); others: rank 0's.
   std::vector<Heartbeat> last;
@@ -140,8 +146,12 @@ void Watchdog::State::expire(const Heartbeat& mine) {
 void Watchdog::State::run() {
   const double tick = tick_s;
   double expired_at = 0;  // a non-root rank's own timeout, left to rank 0 first
-  while (!stop.load()) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(tick));
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(stop_mutex);
+      wake.wait_for(lock, std::chrono::duration<double>(tick), [this] { return stop.load(); });
+    }
+    if (stop.load()) break;
     exchange();
     const Heartbeat mine = heartbeat_now();
     if (mine.idle_s < timeout_s) {
@@ -158,7 +168,10 @@ void Watchdog::State::run() {
 }
 
 Watchdog::Watchdog(double timeout_s) {
-  if (timeout_s <= 0) return;
+  // A job of one process without MPI (MpiSession) has no peer to wait for.
+  int mpi_running = 0;
+  MPI_Initialized(&mpi_running);
+  if (timeout_s <= 0 || !mpi_running) return;
   state_ = std::make_unique<State>();
   State& s = *state_;
   s.timeout_s = timeout_s;
@@ -180,7 +193,11 @@ Watchdog::Watchdog(double timeout_s) {
 Watchdog::~Watchdog() {
   if (!state_) return;
   State& s = *state_;
-  s.stop.store(true);
+  {
+    std::lock_guard<std::mutex> lock(s.stop_mutex);
+    s.stop.store(true);
+  }
+  s.wake.notify_all();
   s.thread.join();
   // Unwinding an error of this rank alone: the others may be in a
   // collective, so no barrier (the job is about to be aborted).

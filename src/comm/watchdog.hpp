@@ -20,7 +20,8 @@ namespace embtrain {
 
 class Watchdog {
  public:
-  // timeout_s <= 0: no watchdog. A collective (duplicates MPI_COMM_WORLD).
+  // timeout_s <= 0, or MPI not running (a job of one process started
+  // alone): no watchdog. A collective (duplicates MPI_COMM_WORLD).
   explicit Watchdog(double timeout_s);
   // A collective too: every rank stops its thread, then the duplicate is freed.
   ~Watchdog();

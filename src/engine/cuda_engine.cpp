@@ -44,7 +44,7 @@ std::unique_ptr<Communicator> make_data_communicator(Communicator& control,
     throw AgreedError(detail::concat("data communicator nccl cannot be used: ", choice.reason));
   *description = detail::concat(data_comm_name(choice.kind), " (", choice.reason, ")");
   if (choice.kind == DataCommKind::kNccl) return make_nccl_communicator(control, stream);
-  return make_staged_communicator(make_mpi_communicator(), make_cuda_copier(stream));
+  return make_staged_communicator(make_world_communicator(), make_cuda_copier(stream));
 }
 
 }  // namespace

@@ -19,7 +19,7 @@ std::unique_ptr<DeviceCopier> make_cuda_copier(void*) { return make_memcpy_copie
 // `control`) met by the staged communicator on a fresh MPI communicator of
 // its own. Its calls block, which an enqueue-only NCCL call may too.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& control, void*) {
-  std::unique_ptr<Communicator> host = make_mpi_communicator();
+  std::unique_ptr<Communicator> host = make_world_communicator();
   EMBTRAIN_REQUIRE(host->size() == control.size() && host->rank() == control.rank(),
                    "emulated NCCL: the control communicator must span MPI_COMM_WORLD");
   return make_staged_communicator(std::move(host), make_memcpy_copier());

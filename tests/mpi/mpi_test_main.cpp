@@ -163,7 +163,8 @@ void MpiTest::TearDown() {
 }  // namespace embtrain_mpi_test
 
 int main(int argc, char** argv) {
-  embtrain::MpiSession mpi(&argc, &argv);
+  // Always: the tests make MPI communicators, also in a binary run alone.
+  embtrain::MpiSession mpi(&argc, &argv, embtrain::MpiSession::Start::kAlways);
   ::testing::InitGoogleTest(&argc, argv);
 
   using embtrain_mpi_test::g_seed;

@@ -618,7 +618,7 @@ int run_bench(int argc, char** argv) {
     std::cout << options << "\n";
     return 0;
   }
-  std::unique_ptr<Communicator> comm = make_mpi_communicator();
+  std::unique_ptr<Communicator> comm = make_world_communicator();
   const int ranks = comm->size(), rank = comm->rank();
   po::variables_map vm;
   BenchOptions o;
