@@ -16,4 +16,4 @@ add_test(NAME skipgram.cli
   COMMAND ${EMBTRAIN_SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/skipgram_cli_test.py
           --embtrain $<TARGET_FILE:embtrain>)
 set_tests_properties(skipgram.cli PROPERTIES PROCESSORS 2 TIMEOUT 300
-                     ENVIRONMENT "OMP_NUM_THREADS=1")
+                     ENVIRONMENT "OMP_NUM_THREADS=1;${EMBTRAIN_TEST_MPI_ENV}")

@@ -8,4 +8,4 @@ target_sources(embtrain_train PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/skipgram_kernel.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train/workloads/skipgram_vectors.cpp
 )
-target_sources(embtrain PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src/app/options_skipgram.cpp)
+target_sources(embtrain_app PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src/app/options_skipgram.cpp)
