@@ -10,7 +10,7 @@
 #   -b BIND      rank binding: none | core | socket (default none: one machine
 #                with few cores shares better unbound)
 #   -e EMBTRAIN  the binary (default: build/embtrain beside this script, else
-#                build-cpu/embtrain)
+#                build-cpu/embtrain, the CPU-only tree)
 #   ARGS         the embtrain command line, e.g.: train --config configs/quickstart.ini
 #
 # Adds --allow-run-as-root when run as root and --oversubscribe when there
@@ -36,7 +36,7 @@ shift $((OPTIND - 1))
 [[ $# -gt 0 ]] || { echo "launch/mpirun.sh: no embtrain command given (see -h)" >&2; exit 1; }
 [[ "$ranks" =~ ^[1-9][0-9]*$ ]] || { echo "launch/mpirun.sh: -n $ranks is not a positive integer" >&2; exit 1; }
 # Without -e: build/embtrain, or the CPU-only build-cpu/embtrain that the
-# quickstart builds on a machine without a GPU.
+# quickstart and scripts/test.sh build on a machine without a GPU.
 if [[ ! -x "$embtrain" && "$embtrain" == "$root/build/embtrain" && -x "$root/build-cpu/embtrain" ]]; then
   embtrain="$root/build-cpu/embtrain"
 fi
