@@ -30,17 +30,10 @@ import subprocess
 import sys
 import time
 
-try:
-    import numpy as np
-    import torch
-except ImportError:
-    # Debian's python3 has numpy and torch (scripts/install_deps.sh); another
-    # python3 first on PATH (pyenv, conda) may not: run again under it.
-    if os.path.exists("/usr/bin/python3") and \
-            os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    sys.exit("%s needs numpy and torch: run it with Debian's /usr/bin/python3 after "
-             "scripts/install_deps.sh" % sys.argv[0])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from debian_python import import_or_rerun  # noqa: E402
+
+np, torch = import_or_rerun(["numpy", "torch"])
 
 
 def zipf_ids(rng, rows, alpha, n, pad_frac):

@@ -64,11 +64,10 @@ def plot(lines, out):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        if os.path.exists("/usr/bin/python3") and \
-                os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-            # Another python3 first on PATH: Debian's has python3-matplotlib.
-            sys.stdout.flush()
-            os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv + ["--plots-only"])
+        # Another python3 first on PATH: Debian's has python3-matplotlib.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from debian_python import rerun_under_debian
+        rerun_under_debian(["--plots-only"])
         print("(no plots: matplotlib is missing; apt-get install python3-matplotlib)")
         return []
     train, evals = by_type(lines, "train"), by_type(lines, "eval")
@@ -121,7 +120,9 @@ def main():
     lines = read_metrics(path)
     if not args.plots_only:
         print_table(lines)
-    for p in plot(lines, args.out or args.run_dir):
+    out = args.out or args.run_dir
+    os.makedirs(out, exist_ok=True)
+    for p in plot(lines, out):
         print("wrote %s" % p)
 
 
