@@ -211,9 +211,10 @@ void print_prediction(const Prediction& p, const StepShape& s, int ranks) {
   for (const auto& e : p.exchanges)
     std::printf(
         "  %-18s %10.3f ms  (%d all-to-all(s), %.0f messages each, %s sent per rank: "
-        "%.3f ms on the wire, %.3f ms the engine's own)\n",
+        "%.3f ms on the wire, %.3f ms the engine's own, of which %.3f ms waiting for the slowest "
+        "rank)\n",
         e.name.c_str(), e.ms, e.alltoalls, e.messages, bytes_text(e.bytes).c_str(), e.network_ms,
-        e.engine_ms);
+        e.engine_ms, e.wait_ms);
   std::printf("  %-18s %10.3f ms  = %.4g lookups/s over %d rank(s)\n", "step", p.step_ms,
               s.lookups * ranks / (p.step_ms * 1e-3), ranks);
   std::printf(
@@ -274,6 +275,7 @@ int run_plan(int argc, char** argv) {
         exchanges[e.name] = {{"ms", e.ms},
                              {"network_ms", e.network_ms},
                              {"engine_ms", e.engine_ms},
+                             {"wait_ms", e.wait_ms},
                              {"bytes_per_rank", e.bytes},
                              {"alltoalls", e.alltoalls},
                              {"messages", e.messages}};
