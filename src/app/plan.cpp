@@ -218,9 +218,9 @@ void print_prediction(const Prediction& p, const StepShape& s, int ranks) {
   std::printf("  %-18s %10.3f ms  = %.4g lookups/s over %d rank(s)\n", "step", p.step_ms,
               s.lookups * ranks / (p.step_ms * 1e-3), ranks);
   std::printf(
-      "  (local phases and the engine's own exchange cost x %.3f: the profile's median "
+      "  (local phases, the engine's own exchange cost%s x %.3f: the profile's median "
       "step over its phases' mean)\n",
-      p.calibration);
+      p.network_calibrated ? " and the wire" : "", p.calibration);
 }
 
 }  // namespace
@@ -287,6 +287,7 @@ int run_plan(int argc, char** argv) {
                            {"exchange_ms", exchanges},
                            {"step_ms", prediction.step_ms},
                            {"calibration", prediction.calibration},
+                           {"network_calibrated", prediction.network_calibrated},
                            {"notes", prediction.notes}};
     }
     std::cout << out.dump() << std::endl;

@@ -390,6 +390,7 @@ Prediction predict_step(const MachineProfile& profile, const StepShape& shape, i
   const double machine = same_network ? c.step_ms / (local0 + engine0 + network0)
                                       : (c.step_ms - network0) / (local0 + engine0);
   out.calibration = machine > 0 && std::isfinite(machine) ? machine : 1;
+  out.network_calibrated = same_network;
   for (auto& p : out.phases) p.ms *= out.calibration, out.step_ms += p.ms;
 
   if (ranks > 1) {

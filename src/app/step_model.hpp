@@ -123,9 +123,10 @@ struct Prediction {
   };
   std::vector<Part> phases, exchanges;
   double step_ms = 0;
-  std::string engine;              // whose phases were used
-  double calibration = 1;          // the machine-bound parts' factor (step_model.cpp)
-  std::vector<std::string> notes;  // what the prediction assumes
+  std::string engine;               // whose phases were used
+  double calibration = 1;           // the machine-bound parts' factor (step_model.cpp)
+  bool network_calibrated = false;  // the all-to-alls' too (the profile's own network)
+  std::vector<std::string> notes;   // what the prediction assumes
 };
 
 // `cluster` null: the profile's own machine and communicator.
