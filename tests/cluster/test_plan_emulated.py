@@ -5,13 +5,14 @@ emulated hosts (launch/emulate_hosts.sh) at 1 Gbit/s.
     /usr/bin/python3 tests/cluster/test_plan_emulated.py --embtrain build/embtrain [--rounds 3]
 
 Four emulated hosts, each link shaped to 1 Gbit/s each way. At 2 and at 4
-hosts x 1 rank, each round makes a machine profile over the hosts
-(`mpirun ... embtrain bench --profile`: the engine's phases and the
+hosts x 1 rank, runs of two jobs A and B (other rows, dim, batch and seq)
+alternate, A B A B, each an `embtrain bench` over the hosts that also
+writes a machine profile (`--profile`: the engine's phases and the
 all-to-all's latency and bandwidth as this emulated network gives them, not
-the nominal rate) on one job, then measures another job (other rows, dim,
-batch and seq) with `embtrain bench` and predicts it with `embtrain plan
---ranks P --profile` that round's profile. The median over the rounds of
-predicted / measured step time must be within 15% at each host count.
+the nominal rate); each run after the first is predicted with `embtrain
+plan --ranks P --profile` the profile of the run before it, made on the
+other job. The median over the 3 predictions of predicted / measured step
+time must be within 15% at each host count.
 
 The profile is made at the host count it predicts: the hosts share this
 machine's cores, so 4 hosts x 1 rank on a 2-core machine run their local
@@ -48,11 +49,10 @@ import test_emulated_hosts as eh  # noqa: E402  (hosts, down, host_dir, skip_rea
 
 SKIP = 77
 RATE = "1gbit"
-# The profile's job and the predicted one differ in rows, dim, batch and
-# seq: the predicted one has 1.6x the lookups and distinct ids per rank,
-# 1.2x the rows' bytes.
-PROFILE_JOB = ["--rows", "100000", "--dim", "64", "--batch", "512", "--seq", "20"]
-JOB = ["--rows", "300000", "--dim", "48", "--batch", "1024", "--seq", "16"]
+# Two jobs that differ in rows, dim, batch and seq: B has 1.6x A's lookups
+# and distinct ids per rank, 1.2x its rows' bytes. Each predicts the other.
+JOBS = (["--rows", "100000", "--dim", "64", "--batch", "512", "--seq", "20"],
+        ["--rows", "300000", "--dim", "48", "--batch", "1024", "--seq", "16"])
 STEPS = ["--steps", "10", "--warmup", "1"]
 BUSY = 0.10  # other work's share of the cores above which nothing is judged
 
@@ -69,8 +69,8 @@ def bench(embtrain, np_, job, profile=None):
     return r
 
 
-def plan(embtrain, np_, profile):
-    cmd = [embtrain, "plan", "--json", "--ranks", str(np_), "--profile", profile, "--bench"] + JOB + STEPS
+def plan(embtrain, np_, profile, job):
+    cmd = [embtrain, "plan", "--json", "--ranks", str(np_), "--profile", profile, "--bench"] + job + STEPS
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
     assert p.returncode == 0, "%s: exit %d\n%s%s" % (" ".join(cmd), p.returncode, p.stdout, p.stderr)
     return json.loads(p.stdout)["prediction"]
@@ -147,22 +147,30 @@ def check(embtrain, work, rounds, watch):
         eh.hosts("4", "--rate", RATE)
         others = OtherWork([eh.PREFIX + "-h%d" % i for i in range(4)] + [eh.PREFIX + "-sw"])
         others.start()
-        for r in range(rounds):
+        # Each run measures its job and profiles it; each prediction is of
+        # a run's job from the profile of the run before it, which ran the
+        # other job (A, B, A, B: B from A's profile, A from B's, B from A's).
+        last = {}
+        for r in range(rounds + 1):
             for np_ in (2, 4):
-                profile = os.path.join(work, "hosts%d.round%d.json" % (np_, r))
-                bench(embtrain, np_, PROFILE_JOB, profile)
-                measured = bench(embtrain, np_, JOB)
-                predicted = plan(embtrain, np_, profile)
-                a = json.load(open(profile))["alltoall"]
+                job = JOBS[r % 2]
+                profile = os.path.join(work, "hosts%d.run%d.json" % (np_, r))
+                measured = bench(embtrain, np_, job, profile)
+                if r == 0:
+                    last[np_] = profile
+                    continue
+                predicted = plan(embtrain, np_, last[np_], job)
+                a = json.load(open(last[np_]))["alltoall"]
                 assert a["measured"] and a["ranks"] == np_, a
+                last[np_] = profile
                 rows[np_].append((predicted["step_ms"], measured["step_ms"]))
                 # The network is most of the step at this rate (else the
                 # check would be on the cores, which other jobs share).
                 net = sum(e["transfer_ms"] for e in measured["exchanges_ms_max_over_ranks"].values())
-                print("round %d, %d hosts: predicted %.1f ms, measured %.1f ms (ratio %.3f; "
-                      "all-to-all of the profile %.0f us/message, %.3f Gbit/s per rank; exchanges' "
-                      "transfers %.0f%% of the measured step)" % (
-                          r, np_, predicted["step_ms"], measured["step_ms"],
+                print("round %d, %d hosts, job %s from %s's profile: predicted %.1f ms, measured "
+                      "%.1f ms (ratio %.3f; all-to-all of the profile %.0f us/message, %.3f Gbit/s "
+                      "per rank; exchanges' transfers %.0f%% of the measured step)" % (
+                          r, np_, "AB"[r % 2], "BA"[r % 2], predicted["step_ms"], measured["step_ms"],
                           predicted["step_ms"] / measured["step_ms"], a["latency_us"],
                           a["bandwidth_gbps"] * 8, 100 * net / measured["step_ms"]),
                       flush=True)
