@@ -27,7 +27,7 @@ and another job's processes slow their steps by up to half at times: the
 test judges only when other work (processes outside its hosts' network
 namespaces, not its own children) took under 10% of the cores in the
 second before it and during it, and else exits 77 (skipped), saying so,
-whatever the outcome. It also skips where emulated hosts cannot be made,
+whatever the ratios (a run that fails is a failure, busy or not). It also skips where emulated hosts cannot be made,
 like test_emulated_hosts.py. Every round's numbers are printed, with each
 exchange predicted (wire + the engine's own (of which the wait for the
 slowest rank)) against measured (transfer + wait).
@@ -55,6 +55,11 @@ JOBS = (["--rows", "100000", "--dim", "64", "--batch", "512", "--seq", "20"],
         ["--rows", "300000", "--dim", "48", "--batch", "1024", "--seq", "16"])
 STEPS = ["--steps", "10", "--warmup", "1"]
 BUSY = 0.10  # other work's share of the cores above which nothing is judged
+
+
+class Outside(AssertionError):
+    """A median ratio outside 15%: what a busy machine may excuse (a run
+    that fails is a failure, busy or not)."""
 
 
 def bench(embtrain, np_, job, profile=None):
@@ -183,7 +188,8 @@ def check(embtrain, work, rounds, watch):
         ratio = statistics.median(p / m for p, m in rows[np_])
         print("%d hosts at %s: predicted/measured ms per round %s: median ratio %.3f" % (
             np_, RATE, " ".join("%.1f/%.1f" % pm for pm in rows[np_]), ratio), flush=True)
-        assert abs(ratio - 1) <= 0.15, (np_, rows[np_])
+        if abs(ratio - 1) > 0.15:
+            raise Outside("%d hosts: median ratio %.3f, rounds %s" % (np_, ratio, rows[np_]))
 
 
 def main():
@@ -212,8 +218,11 @@ def main():
     failure, watch = None, {}
     try:
         check(os.path.abspath(args.embtrain), work, args.rounds, watch)
-    except AssertionError as e:
+    except Outside as e:
         failure = e
+    except AssertionError as e:
+        print("FAIL plan vs emulated hosts: %s" % (e,), flush=True)
+        return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     share = watch["others"]
