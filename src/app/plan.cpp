@@ -39,6 +39,7 @@ const char kPlanUsage[] =
     "  --profile FILE     machine profile: 'embtrain bench --profile FILE' (one rank: the local\n"
     "                     engine's phases) and 'mpirun -np 2 embtrain bench --profile FILE' (the\n"
     "                     sharded engine's phases and the all-to-all) on the machine to predict\n"
+    "                     (where ranks share its cores, e.g. emulated hosts, at the run's P)\n"
     "  --cluster SPEC     hosts=H,gpus_per_host=G,intra=RATE,inter=RATE[,intra_latency=3us]\n"
     "                     [,inter_latency=10us][,device_memory=SIZE][,host_memory=SIZE]: P = H x "
     "G\n"
