@@ -250,12 +250,15 @@ cat >"$dir/mpirun" <<EOF
 #!/bin/sh
 # mpirun over the emulated hosts (launch/emulate_hosts.sh, prefix $prefix):
 # starts in host 0; every byte between ranks goes over TCP on eth0.
+# Ranks waiting in MPI yield their core (mpi_yield_when_idle): the hosts
+# share this machine's cores with the kernel thread that moves their packets
+# (ksoftirqd), which busy-waiting ranks would starve until the next tick.
 #   $dir/mpirun -np P [more mpirun options] PROGRAM ARGS...
 exec ip netns exec $prefix-h0 unshare --uts /bin/sh -c 'hostname $prefix-h0 && exec "\$0" "\$@"' \\
   mpirun $root_flag --hostfile "$dir/hostfile" \\
   --mca plm_rsh_agent "$dir/agent" --mca plm_rsh_no_tree_spawn 1 \\
   --mca btl tcp,self --mca btl_tcp_if_include 198.18.0.0/15 \\
-  --mca oob_tcp_if_include 198.18.0.0/15 --mca pml ob1 "\$@"
+  --mca oob_tcp_if_include 198.18.0.0/15 --mca pml ob1 --mca mpi_yield_when_idle 1 "\$@"
 EOF
 chmod +x "$dir/agent" "$dir/mpirun"
 

@@ -39,6 +39,7 @@ const char kPlanUsage[] =
     "  --profile FILE     machine profile: 'embtrain bench --profile FILE' (one rank: the local\n"
     "                     engine's phases) and 'mpirun -np 2 embtrain bench --profile FILE' (the\n"
     "                     sharded engine's phases and the all-to-all) on the machine to predict\n"
+    "                     (where ranks share its cores, e.g. emulated hosts, at the run's P)\n"
     "  --cluster SPEC     hosts=H,gpus_per_host=G,intra=RATE,inter=RATE[,intra_latency=3us]\n"
     "                     [,inter_latency=10us][,device_memory=SIZE][,host_memory=SIZE]: P = H x "
     "G\n"
@@ -211,15 +212,16 @@ void print_prediction(const Prediction& p, const StepShape& s, int ranks) {
   for (const auto& e : p.exchanges)
     std::printf(
         "  %-18s %10.3f ms  (%d all-to-all(s), %.0f messages each, %s sent per rank: "
-        "%.3f ms on the wire, %.3f ms the engine's own)\n",
+        "%.3f ms on the wire, %.3f ms the engine's own, of which %.3f ms waiting for the slowest "
+        "rank)\n",
         e.name.c_str(), e.ms, e.alltoalls, e.messages, bytes_text(e.bytes).c_str(), e.network_ms,
-        e.engine_ms);
+        e.engine_ms, e.wait_ms);
   std::printf("  %-18s %10.3f ms  = %.4g lookups/s over %d rank(s)\n", "step", p.step_ms,
               s.lookups * ranks / (p.step_ms * 1e-3), ranks);
   std::printf(
-      "  (local phases and the engine's own exchange cost x %.3f: the profile's median "
+      "  (local phases, the engine's own exchange cost%s x %.3f: the profile's median "
       "step over its phases' mean)\n",
-      p.calibration);
+      p.network_calibrated ? " and the wire" : "", p.calibration);
 }
 
 }  // namespace
@@ -274,6 +276,7 @@ int run_plan(int argc, char** argv) {
         exchanges[e.name] = {{"ms", e.ms},
                              {"network_ms", e.network_ms},
                              {"engine_ms", e.engine_ms},
+                             {"wait_ms", e.wait_ms},
                              {"bytes_per_rank", e.bytes},
                              {"alltoalls", e.alltoalls},
                              {"messages", e.messages}};
@@ -285,6 +288,7 @@ int run_plan(int argc, char** argv) {
                            {"exchange_ms", exchanges},
                            {"step_ms", prediction.step_ms},
                            {"calibration", prediction.calibration},
+                           {"network_calibrated", prediction.network_calibrated},
                            {"notes", prediction.notes}};
     }
     std::cout << out.dump() << std::endl;

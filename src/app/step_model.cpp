@@ -183,6 +183,7 @@ nlohmann::json profile_json(const MachineProfile& p) {
                      {"distinct_per_rank", e.distinct},
                      {"step_ms", e.step_ms},
                      {"phase_ms", e.ms},
+                     {"wait_ms", e.wait_ms},
                      {"wire_bytes", e.wire_bytes},
                      {"counts", e.counts}};
   nlohmann::json points = nlohmann::json::array();
@@ -230,6 +231,7 @@ MachineProfile profile_from_json(const nlohmann::json& j, const std::string& pat
     c.distinct = field<double>(e, "distinct_per_rank", path);
     c.step_ms = field<double>(e, "step_ms", path);
     c.ms = field<std::map<std::string, double>>(e, "phase_ms", path);
+    if (e.contains("wait_ms")) c.wait_ms = field<std::map<std::string, double>>(e, "wait_ms", path);
     c.wire_bytes = e.value("wire_bytes", 4);
     c.counts = e.value("counts", false);
     EMBTRAIN_REQUIRE(c.lookups > 0 && c.distinct > 0 && c.dim > 0, "profile ", path, ": engine '",
@@ -356,10 +358,14 @@ Prediction predict_step(const MachineProfile& profile, const StepShape& shape, i
     return std::find(order.begin(), order.end(), a.name) <
            std::find(order.begin(), order.end(), b.name);
   });
-  // The phases are means over the profile's steps, its step a median: the
-  // machine-bound parts (local phases, the engine's own exchange cost) are
-  // scaled by one factor that makes the profile's own step come out at its
-  // measured median (a few slow steps, a busy moment, weigh less).
+  // The phases are means over the profile's steps, each the max over ranks,
+  // its step a median: their sum is above the step (a few slow steps, a
+  // busy moment, and each phase's slowest rank, which is not the same rank
+  // in every phase). The parts measured on this machine are scaled by one
+  // factor that makes the profile's own step come out at its median: the
+  // machine-bound ones (local phases, the engine's own exchange cost), and
+  // the all-to-alls too where the prediction is for the profile's own
+  // network (no --cluster, and the profile's step crossed it).
   std::vector<Prediction::Part> own;  // the profile's own step's all-to-alls
   if (c.ranks > 1) {
     StepShape measured;
@@ -370,7 +376,8 @@ Prediction predict_step(const MachineProfile& profile, const StepShape& shape, i
     measured.counts = c.counts;
     own = exchange_model(profile, measured, c.ranks, nullptr, nullptr);
   }
-  double local0 = 0, engine0 = 0, network0 = 0;
+  double local0 = 0, engine0 = 0, network0 = 0, local = 0;
+  for (const auto& p : out.phases) local += p.ms;
   for (const auto& [name, ms] : c.ms) {
     const auto o =
         std::find_if(own.begin(), own.end(), [&](const auto& p) { return p.name == name; });
@@ -379,23 +386,41 @@ Prediction predict_step(const MachineProfile& profile, const StepShape& shape, i
     else if (o != own.end())
       engine0 += std::max(0.0, ms - o->ms), network0 += o->ms;
   }
-  const double machine = (c.step_ms - network0) / (local0 + engine0);
+  const bool same_network = !cluster && c.ranks > 1;
+  const double machine = same_network ? c.step_ms / (local0 + engine0 + network0)
+                                      : (c.step_ms - network0) / (local0 + engine0);
   out.calibration = machine > 0 && std::isfinite(machine) ? machine : 1;
+  out.network_calibrated = same_network;
   for (auto& p : out.phases) p.ms *= out.calibration, out.step_ms += p.ms;
 
   if (ranks > 1) {
     std::vector<Prediction::Part> model =
         exchange_model(profile, shape, ranks, cluster, &out.notes);
+    if (c.ranks > 1 && c.ranks != ranks && !cluster)
+      out.notes.push_back(
+          embtrain::detail::concat("the profile's sharded run had ", c.ranks, " ranks, this run ",
+                                   ranks, ": its local phases and all-to-all are those of ",
+                                   c.ranks, " ranks sharing the machine (profile at ", ranks,
+                                   " ranks where they share cores, "
+                                   "e.g. emulated hosts)"));
     if (c.ranks < 2)
       out.notes.push_back(
           "the profile has no sharded run: exchanges are the raw all-to-all "
           "alone (no packing, no waiting for the slowest rank)");
     for (size_t i = 0; i < model.size(); ++i) {
       Prediction::Part& part = model[i];
+      if (same_network) part.network_ms *= out.calibration, part.ms = part.network_ms;
       if (!own.empty()) {
+        // Above the raw all-to-all: the wait for the slowest rank follows
+        // how long the ranks work before the exchange (their local phases,
+        // unevenly done), the rest (packing, rendezvous) the rows moved.
         const auto ms = c.ms.find(part.name);
+        const auto w = c.wait_ms.find(part.name);
         const double extra = ms == c.ms.end() ? 0 : std::max(0.0, ms->second - own[i].ms);
-        part.engine_ms = extra * shape.distinct / c.distinct * out.calibration;
+        const double wait = w == c.wait_ms.end() ? 0 : std::min(extra, w->second);
+        part.wait_ms = local0 > 0 ? wait * local / local0 * out.calibration : 0;
+        part.engine_ms =
+            (extra - wait) * shape.distinct / c.distinct * out.calibration + part.wait_ms;
         part.ms += part.engine_ms;
       }
       out.step_ms += part.ms;

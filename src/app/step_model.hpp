@@ -9,14 +9,18 @@
 //   an exchange  = per all-to-all: latency x messages + bytes / bandwidth,
 //                  bytes per rank = distinct ids x (P - 1) / P x bytes per id
 //                  (ownership is cyclic, so each owner holds 1/P of them)
-//                  + the engine's own cost beyond the raw all-to-all (packing,
-//                  waiting for the slowest rank, rendezvous): what the
-//                  profile's sharded run measured above the model for its own
-//                  step, scaled by distinct ids / the profile's
+//                  + the engine's own cost beyond the raw all-to-all: its
+//                  packing and rendezvous, what the profile's sharded run
+//                  measured above the model for its own step less its wait,
+//                  scaled by distinct ids / the profile's; and its wait for
+//                  the slowest rank (how unevenly the ranks reach the
+//                  exchange), scaled by the local phases / the profile's
 //   calibration  = the machine-bound parts (local phases, the engine's own
 //                  exchange cost) times one factor, which makes the profile's
 //                  own step equal its measured median step (the phases are
-//                  means over steps: a few slow steps weigh less)
+//                  means over steps of the slowest rank's time: a few slow
+//                  steps weigh less); the all-to-alls too when predicting the
+//                  profile's own network (no cluster, a sharded profile)
 //   two levels   = the intra-host part (gpus_per_host - 1 peers) then the
 //                  inter-host part (P - gpus_per_host peers), in sequence
 //   step         = the sum (no overlap: the engine's exchanges block; a
@@ -38,10 +42,11 @@ struct PhaseCosts {
   int ranks = 1, threads = 1;
   int64_t dim = 0;
   std::string optimizer;
-  double lookups = 0, distinct = 0;  // per rank per step of the measured run
-  double step_ms = 0;                // its measured step (median)
-  std::map<std::string, double> ms;  // per step, max over ranks, by phase (exchanges too)
-  int wire_bytes = 4;                // its step's shape, for the exchanges' own cost
+  double lookups = 0, distinct = 0;       // per rank per step of the measured run
+  double step_ms = 0;                     // its measured step (median)
+  std::map<std::string, double> ms;       // per step, max over ranks, by phase (exchanges too)
+  std::map<std::string, double> wait_ms;  // of an exchange's ms, the wait for the slowest rank
+  int wire_bytes = 4;                     // its step's shape, for the exchanges' own cost
   bool counts = false;
 };
 
@@ -114,12 +119,14 @@ struct Prediction {
     double messages = 0;  // per all-to-all
     double network_ms = 0,
            engine_ms = 0;  // exchanges: of ms, the all-to-alls' and the engine's own
+    double wait_ms = 0;    // of engine_ms, the wait for the slowest rank
   };
   std::vector<Part> phases, exchanges;
   double step_ms = 0;
-  std::string engine;              // whose phases were used
-  double calibration = 1;          // the machine-bound parts' factor (step_model.cpp)
-  std::vector<std::string> notes;  // what the prediction assumes
+  std::string engine;               // whose phases were used
+  double calibration = 1;           // the machine-bound parts' factor (step_model.cpp)
+  bool network_calibrated = false;  // the all-to-alls' too (the profile's own network)
+  std::vector<std::string> notes;   // what the prediction assumes
 };
 
 // `cluster` null: the profile's own machine and communicator.
