@@ -32,22 +32,30 @@ struct WorkloadEstimate {
   std::vector<Step> step;
 };
 
+// Every line is host memory (a GPU run keeps a host mirror of its tables);
+// those marked `device` are also what a run with device cuda holds in its
+// GPU's memory: the tables' shards and the step's buffers.
 class MemoryPlan {
  public:
-  void add(std::string what, double bytes) { lines_.push_back({std::move(what), bytes}); }
+  void add(std::string what, double bytes, bool device = false) {
+    lines_.push_back({std::move(what), bytes, device});
+  }
   // This rank's shard of `spec` (rows x dim, the largest shard over `ranks`).
   void add_table(const TableSpec& spec, double rows, int ranks);
   // The process itself (code, MPI, libraries): its resident memory when the
   // first plan is made, before the run allocates anything big.
   void add_process();
   double total() const;
+  double device_total() const;
   struct Line {
     std::string what;
     double bytes;
+    bool device;
   };
   const std::vector<Line>& lines() const { return lines_; }
-  // One line per item, e.g. "  table users (shard of 5,000 rows x 32): 1.2 MiB".
-  std::string text() const;
+  // One line per item, e.g. "  table users (shard of 5,000 rows x 32): 1.2 MiB";
+  // `device`: the device lines alone.
+  std::string text(bool device = false) const;
 
  private:
   std::vector<Line> lines_;
@@ -70,5 +78,14 @@ double host_bytes_per_rank(int ranks_on_host, std::string* source);
 // share of its host's memory, with the plan and `advice`. A collective.
 void check_memory_plan(Communicator& comm, int ranks_on_host, const MemoryPlan& plan,
                        const std::string& advice);
+
+// "" when the plan's device lines fit this rank's share of GPU `device`
+// (its free bytes over the `ranks_on_device` ranks of the host on it),
+// else the error that says so, with those lines and `advice`: what
+// CudaOptions::device_memory_check answers, which the engine asks once it
+// has chosen the rank's GPU and before it allocates there.
+std::string device_memory_error(const MemoryPlan& plan, int rank, int device,
+                                int ranks_on_device, double free_bytes, double total_bytes,
+                                const std::string& advice);
 
 }  // namespace embtrain

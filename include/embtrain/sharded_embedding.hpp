@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,14 @@ struct CudaOptions {
   // "auto" (NCCL when every GPU of a node has one rank, else MPI staged),
   // "nccl" (an error when NCCL cannot be used) or "mpi-staged".
   std::string data_comm = "auto";
+  // Called once the engine has chosen this rank's GPU and before it
+  // allocates there, with the GPU, the ranks of this host that share it and
+  // its free and total bytes: "" when the run fits, else the error that
+  // every rank then reports (train passes its memory plan's device lines,
+  // memory_plan.hpp). Unset: not checked.
+  std::function<std::string(int device, int ranks_on_device, double free_bytes,
+                            double total_bytes)>
+      device_memory_check;
 };
 
 class ShardedEmbedding {

@@ -132,7 +132,7 @@ Job bench_job(const PlanArgs& a) {
                  static_cast<double>(b.distinct_batches) * lookups * 8 +
                      lookups * static_cast<double>(b.spec.dim) * 4);
   job.memory.add("step buffers (rows and gradients of the batch, several copies)",
-                 lookups * static_cast<double>(b.spec.dim) * 4 * 6);
+                 lookups * static_cast<double>(b.spec.dim) * 4 * 6, /*device=*/true);
   job.memory.add_process();
   job.step.lookups = lookups;
   job.step.distinct = expected_distinct_zipf(b.spec.num_embeddings, b.zipf, lookups, b.pad_frac);
@@ -242,7 +242,11 @@ int run_plan(int argc, char** argv) {
   const Job job = a.bench ? bench_job(a) : config_job(a);
   std::string source;
   const double available = memory_per_rank(job, a.ranks, clustered ? &cluster : nullptr, &source);
-  const bool fits = available < 0 || job.memory.total() <= available;
+  // A GPU run is held to its device lines (the host keeps the rest and a
+  // mirror of the tables; `train` checks both).
+  const bool on_device = job.device == "cuda";
+  const double needed = on_device ? job.memory.device_total() : job.memory.total();
+  const bool fits = available < 0 || needed <= available;
 
   bool predicted = false;
   Prediction prediction;
@@ -259,12 +263,15 @@ int run_plan(int argc, char** argv) {
   if (a.json) {
     nlohmann::json lines = nlohmann::json::array();
     for (const auto& l : job.memory.lines())
-      lines.push_back({{"what", l.what}, {"bytes", l.bytes}});
+      lines.push_back({{"what", l.what}, {"bytes", l.bytes}, {"device", l.device}});
     nlohmann::json out = {
         {"job", job.what},
         {"ranks", a.ranks},
         {"device", job.device},
-        {"memory_per_rank", {{"lines", lines}, {"total_bytes", job.memory.total()}}},
+        {"memory_per_rank",
+         {{"lines", lines},
+          {"total_bytes", job.memory.total()},
+          {"device_bytes", job.memory.device_total()}}},
         {"available_per_rank_bytes", available},
         {"available_source", source},
         {"fits", fits},
@@ -300,6 +307,8 @@ int run_plan(int argc, char** argv) {
             : " on this host",
         job.device.c_str());
     std::printf("\nmemory per rank (the largest shard):\n%s", job.memory.text().c_str());
+    if (on_device)
+      std::printf("of which in the GPU's memory:\n%s", job.memory.text(/*device=*/true).c_str());
     for (const std::string& t : job.unknown_tables)
       std::printf("  (table %s: rows known once the data is read, not counted)\n", t.c_str());
     if (available < 0)
@@ -320,9 +329,9 @@ int run_plan(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
-  EMBTRAIN_REQUIRE(fits, "the run does not fit in memory: each rank needs ",
-                   bytes_text(job.memory.total()), " but has ", bytes_text(available), " (", source,
-                   "). ", kMemoryAdvice);
+  EMBTRAIN_REQUIRE(fits, "the run does not fit in ", on_device ? "device " : "",
+                   "memory: each rank needs ", bytes_text(needed), " but has ",
+                   bytes_text(available), " (", source, "). ", kMemoryAdvice);
   return 0;
 }
 

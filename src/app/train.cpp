@@ -312,15 +312,16 @@ void agree_on_data(Communicator& comm, const Workload& workload) {
 }
 
 // The run's memory plan per rank (memory_plan.hpp), refused when it does
-// not fit: first with the tables whose rows the keys give (before the
-// workload builds its data), then with every table once `workload` knows.
-void check_memory(Communicator& comm, int ranks_on_host, const RunSetup& setup,
-                  const WorkloadContext& context, const Workload* workload) {
+// not fit the host: first with the tables whose rows the keys give (before
+// the workload builds its data), then with every table once `workload`
+// knows. Returns the plan.
+MemoryPlan check_memory(Communicator& comm, int ranks_on_host, const RunSetup& setup,
+                        const WorkloadContext& context, const Workload* workload) {
   WorkloadEstimate estimate;
   run_agreed(comm, [&] { estimate = run_estimate(setup, context); });
-  check_memory_plan(comm, ranks_on_host,
-                    run_memory_plan(setup, context, estimate, comm.size(), workload),
-                    kMemoryAdvice);
+  MemoryPlan plan = run_memory_plan(setup, context, estimate, comm.size(), workload);
+  check_memory_plan(comm, ranks_on_host, plan, kMemoryAdvice);
+  return plan;
 }
 
 bool asks_for_help(int argc, char** argv) {
@@ -412,7 +413,7 @@ MemoryPlan run_memory_plan(const RunSetup& setup, const WorkloadContext& context
   }
   plan.add(estimate.data_what, estimate.data_bytes);
   plan.add(embtrain::detail::concat("step buffers (train.batch_size = ", context.batch_size, ")"),
-           estimate.step_bytes);
+           estimate.step_bytes, /*device=*/true);
   plan.add_process();
   return plan;
 }
@@ -447,7 +448,14 @@ int run_train(int argc, char** argv) {
   std::unique_ptr<Workload> workload;
   run_agreed(*comm, [&] { workload = setup.workload->create(setup.config, context); });
   agree_on_data(*comm, *workload);
-  check_memory(*comm, ranks_on_host, setup, context, workload.get());  // every table's rows
+  const MemoryPlan plan =
+      check_memory(*comm, ranks_on_host, setup, context, workload.get());  // every table's rows
+  // A GPU run's device lines against its GPU, once the engine has chosen it.
+  const int rank = comm->rank();
+  setup.keys.cuda.device_memory_check = [plan, rank](int device, int sharing, double free,
+                                                     double total) {
+    return device_memory_error(plan, rank, device, sharing, free, total, kMemoryAdvice);
+  };
   if (talk) {
     std::printf("workload: %s\n", workload->describe().c_str());
     std::fflush(stdout);

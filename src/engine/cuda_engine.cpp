@@ -1,6 +1,8 @@
 // The GPU engine: this rank's device and data communicator, then the step
 // over CudaBackend, local with one rank, sharded with several.
+#include <algorithm>
 #include <memory>
+#include <string>
 #include <utility>
 
 #include "comm/device_selection.hpp"
@@ -29,6 +31,24 @@ int select_device(Communicator& control) {
   return device;
 }
 
+// The run's device memory against the chosen GPU's free memory, shared by
+// the ranks of this host on it, before anything is allocated there; every
+// rank fails together (CudaOptions::device_memory_check).
+void check_device_memory(Communicator& control, int device, const CudaOptions& options) {
+  if (!options.device_memory_check) return;
+  const LocalRankInfo local = local_rank_info(control);
+  const int devices = cuda::device_count();
+  int sharing = 0;  // local ranks r with pick_device(r) == device
+  for (int r = 0; r < local.local_size; ++r) sharing += pick_device(r, devices) == device;
+  size_t free_bytes = 0, total_bytes = 0;
+  cuda::memory_info(&free_bytes, &total_bytes);
+  std::string error = options.device_memory_check(device, std::max(sharing, 1),
+                                                  static_cast<double>(free_bytes),
+                                                  static_cast<double>(total_bytes));
+  error = control.agree_on_error(error);
+  if (!error.empty()) throw AgreedError(error);
+}
+
 // The communicator of device buffers, and one line that says which and why.
 std::unique_ptr<Communicator> make_data_communicator(Communicator& control,
                                                      const CudaOptions& options, void* stream,
@@ -53,6 +73,7 @@ std::unique_ptr<StepEngine> make_cuda_engine(std::vector<EmbeddingTable>* shards
                                              const std::vector<ShardPlan>& plans,
                                              Communicator* control, const CudaOptions& options) {
   const int device = select_device(*control);
+  check_device_memory(*control, device, options);
   auto stream = std::make_unique<cuda::Stream>();
   std::string comm;
   std::unique_ptr<Communicator> data =

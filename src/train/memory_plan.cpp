@@ -78,7 +78,7 @@ void MemoryPlan::add_table(const TableSpec& spec, double rows, int ranks) {
                        static_cast<double>(optimizer_state_width(spec.optimizer.kind, spec.dim));
   add(detail::concat("table ", spec.name, " (shard of ", count_text(shard), " rows x ", spec.dim,
                      ", weights and ", optimizer_name(spec.optimizer.kind), " state)"),
-      shard * width * 4);
+      shard * width * 4, /*device=*/true);
 }
 
 double MemoryPlan::total() const {
@@ -87,13 +87,22 @@ double MemoryPlan::total() const {
   return sum;
 }
 
-std::string MemoryPlan::text() const {
+double MemoryPlan::device_total() const {
+  double sum = 0;
+  for (const Line& l : lines_) sum += l.device ? l.bytes : 0;
+  return sum;
+}
+
+std::string MemoryPlan::text(bool device) const {
   size_t width = 0;
   for (const Line& l : lines_) width = std::max(width, l.what.size());
   std::string out;
   for (const Line& l : lines_)
-    out += "  " + l.what + std::string(width - l.what.size() + 2, ' ') + bytes_text(l.bytes) + "\n";
-  out += "  total" + std::string(width - 3, ' ') + bytes_text(total()) + "\n";
+    if (l.device || !device)
+      out += "  " + l.what + std::string(width - l.what.size() + 2, ' ') + bytes_text(l.bytes) +
+             "\n";
+  out += "  total" + std::string(width - 3, ' ') + bytes_text(device ? device_total() : total()) +
+         "\n";
   return out;
 }
 
@@ -120,6 +129,18 @@ void check_memory_plan(Communicator& comm, int ranks_on_host, const MemoryPlan& 
                            plan.text(), advice);
   error = comm.agree_on_error(error);
   if (!error.empty()) throw AgreedError(error);
+}
+
+std::string device_memory_error(const MemoryPlan& plan, int rank, int device,
+                                int ranks_on_device, double free_bytes, double total_bytes,
+                                const std::string& advice) {
+  const double mine = free_bytes / std::max(ranks_on_device, 1);
+  if (plan.device_total() <= mine) return "";
+  return detail::concat("the run does not fit in device memory: rank ", rank, " needs ",
+                        bytes_text(plan.device_total()), " on GPU ", device, " but has ",
+                        bytes_text(mine), " (", bytes_text(free_bytes), " free of ",
+                        bytes_text(total_bytes), ", shared by ", ranks_on_device,
+                        " rank(s) of its host):\n", plan.text(/*device=*/true), advice);
 }
 
 }  // namespace embtrain

@@ -48,6 +48,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "embtrain/errors.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "kernels/cuda/cuda_kernels.hpp"
@@ -120,6 +122,19 @@ int device_count() { return 1; }
 std::string device_description(int device) {
   EMBTRAIN_REQUIRE(device == 0, "emulated CUDA: no device ", device);
   return "emulated CUDA device (host memory)";
+}
+
+// The device's memory is the host's: what is available of it, or, when
+// EMBTRAIN_EMULATED_DEVICE_MEMORY gives bytes, a device that small (and
+// empty), so that tests can see a run refused.
+void memory_info(size_t* free_bytes, size_t* total_bytes) {
+  if (const char* size = std::getenv("EMBTRAIN_EMULATED_DEVICE_MEMORY")) {
+    *free_bytes = *total_bytes = static_cast<size_t>(std::strtoull(size, nullptr, 10));
+    return;
+  }
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  *free_bytes = static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * page;
+  *total_bytes = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * page;
 }
 
 double copy_bandwidth_gbps(size_t bytes) {

@@ -16,6 +16,7 @@ the quickstart config on a short setting. Prints `N passed, M failed`.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,10 +34,13 @@ HAVE_GPU = shutil.which("nvidia-smi") is not None and subprocess.run(
     ["nvidia-smi", "-L"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
 
-def run(args, np_=1, expect_ok=True):
-    cmd = cli_harness.mpirun(np_) + [EMBTRAIN] + args
+def run(args, np_=1, expect_ok=True, env=None):
+    """`embtrain ARGS` as a job of np_ ranks; `env`: variables added for
+    every rank."""
+    env = env or {}
+    cmd = cli_harness.mpirun(np_, pass_env=sorted(env)) + [EMBTRAIN] + args
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=TIMEOUT_S)
+                       timeout=TIMEOUT_S, env=dict(os.environ, **env))
     if expect_ok and p.returncode != 0:
         raise AssertionError("command failed (%d): %s\nstdout:\n%s\nstderr:\n%s" % (
             p.returncode, " ".join(cmd), p.stdout[-3000:], p.stderr[-3000:]))
@@ -398,6 +402,40 @@ def test_quickstart_config(work):
     assert "eval" in p.stdout and "done:" in p.stdout, p.stdout
     lines = open(os.path.join(work, "qs", "metrics.jsonl")).read().splitlines()
     assert any('"type": "summary"' in l or '"type":"summary"' in l for l in lines)
+
+
+def test_device_cuda_memory_refused(work):
+    """train.device = cuda on a GPU too small for the run (the emulated
+    device made 1 MiB, EMBTRAIN_EMULATED_DEVICE_MEMORY; a GPU's own size
+    otherwise): refused on every rank before the engine allocates there,
+    with the device lines of the plan (tables' shards, step buffers), the
+    GPU's share per rank (2 ranks of this host on one device) and no
+    checkpoint; the same run fits a device of 1 GiB."""
+    if DEVICE != "cuda":
+        return
+    emulated = "EMBTRAIN_EMULATED_DEVICE_MEMORY"
+    # users 40,000 x 16 with Adagrad over 2 ranks: a shard of 20,000 rows of
+    # 16 weights and 16 accumulators, 20,000 * 32 * 4 bytes.
+    args = small_recsys(work, **{"train.device": "cuda", "recsys.users": "40000",
+                                 "table.users.dim": "16", "table.items.dim": "16",
+                                 "checkpoint.every": "4"})
+    p = run(args, 2, expect_ok=False, env={emulated: str(1 << 20)})
+    assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
+    shard_mib = 20000 * 32 * 4 / 2 ** 20
+    for text in ("the run does not fit in device memory: rank 0 needs",
+                 "but has 512.0 KiB (1.0 MiB free of 1.0 MiB, shared by 2 rank(s) of its host)",
+                 "step buffers (train.batch_size = 64)"):
+        assert text in p.stderr, (text, p.stderr[-3000:])
+    line = r"table users \(shard of 20,000 rows x 16, weights and adagrad state\) +%.1f MiB\n" \
+        % shard_mib
+    assert re.search(line, p.stderr), (line, p.stderr[-3000:])
+    assert "workload data" not in p.stderr.split("does not fit in device memory")[1], \
+        "host-only lines listed as device memory: " + p.stderr[-3000:]
+    run_dir = os.path.join(work, "run")
+    assert not os.path.isdir(os.path.join(run_dir, "checkpoints")) or \
+        not os.listdir(os.path.join(run_dir, "checkpoints")), os.listdir(run_dir)
+    shutil.rmtree(run_dir)
+    run(args, 2, env={emulated: str(1 << 30)})
 
 
 def test_device_cuda(work):

@@ -37,6 +37,10 @@ std::string device_description(int device) {
   return text;
 }
 
+void memory_info(size_t* free_bytes, size_t* total_bytes) {
+  EMBTRAIN_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
 double copy_bandwidth_gbps(size_t bytes) {
   void *a = nullptr, *b = nullptr;
   EMBTRAIN_CUDA_CHECK(cudaMalloc(&a, bytes));
