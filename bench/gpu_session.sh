@@ -1,28 +1,43 @@
 #!/bin/bash
-# Everything issue 5 asks of a GPU machine, in one command, so a short lease
-# is spent on running rather than typing:
-#   1. build for Hopper (sm_90) in build-gpu;
+# Everything the GPU issues ask of a GPU machine, in one command, so a short
+# lease is spent on running rather than typing:
+#   1. build for Hopper (sm_90) in build-gpu (skipped with --packed);
 #   2. the CUDA tests with EMBTRAIN_REQUIRE_GPU=1 (a missing GPU fails);
-#   3. compute-sanitizer memcheck and racecheck over the kernel tests;
+#   3. compute-sanitizer memcheck, racecheck, initcheck and synccheck over
+#      the kernel tests, their large cases shrunk (EMBTRAIN_TEST_SMALL=1),
+#      each stage timed (the issue's budget: 3 minutes together);
 #   4. the GPU step against the single-process CPU reference under mpirun,
 #      1 rank (NCCL) and 2 ranks sharing the GPU (MPI staging);
-#   5. bench-G (10M x 128, 1,048,576 lookups, Zipf 1.05, 10% padding,
+#   5. PyTorch parity of replay and bags on the GPU; the trainer on the GPU
+#      (checkpoints equal to the CPU run's, the device memory check);
+#   6. bench-G (10M x 128, 1,048,576 lookups, Zipf 1.05, 10% padding,
 #      SparseAdam) against PyTorch on the same GPU, and SGD likewise.
 # Each stage's log goes to LOG_DIR (default $OUT on the lent machine, else
 # bench/results/gpu-logs); the script goes on after a failing stage and
 # exits non-zero if any failed.
 #
-# Needs what scripts/install_deps.sh installs (CMake, Open MPI, Boost,
-# GoogleTest, nlohmann-json) plus the CUDA Toolkit with NCCL, and a python3
-# with PyTorch built for CUDA. Usage:
-#   bench/gpu_session.sh [--quick]      (--quick: fewer random cases and steps)
+# On a machine with the toolchain (what scripts/install_deps.sh installs
+# plus the CUDA Toolkit with NCCL, and a python3 with a CUDA PyTorch):
+#   bench/gpu_session.sh [--quick]
+# On the lent GPU machine, which has neither Open MPI nor Boost: build and
+# pack here, carry .gpu, and there run
+#   scripts/build.sh build-gpu -DCMAKE_CUDA_ARCHITECTURES=90 && ../shared/gpu/pack.sh build-gpu
+#   source .gpu/env.sh && bench/gpu_session.sh --packed [--quick]
+# (--quick: fewer random cases and steps).
 set -u
 cd "$(dirname "$0")/.."
 LOG_DIR=${LOG_DIR:-${OUT:-bench/results/gpu-logs}}
 mkdir -p "$LOG_DIR"
-QUICK=${1:-}
-STEPS=30
-[ "$QUICK" = "--quick" ] && STEPS=10
+STEPS=30 PACKED=0
+for arg in "$@"; do
+  case $arg in
+    --quick) STEPS=10 ;;
+    --packed) PACKED=1 ;;
+    *) echo "gpu_session.sh: unknown argument $arg (valid: --quick, --packed)" >&2; exit 1 ;;
+  esac
+done
+BUILD=build-gpu
+[ "$PACKED" = 1 ] && BUILD=.gpu/build
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 failed=()
 
@@ -43,26 +58,35 @@ stage() {  # stage NAME COMMAND...: runs it, logs it, remembers a failure
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$LOG_DIR/gpu.txt" 2>&1
 cat "$LOG_DIR/gpu.txt"
 
-stage build bash -c "cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build-gpu -j \$(nproc)"
+if [ "$PACKED" = 0 ]; then
+  stage build bash -c "cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build-gpu -j \$(nproc)"
+fi
 export EMBTRAIN_REQUIRE_GPU=1
-stage cuda_tests build-gpu/tests/cuda_tests
-stage cuda_comm_tests build-gpu/tests/cuda_comm_tests
-stage memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cuda_tests
-stage racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cuda_tests
-stage gpu_step_np1 mpirun --oversubscribe -np 1 build-gpu/tests/mpi_tests \
+stage cuda_tests $BUILD/tests/cuda_tests
+stage cuda_comm_tests $BUILD/tests/cuda_comm_tests
+sanitize_start=$SECONDS
+for tool in memcheck racecheck initcheck synccheck; do
+  stage "$tool" env EMBTRAIN_TEST_SMALL=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    $BUILD/tests/cuda_tests
+done
+echo "    the four sanitizers took $((SECONDS - sanitize_start)) s together (budget 180 s)" |
+  tee -a "$LOG_DIR/summary.txt"
+stage gpu_step_np1 mpirun --oversubscribe -np 1 $BUILD/tests/mpi_tests \
   --gtest_filter='ShardedEmbeddingTest.Gpu*'
-stage gpu_step_np2_staged mpirun --oversubscribe -np 2 build-gpu/tests/mpi_tests \
+stage gpu_step_np2_staged mpirun --oversubscribe -np 2 $BUILD/tests/mpi_tests \
   --gtest_filter='ShardedEmbeddingTest.Gpu*'
-stage device_comm_np2 mpirun --oversubscribe -np 2 build-gpu/tests/mpi_cuda_tests
-stage replay_parity_gpu python3 tests/parity/replay_parity.py --embtrain build-gpu/embtrain \
+stage device_comm_np2 mpirun --oversubscribe -np 2 $BUILD/tests/mpi_cuda_tests
+stage replay_parity_gpu python3 tests/parity/replay_parity.py --embtrain $BUILD/embtrain \
   --device cuda
-stage bag_parity_gpu python3 tests/parity/bag_parity.py --embtrain build-gpu/embtrain \
+stage bag_parity_gpu python3 tests/parity/bag_parity.py --embtrain $BUILD/embtrain \
   --device cuda --cases 20
+stage train_cli_gpu python3 tests/train/test_train_cli.py --embtrain $BUILD/embtrain \
+  --device cuda --only test_device_cuda
 stage bench_G_adam python3 bench/compare_pytorch.py --preset bench-G --optimizer adam \
-  --embtrain build-gpu/embtrain --steps "$STEPS"
+  --embtrain $BUILD/embtrain --steps "$STEPS"
 stage bench_G_sgd python3 bench/compare_pytorch.py --preset bench-G --optimizer sgd \
-  --embtrain build-gpu/embtrain --steps "$STEPS"
+  --embtrain $BUILD/embtrain --steps "$STEPS"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed stages: ${failed[*]}" | tee -a "$LOG_DIR/summary.txt"

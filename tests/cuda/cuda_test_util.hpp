@@ -64,6 +64,15 @@ std::vector<T> download(const T* d, int64_t count) {
   return h;
 }
 
+// A large case's size: n, or n / 20 under EMBTRAIN_TEST_SMALL=1, which the
+// compute-sanitizer runs set (racecheck and initcheck make kernels hundreds
+// of times slower). The large cases stay large enough for what they are
+// there for: segments longer than a 64-position chunk, several blocks.
+inline int64_t large_case(int64_t n) {
+  const char* small = std::getenv("EMBTRAIN_TEST_SMALL");
+  return small && std::string(small) == "1" ? n / 20 : n;
+}
+
 // Whether the device is the emulated one of tests/emulated (its kernels run
 // on the host, with the host's libm).
 inline bool emulated_device() {

@@ -34,6 +34,7 @@ using embtrain_test::all_close;
 using embtrain_test::DeviceArray;
 using embtrain_test::download;
 using embtrain_test::emulated_device;
+using embtrain_test::large_case;
 using embtrain_test::same_bits;
 using embtrain_test::seed_trace;
 using embtrain_test::test_seed;
@@ -105,7 +106,7 @@ TEST(CudaStepKernels, FindBadIdReportsTheFirst) {
   std::mt19937_64 rng(seed);
   const int64_t bound = 1000;
   DeviceArray<int64_t> d_result(2);
-  for (int64_t n : {0, 1, 100, 100000}) {
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{100}, large_case(100000)}) {
     std::vector<int64_t> ids(static_cast<size_t>(n));
     for (int64_t& id : ids) id = static_cast<int64_t>(rng() % bound);
     auto check = [&](int64_t want_pos) {
@@ -146,7 +147,7 @@ TEST(CudaStepKernels, UniqueMatchesCpu) {
                         {1000, 7, 7, 0.2},
                         {3000, 500, 500, 0.0},
                         {20000, 1000, 1000, 0.1},
-                        {50000, 1 << 20, 1 << 20, 0.05},
+                        {large_case(50000), 1 << 20, 1 << 20, 0.05},
                         {5000, 3000, int64_t{1} << 40, 0.0}};
   for (const Case& c : cases) {
     std::vector<int64_t> ids = zipf_ids(c.n, c.rows, c.pad_frac, rng);
@@ -178,7 +179,7 @@ TEST(CudaStepKernels, BucketizeIsLowerBound) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
-  for (int64_t rows : {1, 10, 1000, 100000}) {
+  for (int64_t rows : {int64_t{1}, int64_t{10}, int64_t{1000}, large_case(100000)}) {
     for (int ranks : {1, 2, 3, 8}) {
       std::vector<int64_t> ids = zipf_ids(rows * 2, rows, 0.1, rng);
       std::sort(ids.begin(), ids.end());
@@ -470,7 +471,7 @@ TEST(CudaStepKernels, SegmentSumUpdateIsDeterministic) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
-  const int64_t rows = 20000, n = 200000;
+  const int64_t rows = large_case(20000), n = large_case(200000);
   const ZipfSampler zipf(rows, 1.2);
   const std::vector<int64_t> ids = sample_ids(zipf, n, 0.05, rng(), rng());
   for (OptimizerKind kind : kOptimizers)
