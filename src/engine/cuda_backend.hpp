@@ -38,6 +38,8 @@ namespace embtrain {
 class CudaBackend {
  public:
   static constexpr int64_t kRowAlign = 4;
+  // pool_at = owner has no CUDA kernels yet: the engine refuses it.
+  static constexpr bool kPoolsAtOwner = false;
 
   template <typename T>
   using Buffer = GrowArray<T, cuda::DeviceBuffer>;

@@ -37,6 +37,34 @@
 //                    the padding row dropped.
 // Step:
 //  update            The optimizer on exactly these rows.
+//
+// Tables whose bags are pooled at the owners (TableSpec::pool_at = owner)
+// take the same route with bags on it. Their distinct ids travel as above
+// (so renorm and the counts of scale_grad_by_freq are as for any table);
+// then, once forward knows the bags:
+//  exchange_ids      (its second half) Requester: one entry per pooled
+//                    position (the padding id left out), grouped by owner
+//                    in position order: which of the ids it sent that owner,
+//                    which partial row (one per bag the owner touches, in
+//                    bag order), its weight. The counts of partial rows and
+//                    entries go over the control communicator, with how the
+//                    rank pools each table, which every rank must share.
+//  gather_owned      Owner: the rows into a region that stays put (kept),
+//                    then each requester's entries pooled, in their order,
+//                    into its partial rows: sum (times the weight; mean is a
+//                    sum here), or max with the winning entry per column.
+//  exchange_rows     The partial rows back (and max's winning entries).
+//  expand            Requester: each bag's partials combined in owner rank
+//                    order: added, then divided by the bag's pooled count
+//                    for mean (the requester knows it); for max the
+//                    greatest, the first position winning a tie.
+//  reduce_requested  One gradient row per partial: the bag's (over its count
+//                    for mean; for max only in the columns that partial won).
+//  exchange_grads    As above, into the places the partials left from.
+//  combine_at_owner  Owner: each partial's gradient back to its entries
+//                    (times the weight; max: the winning entry per column),
+//                    summed per id in entry order into the kept rows, which
+//                    then combine as any table's.
 #pragma once
 
 #include <algorithm>
@@ -60,6 +88,9 @@ namespace embtrain {
 template <typename Backend>
 class ShardedStep {
  public:
+  // Bags of tables with pool_at = owner are pooled at the owners here.
+  static constexpr bool kPoolsAtOwner = true;
+
   // `backend`, `control` (a host communicator over the same ranks as the
   // backend's data communicator) and `stats` outlive the step.
   ShardedStep(Backend* backend, Communicator* control, const std::vector<ShardPlan>& plans,
@@ -76,11 +107,15 @@ class ShardedStep {
     bucket_by_owner(&in, ids);
     start_exchange_ids(&in);
   }
-  // The prepared step's forward: out[t] in the backend's memory. Collectives.
-  void forward(const std::vector<float*>& out) {
+  // The prepared step's forward: out[t] in the backend's memory (bags x
+  // dim for a table pooled at the owners, whose bags[t] must be given; null
+  // for the others). Collectives.
+  void forward(const std::vector<float*>& out, const std::vector<const OwnerBags*>& bags = {}) {
     current_ ^= 1;
     finish_exchange_ids();
+    if (any_at_owner_) exchange_bags(bags);
     gather_owned();
+    if (any_at_owner_) pool_at_owner();
     exchange_rows();
     expand(out);
     ++stats_.steps;
@@ -88,6 +123,7 @@ class ShardedStep {
   void backward(const std::vector<const float*>& grad_out) {
     reduce_requested(grad_out);
     exchange_grads();
+    if (any_at_owner_) unpool_at_owner();
     combine_at_owner();
   }
   void step() { update(); }
@@ -137,6 +173,15 @@ class ShardedStep {
     Buffer<int64_t> src_rows;        // per position of `ids`: its row in rows_
     Buffer<int32_t> weights;         // per position: the requester's count of the id
     typename Backend::Grads grads;
+  };
+  // Requester side of a table pooled at the owners, this step: per owner,
+  // its entries (ExchangeLayout) and each partial row's bag.
+  struct Pooling {
+    const OwnerBags* bags = nullptr;
+    std::vector<std::vector<int64_t>> bag;  // per owner, per partial row: its bag
+    std::vector<std::vector<int32_t>> idx, slot, pos;  // per owner, per entry
+    std::vector<std::vector<float>> weight;            // with per-sample weights
+    std::vector<int32_t> winner;  // max: per bag and column, the owner that won (-1: none)
   };
 
   // Adds the time since `clock` last lapped to `stage`, once the backend's
@@ -195,6 +240,13 @@ class ShardedStep {
   void exchange_grads();
   void combine_at_owner();
   void update();
+  // The stages' parts for tables pooled at the owners (see the top).
+  void list_entries(int t, const OwnerBags& bags);
+  void exchange_bags(const std::vector<const OwnerBags*>& bags);
+  void pool_at_owner();
+  void expand_at_owner(int t, float* out);
+  void reduce_at_owner(int t, const float* grad_out);
+  void unpool_at_owner();
 
   Backend& b_;
   Communicator& control_;
@@ -213,6 +265,16 @@ class ShardedStep {
   Buffer<float> rows_;  // see ExchangeLayout
   Buffer<int32_t> counts_send_, counts_recv_;
   Buffer<char> served_wire_, requested_wire_;  // see ExchangeLayout
+  // Pooled at the owners: per table whether, and how this step (the same
+  // on every rank); the entries' buffers (ExchangeLayout); for max, the
+  // winning entry per column of each partial row, laid out as rows_.
+  std::vector<char> at_owner_;
+  bool any_at_owner_ = false;
+  std::vector<PoolMode> owner_mode_;
+  bool weights_travel_ = false, any_max_ = false;
+  std::vector<Pooling> pooling_;
+  Buffer<int32_t> idx_send_, idx_recv_, slot_send_, slot_recv_, args_;
+  Buffer<float> weight_send_, weight_recv_;
 };
 
 template <typename Backend>
@@ -226,13 +288,17 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
       rank_(control->rank()),
       plans_(plans),
       bounds_(static_cast<size_t>(T_)),
-      served_(static_cast<size_t>(T_)) {
+      served_(static_cast<size_t>(T_)),
+      owner_mode_(static_cast<size_t>(T_), PoolMode::kSum),
+      pooling_(static_cast<size_t>(T_)) {
   for (Input& in : inputs_) in.tables.resize(static_cast<size_t>(T_));
   for (int t = 0; t < T_; ++t) {
     const TableSpec& spec = b_.spec(t);
     const ShardPlan& plan = plans_[t];
     EMBTRAIN_ASSERT(plan.layout() == ShardPlan::Layout::kCyclic && plan.num_ranks() == P_);
     any_scaled_ |= spec.scale_grad_by_freq;
+    at_owner_.push_back(spec.pool_at == PoolAt::kOwner);
+    any_at_owner_ |= spec.pool_at == PoolAt::kOwner;
     dims_.push_back(spec.dim);
     std::vector<int64_t> bounds(static_cast<size_t>(num_bounds()));
     for (int d = 0; d <= P_; ++d) bounds[d] = plan.key_begin(d);
@@ -246,6 +312,7 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
   // All fp32: rows travel straight from the rows buffer, with no wire.
   if (std::all_of(wire_bytes_.begin(), wire_bytes_.end(), [](int b) { return b == 4; }))
     wire_bytes_.clear();
+  if (!any_at_owner_) at_owner_.clear();
   b_.synchronize();
 }
 
@@ -329,15 +396,18 @@ void ShardedStep<Backend>::gather_owned() {
     counts_send_.reserve(layout.num_requested());
     counts_recv_.reserve(layout.num_served());
   }
+  if (any_max_) args_.reserve(layout.rows_floats());
   for (int t = 0; t < T_; ++t) {
     Served& s = served_[t];
     const int64_t dim = dims_[t];
     // Table t's requested ids, one block per requester, in rank order.
     s.starts.assign(static_cast<size_t>(P_) + 1, 0);
     std::vector<int64_t> base(static_cast<size_t>(P_));
+    // A table pooled here keeps its rows (pool_at_owner pools them).
+    const bool kept = layout.at_owner(t);
     for (int r = 0; r < P_; ++r) {
       s.starts[r + 1] = s.starts[r] + layout.served(r, t).count;
-      base[r] = layout.served(r, t).row;
+      base[r] = kept ? layout.served(r, t).kept : layout.served(r, t).row;
     }
     const int64_t m = s.starts[P_];
     int64_t* ids = s.ids.reserve(m);
@@ -347,8 +417,7 @@ void ShardedStep<Backend>::gather_owned() {
     s.index = b_.unique_ids(ids, m, plans_[t].shard_rows(rank_), &s.ws);
     b_.renorm_rows(t, s.index.unique, s.index.num_unique);
     for (int r = 0; r < P_; ++r)
-      b_.gather_rows(t, ids + s.starts[r], layout.served(r, t).count,
-                     rows + layout.served(r, t).row);
+      b_.gather_rows(t, ids + s.starts[r], layout.served(r, t).count, rows + base[r]);
     // Where the gradients of these rows will come back: the same places.
     b_.block_offsets(s.starts, base, dim, m, s.src_rows.reserve(m));
   }
@@ -359,8 +428,13 @@ template <typename Backend>
 void ShardedStep<Backend>::exchange_rows() {
   Stopwatch clock;
   wait_for_ranks(Stage::kExchangeRows);
-  exchange(Stage::kExchangeRows, &stats_.rows_bytes_sent, &clock,
-           [&](Communicator& data) { move_rows(data, /*back=*/false); });
+  exchange(Stage::kExchangeRows, &stats_.rows_bytes_sent, &clock, [&](Communicator& data) {
+    move_rows(data, /*back=*/false);
+    if (any_max_)
+      data.alltoallv(args_.data() + cur().layout.served_rows(), cur().layout.rows_to_requesters(),
+                     args_.data() + cur().layout.requested_rows(), cur().layout.rows_from_owners(),
+                     CommType::kInt32);
+  });
 }
 
 // The rows (or, `back`, the gradients) through the wire buffers: packed
@@ -379,7 +453,7 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
     for (int t = 0; t < T_; ++t) {
       const ExchangeLayout::Block& b = sending(p, t);
       const CommPrecision precision = b_.spec(t).comm_precision;
-      const int64_t n = b.count * dims_[t];
+      const int64_t n = b.rows * dims_[t];
       if (p == rank_)
         b_.round_wire(rows + b.row, n, precision, wire_scale(t, back));
       else
@@ -395,7 +469,7 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
     for (int t = 0; t < T_; ++t) {
       if (p == rank_) continue;
       const ExchangeLayout::Block& b = receiving(p, t);
-      b_.unpack_wire(to + b.wire, b.count * dims_[t], b_.spec(t).comm_precision,
+      b_.unpack_wire(to + b.wire, b.rows * dims_[t], b_.spec(t).comm_precision,
                      1.f / wire_scale(t, back), rows + b.row);
     }
 }
@@ -404,6 +478,10 @@ template <typename Backend>
 void ShardedStep<Backend>::expand(const std::vector<float*>& out) {
   Stopwatch clock;
   for (int t = 0; t < T_; ++t) {
+    if (cur().layout.at_owner(t)) {
+      expand_at_owner(t, out[t]);
+      continue;
+    }
     Requested& r = cur().tables[t];
     // Owner d's rows of table t arrived as one block.
     std::vector<int64_t> starts(r.begin.begin(), r.begin.begin() + P_ + 1), base(P_);
@@ -421,11 +499,15 @@ void ShardedStep<Backend>::reduce_requested(const std::vector<const float*>& gra
   static const int64_t kSkip = -1;
   for (int t = 0; t < T_; ++t) {
     Requested& r = cur().tables[t];
-    // The padding id's sum is never used (its owner drops it): skip it.
-    if (r.pad_slot >= 0) b_.upload(r.slot_rows.data() + r.pad_slot, &kSkip, 1);
-    SegmentLayout layout;
-    layout.dst_offsets = r.slot_rows.data();
-    b_.segment_sum(grad_out[t], dims_[t], r.index, layout, rows_.data());
+    if (cur().layout.at_owner(t)) {
+      reduce_at_owner(t, grad_out[t]);
+    } else {
+      // The padding id's sum is never used (its owner drops it): skip it.
+      if (r.pad_slot >= 0) b_.upload(r.slot_rows.data() + r.pad_slot, &kSkip, 1);
+      SegmentLayout layout;
+      layout.dst_offsets = r.slot_rows.data();
+      b_.segment_sum(grad_out[t], dims_[t], r.index, layout, rows_.data());
+    }
     if (!any_scaled_) continue;
     for (int d = 0; d < P_; ++d) {
       const ExchangeLayout::Block& block = cur().layout.requested(d, t);
@@ -512,6 +594,285 @@ void ShardedStep<Backend>::update() {
     b_.update(t, step_scalars(host.spec().optimizer, host.step()), served_[t].grads);
   }
   finish(Stage::kUpdate, &clock);
+}
+
+// Pooled at the owners. These parts run on the host's memory (the CPU
+// backend; the CUDA engine refuses pool_at = owner until it has kernels).
+
+// Table t's entries per owner, in position order, and each bag's pooled
+// count (into bags.pooling.counts).
+template <typename Backend>
+void ShardedStep<Backend>::list_entries(int t, const OwnerBags& bags) {
+  Pooling& pl = pooling_[t];
+  const BagPooling& bp = bags.pooling;
+  const Requested& r = cur().tables[t];
+  const ShardPlan& plan = plans_[t];
+  const int64_t skip = b_.spec(t).padding_row();
+  pl.bags = &bags;
+  for (auto* v : {&pl.idx, &pl.slot, &pl.pos}) v->resize(static_cast<size_t>(P_));
+  pl.bag.resize(static_cast<size_t>(P_));
+  pl.weight.resize(static_cast<size_t>(P_));
+  for (int d = 0; d < P_; ++d) {
+    pl.bag[d].clear();
+    pl.idx[d].clear();
+    pl.slot[d].clear();
+    pl.pos[d].clear();
+    pl.weight[d].clear();
+  }
+  for (int64_t b = 0; b < bp.num_bags; ++b) {
+    int32_t count = 0;
+    for (int64_t p = bp.offsets[b]; p < bp.offsets[b + 1]; ++p) {
+      const int64_t id = bags.ids[p];
+      if (id == skip) continue;
+      ++count;
+      const int d = plan.owner(id);
+      std::vector<int64_t>& bag = pl.bag[d];
+      if (bag.empty() || bag.back() != b) bag.push_back(b);
+      // The id's place among those sent to owner d (bucket_by_owner).
+      pl.idx[d].push_back(static_cast<int32_t>(r.index.inverse[p] - r.begin[d]));
+      pl.slot[d].push_back(static_cast<int32_t>(bag.size() - 1));
+      pl.pos[d].push_back(static_cast<int32_t>(p));
+      if (bp.weights) pl.weight[d].push_back(bp.weights[p]);
+    }
+    bp.counts[b] = count;
+  }
+}
+
+// The second half of exchange_ids: the counts of partial rows and entries
+// with each table's pooling (which must be the same on every rank), the
+// layout with them, then the entries.
+template <typename Backend>
+void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& bags) {
+  Stopwatch clock;
+  Input& in = cur();
+  EMBTRAIN_ASSERT(static_cast<int>(bags.size()) == T_);
+  // Per table: 0 not pooled here, else 1 + 2 * mode + (weights given).
+  std::vector<int64_t> code(static_cast<size_t>(T_), 0);
+  for (int t = 0; t < T_; ++t) {
+    if (!at_owner_[t]) continue;
+    EMBTRAIN_ASSERT(bags[t] != nullptr);
+    const BagPooling& bp = bags[t]->pooling;
+    code[t] = 1 + 2 * static_cast<int64_t>(bp.mode) + (bp.weights ? 1 : 0);
+    owner_mode_[t] = bp.mode;
+    list_entries(t, *bags[t]);
+  }
+  const int64_t fields = 3 * int64_t{T_};
+  std::vector<int64_t> send(static_cast<size_t>(P_ * fields)), recv(send.size());
+  for (int d = 0; d < P_; ++d)
+    for (int t = 0; t < T_; ++t) {
+      const bool pooled = at_owner_[t];
+      send[d * fields + t] = pooled ? static_cast<int64_t>(pooling_[t].bag[d].size()) : 0;
+      send[d * fields + T_ + t] = pooled ? static_cast<int64_t>(pooling_[t].idx[d].size()) : 0;
+      send[d * fields + 2 * T_ + t] = code[t];
+    }
+  control_.alltoall(send.data(), recv.data(), fields, CommType::kInt64);
+  // Every rank sees every rank's codes: they all find the same table.
+  for (int t = 0; t < T_; ++t)
+    for (int p = 1; p < P_; ++p)
+      if (recv[p * fields + 2 * T_ + t] != recv[2 * T_ + t])
+        throw AgreedError("table '" + b_.spec(t).name +
+                          "' is pooled at the owners (pool_at = owner), and the ranks give its "
+                          "bags differently (mode, or per-sample weights on some ranks only); "
+                          "every rank must pool it the same way");
+  weights_travel_ = any_max_ = false;
+  ExchangeLayout::Pooled pooled;
+  pooled.at_owner = at_owner_;
+  for (auto* v : {&pooled.requested_rows, &pooled.served_rows, &pooled.requested_entries,
+                  &pooled.served_entries})
+    v->assign(static_cast<size_t>(P_) * T_, 0);
+  for (int p = 0; p < P_; ++p)
+    for (int t = 0; t < T_; ++t) {
+      pooled.requested_rows[p * T_ + t] = send[p * fields + t];
+      pooled.requested_entries[p * T_ + t] = send[p * fields + T_ + t];
+      pooled.served_rows[p * T_ + t] = recv[p * fields + t];
+      pooled.served_entries[p * T_ + t] = recv[p * fields + T_ + t];
+    }
+  for (int t = 0; t < T_; ++t) {
+    weights_travel_ |= code[t] > 0 && (code[t] - 1) % 2 == 1;
+    any_max_ |= at_owner_[t] && owner_mode_[t] == PoolMode::kMax;
+  }
+  in.layout.assign(rank_, dims_, Backend::kRowAlign, in.requested_counts, in.served_counts,
+                   wire_bytes_, pooled);
+  const ExchangeLayout& layout = in.layout;
+  int32_t* idx = idx_send_.reserve(layout.num_requested_entries());
+  int32_t* slot = slot_send_.reserve(layout.num_requested_entries());
+  float* weight = weights_travel_ ? weight_send_.reserve(layout.num_requested_entries()) : nullptr;
+  idx_recv_.reserve(layout.num_served_entries());
+  slot_recv_.reserve(layout.num_served_entries());
+  if (weights_travel_) weight_recv_.reserve(layout.num_served_entries());
+  for (int d = 0; d < P_; ++d)
+    for (int t = 0; t < T_; ++t) {
+      if (!at_owner_[t]) continue;
+      const ExchangeLayout::Block& block = layout.requested(d, t);
+      const Pooling& pl = pooling_[t];
+      b_.upload(idx + block.entry, pl.idx[d].data(), block.entries);
+      b_.upload(slot + block.entry, pl.slot[d].data(), block.entries);
+      if (!weight) continue;
+      if (pl.weight[d].empty())
+        std::fill(weight + block.entry, weight + block.entry + block.entries, 1.f);
+      else
+        b_.upload(weight + block.entry, pl.weight[d].data(), block.entries);
+    }
+  exchange(Stage::kExchangeIds, &stats_.ids_bytes_sent, &clock, [&](Communicator& data) {
+    data.alltoallv(idx, layout.entries_to_owners(), idx_recv_.data(),
+                   layout.entries_from_requesters(), CommType::kInt32);
+    data.alltoallv(slot, layout.entries_to_owners(), slot_recv_.data(),
+                   layout.entries_from_requesters(), CommType::kInt32);
+    if (weight)
+      data.alltoallv(weight, layout.entries_to_owners(), weight_recv_.data(),
+                     layout.entries_from_requesters(), CommType::kFloat32);
+  });
+}
+
+// Owner: each requester's entries pooled into its partial rows, in entry
+// order (bag_pooling.hpp's order within this owner's part of a bag).
+template <typename Backend>
+void ShardedStep<Backend>::pool_at_owner() {
+  Stopwatch clock;
+  const ExchangeLayout& layout = cur().layout;
+  float* rows = rows_.data();
+  for (int t = 0; t < T_; ++t) {
+    if (!layout.at_owner(t)) continue;
+    const int64_t dim = dims_[t];
+    const bool max = owner_mode_[t] == PoolMode::kMax;
+    for (int r = 0; r < P_; ++r) {
+      const ExchangeLayout::Block& block = layout.served(r, t);
+      float* out = rows + block.row;
+      std::fill(out, out + block.rows * dim, 0.f);
+      const int32_t* idx = idx_recv_.data() + block.entry;
+      const int32_t* slot = slot_recv_.data() + block.entry;
+      const float* weight = weights_travel_ ? weight_recv_.data() + block.entry : nullptr;
+      const float* kept = rows + block.kept;
+      int32_t* arg = max ? args_.data() + block.row : nullptr;
+      for (int64_t e = 0; e < block.entries; ++e) {
+        const float* x = kept + idx[e] * dim;
+        float* acc = out + slot[e] * dim;
+        if (max) {
+          const bool first = e == 0 || slot[e - 1] != slot[e];
+          int32_t* a = arg + slot[e] * dim;
+          for (int64_t j = 0; j < dim; ++j)
+            pool_column(PoolMode::kMax, x[j], 1.f, static_cast<int32_t>(e), first, acc + j, a + j);
+        } else {
+          const float w = weight ? weight[e] : 1.f;
+          for (int64_t j = 0; j < dim; ++j) acc[j] += x[j] * w;
+        }
+      }
+    }
+  }
+  finish(Stage::kGatherOwned, &clock);
+}
+
+// Requester: each bag's partial rows combined in owner rank order.
+template <typename Backend>
+void ShardedStep<Backend>::expand_at_owner(int t, float* out) {
+  const ExchangeLayout& layout = cur().layout;
+  Pooling& pl = pooling_[t];
+  const BagPooling& bp = pl.bags->pooling;
+  const int64_t dim = dims_[t];
+  const PoolMode mode = owner_mode_[t];
+  std::fill(out, out + bp.num_bags * dim, 0.f);
+  std::vector<int32_t> win_pos;
+  if (mode == PoolMode::kMax) {
+    pl.winner.assign(static_cast<size_t>(bp.num_bags * dim), -1);
+    win_pos.assign(pl.winner.size(), 0);
+  }
+  for (int d = 0; d < P_; ++d) {
+    const ExchangeLayout::Block& block = layout.requested(d, t);
+    const float* part = rows_.data() + block.row;
+    for (int64_t k = 0; k < block.rows; ++k) {
+      const int64_t b = pl.bag[d][k];
+      const float* x = part + k * dim;
+      float* acc = out + b * dim;
+      if (mode != PoolMode::kMax) {
+        for (int64_t j = 0; j < dim; ++j) acc[j] += x[j];
+        continue;
+      }
+      // The greatest value; of equal ones, the first position (PyTorch's).
+      const int32_t* arg = args_.data() + block.row + k * dim;
+      int32_t* winner = pl.winner.data() + b * dim;
+      int32_t* wpos = win_pos.data() + b * dim;
+      for (int64_t j = 0; j < dim; ++j) {
+        const int32_t pos = pl.pos[d][arg[j]];
+        if (winner[j] < 0 || x[j] > acc[j] || (x[j] == acc[j] && pos < wpos[j])) {
+          acc[j] = x[j];
+          winner[j] = d;
+          wpos[j] = pos;
+        }
+      }
+    }
+  }
+  if (mode == PoolMode::kMean)
+    for (int64_t b = 0; b < bp.num_bags; ++b)
+      for (int64_t j = 0; j < dim; ++j)
+        out[b * dim + j] = finish_column(PoolMode::kMean, out[b * dim + j], bp.counts[b]);
+}
+
+// Requester: one gradient row per partial row sent.
+template <typename Backend>
+void ShardedStep<Backend>::reduce_at_owner(int t, const float* grad_out) {
+  const ExchangeLayout& layout = cur().layout;
+  const Pooling& pl = pooling_[t];
+  const BagPooling& bp = pl.bags->pooling;
+  const int64_t dim = dims_[t];
+  const PoolMode mode = owner_mode_[t];
+  for (int d = 0; d < P_; ++d) {
+    const ExchangeLayout::Block& block = layout.requested(d, t);
+    float* dst = rows_.data() + block.row;
+    for (int64_t k = 0; k < block.rows; ++k) {
+      const int64_t b = pl.bag[d][k];
+      const float* g = grad_out + b * dim;
+      float* y = dst + k * dim;
+      switch (mode) {
+        case PoolMode::kSum: std::copy(g, g + dim, y); break;
+        case PoolMode::kMean: {
+          const auto c = static_cast<float>(bp.counts[b]);  // > 0: the bag has a partial
+          for (int64_t j = 0; j < dim; ++j) y[j] = g[j] / c;
+          break;
+        }
+        case PoolMode::kMax: {
+          const int32_t* winner = pl.winner.data() + b * dim;
+          for (int64_t j = 0; j < dim; ++j) y[j] = winner[j] == d ? g[j] : 0.f;
+          break;
+        }
+      }
+    }
+  }
+}
+
+// Owner: each partial's gradient back to its entries, summed per id in
+// entry order into the kept rows (combine_at_owner reads them there).
+template <typename Backend>
+void ShardedStep<Backend>::unpool_at_owner() {
+  Stopwatch clock;
+  const ExchangeLayout& layout = cur().layout;
+  float* rows = rows_.data();
+  for (int t = 0; t < T_; ++t) {
+    if (!layout.at_owner(t)) continue;
+    const int64_t dim = dims_[t];
+    const bool max = owner_mode_[t] == PoolMode::kMax;
+    for (int r = 0; r < P_; ++r) {
+      const ExchangeLayout::Block& block = layout.served(r, t);
+      float* kept = rows + block.kept;
+      std::fill(kept, kept + block.count * dim, 0.f);
+      const float* grad = rows + block.row;
+      const int32_t* idx = idx_recv_.data() + block.entry;
+      const int32_t* slot = slot_recv_.data() + block.entry;
+      const float* weight = weights_travel_ ? weight_recv_.data() + block.entry : nullptr;
+      for (int64_t e = 0; e < block.entries; ++e) {
+        const float* g = grad + slot[e] * dim;
+        float* y = kept + idx[e] * dim;
+        if (max) {
+          const int32_t* arg = args_.data() + block.row + slot[e] * dim;
+          for (int64_t j = 0; j < dim; ++j)
+            if (arg[j] == e) y[j] += g[j];
+        } else {
+          const float w = weight ? weight[e] : 1.f;
+          for (int64_t j = 0; j < dim; ++j) y[j] += g[j] * w;
+        }
+      }
+    }
+  }
+  finish(Stage::kCombineAtOwner, &clock);
 }
 
 }  // namespace embtrain
