@@ -101,12 +101,17 @@ void ExchangeLayout::assign(int rank, const std::vector<int64_t>& dims, int64_t 
     requested_[i].rows = at_owner ? pooled.requested_rows[i] : requested[i];
     served_[i].rows = at_owner ? pooled.served_rows[i] : served[i];
   }
-  const std::vector<int64_t> none(requested.size(), 0);
-  num_requested_entries_ = lay_out_ids(any_pooled ? pooled.requested_entries : none, T,
-                                       &requested_, &entries_to_owners_, &Block::entry,
-                                       &Block::entries);
-  num_served_entries_ = lay_out_ids(any_pooled ? pooled.served_entries : none, T, &served_,
-                                    &entries_from_requesters_, &Block::entry, &Block::entries);
+  // Entries: only pooled tables have them.
+  std::vector<int64_t> requested_entries(requested.size(), 0), served_entries(served.size(), 0);
+  for (size_t i = 0; i < requested.size() && any_pooled; ++i)
+    if (at_owner_[i % T]) {
+      requested_entries[i] = pooled.requested_entries[i];
+      served_entries[i] = pooled.served_entries[i];
+    }
+  num_requested_entries_ = lay_out_ids(requested_entries, T, &requested_, &entries_to_owners_,
+                                       &Block::entry, &Block::entries);
+  num_served_entries_ = lay_out_ids(served_entries, T, &served_, &entries_from_requesters_,
+                                    &Block::entry, &Block::entries);
   requested_rows_ = lay_out_rows(rank, dims, row_align, 0, &served_, &rows_to_requesters_);
   int64_t at = lay_out_rows(rank, dims, row_align, requested_rows_, &requested_,
                             &rows_from_owners_);
