@@ -516,6 +516,12 @@ def test_bag_tables(work):
                               os.path.join(work, kind + ".npy"))
     diff = np.abs(tables["bag"] - tables["embedding"]).max()
     assert 0 < diff < 1e-4 or diff == 0, "bag and embedding lookups trained apart: %g" % diff
+    # Pooled at the owners: the same model, summed in another order.
+    d = os.path.join(work, "owner")
+    run(small_recsys(work, **{"log.dir": d, "table.items.pool_at": "owner"}), 2)
+    owner = export(os.path.join(d, "checkpoints"), "items", os.path.join(work, "owner.npy"))
+    diff = np.abs(owner - tables["bag"]).max()
+    assert diff < 1e-4, "bags pooled at the owners and at the requester trained apart: %g" % diff
     for mode in ("sum", "max"):
         d = os.path.join(work, mode)
         run(small_recsys(work, **{"log.dir": d, "table.items.mode": mode}), 2)
@@ -523,8 +529,11 @@ def test_bag_tables(work):
     expect_error(run(small_recsys(work, **{"table.items.kind": "embedding",
                                            "table.items.mode": "sum"}), expect_ok=False),
                  "table.items.mode", "needs table.items.kind = bag")
-    expect_error(run(small_recsys(work, **{"table.items.pool_at": "owner"}), expect_ok=False),
-                 "table.items.pool_at", "not built yet")
+    expect_error(run(small_recsys(work, **{"table.items.kind": "embedding",
+                                           "table.items.pool_at": "owner"}), expect_ok=False),
+                 "table.items.pool_at", "needs table.items.kind = bag")
+    expect_error(run(small_recsys(work, **{"table.items.pool_at": "nowhere"}), expect_ok=False),
+                 "table.items.pool_at", "nowhere")
     expect_error(run(small_recsys(work, **{"table.users.kind": "bag"}), expect_ok=False),
                  "table.users.kind = bag")
     expect_error(run(small_recsys(work, **{"table.items.mode": "max",
