@@ -646,13 +646,15 @@ void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& ba
   Stopwatch clock;
   Input& in = cur();
   EMBTRAIN_ASSERT(static_cast<int>(bags.size()) == T_);
-  // Per table: 0 not pooled here, else 1 + 2 * mode + (weights given).
+  // Per table: 0 not pooled here, else 2 * (1 + mode) + (weights given);
+  // the ranks must agree on the mode, not on the weights (a rank without
+  // them sends weights of 1).
   std::vector<int64_t> code(static_cast<size_t>(T_), 0);
   for (int t = 0; t < T_; ++t) {
     if (!at_owner_[t]) continue;
     EMBTRAIN_ASSERT(bags[t] != nullptr);
     const BagPooling& bp = bags[t]->pooling;
-    code[t] = 1 + 2 * static_cast<int64_t>(bp.mode) + (bp.weights ? 1 : 0);
+    code[t] = 2 * (1 + static_cast<int64_t>(bp.mode)) + (bp.weights ? 1 : 0);
     owner_mode_[t] = bp.mode;
     list_entries(t, *bags[t]);
   }
@@ -667,14 +669,16 @@ void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& ba
     }
   control_.alltoall(send.data(), recv.data(), fields, CommType::kInt64);
   // Every rank sees every rank's codes: they all find the same table.
-  for (int t = 0; t < T_; ++t)
-    for (int p = 1; p < P_; ++p)
-      if (recv[p * fields + 2 * T_ + t] != recv[2 * T_ + t])
-        throw AgreedError("table '" + b_.spec(t).name +
-                          "' is pooled at the owners (pool_at = owner), and the ranks give its "
-                          "bags differently (mode, or per-sample weights on some ranks only); "
-                          "every rank must pool it the same way");
   weights_travel_ = any_max_ = false;
+  for (int t = 0; t < T_; ++t)
+    for (int p = 0; p < P_; ++p) {
+      const int64_t theirs = recv[p * fields + 2 * T_ + t];
+      if (theirs / 2 != recv[2 * T_ + t] / 2)
+        throw AgreedError("table '" + b_.spec(t).name +
+                          "' is pooled at the owners (pool_at = owner), and the ranks pool its "
+                          "bags in different modes; every rank must give the same mode");
+      weights_travel_ |= theirs % 2 == 1;
+    }
   ExchangeLayout::Pooled pooled;
   pooled.at_owner = at_owner_;
   for (auto* v : {&pooled.requested_rows, &pooled.served_rows, &pooled.requested_entries,
@@ -687,10 +691,7 @@ void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& ba
       pooled.served_rows[p * T_ + t] = recv[p * fields + t];
       pooled.served_entries[p * T_ + t] = recv[p * fields + T_ + t];
     }
-  for (int t = 0; t < T_; ++t) {
-    weights_travel_ |= code[t] > 0 && (code[t] - 1) % 2 == 1;
-    any_max_ |= at_owner_[t] && owner_mode_[t] == PoolMode::kMax;
-  }
+  for (int t = 0; t < T_; ++t) any_max_ |= at_owner_[t] && owner_mode_[t] == PoolMode::kMax;
   in.layout.assign(rank_, dims_, Backend::kRowAlign, in.requested_counts, in.served_counts,
                    wire_bytes_, pooled);
   const ExchangeLayout& layout = in.layout;
@@ -708,7 +709,7 @@ void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& ba
       b_.upload(idx + block.entry, pl.idx[d].data(), block.entries);
       b_.upload(slot + block.entry, pl.slot[d].data(), block.entries);
       if (!weight) continue;
-      if (pl.weight[d].empty())
+      if (pl.bags->pooling.weights == nullptr)
         std::fill(weight + block.entry, weight + block.entry + block.entries, 1.f);
       else
         b_.upload(weight + block.entry, pl.weight[d].data(), block.entries);
