@@ -579,6 +579,14 @@ std::vector<TransferShape> ShardedStep<Backend>::last_transfers() const {
   if (any_scaled_)
     t.push_back({Stage::kExchangeGrads, bytes(cur().layout.ids_to_owners(), 4),
                  bytes(cur().layout.ids_from_requesters(), 4)});
+  if (any_at_owner_) {  // the entries (and max's winning entries)
+    const TransferShape entries = {Stage::kExchangeIds, bytes(cur().layout.entries_to_owners(), 4),
+                                   bytes(cur().layout.entries_from_requesters(), 4)};
+    for (int i = 0; i < (weights_travel_ ? 3 : 2); ++i) t.push_back(entries);
+    if (any_max_)
+      t.push_back({Stage::kExchangeRows, bytes(cur().layout.rows_to_requesters(), 4),
+                   bytes(cur().layout.rows_from_owners(), 4)});
+  }
   return t;
 }
 
