@@ -25,6 +25,8 @@
 //                             they reach their owner)
 //   pool_bags, unpool_bags    bags (torch.nn.EmbeddingBag) pooled on the
 //                             requester, and their gradient back to positions
+//   list_bag_entries, pool_partials, unpool_partials, combine_partials,
+//   split_bag_grads           bags pooled at the owners (pool_at = owner)
 //   pack_wire, unpack_wire, round_wire
 //                             rows and gradients to and from their wire format
 //   combine, update           the owner's last two stages, which the GPU fuses

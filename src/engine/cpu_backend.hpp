@@ -133,6 +133,18 @@ class CpuBackend {
                    float* grad_rows) {
     cpu::unpool_bags(bags, grad, n, grad_rows);
   }
+  void list_bag_entries(const BagPooling& bags, const int64_t* ids, int64_t skip_id,
+                        const int32_t* inverse, const int64_t* owner_slots, int owners,
+                        BagEntries* out, int64_t* entry_begin, int64_t* partial_begin) {
+    cpu::list_bag_entries(bags, ids, skip_id, inverse, owner_slots, owners, out, entry_begin,
+                          partial_begin);
+  }
+  void pool_partials(const OwnerBlock& block) { cpu::pool_partials(block); }
+  void unpool_partials(const OwnerBlock& block) { cpu::unpool_partials(block); }
+  void combine_partials(const RequesterPartials& p, float* out) { cpu::combine_partials(p, out); }
+  void split_bag_grads(const RequesterPartials& p, const float* grad) {
+    cpu::split_bag_grads(p, grad);
+  }
   void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
                    const SegmentLayout& layout, float* dst) {
     cpu::segment_sum(src, dim, index, layout, /*scale_by_count=*/false, dst);

@@ -174,14 +174,15 @@ class ShardedStep {
     Buffer<int32_t> weights;         // per position: the requester's count of the id
     typename Backend::Grads grads;
   };
-  // Requester side of a table pooled at the owners, this step: per owner,
-  // its entries (ExchangeLayout) and each partial row's bag.
+  // Requester side of a table pooled at the owners, this step: its entries
+  // and partial rows (bag_pooling.hpp), owner-major.
   struct Pooling {
     const OwnerBags* bags = nullptr;
-    std::vector<std::vector<int64_t>> bag;  // per owner, per partial row: its bag
-    std::vector<std::vector<int32_t>> idx, slot, pos;  // per owner, per entry
-    std::vector<std::vector<float>> weight;            // with per-sample weights
-    std::vector<int32_t> winner;  // max: per bag and column, the owner that won (-1: none)
+    Buffer<int32_t> idx, slot, pos, winner;
+    Buffer<float> weight;
+    Buffer<int64_t> partial_bag;
+    BagEntries entries;  // into the buffers above
+    std::vector<int64_t> entry_begin, partial_begin;  // P + 1 each
   };
 
   // Adds the time since `clock` last lapped to `stage`, once the backend's
@@ -247,6 +248,9 @@ class ShardedStep {
   void expand_at_owner(int t, float* out);
   void reduce_at_owner(int t, const float* grad_out);
   void unpool_at_owner();
+  OwnerBlock owner_block(int r, int t);
+  RequesterPartials requester_partials(int t, std::vector<float*>* rows,
+                                       std::vector<const int32_t*>* args);
 
   Backend& b_;
   Communicator& control_;
@@ -604,51 +608,28 @@ void ShardedStep<Backend>::update() {
   finish(Stage::kUpdate, &clock);
 }
 
-// Pooled at the owners. These parts run on the host's memory (the CPU
-// backend; the CUDA engine refuses pool_at = owner until it has kernels).
+// Pooled at the owners.
 
-// Table t's entries per owner, in position order, and each bag's pooled
-// count (into bags.pooling.counts).
+// Table t's entries, and each bag's pooled count (into bags.pooling.counts).
 template <typename Backend>
 void ShardedStep<Backend>::list_entries(int t, const OwnerBags& bags) {
   Pooling& pl = pooling_[t];
-  const BagPooling& bp = bags.pooling;
   const Requested& r = cur().tables[t];
-  const ShardPlan& plan = plans_[t];
-  const int64_t skip = b_.spec(t).padding_row();
+  const int64_t n = r.index.n;  // at most one entry and one partial row per position
   pl.bags = &bags;
-  for (auto* v : {&pl.idx, &pl.slot, &pl.pos}) v->resize(static_cast<size_t>(P_));
-  pl.bag.resize(static_cast<size_t>(P_));
-  pl.weight.resize(static_cast<size_t>(P_));
-  for (int d = 0; d < P_; ++d) {
-    pl.bag[d].clear();
-    pl.idx[d].clear();
-    pl.slot[d].clear();
-    pl.pos[d].clear();
-    pl.weight[d].clear();
-  }
-  for (int64_t b = 0; b < bp.num_bags; ++b) {
-    int32_t count = 0;
-    for (int64_t p = bp.offsets[b]; p < bp.offsets[b + 1]; ++p) {
-      const int64_t id = bags.ids[p];
-      if (id == skip) continue;
-      ++count;
-      const int d = plan.owner(id);
-      std::vector<int64_t>& bag = pl.bag[d];
-      if (bag.empty() || bag.back() != b) bag.push_back(b);
-      // The id's place among those sent to owner d (bucket_by_owner).
-      pl.idx[d].push_back(static_cast<int32_t>(r.index.inverse[p] - r.begin[d]));
-      pl.slot[d].push_back(static_cast<int32_t>(bag.size() - 1));
-      pl.pos[d].push_back(static_cast<int32_t>(p));
-      if (bp.weights) pl.weight[d].push_back(bp.weights[p]);
-    }
-    bp.counts[b] = count;
-  }
+  pl.entries = BagEntries{pl.idx.reserve(n), pl.slot.reserve(n), pl.pos.reserve(n),
+                          pl.weight.reserve(n), pl.partial_bag.reserve(n)};
+  pl.entry_begin.assign(static_cast<size_t>(P_) + 1, 0);
+  pl.partial_begin.assign(static_cast<size_t>(P_) + 1, 0);
+  // r.begin's first P + 1 bounds: each owner's first distinct key.
+  b_.list_bag_entries(bags.pooling, bags.ids, b_.spec(t).padding_row(), r.index.inverse,
+                      r.begin.data(), P_, &pl.entries, pl.entry_begin.data(),
+                      pl.partial_begin.data());
 }
 
 // The second half of exchange_ids: the counts of partial rows and entries
-// with each table's pooling (which must be the same on every rank), the
-// layout with them, then the entries.
+// with each table's pooling (whose mode must be the same on every rank),
+// the layout with them, then the entries.
 template <typename Backend>
 void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& bags) {
   Stopwatch clock;
@@ -670,9 +651,10 @@ void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& ba
   std::vector<int64_t> send(static_cast<size_t>(P_ * fields)), recv(send.size());
   for (int d = 0; d < P_; ++d)
     for (int t = 0; t < T_; ++t) {
+      const Pooling& pl = pooling_[t];
       const bool pooled = at_owner_[t];
-      send[d * fields + t] = pooled ? static_cast<int64_t>(pooling_[t].bag[d].size()) : 0;
-      send[d * fields + T_ + t] = pooled ? static_cast<int64_t>(pooling_[t].idx[d].size()) : 0;
+      send[d * fields + t] = pooled ? pl.partial_begin[d + 1] - pl.partial_begin[d] : 0;
+      send[d * fields + T_ + t] = pooled ? pl.entry_begin[d + 1] - pl.entry_begin[d] : 0;
       send[d * fields + 2 * T_ + t] = code[t];
     }
   control_.alltoall(send.data(), recv.data(), fields, CommType::kInt64);
@@ -713,14 +695,11 @@ void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& ba
     for (int t = 0; t < T_; ++t) {
       if (!at_owner_[t]) continue;
       const ExchangeLayout::Block& block = layout.requested(d, t);
-      const Pooling& pl = pooling_[t];
-      b_.upload(idx + block.entry, pl.idx[d].data(), block.entries);
-      b_.upload(slot + block.entry, pl.slot[d].data(), block.entries);
-      if (!weight) continue;
-      if (pl.bags->pooling.weights == nullptr)
-        std::fill(weight + block.entry, weight + block.entry + block.entries, 1.f);
-      else
-        b_.upload(weight + block.entry, pl.weight[d].data(), block.entries);
+      const BagEntries& e = pooling_[t].entries;
+      const int64_t from = pooling_[t].entry_begin[d];
+      b_.copy(idx + block.entry, e.idx + from, block.entries);
+      b_.copy(slot + block.entry, e.slot + from, block.entries);
+      if (weight) b_.copy(weight + block.entry, e.weight + from, block.entries);
     }
   exchange(Stage::kExchangeIds, &stats_.ids_bytes_sent, &clock, [&](Communicator& data) {
     data.alltoallv(idx, layout.entries_to_owners(), idx_recv_.data(),
@@ -733,119 +712,80 @@ void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& ba
   });
 }
 
-// Owner: each requester's entries pooled into its partial rows, in entry
-// order (bag_pooling.hpp's order within this owner's part of a bag).
+// Requester r's block of table t at this owner.
+template <typename Backend>
+OwnerBlock ShardedStep<Backend>::owner_block(int r, int t) {
+  const ExchangeLayout::Block& block = cur().layout.served(r, t);
+  OwnerBlock ob;
+  ob.mode = owner_mode_[t];
+  ob.dim = dims_[t];
+  ob.idx = idx_recv_.data() + block.entry;
+  ob.slot = slot_recv_.data() + block.entry;
+  ob.weight = weights_travel_ ? weight_recv_.data() + block.entry : nullptr;
+  ob.entries = block.entries;
+  ob.num_ids = block.count;
+  ob.kept = rows_.data() + block.kept;
+  ob.partial = rows_.data() + block.row;
+  ob.arg = ob.mode == PoolMode::kMax ? args_.data() + block.row : nullptr;
+  return ob;
+}
+
+// Owner: each requester's partial rows from its entries.
 template <typename Backend>
 void ShardedStep<Backend>::pool_at_owner() {
   Stopwatch clock;
-  const ExchangeLayout& layout = cur().layout;
-  float* rows = rows_.data();
-  for (int t = 0; t < T_; ++t) {
-    if (!layout.at_owner(t)) continue;
-    const int64_t dim = dims_[t];
-    const bool max = owner_mode_[t] == PoolMode::kMax;
-    for (int r = 0; r < P_; ++r) {
-      const ExchangeLayout::Block& block = layout.served(r, t);
-      float* out = rows + block.row;
-      std::fill(out, out + block.rows * dim, 0.f);
-      const int32_t* idx = idx_recv_.data() + block.entry;
-      const int32_t* slot = slot_recv_.data() + block.entry;
-      const float* weight = weights_travel_ ? weight_recv_.data() + block.entry : nullptr;
-      const float* kept = rows + block.kept;
-      int32_t* arg = max ? args_.data() + block.row : nullptr;
-      for (int64_t e = 0; e < block.entries; ++e) {
-        const float* x = kept + idx[e] * dim;
-        float* acc = out + slot[e] * dim;
-        if (max) {
-          const bool first = e == 0 || slot[e - 1] != slot[e];
-          int32_t* a = arg + slot[e] * dim;
-          for (int64_t j = 0; j < dim; ++j)
-            pool_column(PoolMode::kMax, x[j], 1.f, static_cast<int32_t>(e), first, acc + j, a + j);
-        } else {
-          const float w = weight ? weight[e] : 1.f;
-          for (int64_t j = 0; j < dim; ++j) acc[j] += x[j] * w;
-        }
-      }
-    }
-  }
+  for (int t = 0; t < T_; ++t)
+    if (cur().layout.at_owner(t))
+      for (int r = 0; r < P_; ++r) b_.pool_partials(owner_block(r, t));
   finish(Stage::kGatherOwned, &clock);
+}
+
+// Table t's partial rows at this requester; `rows` and `args` hold the
+// per-owner pointers it points at.
+template <typename Backend>
+RequesterPartials ShardedStep<Backend>::requester_partials(int t, std::vector<float*>* rows,
+                                                           std::vector<const int32_t*>* args) {
+  Pooling& pl = pooling_[t];
+  const BagPooling& bp = pl.bags->pooling;
+  RequesterPartials p;
+  p.mode = owner_mode_[t];
+  p.dim = dims_[t];
+  p.num_bags = bp.num_bags;
+  p.counts = bp.counts;
+  p.num_owners = P_;
+  p.partial_begin = pl.partial_begin.data();
+  p.entry_begin = pl.entry_begin.data();
+  p.partial_bag = pl.entries.partial_bag;
+  p.pos = pl.entries.pos;
+  rows->clear();
+  args->clear();
+  for (int d = 0; d < P_; ++d) {
+    const int64_t at = cur().layout.requested(d, t).row;
+    rows->push_back(rows_.data() + at);
+    args->push_back(p.mode == PoolMode::kMax ? args_.data() + at : nullptr);
+  }
+  p.rows = rows->data();
+  p.args = args->data();
+  p.winner = p.mode == PoolMode::kMax ? pl.winner.data() : nullptr;
+  return p;
 }
 
 // Requester: each bag's partial rows combined in owner rank order.
 template <typename Backend>
 void ShardedStep<Backend>::expand_at_owner(int t, float* out) {
-  const ExchangeLayout& layout = cur().layout;
   Pooling& pl = pooling_[t];
-  const BagPooling& bp = pl.bags->pooling;
-  const int64_t dim = dims_[t];
-  const PoolMode mode = owner_mode_[t];
-  std::fill(out, out + bp.num_bags * dim, 0.f);
-  std::vector<int32_t> win_pos;
-  if (mode == PoolMode::kMax) {
-    pl.winner.assign(static_cast<size_t>(bp.num_bags * dim), -1);
-    win_pos.assign(pl.winner.size(), 0);
-  }
-  for (int d = 0; d < P_; ++d) {
-    const ExchangeLayout::Block& block = layout.requested(d, t);
-    const float* part = rows_.data() + block.row;
-    for (int64_t k = 0; k < block.rows; ++k) {
-      const int64_t b = pl.bag[d][k];
-      const float* x = part + k * dim;
-      float* acc = out + b * dim;
-      if (mode != PoolMode::kMax) {
-        for (int64_t j = 0; j < dim; ++j) acc[j] += x[j];
-        continue;
-      }
-      // The greatest value; of equal ones, the first position (PyTorch's).
-      const int32_t* arg = args_.data() + block.row + k * dim;
-      int32_t* winner = pl.winner.data() + b * dim;
-      int32_t* wpos = win_pos.data() + b * dim;
-      for (int64_t j = 0; j < dim; ++j) {
-        const int32_t pos = pl.pos[d][arg[j]];
-        if (winner[j] < 0 || x[j] > acc[j] || (x[j] == acc[j] && pos < wpos[j])) {
-          acc[j] = x[j];
-          winner[j] = d;
-          wpos[j] = pos;
-        }
-      }
-    }
-  }
-  if (mode == PoolMode::kMean)
-    for (int64_t b = 0; b < bp.num_bags; ++b)
-      for (int64_t j = 0; j < dim; ++j)
-        out[b * dim + j] = finish_column(PoolMode::kMean, out[b * dim + j], bp.counts[b]);
+  if (owner_mode_[t] == PoolMode::kMax) pl.winner.reserve(pl.bags->pooling.num_bags * dims_[t]);
+  std::vector<float*> rows;
+  std::vector<const int32_t*> args;
+  b_.combine_partials(requester_partials(t, &rows, &args), out);
 }
 
 // Requester: one gradient row per partial row sent.
 template <typename Backend>
 void ShardedStep<Backend>::reduce_at_owner(int t, const float* grad_out) {
-  const ExchangeLayout& layout = cur().layout;
-  const Pooling& pl = pooling_[t];
-  const BagPooling& bp = pl.bags->pooling;
-  const int64_t dim = dims_[t];
-  const PoolMode mode = owner_mode_[t];
-  for (int d = 0; d < P_; ++d) {
-    const ExchangeLayout::Block& block = layout.requested(d, t);
-    float* dst = rows_.data() + block.row;
-    for (int64_t k = 0; k < block.rows; ++k) {
-      const int64_t b = pl.bag[d][k];
-      const float* g = grad_out + b * dim;
-      float* y = dst + k * dim;
-      switch (mode) {
-        case PoolMode::kSum: std::copy(g, g + dim, y); break;
-        case PoolMode::kMean: {
-          const auto c = static_cast<float>(bp.counts[b]);  // > 0: the bag has a partial
-          for (int64_t j = 0; j < dim; ++j) y[j] = g[j] / c;
-          break;
-        }
-        case PoolMode::kMax: {
-          const int32_t* winner = pl.winner.data() + b * dim;
-          for (int64_t j = 0; j < dim; ++j) y[j] = winner[j] == d ? g[j] : 0.f;
-          break;
-        }
-      }
-    }
-  }
+  std::vector<float*> rows;
+  std::vector<const int32_t*> args;
+  b_.split_bag_grads(requester_partials(t, &rows, &args), grad_out);
 }
 
 // Owner: each partial's gradient back to its entries, summed per id in
@@ -853,34 +793,9 @@ void ShardedStep<Backend>::reduce_at_owner(int t, const float* grad_out) {
 template <typename Backend>
 void ShardedStep<Backend>::unpool_at_owner() {
   Stopwatch clock;
-  const ExchangeLayout& layout = cur().layout;
-  float* rows = rows_.data();
-  for (int t = 0; t < T_; ++t) {
-    if (!layout.at_owner(t)) continue;
-    const int64_t dim = dims_[t];
-    const bool max = owner_mode_[t] == PoolMode::kMax;
-    for (int r = 0; r < P_; ++r) {
-      const ExchangeLayout::Block& block = layout.served(r, t);
-      float* kept = rows + block.kept;
-      std::fill(kept, kept + block.count * dim, 0.f);
-      const float* grad = rows + block.row;
-      const int32_t* idx = idx_recv_.data() + block.entry;
-      const int32_t* slot = slot_recv_.data() + block.entry;
-      const float* weight = weights_travel_ ? weight_recv_.data() + block.entry : nullptr;
-      for (int64_t e = 0; e < block.entries; ++e) {
-        const float* g = grad + slot[e] * dim;
-        float* y = kept + idx[e] * dim;
-        if (max) {
-          const int32_t* arg = args_.data() + block.row + slot[e] * dim;
-          for (int64_t j = 0; j < dim; ++j)
-            if (arg[j] == e) y[j] += g[j];
-        } else {
-          const float w = weight ? weight[e] : 1.f;
-          for (int64_t j = 0; j < dim; ++j) y[j] += g[j] * w;
-        }
-      }
-    }
-  }
+  for (int t = 0; t < T_; ++t)
+    if (cur().layout.at_owner(t))
+      for (int r = 0; r < P_; ++r) b_.unpool_partials(owner_block(r, t));
   finish(Stage::kCombineAtOwner, &clock);
 }
 
