@@ -1,8 +1,10 @@
 // Bags pooled at the owners (pool_at = owner): the requester's entries, the
 // owner's partial rows and their gradients, the requester's combination.
-// Each output row is written by one thread, its terms added in one fixed
+// Each output value is written by one thread, its terms added in one fixed
 // order (entry order at the owner, owner order at the requester), so the
 // results do not depend on the thread count.
+#include <omp.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -90,18 +92,24 @@ void unpool_partials(const OwnerBlock& block) {
   const int64_t dim = block.dim;
   std::fill(block.kept, block.kept + block.num_ids * dim, 0.f);
   const bool max = block.mode == PoolMode::kMax;
-  // An id's rows add up in entry order: serial (several entries, from
-  // different partial rows, may name one id).
-  for (int64_t e = 0; e < block.entries; ++e) {
-    const float* g = block.partial + block.slot[e] * dim;
-    float* y = block.kept + block.idx[e] * dim;
-    if (max) {
-      const int32_t* arg = block.arg + block.slot[e] * dim;
-      for (int64_t j = 0; j < dim; ++j)
-        if (arg[j] == e) y[j] += g[j];
-    } else {
-      const float w = block.weight ? block.weight[e] : 1.f;
-      for (int64_t j = 0; j < dim; ++j) y[j] += g[j] * w;
+  // An id's row adds up in entry order (several entries, from different
+  // partial rows, may name one id), so threads split the columns: each
+  // value is one thread's, its terms in entry order whatever the count.
+#pragma omp parallel if (block.entries * dim > 4096)
+  {
+    const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t j0 = dim * me / threads, j1 = dim * (me + 1) / threads;
+    for (int64_t e = 0; e < block.entries; ++e) {
+      const float* g = block.partial + block.slot[e] * dim;
+      float* y = block.kept + block.idx[e] * dim;
+      if (max) {
+        const int32_t* arg = block.arg + block.slot[e] * dim;
+        for (int64_t j = j0; j < j1; ++j)
+          if (arg[j] == e) y[j] += g[j];
+      } else {
+        const float w = block.weight ? block.weight[e] : 1.f;
+        for (int64_t j = j0; j < j1; ++j) y[j] += g[j] * w;
+      }
     }
   }
 }
