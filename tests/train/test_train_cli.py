@@ -445,6 +445,10 @@ def test_device_cuda(work):
         assert a.tobytes() == b.tobytes(), "table %s differs after a device resume" % table
     # A device checkpoint resumed on the CPU (with 1 rank: re-sharded too).
     run(config(**{"log.dir": part, "checkpoint.resume": "auto", "train.steps": "16"}), 1)
+    # Bags pooled at the owners have no GPU kernels yet: refused on every rank.
+    expect_error(run(small_recsys(work, **{"train.device": "cuda",
+                                           "table.items.pool_at": "owner"}), 2, expect_ok=False),
+                 "table 'items'", "pool_at = owner is not built for the CUDA engine yet")
 
 
 def test_finished_run_resumed_does_nothing(work):
