@@ -66,6 +66,8 @@ class Engine final : public StepEngine {
   // own buffer, as an unpooled step would, and pool them per bag here, on
   // the requester (so a sharded step moves the rows of the distinct ids, as
   // without bags); backward takes their bags' gradients back to positions.
+  // A sharded step pools the bags of tables with pool_at = owner itself, at
+  // the owners, straight into the output (sharded_step.hpp).
   void forward(const std::vector<IdsView>& ids, const std::vector<BagsView>& bags,
                const std::vector<float*>& out) override {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && bags.size() == n_.size() &&
