@@ -21,6 +21,19 @@ const char* pool_mode_name(PoolMode mode);  // "sum", "mean", "max"
 // Parses "sum", "mean" or "max"; false for anything else.
 bool parse_pool_mode(const std::string& text, PoolMode* mode);
 
+// Where a sharded table's bags are pooled (TableSpec::pool_at):
+//  - requester: the rows of the bags' distinct ids travel to the requester,
+//    as for Embedding, and are pooled there (bitwise one process's result);
+//  - owner: each owner pools the ids it holds per bag and sends one partial
+//    row per (bag, owner touched); the requester combines the partials in
+//    owner rank order (one process's result up to float summation order).
+// With one rank both are the same step.
+enum class PoolAt { kRequester, kOwner };
+
+const char* pool_at_name(PoolAt at);  // "requester", "owner"
+// Parses "requester" or "owner"; false for anything else.
+bool parse_pool_at(const std::string& text, PoolAt* at);
+
 // The bags of one table's batch, in host memory: bag b holds the positions
 // [offsets[b], offsets[b + 1]) of the flattened ids (num_bags + 1 offsets,
 // the first 0, non-decreasing, the last at most the number of ids; ids past

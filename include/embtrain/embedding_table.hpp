@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "embtrain/bags.hpp"
 #include "embtrain/comm_precision.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/huge_pages.hpp"
@@ -36,6 +37,9 @@ struct TableSpec {
   // The format this table's rows and gradients travel in between ranks
   // (comm_precision.hpp): fp32 is exact; bf16 and fp16 halve the bytes.
   CommPrecision comm_precision = CommPrecision::kFp32;
+  // Where this table's bags are pooled when it is given bags (bags.hpp).
+  // Every forward of a table pooled at the owner must give it bags.
+  PoolAt pool_at = PoolAt::kRequester;
 
   // Throws embtrain::Error naming the table and the first invalid setting.
   void validate() const;

@@ -83,10 +83,13 @@ class ShardedEmbedding {
   void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out);
   // The same with bags (torch.nn.EmbeddingBag): a table whose bags[t] is
   // pooled gets out[t] of bags[t].num_bags x dim_t floats, each bag's rows
-  // pooled (bags.hpp); the others as above. The rows travel as without
-  // bags and are pooled on the requester, so the result is that of one
-  // process on the global batch. Bad bags on any rank throw the same error
-  // on every rank.
+  // pooled (bags.hpp); the others as above. By default (pool_at =
+  // requester) the rows travel as without bags and are pooled on the
+  // requester, so the result is that of one process on the global batch;
+  // a table with pool_at = owner is pooled at the rows' owners (one partial
+  // row per bag and owner travels; one process's result up to float
+  // summation order), and must be given its bags in every forward (CPU
+  // only so far). Bad bags on any rank throw the same error on every rank.
   void forward(const std::vector<IdsView>& ids, const std::vector<BagsView>& bags,
                const std::vector<float*>& out);
   // grad_out[t]: the gradient of out[t] (bags x dim for a pooled table);

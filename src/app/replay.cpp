@@ -104,7 +104,8 @@ po::options_description replay_options() {
       "With --pool MODE the table is a torch.nn.EmbeddingBag: ids_<k>.npy is (bags, length), or\n"
       "1-D with --offsets (DIR/offsets_<k>.npy: each bag's start; --include-last-offset: and the\n"
       "end), --per-sample-weights reads DIR/weights_<k>.npy (float32, ids' shape; sum only),\n"
-      "grad_<k>.npy and out_<k>.npy are (bags, dim), and rank r takes a contiguous run of bags.\n\n"
+      "grad_<k>.npy and out_<k>.npy are (bags, dim), and rank r takes a contiguous run of bags.\n"
+      "--pool-at owner pools each bag at the rows' owners (partial rows travel, not rows).\n\n"
       "options");
   // clang-format off
   options.add_options()
@@ -117,7 +118,9 @@ po::options_description replay_options() {
     ("pool", po::value<std::string>(), "pool bags: sum | mean | max (torch.nn.EmbeddingBag's mode)")
     ("offsets", "with --pool: 1-D ids with DIR/offsets_<k>.npy")
     ("include-last-offset", "with --offsets: the offsets end with the end of the last bag")
-    ("per-sample-weights", "with --pool sum: DIR/weights_<k>.npy weighs each id");
+    ("per-sample-weights", "with --pool sum: DIR/weights_<k>.npy weighs each id")
+    ("pool-at", po::value<std::string>()->default_value("requester"),
+     "with --pool: where bags are pooled: requester | owner (the table's pool_at)");
   // clang-format on
   add_table_options(&options, {{"optimizer", "sgd"}, {"lr", "0.01"}});
   add_device_options(&options);
@@ -177,9 +180,13 @@ ReplaySetup read_setup(const po::variables_map& vm, const Communicator& comm) {
     EMBTRAIN_REQUIRE(!s.spec.scale_grad_by_freq || s.mode != PoolMode::kMax,
                      "option --scale-grad-by-freq is not supported with --pool max, as in "
                      "torch.nn.EmbeddingBag");
+    const std::string at = vm["pool-at"].as<std::string>();
+    EMBTRAIN_REQUIRE(parse_pool_at(at, &s.spec.pool_at), "option --pool-at = '", at,
+                     "' is invalid (valid: requester, owner)");
   } else {
     EMBTRAIN_REQUIRE(!s.offsets && !s.include_last_offset && !s.weights,
                      "options --offsets, --include-last-offset and --per-sample-weights need --pool");
+    EMBTRAIN_REQUIRE(vm["pool-at"].defaulted(), "option --pool-at needs --pool");
   }
   EMBTRAIN_REQUIRE(!s.include_last_offset || s.offsets, "option --include-last-offset needs --offsets");
   const ShardPlan plan = ShardedEmbedding::table_plan(s.spec.num_embeddings, comm.size());

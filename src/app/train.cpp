@@ -154,13 +154,11 @@ const OptionList<TableSetup>& train_table_options() {
                  [](TableSetup& s, const std::string& v) { parse_pool_mode(v, &s.mode); }),
        "mean"},
       {"pool_at",
-       "kind = bag: where bags are pooled: requester (rows travel as for embedding; owner, "
-       "pooled at the rows' owners, is planned)",
-       R::text("requester (owner is not built yet)",
-               [](TableSetup&, const std::string& v) {
-                 if (v == "owner") throw ValueError("pooling at the owners is not built yet");
-                 if (v != "requester") throw ValueError("not a place to pool");
-               }),
+       "kind = bag: where bags are pooled: requester (rows travel as for embedding) | owner "
+       "(each owner pools its ids per bag; one partial row per bag and owner travels; CPU "
+       "engine only so far)",
+       R::choice({"requester", "owner"},
+                 [](TableSetup& s, const std::string& v) { parse_pool_at(v, &s.spec.pool_at); }),
        "requester"},
   };
   return options;
@@ -197,6 +195,9 @@ TableSetup read_table(const Config& config, const std::string& name) {
   const std::string mode = table_prefix(name) + "mode";
   if (!setup.bag && setup.mode != PoolMode::kMean)
     config.fail(mode, "pools bags, so it needs " + table_prefix(name) + "kind = bag");
+  if (!setup.bag && setup.spec.pool_at == PoolAt::kOwner)
+    config.fail(table_prefix(name) + "pool_at",
+                "pools bags, so it needs " + table_prefix(name) + "kind = bag");
   if (setup.bag && setup.mode == PoolMode::kMax && setup.spec.scale_grad_by_freq)
     config.fail(mode, "max does not support scale_grad_by_freq (as torch.nn.EmbeddingBag)");
   return setup;

@@ -22,6 +22,17 @@ bool parse_pool_mode(const std::string& text, PoolMode* mode) {
   return false;
 }
 
+const char* pool_at_name(PoolAt at) { return at == PoolAt::kOwner ? "owner" : "requester"; }
+
+bool parse_pool_at(const std::string& text, PoolAt* at) {
+  for (PoolAt a : {PoolAt::kRequester, PoolAt::kOwner})
+    if (text == pool_at_name(a)) {
+      *at = a;
+      return true;
+    }
+  return false;
+}
+
 std::string check_bags(const BagsView& bags, int64_t n, const std::string& table,
                        bool scale_grad_by_freq) {
   if (!bags.pooled()) return "";

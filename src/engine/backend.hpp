@@ -3,6 +3,7 @@
 // and CudaBackend (cuda_backend.hpp) have the same members.
 //
 //   kRowAlign                 floats each block of rows starts on (ExchangeLayout)
+//   kPoolsAtOwner             whether bags can be pooled at the owners here
 //   Buffer<T>, UniqueWorkspace, Grads
 //                             grow-only arrays in the backend's memory, the
 //                             arrays of a UniqueIndex, what combine leaves update
@@ -24,6 +25,8 @@
 //                             they reach their owner)
 //   pool_bags, unpool_bags    bags (torch.nn.EmbeddingBag) pooled on the
 //                             requester, and their gradient back to positions
+//   list_bag_entries, pool_partials, unpool_partials, combine_partials,
+//   split_bag_grads           bags pooled at the owners (pool_at = owner)
 //   pack_wire, unpack_wire, round_wire
 //                             rows and gradients to and from their wire format
 //   combine, update           the owner's last two stages, which the GPU fuses
@@ -53,6 +56,14 @@ class GrowArray {
 
  private:
   Bytes bytes_;
+};
+
+// A table whose bags are pooled at the owners (pool_at = owner), as the
+// sharded step's forward takes it: its bags (pooling.counts is filled with
+// each bag's pooled positions) and its batch's ids, in the backend's memory.
+struct OwnerBags {
+  BagPooling pooling;
+  const int64_t* ids = nullptr;
 };
 
 // The input of combine_at_owner: for each distinct row the owner was asked

@@ -40,6 +40,9 @@ class CpuBackend {
  public:
   // Rows of a block start on any float (the CPU kernels take any offset).
   static constexpr int64_t kRowAlign = 1;
+  // Bags pooled at the owners (pool_at = owner) run here: the step's
+  // pooled stages read the requester's and owner's arrays on the host.
+  static constexpr bool kPoolsAtOwner = true;
 
   template <typename T>
   using Buffer = GrowArray<T, HostBytes>;
@@ -129,6 +132,18 @@ class CpuBackend {
   void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, int64_t,
                    float* grad_rows) {
     cpu::unpool_bags(bags, grad, n, grad_rows);
+  }
+  void list_bag_entries(const BagPooling& bags, const int64_t* ids, int64_t skip_id,
+                        const int32_t* inverse, const int64_t* owner_slots, int owners,
+                        BagEntries* out, int64_t* entry_begin, int64_t* partial_begin) {
+    cpu::list_bag_entries(bags, ids, skip_id, inverse, owner_slots, owners, out, entry_begin,
+                          partial_begin);
+  }
+  void pool_partials(const OwnerBlock& block) { cpu::pool_partials(block); }
+  void unpool_partials(const OwnerBlock& block) { cpu::unpool_partials(block); }
+  void combine_partials(const RequesterPartials& p, float* out) { cpu::combine_partials(p, out); }
+  void split_bag_grads(const RequesterPartials& p, const float* grad) {
+    cpu::split_bag_grads(p, grad);
   }
   void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
                    const SegmentLayout& layout, float* dst) {

@@ -38,6 +38,8 @@ namespace embtrain {
 class CudaBackend {
  public:
   static constexpr int64_t kRowAlign = 4;
+  // pool_at = owner has no CUDA kernels yet: the engine refuses it.
+  static constexpr bool kPoolsAtOwner = false;
 
   template <typename T>
   using Buffer = GrowArray<T, cuda::DeviceBuffer>;
@@ -121,6 +123,19 @@ class CudaBackend {
   void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n,
                    int64_t first_unbagged, float* d_grad_rows) {
     cuda::unpool_bags(bags, d_grad, n, first_unbagged, d_grad_rows, stream_);
+  }
+  // Pooling at the owners has no CUDA kernels yet: the engine refuses
+  // pool_at = owner before a step gets here.
+  void list_bag_entries(const BagPooling&, const int64_t*, int64_t, const int32_t*,
+                        const int64_t*, int, BagEntries*, int64_t*, int64_t*) {
+    owner_pooling_not_built();
+  }
+  void pool_partials(const OwnerBlock&) { owner_pooling_not_built(); }
+  void unpool_partials(const OwnerBlock&) { owner_pooling_not_built(); }
+  void combine_partials(const RequesterPartials&, float*) { owner_pooling_not_built(); }
+  void split_bag_grads(const RequesterPartials&, const float*) { owner_pooling_not_built(); }
+  [[noreturn]] static void owner_pooling_not_built() {
+    throw Error("pool_at = owner is not built for the CUDA engine yet");
   }
   void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
                    const SegmentLayout& layout, float* d_dst) {

@@ -66,6 +66,8 @@ class Engine final : public StepEngine {
   // own buffer, as an unpooled step would, and pool them per bag here, on
   // the requester (so a sharded step moves the rows of the distinct ids, as
   // without bags); backward takes their bags' gradients back to positions.
+  // A sharded step pools the bags of tables with pool_at = owner itself, at
+  // the owners, straight into the output (sharded_step.hpp).
   void forward(const std::vector<IdsView>& ids, const std::vector<BagsView>& bags,
                const std::vector<float*>& out) override {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && bags.size() == n_.size() &&
@@ -76,21 +78,39 @@ class Engine final : public StepEngine {
     for (size_t t = 0; t < ids.size() && error.empty(); ++t) {
       const TableSpec& spec = backend_->spec(static_cast<int>(t));
       error = check_bags(bags[t], ids[t].numel(), spec.name, spec.scale_grad_by_freq);
+      if (error.empty()) error = check_owner_bags(spec, bags[t].pooled());
     }
     if (!take_prefetched(fingerprint(ids), error)) prepare(ids, error);
     n_ = next_n_;
     spans_ = next_spans_;
     std::vector<float*> staged(ids.size());
-    for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
-      const int64_t floats = n_[t] * backend_->spec(t).dim;
-      pooled_[t].active = bags[t].pooled();
-      staged[t] = bags[t].pooled() ? pooled_[t].rows.reserve(floats)
-                                   : backend_->stage_output(t, out[t], floats);
-    }
-    backend_->refresh_device();
-    step_.forward(staged);
+    std::vector<const OwnerBags*> owner(ids.size(), nullptr);
     for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
       const int64_t dim = backend_->spec(t).dim;
+      const int64_t floats = n_[t] * dim;
+      Pooled& p = pooled_[t];
+      // pool_at = owner: the step pools, straight into the output.
+      p.at_owner = pools_at_owner(t);
+      p.active = bags[t].pooled() && !p.at_owner;
+      if (p.at_owner) {
+        p.owner = OwnerBags{stage_bags(t, bags[t]), spans_[t].data};
+        owner[t] = &p.owner;
+        staged[t] = backend_->stage_output(t, out[t], bags[t].num_bags * dim);
+        continue;
+      }
+      staged[t] = p.active ? p.rows.reserve(floats) : backend_->stage_output(t, out[t], floats);
+    }
+    backend_->refresh_device();
+    if constexpr (Step<Backend>::kPoolsAtOwner)
+      step_.forward(staged, owner);
+    else
+      step_.forward(staged);
+    for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
+      const int64_t dim = backend_->spec(t).dim;
+      if (pooled_[t].at_owner) {
+        backend_->finish_output(t, out[t], staged[t], bags[t].num_bags * dim);
+        continue;
+      }
       if (!bags[t].pooled()) {
         backend_->finish_output(t, out[t], staged[t], n_[t] * dim);
         continue;
@@ -121,6 +141,10 @@ class Engine final : public StepEngine {
     for (int t = 0; t < static_cast<int>(grad_out.size()); ++t) {
       const int64_t dim = backend_->spec(t).dim;
       Pooled& p = pooled_[t];
+      if (p.at_owner) {  // the step takes the bags' gradient
+        staged[t] = backend_->stage_grad(t, grad_out[t], p.pooling.num_bags * dim);
+        continue;
+      }
       if (!p.active) {
         staged[t] = backend_->stage_grad(t, grad_out[t], n_[t] * dim);
         continue;
@@ -140,10 +164,13 @@ class Engine final : public StepEngine {
 
   void forward_device(const std::vector<IdSpan>& ids, const std::vector<float*>& out) override {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && out.size() == n_.size());
-    if (!take_prefetched(fingerprint(ids))) prepare_device(ids);
+    std::string error;
+    for (int t = 0; t < static_cast<int>(ids.size()) && error.empty(); ++t)
+      error = check_owner_bags(backend_->spec(t), /*given=*/false);
+    if (!take_prefetched(fingerprint(ids), error)) prepare_device(ids, error);
     n_ = next_n_;
     spans_ = next_spans_;
-    for (Pooled& p : pooled_) p.active = false;
+    for (Pooled& p : pooled_) p.active = p.at_owner = false;
     backend_->refresh_device();
     step_.forward(out);
   }
@@ -210,8 +237,7 @@ class Engine final : public StepEngine {
   }
 
   // The same for a batch already in the backend's memory.
-  void prepare_device(const std::vector<IdSpan>& ids) {
-    std::string error;
+  void prepare_device(const std::vector<IdSpan>& ids, std::string error = "") {
     for (size_t t = 0; t < ids.size() && error.empty(); ++t)
       error = check_resident_ids(static_cast<int>(t), ids[t]);
     error = agree_on_batch(control_, error);
@@ -223,6 +249,26 @@ class Engine final : public StepEngine {
     for (size_t t = 0; t < ids.size(); ++t) next_n_[t] = ids[t].n;
     next_spans_ = ids;
     step_.prepare(ids);
+  }
+
+  // Whether this engine pools table t's bags at the owners: sharded, with
+  // pool_at = owner (one rank's step pools at the requester, which is the
+  // same step).
+  bool pools_at_owner(int t) const {
+    return Step<Backend>::kPoolsAtOwner && backend_->spec(t).pool_at == PoolAt::kOwner;
+  }
+
+  // The error for a forward of `spec`'s table with bags `given` or not,
+  // when it pools them at the owners, or "".
+  static std::string check_owner_bags(const TableSpec& spec, bool given) {
+    if (spec.pool_at != PoolAt::kOwner) return "";
+    if (!Backend::kPoolsAtOwner)
+      return "table '" + spec.name +
+             "': pool_at = owner is not built for the CUDA engine yet (pool_at = requester is)";
+    if (!given)
+      return "table '" + spec.name +
+             "' pools its bags at the owners (pool_at = owner): every forward must give its bags";
+    return "";
   }
 
   // Table t's bags in the backend's memory, with room for what pooling
@@ -281,8 +327,10 @@ class Engine final : public StepEngine {
   // A table whose last forward pooled bags: the bags and what the pooling
   // kept for backward, in the backend's memory.
   struct Pooled {
-    bool active = false;
+    bool active = false;    // pooled here, on the requester
+    bool at_owner = false;  // pooled by the step, at the owners
     BagPooling pooling;  // points into the buffers below
+    OwnerBags owner;     // at_owner: pooling and the batch's ids
     int64_t end = 0;     // offsets[num_bags]: positions from here are in no bag
     Buffer<int64_t> offsets;
     Buffer<float> weights;

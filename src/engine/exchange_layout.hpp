@@ -32,6 +32,20 @@
 // table's precision says, blocks on 16 bytes, no self blocks): the served
 // rows are packed into the owner's wire, the requested ones unpacked from
 // the requester's, and the gradients go back the same way.
+//
+// Tables pooled at the owners (pool_at = owner, given as Pooled): their ids
+// travel as any table's, but what comes back is not a row per id: it is one
+// partial row per (bag, owner touched). So a block has two counts: `count`
+// ids and `rows` rows that travel (ids for other tables, partial rows for
+// these), and the rows regions above are laid out by `rows`. The owner keeps
+// the rows of the ids it serves such a table in a fourth region, which no
+// exchange moves (`kept`; the gradients of those rows gather there too):
+//
+//   [ served | requested | self | kept (pooled tables' served ids' rows) ]
+//
+// and a third pair of buffers carries the bags' entries (one per pooled
+// position: which of the block's ids, which partial row, its weight; laid
+// out as the ids, by `entries`, at `entry`).
 #pragma once
 
 #include <cstdint>
@@ -47,6 +61,18 @@ class ExchangeLayout {
     int64_t count = 0;  // ids in it
     int64_t row = 0;    // float offset of its first row in the rows buffer
     int64_t wire = 0;   // byte offset of its first row in its side's wire buffer
+    int64_t rows = 0;     // rows that travel: count, or partial rows for a pooled table
+    int64_t kept = 0;     // served blocks of pooled tables: float offset of the ids' rows
+    int64_t entry = 0;    // pooled tables: its first entry in the entries buffers
+    int64_t entries = 0;  // entries in it
+  };
+
+  // The tables pooled at the owners and, per (peer, table) as the id
+  // counts, their partial rows and entries; empty vectors: none.
+  struct Pooled {
+    std::vector<char> at_owner;  // per table
+    std::vector<int64_t> requested_rows, served_rows;
+    std::vector<int64_t> requested_entries, served_entries;
   };
 
   // `rank` of the job's ranks; dims[t] of each table; requested[p * T + t]:
@@ -56,7 +82,7 @@ class ExchangeLayout {
   // the wire (empty: 4 for every table, and no wire buffers).
   void assign(int rank, const std::vector<int64_t>& dims, int64_t row_align,
               const std::vector<int64_t>& requested, const std::vector<int64_t>& served,
-              const std::vector<int>& wire_bytes = {});
+              const std::vector<int>& wire_bytes = {}, const Pooled& pooled = {});
 
   int num_peers() const { return static_cast<int>(ids_to_owners_.size()); }
   int num_tables() const { return static_cast<int>(dims_.size()); }
@@ -87,6 +113,15 @@ class ExchangeLayout {
   int64_t served_rows() const { return 0; }  // float offsets of the regions
   int64_t requested_rows() const { return requested_rows_; }
   int64_t rows_floats() const { return rows_floats_; }  // the whole rows buffer
+  int64_t kept_rows() const { return kept_rows_; }      // float offset of the kept region
+
+  // Pooled tables: whether table t is one, and the per-peer entry counts
+  // (to owners, from requesters) and totals of the entries buffers.
+  bool at_owner(int t) const { return !at_owner_.empty() && at_owner_[t]; }
+  const std::vector<int64_t>& entries_to_owners() const { return entries_to_owners_; }
+  const std::vector<int64_t>& entries_from_requesters() const { return entries_from_requesters_; }
+  int64_t num_requested_entries() const { return num_requested_entries_; }
+  int64_t num_served_entries() const { return num_served_entries_; }
 
  private:
   std::vector<int64_t> dims_;
@@ -94,7 +129,10 @@ class ExchangeLayout {
   std::vector<int64_t> ids_to_owners_, ids_from_requesters_;
   std::vector<int64_t> rows_to_requesters_, rows_from_owners_;
   int64_t num_requested_ = 0, num_served_ = 0;
-  int64_t requested_rows_ = 0, rows_floats_ = 0;
+  int64_t requested_rows_ = 0, rows_floats_ = 0, kept_rows_ = 0;
+  std::vector<char> at_owner_;
+  std::vector<int64_t> entries_to_owners_, entries_from_requesters_;
+  int64_t num_requested_entries_ = 0, num_served_entries_ = 0;
   bool has_wire_ = false;
   std::vector<int64_t> wire_to_requesters_, wire_from_owners_;
   int64_t served_wire_bytes_ = 0, requested_wire_bytes_ = 0;

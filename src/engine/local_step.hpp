@@ -34,6 +34,9 @@ inline std::vector<EmbeddingTable> one_table(EmbeddingTable table) {
 template <typename Backend>
 class LocalStep {
  public:
+  // One rank owns every row: pool_at = owner is pooling at the requester.
+  static constexpr bool kPoolsAtOwner = false;
+
   // `backend` and `stats` outlive the step.
   LocalStep(Backend* backend, StepStats* stats)
       : b_(*backend), stats_(*stats), tables_(static_cast<size_t>(backend->num_tables())) {}

@@ -60,6 +60,7 @@ AgreedValues spec_values(const std::vector<TableSpec>& specs) {
         {"lr_decay", detail::concat(o.lr_decay)},
         {"initial_accumulator_value", detail::concat(o.initial_accumulator_value)},
         {"comm_precision", comm_precision_name(s.comm_precision)},
+        {"pool_at", pool_at_name(s.pool_at)},
     };
     for (const auto& [key, value] : fields) values.emplace_back(p + key, value);
   }

@@ -37,6 +37,34 @@
 //                    the padding row dropped.
 // Step:
 //  update            The optimizer on exactly these rows.
+//
+// Tables whose bags are pooled at the owners (TableSpec::pool_at = owner)
+// take the same route with bags on it. Their distinct ids travel as above
+// (so renorm and the counts of scale_grad_by_freq are as for any table);
+// then, once forward knows the bags:
+//  exchange_ids      (its second half) Requester: one entry per pooled
+//                    position (the padding id left out), grouped by owner
+//                    in position order: which of the ids it sent that owner,
+//                    which partial row (one per bag the owner touches, in
+//                    bag order), its weight. The counts of partial rows and
+//                    entries go over the control communicator, with how the
+//                    rank pools each table, which every rank must share.
+//  gather_owned      Owner: the rows into a region that stays put (kept),
+//                    then each requester's entries pooled, in their order,
+//                    into its partial rows: sum (times the weight; mean is a
+//                    sum here), or max with the winning entry per column.
+//  exchange_rows     The partial rows back (and max's winning entries).
+//  expand            Requester: each bag's partials combined in owner rank
+//                    order: added, then divided by the bag's pooled count
+//                    for mean (the requester knows it); for max the
+//                    greatest, the first position winning a tie.
+//  reduce_requested  One gradient row per partial: the bag's (over its count
+//                    for mean; for max only in the columns that partial won).
+//  exchange_grads    As above, into the places the partials left from.
+//  combine_at_owner  Owner: each partial's gradient back to its entries
+//                    (times the weight; max: the winning entry per column),
+//                    summed per id in entry order into the kept rows, which
+//                    then combine as any table's.
 #pragma once
 
 #include <algorithm>
@@ -60,6 +88,9 @@ namespace embtrain {
 template <typename Backend>
 class ShardedStep {
  public:
+  // Bags of tables with pool_at = owner are pooled at the owners here.
+  static constexpr bool kPoolsAtOwner = true;
+
   // `backend`, `control` (a host communicator over the same ranks as the
   // backend's data communicator) and `stats` outlive the step.
   ShardedStep(Backend* backend, Communicator* control, const std::vector<ShardPlan>& plans,
@@ -76,11 +107,15 @@ class ShardedStep {
     bucket_by_owner(&in, ids);
     start_exchange_ids(&in);
   }
-  // The prepared step's forward: out[t] in the backend's memory. Collectives.
-  void forward(const std::vector<float*>& out) {
+  // The prepared step's forward: out[t] in the backend's memory (bags x
+  // dim for a table pooled at the owners, whose bags[t] must be given; null
+  // for the others). Collectives.
+  void forward(const std::vector<float*>& out, const std::vector<const OwnerBags*>& bags = {}) {
     current_ ^= 1;
     finish_exchange_ids();
+    if (any_at_owner_) exchange_bags(bags);
     gather_owned();
+    if (any_at_owner_) pool_at_owner();
     exchange_rows();
     expand(out);
     ++stats_.steps;
@@ -88,6 +123,7 @@ class ShardedStep {
   void backward(const std::vector<const float*>& grad_out) {
     reduce_requested(grad_out);
     exchange_grads();
+    if (any_at_owner_) unpool_at_owner();
     combine_at_owner();
   }
   void step() { update(); }
@@ -137,6 +173,16 @@ class ShardedStep {
     Buffer<int64_t> src_rows;        // per position of `ids`: its row in rows_
     Buffer<int32_t> weights;         // per position: the requester's count of the id
     typename Backend::Grads grads;
+  };
+  // Requester side of a table pooled at the owners, this step: its entries
+  // and partial rows (bag_pooling.hpp), owner-major.
+  struct Pooling {
+    const OwnerBags* bags = nullptr;
+    Buffer<int32_t> idx, slot, pos, winner;
+    Buffer<float> weight;
+    Buffer<int64_t> partial_bag;
+    BagEntries entries;  // into the buffers above
+    std::vector<int64_t> entry_begin, partial_begin;  // P + 1 each
   };
 
   // Adds the time since `clock` last lapped to `stage`, once the backend's
@@ -195,6 +241,16 @@ class ShardedStep {
   void exchange_grads();
   void combine_at_owner();
   void update();
+  // The stages' parts for tables pooled at the owners (see the top).
+  void list_entries(int t, const OwnerBags& bags);
+  void exchange_bags(const std::vector<const OwnerBags*>& bags);
+  void pool_at_owner();
+  void expand_at_owner(int t, float* out);
+  void reduce_at_owner(int t, const float* grad_out);
+  void unpool_at_owner();
+  OwnerBlock owner_block(int r, int t);
+  RequesterPartials requester_partials(int t, std::vector<float*>* rows,
+                                       std::vector<const int32_t*>* args);
 
   Backend& b_;
   Communicator& control_;
@@ -213,6 +269,16 @@ class ShardedStep {
   Buffer<float> rows_;  // see ExchangeLayout
   Buffer<int32_t> counts_send_, counts_recv_;
   Buffer<char> served_wire_, requested_wire_;  // see ExchangeLayout
+  // Pooled at the owners: per table whether, and how this step (the same
+  // on every rank); the entries' buffers (ExchangeLayout); for max, the
+  // winning entry per column of each partial row, laid out as rows_.
+  std::vector<char> at_owner_;
+  bool any_at_owner_ = false;
+  std::vector<PoolMode> owner_mode_;
+  bool weights_travel_ = false, any_max_ = false;
+  std::vector<Pooling> pooling_;
+  Buffer<int32_t> idx_send_, idx_recv_, slot_send_, slot_recv_, args_;
+  Buffer<float> weight_send_, weight_recv_;
 };
 
 template <typename Backend>
@@ -226,13 +292,17 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
       rank_(control->rank()),
       plans_(plans),
       bounds_(static_cast<size_t>(T_)),
-      served_(static_cast<size_t>(T_)) {
+      served_(static_cast<size_t>(T_)),
+      owner_mode_(static_cast<size_t>(T_), PoolMode::kSum),
+      pooling_(static_cast<size_t>(T_)) {
   for (Input& in : inputs_) in.tables.resize(static_cast<size_t>(T_));
   for (int t = 0; t < T_; ++t) {
     const TableSpec& spec = b_.spec(t);
     const ShardPlan& plan = plans_[t];
     EMBTRAIN_ASSERT(plan.layout() == ShardPlan::Layout::kCyclic && plan.num_ranks() == P_);
     any_scaled_ |= spec.scale_grad_by_freq;
+    at_owner_.push_back(spec.pool_at == PoolAt::kOwner);
+    any_at_owner_ |= spec.pool_at == PoolAt::kOwner;
     dims_.push_back(spec.dim);
     std::vector<int64_t> bounds(static_cast<size_t>(num_bounds()));
     for (int d = 0; d <= P_; ++d) bounds[d] = plan.key_begin(d);
@@ -246,6 +316,7 @@ ShardedStep<Backend>::ShardedStep(Backend* backend, Communicator* control,
   // All fp32: rows travel straight from the rows buffer, with no wire.
   if (std::all_of(wire_bytes_.begin(), wire_bytes_.end(), [](int b) { return b == 4; }))
     wire_bytes_.clear();
+  if (!any_at_owner_) at_owner_.clear();
   b_.synchronize();
 }
 
@@ -329,15 +400,18 @@ void ShardedStep<Backend>::gather_owned() {
     counts_send_.reserve(layout.num_requested());
     counts_recv_.reserve(layout.num_served());
   }
+  if (any_max_) args_.reserve(layout.rows_floats());
   for (int t = 0; t < T_; ++t) {
     Served& s = served_[t];
     const int64_t dim = dims_[t];
     // Table t's requested ids, one block per requester, in rank order.
     s.starts.assign(static_cast<size_t>(P_) + 1, 0);
     std::vector<int64_t> base(static_cast<size_t>(P_));
+    // A table pooled here keeps its rows (pool_at_owner pools them).
+    const bool kept = layout.at_owner(t);
     for (int r = 0; r < P_; ++r) {
       s.starts[r + 1] = s.starts[r] + layout.served(r, t).count;
-      base[r] = layout.served(r, t).row;
+      base[r] = kept ? layout.served(r, t).kept : layout.served(r, t).row;
     }
     const int64_t m = s.starts[P_];
     int64_t* ids = s.ids.reserve(m);
@@ -347,8 +421,7 @@ void ShardedStep<Backend>::gather_owned() {
     s.index = b_.unique_ids(ids, m, plans_[t].shard_rows(rank_), &s.ws);
     b_.renorm_rows(t, s.index.unique, s.index.num_unique);
     for (int r = 0; r < P_; ++r)
-      b_.gather_rows(t, ids + s.starts[r], layout.served(r, t).count,
-                     rows + layout.served(r, t).row);
+      b_.gather_rows(t, ids + s.starts[r], layout.served(r, t).count, rows + base[r]);
     // Where the gradients of these rows will come back: the same places.
     b_.block_offsets(s.starts, base, dim, m, s.src_rows.reserve(m));
   }
@@ -359,8 +432,13 @@ template <typename Backend>
 void ShardedStep<Backend>::exchange_rows() {
   Stopwatch clock;
   wait_for_ranks(Stage::kExchangeRows);
-  exchange(Stage::kExchangeRows, &stats_.rows_bytes_sent, &clock,
-           [&](Communicator& data) { move_rows(data, /*back=*/false); });
+  exchange(Stage::kExchangeRows, &stats_.rows_bytes_sent, &clock, [&](Communicator& data) {
+    move_rows(data, /*back=*/false);
+    if (any_max_)
+      data.alltoallv(args_.data() + cur().layout.served_rows(), cur().layout.rows_to_requesters(),
+                     args_.data() + cur().layout.requested_rows(), cur().layout.rows_from_owners(),
+                     CommType::kInt32);
+  });
 }
 
 // The rows (or, `back`, the gradients) through the wire buffers: packed
@@ -379,7 +457,7 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
     for (int t = 0; t < T_; ++t) {
       const ExchangeLayout::Block& b = sending(p, t);
       const CommPrecision precision = b_.spec(t).comm_precision;
-      const int64_t n = b.count * dims_[t];
+      const int64_t n = b.rows * dims_[t];
       if (p == rank_)
         b_.round_wire(rows + b.row, n, precision, wire_scale(t, back));
       else
@@ -395,7 +473,7 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
     for (int t = 0; t < T_; ++t) {
       if (p == rank_) continue;
       const ExchangeLayout::Block& b = receiving(p, t);
-      b_.unpack_wire(to + b.wire, b.count * dims_[t], b_.spec(t).comm_precision,
+      b_.unpack_wire(to + b.wire, b.rows * dims_[t], b_.spec(t).comm_precision,
                      1.f / wire_scale(t, back), rows + b.row);
     }
 }
@@ -404,6 +482,10 @@ template <typename Backend>
 void ShardedStep<Backend>::expand(const std::vector<float*>& out) {
   Stopwatch clock;
   for (int t = 0; t < T_; ++t) {
+    if (cur().layout.at_owner(t)) {
+      expand_at_owner(t, out[t]);
+      continue;
+    }
     Requested& r = cur().tables[t];
     // Owner d's rows of table t arrived as one block.
     std::vector<int64_t> starts(r.begin.begin(), r.begin.begin() + P_ + 1), base(P_);
@@ -421,11 +503,15 @@ void ShardedStep<Backend>::reduce_requested(const std::vector<const float*>& gra
   static const int64_t kSkip = -1;
   for (int t = 0; t < T_; ++t) {
     Requested& r = cur().tables[t];
-    // The padding id's sum is never used (its owner drops it): skip it.
-    if (r.pad_slot >= 0) b_.upload(r.slot_rows.data() + r.pad_slot, &kSkip, 1);
-    SegmentLayout layout;
-    layout.dst_offsets = r.slot_rows.data();
-    b_.segment_sum(grad_out[t], dims_[t], r.index, layout, rows_.data());
+    if (cur().layout.at_owner(t)) {
+      reduce_at_owner(t, grad_out[t]);
+    } else {
+      // The padding id's sum is never used (its owner drops it): skip it.
+      if (r.pad_slot >= 0) b_.upload(r.slot_rows.data() + r.pad_slot, &kSkip, 1);
+      SegmentLayout layout;
+      layout.dst_offsets = r.slot_rows.data();
+      b_.segment_sum(grad_out[t], dims_[t], r.index, layout, rows_.data());
+    }
     if (!any_scaled_) continue;
     for (int d = 0; d < P_; ++d) {
       const ExchangeLayout::Block& block = cur().layout.requested(d, t);
@@ -497,6 +583,14 @@ std::vector<TransferShape> ShardedStep<Backend>::last_transfers() const {
   if (any_scaled_)
     t.push_back({Stage::kExchangeGrads, bytes(cur().layout.ids_to_owners(), 4),
                  bytes(cur().layout.ids_from_requesters(), 4)});
+  if (any_at_owner_) {  // the entries (and max's winning entries)
+    const TransferShape entries = {Stage::kExchangeIds, bytes(cur().layout.entries_to_owners(), 4),
+                                   bytes(cur().layout.entries_from_requesters(), 4)};
+    for (int i = 0; i < (weights_travel_ ? 3 : 2); ++i) t.push_back(entries);
+    if (any_max_)
+      t.push_back({Stage::kExchangeRows, bytes(cur().layout.rows_to_requesters(), 4),
+                   bytes(cur().layout.rows_from_owners(), 4)});
+  }
   return t;
 }
 
@@ -512,6 +606,197 @@ void ShardedStep<Backend>::update() {
     b_.update(t, step_scalars(host.spec().optimizer, host.step()), served_[t].grads);
   }
   finish(Stage::kUpdate, &clock);
+}
+
+// Pooled at the owners.
+
+// Table t's entries, and each bag's pooled count (into bags.pooling.counts).
+template <typename Backend>
+void ShardedStep<Backend>::list_entries(int t, const OwnerBags& bags) {
+  Pooling& pl = pooling_[t];
+  const Requested& r = cur().tables[t];
+  const int64_t n = r.index.n;  // at most one entry and one partial row per position
+  pl.bags = &bags;
+  pl.entries = BagEntries{pl.idx.reserve(n), pl.slot.reserve(n), pl.pos.reserve(n),
+                          pl.weight.reserve(n), pl.partial_bag.reserve(n)};
+  pl.entry_begin.assign(static_cast<size_t>(P_) + 1, 0);
+  pl.partial_begin.assign(static_cast<size_t>(P_) + 1, 0);
+  // r.begin's first P + 1 bounds: each owner's first distinct key.
+  b_.list_bag_entries(bags.pooling, bags.ids, b_.spec(t).padding_row(), r.index.inverse,
+                      r.begin.data(), P_, &pl.entries, pl.entry_begin.data(),
+                      pl.partial_begin.data());
+}
+
+// The second half of exchange_ids: the counts of partial rows and entries
+// with each table's pooling (whose mode must be the same on every rank),
+// the layout with them, then the entries.
+template <typename Backend>
+void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& bags) {
+  Stopwatch clock;
+  Input& in = cur();
+  EMBTRAIN_ASSERT(static_cast<int>(bags.size()) == T_);
+  // Per table: 0 not pooled here, else 2 * (1 + mode) + (weights given);
+  // the ranks must agree on the mode, not on the weights (a rank without
+  // them sends weights of 1).
+  std::vector<int64_t> code(static_cast<size_t>(T_), 0);
+  for (int t = 0; t < T_; ++t) {
+    if (!at_owner_[t]) continue;
+    EMBTRAIN_ASSERT(bags[t] != nullptr);
+    const BagPooling& bp = bags[t]->pooling;
+    code[t] = 2 * (1 + static_cast<int64_t>(bp.mode)) + (bp.weights ? 1 : 0);
+    owner_mode_[t] = bp.mode;
+    list_entries(t, *bags[t]);
+  }
+  const int64_t fields = 3 * int64_t{T_};
+  std::vector<int64_t> send(static_cast<size_t>(P_ * fields)), recv(send.size());
+  for (int d = 0; d < P_; ++d)
+    for (int t = 0; t < T_; ++t) {
+      const Pooling& pl = pooling_[t];
+      const bool pooled = at_owner_[t];
+      send[d * fields + t] = pooled ? pl.partial_begin[d + 1] - pl.partial_begin[d] : 0;
+      send[d * fields + T_ + t] = pooled ? pl.entry_begin[d + 1] - pl.entry_begin[d] : 0;
+      send[d * fields + 2 * T_ + t] = code[t];
+    }
+  control_.alltoall(send.data(), recv.data(), fields, CommType::kInt64);
+  // Every rank sees every rank's codes: they all find the same table.
+  weights_travel_ = any_max_ = false;
+  for (int t = 0; t < T_; ++t)
+    for (int p = 0; p < P_; ++p) {
+      const int64_t theirs = recv[p * fields + 2 * T_ + t];
+      if (theirs / 2 != recv[2 * T_ + t] / 2)
+        throw AgreedError("table '" + b_.spec(t).name +
+                          "' is pooled at the owners (pool_at = owner), and the ranks pool its "
+                          "bags in different modes; every rank must give the same mode");
+      weights_travel_ |= theirs % 2 == 1;
+    }
+  ExchangeLayout::Pooled pooled;
+  pooled.at_owner = at_owner_;
+  for (auto* v : {&pooled.requested_rows, &pooled.served_rows, &pooled.requested_entries,
+                  &pooled.served_entries})
+    v->assign(static_cast<size_t>(P_) * T_, 0);
+  for (int p = 0; p < P_; ++p)
+    for (int t = 0; t < T_; ++t) {
+      pooled.requested_rows[p * T_ + t] = send[p * fields + t];
+      pooled.requested_entries[p * T_ + t] = send[p * fields + T_ + t];
+      pooled.served_rows[p * T_ + t] = recv[p * fields + t];
+      pooled.served_entries[p * T_ + t] = recv[p * fields + T_ + t];
+    }
+  for (int t = 0; t < T_; ++t) any_max_ |= at_owner_[t] && owner_mode_[t] == PoolMode::kMax;
+  in.layout.assign(rank_, dims_, Backend::kRowAlign, in.requested_counts, in.served_counts,
+                   wire_bytes_, pooled);
+  const ExchangeLayout& layout = in.layout;
+  int32_t* idx = idx_send_.reserve(layout.num_requested_entries());
+  int32_t* slot = slot_send_.reserve(layout.num_requested_entries());
+  float* weight = weights_travel_ ? weight_send_.reserve(layout.num_requested_entries()) : nullptr;
+  idx_recv_.reserve(layout.num_served_entries());
+  slot_recv_.reserve(layout.num_served_entries());
+  if (weights_travel_) weight_recv_.reserve(layout.num_served_entries());
+  for (int d = 0; d < P_; ++d)
+    for (int t = 0; t < T_; ++t) {
+      if (!at_owner_[t]) continue;
+      const ExchangeLayout::Block& block = layout.requested(d, t);
+      const BagEntries& e = pooling_[t].entries;
+      const int64_t from = pooling_[t].entry_begin[d];
+      b_.copy(idx + block.entry, e.idx + from, block.entries);
+      b_.copy(slot + block.entry, e.slot + from, block.entries);
+      if (weight) b_.copy(weight + block.entry, e.weight + from, block.entries);
+    }
+  exchange(Stage::kExchangeIds, &stats_.ids_bytes_sent, &clock, [&](Communicator& data) {
+    data.alltoallv(idx, layout.entries_to_owners(), idx_recv_.data(),
+                   layout.entries_from_requesters(), CommType::kInt32);
+    data.alltoallv(slot, layout.entries_to_owners(), slot_recv_.data(),
+                   layout.entries_from_requesters(), CommType::kInt32);
+    if (weight)
+      data.alltoallv(weight, layout.entries_to_owners(), weight_recv_.data(),
+                     layout.entries_from_requesters(), CommType::kFloat32);
+  });
+}
+
+// Requester r's block of table t at this owner.
+template <typename Backend>
+OwnerBlock ShardedStep<Backend>::owner_block(int r, int t) {
+  const ExchangeLayout::Block& block = cur().layout.served(r, t);
+  OwnerBlock ob;
+  ob.mode = owner_mode_[t];
+  ob.dim = dims_[t];
+  ob.idx = idx_recv_.data() + block.entry;
+  ob.slot = slot_recv_.data() + block.entry;
+  ob.weight = weights_travel_ ? weight_recv_.data() + block.entry : nullptr;
+  ob.entries = block.entries;
+  ob.num_ids = block.count;
+  ob.kept = rows_.data() + block.kept;
+  ob.partial = rows_.data() + block.row;
+  ob.arg = ob.mode == PoolMode::kMax ? args_.data() + block.row : nullptr;
+  return ob;
+}
+
+// Owner: each requester's partial rows from its entries.
+template <typename Backend>
+void ShardedStep<Backend>::pool_at_owner() {
+  Stopwatch clock;
+  for (int t = 0; t < T_; ++t)
+    if (cur().layout.at_owner(t))
+      for (int r = 0; r < P_; ++r) b_.pool_partials(owner_block(r, t));
+  finish(Stage::kGatherOwned, &clock);
+}
+
+// Table t's partial rows at this requester; `rows` and `args` hold the
+// per-owner pointers it points at.
+template <typename Backend>
+RequesterPartials ShardedStep<Backend>::requester_partials(int t, std::vector<float*>* rows,
+                                                           std::vector<const int32_t*>* args) {
+  Pooling& pl = pooling_[t];
+  const BagPooling& bp = pl.bags->pooling;
+  RequesterPartials p;
+  p.mode = owner_mode_[t];
+  p.dim = dims_[t];
+  p.num_bags = bp.num_bags;
+  p.counts = bp.counts;
+  p.num_owners = P_;
+  p.partial_begin = pl.partial_begin.data();
+  p.entry_begin = pl.entry_begin.data();
+  p.partial_bag = pl.entries.partial_bag;
+  p.pos = pl.entries.pos;
+  rows->clear();
+  args->clear();
+  for (int d = 0; d < P_; ++d) {
+    const int64_t at = cur().layout.requested(d, t).row;
+    rows->push_back(rows_.data() + at);
+    args->push_back(p.mode == PoolMode::kMax ? args_.data() + at : nullptr);
+  }
+  p.rows = rows->data();
+  p.args = args->data();
+  p.winner = p.mode == PoolMode::kMax ? pl.winner.data() : nullptr;
+  return p;
+}
+
+// Requester: each bag's partial rows combined in owner rank order.
+template <typename Backend>
+void ShardedStep<Backend>::expand_at_owner(int t, float* out) {
+  Pooling& pl = pooling_[t];
+  if (owner_mode_[t] == PoolMode::kMax) pl.winner.reserve(pl.bags->pooling.num_bags * dims_[t]);
+  std::vector<float*> rows;
+  std::vector<const int32_t*> args;
+  b_.combine_partials(requester_partials(t, &rows, &args), out);
+}
+
+// Requester: one gradient row per partial row sent.
+template <typename Backend>
+void ShardedStep<Backend>::reduce_at_owner(int t, const float* grad_out) {
+  std::vector<float*> rows;
+  std::vector<const int32_t*> args;
+  b_.split_bag_grads(requester_partials(t, &rows, &args), grad_out);
+}
+
+// Owner: each partial's gradient back to its entries, summed per id in
+// entry order into the kept rows (combine_at_owner reads them there).
+template <typename Backend>
+void ShardedStep<Backend>::unpool_at_owner() {
+  Stopwatch clock;
+  for (int t = 0; t < T_; ++t)
+    if (cur().layout.at_owner(t))
+      for (int r = 0; r < P_; ++r) b_.unpool_partials(owner_block(r, t));
+  finish(Stage::kCombineAtOwner, &clock);
 }
 
 }  // namespace embtrain

@@ -29,6 +29,51 @@ struct BagPooling {
   int32_t* argmax = nullptr;  // max only, per bag and column: the winning position or -1
 };
 
+// Bags pooled at the owners (pool_at = owner; the protocol is in
+// engine/sharded_step.hpp). A requester's entries of one table: one per
+// pooled position (the padding id left out), owner-major, each owner's in
+// position order, and each owner's partial rows (one per bag it touches,
+// in bag order). Arrays of the backend's memory, with room for n entries
+// and n partial rows (n: the batch's positions).
+struct BagEntries {
+  int32_t* idx = nullptr;          // the id's place among the distinct ids sent to its owner
+  int32_t* slot = nullptr;         // its partial row among its owner's
+  int32_t* pos = nullptr;          // its position in the batch
+  float* weight = nullptr;         // its weight (1 where the bags have none)
+  int64_t* partial_bag = nullptr;  // per partial row: its bag
+};
+
+// One requester's block of one table at an owner: its entries (as they
+// arrived), the rows of the ids they index (kept), its partial rows.
+struct OwnerBlock {
+  PoolMode mode = PoolMode::kSum;  // mean pools as sum here: the requester divides
+  int64_t dim = 0;
+  const int32_t* idx = nullptr;
+  const int32_t* slot = nullptr;
+  const float* weight = nullptr;  // or null: 1
+  int64_t entries = 0;
+  int64_t num_ids = 0;     // kept rows
+  float* kept = nullptr;   // num_ids rows: the ids' rows; backward: their gradients
+  float* partial = nullptr;  // the partial rows; backward: their gradients
+  int32_t* arg = nullptr;  // max: per partial row and column, the winning entry
+};
+
+// A requester's partial rows of one table, as they arrived from each owner.
+struct RequesterPartials {
+  PoolMode mode = PoolMode::kSum;
+  int64_t dim = 0;
+  int64_t num_bags = 0;
+  const int32_t* counts = nullptr;          // per bag: positions pooled
+  int num_owners = 0;
+  const int64_t* partial_begin = nullptr;   // host, owners + 1: each owner's first partial row
+  const int64_t* entry_begin = nullptr;     // host, owners + 1: each owner's first entry
+  const int64_t* partial_bag = nullptr;     // BagEntries
+  const int32_t* pos = nullptr;             // BagEntries
+  float* const* rows = nullptr;             // host, per owner: its partial rows (and gradients)
+  const int32_t* const* args = nullptr;     // host, per owner, max: its winning entries
+  int32_t* winner = nullptr;                // max: per bag and column, the owner that won (-1)
+};
+
 // Column j of a bag: the running value and, for max, its position.
 EMBTRAIN_HD void pool_column(PoolMode mode, float x, float weight, int32_t position, bool first,
                              float* acc, int32_t* arg) {

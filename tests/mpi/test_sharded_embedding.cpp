@@ -1056,4 +1056,172 @@ TEST_F(ShardedEmbeddingTest, BadIdsOnTwoRanksReportTheLowestRank) {
   EXPECT_EQ(rank0_string(comm, message), message);
 }
 
+// Bags pooled at the owners (pool_at = owner) beside a table pooled at the
+// requester and an unpooled one, all in one step: against the same job
+// with every table pooled at the requester (which equals one process
+// bitwise; tests/parity checks that against PyTorch), each rank's pooled
+// output and shards within float rounding; every table not pooled at the
+// owners bitwise the same; a prefetched twin and a second run bitwise the
+// same as the first. Modes cycle through sum (with per-sample weights),
+// mean and max; ids repeat within and across bags, with padding, empty
+// and all-padding bags.
+TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersMatchTheRequester) {
+  const uint64_t seed = test_seed(141);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int me = comm.rank();
+  for (int n = 0; n < 6; ++n) {
+    std::mt19937_64 rng(embtrain::random_bits(seed, 141, static_cast<uint64_t>(n)));
+    const auto mode = static_cast<embtrain::PoolMode>(n % 3);
+    std::vector<TableSpec> specs(3);
+    for (int t = 0; t < 3; ++t) {
+      specs[t].name = "t" + std::to_string(t);
+      specs[t].num_embeddings = std::uniform_int_distribution<int64_t>(1, 60)(rng);
+      specs[t].dim = std::uniform_int_distribution<int64_t>(1, 9)(rng);
+      specs[t].optimizer.kind = n % 2 ? OptimizerKind::kAdagrad : OptimizerKind::kSgd;
+      specs[t].optimizer.lr = 0.1;
+      if (rng() % 2) specs[t].padding_idx = static_cast<int64_t>(rng() % specs[t].num_embeddings);
+    }
+    specs[0].scale_grad_by_freq = mode != embtrain::PoolMode::kMax && rng() % 2;
+    if (n >= 3) specs[0].max_norm = 1.5;
+    std::vector<TableSpec> owner_specs = specs;
+    owner_specs[0].pool_at = embtrain::PoolAt::kOwner;
+    SCOPED_TRACE(testing::Message() << "case " << n << ": mode " << embtrain::pool_mode_name(mode)
+                                    << ", rows " << specs[0].num_embeddings << ", dim "
+                                    << specs[0].dim);
+    ShardedEmbedding want(specs, &comm, seed + n), got(owner_specs, &comm, seed + n),
+        again(owner_specs, &comm, seed + n), piped(owner_specs, &comm, seed + n);
+    struct Batch {
+      std::vector<std::vector<int64_t>> ids;
+      std::vector<int64_t> offsets0, offsets2;
+      std::vector<float> weights;
+      std::vector<std::vector<float>> grads;
+    };
+    // This rank's batch of step k, from (seed, case, step, rank).
+    auto batch_of = [&](int k) {
+      std::mt19937_64 r(
+          embtrain::random_bits(seed, 142, static_cast<uint64_t>((n * 16 + k) * 64 + me)));
+      Batch b;
+      b.ids.resize(3);
+      b.grads.resize(3);
+      for (int t = 0; t < 3; t += 2) {
+        std::vector<int64_t>& offsets = t == 0 ? b.offsets0 : b.offsets2;
+        const int64_t bags = std::uniform_int_distribution<int64_t>(0, 7)(r);
+        offsets.push_back(0);
+        for (int64_t i = 0; i < bags; ++i)
+          offsets.push_back(offsets.back() + std::uniform_int_distribution<int64_t>(0, 9)(r));
+        const int64_t pool = std::uniform_int_distribution<int64_t>(1, specs[t].num_embeddings)(r);
+        for (int64_t i = 0; i < offsets.back(); ++i) {
+          int64_t id = static_cast<int64_t>(r() % pool);
+          if (specs[t].padding_idx && r() % 5 == 0) id = *specs[t].padding_idx;
+          b.ids[t].push_back(id);
+        }
+        b.grads[t].resize(static_cast<size_t>(bags * specs[t].dim));
+      }
+      for (int64_t i = 0; i < 5; ++i)
+        b.ids[1].push_back(static_cast<int64_t>(r() % specs[1].num_embeddings));
+      b.grads[1].resize(static_cast<size_t>(5 * specs[1].dim));
+      for (auto& g : b.grads)
+        for (float& x : g) x = std::normal_distribution<float>(0.f, 1.f)(r);
+      for (size_t i = 0; i < b.ids[0].size(); ++i)
+        b.weights.push_back(std::uniform_real_distribution<float>(-2.f, 2.f)(r));
+      return b;
+    };
+    const int K = 3;
+    for (int k = 0; k < K; ++k) {
+      const Batch b = batch_of(k);
+      std::vector<IdsView> views;
+      for (int t = 0; t < 3; ++t)
+        views.push_back(IdsView{b.ids[t].data(), DType::kInt64, {static_cast<int64_t>(b.ids[t].size())}});
+      const bool weighted = mode == embtrain::PoolMode::kSum;
+      const std::vector<embtrain::BagsView> bags = {
+          {mode, b.offsets0.data(), static_cast<int64_t>(b.offsets0.size()) - 1,
+           weighted ? b.weights.data() : nullptr},
+          {},
+          {embtrain::PoolMode::kMean, b.offsets2.data(), static_cast<int64_t>(b.offsets2.size()) - 1,
+           nullptr}};
+      std::vector<std::vector<float>> outs[4];
+      ShardedEmbedding* jobs[4] = {&want, &got, &again, &piped};
+      for (int j = 0; j < 4; ++j) {
+        std::vector<float*> ptrs;
+        for (int t = 0; t < 3; ++t) {
+          const int64_t rows = t == 1 ? 5 : bags[t].num_bags;
+          outs[j].emplace_back(static_cast<size_t>(rows * specs[t].dim), -7.f);
+        }
+        for (auto& o : outs[j]) ptrs.push_back(o.data());
+        jobs[j]->forward(views, bags, ptrs);
+        if (j == 3 && k + 1 < K) {
+          const Batch next = batch_of(k + 1);
+          std::vector<IdsView> next_views;
+          for (int t = 0; t < 3; ++t)
+            next_views.push_back(IdsView{next.ids[t].data(), DType::kInt64,
+                                         {static_cast<int64_t>(next.ids[t].size())}});
+          jobs[j]->prefetch(next_views);
+        }
+        jobs[j]->backward({b.grads[0].data(), b.grads[1].data(), b.grads[2].data()});
+        jobs[j]->step();
+      }
+      EXPECT_TRUE(all_close(outs[1][0].data(), outs[0][0].data(),
+                            static_cast<int64_t>(outs[0][0].size()), kRtol))
+          << "step " << k << ": the bags pooled at the owners";
+      for (int t = 1; t < 3; ++t)
+        EXPECT_EQ(bytes_cmp(outs[1][t].data(), outs[0][t].data(), outs[0][t].size() * 4), 0)
+            << "step " << k << ", table " << t << " (not pooled at the owners)";
+      for (int j = 2; j < 4; ++j)
+        for (int t = 0; t < 3; ++t)
+          EXPECT_EQ(bytes_cmp(outs[j][t].data(), outs[1][t].data(), outs[1][t].size() * 4), 0)
+              << "step " << k << ", table " << t << ": run " << j << " differs from run 1";
+    }
+    {
+      const auto& a = got.shard(0).weights();
+      const auto& w = want.shard(0).weights();
+      EXPECT_TRUE(all_close(a.data(), w.data(), static_cast<int64_t>(a.size()), kRtol))
+          << "table 0's shard";
+    }
+    for (int t = 0; t < 3; ++t) {
+      const auto& a = got.shard(t).weights();
+      for (ShardedEmbedding* other : {&again, &piped}) {
+        const auto& o = other->shard(t).weights();
+        EXPECT_EQ(bytes_cmp(a.data(), o.data(), a.size() * 4), 0) << "table " << t << " shard";
+      }
+    }
+    if (!all_ranks(!HasFailure())) return;
+  }
+}
+
+// A table pooled at the owners must be pooled the same way on every rank:
+// otherwise every rank fails with the same message, naming the table; and
+// a forward without its bags fails on every rank too.
+TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersDifferentlyFailOnEveryRank) {
+  EMBTRAIN_REQUIRE_RANKS(2);
+  Communicator& comm = world();
+  const int me = comm.rank();
+  TableSpec spec;
+  spec.name = "pooled";
+  spec.num_embeddings = 40;
+  spec.dim = 4;
+  spec.pool_at = embtrain::PoolAt::kOwner;
+  ShardedEmbedding se({spec}, &comm, 3);
+  std::vector<int64_t> ids = {1, 5, 7, 7, 30, 2}, offsets = {0, 2, 6};
+  const IdsView view{ids.data(), DType::kInt64, {6}};
+  std::vector<float> out(2 * spec.dim);
+  const auto mode = me == 1 ? embtrain::PoolMode::kMean : embtrain::PoolMode::kSum;
+  for (const embtrain::BagsView& bags : {embtrain::BagsView{mode, offsets.data(), 2, nullptr},
+                                         embtrain::BagsView{}}) {
+    std::string message;
+    try {
+      se.forward({view}, {bags}, {out.data()});
+      ADD_FAILURE() << "forward did not throw";
+    } catch (const embtrain::AgreedError& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("'pooled'"), std::string::npos) << message;
+    EXPECT_NE(message.find("pool_at = owner"), std::string::npos) << message;
+    EXPECT_EQ(rank0_string(comm, message), message) << "rank " << me << "'s message";
+  }
+  // The same way on every rank: it works.
+  const embtrain::BagsView good{embtrain::PoolMode::kSum, offsets.data(), 2, nullptr};
+  se.forward({view}, {good}, {out.data()});
+}
+
 }  // namespace

@@ -15,7 +15,12 @@ against torch.nn.EmbeddingBag itself. Where PyTorch has no sparse path
 distinct non-padding ids, as for Embedding (README, "Semantics").
 
     /usr/bin/python3 tests/parity/bag_parity.py --embtrain build/embtrain \\
-        --cases 40 [--seed S] [--case-seed S] [--np P] [--device cuda]
+        --cases 40 [--seed S] [--case-seed S] [--np P] [--device cuda] \\
+        [--pool-at owner]
+
+With --pool-at owner the bags are pooled at the rows' owners (replay
+--pool-at owner), which sums in another order: the same oracle and
+tolerance (the tolerance is relative, never bitwise, for bags anyway).
 
 Last line: "P passed, F failed"; exit status 0 only when F == 0.
 """
@@ -235,7 +240,7 @@ def run_random_case(case, embtrain, work):
     out = os.path.join(work, "out")
     cmd = LAUNCH + [embtrain, "replay", "--weights", weights, "--batches", batches,
                     "--steps", str(len(case.bag_steps)), "--out", out] + \
-        case.binary_options() + DEVICE_ARGS
+        case.binary_options() + DEVICE_ARGS + POOL_AT_ARGS
     rc, stderr = rp.run_binary(cmd)
     if rc != 0:
         return ["exit status %s; stderr: %s" % (rc, stderr.strip()[-2000:]),
@@ -259,7 +264,12 @@ def bad_cases():
     offsets = np.array([0, 2, 5], np.int64)
     grad = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
     base = {"ids": ids, "offsets": offsets, "grad": grad}
-    return base, [
+    # The GPU engine has no kernels for pooling at the owners yet.
+    gpu = [("pool_at = owner on the GPU", {}, ["--pool-at=owner"],
+            [["pool_at = owner"], ["not built for the CUDA engine"]])] \
+        if "cuda" in DEVICE_ARGS else []
+    return base, gpu + [
+        ("unknown --pool-at", {}, ["--pool-at=nowhere"], [["nowhere"], ["requester, owner"]]),
         ("valid baseline (must pass)", {}, [], None),
         ("offsets[0] != 0", {"offsets_1": np.array([1, 2, 5])}, [], [["offsets[0]"], ["1"]]),
         ("decreasing offsets", {"offsets_1": np.array([0, 5, 2])}, [],
@@ -337,6 +347,7 @@ def run_bad_case(index, name, files, options, checks, base, embtrain, work):
 
 LAUNCH = []
 DEVICE_ARGS = []
+POOL_AT_ARGS = []  # --pool-at owner: the random cases pool at the owners
 
 
 def main():
@@ -348,9 +359,13 @@ def main():
     parser.add_argument("--keep", metavar="DIR", help="keep work files under DIR")
     parser.add_argument("--np", type=int, default=0, help="run under 'mpirun -np NP'")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--pool-at", choices=["requester", "owner"], default="requester",
+                        help="where replay pools the random cases' bags")
     args = parser.parse_args()
     if args.device != "cpu":
         DEVICE_ARGS.extend(["--device", args.device])
+    if args.pool_at != "requester":
+        POOL_AT_ARGS.extend(["--pool-at", args.pool_at])
     if args.np > 0:
         LAUNCH.extend(["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(args.np),
                        "-x", "OMP_NUM_THREADS=1"])
@@ -366,7 +381,8 @@ def main():
     rerun = "%s %s --embtrain %s%s%s --case-seed " % (
         sys.executable, shlex.quote(sys.argv[0]), shlex.quote(embtrain),
         " --np %d" % args.np if args.np else "",
-        " --device " + args.device if args.device != "cpu" else "")
+        " --device " + args.device if args.device != "cpu" else "") + \
+        (" --pool-at " + args.pool_at if args.pool_at != "requester" else "")
 
     report = rp.Reporter()
     try:
@@ -380,7 +396,8 @@ def main():
                             "not embtrain): %s" % e]
             report("case %d seed=%d" % (i, seed), problems,
                    "[%s]\n    rerun: %s%d" % (case.describe(), rerun, seed))
-        if args.case_seed is None:
+        # The bad inputs do not depend on --pool-at: the default run has them.
+        if args.case_seed is None and args.pool_at == "requester":
             base, cases = bad_cases()
             for j, (name, files, options, checks) in enumerate(cases):
                 work = rp.fresh_dir(root, "bad%02d" % j)

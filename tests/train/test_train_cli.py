@@ -484,6 +484,10 @@ def test_device_cuda(work):
         assert a.tobytes() == b.tobytes(), "table %s differs after a device resume" % table
     # A device checkpoint resumed on the CPU (with 1 rank: re-sharded too).
     run(config(**{"log.dir": part, "checkpoint.resume": "auto", "train.steps": "16"}), 1)
+    # Bags pooled at the owners have no GPU kernels yet: refused on every rank.
+    expect_error(run(small_recsys(work, **{"train.device": "cuda",
+                                           "table.items.pool_at": "owner"}), 2, expect_ok=False),
+                 "table 'items'", "pool_at = owner is not built for the CUDA engine yet")
 
 
 def test_finished_run_resumed_does_nothing(work):
@@ -555,6 +559,12 @@ def test_bag_tables(work):
                               os.path.join(work, kind + ".npy"))
     diff = np.abs(tables["bag"] - tables["embedding"]).max()
     assert 0 < diff < 1e-4 or diff == 0, "bag and embedding lookups trained apart: %g" % diff
+    # Pooled at the owners: the same model, summed in another order.
+    d = os.path.join(work, "owner")
+    run(small_recsys(work, **{"log.dir": d, "table.items.pool_at": "owner"}), 2)
+    owner = export(os.path.join(d, "checkpoints"), "items", os.path.join(work, "owner.npy"))
+    diff = np.abs(owner - tables["bag"]).max()
+    assert diff < 1e-4, "bags pooled at the owners and at the requester trained apart: %g" % diff
     for mode in ("sum", "max"):
         d = os.path.join(work, mode)
         run(small_recsys(work, **{"log.dir": d, "table.items.mode": mode}), 2)
@@ -562,8 +572,11 @@ def test_bag_tables(work):
     expect_error(run(small_recsys(work, **{"table.items.kind": "embedding",
                                            "table.items.mode": "sum"}), expect_ok=False),
                  "table.items.mode", "needs table.items.kind = bag")
-    expect_error(run(small_recsys(work, **{"table.items.pool_at": "owner"}), expect_ok=False),
-                 "table.items.pool_at", "not built yet")
+    expect_error(run(small_recsys(work, **{"table.items.kind": "embedding",
+                                           "table.items.pool_at": "owner"}), expect_ok=False),
+                 "table.items.pool_at", "needs table.items.kind = bag")
+    expect_error(run(small_recsys(work, **{"table.items.pool_at": "nowhere"}), expect_ok=False),
+                 "table.items.pool_at", "nowhere")
     expect_error(run(small_recsys(work, **{"table.users.kind": "bag"}), expect_ok=False),
                  "table.users.kind = bag")
     expect_error(run(small_recsys(work, **{"table.items.mode": "max",

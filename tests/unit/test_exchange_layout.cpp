@@ -3,6 +3,10 @@
 // and moved as MPI_Alltoallv would move them (per-peer counts, rank order),
 // must arrive in exactly the requested blocks of the right requester; the
 // self blocks must be one place; every block must start on the alignment.
+// With tables pooled at the owners, the rows that travel are their partial
+// rows (counted apart from the ids), the kept blocks of the served ids'
+// rows lie beyond every travelling region without overlapping, and the
+// entries are laid out as the ids are.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -16,23 +20,43 @@ namespace {
 
 using embtrain::ExchangeLayout;
 
-// counts[(r * P + p) * T + t]: ids of table t that rank r requests of rank p.
+// counts[(r * P + p) * T + t]: ids of table t that rank r requests of rank p;
+// for a table pooled at the owners (at_owner[t]), partials[...] rows come
+// back instead and entries[...] entries go with the ids.
 struct Problem {
   int P = 0, T = 0;
   std::vector<int64_t> dims, counts;
+  std::vector<char> at_owner;  // empty: no table pooled at the owners
+  std::vector<int64_t> partials, entries;
 
-  int64_t count(int requester, int owner, int t) const {
-    return counts[(static_cast<size_t>(requester) * P + owner) * T + t];
+  size_t at(int requester, int owner, int t) const {
+    return (static_cast<size_t>(requester) * P + owner) * T + t;
+  }
+  int64_t count(int requester, int owner, int t) const { return counts[at(requester, owner, t)]; }
+  bool pooled(int t) const { return !at_owner.empty() && at_owner[t]; }
+  // Rows that travel between them: one per id, or the partial rows.
+  int64_t rows(int requester, int owner, int t) const {
+    return pooled(t) ? partials[at(requester, owner, t)] : count(requester, owner, t);
+  }
+  int64_t num_entries(int requester, int owner, int t) const {
+    return pooled(t) ? entries[at(requester, owner, t)] : 0;
   }
   ExchangeLayout layout(int rank, int64_t align) const {
     std::vector<int64_t> requested, served;
-    for (int p = 0; p < P; ++p)
+    ExchangeLayout::Pooled p;
+    if (!at_owner.empty()) p.at_owner = at_owner;
+    for (int q = 0; q < P; ++q)
       for (int t = 0; t < T; ++t) {
-        requested.push_back(count(rank, p, t));
-        served.push_back(count(p, rank, t));
+        requested.push_back(count(rank, q, t));
+        served.push_back(count(q, rank, t));
+        if (at_owner.empty()) continue;
+        p.requested_rows.push_back(partials[at(rank, q, t)]);
+        p.served_rows.push_back(partials[at(q, rank, t)]);
+        p.requested_entries.push_back(entries[at(rank, q, t)]);
+        p.served_entries.push_back(entries[at(q, rank, t)]);
       }
     ExchangeLayout l;
-    l.assign(rank, dims, align, requested, served);
+    l.assign(rank, dims, align, requested, served, {}, p);
     return l;
   }
 };
@@ -45,6 +69,18 @@ Problem random_problem(std::mt19937_64& rng) {
   for (int t = 0; t < pr.T; ++t) pr.dims.push_back(dim(rng));
   pr.counts.resize(static_cast<size_t>(pr.P) * pr.P * pr.T);
   for (int64_t& c : pr.counts) c = std::bernoulli_distribution(0.2)(rng) ? 0 : count(rng);
+  return pr;
+}
+
+// random_problem with some tables pooled at the owners.
+Problem random_pooled_problem(std::mt19937_64& rng) {
+  Problem pr = random_problem(rng);
+  for (int t = 0; t < pr.T; ++t) pr.at_owner.push_back(std::bernoulli_distribution(0.6)(rng));
+  std::uniform_int_distribution<int64_t> count(0, 9);
+  for (auto* v : {&pr.partials, &pr.entries}) {
+    v->resize(pr.counts.size());
+    for (int64_t& c : *v) c = count(rng);
+  }
   return pr;
 }
 
@@ -67,8 +103,9 @@ void check_problem(const Problem& pr, int64_t align) {
       for (int t = 0; t < T; ++t) {
         const ExchangeLayout::Block& b = layouts[o].served(q, t);
         ASSERT_EQ(b.count, pr.count(q, o, t));
+        ASSERT_EQ(b.rows, pr.rows(q, o, t));
         ASSERT_EQ(b.row % align, 0) << "served block (" << q << ", " << t << ") of rank " << o;
-        for (int64_t k = 0; k < b.count; ++k)
+        for (int64_t k = 0; k < b.rows; ++k)
           for (int64_t j = 0; j < pr.dims[t]; ++j)
             rows[o][b.row + k * pr.dims[t] + j] = tag(o, q, t, k, j);
       }
@@ -96,11 +133,12 @@ void check_problem(const Problem& pr, int64_t align) {
       for (int t = 0; t < T; ++t) {
         const ExchangeLayout::Block& b = layouts[q].requested(o, t);
         ASSERT_EQ(b.count, pr.count(q, o, t));
+        ASSERT_EQ(b.rows, pr.rows(q, o, t));
         ASSERT_EQ(b.row % align, 0);
         if (o == q) {
           EXPECT_EQ(b.row, layouts[q].served(q, t).row) << "self block of rank " << q;
         }
-        for (int64_t k = 0; k < b.count; ++k)
+        for (int64_t k = 0; k < b.rows; ++k)
           for (int64_t j = 0; j < pr.dims[t]; ++j)
             ASSERT_EQ(received[q][b.row + k * pr.dims[t] + j], tag(o, q, t, k, j))
                 << "rank " << q << " table " << t << " id " << k << " col " << j << " from " << o;
@@ -121,6 +159,47 @@ void check_problem(const Problem& pr, int64_t align) {
     }
     EXPECT_EQ(layouts[r].num_requested(), at);
   }
+
+  // Entries: laid out as the ids, by their own counts.
+  for (int r = 0; r < P; ++r) {
+    int64_t at = 0;
+    for (int p = 0; p < P; ++p) {
+      int64_t peer = 0;
+      for (int t = 0; t < T; ++t) {
+        EXPECT_EQ(layouts[r].at_owner(t), pr.pooled(t));
+        const ExchangeLayout::Block& b = layouts[r].requested(p, t);
+        EXPECT_EQ(b.entry, at);
+        EXPECT_EQ(b.entries, pr.num_entries(r, p, t));
+        EXPECT_EQ(layouts[r].served(p, t).entries, pr.num_entries(p, r, t));
+        at += b.entries;
+        peer += b.entries;
+      }
+      EXPECT_EQ(layouts[r].entries_to_owners()[p], peer);
+      EXPECT_EQ(layouts[r].entries_to_owners()[p], layouts[p].entries_from_requesters()[r]);
+    }
+    EXPECT_EQ(layouts[r].num_requested_entries(), at);
+  }
+
+  // Kept blocks (the served ids' rows of pooled tables, every peer's, self
+  // included): aligned, past every travelling row, none overlapping.
+  for (int r = 0; r < P; ++r) {
+    const ExchangeLayout& l = layouts[r];
+    std::vector<char> used(static_cast<size_t>(l.rows_floats()), 0);
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) {
+        const ExchangeLayout::Block& b = l.served(p, t);
+        ASSERT_GE(b.row + b.rows * pr.dims[t], 0);
+        ASSERT_LE(b.row + b.rows * pr.dims[t], l.kept_rows());
+        if (!pr.pooled(t)) continue;
+        ASSERT_EQ(b.kept % align, 0);
+        ASSERT_GE(b.kept, l.kept_rows());
+        ASSERT_LE(b.kept + b.count * pr.dims[t], l.rows_floats());
+        for (int64_t f = b.kept; f < b.kept + b.count * pr.dims[t]; ++f) {
+          ASSERT_EQ(used[f], 0) << "rank " << r << ": kept blocks overlap at float " << f;
+          used[f] = 1;
+        }
+      }
+  }
 }
 
 TEST(ExchangeLayout, RowsArriveInTheRequestedBlocks) {
@@ -129,6 +208,21 @@ TEST(ExchangeLayout, RowsArriveInTheRequestedBlocks) {
   std::mt19937_64 rng(seed);
   for (int n = 0; n < 300; ++n) {
     const Problem pr = random_problem(rng);
+    for (int64_t align : {1, 4}) {
+      SCOPED_TRACE("case " + std::to_string(n) + ": P " + std::to_string(pr.P) + ", T " +
+                   std::to_string(pr.T) + ", align " + std::to_string(align));
+      check_problem(pr, align);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
+
+TEST(ExchangeLayout, PooledTablesMovePartialRowsAndKeepTheirRows) {
+  const uint64_t seed = embtrain_test::test_seed();
+  SCOPED_TRACE(embtrain_test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int n = 0; n < 300; ++n) {
+    const Problem pr = random_pooled_problem(rng);
     for (int64_t align : {1, 4}) {
       SCOPED_TRACE("case " + std::to_string(n) + ": P " + std::to_string(pr.P) + ", T " +
                    std::to_string(pr.T) + ", align " + std::to_string(align));

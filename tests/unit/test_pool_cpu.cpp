@@ -4,7 +4,9 @@
 // EMBTRAIN_TEST_SEED replays it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <vector>
 
 #include "bag_cases.hpp"
@@ -98,6 +100,129 @@ TEST(PoolKernels, PoolAndUnpoolMatchTheReference) {
           }
         for (int64_t i = b.offsets.back() * dim; i < b.n * dim; ++i)
           ASSERT_EQ(grad_rows[i], 0.f) << "a position past the last bag got a gradient";
+      }
+    }
+  }
+}
+
+// Pooling at the owners, P simulated owners (id % P, as the cyclic plan):
+// list_bag_entries, each owner's pool_partials and combine_partials give
+// pool_bags' output (max bitwise, sum and mean within float rounding: they
+// add in another order); split_bag_grads and each owner's unpool_partials
+// give every id the sum of unpool_bags' position gradients in position
+// order, bitwise (the same terms in the same order).
+TEST(PoolKernels, PoolingAtTheOwnersMatchesPoolingAtTheRequester) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (PoolMode mode : {PoolMode::kSum, PoolMode::kMean, PoolMode::kMax}) {
+    for (int64_t dim : {1, 3, 16}) {
+      for (int trial = 0; trial < 6; ++trial) {
+        const int P = 1 + static_cast<int>(rng() % 5);
+        const bool weighted = mode == PoolMode::kSum && trial % 2 == 1;
+        const BagBatch b = random_bags(dim, weighted, rng);
+        SCOPED_TRACE(testing::Message() << pool_mode_name(mode) << " dim " << dim << " owners "
+                                        << P << " bags " << b.bags() << " n " << b.n
+                                        << " weighted " << weighted);
+        // The batch's distinct ids in owner-major key order, and the inverse.
+        auto key = [&](int64_t id) { return (id % P) * 1000 + id / P; };
+        std::vector<int64_t> uniq(b.ids);
+        std::sort(uniq.begin(), uniq.end(), [&](int64_t x, int64_t y) { return key(x) < key(y); });
+        uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
+        std::vector<int32_t> inverse;
+        for (int64_t id : b.ids)
+          inverse.push_back(static_cast<int32_t>(
+              std::find(uniq.begin(), uniq.end(), id) - uniq.begin()));
+        std::vector<int64_t> owner_slots;
+        for (int d = 0; d <= P; ++d)
+          owner_slots.push_back(std::count_if(uniq.begin(), uniq.end(),
+                                              [&](int64_t id) { return id % P < d; }));
+        std::map<int64_t, const float*> row_of;  // a lookup's row per id
+        for (int64_t p = 0; p < b.n; ++p) row_of[b.ids[p]] = b.rows.data() + p * dim;
+
+        std::vector<int32_t> counts(b.bags(), -1), want_counts(b.bags()), argmax(b.bags() * dim);
+        const BagPooling bags{mode, b.offsets.data(), b.bags(),
+                              weighted ? b.weights.data() : nullptr, dim, counts.data(),
+                              nullptr};
+        std::vector<int32_t> idx(b.n), slot(b.n), pos(b.n);
+        std::vector<float> weight(b.n);
+        std::vector<int64_t> partial_bag(b.n), entry_begin(P + 1), partial_begin(P + 1);
+        BagEntries entries{idx.data(), slot.data(), pos.data(), weight.data(), partial_bag.data()};
+        cpu::list_bag_entries(bags, b.ids.data(), b.pad, inverse.data(), owner_slots.data(), P,
+                              &entries, entry_begin.data(), partial_begin.data());
+        // Each owner: its kept rows (its distinct ids' rows), its partial rows.
+        std::vector<std::vector<float>> kept(P), partial(P);
+        std::vector<std::vector<int32_t>> arg(P);
+        std::vector<OwnerBlock> blocks(P);
+        for (int d = 0; d < P; ++d) {
+          for (int64_t u = owner_slots[d]; u < owner_slots[d + 1]; ++u)
+            kept[d].insert(kept[d].end(), row_of[uniq[u]], row_of[uniq[u]] + dim);
+          const int64_t partials = partial_begin[d + 1] - partial_begin[d];
+          partial[d].assign(partials * dim, -7.f);
+          arg[d].assign(partials * dim, -7);
+          OwnerBlock& ob = blocks[d];
+          ob.mode = mode;
+          ob.dim = dim;
+          ob.idx = idx.data() + entry_begin[d];
+          ob.slot = slot.data() + entry_begin[d];
+          ob.weight = weight.data() + entry_begin[d];
+          ob.entries = entry_begin[d + 1] - entry_begin[d];
+          ob.num_ids = owner_slots[d + 1] - owner_slots[d];
+          ob.kept = kept[d].data();
+          ob.partial = partial[d].data();
+          ob.arg = arg[d].data();
+          cpu::pool_partials(ob);
+        }
+        std::vector<float*> rows;
+        std::vector<const int32_t*> args;
+        for (int d = 0; d < P; ++d) rows.push_back(partial[d].data()), args.push_back(arg[d].data());
+        std::vector<int32_t> winner(b.bags() * dim);
+        RequesterPartials rp;
+        rp.mode = mode;
+        rp.dim = dim;
+        rp.num_bags = b.bags();
+        rp.counts = counts.data();
+        rp.num_owners = P;
+        rp.partial_begin = partial_begin.data();
+        rp.entry_begin = entry_begin.data();
+        rp.partial_bag = partial_bag.data();
+        rp.pos = pos.data();
+        rp.rows = rows.data();
+        rp.args = args.data();
+        rp.winner = winner.data();
+        std::vector<float> got(b.bags() * dim, -7.f), want(b.bags() * dim, -7.f);
+        cpu::combine_partials(rp, got.data());
+        const BagPooling at_requester{mode, b.offsets.data(), b.bags(), bags.weights, dim,
+                                      want_counts.data(), argmax.data()};
+        cpu::pool_bags(at_requester, b.rows.data(), b.ids.data(), b.pad, want.data());
+        ASSERT_EQ(counts, want_counts);
+        for (size_t i = 0; i < got.size(); ++i) {
+          if (mode == PoolMode::kMax)
+            ASSERT_EQ(got[i], want[i]) << "element " << i;
+          else
+            ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + std::fabs(want[i]) * 40)) << "element " << i;
+        }
+
+        // Backward.
+        std::vector<float> grad(b.bags() * dim), grad_rows(b.n * dim);
+        std::normal_distribution<float> normal;
+        for (float& g : grad) g = normal(rng);
+        cpu::split_bag_grads(rp, grad.data());
+        cpu::unpool_bags(at_requester, grad.data(), b.n, grad_rows.data());
+        for (int d = 0; d < P; ++d) {
+          cpu::unpool_partials(blocks[d]);
+          for (int64_t u = owner_slots[d]; u < owner_slots[d + 1]; ++u) {
+            const int64_t id = uniq[u];
+            if (id == b.pad) continue;  // the step drops the padding row
+            for (int64_t j = 0; j < dim; ++j) {
+              float sum = 0.f;
+              for (int64_t p = 0; p < b.n; ++p)
+                if (b.ids[p] == id) sum += grad_rows[p * dim + j];
+              ASSERT_EQ(kept[d][(u - owner_slots[d]) * dim + j], sum)
+                  << "owner " << d << " id " << id << " column " << j;
+            }
+          }
+        }
       }
     }
   }

@@ -148,6 +148,8 @@ po::options_description bench_options() {
     ("pool", po::value<std::string>(),
      "bags (torch.nn.EmbeddingBag): each sample's ids are one bag, pooled by sum | mean | max")
     ("bag", po::value<int64_t>(), "bags of this many ids (sets --seq; --pool defaults to mean)")
+    ("pool-at", po::value<std::string>()->default_value("requester"),
+     "with bags: where they are pooled: requester | owner (the table's pool_at)")
     ("profile", po::value<std::string>(),
      "also write this machine's profile for 'embtrain plan' to this JSON file: copy bandwidth, "
      "the engine's phases per lookup and, with 2 or more ranks, the all-to-all's latency and "
@@ -213,6 +215,10 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
     EMBTRAIN_REQUIRE(parse_pool_mode(mode, &o.mode), "option --pool = '", mode,
                      "' is invalid (valid: sum, mean, max)");
   }
+  const std::string at = vm["pool-at"].as<std::string>();
+  EMBTRAIN_REQUIRE(parse_pool_at(at, &o.spec.pool_at), "option --pool-at = '", at,
+                   "' is invalid (valid: requester, owner)");
+  EMBTRAIN_REQUIRE(o.pooled || vm["pool-at"].defaulted(), "option --pool-at needs --pool or --bag");
   EMBTRAIN_REQUIRE(!o.pooled || o.mode != PoolMode::kMax || !o.spec.scale_grad_by_freq,
                    "option --pool = max does not support scale_grad_by_freq (as "
                    "torch.nn.EmbeddingBag): add --scale-grad-by-freq=false");
@@ -270,8 +276,9 @@ void print_header(const BenchOptions& o, const MachineInfo& machine, int ranks, 
       static_cast<long long>(o.seq), o.zipf, o.pad_frac, static_cast<long long>(o.steps),
       static_cast<long long>(o.warmup));
   if (o.pooled)
-    std::printf("# bags: each sample's %lld ids pooled by %s (EmbeddingBag, pooled on the requester)\n",
-                static_cast<long long>(o.seq), pool_mode_name(o.mode));
+    std::printf("# bags: each sample's %lld ids pooled by %s (EmbeddingBag, pooled at the %s)\n",
+                static_cast<long long>(o.seq), pool_mode_name(o.mode),
+                pool_at_name(o.spec.pool_at));
   std::fflush(stdout);
 }
 
@@ -459,6 +466,7 @@ nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInf
       {"comm_precision", comm_precision_name(o.spec.comm_precision)},
       {"pipeline", o.pipeline},
       {"pool", o.pooled ? pool_mode_name(o.mode) : "none"},
+      {"pool_at", pool_at_name(o.spec.pool_at)},
       {"lookups_per_step", s.global_lookups},
       {"unique_per_step", s.unique},
       {"unique_ratio", s.unique / lookups},

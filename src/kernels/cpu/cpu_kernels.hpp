@@ -131,5 +131,27 @@ void pool_bags(const BagPooling& bags, const float* rows, const int64_t* ids, in
 // positions past the last bag.
 void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, float* grad_rows);
 
+// Bags pooled at the owners (bag_pooling.hpp; the stages in
+// engine/sharded_step.hpp). list_bag_entries: the requester's entries of
+// one table, from the batch's ids (the padding id `skip_id` left out), the
+// inverse of its distinct keys and owner_slots (host, owners + 1: each
+// owner's first distinct key); writes bags.counts, and entry_begin and
+// partial_begin (host, owners + 1).
+void list_bag_entries(const BagPooling& bags, const int64_t* ids, int64_t skip_id,
+                      const int32_t* inverse, const int64_t* owner_slots, int owners,
+                      BagEntries* out, int64_t* entry_begin, int64_t* partial_begin);
+// Owner: a block's partial rows from its kept rows, in entry order (sum of
+// x * weight; max: the first entry of the greatest value, into arg).
+void pool_partials(const OwnerBlock& block);
+// Owner: the partial rows' gradients back to the kept rows (zeroed first),
+// summed per id in entry order (times the weight; max: the winning entry).
+void unpool_partials(const OwnerBlock& block);
+// Requester: each bag's partial rows combined in owner order into out
+// (num_bags x dim): added (mean: then over the bag's count), or for max the
+// greatest, the first position winning a tie (into winner).
+void combine_partials(const RequesterPartials& p, float* out);
+// Requester: one gradient row per partial row from the bags' gradient.
+void split_bag_grads(const RequesterPartials& p, const float* grad);
+
 }  // namespace cpu
 }  // namespace embtrain
