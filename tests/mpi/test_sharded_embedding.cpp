@@ -387,6 +387,21 @@ class ShardedEmbeddingTest : public MpiTest {};
 
 std::string rank0_string(Communicator& comm, const std::string& mine);  // below
 
+// The message of the AgreedError `work` throws; a test failure, and "", if
+// it throws none or something else.
+template <typename Work>
+std::string agreed_error_of(Work work) {
+  try {
+    work();
+    ADD_FAILURE() << "no error was thrown";
+  } catch (const embtrain::AgreedError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw something other than AgreedError: " << e.what();
+  }
+  return "";
+}
+
 // Runs `cases` random cases through a ShardedEmbedding (on this rank's GPU
 // when `on_gpu`) and the single-process reference, comparing every step's
 // forward output slice, the final shards and gather_table.
@@ -714,12 +729,7 @@ TEST_F(ShardedEmbeddingTest, UseCudaWithoutAGpuFailsOnEveryRank) {
   Communicator& comm = world();
   const Case c = random_case(test_seed(112), comm.size());
   ShardedEmbedding se(c.specs, &comm, local_rows(c, comm.size(), comm.rank()));
-  std::string message;
-  try {
-    se.use_cuda();
-  } catch (const embtrain::AgreedError& e) {
-    message = e.what();
-  }
+  const std::string message = agreed_error_of([&] { se.use_cuda(); });
   EXPECT_NE(message.find("device cuda"), std::string::npos) << "got: '" << message << "'";
   EXPECT_EQ(rank0_string(comm, message), message) << "ranks report different errors";
   EXPECT_FALSE(se.on_gpu());
@@ -950,15 +960,7 @@ TEST_F(ShardedEmbeddingTest, BadIdOnOneRankFailsOnEveryRank) {
         views.push_back(typed[t].view);
         out_ptrs.push_back(outs[t].data());
       }
-      std::string message;
-      try {
-        se.forward(views, out_ptrs);
-        ADD_FAILURE() << "forward did not throw";
-      } catch (const embtrain::AgreedError& e) {
-        message = e.what();
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << "forward threw something other than AgreedError: " << e.what();
-      }
+      const std::string message = agreed_error_of([&] { se.forward(views, out_ptrs); });
       // The message names the value, the table and the valid range.
       const std::string range = "[0, " + std::to_string(N) + ")";
       EXPECT_NE(message.find(range), std::string::npos) << message;
@@ -1010,13 +1012,8 @@ TEST_F(ShardedEmbeddingTest, BadBagsOnOneRankFailOnEveryRank) {
       if (me == bad_rank) offsets[1] = 9;  // past the 6 ids
       const embtrain::BagsView bags{embtrain::PoolMode::kSum, offsets.data(), 2, nullptr};
       if (prefetch) se.prefetch({view});
-      std::string message;
-      try {
-        se.forward({view}, {bags}, {out.data()});
-        ADD_FAILURE() << "forward did not throw";
-      } catch (const embtrain::AgreedError& e) {
-        message = e.what();
-      }
+      const std::string message =
+          agreed_error_of([&] { se.forward({view}, {bags}, {out.data()}); });
       EXPECT_NE(message.find("offsets[1] = 9"), std::string::npos) << message;
       EXPECT_EQ(rank0_string(comm, message), message) << "rank " << me << "'s message";
       offsets[1] = 2;
@@ -1044,13 +1041,8 @@ TEST_F(ShardedEmbeddingTest, BadIdsOnTwoRanksReportTheLowestRank) {
   if (me == low) ids[1] = low_value;
   if (me == high) ids[0] = high_value;
   std::vector<float> out(ids.size() * 3);
-  std::string message;
-  try {
-    se.forward({IdsView{ids.data(), DType::kInt64, {3}}}, {out.data()});
-    ADD_FAILURE() << "forward did not throw";
-  } catch (const embtrain::AgreedError& e) {
-    message = e.what();
-  }
+  const std::string message = agreed_error_of(
+      [&] { se.forward({IdsView{ids.data(), DType::kInt64, {3}}}, {out.data()}); });
   EXPECT_NE(message.find(std::to_string(low_value)), std::string::npos) << message;
   EXPECT_EQ(message.find(std::to_string(high_value)), std::string::npos) << message;
   EXPECT_EQ(rank0_string(comm, message), message);
@@ -1208,13 +1200,8 @@ TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersDifferentlyFailOnEveryRank) {
   const auto mode = me == 1 ? embtrain::PoolMode::kMean : embtrain::PoolMode::kSum;
   for (const embtrain::BagsView& bags : {embtrain::BagsView{mode, offsets.data(), 2, nullptr},
                                          embtrain::BagsView{}}) {
-    std::string message;
-    try {
-      se.forward({view}, {bags}, {out.data()});
-      ADD_FAILURE() << "forward did not throw";
-    } catch (const embtrain::AgreedError& e) {
-      message = e.what();
-    }
+    const std::string message =
+        agreed_error_of([&] { se.forward({view}, {bags}, {out.data()}); });
     EXPECT_NE(message.find("'pooled'"), std::string::npos) << message;
     EXPECT_NE(message.find("pool_at = owner"), std::string::npos) << message;
     EXPECT_EQ(rank0_string(comm, message), message) << "rank " << me << "'s message";
