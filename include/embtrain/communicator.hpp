@@ -80,13 +80,22 @@ class Communicator {
                        const std::vector<int64_t>& counts, CommType type, int root) = 0;
   virtual void barrier() = 0;
 
+  // How a timed collective finds the host's caches: kWarm right after an
+  // untimed run of itself (its buffers in the caches: the best case);
+  // kCold after each rank has written a buffer larger than its last-level
+  // cache, as a training step leaves them (its gathers and updates stream
+  // through the tables), which is where an exchange inside a step starts.
+  enum class Caches { kWarm, kCold };
+
   // Milliseconds of this transport's own all-to-all (MPI_Alltoallv; NCCL's
   // grouped sends; the host transport's for a staged one) of these bytes per
   // peer, on scratch buffers, once every rank is there: the raw collective
   // that an exchange of the same shape is measured against. A collective.
-  // By default this communicator's alltoallv on host buffers.
+  // By default this communicator's alltoallv on host buffers. `caches`
+  // concerns host memory (a device transport's buffers are not in them).
   virtual double native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
-                                     const std::vector<int64_t>& recv_bytes);
+                                     const std::vector<int64_t>& recv_bytes,
+                                     Caches caches = Caches::kWarm);
 
   // Where the buffers passed to the collectives above must live.
   virtual MemorySpace memory_space() const { return MemorySpace::kHost; }
@@ -125,9 +134,11 @@ class Communicator {
 };
 
 // Milliseconds of `run` (a collective over `comm`, done when it returns)
-// once every rank is there, after one untimed run: native_alltoallv_ms's
-// clock. A collective.
-double time_collective(Communicator& comm, const std::function<void()>& run);
+// once every rank is there, after one untimed run and, for kCold, a pass
+// that pushes the host's caches out: native_alltoallv_ms's clock. A
+// collective.
+double time_collective(Communicator& comm, const std::function<void()>& run,
+                       Communicator::Caches caches = Communicator::Caches::kWarm);
 
 // Runs `work` on every rank; if it throws embtrain::Error on any rank, every
 // rank throws AgreedError with the lowest failing rank's message. For work

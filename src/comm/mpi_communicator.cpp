@@ -108,21 +108,24 @@ class MpiCommunicator final : public Communicator {
   // MPI_Alltoallv itself, which takes int counts and displacements:
   // beyond them, the point-to-point alltoallv above.
   double native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
-                             const std::vector<int64_t>& recv_bytes) override {
+                             const std::vector<int64_t>& recv_bytes, Caches caches) override {
     const Displacements displ = displacements_of(send_bytes, recv_bytes);
     int fits = displ.send.back() < INT_MAX && displ.recv.back() < INT_MAX;
     EMBTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &fits, 1, MPI_INT, MPI_MIN, comm_));
-    if (!fits) return Communicator::native_alltoallv_ms(send_bytes, recv_bytes);
+    if (!fits) return Communicator::native_alltoallv_ms(send_bytes, recv_bytes, caches);
     auto as_int = [](const std::vector<int64_t>& v) { return std::vector<int>(v.begin(), v.end()); };
     const std::vector<int> sc = as_int(send_bytes), rc = as_int(recv_bytes);
     const std::vector<int> sd = as_int(displ.send), rd = as_int(displ.recv);
     scratch_send_.assign(static_cast<size_t>(displ.send.back()) + 1, 1);
     scratch_recv_.assign(static_cast<size_t>(displ.recv.back()) + 1, 0);
-    return time_collective(*this, [&] {
-      EMBTRAIN_MPI_CHECK(MPI_Alltoallv(scratch_send_.data(), sc.data(), sd.data(), MPI_BYTE,
-                                       scratch_recv_.data(), rc.data(), rd.data(), MPI_BYTE,
-                                       comm_));
-    });
+    return time_collective(
+        *this,
+        [&] {
+          EMBTRAIN_MPI_CHECK(MPI_Alltoallv(scratch_send_.data(), sc.data(), sd.data(), MPI_BYTE,
+                                           scratch_recv_.data(), rc.data(), rd.data(), MPI_BYTE,
+                                           comm_));
+        },
+        caches);
   }
 
  private:

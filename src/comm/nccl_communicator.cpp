@@ -163,9 +163,10 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
-  // NCCL's grouped sends and receives (this alltoallv) on device scratch.
+  // NCCL's grouped sends and receives (this alltoallv) on device scratch
+  // (`caches`, the host's, do not hold them).
   double native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
-                             const std::vector<int64_t>& recv_bytes) override {
+                             const std::vector<int64_t>& recv_bytes, Caches) override {
     const Displacements displ = displacements_of(send_bytes, recv_bytes);
     void *d_send = nullptr, *d_recv = nullptr;
     EMBTRAIN_CUDA_CHECK(cudaMalloc(&d_send, static_cast<size_t>(displ.send.back()) + 1));

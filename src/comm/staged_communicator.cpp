@@ -131,8 +131,8 @@ class StagedCommunicator final : public Communicator {
 
   // The host transport's own: what the staging copies are measured against.
   double native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
-                             const std::vector<int64_t>& recv_bytes) override {
-    return host_->native_alltoallv_ms(send_bytes, recv_bytes);
+                             const std::vector<int64_t>& recv_bytes, Caches caches) override {
+    return host_->native_alltoallv_ms(send_bytes, recv_bytes, caches);
   }
 
  private:

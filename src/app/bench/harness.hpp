@@ -85,7 +85,7 @@ class BenchCase {
   // step, and the time of its transport's own all-to-all of one of them.
   virtual void measure_skew(bool) {}
   virtual std::vector<TransferShape> last_transfers() const { return {}; }
-  virtual double native_alltoallv_ms(const TransferShape&) { return 0; }
+  virtual double native_alltoallv_ms(const TransferShape&, Communicator::Caches) { return 0; }
   // Copy bandwidth of the memory the step runs in (GB/s, read + written),
   // which its floor is measured against: host memory unless overridden.
   virtual double copy_bandwidth_gbps(int threads) const;

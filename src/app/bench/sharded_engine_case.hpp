@@ -26,8 +26,8 @@ class ShardedEngineCase : public BenchCase {
   std::string gpu_description() const override { return table_.device_description(); }
   void measure_skew(bool on) override { table_.measure_skew(on); }
   std::vector<TransferShape> last_transfers() const override { return table_.last_transfers(); }
-  double native_alltoallv_ms(const TransferShape& t) override {
-    return table_.data_comm().native_alltoallv_ms(t.send_bytes, t.recv_bytes);
+  double native_alltoallv_ms(const TransferShape& t, Communicator::Caches caches) override {
+    return table_.data_comm().native_alltoallv_ms(t.send_bytes, t.recv_bytes, caches);
   }
 
  protected:
