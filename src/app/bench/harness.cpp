@@ -343,17 +343,19 @@ Timings time_steps(const BenchOptions& o, BenchCase* engine, Communicator& comm)
 }
 
 // Per stage, the time of the transport's own all-to-all of the same bytes
-// per peer as each timed step's exchanges (in the same order on every
-// rank), per step: the raw collective the exchanges are held to, with the
-// host's caches as a step leaves them (`caches` kCold), or warm from a run
-// of itself (kWarm, its best case, reported beside it).
+// per peer as the last `steps` timed steps' exchanges (in the same order on
+// every rank; a step's shapes vary little from one to the next), per step:
+// the raw collective the exchanges are held to, with the host's caches as
+// a step leaves them (`caches` kCold), or warm from a run of itself (kWarm,
+// its best case, reported beside it).
 std::vector<double> raw_exchange_ms(const Timings& t, BenchCase* engine,
-                                    Communicator::Caches caches) {
+                                    Communicator::Caches caches, size_t steps) {
   std::vector<double> raw(kNumStages, 0.0);
-  for (const std::vector<TransferShape>& step : t.transfers)
-    for (const TransferShape& shape : step)
+  const size_t first = t.transfers.size() - std::min(steps, t.transfers.size());
+  for (size_t s = first; s < t.transfers.size(); ++s)
+    for (const TransferShape& shape : t.transfers[s])
       raw[static_cast<int>(shape.stage)] += engine->native_alltoallv_ms(shape, caches);
-  for (double& r : raw) r /= static_cast<double>(t.transfers.size());
+  for (double& r : raw) r /= static_cast<double>(std::max<size_t>(t.transfers.size() - first, 1));
   return raw;
 }
 
@@ -415,8 +417,11 @@ Summary summarise(const BenchOptions& o, const BenchData& data, BenchCase& engin
   comm.allreduce_sum(&s.unique, 1, CommType::kFloat64);
 
   const CaseStats stats = engine.stats();
-  summarise_phases(stats, n, raw_exchange_ms(timings, &engine, Communicator::Caches::kCold),
-                   raw_exchange_ms(timings, &engine, Communicator::Caches::kWarm), comm, &s);
+  // Cold over the last 5 steps, warm over the last one: each costs two
+  // collectives per exchange and step (cold also a pass over the caches),
+  // and a step's shapes vary little.
+  summarise_phases(stats, n, raw_exchange_ms(timings, &engine, Communicator::Caches::kCold, 5),
+                   raw_exchange_ms(timings, &engine, Communicator::Caches::kWarm, 1), comm, &s);
   s.bytes = stats.bytes_sent;
   for (double& b : s.bytes) b /= n;
   s.bytes_max = s.bytes;
