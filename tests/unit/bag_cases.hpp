@@ -17,6 +17,7 @@ struct BagBatch {
   int64_t dim = 0, n = 0, pad = -1;
   std::vector<int64_t> ids, offsets;  // offsets: bags + 1
   std::vector<float> rows, weights;   // n x dim; per position (empty: none)
+  std::vector<float> table;           // 1000 x dim: the rows of the ids
   int64_t bags() const { return static_cast<int64_t>(offsets.size()) - 1; }
 };
 
@@ -39,10 +40,11 @@ inline BagBatch random_bags(int64_t dim, bool weights, std::mt19937_64& rng) {
     for (int64_t p = b.offsets[k]; p < b.offsets[k + 1]; ++p) b.ids[p] = b.pad;
   }
   // Rows are per id (a repeated id repeats its row), as a lookup gives them.
-  std::vector<float> table(1000 * static_cast<size_t>(dim));
-  for (float& x : table) x = normal(rng);
+  b.table.resize(1000 * static_cast<size_t>(dim));
+  for (float& x : b.table) x = normal(rng);
   for (int64_t p = 0; p < b.n; ++p)
-    b.rows.insert(b.rows.end(), table.begin() + b.ids[p] * dim, table.begin() + (b.ids[p] + 1) * dim);
+    b.rows.insert(b.rows.end(), b.table.begin() + b.ids[p] * dim,
+                  b.table.begin() + (b.ids[p] + 1) * dim);
   if (weights)
     for (int64_t p = 0; p < b.n; ++p) b.weights.push_back(uniform(rng));
   return b;
