@@ -36,8 +36,10 @@ void pool_bags(const BagPooling& bags, const PositionRows& rows, const int64_t* 
         if (max) {
           for (int64_t j = 0; j < dim; ++j)
             pool_column(PoolMode::kMax, x[j], w, position, first, acc + j, arg.data() + j);
-        } else {
+        } else if (bags.weights) {
           for (int64_t j = 0; j < dim; ++j) acc[j] += x[j] * w;  // pool_column's sum, vectorised
+        } else {
+          for (int64_t j = 0; j < dim; ++j) acc[j] += x[j];  // x * 1 is x exactly
         }
         ++count;
       }
