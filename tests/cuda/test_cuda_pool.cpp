@@ -4,7 +4,6 @@
 // every test skips; EMBTRAIN_TEST_SEED replays the printed seed.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "../unit/bag_cases.hpp"
@@ -79,13 +78,7 @@ TEST(CudaPool, PoolingThroughDistinctIdsAndSharedGradsEqualTheCpu) {
     for (int64_t dim : {1, 3, 4, 128}) {
       const BagBatch b = random_bags(dim, /*weights=*/false, rng);
       const int64_t bags = b.bags();
-      std::vector<int64_t> unique(b.ids);
-      std::sort(unique.begin(), unique.end());
-      unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
-      std::vector<int32_t> slot(b.n);
-      for (int64_t p = 0; p < b.n; ++p)
-        slot[p] = static_cast<int32_t>(
-            std::lower_bound(unique.begin(), unique.end(), b.ids[p]) - unique.begin());
+      const auto [unique, slot] = embtrain_test::distinct_ids(b.ids);
       const bool max = mode == PoolMode::kMax;
       std::vector<int32_t> counts(bags), argmax(bags * dim);
       std::vector<float> out(bags * dim), grad(bags * dim), shared((bags + 1) * dim);

@@ -77,6 +77,17 @@ int gpu_count() {
 #endif
 }
 
+// Skips the test on every rank unless every rank sees a GPU;
+// EMBTRAIN_REQUIRE_GPU=1 turns the skip into a failure.
+#define SKIP_UNLESS_EVERY_RANK_HAS_GPU()                                                         \
+  do {                                                                                           \
+    if (!all_ranks(gpu_count() > 0)) {                                                           \
+      const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");                                     \
+      if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU"; \
+      GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)"; \
+    }                                                                                            \
+  } while (0)
+
 // Ids of one batch in the dtype the case chose, with their view.
 struct TypedIds {
   std::vector<int32_t> i32;
@@ -459,15 +470,25 @@ TEST_F(ShardedEmbeddingTest, EqualsOneProcessOnTheGlobalBatch) {
 // reference. Skips on every rank unless every rank sees a GPU;
 // EMBTRAIN_REQUIRE_GPU=1 turns the skip into a failure.
 TEST_F(ShardedEmbeddingTest, GpuStepEqualsOneProcessOnTheGlobalBatch) {
-  const bool every_rank_has_gpu = all_ranks(gpu_count() > 0);
-  if (!every_rank_has_gpu) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(111);
   SCOPED_TRACE(seed_trace(seed));
   check_equals_one_process(seed, 100, /*on_gpu=*/true);
+}
+
+// This rank's shards of `got` and `want` (rows, optimizer state, step
+// counters), bit for bit.
+void expect_shards_bitwise_equal(const ShardedEmbedding& got, const ShardedEmbedding& want) {
+  for (int t = 0; t < want.num_tables(); ++t) {
+    const embtrain::EmbeddingTable &a = got.shard(t), &b = want.shard(t);
+    ASSERT_EQ(a.weights().size(), b.weights().size());
+    ASSERT_EQ(a.state().size(), b.state().size());
+    EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
+        << "weights of table " << t << " on this rank";
+    EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
+        << "optimizer state of table " << t << " on this rank";
+    EXPECT_EQ(a.step(), b.step());
+  }
 }
 
 // The GPU step against the CPU step at the same number of ranks: bit for
@@ -501,26 +522,13 @@ void check_gpu_equals_cpu(uint64_t seed, int cases) {
             << "forward output of step " << k << ", table " << t;
       }
     }
-    for (int t = 0; t < c.num_tables(); ++t) {
-      const embtrain::EmbeddingTable &a = gpu.shard(t), &b = cpu.shard(t);
-      ASSERT_EQ(a.weights().size(), b.weights().size());
-      ASSERT_EQ(a.state().size(), b.state().size());
-      EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
-          << "weights of table " << t << " on this rank";
-      EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
-          << "optimizer state of table " << t << " on this rank";
-      EXPECT_EQ(a.step(), b.step());
-    }
+    expect_shards_bitwise_equal(gpu, cpu);
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
 }
 
 TEST_F(ShardedEmbeddingTest, GpuStepEqualsTheCpuStepBitForBit) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(141);
   SCOPED_TRACE(seed_trace(seed));
   check_gpu_equals_cpu(seed, 60);
@@ -630,11 +638,7 @@ TEST_F(ShardedEmbeddingTest, PrefetchedStepsAreBitwiseTheSame) {
 }
 
 TEST_F(ShardedEmbeddingTest, GpuStepPrefetchedStepsAreBitwiseTheSame) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(132);
   SCOPED_TRACE(seed_trace(seed));
   check_prefetch(seed, 30, /*on_gpu=*/true);
@@ -712,11 +716,7 @@ TEST_F(ShardedEmbeddingTest, HalfPrecisionOnTheWireStaysNearOneProcess) {
 }
 
 TEST_F(ShardedEmbeddingTest, GpuStepHalfPrecisionOnTheWireStaysNearOneProcess) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(122);
   SCOPED_TRACE(seed_trace(seed));
   check_half_precision(seed, 30, /*on_gpu=*/true);
@@ -1222,11 +1222,7 @@ TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersDifferentlyFailOnEveryRank) {
 // the adds would show. Skips unless every rank has a GPU (the emulated
 // device counts: mpi.emulated_gpu.np*).
 TEST_F(ShardedEmbeddingTest, GpuStepWithBagsEqualsTheCpuStepBitForBit) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(151);
   SCOPED_TRACE(seed_trace(seed));
   Communicator& comm = world();
@@ -1300,15 +1296,7 @@ TEST_F(ShardedEmbeddingTest, GpuStepWithBagsEqualsTheCpuStepBitForBit) {
         EXPECT_EQ(bytes_cmp(outs[1][t].data(), outs[0][t].data(), outs[0][t].size() * 4), 0)
             << "forward output of step " << k << ", table " << t;
     }
-    for (int t = 0; t < 2; ++t) {
-      const embtrain::EmbeddingTable &a = gpu.shard(t), &b = cpu.shard(t);
-      ASSERT_EQ(a.weights().size(), b.weights().size());
-      ASSERT_EQ(a.state().size(), b.state().size());
-      EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
-          << "weights of table " << t << " on this rank";
-      EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
-          << "optimizer state of table " << t << " on this rank";
-    }
+    expect_shards_bitwise_equal(gpu, cpu);
     if (!all_ranks(!HasFailure())) return;
   }
 }

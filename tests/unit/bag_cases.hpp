@@ -5,6 +5,7 @@
 // past the last bag.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -48,6 +49,25 @@ inline BagBatch random_bags(int64_t dim, bool weights, std::mt19937_64& rng) {
   if (weights)
     for (int64_t p = 0; p < b.n; ++p) b.weights.push_back(uniform(rng));
   return b;
+}
+
+// A batch's distinct ids in ascending order and each position's slot among
+// them (what unique_ids gives a step), for kernels that find rows through
+// the distinct ids.
+struct DistinctIds {
+  std::vector<int64_t> unique;
+  std::vector<int32_t> slot;
+};
+
+inline DistinctIds distinct_ids(const std::vector<int64_t>& ids) {
+  DistinctIds d;
+  d.unique = ids;
+  std::sort(d.unique.begin(), d.unique.end());
+  d.unique.erase(std::unique(d.unique.begin(), d.unique.end()), d.unique.end());
+  for (int64_t id : ids)
+    d.slot.push_back(static_cast<int32_t>(
+        std::lower_bound(d.unique.begin(), d.unique.end(), id) - d.unique.begin()));
+  return d;
 }
 
 }  // namespace embtrain_test

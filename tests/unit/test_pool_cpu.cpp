@@ -123,13 +123,7 @@ TEST(PoolKernels, PoolingThroughDistinctIdsAndSharedGradsEqualPerPositionRows) {
                                         << b.bags() << " n " << b.n << " weighted " << weighted);
         // The distinct ids, each position's slot among them, and a buffer
         // holding their rows in a shuffled order at float offsets.
-        std::vector<int64_t> unique(b.ids);
-        std::sort(unique.begin(), unique.end());
-        unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
-        std::vector<int32_t> slot(b.n);
-        for (int64_t p = 0; p < b.n; ++p)
-          slot[p] = static_cast<int32_t>(
-              std::lower_bound(unique.begin(), unique.end(), b.ids[p]) - unique.begin());
+        const auto [unique, slot] = embtrain_test::distinct_ids(b.ids);
         std::vector<int64_t> order(unique.size()), at(unique.size());
         for (size_t u = 0; u < order.size(); ++u) order[u] = static_cast<int64_t>(u);
         std::shuffle(order.begin(), order.end(), rng);
