@@ -27,7 +27,8 @@ std::string agree_on_batch(Communicator& control, std::string error);
 // (int32 positions), or "".
 std::string check_batch_size(const TableSpec& spec, int64_t n);
 
-// A 64-bit fingerprint of batches (FNV-1a over their type, shape and ids),
+// A 64-bit fingerprint of batches (FNV-1a over their type and shape, its
+// word-wise form over the ids),
 // by which forward() knows the batch that prefetch() prepared; of device
 // batches, their addresses and sizes.
 uint64_t fingerprint(const std::vector<IdsView>& ids);
@@ -78,7 +79,7 @@ class Engine final : public StepEngine {
       error = check_bags(bags[t], ids[t].numel(), spec.name, spec.scale_grad_by_freq);
       if (error.empty()) error = check_owner_bags(spec, bags[t].pooled());
     }
-    if (!take_prefetched(fingerprint(ids), error)) prepare(ids, error);
+    if (!take_prefetched(ids, error)) prepare(ids, error);
     n_ = next_n_;
     spans_ = next_spans_;
     std::vector<float*> staged(ids.size());
@@ -122,7 +123,7 @@ class Engine final : public StepEngine {
     std::string error;
     for (int t = 0; t < static_cast<int>(ids.size()) && error.empty(); ++t)
       error = check_owner_bags(backend_->spec(t), /*given=*/false);
-    if (!take_prefetched(fingerprint(ids), error)) prepare_device(ids, error);
+    if (!take_prefetched(ids, error)) prepare_device(ids, error);
     n_ = next_n_;
     spans_ = next_spans_;
     for (Bags& b : bags_) b.pooled = false;
@@ -245,12 +246,15 @@ class Engine final : public StepEngine {
   }
 
   // Takes up the prefetched step when every rank's is the batch given now
-  // (then forward skips prepare); else it is dropped.
-  bool take_prefetched(uint64_t batch, const std::string& error = "") {
+  // (then forward skips prepare); else it is dropped. The batch is only
+  // fingerprinted when a prefetch awaits it.
+  template <typename Batch>
+  bool take_prefetched(const Batch& ids, const std::string& error = "") {
     if (!prefetched_) return false;  // prepare agrees on `error`
     prefetched_ = false;
     // One collective: whether every rank's batch is fine and the prefetched one.
-    const bool taken = agree_on_prefetch(control_, batch == prefetched_fingerprint_, &error);
+    const bool taken =
+        agree_on_prefetch(control_, fingerprint(ids) == prefetched_fingerprint_, &error);
     stats_.prefetched_steps += taken ? 1 : 0;
     return taken;
   }
