@@ -113,5 +113,8 @@ void check_resume_config(const std::string& dir, const std::string& saved,
 // The first of `rows` rows (`width` floats each) holding a NaN or an
 // infinity, or -1.
 int64_t first_nonfinite_row(const float* data, int64_t rows, int64_t width);
+// The same for this rank's shard of table t (a local row), read a chunk at
+// a time on a GPU.
+int64_t first_nonfinite_row(const ShardedEmbedding& tables, int t, TablePart part);
 
 }  // namespace embtrain

@@ -1,8 +1,8 @@
 // Engine: a StepEngine made of a backend and a step over it (LocalStep or
 // ShardedStep). What every engine does around the stages lives here once:
 // the checks that every rank agrees on before a step, moving the caller's
-// host batch into the backend's memory and the output back, and keeping a
-// GPU's host mirror of the shards current.
+// host batch into the backend's memory and the output back, and a shard's
+// rows to and from the host.
 #pragma once
 
 #include <memory>
@@ -100,7 +100,6 @@ class Engine final : public StepEngine {
       }
       staged[t] = p.active ? p.rows.reserve(floats) : backend_->stage_output(t, out[t], floats);
     }
-    backend_->refresh_device();
     if constexpr (Step<Backend>::kPoolsAtOwner)
       step_.forward(staged, owner);
     else
@@ -171,7 +170,6 @@ class Engine final : public StepEngine {
     n_ = next_n_;
     spans_ = next_spans_;
     for (Pooled& p : pooled_) p.active = p.at_owner = false;
-    backend_->refresh_device();
     step_.forward(out);
   }
 
@@ -189,25 +187,20 @@ class Engine final : public StepEngine {
   }
 
   // forward() without a prefetch takes up the step it prepares itself.
-  void step() override {
-    backend_->refresh_device();
-    step_.step();
-    backend_->device_written();
-  }
+  void step() override { step_.step(); }
 
   void synchronize() override {
     backend_->data().synchronize();
     backend_->synchronize();
   }
 
-  const std::vector<EmbeddingTable>& shards() override {
-    backend_->refresh_host();
-    return *shards_;
+  std::vector<EmbeddingTable>& shards() override { return *shards_; }
+  void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out) override {
+    backend_->read_rows(t, part, first, count, out);
   }
-  std::vector<EmbeddingTable>& writable_shards() override {
-    backend_->refresh_host();
-    backend_->host_written();
-    return *shards_;
+  void write_rows(int t, TablePart part, int64_t first, int64_t count,
+                  const float* in) override {
+    backend_->write_rows(t, part, first, count, in);
   }
 
   StepStats& stats() override { return stats_; }
