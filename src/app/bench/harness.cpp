@@ -19,6 +19,7 @@
 #include "app/machine_info.hpp"
 #include "app/step_model.hpp"
 #include "embtrain/errors.hpp"
+#include "embtrain/memory_plan.hpp"  // process_memory_bytes, bytes_text
 #include "embtrain/random.hpp"
 #include "common/timer.hpp"
 #include "embtrain/zipf.hpp"
@@ -672,20 +673,31 @@ int run_bench(int argc, char** argv) {
 
   Stopwatch setup;
   const BenchData data = draw_data(o, rank);
+  const double data_s = setup.lap_ms() / 1e3;
+  // The table: built, and on a GPU drawn there (with the device's start).
   const std::unique_ptr<BenchCase> engine = make_case(o, comm.get(), data);
   const std::string gpu = engine->gpu_description();
   comm->barrier();
+  const double table_s = setup.lap_ms() / 1e3;
   if (text && !gpu.empty()) std::printf("# gpu (rank 0): %s\n", gpu.c_str());
-  if (text) std::printf("# setup %.1f s\n", setup.lap_ms() / 1e3);
+  if (text) std::printf("# setup %.1f s (data %.2f s, table %.2f s)\n", data_s + table_s, data_s, table_s);
 
   const Timings timings = time_steps(o, engine.get(), *comm);
   const Summary summary = summarise(o, data, *engine, timings, global_lookups, *comm);
   if (!o.profile.empty()) write_profile(o, summary, *engine, *comm, machine, gpu);
+  // Rank 0's peak resident host memory over the whole run (VmHWM).
+  const double peak_rss = process_memory_bytes("VmHWM");
   if (rank != 0) return 0;
-  if (o.json)
-    std::cout << to_json(o, summary, machine, ranks, gpu).dump() << std::endl;
-  else
+  if (o.json) {
+    nlohmann::json out = to_json(o, summary, machine, ranks, gpu);
+    out["setup_data_s"] = data_s;
+    out["setup_table_s"] = table_s;
+    out["peak_host_rss_bytes"] = peak_rss;
+    std::cout << out.dump() << std::endl;
+  } else {
     print_report(summary);
+    std::printf("# peak host memory (rank 0, VmHWM): %s\n", bytes_text(peak_rss).c_str());
+  }
   return 0;
 }
 
