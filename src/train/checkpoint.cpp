@@ -571,7 +571,9 @@ std::vector<float> read_checkpoint_table(const std::string& dir, const std::stri
   *rows = t.rows;
   *dim = t.dim;
   std::vector<float> out(static_cast<size_t>(t.rows * t.dim));
-  SavedRows saved(m, t, /*weights=*/true, t.dim, transfer_chunk_rows(t.dim));
+  const auto files = static_cast<int64_t>(std::max<size_t>(1, t.shards.size()));
+  SavedRows saved(m, t, /*weights=*/true, t.dim,
+                  std::max<int64_t>(1, transfer_chunk_rows(t.dim) / files));
   copy_saved_rows(&saved, ShardPlan(t.rows, 1), 0, 0, t.rows, t.dim, out.data());
   const int64_t bad = first_nonfinite_row(out.data(), t.rows, t.dim);
   EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", dir, ": table '", table, "' row ", bad,
