@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <regex>
 #include <sstream>
@@ -554,8 +555,9 @@ CheckpointInfo load_checkpoint(const std::string& dir, ShardedEmbedding& tables,
   return info;
 }
 
-std::vector<float> read_checkpoint_table(const std::string& dir, const std::string& table,
-                                         int64_t* rows, int64_t* dim) {
+void read_checkpoint_table(const std::string& dir, const std::string& table, int64_t* rows,
+                           int64_t* dim,
+                           const std::function<void(int64_t, int64_t, const float*)>& visit) {
   const Manifest m = read_manifest(dir);
   const ManifestTable& t = m.table(table);
   // Every shard is verified (size and checksum) before the table's memory
@@ -570,14 +572,28 @@ std::vector<float> read_checkpoint_table(const std::string& dir, const std::stri
   }
   *rows = t.rows;
   *dim = t.dim;
-  std::vector<float> out(static_cast<size_t>(t.rows * t.dim));
+  const int64_t chunk = transfer_chunk_rows(t.dim);
   const auto files = static_cast<int64_t>(std::max<size_t>(1, t.shards.size()));
-  SavedRows saved(m, t, /*weights=*/true, t.dim,
-                  std::max<int64_t>(1, transfer_chunk_rows(t.dim) / files));
-  copy_saved_rows(&saved, ShardPlan(t.rows, 1), 0, 0, t.rows, t.dim, out.data());
-  const int64_t bad = first_nonfinite_row(out.data(), t.rows, t.dim);
-  EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", dir, ": table '", table, "' row ", bad,
-                   " holds a non-finite weight");
+  SavedRows saved(m, t, /*weights=*/true, t.dim, std::max<int64_t>(1, chunk / files));
+  const ShardPlan whole(t.rows, 1);
+  std::vector<float> buffer(static_cast<size_t>(std::min(chunk, t.rows) * t.dim));
+  for (int64_t first = 0; first < t.rows; first += chunk) {
+    const int64_t n = std::min(chunk, t.rows - first);
+    copy_saved_rows(&saved, whole, 0, first, n, t.dim, buffer.data());
+    const int64_t bad = first_nonfinite_row(buffer.data(), n, t.dim);
+    EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", dir, ": table '", table, "' row ", first + bad,
+                     " holds a non-finite weight");
+    visit(first, n, buffer.data());
+  }
+}
+
+std::vector<float> read_checkpoint_table(const std::string& dir, const std::string& table,
+                                         int64_t* rows, int64_t* dim) {
+  std::vector<float> out;
+  read_checkpoint_table(dir, table, rows, dim, [&](int64_t first, int64_t n, const float* r) {
+    if (out.empty()) out.resize(static_cast<size_t>(*rows * *dim));
+    std::copy_n(r, n * *dim, out.data() + first * *dim);
+  });
   return out;
 }
 
