@@ -525,6 +525,9 @@ void check_gpu_equals_cpu(uint64_t seed, int cases) {
       EXPECT_EQ(bytes_cmp(sa.data(), sb.data(), sa.size() * 4), 0)
           << "optimizer state of table " << t << " on this rank";
       EXPECT_EQ(gpu.shard(t).step(), cpu.shard(t).step());
+      // Given rows were uploaded and their host copy freed.
+      EXPECT_TRUE(gpu.shard(t).weights().empty() && gpu.shard(t).state().empty())
+          << "the host holds a copy of table " << t << "'s rows";
     }
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
