@@ -75,8 +75,8 @@ struct FreshRows {
 
 // Local rows [first, first + n) of `rank`'s shard of a fresh table, drawn
 // on the host into `out` (n x dim floats), the padding row included.
-void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardPlan& plan,
-                     int rank, int64_t first, int64_t n, float* out);
+void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardPlan& plan, int rank,
+                     int64_t first, int64_t n, float* out);
 
 // One rank's shard of a table (the rows `plan` gives `rank`, in local
 // order), with their optimizer state and the table's step counter. The

@@ -113,8 +113,7 @@ EMBTRAIN_HD double portable_cos_2pi(double u) {
 EMBTRAIN_HD float random_normal(uint64_t seed, uint64_t stream, uint64_t index) {
   const double u1 = random_uniform(seed, stream, 2 * index);
   const double u2 = random_uniform(seed, stream, 2 * index + 1);
-  return static_cast<float>(sqrt(-2.0 * detail::portable_log(u1)) *
-                            detail::portable_cos_2pi(u2));
+  return static_cast<float>(sqrt(-2.0 * detail::portable_log(u1)) * detail::portable_cos_2pi(u2));
 }
 
 }  // namespace embtrain

@@ -66,7 +66,8 @@ int run_export(int argc, char** argv) {
                                                                 std::vector<int64_t>{rows, dim});
                             npy->write(data, n * dim * static_cast<int64_t>(sizeof(float)));
                           });
-    if (!npy) npy = std::make_unique<NpyWriter>(out, DType::kFloat32, std::vector<int64_t>{rows, dim});
+    if (!npy)
+      npy = std::make_unique<NpyWriter>(out, DType::kFloat32, std::vector<int64_t>{rows, dim});
     npy->finish();
   } else {
     const std::vector<float> table =

@@ -135,10 +135,10 @@ NpyReader::NpyReader(const std::string& path) : path_(path) {
   data_begin_ = static_cast<int64_t>(in.tellg());
   const int64_t have = file_size - data_begin_;
   const std::optional<int64_t> need = checked_product(shape_, dtype_size(dtype_));
-  EMBTRAIN_REQUIRE(need, path, ": .npy shape ", shape_to_string(shape_), " of ",
-                   dtype_name(dtype_), " needs more than ", kMaxSize,
-                   " bytes (valid: a shape whose product of dimensions times ",
-                   dtype_size(dtype_), " bytes fits in 64 bits and equals the ", have,
+  EMBTRAIN_REQUIRE(need, path, ": .npy shape ", shape_to_string(shape_), " of ", dtype_name(dtype_),
+                   " needs more than ", kMaxSize,
+                   " bytes (valid: a shape whose product of dimensions times ", dtype_size(dtype_),
+                   " bytes fits in 64 bits and equals the ", have,
                    " data bytes of the file; corrupt header?)");
   data_bytes_ = *need;
   EMBTRAIN_REQUIRE(have == data_bytes_, path, ": .npy data is ", have, " bytes but shape ",

@@ -43,8 +43,8 @@ int64_t TableSpec::padding_row() const {
   return *padding_idx < 0 ? num_embeddings + *padding_idx : *padding_idx;
 }
 
-void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardPlan& plan,
-                     int rank, int64_t first, int64_t n, float* out) {
+void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardPlan& plan, int rank,
+                     int64_t first, int64_t n, float* out) {
   const int64_t dim = spec.dim;
   if (fresh.zeros) {
     std::fill_n(out, n * dim, 0.f);

@@ -198,8 +198,7 @@ class Engine final : public StepEngine {
   void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out) override {
     backend_->read_rows(t, part, first, count, out);
   }
-  void write_rows(int t, TablePart part, int64_t first, int64_t count,
-                  const float* in) override {
+  void write_rows(int t, TablePart part, int64_t first, int64_t count, const float* in) override {
     backend_->write_rows(t, part, first, count, in);
   }
 

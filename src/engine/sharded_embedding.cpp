@@ -35,8 +35,8 @@ size_t transfer_chunk_bytes() {
   if (const char* env = std::getenv("EMBTRAIN_TRANSFER_CHUNK_BYTES")) {
     char* end = nullptr;
     const unsigned long long v = std::strtoull(env, &end, 10);
-    EMBTRAIN_REQUIRE(end != env && *end == '\0' && v >= 1, "EMBTRAIN_TRANSFER_CHUNK_BYTES = '",
-                     env, "' is invalid (valid: a number of bytes >= 1)");
+    EMBTRAIN_REQUIRE(end != env && *end == '\0' && v >= 1, "EMBTRAIN_TRANSFER_CHUNK_BYTES = '", env,
+                     "' is invalid (valid: a number of bytes >= 1)");
     bytes = static_cast<size_t>(v);
   }
   set_transfer_chunk_bytes(bytes);

@@ -42,8 +42,7 @@ class StepEngine {
   // CPU (none on a GPU). ShardedEmbedding::read_rows and write_rows.
   virtual std::vector<EmbeddingTable>& shards() = 0;
   virtual void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out) = 0;
-  virtual void write_rows(int t, TablePart part, int64_t first, int64_t count,
-                          const float* in) = 0;
+  virtual void write_rows(int t, TablePart part, int64_t first, int64_t count, const float* in) = 0;
 
   virtual StepStats& stats() = 0;
   virtual void measure_skew(bool on) = 0;

@@ -151,8 +151,7 @@ void load_pretrained(ShardedEmbedding& tables, int t, const std::string& path) {
   const std::vector<int64_t> want{spec.num_embeddings, spec.dim};
   EMBTRAIN_REQUIRE(npy.dtype() == DType::kFloat32 && npy.shape() == want, path, ": table '",
                    spec.name, "' needs float32 of shape (", spec.num_embeddings, ", ", spec.dim,
-                   "), got ", dtype_name(npy.dtype()), " of shape ",
-                   shape_to_string(npy.shape()));
+                   "), got ", dtype_name(npy.dtype()), " of shape ", shape_to_string(npy.shape()));
   const ShardPlan& plan = tables.plan(t);
   const int rank = tables.comm().rank();
   const int64_t rows = plan.shard_rows(rank), dim = spec.dim;
@@ -193,8 +192,8 @@ ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> 
   ShardedEmbedding tables(specs, &comm, seed);
   for (size_t t = 0; t < setups.size(); ++t) {
     const bool normal = setups[t].init == "normal";
-    tables.set_fresh_rows(static_cast<int>(t), normal ? static_cast<float>(setups[t].init_std) : 1.f,
-                          !normal);
+    tables.set_fresh_rows(static_cast<int>(t),
+                          normal ? static_cast<float>(setups[t].init_std) : 1.f, !normal);
   }
   if (device == "cuda") tables.use_cuda(cuda);
   run_agreed(comm, [&] {

@@ -16,11 +16,11 @@
 
 #include "../unit/test_util.hpp"
 #include "cuda_test_util.hpp"
-#include "kernels/cpu/cpu_kernels.hpp"
-#include "kernels/cuda/cuda_kernels.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/optimizer.hpp"
 #include "embtrain/shard_plan.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/cuda/cuda_kernels.hpp"
 
 namespace embtrain {
 namespace {
@@ -115,7 +115,8 @@ TEST(CudaKernels, DrawNormalRowsMatchesTheHostDraw) {
       const ShardPlan plan(big, 7, layout);
       const int rank = static_cast<int>(rng() % 7);
       const int64_t n = large_case(20000) / dim + 1;
-      const int64_t first = static_cast<int64_t>(rng() % static_cast<uint64_t>(plan.shard_rows(rank) - n));
+      const int64_t first =
+          static_cast<int64_t>(rng() % static_cast<uint64_t>(plan.shard_rows(rank) - n));
       FreshRows fresh;
       fresh.seed = rng();
       fresh.scale = std::uniform_real_distribution<float>(0.01f, 2.f)(rng);

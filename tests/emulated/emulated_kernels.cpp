@@ -574,8 +574,8 @@ void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n, int64_t
 }
 
 // init.cu: the generator is random.hpp's, the kernel's element loop as it is.
-void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n,
-                      int64_t dim, float scale, float* d_rows, void*) {
+void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n, int64_t dim,
+                      float scale, float* d_rows, void*) {
   const int64_t total = n * dim;
   for (int64_t i = 0; i < total; ++i) {
     const int64_t k = i / dim, j = i - k * dim;

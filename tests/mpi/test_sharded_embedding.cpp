@@ -586,8 +586,8 @@ TEST_F(ShardedEmbeddingTest, GpuStepKeepsTheRowsOnTheDeviceOnly) {
     std::mt19937_64 rng(embtrain::random_bits(seed, 152, static_cast<uint64_t>(n)));
     const size_t chunk = 4 * (1 + rng() % 200);
     embtrain::set_transfer_chunk_bytes(chunk);
-    SCOPED_TRACE("case " + std::to_string(n) + ", chunks of " + std::to_string(chunk) +
-                 " bytes, " + c.describe());
+    SCOPED_TRACE("case " + std::to_string(n) + ", chunks of " + std::to_string(chunk) + " bytes, " +
+                 c.describe());
     const uint64_t table_seed = rng();
     ShardedEmbedding cpu(c.specs, &comm, table_seed), gpu(c.specs, &comm, table_seed);
     for (int t = 0; t < c.num_tables(); ++t) {
@@ -608,7 +608,8 @@ TEST_F(ShardedEmbeddingTest, GpuStepKeepsTheRowsOnTheDeviceOnly) {
       const int64_t count = static_cast<int64_t>(rng() % static_cast<uint64_t>(rows - first + 1));
       for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
         std::vector<float> values(static_cast<size_t>(count * cpu.width(t, part)));
-        for (float& x : values) x = part == TablePart::kWeights ? normal(rng) : std::abs(normal(rng));
+        for (float& x : values)
+          x = part == TablePart::kWeights ? normal(rng) : std::abs(normal(rng));
         cpu.write_rows(t, part, first, count, values.data());
         gpu.write_rows(t, part, first, count, values.data());
       }
@@ -796,8 +797,8 @@ void check_half_precision(uint64_t seed, int cases, bool on_gpu) {
     for (int t = 0; t < c.num_tables(); ++t) {
       const std::vector<float> got = rows_of(half, t, TablePart::kWeights);
       if (t > 0) {
-        EXPECT_EQ(bytes_cmp(got.data(), rows_of(fp32, t, TablePart::kWeights).data(),
-                            got.size() * 4), 0)
+        EXPECT_EQ(
+            bytes_cmp(got.data(), rows_of(fp32, t, TablePart::kWeights).data(), got.size() * 4), 0)
             << "fp32 table " << t << "'s shard differs from the all-fp32 run";
         continue;
       }

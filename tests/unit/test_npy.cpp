@@ -160,14 +160,16 @@ TEST_F(NpyFiles, PiecesEqualTheWholeFile) {
     embtrain::NpyReader reader(pieces);
     ASSERT_EQ(reader.shape(), (std::vector<int64_t>{rows, width}));
     const int64_t first = static_cast<int64_t>(rng() % static_cast<uint64_t>(rows * width));
-    const int64_t count = static_cast<int64_t>(rng() % static_cast<uint64_t>(rows * width - first + 1));
+    const int64_t count =
+        static_cast<int64_t>(rng() % static_cast<uint64_t>(rows * width - first + 1));
     std::vector<float> range(static_cast<size_t>(count));
     reader.read(first * 4, count * 4, range.data());
     EXPECT_TRUE(std::equal(range.begin(), range.end(), data.begin() + first)) << "byte range";
     embtrain::NpyRowReader row_reader(&reader, width, 1 + static_cast<int64_t>(rng() % 50));
-    for (int64_t r = static_cast<int64_t>(rng() % 5); r < rows; r += 1 + static_cast<int64_t>(rng() % 7))
-      ASSERT_TRUE(std::equal(data.begin() + r * width, data.begin() + (r + 1) * width,
-                             row_reader.row(r)))
+    for (int64_t r = static_cast<int64_t>(rng() % 5); r < rows;
+         r += 1 + static_cast<int64_t>(rng() % 7))
+      ASSERT_TRUE(
+          std::equal(data.begin() + r * width, data.begin() + (r + 1) * width, row_reader.row(r)))
           << "row " << r << " of " << rows;
   }
   {

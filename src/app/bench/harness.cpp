@@ -18,10 +18,10 @@
 #include "app/commands.hpp"
 #include "app/machine_info.hpp"
 #include "app/step_model.hpp"
+#include "common/timer.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/memory_plan.hpp"  // process_memory_bytes, bytes_text
 #include "embtrain/random.hpp"
-#include "common/timer.hpp"
 #include "embtrain/zipf.hpp"
 
 namespace embtrain {
@@ -689,7 +689,8 @@ int run_bench(int argc, char** argv) {
   comm->barrier();
   const double table_s = setup.lap_ms() / 1e3;
   if (text && !gpu.empty()) std::printf("# gpu (rank 0): %s\n", gpu.c_str());
-  if (text) std::printf("# setup %.1f s (data %.2f s, table %.2f s)\n", data_s + table_s, data_s, table_s);
+  if (text)
+    std::printf("# setup %.1f s (data %.2f s, table %.2f s)\n", data_s + table_s, data_s, table_s);
 
   const Timings timings = time_steps(o, engine.get(), *comm);
   const Summary summary = summarise(o, data, *engine, timings, global_lookups, *comm);

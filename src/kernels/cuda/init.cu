@@ -44,13 +44,13 @@ __global__ void fill_kernel(float* __restrict__ data, int64_t n, float value) {
 
 }  // namespace
 
-void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n,
-                      int64_t dim, float scale, float* d_rows, void* stream) {
+void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n, int64_t dim,
+                      float scale, float* d_rows, void* stream) {
   const int64_t total = n * dim;
   if (total == 0) return;
   draw_normal_kernel<<<capped_blocks(total), kThreadsPerBlock, 0,
-                       static_cast<cudaStream_t>(stream)>>>(seed, first_row, row_stride, dim,
-                                                            total, scale, d_rows);
+                       static_cast<cudaStream_t>(stream)>>>(seed, first_row, row_stride, dim, total,
+                                                            scale, d_rows);
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 
