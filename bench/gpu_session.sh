@@ -11,7 +11,12 @@
 #   5. PyTorch parity of replay and bags on the GPU; the trainer on the GPU
 #      (checkpoints equal to the CPU run's, the device memory check);
 #   6. bench-G (10M x 128, 1,048,576 lookups, Zipf 1.05, 10% padding,
-#      SparseAdam) against PyTorch on the same GPU, and SGD likewise.
+#      SparseAdam) against PyTorch on the same GPU, and SGD likewise;
+#   7. a 100M x 128 SGD table on the GPU (bench-G's batch): drawn on the
+#      device with no host copy, so rank 0's peak host RSS once bench's data
+#      is drawn (its Zipf sampler over 100M rows alone takes ~3 GB) must
+#      stay within 4 GB, and the table's setup (CUDA context, NCCL and the
+#      draw) within 2 s; about 30 s.
 # Each stage's log goes to LOG_DIR (default $OUT on the lent machine, else
 # bench/results/gpu-logs); the script goes on after a failing stage and
 # exits non-zero if any failed.
@@ -87,6 +92,22 @@ stage bench_G_adam python3 bench/compare_pytorch.py --preset bench-G --optimizer
   --embtrain $BUILD/embtrain --steps "$STEPS"
 stage bench_G_sgd python3 bench/compare_pytorch.py --preset bench-G --optimizer sgd \
   --embtrain $BUILD/embtrain --steps "$STEPS"
+
+big_table() {  # 7: bench's JSON line, then the two limits checked
+  $BUILD/embtrain bench --device cuda --rows 100000000 --dim 128 --optimizer sgd \
+    --batch 65536 --seq 16 --steps 10 --warmup 2 --json >"$LOG_DIR/big_table.json" || return 1
+  python3 - "$LOG_DIR/big_table.json" <<'EOF'
+import json, sys
+j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+rss, setup = j["peak_host_rss_after_data_bytes"], j["setup_table_s"]
+print("100M x 128 sgd on %s: peak host RSS %.2f GB after the data (limit 4; %.2f GB with it), "
+      "table setup %.2f s (limit 2), data %.1f s, step %.3f ms" % (
+          j["gpu"], rss / 1e9, j["peak_host_rss_bytes"] / 1e9, setup, j["setup_data_s"],
+          j["step_ms"]))
+sys.exit(0 if 0 < rss <= 4e9 and setup <= 2.0 else 1)
+EOF
+}
+stage big_table_100M_sgd big_table
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed stages: ${failed[*]}" | tee -a "$LOG_DIR/summary.txt"

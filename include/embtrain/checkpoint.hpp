@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -96,8 +97,15 @@ bool read_checkpoint_file(const std::string& dir, const std::string& name, std::
 CheckpointInfo load_checkpoint(const std::string& dir, ShardedEmbedding& tables,
                                std::vector<float>* dense);
 
-// One whole table of a checkpoint (rows x dim), read and verified in this
-// process.
+// One table of a checkpoint read and verified in this process, a chunk of
+// rows at a time (transfer_chunk_bytes()): *rows and *dim are set, then
+// visit(first, n, data) sees rows [first, first + n) in order (n x dim
+// floats, valid during the call). Every shard file is verified first, and
+// a non-finite row throws.
+void read_checkpoint_table(const std::string& dir, const std::string& table, int64_t* rows,
+                           int64_t* dim,
+                           const std::function<void(int64_t, int64_t, const float*)>& visit);
+// The same into one whole table (rows x dim).
 std::vector<float> read_checkpoint_table(const std::string& dir, const std::string& table,
                                          int64_t* rows, int64_t* dim);
 
@@ -113,5 +121,8 @@ void check_resume_config(const std::string& dir, const std::string& saved,
 // The first of `rows` rows (`width` floats each) holding a NaN or an
 // infinity, or -1.
 int64_t first_nonfinite_row(const float* data, int64_t rows, int64_t width);
+// The same for this rank's shard of table t (a local row), read a chunk at
+// a time on a GPU.
+int64_t first_nonfinite_row(const ShardedEmbedding& tables, int t, TablePart part);
 
 }  // namespace embtrain

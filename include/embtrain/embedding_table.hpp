@@ -60,14 +60,41 @@ inline std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& sp
   return out;
 }
 
+// A shard's rows or their optimizer state (ShardedEmbedding::read_rows).
+enum class TablePart { kWeights, kState };
+
+// How a fresh table's rows start: N(0, 1) drawn by (seed, global row,
+// column) times `scale`, or zeros; the padding row is 0 either way. The
+// same values wherever they are drawn (random.hpp: the host, or a GPU's
+// kernel) and however the table is split.
+struct FreshRows {
+  uint64_t seed = 0;
+  float scale = 1.f;
+  bool zeros = false;
+};
+
+// Local rows [first, first + n) of `rank`'s shard of a fresh table, drawn
+// on the host into `out` (n x dim floats), the padding row included.
+void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardPlan& plan, int rank,
+                     int64_t first, int64_t n, float* out);
+
 // One rank's shard of a table (the rows `plan` gives `rank`, in local
 // order), with their optimizer state and the table's step counter. The
 // whole table is the one shard of a plan of one rank.
+//
+// A shard may hold no rows in host memory: before it is placed (a fresh
+// table whose rows are drawn where it will live, placed_on_host() false)
+// and once a GPU holds them (ShardedEmbedding::use_cuda releases them).
+// weights() and state() are then empty.
 class EmbeddingTable {
  public:
   // Fresh rows drawn from N(0, 1) by (seed, global row), so a row's initial
   // value does not depend on how the table is split; the padding row is 0.
   EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank, uint64_t seed);
+  // A fresh shard not drawn yet: place_on_host() draws it, or a GPU engine
+  // draws it in device memory.
+  static EmbeddingTable unplaced(const TableSpec& spec, const ShardPlan& plan, int rank,
+                                 const FreshRows& fresh);
   // Given rows (from_pretrained): `rows` holds the shard's rows, num_rows()
   // x dim floats in local order, used as they are (the padding row is not
   // zeroed).
@@ -90,17 +117,33 @@ class EmbeddingTable {
   RowBuffer& state() { return state_; }
   // Floats of optimizer state per row (0 for SGD and for frozen tables).
   int64_t state_width() const;
+  // The value every optimizer state float starts at.
+  float initial_state() const;
+
+  // Whether the rows are in host memory; how an unplaced shard starts.
+  bool placed_on_host() const { return placed_; }
+  const FreshRows& fresh() const { return fresh_; }
+  void set_fresh(const FreshRows& fresh) { fresh_ = fresh; }
+  // Draws an unplaced shard's rows and state in host memory (nothing when
+  // placed already).
+  void place_on_host();
+  // Frees the host rows and state (a GPU holds them now): placed nowhere on
+  // the host, and never drawn again.
+  void release_rows();
   // The optimizer's step counter: advanced by every step (also of a frozen
   // table) and restored from checkpoints.
   void set_step(int64_t step) { step_ = step; }
 
  private:
+  EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank);
   void init_state();
 
   TableSpec spec_;
   ShardPlan plan_;
   int rank_;
   int64_t step_ = 0;
+  bool placed_ = true;
+  FreshRows fresh_;
   RowBuffer weights_;
   RowBuffer state_;
 };

@@ -32,33 +32,50 @@ struct WorkloadEstimate {
   std::vector<Step> step;
 };
 
-// Every line is host memory (a GPU run keeps a host mirror of its tables);
-// those marked `device` are also what a run with device cuda holds in its
-// GPU's memory: the tables' shards and the step's buffers.
+// On the CPU every line is host memory. A GPU run's plan (set_gpu) holds
+// the tables' shards in the GPU's memory only (the host keeps no copy of a
+// table), the step's buffers in both, the workload's data and the process
+// on the host, which also holds the buffers that rows stream through to
+// and from checkpoints and .npy files (add_transfer_buffers): its host
+// memory is O(batch + chunk), not O(table). Lines marked `device` are what
+// a GPU run holds in its GPU's memory.
 class MemoryPlan {
  public:
+  void set_gpu(bool gpu) { gpu_ = gpu; }
+  bool gpu() const { return gpu_; }
+  // `device`: also in the GPU's memory on a GPU run (the step's buffers).
   void add(std::string what, double bytes, bool device = false) {
-    lines_.push_back({std::move(what), bytes, device});
+    lines_.push_back({std::move(what), bytes, device, false});
   }
-  // This rank's shard of `spec` (rows x dim, the largest shard over `ranks`).
+  // This rank's shard of `spec` (rows x dim, the largest shard over `ranks`):
+  // on the GPU only in a GPU run.
   void add_table(const TableSpec& spec, double rows, int ranks);
+  // A GPU run's host buffers for rows on their way (three transfer chunks,
+  // transfer_chunk_bytes(): the pinned buffer, a chunk and a file window);
+  // nothing on the CPU, which reads and writes its rows in place.
+  void add_transfer_buffers();
   // The process itself (code, MPI, libraries): its resident memory when the
   // first plan is made, before the run allocates anything big.
   void add_process();
+  // Host bytes (on a GPU run, less the lines only the GPU holds); device bytes.
   double total() const;
   double device_total() const;
   struct Line {
     std::string what;
     double bytes;
-    bool device;
+    bool device;       // in the GPU's memory on a GPU run
+    bool device_only;  // ... and not in the host's
   };
   const std::vector<Line>& lines() const { return lines_; }
-  // One line per item, e.g. "  table users (shard of 5,000 rows x 32): 1.2 MiB";
-  // `device`: the device lines alone.
+  // Whether the host holds `line` in this plan's run.
+  bool on_host(const Line& line) const { return !(gpu_ && line.device_only); }
+  // One line per item, e.g. "  table users (shard of 5,000 rows x 32): 1.2 MiB":
+  // the host's lines, or with `device` the GPU's.
   std::string text(bool device = false) const;
 
  private:
   std::vector<Line> lines_;
+  bool gpu_ = false;
 };
 
 // This process's resident memory now (VmRSS, or VmHWM: its peak), in

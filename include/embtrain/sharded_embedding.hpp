@@ -6,6 +6,7 @@
 // rank it is the single-process step, with nothing to exchange.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -22,6 +23,17 @@
 namespace embtrain {
 
 class StepEngine;
+
+// The most bytes that move between a GPU and the host at once when rows
+// are read or written (read_rows, write_rows; checkpoints and
+// from_pretrained stream through a buffer of this size): 64 MiB unless
+// set here or by the environment variable EMBTRAIN_TRANSFER_CHUNK_BYTES
+// (tests make it small, so that a table spans many chunks). At least one
+// float.
+size_t transfer_chunk_bytes();
+void set_transfer_chunk_bytes(size_t bytes);
+// Rows of `width` floats in one chunk (at least 1).
+int64_t transfer_chunk_rows(int64_t width);
 
 // How the GPU step picks its data communicator.
 struct CudaOptions {
@@ -60,18 +72,36 @@ class ShardedEmbedding {
   int num_tables() const { return static_cast<int>(plans_.size()); }
   const ShardPlan& plan(int t) const { return plans_[t]; }
   const TableSpec& spec(int t) const { return specs_[t]; }
-  // This rank's shard of table t. On a GPU the host holds a mirror, brought
-  // up to date here; the non-const one is sent to the GPU again before the
-  // next step, so anything written into it (loading a checkpoint) counts.
+  // This rank's shard of table t: its spec, plan and step counter, and on
+  // the CPU its rows. On a GPU the rows live in device memory only (no
+  // host copy: weights() and state() are empty); read_rows and write_rows
+  // reach them on either. Fresh tables are drawn where they are placed:
+  // on the host at the first call that needs their rows on the CPU (this
+  // one included), on the GPU by use_cuda().
   const EmbeddingTable& shard(int t) const;
   EmbeddingTable& shard(int t);
   Communicator& comm() { return *comm_; }
 
+  // Floats per row of a part of table t (dim, or its state width).
+  int64_t width(int t, TablePart part) const;
+  // Local rows [first, first + count) of this rank's shard of table t
+  // (rows x width floats, local order) copied out to `out` or in from
+  // `in`, on the CPU from and to its host rows, on a GPU through a pinned
+  // buffer of at most transfer_chunk_bytes(). Written rows count from the
+  // next step.
+  void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out) const;
+  void write_rows(int t, TablePart part, int64_t first, int64_t count, const float* in);
+  // Before the tables are placed: how fresh table t starts (FreshRows'
+  // scale, or zeros), then drawn where it is placed.
+  void set_fresh_rows(int t, float scale, bool zeros);
+
   // Moves the step to this rank's GPU (local rank % device count): the rows
   // and optimizer state go to device memory and forward/backward/step run
   // in CUDA kernels, exchanging device buffers over NCCL or MPI staging.
-  // A collective. Throws AgreedError on every rank when a rank has no GPU or
-  // the build has no CUDA; the tables then stay on the CPU.
+  // Fresh tables not placed yet are drawn on the GPU (the values the CPU
+  // draws); rows already on the host are uploaded and their host copy
+  // freed. A collective. Throws AgreedError on every rank when a rank has
+  // no GPU or the build has no CUDA; the tables then stay on the CPU.
   void use_cuda(const CudaOptions& options = {});
   bool on_gpu() const;
   // "cuda:0 NVIDIA H200 (...), data over nccl (...)"; "" on the CPU.
@@ -122,7 +152,8 @@ class ShardedEmbedding {
   // Waits for the work the step has enqueued (nothing to wait for on the CPU).
   void synchronize();
 
-  // Table t assembled on `root` (num_embeddings x dim); empty elsewhere.
+  // Table t assembled on `root` (num_embeddings x dim, in host memory);
+  // empty elsewhere.
   std::vector<float> gather_table(int t, int root);
 
   // Time per stage and bytes sent, summed over steps.
@@ -138,10 +169,16 @@ class ShardedEmbedding {
   Communicator& data_comm();
 
  private:
+  // The engine; on the CPU (the shards drawn on the host) when none is yet.
+  StepEngine& engine() const;
+
   Communicator* comm_;
   std::vector<TableSpec> specs_;
   std::vector<ShardPlan> plans_;
-  std::unique_ptr<StepEngine> engine_;
+  // Until the tables are placed (the first call that needs an engine, or
+  // use_cuda), their shards wait here with no rows drawn.
+  mutable std::vector<EmbeddingTable> unplaced_;
+  mutable std::unique_ptr<StepEngine> engine_;
 };
 
 }  // namespace embtrain

@@ -76,9 +76,12 @@ struct TrainSummary {
 };
 
 // Builds the tables of `workload` on this rank (rows from the workload when
-// the setup leaves them 0) and starts them as their setup says.
+// the setup leaves them 0) and starts them as their setup says, on the CPU
+// or, with device "cuda", on this rank's GPU (use_cuda): fresh rows are
+// then drawn there and a .npy streams there, with no host copy of a table.
 ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> setups,
-                              Communicator& comm, uint64_t seed);
+                              Communicator& comm, uint64_t seed, const std::string& device = "cpu",
+                              const CudaOptions& cuda = {});
 
 // Runs the steps. SIGTERM, SIGINT or SIGUSR1 on any rank stops every rank
 // after the step in progress, with a checkpoint (summary.stop_signal says

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include "commands.hpp"
 #include "embtrain/checkpoint.hpp"
@@ -56,11 +57,21 @@ int run_export(int argc, char** argv) {
                    " must end in .npy, .txt or .vec");
 
   int64_t rows = 0, dim = 0;
-  const std::vector<float> table =
-      read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim);
-  if (ext == ".npy") {
-    write_npy(out, DType::kFloat32, {rows, dim}, table.data());
+  if (ext == ".npy") {  // streamed: a chunk of rows in memory at a time
+    std::unique_ptr<NpyWriter> npy;
+    read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim,
+                          [&](int64_t, int64_t n, const float* data) {
+                            if (!npy)
+                              npy = std::make_unique<NpyWriter>(out, DType::kFloat32,
+                                                                std::vector<int64_t>{rows, dim});
+                            npy->write(data, n * dim * static_cast<int64_t>(sizeof(float)));
+                          });
+    if (!npy)
+      npy = std::make_unique<NpyWriter>(out, DType::kFloat32, std::vector<int64_t>{rows, dim});
+    npy->finish();
   } else {
+    const std::vector<float> table =
+        read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim);
     // The vocabulary: --vocab, else the checkpoint's own vocab.txt, else
     // (a checkpoint saved before it held one) the run folder's, two levels
     // above step_N, which a later run into that folder may have replaced.

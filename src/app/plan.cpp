@@ -122,6 +122,7 @@ Job bench_job(const PlanArgs& a) {
       read_bench_job(static_cast<int>(a.rest.size()), const_cast<char**>(a.rest.data()), a.ranks);
   Job job;
   job.device = b.device;
+  job.memory.set_gpu(b.device == "cuda");
   const double lookups = static_cast<double>(b.batch * b.seq);
   job.what = embtrain::detail::concat("bench job: table ", b.spec.num_embeddings, " x ", b.spec.dim,
                                       ", ", optimizer_name(b.spec.optimizer.kind), ", batch ",
@@ -133,6 +134,7 @@ Job bench_job(const PlanArgs& a) {
                      lookups * static_cast<double>(b.spec.dim) * 4);
   job.memory.add("step buffers (rows and gradients of the batch, several copies)",
                  lookups * static_cast<double>(b.spec.dim) * 4 * 6, /*device=*/true);
+  job.memory.add_transfer_buffers();
   job.memory.add_process();
   job.step.lookups = lookups;
   job.step.distinct = expected_distinct_zipf(b.spec.num_embeddings, b.zipf, lookups, b.pad_frac);
@@ -242,8 +244,8 @@ int run_plan(int argc, char** argv) {
   const Job job = a.bench ? bench_job(a) : config_job(a);
   std::string source;
   const double available = memory_per_rank(job, a.ranks, clustered ? &cluster : nullptr, &source);
-  // A GPU run is held to its device lines (the host keeps the rest and a
-  // mirror of the tables; `train` checks both).
+  // A GPU run is held to its device lines (the host keeps the rest, no
+  // copy of a table; `train` checks both).
   const bool on_device = job.device == "cuda";
   const double needed = on_device ? job.memory.device_total() : job.memory.total();
   const bool fits = available < 0 || needed <= available;
@@ -263,7 +265,10 @@ int run_plan(int argc, char** argv) {
   if (a.json) {
     nlohmann::json lines = nlohmann::json::array();
     for (const auto& l : job.memory.lines())
-      lines.push_back({{"what", l.what}, {"bytes", l.bytes}, {"device", l.device}});
+      lines.push_back({{"what", l.what},
+                       {"bytes", l.bytes},
+                       {"device", l.device},
+                       {"host", job.memory.on_host(l)}});
     nlohmann::json out = {
         {"job", job.what},
         {"ranks", a.ranks},
@@ -306,9 +311,13 @@ int run_plan(int argc, char** argv) {
             ? embtrain::detail::concat(" = ", cluster.hosts, " hosts x ", cluster.per_host).c_str()
             : " on this host",
         job.device.c_str());
-    std::printf("\nmemory per rank (the largest shard):\n%s", job.memory.text().c_str());
     if (on_device)
-      std::printf("of which in the GPU's memory:\n%s", job.memory.text(/*device=*/true).c_str());
+      std::printf(
+          "\nmemory per rank (the largest shard), in the GPU's memory:\n%s"
+          "in the host's (no copy of a table: rows stream through the transfer buffers):\n%s",
+          job.memory.text(/*device=*/true).c_str(), job.memory.text().c_str());
+    else
+      std::printf("\nmemory per rank (the largest shard):\n%s", job.memory.text().c_str());
     for (const std::string& t : job.unknown_tables)
       std::printf("  (table %s: rows known once the data is read, not counted)\n", t.c_str());
     if (available < 0)

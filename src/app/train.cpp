@@ -408,6 +408,7 @@ MemoryPlan run_memory_plan(const RunSetup& setup, const WorkloadContext& context
                            const WorkloadEstimate& estimate, int ranks,
                            const Workload* workload) {
   MemoryPlan plan;
+  plan.set_gpu(setup.keys.device == "cuda");
   for (const TableSetup& t : setup.tables) {
     const double rows = table_rows(t, estimate, workload);
     if (rows > 0) plan.add_table(t.spec, rows, ranks);
@@ -415,6 +416,7 @@ MemoryPlan run_memory_plan(const RunSetup& setup, const WorkloadContext& context
   plan.add(estimate.data_what, estimate.data_bytes);
   plan.add(embtrain::detail::concat("step buffers (train.batch_size = ", context.batch_size, ")"),
            estimate.step_bytes, /*device=*/true);
+  plan.add_transfer_buffers();
   plan.add_process();
   return plan;
 }

@@ -1,5 +1,6 @@
 #include "embtrain/npy.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -83,12 +84,13 @@ IdsView ids_view(const NpyArray& a) {
   return IdsView{a.data.data(), a.dtype, a.shape};
 }
 
-NpyArray read_npy(const std::string& path) {
+NpyReader::NpyReader(const std::string& path) : path_(path) {
   std::error_code ec;
   // A folder opens as a stream whose reads fail; name it instead.
   EMBTRAIN_REQUIRE(!std::filesystem::is_directory(path, ec), path,
                    ": is a folder (valid: a .npy file)");
-  std::ifstream in(path, std::ios::binary);
+  in_.open(path, std::ios::binary);
+  std::ifstream& in = in_;
   EMBTRAIN_REQUIRE(in, path, ": cannot open file for reading");
   in.seekg(0, std::ios::end);
   const auto file_size = static_cast<int64_t>(in.tellg());
@@ -116,39 +118,75 @@ NpyArray read_npy(const std::string& path) {
 
   const std::string descr = header_value(header, "descr", path);
   const std::string fortran = header_value(header, "fortran_order", path);
-  NpyArray a;
   if (descr == "'<f4'" || descr == "'|f4'")
-    a.dtype = DType::kFloat32;
+    dtype_ = DType::kFloat32;
   else if (descr == "'<i4'")
-    a.dtype = DType::kInt32;
+    dtype_ = DType::kInt32;
   else if (descr == "'<i8'")
-    a.dtype = DType::kInt64;
+    dtype_ = DType::kInt64;
   else
     throw make_error(path, ": unsupported .npy dtype ", descr,
                      " (supported: little-endian '<f4' float32, '<i4' int32, '<i8' int64)");
   EMBTRAIN_REQUIRE(fortran == "False", path,
                    ": Fortran-order .npy arrays are not supported (save with C order, "
                    "e.g. np.ascontiguousarray)");
-  a.shape = parse_shape(header_value(header, "shape", path), path);
+  shape_ = parse_shape(header_value(header, "shape", path), path);
 
-  const int64_t have = file_size - static_cast<int64_t>(in.tellg());
-  const std::optional<int64_t> need = checked_product(a.shape, dtype_size(a.dtype));
-  EMBTRAIN_REQUIRE(need, path, ": .npy shape ", shape_to_string(a.shape), " of ",
-                   dtype_name(a.dtype), " needs more than ", kMaxSize,
-                   " bytes (valid: a shape whose product of dimensions times ",
-                   dtype_size(a.dtype), " bytes fits in 64 bits and equals the ", have,
+  data_begin_ = static_cast<int64_t>(in.tellg());
+  const int64_t have = file_size - data_begin_;
+  const std::optional<int64_t> need = checked_product(shape_, dtype_size(dtype_));
+  EMBTRAIN_REQUIRE(need, path, ": .npy shape ", shape_to_string(shape_), " of ", dtype_name(dtype_),
+                   " needs more than ", kMaxSize,
+                   " bytes (valid: a shape whose product of dimensions times ", dtype_size(dtype_),
+                   " bytes fits in 64 bits and equals the ", have,
                    " data bytes of the file; corrupt header?)");
-  const int64_t bytes = *need;
-  EMBTRAIN_REQUIRE(have == bytes, path, ": .npy data is ", have, " bytes but shape ",
-                   shape_to_string(a.shape), " of ", dtype_name(a.dtype), " needs ", bytes,
+  data_bytes_ = *need;
+  EMBTRAIN_REQUIRE(have == data_bytes_, path, ": .npy data is ", have, " bytes but shape ",
+                   shape_to_string(shape_), " of ", dtype_name(dtype_), " needs ", data_bytes_,
                    " bytes (truncated or corrupt file)");
+}
+
+void NpyReader::read(int64_t offset, int64_t bytes, void* out) {
+  EMBTRAIN_ASSERT(offset >= 0 && bytes >= 0 && offset + bytes <= data_bytes_);
+  if (bytes == 0) return;
+  in_.clear();
+  in_.seekg(data_begin_ + offset);
+  EMBTRAIN_REQUIRE(in_.read(static_cast<char*>(out), bytes), path_, ": read error");
+}
+
+NpyRowReader::NpyRowReader(NpyReader* reader, int64_t width, int64_t window_rows)
+    : reader_(reader),
+      width_(width),
+      window_rows_(std::max<int64_t>(1, window_rows)),
+      rows_(reader->shape().empty() ? 0 : reader->shape()[0]) {
+  EMBTRAIN_ASSERT(reader->dtype() == DType::kFloat32 && reader->shape().size() == 2 &&
+                  reader->shape()[1] == width);
+}
+
+const float* NpyRowReader::row(int64_t r) {
+  EMBTRAIN_ASSERT(r >= 0 && r < rows_);
+  if (r < first_ || r >= first_ + count_) {
+    first_ = r;
+    count_ = std::min(window_rows_, rows_ - r);
+    window_.resize(static_cast<size_t>(count_ * width_));
+    reader_->read(r * width_ * 4, count_ * width_ * 4, window_.data());
+  }
+  return window_.data() + (r - first_) * width_;
+}
+
+NpyArray read_npy(const std::string& path) {
+  NpyReader reader(path);
+  NpyArray a;
+  a.dtype = reader.dtype();
+  a.shape = reader.shape();
+  const int64_t bytes = a.numel() * dtype_size(a.dtype);
   a.data.resize(static_cast<size_t>(bytes));
-  EMBTRAIN_REQUIRE(in.read(a.data.data(), bytes) || bytes == 0, path, ": read error");
+  reader.read(0, bytes, a.data.data());
   return a;
 }
 
-void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>& shape,
-               const void* data) {
+NpyWriter::NpyWriter(const std::string& path, DType dtype, const std::vector<int64_t>& shape)
+    : path_(path), tmp_(path + ".tmp") {
   const char* descr = dtype == DType::kFloat32 ? "<f4" : dtype == DType::kInt32 ? "<i4" : "<i8";
   std::string header = detail::concat("{'descr': '", descr, "', 'fortran_order': False, 'shape': ",
                                       shape_to_string(shape), ", }");
@@ -162,27 +200,44 @@ void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>&
   const std::optional<int64_t> bytes = checked_product(shape, dtype_size(dtype));
   EMBTRAIN_REQUIRE(bytes, path, ": cannot write shape ", shape_to_string(shape), " of ",
                    dtype_name(dtype), ": more than ", kMaxSize, " bytes");
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    EMBTRAIN_REQUIRE(out, tmp, ": cannot open file for writing");
-    const unsigned char version_and_len[4] = {1, 0, static_cast<unsigned char>(header.size() & 0xff),
-                                              static_cast<unsigned char>(header.size() >> 8)};
-    out.write(kMagic, kMagicLen);
-    out.write(reinterpret_cast<const char*>(version_and_len), 4);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    out.write(static_cast<const char*>(data), *bytes);
-    out.flush();
-    if (!out) {
-      out.close();
-      std::remove(tmp.c_str());
-      throw make_error(path, ": write failed (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw make_error(path, ": cannot rename temporary file into place");
-  }
+  bytes_ = *bytes;
+  out_.open(tmp_, std::ios::binary | std::ios::trunc);
+  EMBTRAIN_REQUIRE(out_, tmp_, ": cannot open file for writing");
+  const unsigned char version_and_len[4] = {1, 0, static_cast<unsigned char>(header.size() & 0xff),
+                                            static_cast<unsigned char>(header.size() >> 8)};
+  out_.write(kMagic, kMagicLen);
+  out_.write(reinterpret_cast<const char*>(version_and_len), 4);
+  out_.write(header.data(), static_cast<std::streamsize>(header.size()));
+}
+
+NpyWriter::~NpyWriter() {
+  if (done_) return;
+  out_.close();
+  std::remove(tmp_.c_str());
+}
+
+void NpyWriter::write(const void* data, int64_t bytes) {
+  EMBTRAIN_ASSERT(!done_ && bytes >= 0 && written_ + bytes <= bytes_);
+  out_.write(static_cast<const char*>(data), bytes);
+  written_ += bytes;
+}
+
+void NpyWriter::finish() {
+  EMBTRAIN_ASSERT(!done_ && written_ == bytes_);
+  out_.flush();
+  EMBTRAIN_REQUIRE(out_, path_, ": write failed (disk full?)");
+  out_.close();
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
+    throw make_error(path_, ": cannot rename temporary file into place");
+  done_ = true;
+}
+
+void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>& shape,
+               const void* data) {
+  NpyWriter writer(path, dtype, shape);
+  const std::optional<int64_t> bytes = checked_product(shape, dtype_size(dtype));
+  writer.write(data, *bytes);
+  writer.finish();
 }
 
 }  // namespace embtrain

@@ -13,8 +13,8 @@
 //                             the backend's memory
 //   data()                    the communicator that moves the backend's buffers
 //   synchronize()             waits for the work enqueued so far
-//   refresh_device/host, host_written, device_written
-//                             keep a GPU's host mirror of the shards current
+//   read_rows, write_rows     a row range of a shard's weights or state,
+//                             out to and in from the host
 //   stage_ids, stage_output, finish_output, stage_grad
 //                             the host batch in the backend's memory and back
 //   copy, upload, download    within its memory, and from and to the host

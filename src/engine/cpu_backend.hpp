@@ -71,12 +71,18 @@ class CpuBackend {
   Communicator& data() { return *data_; }
   std::string description() const { return ""; }
 
-  // Host memory is the step's memory: nothing to stage, wait for or mirror.
+  // Host memory is the step's memory: nothing to stage or wait for.
   void synchronize() {}
-  void refresh_device() {}
-  void refresh_host() {}
-  void host_written() {}
-  void device_written() {}
+  void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out) {
+    const float* rows = part == TablePart::kWeights ? weights(t) : state(t);
+    const int64_t width = part == TablePart::kWeights ? spec(t).dim : host(t).state_width();
+    copy(out, rows + first * width, count * width);
+  }
+  void write_rows(int t, TablePart part, int64_t first, int64_t count, const float* in) {
+    float* rows = part == TablePart::kWeights ? weights(t) : state(t);
+    const int64_t width = part == TablePart::kWeights ? spec(t).dim : host(t).state_width();
+    copy(rows + first * width, in, count * width);
+  }
 
   IdSpan stage_ids(int t, const IdsView& ids) {
     ids_to_int64(ids, &ids_[t]);

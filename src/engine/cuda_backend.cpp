@@ -1,8 +1,10 @@
 #include "engine/cuda_backend.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "embtrain/errors.hpp"
+#include "embtrain/sharded_embedding.hpp"  // transfer_chunk_bytes
 
 namespace embtrain {
 
@@ -14,38 +16,64 @@ CudaBackend::CudaBackend(std::vector<EmbeddingTable>* shards, std::unique_ptr<cu
       stream_(owned_stream_->get()),
       description_(std::move(description)),
       tables_(shards->size()) {
-  device_stale_ = true;
-  refresh_device();
+  for (int t = 0; t < num_tables(); ++t) place(t);
+  synchronize();
+  // Only now that every table is on the device: no host copy is kept.
+  for (int t = 0; t < num_tables(); ++t) host(t).release_rows();
+}
+
+void CudaBackend::place(int t) {
+  const EmbeddingTable& shard = host(t);
+  const int64_t rows = shard.num_rows(), dim = shard.dim(), width = shard.state_width();
+  float* d_weights = tables_[t].weights.reserve(rows * dim);
+  float* d_state = width > 0 ? tables_[t].state.reserve(rows * width) : nullptr;
+  if (shard.placed_on_host()) {  // given rows (from_pretrained), or stepped on the CPU
+    upload(d_weights, shard.weights().data(), rows * dim);
+    if (width > 0) upload(d_state, shard.state().data(), rows * width);
+    return;
+  }
+  const FreshRows& fresh = shard.fresh();
+  if (fresh.zeros) {
+    cuda::memset_device(d_weights, 0, static_cast<size_t>(rows * dim) * sizeof(float), stream_);
+  } else if (rows > 0) {
+    // Local row k is global row first + k * stride in either layout.
+    const ShardPlan& plan = shard.plan();
+    const int64_t first = plan.global_row(shard.rank(), 0);
+    const int64_t stride = rows > 1 ? plan.global_row(shard.rank(), 1) - first : 1;
+    cuda::draw_normal_rows(fresh.seed, first, stride, rows, dim, fresh.scale, d_weights, stream_);
+    const int64_t pad = shard.spec().padding_row();
+    if (pad >= 0 && shard.owns(pad))
+      cuda::memset_device(d_weights + shard.plan().local_row(pad) * dim, 0,
+                          static_cast<size_t>(dim) * sizeof(float), stream_);
+  }
+  if (width > 0) cuda::fill_floats(d_state, rows * width, shard.initial_state(), stream_);
 }
 
 void CudaBackend::synchronize() { cuda::synchronize(stream_); }
 
-void CudaBackend::refresh_device() {
-  if (!device_stale_) return;
-  for (int t = 0; t < num_tables(); ++t) {
-    const EmbeddingTable& shard = host(t);
-    const int64_t rows = shard.num_rows(), width = shard.state_width();
-    upload(tables_[t].weights.reserve(rows * shard.dim()), shard.weights().data(),
-           rows * shard.dim());
-    if (width > 0) upload(tables_[t].state.reserve(rows * width), shard.state().data(), rows * width);
-  }
-  synchronize();
-  device_stale_ = false;
+void CudaBackend::read_rows(int t, TablePart p, int64_t first, int64_t count, float* out) {
+  const int64_t w = width(t, p);
+  const auto* src = reinterpret_cast<const char*>(part(t, p) + first * w);
+  auto* dst = reinterpret_cast<char*>(out);
+  const size_t bytes = static_cast<size_t>(count * w) * sizeof(float);
+  const size_t chunk = transfer_chunk_bytes();
+  for (size_t at = 0; at < bytes; at += chunk)
+    download_bytes(dst + at, src + at, std::min(chunk, bytes - at));
 }
 
-void CudaBackend::refresh_host() {
-  if (!host_stale_) return;
-  for (int t = 0; t < num_tables(); ++t) {
-    EmbeddingTable& shard = host(t);
-    const int64_t rows = shard.num_rows(), width = shard.state_width();
-    cuda::copy_to_host(shard.weights().data(), weights(t),
-                       static_cast<size_t>(rows * shard.dim()) * sizeof(float), stream_);
-    if (width > 0)
-      cuda::copy_to_host(shard.state().data(), tables_[t].state.data(),
-                         static_cast<size_t>(rows * width) * sizeof(float), stream_);
+void CudaBackend::write_rows(int t, TablePart p, int64_t first, int64_t count, const float* in) {
+  const int64_t w = width(t, p);
+  auto* dst = reinterpret_cast<char*>(part(t, p) + first * w);
+  const auto* src = reinterpret_cast<const char*>(in);
+  const size_t bytes = static_cast<size_t>(count * w) * sizeof(float);
+  const size_t chunk = transfer_chunk_bytes();
+  for (size_t at = 0; at < bytes; at += chunk) {
+    const size_t n = std::min(chunk, bytes - at);
+    pinned_.reserve(n);
+    std::memcpy(pinned_.data(), src + at, n);
+    cuda::copy_to_device(dst + at, pinned_.data(), n, stream_);
+    synchronize();  // the pinned buffer is reused by the next chunk
   }
-  synchronize();
-  host_stale_ = false;
 }
 
 IdSpan CudaBackend::stage_ids(int t, const IdsView& ids) {

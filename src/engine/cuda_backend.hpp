@@ -13,9 +13,12 @@
 //    gradients in one kernel (segment_sum_update), with no gradient buffer
 //    in between. With one rank that input is the caller's output gradient,
 //    which must stay valid until step().
-//  - The host keeps a mirror of the shards (the EmbeddingTables) for
-//    checkpoints and export: downloaded when read after a step, uploaded
-//    before the next step when written.
+//  - The rows and optimizer state live in device memory only: the
+//    EmbeddingTables keep the spec, plan and step counter, no rows.
+//    Checkpoints, from_pretrained and gather_table reach the rows through
+//    read_rows and write_rows, a chunk of at most transfer_chunk_bytes()
+//    at a time through one pinned buffer. Fresh shards are drawn on the
+//    device (init.cu), with the host's values.
 // The host waits on the device only where it needs a count (the number of
 // distinct ids, their split by owner) and at the end of each stage, so that
 // every stage is timed alone.
@@ -46,9 +49,11 @@ class CudaBackend {
   using UniqueWorkspace = cuda::UniqueWorkspace;
   using Grads = OwnerGrads;  // combine records it; update runs it
 
-  // Uploads the shards (which outlive the backend), whose host copies
-  // become the mirror. Work runs on `stream` (this rank's device is
-  // current); `data` moves device buffers and may enqueue on that stream.
+  // Draws the unplaced shards (which outlive the backend) on the device and
+  // uploads the others, then frees their host rows: on failure (device
+  // memory) they are left as they were. Work runs on `stream` (this rank's
+  // device is current); `data` moves device buffers and may enqueue on that
+  // stream.
   CudaBackend(std::vector<EmbeddingTable>* shards, std::unique_ptr<cuda::Stream> stream,
               std::unique_ptr<Communicator> data, std::string description);
 
@@ -61,12 +66,11 @@ class CudaBackend {
   const std::string& description() const { return description_; }
 
   void synchronize();
-  // The host mirror: brought up to date when read after a step, sent to the
-  // device before the next step when written.
-  void refresh_device();
-  void refresh_host();
-  void host_written() { device_stale_ = true; }
-  void device_written() { host_stale_ = true; }
+  // Local rows [first, first + count) of table t's weights or state, out to
+  // the host and in from it, through the pinned buffer a chunk at a time;
+  // done when they return.
+  void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out);
+  void write_rows(int t, TablePart part, int64_t first, int64_t count, const float* in);
 
   IdSpan stage_ids(int t, const IdsView& ids);
   float* stage_output(int t, float* out, int64_t floats);
@@ -168,6 +172,14 @@ class CudaBackend {
   };
 
   void download_bytes(void* host, const void* d_src, size_t bytes);
+  // Table t's weights (or state) and floats per row.
+  float* part(int t, TablePart p) { return p == TablePart::kWeights ? weights(t) : state(t); }
+  int64_t width(int t, TablePart p) {
+    return p == TablePart::kWeights ? spec(t).dim : host(t).state_width();
+  }
+  // Table t's rows and state in device memory: drawn, or uploaded from its
+  // host rows.
+  void place(int t);
 
   std::vector<EmbeddingTable>* shards_;
   std::unique_ptr<cuda::Stream> owned_stream_;
@@ -178,9 +190,7 @@ class CudaBackend {
   cuda::SegmentWorkspace segment_ws_;  // the requester's reduce, then the owner's
   Buffer<int64_t> small_;              // block_offsets' starts and bases
   Buffer<int64_t> bad_;                // find_bad_id's answer
-  cuda::PinnedBuffer pinned_;          // downloads on their way to the host
-  bool host_stale_ = false;            // the device has stepped since the last download
-  bool device_stale_ = false;          // the host mirror was handed out writable
+  cuda::PinnedBuffer pinned_;          // rows on their way, at most a transfer chunk
 };
 
 }  // namespace embtrain

@@ -43,22 +43,58 @@ int64_t TableSpec::padding_row() const {
   return *padding_idx < 0 ? num_embeddings + *padding_idx : *padding_idx;
 }
 
-EmbeddingTable::EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank,
-                               uint64_t seed)
+void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardPlan& plan, int rank,
+                     int64_t first, int64_t n, float* out) {
+  const int64_t dim = spec.dim;
+  if (fresh.zeros) {
+    std::fill_n(out, n * dim, 0.f);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < n; ++k) {
+    const auto row = static_cast<uint64_t>(plan.global_row(rank, first + k));
+    for (int64_t j = 0; j < dim; ++j)
+      out[k * dim + j] = random_normal(fresh.seed, row, static_cast<uint64_t>(j)) * fresh.scale;
+  }
+  const int64_t pad = spec.padding_row();
+  if (pad >= 0 && plan.owner(pad) == rank) {
+    const int64_t local = plan.local_row(pad);
+    if (local >= first && local < first + n) std::fill_n(out + (local - first) * dim, dim, 0.f);
+  }
+}
+
+EmbeddingTable::EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank)
     : spec_(spec), plan_(plan), rank_(rank) {
   spec_.validate();
   EMBTRAIN_ASSERT(plan.num_rows() == spec_.num_embeddings && rank >= 0 && rank < plan.num_ranks());
-  const int64_t rows = num_rows(), dim = spec_.dim;
-  weights_.resize(static_cast<size_t>(rows * dim));
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < dim; ++j)
-      weights_[r * dim + j] = random_normal(seed, static_cast<uint64_t>(global_row(r)),
-                                            static_cast<uint64_t>(j));
-  const int64_t pad = spec_.padding_row();
-  if (pad >= 0 && owns(pad))
-    std::fill_n(weights_.begin() + plan_.local_row(pad) * dim, dim, 0.f);
+}
+
+EmbeddingTable::EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank,
+                               uint64_t seed)
+    : EmbeddingTable(unplaced(spec, plan, rank, FreshRows{seed})) {
+  place_on_host();
+}
+
+EmbeddingTable EmbeddingTable::unplaced(const TableSpec& spec, const ShardPlan& plan, int rank,
+                                        const FreshRows& fresh) {
+  EmbeddingTable table(spec, plan, rank);
+  table.placed_ = false;
+  table.fresh_ = fresh;
+  return table;
+}
+
+void EmbeddingTable::place_on_host() {
+  if (placed_) return;
+  weights_.resize(static_cast<size_t>(num_rows() * spec_.dim));
+  draw_fresh_rows(fresh_, spec_, plan_, rank_, 0, num_rows(), weights_.data());
   init_state();
+  placed_ = true;
+}
+
+void EmbeddingTable::release_rows() {
+  RowBuffer().swap(weights_);
+  RowBuffer().swap(state_);
+  placed_ = false;
 }
 
 EmbeddingTable::EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int rank,
@@ -76,15 +112,16 @@ int64_t EmbeddingTable::state_width() const {
   return spec_.freeze ? 0 : optimizer_state_width(spec_.optimizer.kind, spec_.dim);
 }
 
+float EmbeddingTable::initial_state() const {
+  const OptimizerConfig& opt = spec_.optimizer;
+  return opt.kind == OptimizerKind::kAdagrad || opt.kind == OptimizerKind::kRowwiseAdagrad
+             ? static_cast<float>(opt.initial_accumulator_value)
+             : 0.f;
+}
+
 void EmbeddingTable::init_state() {
   if (spec_.freeze) return;  // a frozen table never updates: keep no state
-  const OptimizerConfig& opt = spec_.optimizer;
-  const int64_t width = state_width();
-  const float init = opt.kind == OptimizerKind::kAdagrad ||
-                             opt.kind == OptimizerKind::kRowwiseAdagrad
-                         ? static_cast<float>(opt.initial_accumulator_value)
-                         : 0.f;
-  state_.assign(static_cast<size_t>(num_rows() * width), init);
+  state_.assign(static_cast<size_t>(num_rows() * state_width()), initial_state());
 }
 
 }  // namespace embtrain

@@ -2,7 +2,7 @@
 // ShardedStep). What every engine does around the stages lives here once:
 // the checks that every rank agrees on before a step, moving the caller's
 // host batch (and bags) into the backend's memory and the output back, and
-// keeping a GPU's host mirror of the shards current.
+// a shard's rows to and from the host.
 #pragma once
 
 #include <memory>
@@ -90,7 +90,6 @@ class Engine final : public StepEngine {
       if (bags_[t].pooled) step_bags[t] = &stage_bags(t, bags[t]);
       staged[t] = backend_->stage_output(t, out[t], rows * backend_->spec(t).dim);
     }
-    backend_->refresh_device();
     step_.forward(staged, step_bags);
     for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
       const int64_t rows = bags_[t].pooled ? bags[t].num_bags : n_[t];
@@ -127,7 +126,6 @@ class Engine final : public StepEngine {
     n_ = next_n_;
     spans_ = next_spans_;
     for (Bags& b : bags_) b.pooled = false;
-    backend_->refresh_device();
     step_.forward(out);
   }
 
@@ -145,25 +143,19 @@ class Engine final : public StepEngine {
   }
 
   // forward() without a prefetch takes up the step it prepares itself.
-  void step() override {
-    backend_->refresh_device();
-    step_.step();
-    backend_->device_written();
-  }
+  void step() override { step_.step(); }
 
   void synchronize() override {
     backend_->data().synchronize();
     backend_->synchronize();
   }
 
-  const std::vector<EmbeddingTable>& shards() override {
-    backend_->refresh_host();
-    return *shards_;
+  std::vector<EmbeddingTable>& shards() override { return *shards_; }
+  void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out) override {
+    backend_->read_rows(t, part, first, count, out);
   }
-  std::vector<EmbeddingTable>& writable_shards() override {
-    backend_->refresh_host();
-    backend_->host_written();
-    return *shards_;
+  void write_rows(int t, TablePart part, int64_t first, int64_t count, const float* in) override {
+    backend_->write_rows(t, part, first, count, in);
   }
 
   StepStats& stats() override { return stats_; }

@@ -38,9 +38,11 @@ class StepEngine {
   virtual void backward_device(const std::vector<const float*>& grad_out) = 0;
   virtual void synchronize() = 0;
 
-  // This rank's shards, up to date; written ones count from the next step.
-  virtual const std::vector<EmbeddingTable>& shards() = 0;
-  virtual std::vector<EmbeddingTable>& writable_shards() = 0;
+  // This rank's shards: spec, plan and step counter, and the rows on the
+  // CPU (none on a GPU). ShardedEmbedding::read_rows and write_rows.
+  virtual std::vector<EmbeddingTable>& shards() = 0;
+  virtual void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out) = 0;
+  virtual void write_rows(int t, TablePart part, int64_t first, int64_t count, const float* in) = 0;
 
   virtual StepStats& stats() = 0;
   virtual void measure_skew(bool on) = 0;
@@ -58,7 +60,8 @@ std::unique_ptr<StepEngine> make_cpu_engine(std::vector<EmbeddingTable> shards,
 
 // The GPU engine: `shards` move to this rank's GPU, and out of the vector,
 // only once everything has succeeded (on failure they stay where they
-// were). A collective over `control`; throws AgreedError on every rank in a
+// were): unplaced ones are drawn there, the others uploaded, and then their
+// host rows freed. A collective over `control`; throws AgreedError on every rank in a
 // build without CUDA and when a rank sees no device.
 std::unique_ptr<StepEngine> make_cuda_engine(std::vector<EmbeddingTable>* shards,
                                              const std::vector<ShardPlan>& plans,

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <regex>
 #include <sstream>
 #include <utility>
@@ -62,6 +64,43 @@ int64_t first_nonfinite_row(const float* data, int64_t rows, int64_t width) {
 
 namespace {
 
+// Calls visit(first, n, rows) for this rank's shard of table t, n rows
+// (width floats each) from local row `first` at a time: the host rows
+// themselves on the CPU, a transfer chunk read into `buffer` on a GPU.
+template <typename Visit>
+void for_each_chunk(const ShardedEmbedding& tables, int t, TablePart part, Visit visit) {
+  const int64_t width = tables.width(t, part);
+  const EmbeddingTable& shard = tables.shard(t);
+  const int64_t rows = shard.num_rows();
+  if (width == 0 || rows == 0) return;
+  if (!tables.on_gpu()) {
+    visit(0, rows, (part == TablePart::kWeights ? shard.weights() : shard.state()).data());
+    return;
+  }
+  const int64_t chunk = transfer_chunk_rows(width);
+  std::vector<float> buffer(static_cast<size_t>(std::min(chunk, rows) * width));
+  for (int64_t first = 0; first < rows; first += chunk) {
+    const int64_t n = std::min(chunk, rows - first);
+    tables.read_rows(t, part, first, n, buffer.data());
+    visit(first, n, buffer.data());
+  }
+}
+
+}  // namespace
+
+int64_t first_nonfinite_row(const ShardedEmbedding& tables, int t, TablePart part) {
+  int64_t found = -1;
+  const int64_t width = tables.width(t, part);
+  for_each_chunk(tables, t, part, [&](int64_t first, int64_t n, const float* rows) {
+    if (found >= 0) return;
+    const int64_t bad = first_nonfinite_row(rows, n, width);
+    if (bad >= 0) found = first + bad;
+  });
+  return found;
+}
+
+namespace {
+
 // ---------------------------------------------------------------- save
 
 // Refuses to checkpoint a table holding a NaN or an infinity: a checkpoint
@@ -69,14 +108,12 @@ namespace {
 void check_finite(const ShardedEmbedding& tables, int64_t step) {
   for (int t = 0; t < tables.num_tables(); ++t) {
     const EmbeddingTable& shard = tables.shard(t);
-    const std::pair<const RowBuffer*, int64_t> parts[] = {{&shard.weights(), shard.dim()},
-                                                          {&shard.state(), shard.state_width()}};
-    for (const auto& [rows, width] : parts) {
-      const int64_t bad = first_nonfinite_row(rows->data(), shard.num_rows(), width);
+    for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
+      const int64_t bad = first_nonfinite_row(tables, t, part);
       EMBTRAIN_REQUIRE(bad < 0, "checkpoint at step ", step, ": table '", shard.spec().name,
                        "' row ", shard.plan().global_row(shard.rank(), bad), " (rank ",
                        shard.rank(), ") holds a non-finite ",
-                       rows == &shard.weights() ? "weight" : "optimizer state value",
+                       part == TablePart::kWeights ? "weight" : "optimizer state value",
                        "; refusing to save it (a checkpoint holds finite values only)");
     }
   }
@@ -115,8 +152,8 @@ size_t sum_slot(int rank, int t, int num_tables) {
   return (static_cast<size_t>(rank) * num_tables + t) * 4;
 }
 
-// Each rank writes and fsyncs its shards; every rank gets every file's
-// size and checksum.
+// Each rank writes and fsyncs its shards, a chunk at a time; every rank
+// gets every file's size and checksum.
 std::vector<int64_t> write_shards(const fs::path& tmp_dir, ShardedEmbedding& tables) {
   Communicator& comm = tables.comm();
   const int T = tables.num_tables();
@@ -125,12 +162,16 @@ std::vector<int64_t> write_shards(const fs::path& tmp_dir, ShardedEmbedding& tab
     for (int t = 0; t < T; ++t) {
       const EmbeddingTable& shard = std::as_const(tables).shard(t);  // no re-upload
       const std::string& name = shard.spec().name;
-      const std::pair<const char*, const RowBuffer*> parts[] = {{"weights", &shard.weights()},
-                                                                {"state", &shard.state()}};
+      const std::pair<const char*, TablePart> parts[] = {{"weights", TablePart::kWeights},
+                                                         {"state", TablePart::kState}};
       for (int k = 0; k < 2; ++k) {
         const std::string path = (tmp_dir / shard_file(name, comm.rank(), parts[k].first)).string();
-        const int64_t width = k == 0 ? shard.dim() : shard.state_width();
-        write_npy(path, DType::kFloat32, {shard.num_rows(), width}, parts[k].second->data());
+        const int64_t width = tables.width(t, parts[k].second);
+        NpyWriter npy(path, DType::kFloat32, {shard.num_rows(), width});
+        for_each_chunk(tables, t, parts[k].second, [&](int64_t, int64_t n, const float* rows) {
+          npy.write(rows, n * width * static_cast<int64_t>(sizeof(float)));
+        });
+        npy.finish();
         const FileSum sum = seal_file(path);
         sums[sum_slot(comm.rank(), t, T) + 2 * k] = sum.bytes;
         sums[sum_slot(comm.rank(), t, T) + 2 * k + 1] = sum.crc32c;
@@ -391,47 +432,66 @@ bool read_checkpoint_file(const std::string& dir, const std::string& name, std::
 
 namespace {
 
-// Copies the rows `plan` gives `rank` (in local order) of a table from the
-// checkpoint's shards into `out` (width floats per row), reading and
-// verifying only the shards that hold some of them: a checkpoint of any
-// number of ranks loads into any other.
-void read_rows(const Manifest& m, const ManifestTable& t, bool weights, const ShardPlan& plan,
-               int rank, int64_t width, float* out) {
-  if (width == 0 || plan.shard_rows(rank) == 0) return;
-  const ShardPlan saved = t.plan();
-  for (const ManifestShard& shard : t.shards) {
-    std::vector<std::pair<int64_t, int64_t>> moves;  // (row here, row in the shard)
-    for (int64_t k = 0; k < plan.shard_rows(rank); ++k) {
-      const int64_t row = plan.global_row(rank, k);
-      if (saved.owner(row) == shard.rank) moves.emplace_back(k, saved.local_row(row));
-    }
-    if (moves.empty()) continue;
-    const std::string& file = weights ? shard.weights : shard.state;
-    verify_file(m, file);
-    const NpyArray a = read_npy(m.path(file));
-    const std::vector<int64_t> want{shard.rows, width};
-    EMBTRAIN_REQUIRE(a.dtype == DType::kFloat32 && a.shape == want, m.path(file),
-                     ": expected float32 of shape (", want[0], ", ", width, "), got ",
-                     dtype_name(a.dtype), " of shape ", shape_to_string(a.shape));
-    for (const auto& [here, there] : moves)
-      std::copy_n(a.as<float>() + there * width, width, out + here * width);
+// A table's rows as a checkpoint's shards hold them, by global row: each
+// shard's file is verified (size and checksum) and opened when a row of it
+// is first asked for, and read in windows of `window_rows` rows, so any
+// number of ranks loads from any other with bounded memory. Rows must be
+// asked for in increasing order.
+class SavedRows {
+ public:
+  SavedRows(const Manifest& m, const ManifestTable& t, bool weights, int64_t width,
+            int64_t window_rows)
+      : m_(m),
+        t_(t),
+        saved_(t.plan()),
+        weights_(weights),
+        width_(width),
+        window_rows_(window_rows),
+        files_(t.shards.size()),
+        readers_(t.shards.size()) {}
+
+  const float* row(int64_t global) {
+    const int s = saved_.owner(global);
+    if (!readers_[s]) open(s);
+    return readers_[s]->row(saved_.local_row(global));
   }
+
+ private:
+  void open(int s) {
+    const ManifestShard& shard = t_.shards[s];
+    EMBTRAIN_ASSERT(shard.rank == s);
+    const std::string& file = weights_ ? shard.weights : shard.state;
+    verify_file(m_, file);
+    files_[s] = std::make_unique<NpyReader>(m_.path(file));
+    const NpyReader& a = *files_[s];
+    const std::vector<int64_t> want{shard.rows, width_};
+    EMBTRAIN_REQUIRE(a.dtype() == DType::kFloat32 && a.shape() == want, m_.path(file),
+                     ": expected float32 of shape (", want[0], ", ", width_, "), got ",
+                     dtype_name(a.dtype()), " of shape ", shape_to_string(a.shape()));
+    readers_[s] = std::make_unique<NpyRowReader>(files_[s].get(), width_, window_rows_);
+  }
+
+  const Manifest& m_;
+  const ManifestTable& t_;
+  const ShardPlan saved_;
+  const bool weights_;
+  const int64_t width_, window_rows_;
+  std::vector<std::unique_ptr<NpyReader>> files_;
+  std::vector<std::unique_ptr<NpyRowReader>> readers_;
+};
+
+// Copies local rows [first, first + n) of `rank`'s shard under `plan` (in
+// local order, width floats each) from `saved` into `out`.
+void copy_saved_rows(SavedRows* saved, const ShardPlan& plan, int rank, int64_t first, int64_t n,
+                     int64_t width, float* out) {
+  for (int64_t k = 0; k < n; ++k)
+    std::copy_n(saved->row(plan.global_row(rank, first + k)), width, out + k * width);
 }
 
-// Loaded rows must be numbers: a NaN would spread through training.
-void check_loaded_finite(const Manifest& m, const EmbeddingTable& shard) {
-  for (const bool weights : {true, false}) {
-    const RowBuffer& rows = weights ? shard.weights() : shard.state();
-    const int64_t width = weights ? shard.dim() : shard.state_width();
-    const int64_t bad = first_nonfinite_row(rows.data(), shard.num_rows(), width);
-    EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", m.dir, ": table '", shard.spec().name, "' row ",
-                     shard.plan().global_row(shard.rank(), bad), " holds a non-finite ",
-                     weights ? "weight" : "optimizer state value",
-                     " (a checkpoint must hold finite values only)");
-  }
-}
-
-void load_table(const Manifest& m, EmbeddingTable& shard) {
+// Loads table t's shard here from the checkpoint, a transfer chunk at a
+// time; loaded rows must be numbers (a NaN would spread through training).
+void load_table(const Manifest& m, ShardedEmbedding& tables, int ti) {
+  EmbeddingTable& shard = tables.shard(ti);
   const TableSpec& spec = shard.spec();
   const ManifestTable& t = m.table(spec.name);
   EMBTRAIN_REQUIRE(t.rows == spec.num_embeddings && t.dim == spec.dim, "checkpoint ", m.dir,
@@ -443,9 +503,28 @@ void load_table(const Manifest& m, EmbeddingTable& shard) {
                    t.optimizer, " (state width ", t.state_width,
                    ") but the configuration asks for ", optimizer_name(spec.optimizer.kind),
                    " (state width ", shard.state_width(), ")");
-  read_rows(m, t, true, shard.plan(), shard.rank(), t.dim, shard.weights().data());
-  read_rows(m, t, false, shard.plan(), shard.rank(), t.state_width, shard.state().data());
-  check_loaded_finite(m, shard);
+  const ShardPlan& plan = shard.plan();
+  const int rank = shard.rank();
+  const int64_t rows = shard.num_rows();
+  for (const bool weights : {true, false}) {
+    const int64_t width = weights ? t.dim : t.state_width;
+    if (width == 0 || rows == 0) continue;
+    const int64_t chunk = transfer_chunk_rows(width);
+    const int64_t files = std::max<int64_t>(1, static_cast<int64_t>(t.shards.size()));
+    SavedRows saved(m, t, weights, width, std::max<int64_t>(1, chunk / files));
+    std::vector<float> buffer(static_cast<size_t>(std::min(chunk, rows) * width));
+    for (int64_t first = 0; first < rows; first += chunk) {
+      const int64_t n = std::min(chunk, rows - first);
+      copy_saved_rows(&saved, plan, rank, first, n, width, buffer.data());
+      const int64_t bad = first_nonfinite_row(buffer.data(), n, width);
+      EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", m.dir, ": table '", spec.name, "' row ",
+                       plan.global_row(rank, first + bad), " holds a non-finite ",
+                       weights ? "weight" : "optimizer state value",
+                       " (a checkpoint must hold finite values only)");
+      tables.write_rows(ti, weights ? TablePart::kWeights : TablePart::kState, first, n,
+                        buffer.data());
+    }
+  }
   shard.set_step(t.optimizer_step);
 }
 
@@ -470,14 +549,15 @@ CheckpointInfo load_checkpoint(const std::string& dir, ShardedEmbedding& tables,
   run_agreed(tables.comm(), [&] {
     const Manifest m = read_manifest(dir);
     info = info_of(m);
-    for (int t = 0; t < tables.num_tables(); ++t) load_table(m, tables.shard(t));
+    for (int t = 0; t < tables.num_tables(); ++t) load_table(m, tables, t);
     if (dense) load_dense(m, dense);
   });
   return info;
 }
 
-std::vector<float> read_checkpoint_table(const std::string& dir, const std::string& table,
-                                         int64_t* rows, int64_t* dim) {
+void read_checkpoint_table(const std::string& dir, const std::string& table, int64_t* rows,
+                           int64_t* dim,
+                           const std::function<void(int64_t, int64_t, const float*)>& visit) {
   const Manifest m = read_manifest(dir);
   const ManifestTable& t = m.table(table);
   // Every shard is verified (size and checksum) before the table's memory
@@ -492,11 +572,28 @@ std::vector<float> read_checkpoint_table(const std::string& dir, const std::stri
   }
   *rows = t.rows;
   *dim = t.dim;
-  std::vector<float> out(static_cast<size_t>(t.rows * t.dim));
-  read_rows(m, t, true, ShardPlan(t.rows, 1), 0, t.dim, out.data());
-  const int64_t bad = first_nonfinite_row(out.data(), t.rows, t.dim);
-  EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", dir, ": table '", table, "' row ", bad,
-                   " holds a non-finite weight");
+  const int64_t chunk = transfer_chunk_rows(t.dim);
+  const auto files = static_cast<int64_t>(std::max<size_t>(1, t.shards.size()));
+  SavedRows saved(m, t, /*weights=*/true, t.dim, std::max<int64_t>(1, chunk / files));
+  const ShardPlan whole(t.rows, 1);
+  std::vector<float> buffer(static_cast<size_t>(std::min(chunk, t.rows) * t.dim));
+  for (int64_t first = 0; first < t.rows; first += chunk) {
+    const int64_t n = std::min(chunk, t.rows - first);
+    copy_saved_rows(&saved, whole, 0, first, n, t.dim, buffer.data());
+    const int64_t bad = first_nonfinite_row(buffer.data(), n, t.dim);
+    EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", dir, ": table '", table, "' row ", first + bad,
+                     " holds a non-finite weight");
+    visit(first, n, buffer.data());
+  }
+}
+
+std::vector<float> read_checkpoint_table(const std::string& dir, const std::string& table,
+                                         int64_t* rows, int64_t* dim) {
+  std::vector<float> out;
+  read_checkpoint_table(dir, table, rows, dim, [&](int64_t first, int64_t n, const float* r) {
+    if (out.empty()) out.resize(static_cast<size_t>(*rows * *dim));
+    std::copy_n(r, n * *dim, out.data() + first * *dim);
+  });
   return out;
 }
 

@@ -8,6 +8,7 @@
 
 #include "embtrain/errors.hpp"
 #include "embtrain/row_math.hpp"
+#include "embtrain/sharded_embedding.hpp"  // transfer_chunk_bytes
 
 namespace embtrain {
 
@@ -79,11 +80,19 @@ void MemoryPlan::add_table(const TableSpec& spec, double rows, int ranks) {
   add(detail::concat("table ", spec.name, " (shard of ", count_text(shard), " rows x ", spec.dim,
                      ", weights and ", optimizer_name(spec.optimizer.kind), " state)"),
       shard * width * 4, /*device=*/true);
+  lines_.back().device_only = true;
+}
+
+void MemoryPlan::add_transfer_buffers() {
+  if (!gpu_) return;
+  add("transfer buffers (3 chunks of " + bytes_text(static_cast<double>(transfer_chunk_bytes())) +
+          ": rows to and from checkpoints and .npy files)",
+      3.0 * static_cast<double>(transfer_chunk_bytes()));
 }
 
 double MemoryPlan::total() const {
   double sum = 0;
-  for (const Line& l : lines_) sum += l.bytes;
+  for (const Line& l : lines_) sum += on_host(l) ? l.bytes : 0;
   return sum;
 }
 
@@ -98,7 +107,7 @@ std::string MemoryPlan::text(bool device) const {
   for (const Line& l : lines_) width = std::max(width, l.what.size());
   std::string out;
   for (const Line& l : lines_)
-    if (l.device || !device)
+    if (device ? l.device : on_host(l))
       out += "  " + l.what + std::string(width - l.what.size() + 2, ' ') + bytes_text(l.bytes) +
              "\n";
   out += "  total" + std::string(width - 3, ' ') + bytes_text(device ? device_total() : total()) +

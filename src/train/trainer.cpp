@@ -140,8 +140,37 @@ std::string first_difference(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+namespace {
+
+// from_pretrained: this rank's rows of the .npy at `path` into table t, a
+// chunk at a time (the file read once, in windows of a chunk's rows), as
+// they are (padding not zeroed).
+void load_pretrained(ShardedEmbedding& tables, int t, const std::string& path) {
+  const TableSpec& spec = tables.spec(t);
+  NpyReader npy(path);
+  const std::vector<int64_t> want{spec.num_embeddings, spec.dim};
+  EMBTRAIN_REQUIRE(npy.dtype() == DType::kFloat32 && npy.shape() == want, path, ": table '",
+                   spec.name, "' needs float32 of shape (", spec.num_embeddings, ", ", spec.dim,
+                   "), got ", dtype_name(npy.dtype()), " of shape ", shape_to_string(npy.shape()));
+  const ShardPlan& plan = tables.plan(t);
+  const int rank = tables.comm().rank();
+  const int64_t rows = plan.shard_rows(rank), dim = spec.dim;
+  const int64_t chunk = transfer_chunk_rows(dim);
+  NpyRowReader reader(&npy, dim, chunk);
+  std::vector<float> buffer(static_cast<size_t>(std::min(chunk, rows) * dim));
+  for (int64_t first = 0; first < rows; first += chunk) {
+    const int64_t n = std::min(chunk, rows - first);
+    for (int64_t k = 0; k < n; ++k)
+      std::copy_n(reader.row(plan.global_row(rank, first + k)), dim, buffer.data() + k * dim);
+    tables.write_rows(t, TablePart::kWeights, first, n, buffer.data());
+  }
+}
+
+}  // namespace
+
 ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> setups,
-                              Communicator& comm, uint64_t seed) {
+                              Communicator& comm, uint64_t seed, const std::string& device,
+                              const CudaOptions& cuda) {
   const std::vector<std::string> names = workload.table_names();
   EMBTRAIN_ASSERT(names.size() == setups.size());
   std::vector<TableSpec> specs;
@@ -156,30 +185,21 @@ ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> 
     spec.num_embeddings = rows;
     specs.push_back(spec);
   }
-  // Fresh N(0, 1) rows first (drawn by global row, the same for any number
-  // of ranks), then each table's own start.
+  // Fresh rows: N(0, 1) drawn by global row (the same for any number of
+  // ranks) times init_std, or zeros (also under a from_pretrained table's
+  // rows), drawn where the tables are placed: on the GPU with device cuda,
+  // so that no host copy of a table is ever made.
   ShardedEmbedding tables(specs, &comm, seed);
+  for (size_t t = 0; t < setups.size(); ++t) {
+    const bool normal = setups[t].init == "normal";
+    tables.set_fresh_rows(static_cast<int>(t),
+                          normal ? static_cast<float>(setups[t].init_std) : 1.f, !normal);
+  }
+  if (device == "cuda") tables.use_cuda(cuda);
   run_agreed(comm, [&] {
-    for (size_t t = 0; t < setups.size(); ++t) {
-      EmbeddingTable& shard = tables.shard(static_cast<int>(t));
-      const TableSetup& setup = setups[t];
-      RowBuffer& w = shard.weights();
-      if (setup.init == "normal") {
-        const float std = static_cast<float>(setup.init_std);
-        for (float& x : w) x *= std;
-      } else if (setup.init == "zeros") {
-        std::fill(w.begin(), w.end(), 0.f);
-      } else {
-        // from_pretrained: the .npy's rows as they are (padding not zeroed).
-        const NpyArray a = read_npy(setup.init);
-        const std::vector<int64_t> want{specs[t].num_embeddings, specs[t].dim};
-        EMBTRAIN_REQUIRE(a.dtype == DType::kFloat32 && a.shape == want,
-                         setup.init, ": table '", specs[t].name, "' needs float32 of shape (",
-                         specs[t].num_embeddings, ", ", specs[t].dim, "), got ",
-                         dtype_name(a.dtype), " of shape ", shape_to_string(a.shape));
-        shard.plan().take_shard(shard.rank(), a.as<float>(), shard.dim(), w.data());
-      }
-    }
+    for (size_t t = 0; t < setups.size(); ++t)
+      if (setups[t].init != "normal" && setups[t].init != "zeros")
+        load_pretrained(tables, static_cast<int>(t), setups[t].init);
   });
   return tables;
 }
@@ -209,7 +229,7 @@ class TrainingRun {
         comm_(comm),
         root_(comm.rank() == 0),
         talk_(root_ && !options.quiet),
-        tables_(build_tables(workload, setups, comm, options.seed)),
+        tables_(build_tables(workload, setups, comm, options.seed, options.device, options.cuda)),
         dense_(workload.dense_parameters()),
         per_epoch_(std::max<int64_t>(1, workload.steps_per_epoch())) {}
 
@@ -460,11 +480,10 @@ class TrainingRun {
     std::string where = "the tables are finite";
     std::string mine;
     for (int t = 0; t < tables_.num_tables() && mine.empty(); ++t) {
-      const EmbeddingTable& shard = tables_.shard(t);
-      const int64_t bad = first_nonfinite_row(shard.weights().data(), shard.num_rows(), shard.dim());
+      const int64_t bad = first_nonfinite_row(tables_, t, TablePart::kWeights);
       if (bad >= 0)
-        mine = detail::concat("table '", shard.spec().name, "' row ",
-                              shard.plan().global_row(shard.rank(), bad), " is not finite");
+        mine = detail::concat("table '", tables_.spec(t).name, "' row ",
+                              tables_.plan(t).global_row(comm_.rank(), bad), " is not finite");
     }
     const std::string found = comm_.agree_on_error(mine);
     if (!found.empty()) where = found;

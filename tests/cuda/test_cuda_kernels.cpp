@@ -9,20 +9,24 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "../unit/test_util.hpp"
 #include "cuda_test_util.hpp"
+#include "embtrain/embedding_table.hpp"
+#include "embtrain/optimizer.hpp"
+#include "embtrain/shard_plan.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "kernels/cuda/cuda_kernels.hpp"
-#include "embtrain/optimizer.hpp"
 
 namespace embtrain {
 namespace {
 
 using embtrain_test::DeviceArray;
+using embtrain_test::large_case;
 using embtrain_test::same_bits;
 using embtrain_test::seed_trace;
 using embtrain_test::test_seed;
@@ -87,6 +91,55 @@ TEST(CudaKernels, UpdateMatchesCpuForEveryOptimizer) {
       EXPECT_TRUE(same_bits(d_state.host(), state)) << "state";
     }
   }
+}
+
+// Fresh rows drawn on the device (init.cu) against the host's draw
+// (draw_fresh_rows, embedding_table.hpp) of the same shard: bit for bit,
+// for shards of a cyclic and a block plan starting far into a table of
+// 2^40 rows (64-bit row numbers), any dim and a random scale; and the
+// optimizer state's fill. On a GPU this compares the device's double
+// log/cos/sqrt (random.hpp's Box-Muller) with the host's libm, rounded to
+// float; the emulated device uses the host's, so there it checks the
+// kernel's indexing only.
+TEST(CudaKernels, DrawNormalRowsMatchesTheHostDraw) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t big = int64_t{1} << 40;
+  for (const ShardPlan::Layout layout : {ShardPlan::Layout::kCyclic, ShardPlan::Layout::kBlock}) {
+    for (int64_t dim : {1, 3, 64, 128, 130}) {
+      TableSpec spec;
+      spec.num_embeddings = big;
+      spec.dim = dim;
+      const ShardPlan plan(big, 7, layout);
+      const int rank = static_cast<int>(rng() % 7);
+      const int64_t n = large_case(20000) / dim + 1;
+      const int64_t first =
+          static_cast<int64_t>(rng() % static_cast<uint64_t>(plan.shard_rows(rank) - n));
+      FreshRows fresh;
+      fresh.seed = rng();
+      fresh.scale = std::uniform_real_distribution<float>(0.01f, 2.f)(rng);
+      std::vector<float> want(static_cast<size_t>(n * dim));
+      draw_fresh_rows(fresh, spec, plan, rank, first, n, want.data());
+      const int64_t row0 = plan.global_row(rank, first);
+      const int64_t stride = plan.global_row(rank, first + 1) - row0;
+      DeviceArray<float> d_rows(want.size());
+      cuda::draw_normal_rows(fresh.seed, row0, stride, n, dim, fresh.scale, d_rows.get(), nullptr);
+      const std::vector<float> got = d_rows.host();
+      int64_t differ = 0;
+      for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &want[i], 4) != 0;
+      EXPECT_EQ(differ, 0) << "of " << got.size() << " values differ, dim " << dim << ", "
+                           << shard_layout_name(layout) << " plan, rank " << rank
+                           << ", local rows from " << first;
+    }
+  }
+  const float value = std::uniform_real_distribution<float>(0.f, 1.f)(rng);
+  DeviceArray<float> d_state(1001, -1.f);
+  cuda::fill_floats(d_state.get(), 1000, value, nullptr);
+  std::vector<float> want(1001, value);
+  want.back() = -1.f;
+  EXPECT_TRUE(same_bits(d_state.host(), want)) << "fill_floats";
 }
 
 }  // namespace

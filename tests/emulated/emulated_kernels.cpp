@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "embtrain/errors.hpp"
+#include "embtrain/random.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "kernels/cuda/cuda_kernels.hpp"
 #include "kernels/cuda/device_memory.hpp"
@@ -591,6 +592,20 @@ void share_bag_grads(const BagPooling& bags, const float* d_grad, int64_t n,
   std::fill(d_grad_rows + bags.num_bags * dim, d_grad_rows + (bags.num_bags + 1) * dim, 0.f);
   std::fill(d_src_offsets + first_unbagged, d_src_offsets + n, bags.num_bags * dim);
 }
+
+// init.cu: the generator is random.hpp's, the kernel's element loop as it is.
+void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n, int64_t dim,
+                      float scale, float* d_rows, void*) {
+  const int64_t total = n * dim;
+  for (int64_t i = 0; i < total; ++i) {
+    const int64_t k = i / dim, j = i - k * dim;
+    d_rows[i] = random_normal(seed, static_cast<uint64_t>(first_row + k * row_stride),
+                              static_cast<uint64_t>(j)) *
+                scale;
+  }
+}
+
+void fill_floats(float* d_data, int64_t n, float value, void*) { std::fill_n(d_data, n, value); }
 
 }  // namespace cuda
 }  // namespace embtrain

@@ -54,6 +54,7 @@ using embtrain::IdsView;
 using embtrain::OptimizerKind;
 using embtrain::ShardedEmbedding;
 using embtrain::ShardPlan;
+using embtrain::TablePart;
 using embtrain::TableSpec;
 using embtrain_mpi_test::all_close;
 using embtrain_mpi_test::all_ranks;
@@ -367,6 +368,15 @@ struct Reference {
   }
 };
 
+// This rank's rows of table t's weights or state, wherever they live (the
+// host on the CPU, device memory on a GPU), through read_rows.
+std::vector<float> rows_of(const ShardedEmbedding& se, int t, TablePart part) {
+  const int64_t rows = se.shard(t).num_rows(), width = se.width(t, part);
+  std::vector<float> out(static_cast<size_t>(rows * width));
+  se.read_rows(t, part, 0, rows, out.data());
+  return out;
+}
+
 // Compares this rank's shards of `se` (rows, optimizer state, step counter)
 // with the reference's rows that the shard plan gives this rank.
 void expect_shards_match(const ShardedEmbedding& se, int me, const Reference& ref, const Case& c) {
@@ -378,17 +388,19 @@ void expect_shards_match(const ShardedEmbedding& se, int me, const Reference& re
     const ShardPlan& plan = se.plan(t);
     EXPECT_EQ(shard.rank(), me);
     EXPECT_EQ(shard.num_rows(), plan.shard_rows(me));
-    ASSERT_EQ(static_cast<int64_t>(shard.weights().size()), shard.num_rows() * dim);
-    std::vector<float> want(shard.weights().size());
+    const std::vector<float> weights = rows_of(se, t, TablePart::kWeights);
+    ASSERT_EQ(static_cast<int64_t>(weights.size()), shard.num_rows() * dim);
+    std::vector<float> want(weights.size());
     plan.take_shard(me, full.weights().data(), dim, want.data());
-    EXPECT_TRUE(all_close(shard.weights().data(), want.data(), shard.num_rows() * dim, kRtol))
+    EXPECT_TRUE(all_close(weights.data(), want.data(), shard.num_rows() * dim, kRtol))
         << "weights of this rank's " << shard.num_rows() << " rows";
     const int64_t width =
         c.specs[t].freeze ? 0 : embtrain::optimizer_state_width(c.specs[t].optimizer.kind, dim);
-    ASSERT_EQ(static_cast<int64_t>(shard.state().size()), shard.num_rows() * width);
-    want.resize(shard.state().size());
+    const std::vector<float> state = rows_of(se, t, TablePart::kState);
+    ASSERT_EQ(static_cast<int64_t>(state.size()), shard.num_rows() * width);
+    want.resize(state.size());
     plan.take_shard(me, full.state().data(), width, want.data());
-    EXPECT_TRUE(all_close(shard.state().data(), want.data(), shard.num_rows() * width, kRtol))
+    EXPECT_TRUE(all_close(state.data(), want.data(), shard.num_rows() * width, kRtol))
         << "optimizer state of this rank's " << shard.num_rows() << " rows";
     EXPECT_EQ(shard.step(), full.step());
   }
@@ -476,18 +488,25 @@ TEST_F(ShardedEmbeddingTest, GpuStepEqualsOneProcessOnTheGlobalBatch) {
   check_equals_one_process(seed, 100, /*on_gpu=*/true);
 }
 
-// This rank's shards of `got` and `want` (rows, optimizer state, step
-// counters), bit for bit.
-void expect_shards_bitwise_equal(const ShardedEmbedding& got, const ShardedEmbedding& want) {
-  for (int t = 0; t < want.num_tables(); ++t) {
-    const embtrain::EmbeddingTable &a = got.shard(t), &b = want.shard(t);
-    ASSERT_EQ(a.weights().size(), b.weights().size());
-    ASSERT_EQ(a.state().size(), b.state().size());
-    EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
+// This rank's shards of a GPU job and a CPU job (rows, optimizer state,
+// step counters), bit for bit; and the GPU job keeps no copy of the rows
+// on the host.
+void expect_gpu_shards_equal_cpu(const ShardedEmbedding& gpu, const ShardedEmbedding& cpu) {
+  for (int t = 0; t < cpu.num_tables(); ++t) {
+    const std::vector<float> a = rows_of(gpu, t, TablePart::kWeights),
+                             b = rows_of(cpu, t, TablePart::kWeights);
+    const std::vector<float> sa = rows_of(gpu, t, TablePart::kState),
+                             sb = rows_of(cpu, t, TablePart::kState);
+    ASSERT_EQ(a.size(), b.size());
+    ASSERT_EQ(sa.size(), sb.size());
+    EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
         << "weights of table " << t << " on this rank";
-    EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
+    EXPECT_EQ(bytes_cmp(sa.data(), sb.data(), sa.size() * 4), 0)
         << "optimizer state of table " << t << " on this rank";
-    EXPECT_EQ(a.step(), b.step());
+    EXPECT_EQ(gpu.shard(t).step(), cpu.shard(t).step());
+    // Given rows were uploaded and their host copy freed.
+    EXPECT_TRUE(gpu.shard(t).weights().empty() && gpu.shard(t).state().empty())
+        << "the host holds a copy of table " << t << "'s rows";
   }
 }
 
@@ -522,7 +541,7 @@ void check_gpu_equals_cpu(uint64_t seed, int cases) {
             << "forward output of step " << k << ", table " << t;
       }
     }
-    expect_shards_bitwise_equal(gpu, cpu);
+    expect_gpu_shards_equal_cpu(gpu, cpu);
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
 }
@@ -532,6 +551,92 @@ TEST_F(ShardedEmbeddingTest, GpuStepEqualsTheCpuStepBitForBit) {
   const uint64_t seed = test_seed(141);
   SCOPED_TRACE(seed_trace(seed));
   check_gpu_equals_cpu(seed, 60);
+}
+
+// Compares this rank's rows and state of every table of `gpu` and `cpu`
+// byte for byte, and checks that `gpu` holds no host copy of them.
+void expect_device_only_and_equal(const ShardedEmbedding& gpu, const ShardedEmbedding& cpu,
+                                  const std::string& when) {
+  for (int t = 0; t < gpu.num_tables(); ++t) {
+    const embtrain::EmbeddingTable& host = gpu.shard(t);
+    EXPECT_TRUE(host.weights().empty() && host.state().empty() && !host.placed_on_host())
+        << when << ": the host holds " << host.weights().size() << " weights and "
+        << host.state().size() << " state floats of table " << t << " (a mirror)";
+    for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
+      const std::vector<float> a = rows_of(gpu, t, part), b = rows_of(cpu, t, part);
+      ASSERT_EQ(a.size(), b.size());
+      EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
+          << when << ": " << (part == TablePart::kWeights ? "weights" : "state") << " of table "
+          << t << " differ from the CPU's";
+    }
+  }
+}
+
+// On a GPU the rows live in device memory only. Fresh tables are drawn
+// there, never on the host, with the CPU's values bit for bit (scaled or
+// zeroed by set_fresh_rows, the padding row zeroed, the optimizer state
+// started); read_rows and write_rows move rows in chunks of
+// transfer_chunk_bytes(), made small here (1 to 200 floats), so that a
+// table spans many chunks and chunks split rows; and steps, reads and
+// writes bring no host copy back.
+TEST_F(ShardedEmbeddingTest, GpuStepKeepsTheRowsOnTheDeviceOnly) {
+  if (!all_ranks(gpu_count() > 0)) {
+    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
+    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
+    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
+  }
+  const uint64_t seed = test_seed(151);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int P = comm.size();
+  const size_t saved_chunk = embtrain::transfer_chunk_bytes();
+  for (int n = 0; n < 20; ++n) {
+    const Case c = random_case(embtrain::random_bits(seed, 151, static_cast<uint64_t>(n)), P);
+    std::mt19937_64 rng(embtrain::random_bits(seed, 152, static_cast<uint64_t>(n)));
+    const size_t chunk = 4 * (1 + rng() % 200);
+    embtrain::set_transfer_chunk_bytes(chunk);
+    SCOPED_TRACE("case " + std::to_string(n) + ", chunks of " + std::to_string(chunk) + " bytes, " +
+                 c.describe());
+    const uint64_t table_seed = rng();
+    ShardedEmbedding cpu(c.specs, &comm, table_seed), gpu(c.specs, &comm, table_seed);
+    for (int t = 0; t < c.num_tables(); ++t) {
+      const auto scale = static_cast<float>(uniform(rng, 0.01, 2.0));
+      const bool zeros = rng() % 4 == 0;
+      cpu.set_fresh_rows(t, scale, zeros);
+      gpu.set_fresh_rows(t, scale, zeros);
+    }
+    gpu.use_cuda();
+    expect_device_only_and_equal(gpu, cpu, "fresh");
+    // A random row range written on both (state kept positive: Adagrad's
+    // and Adam's second moments).
+    std::normal_distribution<float> normal(0.f, 1.f);
+    for (int t = 0; t < c.num_tables(); ++t) {
+      const int64_t rows = cpu.shard(t).num_rows();
+      if (rows == 0) continue;
+      const int64_t first = static_cast<int64_t>(rng() % static_cast<uint64_t>(rows));
+      const int64_t count = static_cast<int64_t>(rng() % static_cast<uint64_t>(rows - first + 1));
+      for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
+        std::vector<float> values(static_cast<size_t>(count * cpu.width(t, part)));
+        for (float& x : values)
+          x = part == TablePart::kWeights ? normal(rng) : std::abs(normal(rng));
+        cpu.write_rows(t, part, first, count, values.data());
+        gpu.write_rows(t, part, first, count, values.data());
+      }
+    }
+    expect_device_only_and_equal(gpu, cpu, "written");
+    for (size_t k = 0; k < c.steps.size(); ++k) {
+      const auto want = sharded_step(cpu, c, k);
+      const auto got = sharded_step(gpu, c, k);
+      for (int t = 0; t < c.num_tables(); ++t) {
+        ASSERT_EQ(got[t].size(), want[t].size());
+        EXPECT_EQ(bytes_cmp(got[t].data(), want[t].data(), got[t].size() * 4), 0)
+            << "forward output of step " << k << ", table " << t;
+      }
+    }
+    expect_device_only_and_equal(gpu, cpu, "stepped");
+    if (!all_ranks(!::testing::Test::HasFailure())) break;
+  }
+  embtrain::set_transfer_chunk_bytes(saved_chunk);
 }
 
 // This rank's slice of step k's batches, as views, and its gradients.
@@ -620,11 +725,13 @@ void check_prefetch(uint64_t seed, int cases, bool on_gpu) {
     EXPECT_EQ(piped.stats().prefetched_steps, taken) << "prefetches taken up";
     EXPECT_EQ(plain.stats().prefetched_steps, 0);
     for (int t = 0; t < c.num_tables(); ++t) {
-      const auto& a = plain.shard(t);
-      const auto& b = piped.shard(t);
-      EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
+      const std::vector<float> a = rows_of(plain, t, TablePart::kWeights),
+                               b = rows_of(piped, t, TablePart::kWeights);
+      const std::vector<float> sa = rows_of(plain, t, TablePart::kState),
+                               sb = rows_of(piped, t, TablePart::kState);
+      EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
           << "table " << t << ": weights differ";
-      EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
+      EXPECT_EQ(bytes_cmp(sa.data(), sb.data(), sa.size() * 4), 0)
           << "table " << t << ": optimizer state differs";
     }
     if (!all_ranks(!::testing::Test::HasFailure())) break;
@@ -693,9 +800,10 @@ void check_half_precision(uint64_t seed, int cases, bool on_gpu) {
             << "step " << k << ": fp32 table " << t << " differs from the all-fp32 run";
     }
     for (int t = 0; t < c.num_tables(); ++t) {
-      const auto& got = half.shard(t).weights();
+      const std::vector<float> got = rows_of(half, t, TablePart::kWeights);
       if (t > 0) {
-        EXPECT_EQ(bytes_cmp(got.data(), fp32.shard(t).weights().data(), got.size() * 4), 0)
+        EXPECT_EQ(
+            bytes_cmp(got.data(), rows_of(fp32, t, TablePart::kWeights).data(), got.size() * 4), 0)
             << "fp32 table " << t << "'s shard differs from the all-fp32 run";
         continue;
       }
@@ -1296,7 +1404,7 @@ TEST_F(ShardedEmbeddingTest, GpuStepWithBagsEqualsTheCpuStepBitForBit) {
         EXPECT_EQ(bytes_cmp(outs[1][t].data(), outs[0][t].data(), outs[0][t].size() * 4), 0)
             << "forward output of step " << k << ", table " << t;
     }
-    expect_shards_bitwise_equal(gpu, cpu);
+    expect_gpu_shards_equal_cpu(gpu, cpu);
     if (!all_ranks(!HasFailure())) return;
   }
 }

@@ -5,7 +5,8 @@
 
 - its memory plan equals the bytes computed here from the config (shards of
   ceil(rows / P) rows x (dim + optimizer state) floats, the workload's data
-  and step buffers), for random shapes (seed printed);
+  and step buffers), for random shapes (seed printed); on GPUs the tables
+  are device lines only and the host holds three transfer chunks;
 - a run that cannot fit is flagged (exit 1, "DOES NOT FIT", the plan), on
   this host and on a --cluster with host_memory;
 - the plan is within 5% of the peak RSS of each rank of a CPU training run
@@ -90,6 +91,29 @@ def test_memory_arithmetic(work):
         assert 1e6 < process < 500e6, process
         total = tables["users"] + tables["items"] + data + step + process
         assert abs(j["memory_per_rank"]["total_bytes"] - total) <= 1e-9 * total
+        # The same run on GPUs: the tables in device memory only, the host
+        # holding the data, the step buffers and three transfer chunks
+        # (EMBTRAIN_TRANSFER_CHUNK_BYTES, 64 MiB by default).
+        chunk = rng.choice([None, 4096, 1 << 20])
+        env = dict(ENV, EMBTRAIN_TRANSFER_CHUNK_BYTES=str(chunk)) if chunk else ENV
+        g = json.loads(subprocess.run(
+            [EMBTRAIN, "plan", "--json", "--ranks", str(ranks), "--config", RECSYS,
+             "--train.device=cuda", "--recsys.users=%d" % users, "--recsys.items=%d" % items,
+             "--table.users.dim=%d" % du, "--table.items.dim=%d" % di,
+             "--table.users.optimizer=" + ou, "--table.items.optimizer=" + oi,
+             "--train.batch_size=%d" % batch, "--recsys.history=%d" % history,
+             "--recsys.latent_dim=%d" % latent, "--recsys.eval_samples=%d" % eval_samples],
+            capture_output=True, text=True, timeout=600, env=env).stdout)
+        glines = {l["what"].split(" (")[0]: l for l in g["memory_per_rank"]["lines"]}
+        for name in ("table users", "table items"):
+            assert glines[name]["device"] and not glines[name]["host"], glines[name]
+        transfer = 3 * (chunk or 64 << 20)
+        assert glines["transfer buffers"]["bytes"] == transfer and \
+            glines["transfer buffers"]["host"], glines
+        host = data + step + transfer + glines["this process"]["bytes"]
+        assert abs(g["memory_per_rank"]["total_bytes"] - host) <= 1e-9 * host, (g, host)
+        device = tables["users"] + tables["items"] + step
+        assert abs(g["memory_per_rank"]["device_bytes"] - device) <= 1e-9 * device, (g, device)
 
 
 def test_refuses_what_cannot_fit(work):

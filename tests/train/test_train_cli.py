@@ -446,9 +446,15 @@ def test_device_cuda(work):
     files equal to the CPU run's, checkpoints that resume exactly on the
     device, and a resume of a device run on the CPU. Batches of 512, so that
     popular items own more than 64 positions (chunked sums), max_norm and
-    row-wise Adagrad (row norms over 40 columns)."""
+    row-wise Adagrad (row norms over 40 columns). The device keeps no host
+    copy of a table: rows move to and from checkpoints and .npy files in
+    chunks of EMBTRAIN_TRANSFER_CHUNK_BYTES, 1000 bytes here, so that every
+    shard spans many chunks and chunks split rows; the CPU runs take the
+    same setting (it changes nothing there). from_pretrained streams a .npy
+    to the device with the CPU's result."""
     if DEVICE != "cuda":
         return
+    chunks = {"EMBTRAIN_TRANSFER_CHUNK_BYTES": "1000"}
     keys = {"train.batch_size": "512", "recsys.train_samples": "8000",
             "table.users.dim": "40", "table.items.dim": "40",
             "table.items.optimizer": "rowwise_adagrad", "table.items.max_norm": "0.3",
@@ -458,9 +464,9 @@ def test_device_cuda(work):
         return small_recsys(work, **dict(keys, **more))
 
     cpu = os.path.join(work, "cpu")
-    run(config(**{"log.dir": cpu}), 2)
+    run(config(**{"log.dir": cpu}), 2, env=chunks)
     gpu = os.path.join(work, "gpu")
-    run(config(**{"log.dir": gpu, "train.device": "cuda"}), 2)
+    run(config(**{"log.dir": gpu, "train.device": "cuda"}), 2, env=chunks)
     step = os.path.join("checkpoints", "step_00000012")
     files = sorted(f for f in os.listdir(os.path.join(cpu, step)) if f.endswith(".npy"))
     assert len(files) == 9, files  # dense, and weights and state of 2 tables on 2 ranks
@@ -476,14 +482,45 @@ def test_device_cuda(work):
                 table, np.abs(a - b).max())
     # Resume on the device from a device checkpoint: bitwise the full run.
     part = os.path.join(work, "part")
-    run(config(**{"log.dir": part, "train.steps": "5", "train.device": "cuda"}), 2)
-    run(config(**{"log.dir": part, "checkpoint.resume": "auto", "train.device": "cuda"}), 2)
+    run(config(**{"log.dir": part, "train.steps": "5", "train.device": "cuda"}), 2, env=chunks)
+    # The same device checkpoint (step 5) resumed on the CPU: the CPU run's bits.
+    part_cpu = os.path.join(work, "part_cpu")
+    shutil.copytree(part, part_cpu)
+    run(config(**{"log.dir": part_cpu, "checkpoint.resume": "auto"}), 2, env=chunks)
+    for table in ("users", "items"):
+        a = export(os.path.join(cpu, "checkpoints"), table, os.path.join(work, "a.npy"))
+        b = export(os.path.join(part_cpu, "checkpoints"), table, os.path.join(work, "b.npy"))
+        assert a.tobytes() == b.tobytes(), \
+            "table %s: a device checkpoint resumed on the CPU differs from the CPU run" % table
+    run(config(**{"log.dir": part, "checkpoint.resume": "auto", "train.device": "cuda"}), 2,
+        env=chunks)
     for table in ("users", "items"):
         a = export(os.path.join(gpu, "checkpoints"), table, os.path.join(work, "a.npy"))
         b = export(os.path.join(part, "checkpoints"), table, os.path.join(work, "b.npy"))
         assert a.tobytes() == b.tobytes(), "table %s differs after a device resume" % table
     # A device checkpoint resumed on the CPU (with 1 rank: re-sharded too).
-    run(config(**{"log.dir": part, "checkpoint.resume": "auto", "train.steps": "16"}), 1)
+    run(config(**{"log.dir": part, "checkpoint.resume": "auto", "train.steps": "16"}), 1,
+        env=chunks)
+    # from_pretrained (users from a .npy) and zeros (items): the device
+    # run's checkpoint equals the CPU run's file for file.
+    seed = int.from_bytes(os.urandom(4), "little")
+    print("  from_pretrained rows: numpy seed %d" % seed)
+    pretrained = os.path.join(work, "users40.npy")
+    np.save(pretrained, np.random.default_rng(seed).standard_normal((300, 40)).astype(np.float32))
+    runs = {}
+    for device in ("cpu", "cuda"):
+        runs[device] = os.path.join(work, "pre_" + device)
+        run(config(**{"log.dir": runs[device], "train.device": device, "train.steps": "3",
+                      "table.users.init": pretrained, "table.items.init": "zeros"}), 2,
+            env=chunks)
+    step = os.path.join("checkpoints", "step_00000003")
+    files = sorted(f for f in os.listdir(os.path.join(runs["cpu"], step)) if f.endswith(".npy"))
+    assert len(files) == 9, files
+    for name in files:
+        with open(os.path.join(runs["cpu"], step, name), "rb") as a, \
+                open(os.path.join(runs["cuda"], step, name), "rb") as b:
+            assert a.read() == b.read(), \
+                "%s of the from_pretrained device run differs from the CPU run's" % name
     # Bags pooled at the owners have no GPU kernels yet: refused on every rank.
     expect_error(run(small_recsys(work, **{"train.device": "cuda",
                                            "table.items.pool_at": "owner"}), 2, expect_ok=False),

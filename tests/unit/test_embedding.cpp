@@ -18,6 +18,7 @@
 #include "embtrain/embedding.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/errors.hpp"
+#include "embtrain/random.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -244,6 +245,46 @@ TEST(EmbeddingTable, FreshRowsAreStandardNormalWithZeroPaddingRow) {
   EXPECT_NEAR(within_one / count, 0.6827, 0.01) << "P(|x| < 1) of a standard normal";
   EXPECT_NEAR(next_row / pairs, 0.0, 0.02) << "neighbouring rows correlated";
   EXPECT_NEAR(next_col / pairs, 0.0, 0.02) << "neighbouring columns correlated";
+}
+
+// The normal's log and cosine (random.hpp), built from +, -, *, / so that a
+// GPU draws the host's bits, against long double libm on random arguments
+// (uniforms as random_uniform makes them, and down to 2^-53): within a few
+// double ulps. The cosine is checked through its folding: on [0, 1/8] as
+// cos, and at 1/4 - t as sin(2 pi t) (exact arguments, so the long double
+// reference is accurate where the cosine is near zero).
+TEST(Random, PortableLogAndCosineAreWithinAFewUlps) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const long double two_pi = 2 * 3.14159265358979323846264338327950288L;
+  auto ulps = [](double got, long double want) {
+    const auto w = static_cast<double>(want);
+    return std::fabs(got - w) / std::fabs(std::nextafter(w, 2.0 * w + 1.0) - w);
+  };
+  double worst_log = 0, worst_cos = 0, worst_sin = 0;
+  for (int i = 0; i < 1000000; ++i) {
+    double u = (static_cast<double>(rng() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    if (i % 3 == 0) u = std::ldexp(u, -static_cast<int>(rng() % 53));
+    if (u != 1.0) worst_log = std::max(worst_log, ulps(embtrain::detail::portable_log(u), logl(u)));
+    const double t = std::ldexp(u, -3);  // (0, 1/8]
+    worst_cos = std::max(worst_cos, ulps(embtrain::detail::portable_cos_2pi(t), cosl(two_pi * t)));
+    const double v = 0.25 - t;
+    worst_sin = std::max(worst_sin, ulps(embtrain::detail::portable_cos_2pi(v),
+                                         sinl(two_pi * (0.25L - static_cast<long double>(v)))));
+  }
+  EXPECT_LE(worst_log, 4) << "log, ulps";
+  EXPECT_LE(worst_cos, 4) << "cos on [0, 1/8], ulps";
+  EXPECT_LE(worst_sin, 4) << "cos near 1/4 (a sine), ulps";
+  EXPECT_EQ(embtrain::detail::portable_log(1.0), 0.0);
+  EXPECT_EQ(embtrain::detail::portable_cos_2pi(0.0), 1.0);
+  EXPECT_EQ(embtrain::detail::portable_cos_2pi(1.0), 1.0);
+  EXPECT_EQ(embtrain::detail::portable_cos_2pi(0.5), -1.0);
+  // Symmetries the folding uses, exact: cos(2 pi u) = cos(2 pi (1 - u)).
+  for (int i = 0; i < 1000; ++i) {
+    const double u = static_cast<double>(rng() >> 11) * 0x1.0p-54 + 0.5;  // [0.5, 1)
+    EXPECT_EQ(embtrain::detail::portable_cos_2pi(u), embtrain::detail::portable_cos_2pi(1 - u));
+  }
 }
 
 TEST(EmbeddingTable, FreshRowsDependOnSeedOnly) {

@@ -18,9 +18,10 @@
 #include "app/commands.hpp"
 #include "app/machine_info.hpp"
 #include "app/step_model.hpp"
-#include "embtrain/errors.hpp"
-#include "embtrain/random.hpp"
 #include "common/timer.hpp"
+#include "embtrain/errors.hpp"
+#include "embtrain/memory_plan.hpp"  // process_memory_bytes, bytes_text
+#include "embtrain/random.hpp"
 #include "embtrain/zipf.hpp"
 
 namespace embtrain {
@@ -672,20 +673,47 @@ int run_bench(int argc, char** argv) {
 
   Stopwatch setup;
   const BenchData data = draw_data(o, rank);
+  const double data_s = setup.lap_ms() / 1e3;
+  // The peak host memory so far is the data's (a Zipf sampler over every
+  // row); from here on it is the table's and the steps' (VmHWM reset to the
+  // current RSS by /proc/self/clear_refs, where the kernel allows it).
+  const double data_peak_rss = process_memory_bytes("VmHWM");
+  bool reset = false;
+  {
+    std::ofstream clear("/proc/self/clear_refs");
+    reset = static_cast<bool>(clear << "5" << std::flush);
+  }
+  // The table: built, and on a GPU drawn there (with the device's start).
   const std::unique_ptr<BenchCase> engine = make_case(o, comm.get(), data);
   const std::string gpu = engine->gpu_description();
   comm->barrier();
+  const double table_s = setup.lap_ms() / 1e3;
   if (text && !gpu.empty()) std::printf("# gpu (rank 0): %s\n", gpu.c_str());
-  if (text) std::printf("# setup %.1f s\n", setup.lap_ms() / 1e3);
+  if (text)
+    std::printf("# setup %.1f s (data %.2f s, table %.2f s)\n", data_s + table_s, data_s, table_s);
 
   const Timings timings = time_steps(o, engine.get(), *comm);
   const Summary summary = summarise(o, data, *engine, timings, global_lookups, *comm);
   if (!o.profile.empty()) write_profile(o, summary, *engine, *comm, machine, gpu);
+  // Rank 0's peak resident host memory after the data was drawn (the
+  // table's set-up and the steps; -1 where it could not be reset) and over
+  // the whole run.
+  const double peak_rss = process_memory_bytes("VmHWM");
+  const double table_peak_rss = reset ? peak_rss : -1;
   if (rank != 0) return 0;
-  if (o.json)
-    std::cout << to_json(o, summary, machine, ranks, gpu).dump() << std::endl;
-  else
+  if (o.json) {
+    nlohmann::json out = to_json(o, summary, machine, ranks, gpu);
+    out["setup_data_s"] = data_s;
+    out["setup_table_s"] = table_s;
+    out["peak_host_rss_bytes"] = std::max(peak_rss, data_peak_rss);
+    out["peak_host_rss_after_data_bytes"] = table_peak_rss;
+    std::cout << out.dump() << std::endl;
+  } else {
     print_report(summary);
+    std::printf("# peak host memory (rank 0, VmHWM): %s with the data, %s after it\n",
+                bytes_text(std::max(peak_rss, data_peak_rss)).c_str(),
+                reset ? bytes_text(table_peak_rss).c_str() : "unknown");
+  }
   return 0;
 }
 

@@ -18,7 +18,10 @@ class ShardedEngineCase : public BenchCase {
       : table_({setup.spec}, setup.comm, setup.seed) {
     // In a build without CUDA this throws, on every rank, the error that
     // says so: the harness then has no "cuda" case and asks the CPU one.
-    if (setup.device.device == "cuda") table_.use_cuda(setup.device.cuda);
+    if (setup.device.device == "cuda")
+      table_.use_cuda(setup.device.cuda);
+    else
+      (void)table_.shard(0);  // drawn on the host now, not in the first step
   }
 
   void reset_stats() override { table_.reset_stats(); }

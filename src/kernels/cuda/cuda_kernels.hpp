@@ -162,5 +162,16 @@ void share_bag_grads(const BagPooling& bags, const float* d_grad, int64_t n,
                      int64_t first_unbagged, float* d_grad_rows, int64_t* d_src_offsets,
                      void* stream);
 
+// --- init.cu -------------------------------------------------------------------
+
+// A fresh shard drawn in device memory, the values draw_fresh_rows
+// (embedding_table.hpp) draws on the host: d_rows[k * dim + j] =
+// random_normal(seed, first_row + k * row_stride, j) * scale (random.hpp)
+// for local rows k in [0, n); the caller zeroes the padding row.
+void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n, int64_t dim,
+                      float scale, float* d_rows, void* stream);
+// d_data[0, n) = value (an optimizer state's start).
+void fill_floats(float* d_data, int64_t n, float value, void* stream);
+
 }  // namespace cuda
 }  // namespace embtrain
