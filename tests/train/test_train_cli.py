@@ -446,7 +446,8 @@ def test_device_cuda(work):
     files equal to the CPU run's, checkpoints that resume exactly on the
     device, and a resume of a device run on the CPU. Batches of 512, so that
     popular items own more than 64 positions (chunked sums), max_norm and
-    row-wise Adagrad (row norms over 40 columns)."""
+    row-wise Adagrad (row norms over 40 columns); the history bags pooled at
+    the owners (recsys' default) and at the requester."""
     if DEVICE != "cuda":
         return
     keys = {"train.batch_size": "512", "recsys.train_samples": "8000",
@@ -484,10 +485,19 @@ def test_device_cuda(work):
         assert a.tobytes() == b.tobytes(), "table %s differs after a device resume" % table
     # A device checkpoint resumed on the CPU (with 1 rank: re-sharded too).
     run(config(**{"log.dir": part, "checkpoint.resume": "auto", "train.steps": "16"}), 1)
-    # Bags pooled at the owners have no GPU kernels yet: refused on every rank.
-    expect_error(run(small_recsys(work, **{"train.device": "cuda",
-                                           "table.items.pool_at": "owner"}), 2, expect_ok=False),
-                 "table 'items'", "pool_at = owner is not built for the CUDA engine yet")
+    # The runs above pool the bags at the owners (recsys' default); pooled at
+    # the requester the device trains the CPU's bits too.
+    for where in ("cpu", "gpu"):
+        more = {"train.device": "cuda"} if where == "gpu" else {}
+        run(config(**dict(more, **{"log.dir": os.path.join(work, "requester_" + where),
+                                   "table.items.pool_at": "requester"})), 2)
+    a = export(os.path.join(work, "requester_cpu", "checkpoints"), "items",
+               os.path.join(work, "a.npy"))
+    b = export(os.path.join(work, "requester_gpu", "checkpoints"), "items",
+               os.path.join(work, "b.npy"))
+    assert a.tobytes() == b.tobytes(), \
+        "pool_at = requester: device run differs from the CPU run (max |diff| %g)" % \
+        np.abs(a - b).max()
 
 
 def test_finished_run_resumed_does_nothing(work):
@@ -549,19 +559,24 @@ def test_bag_tables(work):
     """table.items.kind = bag (recsys' default) pools each history in the
     table; kind = embedding brings every history row back and the model
     averages them: the same model, so the tables they train differ by
-    float rounding only. Sum and max pooling train too, and the keys refuse
-    what cannot work, naming the key."""
+    float rounding only. The bags are pooled at the rows' owners by default
+    (pool_at = owner), which trains the model of pool_at = requester, and
+    kind = embedding leaves that default aside. Sum and max pooling train
+    too, and the keys refuse what cannot work, naming the key."""
     tables = {}
     for kind in ("bag", "embedding"):
         d = os.path.join(work, kind)
-        run(small_recsys(work, **{"log.dir": d, "table.items.kind": kind}), 2)
+        run(small_recsys(work, **{"log.dir": d, "table.items.kind": kind,
+                                  **({"table.items.pool_at": "requester"} if kind == "bag"
+                                     else {})}), 2)
         tables[kind] = export(os.path.join(d, "checkpoints"), "items",
                               os.path.join(work, kind + ".npy"))
     diff = np.abs(tables["bag"] - tables["embedding"]).max()
     assert 0 < diff < 1e-4 or diff == 0, "bag and embedding lookups trained apart: %g" % diff
-    # Pooled at the owners: the same model, summed in another order.
+    # Pooled at the owners (the default): the same model, summed in another order.
     d = os.path.join(work, "owner")
-    run(small_recsys(work, **{"log.dir": d, "table.items.pool_at": "owner"}), 2)
+    p = run(small_recsys(work, **{"log.dir": d, "log.quiet": "false"}), 2)
+    assert re.search(r"table\.items\.pool_at = owner +# default", p.stdout), p.stdout[-3000:]
     owner = export(os.path.join(d, "checkpoints"), "items", os.path.join(work, "owner.npy"))
     diff = np.abs(owner - tables["bag"]).max()
     assert diff < 1e-4, "bags pooled at the owners and at the requester trained apart: %g" % diff
