@@ -575,11 +575,19 @@ def test_bag_tables(work):
     assert 0 < diff < 1e-4 or diff == 0, "bag and embedding lookups trained apart: %g" % diff
     # Pooled at the owners (the default): the same model, summed in another order.
     d = os.path.join(work, "owner")
-    p = run(small_recsys(work, **{"log.dir": d, "log.quiet": "false"}), 2)
-    assert re.search(r"table\.items\.pool_at = owner +# default", p.stdout), p.stdout[-3000:]
+    run(small_recsys(work, **{"log.dir": d}), 2)
+    with open(os.path.join(d, "config.ini")) as f:
+        ini = f.read()
+    items = ini[ini.index("[table.items]"):]
+    assert re.search(r"\npool_at = owner +# default\n", items), ini
     owner = export(os.path.join(d, "checkpoints"), "items", os.path.join(work, "owner.npy"))
     diff = np.abs(owner - tables["bag"]).max()
     assert diff < 1e-4, "bags pooled at the owners and at the requester trained apart: %g" % diff
+    # The summary counts what the steps exchanged: ids, rows and gradients
+    # of two tables each way, at least a few KB a step at 2 ranks.
+    for name in ("bag", "owner"):
+        sent = summary_of(os.path.join(work, name))["exchange_bytes_per_step"]
+        assert 4000 < sent < 1e6, (name, sent)
     for mode in ("sum", "max"):
         d = os.path.join(work, mode)
         run(small_recsys(work, **{"log.dir": d, "table.items.mode": mode}), 2)

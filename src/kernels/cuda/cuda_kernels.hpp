@@ -1,10 +1,10 @@
 // CUDA kernels of the step's local stages, one file each, named as the CPU
 // ones (src/kernels/cpu): unique, bucketize, renorm, gather, segment_sum,
-// update; plus ids.cu (the device side of check_ids) and device.cu
-// (devices, memory, streams). Same contracts as cpu_kernels.hpp, on device
-// pointers (d_ prefix) and a stream (a cudaStream_t as void*, nullptr for
-// the default stream); the per-row math is row_math.hpp, shared with the
-// CPU. Declared in every build (the header includes no CUDA header), defined
+// update, pool (bags), owner_pool (bags pooled at the owners); plus ids.cu
+// (the device side of check_ids) and device.cu (devices, memory, streams).
+// Same contracts as cpu_kernels.hpp, on device pointers (d_ prefix) and a
+// stream (a cudaStream_t as void*, nullptr for the default stream); the
+// per-row math is row_math.hpp, shared with the CPU. Declared in every build (the header includes no CUDA header), defined
 // only where the CUDA backend is built, or by the emulated device of the
 // tests (tests/emulated).
 //
