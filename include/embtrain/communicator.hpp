@@ -170,14 +170,10 @@ std::unique_ptr<Communicator> make_self_communicator();
 // started alone, see MpiSession) the self communicator.
 std::unique_ptr<Communicator> make_world_communicator();
 
-// True when a launcher (mpirun, mpiexec, srun with PMI or PMIx) started this
-// process: it left the environment MPI_Init reads to find the job's other
-// processes. A process started alone has none of it.
-bool started_by_mpi_launcher();
-
 // MPI_Init / MPI_Finalize for the lifetime of the object; a no-op when MPI
 // is already initialised by someone else. With kWhenLaunched, also when no
-// launcher started the process: a job of one rank then runs without MPI at
+// launcher started the process (no OMPI_*, PMIX_* or PMI_* environment from
+// mpirun, mpiexec or srun): a job of one rank then runs without MPI at
 // all (Open MPI's singleton MPI_Init forks a daemon and takes about 0.3 s,
 // which every `embtrain plan`, `export` or one-process `replay` would pay).
 class MpiSession {

@@ -210,6 +210,11 @@ std::unique_ptr<Communicator> make_world_communicator() {
   return initialized ? make_mpi_communicator() : make_self_communicator();
 }
 
+namespace {
+
+// True when a launcher (mpirun, mpiexec, srun with PMI or PMIx) started this
+// process: it left the environment MPI_Init reads to find the job's other
+// processes. A process started alone has none of it.
 bool started_by_mpi_launcher() {
   // Open MPI's mpirun (OMPI_*, and PMIx in Open MPI 4 and 5), MPICH's and
   // Intel MPI's Hydra (PMI_*), Slurm's srun --mpi=pmi2 / pmix.
@@ -217,6 +222,8 @@ bool started_by_mpi_launcher() {
     if (std::getenv(name)) return true;
   return false;
 }
+
+}  // namespace
 
 MpiSession::MpiSession(int* argc, char*** argv, Start start) {
   int initialized = 0;

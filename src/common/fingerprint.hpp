@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,20 @@ inline uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = kFnvBasis) {
   const unsigned char* p = static_cast<const unsigned char*>(data);
   for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;
+}
+
+// FNV-1a's step taken over 8-byte words (then the last bytes one at a
+// time): 8x fewer multiplies, for large arrays compared within a process
+// (its value depends on the byte order, unlike fnv1a's).
+inline uint64_t fnv1a_words(const void* data, size_t bytes, uint64_t h = kFnvBasis) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    h = (h ^ word) * 1099511628211ull;
+  }
+  return fnv1a(p + i, bytes - i, h);
 }
 
 inline uint64_t fnv1a(const std::string& text, uint64_t h = kFnvBasis) {

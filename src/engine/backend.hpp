@@ -23,8 +23,11 @@
 //   find_bad_id               the kernels of src/kernels/{cpu,cuda}; rows are
 //                             the shard's local rows (a rank's ids once
 //                             they reach their owner)
-//   pool_bags, unpool_bags    bags (torch.nn.EmbeddingBag) pooled on the
-//                             requester, and their gradient back to positions
+//   pool_bags, unpool_bags, share_bag_grads
+//                             bags (torch.nn.EmbeddingBag) pooled on the
+//                             requester straight from the rows, and their
+//                             gradient back to positions (share_bag_grads:
+//                             one row per bag where its positions share it)
 //   list_bag_entries, pool_partials, unpool_partials, combine_partials,
 //   split_bag_grads           bags pooled at the owners (pool_at = owner)
 //   pack_wire, unpack_wire, round_wire
@@ -58,12 +61,43 @@ class GrowArray {
   Bytes bytes_;
 };
 
-// A table whose bags are pooled at the owners (pool_at = owner), as the
-// sharded step's forward takes it: its bags (pooling.counts is filled with
-// each bag's pooled positions) and its batch's ids, in the backend's memory.
-struct OwnerBags {
+// A table's bags as a step takes them (pooled on the requester, or at the
+// owners for pool_at = owner): its bags (pooling.counts is filled with each
+// bag's pooled positions), its batch's ids, in the backend's memory, and
+// where the bags end (offsets[num_bags], on the host).
+struct StepBags {
   BagPooling pooling;
   const int64_t* ids = nullptr;
+  int64_t end = 0;
+};
+
+// The gradient rows of a batch's n positions from its bags' output
+// gradient, for the segment sum of a step's backward to read: one row per
+// bag where the bag's positions share it (mean, unweighted sum), else one
+// per position. Valid until the next call.
+template <typename Backend>
+class BagGrads {
+ public:
+  struct Rows {
+    const float* src;
+    const int64_t* src_offsets;  // per position, or null: p * dim
+  };
+  Rows from_bags(Backend& b, const StepBags& bags, const float* grad, int64_t n) {
+    const BagPooling& pooling = bags.pooling;
+    if (bag_grads_shared(pooling)) {
+      float* rows = rows_.reserve((pooling.num_bags + 1) * pooling.dim);
+      int64_t* offsets = offsets_.reserve(n);
+      b.share_bag_grads(pooling, grad, n, bags.end, rows, offsets);
+      return {rows, offsets};
+    }
+    float* rows = rows_.reserve(n * pooling.dim);
+    b.unpool_bags(pooling, grad, n, bags.end, rows);
+    return {rows, nullptr};
+  }
+
+ private:
+  typename Backend::template Buffer<float> rows_;
+  typename Backend::template Buffer<int64_t> offsets_;
 };
 
 // The input of combine_at_owner: for each distinct row the owner was asked

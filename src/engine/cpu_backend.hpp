@@ -125,13 +125,17 @@ class CpuBackend {
                    int64_t dim, float* out) {
     if (index.n > 0) cpu::expand_rows(base, offsets, index.inverse, index.n, dim, out);
   }
-  void pool_bags(const BagPooling& bags, const float* rows, const int64_t* ids, int64_t skip_id,
-                 float* out) {
+  void pool_bags(const BagPooling& bags, const PositionRows& rows, const int64_t* ids,
+                 int64_t skip_id, float* out) {
     cpu::pool_bags(bags, rows, ids, skip_id, out);
   }
   void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, int64_t,
                    float* grad_rows) {
     cpu::unpool_bags(bags, grad, n, grad_rows);
+  }
+  void share_bag_grads(const BagPooling& bags, const float* grad, int64_t n, int64_t,
+                       float* grad_rows, int64_t* src_offsets) {
+    cpu::share_bag_grads(bags, grad, n, grad_rows, src_offsets);
   }
   void list_bag_entries(const BagPooling& bags, const int64_t* ids, int64_t skip_id,
                         const int32_t* inverse, const int64_t* owner_slots, int owners,

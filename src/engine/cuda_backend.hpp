@@ -116,13 +116,17 @@ class CudaBackend {
                    int64_t dim, float* d_out) {
     cuda::expand_rows(d_base, d_offsets, index.inverse, index.n, dim, d_out, stream_);
   }
-  void pool_bags(const BagPooling& bags, const float* d_rows, const int64_t* d_ids,
+  void pool_bags(const BagPooling& bags, const PositionRows& d_rows, const int64_t* d_ids,
                  int64_t skip_id, float* d_out) {
     cuda::pool_bags(bags, d_rows, d_ids, skip_id, d_out, stream_);
   }
   void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n,
                    int64_t first_unbagged, float* d_grad_rows) {
     cuda::unpool_bags(bags, d_grad, n, first_unbagged, d_grad_rows, stream_);
+  }
+  void share_bag_grads(const BagPooling& bags, const float* d_grad, int64_t n,
+                       int64_t first_unbagged, float* d_grad_rows, int64_t* d_src_offsets) {
+    cuda::share_bag_grads(bags, d_grad, n, first_unbagged, d_grad_rows, d_src_offsets, stream_);
   }
   void list_bag_entries(const BagPooling& bags, const int64_t* d_ids, int64_t skip_id,
                         const int32_t* d_inverse, const int64_t* owner_slots, int owners,

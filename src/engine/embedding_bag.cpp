@@ -1,6 +1,5 @@
-// EmbeddingBag: LocalStep over the CPU backend on one table, the bags
-// pooled by the CPU kernels around it, as Engine pools them for a
-// ShardedEmbedding.
+// EmbeddingBag: LocalStep over the CPU backend on one table, which pools
+// the bags straight from the table, as for a ShardedEmbedding of one rank.
 #include "embtrain/embedding_bag.hpp"
 
 #include "embtrain/errors.hpp"
@@ -24,10 +23,9 @@ struct EmbeddingBag::Impl {
   LocalStep<CpuBackend> step;
   // The last forward's bags and what pooling kept for backward.
   std::vector<int64_t> offsets;
-  std::vector<float> weights, rows, grad_rows;
+  std::vector<float> weights;
   std::vector<int32_t> counts, argmax;
-  BagPooling pooling;
-  int64_t n = 0;
+  StepBags bags;
   bool pending = false;  // backward ran and step has not
 };
 
@@ -61,29 +59,28 @@ void EmbeddingBag::forward(const IdsView& ids, const std::vector<int64_t>* offse
   if (error.empty()) error = check_batch_size(spec, ids.numel());
   if (!error.empty()) throw Error(error);
 
-  m.n = ids.numel();
+  const int64_t n = ids.numel();
   m.offsets = input.offsets();
   const IdSpan staged = m.backend.stage_ids(0, ids);
   m.step.prepare({staged});
-  m.rows.resize(static_cast<size_t>(m.n * spec.dim));
-  m.step.forward({m.rows.data()});
-  m.weights.assign(per_sample_weights, per_sample_weights ? per_sample_weights + m.n : nullptr);
+  m.weights.assign(per_sample_weights, per_sample_weights ? per_sample_weights + n : nullptr);
   m.counts.resize(static_cast<size_t>(input.num_bags()));
   const bool max = m.options.mode == PoolMode::kMax;
   m.argmax.resize(max ? static_cast<size_t>(input.num_bags() * spec.dim) : 0);
-  m.pooling = BagPooling{m.options.mode, m.offsets.data(), input.num_bags(),
-                         per_sample_weights ? m.weights.data() : nullptr, spec.dim,
-                         m.counts.data(), max ? m.argmax.data() : nullptr};
-  cpu::pool_bags(m.pooling, m.rows.data(), staged.data, spec.padding_row(), out);
+  m.bags.pooling = BagPooling{m.options.mode, m.offsets.data(), input.num_bags(),
+                              per_sample_weights ? m.weights.data() : nullptr, spec.dim,
+                              m.counts.data(), max ? m.argmax.data() : nullptr};
+  m.bags.ids = staged.data;
+  m.bags.end = m.offsets.back();
+  m.step.forward({out}, {&m.bags});
 }
 
-int64_t EmbeddingBag::num_bags() const { return impl_->pooling.num_bags; }
+int64_t EmbeddingBag::num_bags() const { return impl_->bags.pooling.num_bags; }
 
 void EmbeddingBag::backward(const float* grad_out) {
   Impl& m = *impl_;
-  m.grad_rows.resize(static_cast<size_t>(m.n * table().dim()));
-  cpu::unpool_bags(m.pooling, grad_out, m.n, m.grad_rows.data());
-  m.step.backward({m.grad_rows.data()});  // read until step(): kept in grad_rows
+  // The CPU step sums the gradient per id here: grad_out is read by now.
+  m.step.backward({grad_out});
   m.pending = true;
 }
 

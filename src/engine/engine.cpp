@@ -24,7 +24,7 @@ uint64_t fingerprint(const std::vector<IdsView>& ids) {
     h = fnv1a(&v.dtype, sizeof(v.dtype), h);
     h = fnv1a(&rank, sizeof(rank), h);
     h = fnv1a(v.shape, h);
-    h = fnv1a(v.data, static_cast<size_t>(n) * dtype_size(v.dtype), h);
+    h = fnv1a_words(v.data, static_cast<size_t>(n) * dtype_size(v.dtype), h);
   }
   return h;
 }

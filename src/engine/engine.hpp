@@ -1,8 +1,8 @@
 // Engine: a StepEngine made of a backend and a step over it (LocalStep or
 // ShardedStep). What every engine does around the stages lives here once:
 // the checks that every rank agrees on before a step, moving the caller's
-// host batch into the backend's memory and the output back, and keeping a
-// GPU's host mirror of the shards current.
+// host batch (and bags) into the backend's memory and the output back, and
+// keeping a GPU's host mirror of the shards current.
 #pragma once
 
 #include <memory>
@@ -27,7 +27,8 @@ std::string agree_on_batch(Communicator& control, std::string error);
 // (int32 positions), or "".
 std::string check_batch_size(const TableSpec& spec, int64_t n);
 
-// A 64-bit fingerprint of batches (FNV-1a over their type, shape and ids),
+// A 64-bit fingerprint of batches (FNV-1a over their type and shape, its
+// word-wise form over the ids),
 // by which forward() knows the batch that prefetch() prepared; of device
 // batches, their addresses and sizes.
 uint64_t fingerprint(const std::vector<IdsView>& ids);
@@ -54,7 +55,7 @@ class Engine final : public StepEngine {
         next_n_(shards_->size()),
         spans_(shards_->size()),
         next_spans_(shards_->size()),
-        pooled_(shards_->size()),
+        bags_(shards_->size()),
         no_bags_(shards_->size()) {}
 
   // No bags: forward with every table's bags empty (unpooled).
@@ -62,12 +63,10 @@ class Engine final : public StepEngine {
     forward(ids, no_bags_, out);
   }
 
-  // The tables with bags look their positions' rows up into the engine's
-  // own buffer, as an unpooled step would, and pool them per bag here, on
-  // the requester (so a sharded step moves the rows of the distinct ids, as
-  // without bags); backward takes their bags' gradients back to positions.
-  // A sharded step pools the bags of tables with pool_at = owner itself, at
-  // the owners, straight into the output (sharded_step.hpp).
+  // A table with bags gets them pooled by the step: on the requester
+  // straight from the rows (so a sharded step moves the rows of the
+  // distinct ids, as without bags), or at the owners (pool_at = owner,
+  // sharded_step.hpp); backward takes their bags' gradient.
   void forward(const std::vector<IdsView>& ids, const std::vector<BagsView>& bags,
                const std::vector<float*>& out) override {
     EMBTRAIN_ASSERT(ids.size() == n_.size() && bags.size() == n_.size() &&
@@ -80,49 +79,22 @@ class Engine final : public StepEngine {
       error = check_bags(bags[t], ids[t].numel(), spec.name, spec.scale_grad_by_freq);
       if (error.empty()) error = check_owner_bags(spec, bags[t].pooled());
     }
-    if (!take_prefetched(fingerprint(ids), error)) prepare(ids, error);
+    if (!take_prefetched(ids, error)) prepare(ids, error);
     n_ = next_n_;
     spans_ = next_spans_;
     std::vector<float*> staged(ids.size());
-    std::vector<const OwnerBags*> owner(ids.size(), nullptr);
+    std::vector<const StepBags*> step_bags(ids.size(), nullptr);
     for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
-      const int64_t dim = backend_->spec(t).dim;
-      const int64_t floats = n_[t] * dim;
-      Pooled& p = pooled_[t];
-      // pool_at = owner: the step pools, straight into the output.
-      p.at_owner = pools_at_owner(t);
-      p.active = bags[t].pooled() && !p.at_owner;
-      if (p.at_owner) {
-        p.owner = OwnerBags{stage_bags(t, bags[t]), spans_[t].data};
-        owner[t] = &p.owner;
-        staged[t] = backend_->stage_output(t, out[t], bags[t].num_bags * dim);
-        continue;
-      }
-      staged[t] = p.active ? p.rows.reserve(floats) : backend_->stage_output(t, out[t], floats);
+      const int64_t rows = bags[t].pooled() ? bags[t].num_bags : n_[t];
+      bags_[t].pooled = bags[t].pooled();
+      if (bags_[t].pooled) step_bags[t] = &stage_bags(t, bags[t]);
+      staged[t] = backend_->stage_output(t, out[t], rows * backend_->spec(t).dim);
     }
     backend_->refresh_device();
-    if constexpr (Step<Backend>::kPoolsAtOwner)
-      step_.forward(staged, owner);
-    else
-      step_.forward(staged);
+    step_.forward(staged, step_bags);
     for (int t = 0; t < static_cast<int>(ids.size()); ++t) {
-      const int64_t dim = backend_->spec(t).dim;
-      if (pooled_[t].at_owner) {
-        backend_->finish_output(t, out[t], staged[t], bags[t].num_bags * dim);
-        continue;
-      }
-      if (!bags[t].pooled()) {
-        backend_->finish_output(t, out[t], staged[t], n_[t] * dim);
-        continue;
-      }
-      Stopwatch clock;  // pooling is the bags' part of expand
-      const BagPooling& pooling = stage_bags(t, bags[t]);
-      float* pooled_out = backend_->stage_output(t, out[t], bags[t].num_bags * dim);
-      backend_->pool_bags(pooling, staged[t], spans_[t].data, backend_->spec(t).padding_row(),
-                          pooled_out);
-      backend_->synchronize();
-      stats_[Stage::kExpand] += clock.lap_ms();
-      backend_->finish_output(t, out[t], pooled_out, bags[t].num_bags * dim);
+      const int64_t rows = bags_[t].pooled ? bags[t].num_bags : n_[t];
+      backend_->finish_output(t, out[t], staged[t], rows * backend_->spec(t).dim);
     }
     backend_->synchronize();
   }
@@ -139,24 +111,8 @@ class Engine final : public StepEngine {
     EMBTRAIN_ASSERT(grad_out.size() == n_.size());
     std::vector<const float*> staged(grad_out.size());
     for (int t = 0; t < static_cast<int>(grad_out.size()); ++t) {
-      const int64_t dim = backend_->spec(t).dim;
-      Pooled& p = pooled_[t];
-      if (p.at_owner) {  // the step takes the bags' gradient
-        staged[t] = backend_->stage_grad(t, grad_out[t], p.pooling.num_bags * dim);
-        continue;
-      }
-      if (!p.active) {
-        staged[t] = backend_->stage_grad(t, grad_out[t], n_[t] * dim);
-        continue;
-      }
-      // The positions' gradient stays in the engine's buffer until step().
-      const float* bag_grad = backend_->stage_grad(t, grad_out[t], p.pooling.num_bags * dim);
-      Stopwatch clock;  // the bags' part of reduce_requested
-      float* grad_rows = p.grad_rows.reserve(n_[t] * dim);
-      backend_->unpool_bags(p.pooling, bag_grad, n_[t], p.end, grad_rows);
-      backend_->synchronize();
-      stats_[Stage::kReduceRequested] += clock.lap_ms();
-      staged[t] = grad_rows;
+      const int64_t rows = bags_[t].pooled ? bags_[t].bags.pooling.num_bags : n_[t];
+      staged[t] = backend_->stage_grad(t, grad_out[t], rows * backend_->spec(t).dim);
     }
     step_.backward(staged);
     backend_->synchronize();  // the caller may reuse grad_out
@@ -167,10 +123,10 @@ class Engine final : public StepEngine {
     std::string error;
     for (int t = 0; t < static_cast<int>(ids.size()) && error.empty(); ++t)
       error = check_owner_bags(backend_->spec(t), /*given=*/false);
-    if (!take_prefetched(fingerprint(ids), error)) prepare_device(ids, error);
+    if (!take_prefetched(ids, error)) prepare_device(ids, error);
     n_ = next_n_;
     spans_ = next_spans_;
-    for (Pooled& p : pooled_) p.active = p.at_owner = false;
+    for (Bags& b : bags_) b.pooled = false;
     backend_->refresh_device();
     step_.forward(out);
   }
@@ -251,13 +207,6 @@ class Engine final : public StepEngine {
     step_.prepare(ids);
   }
 
-  // Whether this engine pools table t's bags at the owners: sharded, with
-  // pool_at = owner (one rank's step pools at the requester, which is the
-  // same step).
-  bool pools_at_owner(int t) const {
-    return Step<Backend>::kPoolsAtOwner && backend_->spec(t).pool_at == PoolAt::kOwner;
-  }
-
   // The error for a forward of `spec`'s table with bags `given` or not,
   // when it pools them at the owners, or "".
   static std::string check_owner_bags(const TableSpec& spec, bool given) {
@@ -269,37 +218,41 @@ class Engine final : public StepEngine {
     return "";
   }
 
-  // Table t's bags in the backend's memory, with room for what pooling
-  // leaves for backward.
-  const BagPooling& stage_bags(int t, const BagsView& bags) {
-    Pooled& p = pooled_[t];
+  // Table t's bags in the backend's memory with the batch's ids, with room
+  // for what pooling leaves for backward.
+  const StepBags& stage_bags(int t, const BagsView& bags) {
+    Bags& b = bags_[t];
     const int64_t dim = backend_->spec(t).dim;
-    BagPooling& pooling = p.pooling;
+    BagPooling& pooling = b.bags.pooling;
     pooling.mode = bags.mode;
     pooling.num_bags = bags.num_bags;
     pooling.dim = dim;
-    int64_t* offsets = p.offsets.reserve(bags.num_bags + 1);
+    int64_t* offsets = b.offsets.reserve(bags.num_bags + 1);
     backend_->upload(offsets, bags.offsets, bags.num_bags + 1);
     pooling.offsets = offsets;
     pooling.weights = nullptr;
     if (bags.weights) {
-      float* weights = p.weights.reserve(n_[t]);
+      float* weights = b.weights.reserve(n_[t]);
       backend_->upload(weights, bags.weights, n_[t]);
       pooling.weights = weights;
     }
-    pooling.counts = p.counts.reserve(bags.num_bags);
-    pooling.argmax = bags.mode == PoolMode::kMax ? p.argmax.reserve(bags.num_bags * dim) : nullptr;
-    p.end = bags.offsets[bags.num_bags];
-    return pooling;
+    pooling.counts = b.counts.reserve(bags.num_bags);
+    pooling.argmax = bags.mode == PoolMode::kMax ? b.argmax.reserve(bags.num_bags * dim) : nullptr;
+    b.bags.ids = spans_[t].data;
+    b.bags.end = bags.offsets[bags.num_bags];
+    return b.bags;
   }
 
   // Takes up the prefetched step when every rank's is the batch given now
-  // (then forward skips prepare); else it is dropped.
-  bool take_prefetched(uint64_t batch, const std::string& error = "") {
+  // (then forward skips prepare); else it is dropped. The batch is only
+  // fingerprinted when a prefetch awaits it.
+  template <typename Batch>
+  bool take_prefetched(const Batch& ids, const std::string& error = "") {
     if (!prefetched_) return false;  // prepare agrees on `error`
     prefetched_ = false;
     // One collective: whether every rank's batch is fine and the prefetched one.
-    const bool taken = agree_on_prefetch(control_, batch == prefetched_fingerprint_, &error);
+    const bool taken =
+        agree_on_prefetch(control_, fingerprint(ids) == prefetched_fingerprint_, &error);
     stats_.prefetched_steps += taken ? 1 : 0;
     return taken;
   }
@@ -322,25 +275,20 @@ class Engine final : public StepEngine {
   Step<Backend> step_;
   template <typename T>
   using Buffer = typename Backend::template Buffer<T>;
-  // A table whose last forward pooled bags: the bags and what the pooling
-  // kept for backward, in the backend's memory.
-  struct Pooled {
-    bool active = false;    // pooled here, on the requester
-    bool at_owner = false;  // pooled by the step, at the owners
-    BagPooling pooling;  // points into the buffers below
-    OwnerBags owner;     // at_owner: pooling and the batch's ids
-    int64_t end = 0;     // offsets[num_bags]: positions from here are in no bag
+  // A table's bags in the backend's memory, as its last forward was given
+  // them (bags.pooling points into the buffers), for the step to pool.
+  struct Bags {
+    bool pooled = false;  // the last forward had bags
+    StepBags bags;
     Buffer<int64_t> offsets;
     Buffer<float> weights;
     Buffer<int32_t> counts, argmax;
-    Buffer<float> rows;       // the positions' rows, before pooling
-    Buffer<float> grad_rows;  // the positions' gradient, for backward
   };
 
   std::vector<int64_t> n_;       // ids per table in the last forward
   std::vector<int64_t> next_n_;  // in the last prepare
   std::vector<IdSpan> spans_, next_spans_;  // the ids of the last forward, of the last prepare
-  std::vector<Pooled> pooled_;
+  std::vector<Bags> bags_;
   const std::vector<BagsView> no_bags_;  // one unpooled BagsView per table
   bool prefetched_ = false;      // a prefetch() awaits its forward()
   uint64_t prefetched_fingerprint_ = 0;

@@ -5,9 +5,11 @@
 //
 //  forward:  bucket_by_owner  the batch's distinct ids (one owner: no split)
 //            gather_owned     renorm them once (max_norm), then gather the
-//                             batch's rows straight from the table
+//                             batch's rows straight from the table, or
+//                             pool a table's bags straight from it
 //  backward: combine_at_owner the output gradient summed per distinct id
-//                             (the GPU defers this to update)
+//                             (the GPU defers this to update); with bags,
+//                             each position's gradient read from its bag's
 //  step:     update           the optimizer on those rows
 #pragma once
 
@@ -48,13 +50,17 @@ class LocalStep {
     next_ = ids;
     bucket_by_owner(ids);
   }
-  // The prepared step's forward: out[t] in the backend's memory.
-  void forward(const std::vector<float*>& out) {
+  // The prepared step's forward: out[t] in the backend's memory, the
+  // pooled bags (bags x dim) of a table whose bags[t] is given (not null;
+  // it must stay valid until step()), else the rows of its ids.
+  void forward(const std::vector<float*>& out, const std::vector<const StepBags*>& bags = {}) {
     current_ ^= 1;
+    bags_ = bags;
+    bags_.resize(tables_.size(), nullptr);
     gather_owned(next_, out);
     ++stats_.steps;
   }
-  // grad_out[t] must stay valid until step().
+  // grad_out[t] (bags x dim for a pooled table) must stay valid until step().
   void backward(const std::vector<const float*>& grad_out) { combine_at_owner(grad_out); }
   void step() { update(); }
 
@@ -72,6 +78,7 @@ class LocalStep {
     typename Backend::UniqueWorkspace ws[2];
     UniqueIndex index[2];
     typename Backend::Grads grads;
+    BagGrads<Backend> bag_grads;
   };
 
   int num_tables() const { return static_cast<int>(tables_.size()); }
@@ -90,8 +97,15 @@ class LocalStep {
   void gather_owned(const std::vector<IdSpan>& ids, const std::vector<float*>& out) {
     Stopwatch clock;
     for (int t = 0; t < num_tables(); ++t) {
-      b_.renorm_rows(t, tables_[t].index[current_].unique, tables_[t].index[current_].num_unique);
-      b_.gather_rows(t, ids[t].data, ids[t].n, out[t]);
+      const UniqueIndex& index = tables_[t].index[current_];
+      b_.renorm_rows(t, index.unique, index.num_unique);
+      if (const StepBags* bags = bags_[t]) {
+        // A position's row is its id's: the table's row unique[inverse[p]].
+        const PositionRows rows{b_.weights(t), index.inverse, index.unique, b_.spec(t).dim};
+        b_.pool_bags(bags->pooling, rows, bags->ids, b_.spec(t).padding_row(), out[t]);
+      } else {
+        b_.gather_rows(t, ids[t].data, ids[t].n, out[t]);
+      }
     }
     b_.synchronize();
     stats_[Stage::kGatherOwned] += clock.lap_ms();
@@ -103,6 +117,11 @@ class LocalStep {
       OwnerGrads args;
       args.index = &tables_[t].index[current_];
       args.src = grad_out[t];
+      if (const StepBags* bags = bags_[t]) {
+        const auto rows = tables_[t].bag_grads.from_bags(b_, *bags, grad_out[t], args.index->n);
+        args.src = rows.src;
+        args.src_offsets = rows.src_offsets;
+      }
       args.scale_by_count = b_.spec(t).scale_grad_by_freq;
       args.skip_row = b_.spec(t).padding_row();
       b_.combine(t, args, &tables_[t].grads);
@@ -130,6 +149,7 @@ class LocalStep {
   std::vector<Table> tables_;
   int current_ = 0;            // the index forward() last took up
   std::vector<IdSpan> next_;   // the prepared step's ids
+  std::vector<const StepBags*> bags_;  // the last forward's, per table (null: none)
 };
 
 }  // namespace embtrain

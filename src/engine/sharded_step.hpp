@@ -24,11 +24,13 @@
 //                    self rows are rounded alike, so that every row of the
 //                    step has made the same trip.
 //  expand            Requester: its rows arrived in the layout its ids left
-//                    in; expand them through the inverse map to (*, dim).
+//                    in; expand them through the inverse map to (*, dim),
+//                    or pool a table's bags straight from them.
 // Backward runs the same route in reverse:
 //  reduce_requested  Requester: the output gradient summed per distinct id
 //                    into the place its row arrived at (the padding id
-//                    skipped), and each id's count if a table scales by
+//                    skipped; with bags, each position's gradient read from
+//                    its bag's), and each id's count if a table scales by
 //                    frequency.
 //  exchange_grads    Sums (and counts) back to the owners, into the places
 //                    the rows left from.
@@ -107,13 +109,16 @@ class ShardedStep {
     bucket_by_owner(&in, ids);
     start_exchange_ids(&in);
   }
-  // The prepared step's forward: out[t] in the backend's memory (bags x
-  // dim for a table pooled at the owners, whose bags[t] must be given; null
-  // for the others). Collectives.
-  void forward(const std::vector<float*>& out, const std::vector<const OwnerBags*>& bags = {}) {
+  // The prepared step's forward: out[t] in the backend's memory, bags x
+  // dim for a table whose bags[t] is given (not null; it must stay valid
+  // until step(), and be given in every forward of a table pooled at the
+  // owners), else the rows of its ids. Collectives.
+  void forward(const std::vector<float*>& out, const std::vector<const StepBags*>& bags = {}) {
     current_ ^= 1;
+    bags_ = bags;
+    bags_.resize(static_cast<size_t>(T_), nullptr);
     finish_exchange_ids();
-    if (any_at_owner_) exchange_bags(bags);
+    if (any_at_owner_) exchange_bags(bags_);
     gather_owned();
     if (any_at_owner_) pool_at_owner();
     exchange_rows();
@@ -148,6 +153,7 @@ class ShardedStep {
     std::vector<int64_t> begin;      // num_bounds(): bucketize's answer, on the host
     int64_t pad_slot = -1;           // the padding id's slot in index, or -1
     Buffer<int64_t> slot_rows;       // per slot: its row in rows_ (-1 skips it in the reduce)
+    BagGrads<Backend> bag_grads;     // bags pooled here: their positions' gradients
   };
   // What a step's ids alone determine: prepare() fills one while the step
   // before may still use the other.
@@ -177,7 +183,7 @@ class ShardedStep {
   // Requester side of a table pooled at the owners, this step: its entries
   // and partial rows (bag_pooling.hpp), owner-major.
   struct Pooling {
-    const OwnerBags* bags = nullptr;
+    const StepBags* bags = nullptr;
     Buffer<int32_t> idx, slot, pos, winner;
     Buffer<float> weight;
     Buffer<int64_t> partial_bag;
@@ -242,8 +248,8 @@ class ShardedStep {
   void combine_at_owner();
   void update();
   // The stages' parts for tables pooled at the owners (see the top).
-  void list_entries(int t, const OwnerBags& bags);
-  void exchange_bags(const std::vector<const OwnerBags*>& bags);
+  void list_entries(int t, const StepBags& bags);
+  void exchange_bags(const std::vector<const StepBags*>& bags);
   void pool_at_owner();
   void expand_at_owner(int t, float* out);
   void reduce_at_owner(int t, const float* grad_out);
@@ -275,6 +281,7 @@ class ShardedStep {
   std::vector<char> at_owner_;
   bool any_at_owner_ = false;
   std::vector<PoolMode> owner_mode_;
+  std::vector<const StepBags*> bags_;  // the last forward's, per table (null: none)
   bool weights_travel_ = false, any_max_ = false;
   std::vector<Pooling> pooling_;
   Buffer<int32_t> idx_send_, idx_recv_, slot_send_, slot_recv_, args_;
@@ -492,7 +499,12 @@ void ShardedStep<Backend>::expand(const std::vector<float*>& out) {
     for (int d = 0; d < P_; ++d) base[d] = cur().layout.requested(d, t).row;
     int64_t* slot_rows = r.slot_rows.reserve(r.index.num_unique);
     b_.block_offsets(starts, base, dims_[t], r.index.num_unique, slot_rows);
-    b_.expand_rows(rows_.data(), slot_rows, r.index, dims_[t], out[t]);
+    if (const StepBags* bags = bags_[t]) {
+      const PositionRows rows{rows_.data(), r.index.inverse, slot_rows, /*stride=*/1};
+      b_.pool_bags(bags->pooling, rows, bags->ids, b_.spec(t).padding_row(), out[t]);
+    } else {
+      b_.expand_rows(rows_.data(), slot_rows, r.index, dims_[t], out[t]);
+    }
   }
   finish(Stage::kExpand, &clock);
 }
@@ -510,7 +522,13 @@ void ShardedStep<Backend>::reduce_requested(const std::vector<const float*>& gra
       if (r.pad_slot >= 0) b_.upload(r.slot_rows.data() + r.pad_slot, &kSkip, 1);
       SegmentLayout layout;
       layout.dst_offsets = r.slot_rows.data();
-      b_.segment_sum(grad_out[t], dims_[t], r.index, layout, rows_.data());
+      const float* src = grad_out[t];
+      if (const StepBags* bags = bags_[t]) {
+        const auto grads = r.bag_grads.from_bags(b_, *bags, grad_out[t], r.index.n);
+        src = grads.src;
+        layout.src_offsets = grads.src_offsets;
+      }
+      b_.segment_sum(src, dims_[t], r.index, layout, rows_.data());
     }
     if (!any_scaled_) continue;
     for (int d = 0; d < P_; ++d) {
@@ -612,7 +630,7 @@ void ShardedStep<Backend>::update() {
 
 // Table t's entries, and each bag's pooled count (into bags.pooling.counts).
 template <typename Backend>
-void ShardedStep<Backend>::list_entries(int t, const OwnerBags& bags) {
+void ShardedStep<Backend>::list_entries(int t, const StepBags& bags) {
   Pooling& pl = pooling_[t];
   const Requested& r = cur().tables[t];
   const int64_t n = r.index.n;  // at most one entry and one partial row per position
@@ -631,7 +649,7 @@ void ShardedStep<Backend>::list_entries(int t, const OwnerBags& bags) {
 // with each table's pooling (whose mode must be the same on every rank),
 // the layout with them, then the entries.
 template <typename Backend>
-void ShardedStep<Backend>::exchange_bags(const std::vector<const OwnerBags*>& bags) {
+void ShardedStep<Backend>::exchange_bags(const std::vector<const StepBags*>& bags) {
   Stopwatch clock;
   Input& in = cur();
   EMBTRAIN_ASSERT(static_cast<int>(bags.size()) == T_);

@@ -29,6 +29,29 @@ struct BagPooling {
   int32_t* argmax = nullptr;  // max only, per bag and column: the winning position or -1
 };
 
+// Where a pooling kernel reads position p's row: rows + p * dim (one row
+// per position), or without that copy, the row of p's slot: rows +
+// at[slot[p]] * stride (slot: the inverse of the batch's distinct ids; at:
+// each distinct id's row number, stride dim, or its float offset, stride 1).
+struct PositionRows {
+  const float* rows = nullptr;
+  const int32_t* slot = nullptr;
+  const int64_t* at = nullptr;
+  int64_t stride = 1;
+
+  EMBTRAIN_HD const float* row(int64_t p, int64_t dim) const {
+    return slot ? rows + at[slot[p]] * stride : rows + p * dim;
+  }
+};
+
+// Whether every position of a bag takes the same gradient row, the bag's
+// (mean: over its count; sum without weights: as it is), so that a segment
+// sum can read it from one row per bag (share_bag_grads) instead of one per
+// position (unpool_bags). Weighted sums and max differ per position.
+EMBTRAIN_HD bool bag_grads_shared(const BagPooling& bags) {
+  return bags.mode == PoolMode::kMean || (bags.mode == PoolMode::kSum && !bags.weights);
+}
+
 // Bags pooled at the owners (pool_at = owner; the protocol is in
 // engine/sharded_step.hpp). A requester's entries of one table: one per
 // pooled position (the padding id left out), owner-major, each owner's in

@@ -533,8 +533,8 @@ void round_wire(float* d_data, int64_t n, CommPrecision p, float scale, void*) {
 
 // pool.cu's kernels transcribed: a warp per bag, lane l building the
 // columns l, l + 32, ... from the bag's positions in order.
-void pool_bags(const BagPooling& bags, const float* d_rows, const int64_t* d_ids, int64_t skip_id,
-               float* d_out, void*) {
+void pool_bags(const BagPooling& bags, const PositionRows& d_rows, const int64_t* d_ids,
+               int64_t skip_id, float* d_out, void*) {
   const int64_t dim = bags.dim;
   for (int64_t b = 0; b < bags.num_bags; ++b)
     for (int lane = 0; lane < kWarpSize; ++lane)
@@ -544,7 +544,7 @@ void pool_bags(const BagPooling& bags, const float* d_rows, const int64_t* d_ids
         for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) {
           if (d_ids[p] == skip_id) continue;
           const float w = bags.weights ? bags.weights[p] : 1.f;
-          pool_column(bags.mode, d_rows[p * dim + j], w, static_cast<int32_t>(p), count == 0,
+          pool_column(bags.mode, d_rows.row(p, dim)[j], w, static_cast<int32_t>(p), count == 0,
                       &acc, &arg);
           ++count;
         }
@@ -570,6 +570,26 @@ void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n, int64_t
                             bags.counts[b], static_cast<int32_t>(p),
                             bags.argmax ? bags.argmax[b * dim + j] : -1);
   std::fill(d_grad_rows + first_unbagged * dim, d_grad_rows + n * dim, 0.f);
+}
+
+void share_bag_grads(const BagPooling& bags, const float* d_grad, int64_t n,
+                     int64_t first_unbagged, float* d_grad_rows, int64_t* d_src_offsets, void*) {
+  if (first_unbagged != bags.offsets[bags.num_bags] || first_unbagged > n)
+    contract_violation("share_bag_grads", "first_unbagged = ", first_unbagged, " but offsets[",
+                       bags.num_bags, "] = ", bags.offsets[bags.num_bags], " of n = ", n);
+  if (!bag_grads_shared(bags))
+    contract_violation("share_bag_grads", "bags whose positions take different gradients (mode ",
+                       static_cast<int>(bags.mode), bags.weights ? ", weighted" : "", ")");
+  const int64_t dim = bags.dim;
+  for (int64_t b = 0; b < bags.num_bags; ++b) {
+    for (int lane = 0; lane < kWarpSize; ++lane)
+      for (int64_t j = lane; j < dim; j += kWarpSize)
+        d_grad_rows[b * dim + j] =
+            unpool_column(bags.mode, d_grad[b * dim + j], 1.f, bags.counts[b], 0, -1);
+    for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) d_src_offsets[p] = b * dim;
+  }
+  std::fill(d_grad_rows + bags.num_bags * dim, d_grad_rows + (bags.num_bags + 1) * dim, 0.f);
+  std::fill(d_src_offsets + first_unbagged, d_src_offsets + n, bags.num_bags * dim);
 }
 
 // --- Bags pooled at the owners -----------------------------------------------------

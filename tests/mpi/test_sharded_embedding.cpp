@@ -77,6 +77,17 @@ int gpu_count() {
 #endif
 }
 
+// Skips the test on every rank unless every rank sees a GPU;
+// EMBTRAIN_REQUIRE_GPU=1 turns the skip into a failure.
+#define SKIP_UNLESS_EVERY_RANK_HAS_GPU()                                                         \
+  do {                                                                                           \
+    if (!all_ranks(gpu_count() > 0)) {                                                           \
+      const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");                                     \
+      if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU"; \
+      GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)"; \
+    }                                                                                            \
+  } while (0)
+
 // Ids of one batch in the dtype the case chose, with their view.
 struct TypedIds {
   std::vector<int32_t> i32;
@@ -459,15 +470,25 @@ TEST_F(ShardedEmbeddingTest, EqualsOneProcessOnTheGlobalBatch) {
 // reference. Skips on every rank unless every rank sees a GPU;
 // EMBTRAIN_REQUIRE_GPU=1 turns the skip into a failure.
 TEST_F(ShardedEmbeddingTest, GpuStepEqualsOneProcessOnTheGlobalBatch) {
-  const bool every_rank_has_gpu = all_ranks(gpu_count() > 0);
-  if (!every_rank_has_gpu) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(111);
   SCOPED_TRACE(seed_trace(seed));
   check_equals_one_process(seed, 100, /*on_gpu=*/true);
+}
+
+// This rank's shards of `got` and `want` (rows, optimizer state, step
+// counters), bit for bit.
+void expect_shards_bitwise_equal(const ShardedEmbedding& got, const ShardedEmbedding& want) {
+  for (int t = 0; t < want.num_tables(); ++t) {
+    const embtrain::EmbeddingTable &a = got.shard(t), &b = want.shard(t);
+    ASSERT_EQ(a.weights().size(), b.weights().size());
+    ASSERT_EQ(a.state().size(), b.state().size());
+    EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
+        << "weights of table " << t << " on this rank";
+    EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
+        << "optimizer state of table " << t << " on this rank";
+    EXPECT_EQ(a.step(), b.step());
+  }
 }
 
 // The GPU step against the CPU step at the same number of ranks: bit for
@@ -501,26 +522,13 @@ void check_gpu_equals_cpu(uint64_t seed, int cases) {
             << "forward output of step " << k << ", table " << t;
       }
     }
-    for (int t = 0; t < c.num_tables(); ++t) {
-      const embtrain::EmbeddingTable &a = gpu.shard(t), &b = cpu.shard(t);
-      ASSERT_EQ(a.weights().size(), b.weights().size());
-      ASSERT_EQ(a.state().size(), b.state().size());
-      EXPECT_EQ(bytes_cmp(a.weights().data(), b.weights().data(), a.weights().size() * 4), 0)
-          << "weights of table " << t << " on this rank";
-      EXPECT_EQ(bytes_cmp(a.state().data(), b.state().data(), a.state().size() * 4), 0)
-          << "optimizer state of table " << t << " on this rank";
-      EXPECT_EQ(a.step(), b.step());
-    }
+    expect_shards_bitwise_equal(gpu, cpu);
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
 }
 
 TEST_F(ShardedEmbeddingTest, GpuStepEqualsTheCpuStepBitForBit) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(141);
   SCOPED_TRACE(seed_trace(seed));
   check_gpu_equals_cpu(seed, 60);
@@ -630,11 +638,7 @@ TEST_F(ShardedEmbeddingTest, PrefetchedStepsAreBitwiseTheSame) {
 }
 
 TEST_F(ShardedEmbeddingTest, GpuStepPrefetchedStepsAreBitwiseTheSame) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(132);
   SCOPED_TRACE(seed_trace(seed));
   check_prefetch(seed, 30, /*on_gpu=*/true);
@@ -712,11 +716,7 @@ TEST_F(ShardedEmbeddingTest, HalfPrecisionOnTheWireStaysNearOneProcess) {
 }
 
 TEST_F(ShardedEmbeddingTest, GpuStepHalfPrecisionOnTheWireStaysNearOneProcess) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(122);
   SCOPED_TRACE(seed_trace(seed));
   check_half_precision(seed, 30, /*on_gpu=*/true);
@@ -1193,11 +1193,7 @@ TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersMatchTheRequester) {
 
 // The same on the GPU engine, which also gives the CPU engine's bits.
 TEST_F(ShardedEmbeddingTest, GpuStepBagsPooledAtTheOwnersMatchTheRequester) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(143);
   SCOPED_TRACE(seed_trace(seed));
   check_pooled_at_owners(seed, /*on_gpu=*/true);
@@ -1231,6 +1227,96 @@ TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersDifferentlyFailOnEveryRank) {
   // The same way on every rank: it works.
   const embtrain::BagsView good{embtrain::PoolMode::kSum, offsets.data(), 2, nullptr};
   se.forward({view}, {good}, {out.data()});
+}
+
+// Bags pooled at the requester on the GPU against the CPU at the same
+// number of ranks, bit for bit: outputs, rows, optimizer state. Both steps
+// pool straight from the rows and sum each position's gradient from its
+// bag's (one shared row per bag for mean and unweighted sum, one per
+// position for weighted sum and max) in sum_order.hpp's order. Modes cycle
+// with weights, padding (empty and all-padding bags), max_norm,
+// scale_grad_by_freq and every optimizer; every other case has cancelling
+// gradients (a quarter of them +-1000), where any change in the order of
+// the adds would show. Skips unless every rank has a GPU (the emulated
+// device counts: mpi.emulated_gpu.np*).
+TEST_F(ShardedEmbeddingTest, GpuStepWithBagsEqualsTheCpuStepBitForBit) {
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
+  const uint64_t seed = test_seed(151);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int me = comm.rank();
+  for (int n = 0; n < 12; ++n) {
+    std::mt19937_64 rng(embtrain::random_bits(seed, 151, static_cast<uint64_t>(n)));
+    const embtrain::PoolMode modes[2] = {static_cast<embtrain::PoolMode>(n % 3),
+                                         embtrain::PoolMode::kMean};
+    const bool weighted = modes[0] == embtrain::PoolMode::kSum && n % 2 == 0;
+    std::vector<TableSpec> specs(2);
+    for (int t = 0; t < 2; ++t) {
+      specs[t].name = "bags" + std::to_string(t);
+      specs[t].num_embeddings = std::uniform_int_distribution<int64_t>(1, 80)(rng);
+      specs[t].dim = rng() % 2 ? std::uniform_int_distribution<int64_t>(1, 9)(rng) : 16;
+      specs[t].optimizer.kind = static_cast<OptimizerKind>((n + t) % 4);
+      specs[t].optimizer.lr = 0.05;
+      if (rng() % 2) specs[t].padding_idx = static_cast<int64_t>(rng() % specs[t].num_embeddings);
+      specs[t].scale_grad_by_freq = modes[t] != embtrain::PoolMode::kMax && rng() % 2;
+      if (rng() % 3 == 0) specs[t].max_norm = 1.5;
+    }
+    SCOPED_TRACE(testing::Message() << "case " << n << ": modes "
+                                    << embtrain::pool_mode_name(modes[0]) << "/mean, weighted "
+                                    << weighted);
+    ShardedEmbedding cpu(specs, &comm, seed + n), gpu(specs, &comm, seed + n);
+    gpu.use_cuda();
+    for (int k = 0; k < 3; ++k) {
+      std::mt19937_64 r(
+          embtrain::random_bits(seed, 152, static_cast<uint64_t>((n * 16 + k) * 64 + me)));
+      std::vector<std::vector<int64_t>> ids(2), offsets(2);
+      std::vector<std::vector<float>> grads(2);
+      std::vector<float> weights;
+      std::vector<embtrain::BagsView> bags;
+      std::vector<IdsView> views;
+      for (int t = 0; t < 2; ++t) {
+        const int64_t num_bags = std::uniform_int_distribution<int64_t>(0, 8)(r);
+        offsets[t].push_back(0);
+        for (int64_t i = 0; i < num_bags; ++i)
+          offsets[t].push_back(offsets[t].back() + std::uniform_int_distribution<int64_t>(0, 90)(r));
+        // A few ids past the last bag (1-D ids with offsets allow them).
+        const int64_t positions = offsets[t].back() + static_cast<int64_t>(r() % 3);
+        const int64_t pool = std::uniform_int_distribution<int64_t>(1, specs[t].num_embeddings)(r);
+        for (int64_t i = 0; i < positions; ++i) {
+          int64_t id = static_cast<int64_t>(r() % pool);
+          if (specs[t].padding_idx && r() % 5 == 0) id = *specs[t].padding_idx;
+          ids[t].push_back(id);
+        }
+        grads[t].resize(static_cast<size_t>(num_bags * specs[t].dim));
+        for (float& g : grads[t]) {
+          g = std::normal_distribution<float>(0.f, 1.f)(r);
+          if (n % 2 && r() % 4 == 0) g += r() % 2 ? 1000.f : -1000.f;
+        }
+        views.push_back(IdsView{ids[t].data(), DType::kInt64, {positions}});
+      }
+      for (size_t i = 0; i < ids[0].size(); ++i)
+        weights.push_back(std::uniform_real_distribution<float>(-2.f, 2.f)(r));
+      for (int t = 0; t < 2; ++t)
+        bags.push_back({modes[t], offsets[t].data(), static_cast<int64_t>(offsets[t].size()) - 1,
+                        t == 0 && weighted ? weights.data() : nullptr});
+      std::vector<std::vector<float>> outs[2];
+      ShardedEmbedding* jobs[2] = {&cpu, &gpu};
+      for (int j = 0; j < 2; ++j) {
+        std::vector<float*> ptrs;
+        for (int t = 0; t < 2; ++t)
+          outs[j].emplace_back(static_cast<size_t>(bags[t].num_bags * specs[t].dim), -7.f);
+        for (auto& o : outs[j]) ptrs.push_back(o.data());
+        jobs[j]->forward(views, bags, ptrs);
+        jobs[j]->backward({grads[0].data(), grads[1].data()});
+        jobs[j]->step();
+      }
+      for (int t = 0; t < 2; ++t)
+        EXPECT_EQ(bytes_cmp(outs[1][t].data(), outs[0][t].data(), outs[0][t].size() * 4), 0)
+            << "forward output of step " << k << ", table " << t;
+    }
+    expect_shards_bitwise_equal(gpu, cpu);
+    if (!all_ranks(!HasFailure())) return;
+  }
 }
 
 }  // namespace

@@ -135,6 +135,36 @@ TEST(UniqueIds, MatchesMapReference) {
       }
 }
 
+// The sort splits the batch over threads (each a contiguous part, placed
+// after the parts before it): the index must be the one-thread index, array
+// for array, and valid, whatever the thread count.
+TEST(UniqueIds, SameIndexForAnyThreadCount) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int saved = omp_get_max_threads();
+  for (int64_t n : {int64_t{40000}, int64_t{300001}})
+    for (bool heavy : {false, true}) {
+      SCOPED_TRACE("n " + std::to_string(n) + (heavy ? ", heavy duplicates" : ", uniform"));
+      const int64_t bound = int64_t{1} << 22;
+      const std::vector<int64_t> ids = random_ids(n, bound, heavy, rng);
+      UniqueIndex one, many;
+      omp_set_num_threads(1);
+      embtrain::cpu::unique_ids(ids.data(), n, bound, &one);
+      for (int threads : {2, 3, 7}) {
+        omp_set_num_threads(threads);
+        embtrain::cpu::unique_ids(ids.data(), n, bound, &many);
+        expect_valid_index(ids, many);
+        EXPECT_EQ(many.unique, one.unique) << threads << " threads";
+        EXPECT_EQ(many.inverse, one.inverse) << threads << " threads";
+        EXPECT_EQ(many.offsets, one.offsets) << threads << " threads";
+        EXPECT_EQ(many.positions, one.positions) << threads << " threads";
+      }
+      omp_set_num_threads(saved);
+      if (HasFatalFailure()) return;
+    }
+}
+
 TEST(UniqueIds, SmallExample) {
   const std::vector<int64_t> ids = {5, 2, 5, 9, 2, 5};
   UniqueIndex index;

@@ -69,7 +69,7 @@ TEST(PoolKernels, PoolAndUnpoolMatchTheReference) {
         BagPooling bags{mode, b.offsets.data(), b.bags(), weighted ? b.weights.data() : nullptr,
                         dim, counts.data(), mode == PoolMode::kMax ? argmax.data() : nullptr};
         std::vector<float> out(b.bags() * dim, -7.f);
-        cpu::pool_bags(bags, b.rows.data(), b.ids.data(), b.pad, out.data());
+        cpu::pool_bags(bags, PositionRows{b.rows.data()}, b.ids.data(), b.pad, out.data());
         const Reference want = reference(b, mode);
         for (int64_t k = 0; k < b.bags(); ++k) ASSERT_EQ(counts[k], want.count[k]) << "bag " << k;
         for (size_t i = 0; i < out.size(); ++i) {
@@ -100,6 +100,74 @@ TEST(PoolKernels, PoolAndUnpoolMatchTheReference) {
           }
         for (int64_t i = b.offsets.back() * dim; i < b.n * dim; ++i)
           ASSERT_EQ(grad_rows[i], 0.f) << "a position past the last bag got a gradient";
+      }
+    }
+  }
+}
+
+// What the steps pool from and sum gradients of instead of one row per
+// position: rows found through the batch's distinct ids (the table's rows,
+// as one rank's step; rows at float offsets in a buffer of their own order,
+// as the sharded step's arrived rows), and one gradient row per bag where
+// its positions share it. Both must give the per-position kernels' bits.
+TEST(PoolKernels, PoolingThroughDistinctIdsAndSharedGradsEqualPerPositionRows) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (PoolMode mode : {PoolMode::kSum, PoolMode::kMean, PoolMode::kMax}) {
+    for (int64_t dim : {1, 4, 16, 128}) {
+      for (int trial = 0; trial < 4; ++trial) {
+        const bool weighted = mode == PoolMode::kSum && trial % 2 == 1;
+        const BagBatch b = random_bags(dim, weighted, rng);
+        SCOPED_TRACE(testing::Message() << pool_mode_name(mode) << " dim " << dim << " bags "
+                                        << b.bags() << " n " << b.n << " weighted " << weighted);
+        // The distinct ids, each position's slot among them, and a buffer
+        // holding their rows in a shuffled order at float offsets.
+        const auto [unique, slot] = embtrain_test::distinct_ids(b.ids);
+        std::vector<int64_t> order(unique.size()), at(unique.size());
+        for (size_t u = 0; u < order.size(); ++u) order[u] = static_cast<int64_t>(u);
+        std::shuffle(order.begin(), order.end(), rng);
+        std::vector<float> arrived(unique.size() * dim);
+        for (size_t u = 0; u < unique.size(); ++u) {
+          at[u] = order[u] * dim;
+          std::copy_n(b.table.begin() + unique[u] * dim, dim, arrived.begin() + at[u]);
+        }
+
+        const size_t bags = static_cast<size_t>(b.bags());
+        std::vector<int32_t> counts(bags), argmax(bags * dim), counts2(bags), argmax2(bags * dim);
+        const float* weights = weighted ? b.weights.data() : nullptr;
+        const bool max = mode == PoolMode::kMax;
+        const BagPooling per_position{mode, b.offsets.data(), b.bags(), weights, dim,
+                                      counts.data(), max ? argmax.data() : nullptr};
+        const BagPooling through{mode, b.offsets.data(), b.bags(), weights, dim,
+                                 counts2.data(), max ? argmax2.data() : nullptr};
+        std::vector<float> want(bags * dim, -7.f), got(bags * dim, -9.f);
+        cpu::pool_bags(per_position, PositionRows{b.rows.data()}, b.ids.data(), b.pad,
+                       want.data());
+        for (const PositionRows& rows :
+             {PositionRows{b.table.data(), slot.data(), unique.data(), dim},
+              PositionRows{arrived.data(), slot.data(), at.data(), 1}}) {
+          cpu::pool_bags(through, rows, b.ids.data(), b.pad, got.data());
+          ASSERT_EQ(got, want) << "stride " << rows.stride;
+          ASSERT_EQ(counts2, counts);
+          ASSERT_EQ(argmax2, argmax);
+        }
+
+        if (!bag_grads_shared(per_position)) continue;
+        std::vector<float> grad(bags * dim), grad_rows(b.n * dim, -7.f);
+        std::normal_distribution<float> normal;
+        for (float& g : grad) g = normal(rng);
+        cpu::unpool_bags(per_position, grad.data(), b.n, grad_rows.data());
+        std::vector<float> shared((bags + 1) * dim, -9.f);
+        std::vector<int64_t> src_offsets(b.n, -1);
+        cpu::share_bag_grads(per_position, grad.data(), b.n, shared.data(), src_offsets.data());
+        for (int64_t p = 0; p < b.n; ++p) {
+          ASSERT_GE(src_offsets[p], 0) << "position " << p;
+          ASSERT_LE(src_offsets[p], static_cast<int64_t>(bags) * dim) << "position " << p;
+          for (int64_t j = 0; j < dim; ++j)
+            ASSERT_EQ(shared[src_offsets[p] + j], grad_rows[p * dim + j])
+                << "position " << p << " column " << j;
+        }
       }
     }
   }
@@ -195,7 +263,8 @@ TEST(PoolKernels, PoolingAtTheOwnersMatchesPoolingAtTheRequester) {
         cpu::combine_partials(rp, got.data());
         const BagPooling at_requester{mode, b.offsets.data(), b.bags(), bags.weights, dim,
                                       want_counts.data(), argmax.data()};
-        cpu::pool_bags(at_requester, b.rows.data(), b.ids.data(), b.pad, want.data());
+        cpu::pool_bags(at_requester, PositionRows{b.rows.data()}, b.ids.data(), b.pad,
+                       want.data());
         ASSERT_EQ(counts, want_counts);
         for (size_t i = 0; i < got.size(); ++i) {
           if (mode == PoolMode::kMax)

@@ -121,15 +121,22 @@ void round_wire(float* data, int64_t n, CommPrecision p, float scale);
 
 // --- pool.cpp ----------------------------------------------------------------
 
-// Bags (bag_pooling.hpp): out[b] = the pool of rows[p] (one row per
-// position p of the batch) over bag b's positions whose id is not skip_id
-// (the padding id, or -1); fills bags.counts and, for max, bags.argmax.
-void pool_bags(const BagPooling& bags, const float* rows, const int64_t* ids, int64_t skip_id,
-               float* out);
+// Bags (bag_pooling.hpp): out[b] = the pool of position p's row
+// (rows.row(p)) over bag b's positions whose id is not skip_id (the
+// padding id, or -1); fills bags.counts and, for max, bags.argmax.
+void pool_bags(const BagPooling& bags, const PositionRows& rows, const int64_t* ids,
+               int64_t skip_id, float* out);
 // grad_rows[p] (n rows) = the gradient of position p's row from its bag's
 // output gradient grad[b] (counts and argmax as pool_bags left them); 0 for
 // positions past the last bag.
 void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, float* grad_rows);
+// The same gradients as one row per bag, for bags whose positions share it
+// (bag_grads_shared): grad_rows[b] (num_bags + 1 rows, the last zeros) and
+// src_offsets[p] (n): position p's row's float offset, b * dim for p in
+// bag b, num_bags * dim past the last bag. Row src_offsets[p] holds
+// unpool_bags' grad_rows[p], bit for bit.
+void share_bag_grads(const BagPooling& bags, const float* grad, int64_t n, float* grad_rows,
+                     int64_t* src_offsets);
 
 // Bags pooled at the owners (bag_pooling.hpp; the stages in
 // engine/sharded_step.hpp). list_bag_entries: the requester's entries of

@@ -5,34 +5,41 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/cpu/prefetch.hpp"
 
 namespace embtrain {
 namespace cpu {
 
-void pool_bags(const BagPooling& bags, const float* rows, const int64_t* ids, int64_t skip_id,
-               float* out) {
+void pool_bags(const BagPooling& bags, const PositionRows& rows, const int64_t* ids,
+               int64_t skip_id, float* out) {
   const int64_t dim = bags.dim;
   const bool max = bags.mode == PoolMode::kMax;
+  const int64_t end = bags.offsets[bags.num_bags];
 #pragma omp parallel
   {
     std::vector<int32_t> arg(static_cast<size_t>(max ? dim : 0));
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < bags.num_bags; ++b) {
-      float* acc = out + b * dim;
+      float* __restrict acc = out + b * dim;
       std::fill(acc, acc + dim, 0.f);
       std::fill(arg.begin(), arg.end(), -1);
       int32_t count = 0;
       for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) {
+        // The rows are the table's, or a buffer's, in no useful order: ask
+        // for the row a few positions ahead (the next bags' too).
+        if (p + kPrefetchDistance < end) prefetch_row(rows.row(p + kPrefetchDistance, dim), dim, false);
         if (ids[p] == skip_id) continue;
-        const float* x = rows + p * dim;
+        const float* __restrict x = rows.row(p, dim);
         const float w = bags.weights ? bags.weights[p] : 1.f;
         const bool first = count == 0;
         const int32_t position = static_cast<int32_t>(p);
         if (max) {
           for (int64_t j = 0; j < dim; ++j)
             pool_column(PoolMode::kMax, x[j], w, position, first, acc + j, arg.data() + j);
-        } else {
+        } else if (bags.weights) {
           for (int64_t j = 0; j < dim; ++j) acc[j] += x[j] * w;  // pool_column's sum, vectorised
+        } else {
+          for (int64_t j = 0; j < dim; ++j) acc[j] += x[j];  // x * 1 is x exactly
         }
         ++count;
       }
@@ -78,6 +85,30 @@ void unpool_bags(const BagPooling& bags, const float* grad, int64_t n, float* gr
   // Positions past the last bag are in no bag: no gradient.
   const int64_t end = bags.offsets[bags.num_bags];
   std::fill(grad_rows + end * dim, grad_rows + n * dim, 0.f);
+}
+
+void share_bag_grads(const BagPooling& bags, const float* grad, int64_t n, float* grad_rows,
+                     int64_t* src_offsets) {
+  const int64_t dim = bags.dim;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < bags.num_bags; ++b) {
+    const float* g = grad + b * dim;
+    float* dst = grad_rows + b * dim;
+    const int32_t count = bags.counts[b];
+    if (bags.mode == PoolMode::kSum) {
+      std::copy(g, g + dim, dst);
+    } else if (count > 0) {  // mean
+      const float c = static_cast<float>(count);
+      for (int64_t j = 0; j < dim; ++j) dst[j] = g[j] / c;
+    } else {
+      std::fill(dst, dst + dim, 0.f);
+    }
+    for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) src_offsets[p] = b * dim;
+  }
+  float* zero = grad_rows + bags.num_bags * dim;
+  std::fill(zero, zero + dim, 0.f);
+  const int64_t end = bags.offsets[bags.num_bags];
+  std::fill(src_offsets + end, src_offsets + n, bags.num_bags * dim);
 }
 
 }  // namespace cpu

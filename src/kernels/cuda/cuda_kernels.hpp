@@ -150,13 +150,17 @@ void round_wire(float* d_data, int64_t n, CommPrecision p, float scale, void* st
 
 // --- pool.cu -------------------------------------------------------------------
 
-// cpu::pool_bags and cpu::unpool_bags on the device, one warp per bag;
-// unpool zeroes the rows of positions [first_unbagged, n), past the last
-// bag (offsets[num_bags], which the host knows).
-void pool_bags(const BagPooling& bags, const float* d_rows, const int64_t* d_ids, int64_t skip_id,
-               float* d_out, void* stream);
+// cpu::pool_bags, cpu::unpool_bags and cpu::share_bag_grads on the device,
+// one warp per bag; unpool zeroes the rows of positions [first_unbagged,
+// n), past the last bag (offsets[num_bags], which the host knows), and
+// share points them at the zero row.
+void pool_bags(const BagPooling& bags, const PositionRows& d_rows, const int64_t* d_ids,
+               int64_t skip_id, float* d_out, void* stream);
 void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n, int64_t first_unbagged,
                  float* d_grad_rows, void* stream);
+void share_bag_grads(const BagPooling& bags, const float* d_grad, int64_t n,
+                     int64_t first_unbagged, float* d_grad_rows, int64_t* d_src_offsets,
+                     void* stream);
 
 // --- owner_pool.cu -------------------------------------------------------------
 
