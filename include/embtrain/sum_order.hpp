@@ -8,9 +8,10 @@
 // that they do. With no FMA contraction on either side (CMakeLists.txt) and
 // IEEE division and square root, every rounding is then the same.
 //
-// 1. Segment sums (segment_sum, segment_sum_update), column by column: the
-//    rows of an id's positions p_0 < p_1 < ... < p_{n-1}, in ascending
-//    position order.
+// 1. Segment sums (segment_sum, segment_sum_update; unpool_partials of bags
+//    pooled at the owners, an id's entries as its positions), column by
+//    column: the rows of an id's positions p_0 < p_1 < ... < p_{n-1}, in
+//    ascending position order.
 //     - n <= kChunkPositions: s = row(p_0), then s += row(p_k) for k = 1..n-1.
 //     - n > kChunkPositions: the positions are cut into chunks of
 //       kChunkPositions consecutive ones (the last shorter); each chunk is

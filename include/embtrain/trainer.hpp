@@ -71,6 +71,9 @@ struct TrainSummary {
   double final_train_loss = 0;
   int64_t prefetched_steps = 0;  // steps whose ids were distributed a step ahead
   int64_t skipped_steps = 0;     // steps skipped for a non-finite loss (skip_step)
+  // Bytes the exchanges of a training step sent to other ranks, all ranks
+  // together (ids, rows, gradients; eval forwards left out), on average.
+  double exchange_bytes_per_step = 0;
   int stop_signal = 0;           // SIGTERM, SIGINT or SIGUSR1 when one ended the run early
   std::map<std::string, double> eval_start, eval_end, reference;
 };

@@ -122,9 +122,12 @@ WorkloadEntry recsys_entry() {
   e.table_defaults = {{"dim", "32"}, {"optimizer", "adagrad"}, {"lr", "0.1"}, {"init_std", "0.1"}};
   // Item 0 pads the histories.
   // Histories are bags of items: the table pools them (kind = bag, mode
-  // mean); with kind = embedding every history row comes back and the
-  // model averages them.
-  e.per_table_defaults = {{"items", {{"padding_idx", "0"}, {"kind", "bag"}}}};
+  // mean), each owner its own rows (pool_at = owner: one partial row per
+  // history and owner travels instead of a row per distinct item); with
+  // kind = embedding every history row comes back and the model averages
+  // them.
+  e.per_table_defaults = {
+      {"items", {{"padding_idx", "0"}, {"kind", "bag"}, {"pool_at", "owner"}}}};
   return e;
 }
 

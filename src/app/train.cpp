@@ -155,8 +155,7 @@ const OptionList<TableSetup>& train_table_options() {
        "mean"},
       {"pool_at",
        "kind = bag: where bags are pooled: requester (rows travel as for embedding) | owner "
-       "(each owner pools its ids per bag; one partial row per bag and owner travels; CPU "
-       "engine only so far)",
+       "(each owner pools its ids per bag; one partial row per bag and owner travels)",
        R::choice({"requester", "owner"},
                  [](TableSetup& s, const std::string& v) { parse_pool_at(v, &s.spec.pool_at); }),
        "requester"},
@@ -195,9 +194,14 @@ TableSetup read_table(const Config& config, const std::string& name) {
   const std::string mode = table_prefix(name) + "mode";
   if (!setup.bag && setup.mode != PoolMode::kMean)
     config.fail(mode, "pools bags, so it needs " + table_prefix(name) + "kind = bag");
-  if (!setup.bag && setup.spec.pool_at == PoolAt::kOwner)
-    config.fail(table_prefix(name) + "pool_at",
-                "pools bags, so it needs " + table_prefix(name) + "kind = bag");
+  if (!setup.bag && setup.spec.pool_at == PoolAt::kOwner) {
+    // A workload's default pools its bags there; a table looked up row by
+    // row has none, so only a pool_at given for it is an error.
+    const std::string key = table_prefix(name) + "pool_at";
+    if (config.source(key) != "default")
+      config.fail(key, "pools bags, so it needs " + table_prefix(name) + "kind = bag");
+    setup.spec.pool_at = PoolAt::kRequester;
+  }
   if (setup.bag && setup.mode == PoolMode::kMax && setup.spec.scale_grad_by_freq)
     config.fail(mode, "max does not support scale_grad_by_freq (as torch.nn.EmbeddingBag)");
   return setup;

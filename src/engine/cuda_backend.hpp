@@ -41,8 +41,8 @@ namespace embtrain {
 class CudaBackend {
  public:
   static constexpr int64_t kRowAlign = 4;
-  // pool_at = owner has no CUDA kernels yet: the engine refuses it.
-  static constexpr bool kPoolsAtOwner = false;
+  // Bags pooled at the owners (pool_at = owner) run here too.
+  static constexpr bool kPoolsAtOwner = true;
 
   template <typename T>
   using Buffer = GrowArray<T, cuda::DeviceBuffer>;
@@ -132,18 +132,21 @@ class CudaBackend {
                        int64_t first_unbagged, float* d_grad_rows, int64_t* d_src_offsets) {
     cuda::share_bag_grads(bags, d_grad, n, first_unbagged, d_grad_rows, d_src_offsets, stream_);
   }
-  // Pooling at the owners has no CUDA kernels yet: the engine refuses
-  // pool_at = owner before a step gets here.
-  void list_bag_entries(const BagPooling&, const int64_t*, int64_t, const int32_t*,
-                        const int64_t*, int, BagEntries*, int64_t*, int64_t*) {
-    owner_pooling_not_built();
+  void list_bag_entries(const BagPooling& bags, const int64_t* d_ids, int64_t skip_id,
+                        const int32_t* d_inverse, const int64_t* owner_slots, int owners,
+                        BagEntries* out, int64_t* entry_begin, int64_t* partial_begin) {
+    cuda::list_bag_entries(bags, d_ids, skip_id, d_inverse, owner_slots, owners, out, entry_begin,
+                           partial_begin, &owner_ws_, stream_);
   }
-  void pool_partials(const OwnerBlock&) { owner_pooling_not_built(); }
-  void unpool_partials(const OwnerBlock&) { owner_pooling_not_built(); }
-  void combine_partials(const RequesterPartials&, float*) { owner_pooling_not_built(); }
-  void split_bag_grads(const RequesterPartials&, const float*) { owner_pooling_not_built(); }
-  [[noreturn]] static void owner_pooling_not_built() {
-    throw Error("pool_at = owner is not built for the CUDA engine yet");
+  void pool_partials(const OwnerBlock& block) { cuda::pool_partials(block, &owner_ws_, stream_); }
+  void unpool_partials(const OwnerBlock& block) {
+    cuda::unpool_partials(block, &owner_ws_, stream_);
+  }
+  void combine_partials(const RequesterPartials& p, float* d_out) {
+    cuda::combine_partials(p, d_out, &owner_ws_, stream_);
+  }
+  void split_bag_grads(const RequesterPartials& p, const float* d_grad) {
+    cuda::split_bag_grads(p, d_grad, stream_);
   }
   void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
                    const SegmentLayout& layout, float* d_dst) {
@@ -188,6 +191,7 @@ class CudaBackend {
   std::string description_;
   std::vector<Table> tables_;
   cuda::SegmentWorkspace segment_ws_;  // the requester's reduce, then the owner's
+  cuda::OwnerPoolWorkspace owner_ws_;  // bags pooled at the owners
   Buffer<int64_t> small_;              // block_offsets' starts and bases
   Buffer<int64_t> bad_;                // find_bad_id's answer
   cuda::PinnedBuffer pinned_;          // rows on their way, at most a transfer chunk

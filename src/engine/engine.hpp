@@ -202,10 +202,8 @@ class Engine final : public StepEngine {
   // The error for a forward of `spec`'s table with bags `given` or not,
   // when it pools them at the owners, or "".
   static std::string check_owner_bags(const TableSpec& spec, bool given) {
+    static_assert(Backend::kPoolsAtOwner, "every backend pools bags at the owners");
     if (spec.pool_at != PoolAt::kOwner) return "";
-    if (!Backend::kPoolsAtOwner)
-      return "table '" + spec.name +
-             "': pool_at = owner is not built for the CUDA engine yet (pool_at = requester is)";
     if (!given)
       return "table '" + spec.name +
              "' pools its bags at the owners (pool_at = owner): every forward must give its bags";

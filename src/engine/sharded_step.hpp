@@ -741,6 +741,7 @@ OwnerBlock ShardedStep<Backend>::owner_block(int r, int t) {
   ob.slot = slot_recv_.data() + block.entry;
   ob.weight = weights_travel_ ? weight_recv_.data() + block.entry : nullptr;
   ob.entries = block.entries;
+  ob.rows = block.rows;
   ob.num_ids = block.count;
   ob.kept = rows_.data() + block.kept;
   ob.partial = rows_.data() + block.row;

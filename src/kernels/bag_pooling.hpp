@@ -75,6 +75,7 @@ struct OwnerBlock {
   const int32_t* slot = nullptr;
   const float* weight = nullptr;  // or null: 1
   int64_t entries = 0;
+  int64_t rows = 0;        // partial rows (the slots run 0 .. rows - 1)
   int64_t num_ids = 0;     // kept rows
   float* kept = nullptr;   // num_ids rows: the ids' rows; backward: their gradients
   float* partial = nullptr;  // the partial rows; backward: their gradients

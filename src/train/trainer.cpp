@@ -218,6 +218,11 @@ struct Window {
   }
 };
 
+// Bytes the exchanges have sent to other ranks so far.
+int64_t exchanged(const StepStats& s) {
+  return s.ids_bytes_sent + s.rows_bytes_sent + s.grads_bytes_sent;
+}
+
 // One call of train(): its tables, metrics and summary, and the parts of
 // the loop as methods (resume, evaluate, log progress, checkpoint, finish).
 class TrainingRun {
@@ -512,7 +517,9 @@ class TrainingRun {
       step_ = step;
       skipping_ = false;
       mark_step(done, "step start");
+      const int64_t sent = exchanged(tables_.stats());
       const StepOutput out = workload_.train_step(tables_, step);
+      exchanged_ += static_cast<double>(exchanged(tables_.stats()) - sent);
       if (!workload_.guard_called()) guard(out.loss_sum, /*can_skip=*/false);
       if (!skipping_) window_.add(out);
       const bool stop = summary_.stop_signal != 0;
@@ -527,6 +534,10 @@ class TrainingRun {
       if ((every || save_due_) && done != total) checkpoint(done);
     }
     summary_.seconds = run_clock.lap_ms() / 1e3;
+    comm_.allreduce_sum(&exchanged_, 1, CommType::kFloat64);
+    if (summary_.steps > summary_.first_step)
+      summary_.exchange_bytes_per_step =
+          exchanged_ / static_cast<double>(summary_.steps - summary_.first_step);
     summary_.prefetched_steps = tables_.stats().prefetched_steps;
     summary_.lookups_per_s = lookups_ / std::max(elapsed_, 1e-9);
     summary_.words_per_s = words_ / std::max(elapsed_, 1e-9);
@@ -570,7 +581,8 @@ class TrainingRun {
     json j = {{"type", "summary"}, {"steps", s.steps},   {"first_step", s.first_step},
               {"seconds", s.seconds}, {"lookups_per_s", s.lookups_per_s},
               {"train_loss", s.final_train_loss}, {"prefetched_steps", s.prefetched_steps},
-              {"skipped_steps", s.skipped_steps}};
+              {"skipped_steps", s.skipped_steps},
+              {"exchange_bytes_per_step", s.exchange_bytes_per_step}};
     if (s.stop_signal) j["stopped_by"] = StopSignals::name(s.stop_signal);
     if (s.words_per_s > 0) j["words_per_s"] = s.words_per_s;
     for (const auto& [k, v] : s.eval_end) j["eval_" + k] = v;
@@ -636,6 +648,7 @@ class TrainingRun {
   Stopwatch window_clock_;
   double elapsed_ = 0;          // training seconds, logging excluded
   double lookups_ = 0, words_ = 0;  // over the run so far, all ranks
+  double exchanged_ = 0;  // bytes this rank's training steps sent to other ranks
   int64_t step_ = 0;                // the step in progress (0-based)
   bool skipping_ = false;           // the guard skipped the step in progress
   int64_t skipped_in_a_row_ = 0;

@@ -607,5 +607,110 @@ void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int6
 
 void fill_floats(float* d_data, int64_t n, float value, void*) { std::fill_n(d_data, n, value); }
 
+// --- Bags pooled at the owners -----------------------------------------------------
+
+// owner_pool.cu's contracts (the CPU kernels otherwise): the owner slots
+// ascend from 0 past every key; a block's slots run 0 .. rows - 1 in order
+// (pool_partials launches `rows` partial rows and finds each one's run of
+// entries) and its ids lie in [0, num_ids) (unpool_partials sorts them);
+// an owner's partial rows have distinct bags (combine_partials and
+// split_bag_grads give each a thread of its own). unpool_partials is the
+// CUDA one's composition over this device's unique_ids and segment_sum,
+// whose loops are the GPU's: bit-equal to cpu::unpool_partials only if the
+// CPU adds in the GPU's order.
+namespace {
+
+void check_block(const char* kernel, const OwnerBlock& block) {
+  for (int64_t e = 0; e < block.entries; ++e) {
+    const int32_t prev = e == 0 ? -1 : block.slot[e - 1];
+    if (e == 0 ? block.slot[e] != 0 : block.slot[e] != prev && block.slot[e] != prev + 1)
+      contract_violation(kernel, "slot[", e, "] = ", block.slot[e], " after ", prev,
+                         ": slots must run 0 .. rows - 1 in entry order");
+    if (block.idx[e] < 0 || block.idx[e] >= block.num_ids)
+      contract_violation(kernel, "idx[", e, "] = ", block.idx[e], " is outside [0, ",
+                         block.num_ids, ")");
+  }
+  if (block.entries > 0 && block.slot[block.entries - 1] != block.rows - 1)
+    contract_violation(kernel, block.rows, " partial rows, but the last entry's slot is ",
+                       block.slot[block.entries - 1]);
+}
+
+void check_partial_bags(const char* kernel, const RequesterPartials& p) {
+  std::vector<int> last(static_cast<size_t>(p.num_bags), -1);
+  for (int d = 0; d < p.num_owners; ++d)
+    for (int64_t k = p.partial_begin[d]; k < p.partial_begin[d + 1]; ++k) {
+      const int64_t b = p.partial_bag[k];
+      if (b < 0 || b >= p.num_bags || last[b] == d)
+        contract_violation(kernel, "owner ", d, "'s partial row ", k, " has bag ", b,
+                           ": outside [0, ", p.num_bags, ") or that owner's already");
+      last[b] = d;
+    }
+}
+
+}  // namespace
+
+void list_bag_entries(const BagPooling& bags, const int64_t* d_ids, int64_t skip_id,
+                      const int32_t* d_inverse, const int64_t* owner_slots, int owners,
+                      BagEntries* out, int64_t* entry_begin, int64_t* partial_begin,
+                      OwnerPoolWorkspace*, void*) {
+  if (owner_slots[0] != 0)
+    contract_violation("list_bag_entries", "owner_slots[0] = ", owner_slots[0], ", not 0");
+  for (int d = 0; d < owners; ++d)
+    if (owner_slots[d + 1] < owner_slots[d])
+      contract_violation("list_bag_entries", "owner_slots descend at ", d);
+  if (bags.num_bags * owners >= (int64_t{1} << 31) - 1)
+    contract_violation("list_bag_entries", bags.num_bags, " bags x ", owners, " owners");
+  for (int64_t p = 0; p < (bags.num_bags > 0 ? bags.offsets[bags.num_bags] : 0); ++p)
+    if (d_ids[p] != skip_id && (d_inverse[p] < 0 || d_inverse[p] >= owner_slots[owners]))
+      contract_violation("list_bag_entries", "inverse[", p, "] = ", d_inverse[p],
+                         " is past the owners' keys (", owner_slots[owners], ")");
+  cpu::list_bag_entries(bags, d_ids, skip_id, d_inverse, owner_slots, owners, out, entry_begin,
+                        partial_begin);
+}
+
+void pool_partials(const OwnerBlock& block, OwnerPoolWorkspace*, void*) {
+  check_block("pool_partials", block);
+  cpu::pool_partials(block);
+}
+
+void unpool_partials(const OwnerBlock& block, OwnerPoolWorkspace* ws, void* stream) {
+  check_block("unpool_partials", block);
+  const int64_t dim = block.dim, n = block.entries;
+  std::fill(block.kept, block.kept + block.num_ids * dim, 0.f);
+  if (n == 0) return;
+  // entry_terms_kernel, into the workspace's buffers as the real one.
+  ByteLayout layout;
+  const size_t keys_at = layout.add(static_cast<size_t>(n) * sizeof(int64_t));
+  const size_t dst_at = layout.add(static_cast<size_t>(n) * sizeof(int64_t));
+  ws->buffer.reserve(layout.total());
+  ws->terms.reserve(static_cast<size_t>(n * dim) * sizeof(float));
+  auto* keys = ws->buffer.as<int64_t>(keys_at);
+  auto* dst = ws->buffer.as<int64_t>(dst_at);
+  auto* terms = ws->terms.as<float>();
+  for (int64_t e = 0; e < n; ++e) {
+    const float* g = block.partial + int64_t{block.slot[e]} * dim;
+    keys[e] = block.idx[e];
+    for (int64_t j = 0; j < dim; ++j)
+      terms[e * dim + j] = block.mode == PoolMode::kMax
+                               ? (block.arg[int64_t{block.slot[e]} * dim + j] == e ? g[j] : 0.f)
+                               : g[j] * (block.weight ? block.weight[e] : 1.f);
+  }
+  const UniqueIndex index = unique_ids(keys, n, block.num_ids, &ws->unique, stream);
+  for (int64_t u = 0; u < index.num_unique; ++u) dst[u] = index.unique[u] * dim;
+  SegmentLayout rows;
+  rows.dst_offsets = dst;
+  segment_sum(terms, dim, index, rows, /*scale_by_count=*/false, block.kept, &ws->segment, stream);
+}
+
+void combine_partials(const RequesterPartials& p, float* d_out, OwnerPoolWorkspace*, void*) {
+  check_partial_bags("combine_partials", p);
+  cpu::combine_partials(p, d_out);
+}
+
+void split_bag_grads(const RequesterPartials& p, const float* d_grad, void*) {
+  check_partial_bags("split_bag_grads", p);
+  cpu::split_bag_grads(p, d_grad);
+}
+
 }  // namespace cuda
 }  // namespace embtrain

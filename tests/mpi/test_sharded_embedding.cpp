@@ -1165,9 +1165,7 @@ TEST_F(ShardedEmbeddingTest, BadIdsOnTwoRanksReportTheLowestRank) {
 // same as the first. Modes cycle through sum (with per-sample weights),
 // mean and max; ids repeat within and across bags, with padding, empty
 // and all-padding bags.
-TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersMatchTheRequester) {
-  const uint64_t seed = test_seed(141);
-  SCOPED_TRACE(seed_trace(seed));
+void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
   Communicator& comm = world();
   const int me = comm.rank();
   for (int n = 0; n < 6; ++n) {
@@ -1190,7 +1188,11 @@ TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersMatchTheRequester) {
                                     << ", rows " << specs[0].num_embeddings << ", dim "
                                     << specs[0].dim);
     ShardedEmbedding want(specs, &comm, seed + n), got(owner_specs, &comm, seed + n),
-        again(owner_specs, &comm, seed + n), piped(owner_specs, &comm, seed + n);
+        again(owner_specs, &comm, seed + n), piped(owner_specs, &comm, seed + n),
+        on_cpu(owner_specs, &comm, seed + n);
+    // On the GPU, on_cpu (the same job on the CPU engine) has its bits.
+    if (on_gpu) want.use_cuda(), got.use_cuda(), again.use_cuda(), piped.use_cuda();
+    const int num_jobs = on_gpu ? 5 : 4;
     struct Batch {
       std::vector<std::vector<int64_t>> ids;
       std::vector<int64_t> offsets0, offsets2;
@@ -1240,9 +1242,9 @@ TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersMatchTheRequester) {
           {},
           {embtrain::PoolMode::kMean, b.offsets2.data(), static_cast<int64_t>(b.offsets2.size()) - 1,
            nullptr}};
-      std::vector<std::vector<float>> outs[4];
-      ShardedEmbedding* jobs[4] = {&want, &got, &again, &piped};
-      for (int j = 0; j < 4; ++j) {
+      std::vector<std::vector<float>> outs[5];
+      ShardedEmbedding* jobs[5] = {&want, &got, &again, &piped, &on_cpu};
+      for (int j = 0; j < num_jobs; ++j) {
         std::vector<float*> ptrs;
         for (int t = 0; t < 3; ++t) {
           const int64_t rows = t == 1 ? 5 : bags[t].num_bags;
@@ -1267,7 +1269,7 @@ TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersMatchTheRequester) {
       for (int t = 1; t < 3; ++t)
         EXPECT_EQ(bytes_cmp(outs[1][t].data(), outs[0][t].data(), outs[0][t].size() * 4), 0)
             << "step " << k << ", table " << t << " (not pooled at the owners)";
-      for (int j = 2; j < 4; ++j)
+      for (int j = 2; j < num_jobs; ++j)
         for (int t = 0; t < 3; ++t)
           EXPECT_EQ(bytes_cmp(outs[j][t].data(), outs[1][t].data(), outs[1][t].size() * 4), 0)
               << "step " << k << ", table " << t << ": run " << j << " differs from run 1";
@@ -1280,13 +1282,29 @@ TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersMatchTheRequester) {
     }
     for (int t = 0; t < 3; ++t) {
       const auto& a = got.shard(t).weights();
-      for (ShardedEmbedding* other : {&again, &piped}) {
+      for (ShardedEmbedding* other : {&again, &piped, &on_cpu}) {
+        if (other == &on_cpu && !on_gpu) continue;
         const auto& o = other->shard(t).weights();
-        EXPECT_EQ(bytes_cmp(a.data(), o.data(), a.size() * 4), 0) << "table " << t << " shard";
+        EXPECT_EQ(bytes_cmp(a.data(), o.data(), a.size() * 4), 0)
+            << "table " << t << " shard" << (other == &on_cpu ? " (the CPU engine's)" : "");
       }
     }
-    if (!all_ranks(!HasFailure())) return;
+    if (!all_ranks(!::testing::Test::HasFailure())) return;
   }
+}
+
+TEST_F(ShardedEmbeddingTest, BagsPooledAtTheOwnersMatchTheRequester) {
+  const uint64_t seed = test_seed(141);
+  SCOPED_TRACE(seed_trace(seed));
+  check_pooled_at_owners(seed, /*on_gpu=*/false);
+}
+
+// The same on the GPU engine, which also gives the CPU engine's bits.
+TEST_F(ShardedEmbeddingTest, GpuStepBagsPooledAtTheOwnersMatchTheRequester) {
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
+  const uint64_t seed = test_seed(143);
+  SCOPED_TRACE(seed_trace(seed));
+  check_pooled_at_owners(seed, /*on_gpu=*/true);
 }
 
 // A table pooled at the owners must be pooled the same way on every rank:

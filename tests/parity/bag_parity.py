@@ -264,11 +264,7 @@ def bad_cases():
     offsets = np.array([0, 2, 5], np.int64)
     grad = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
     base = {"ids": ids, "offsets": offsets, "grad": grad}
-    # The GPU engine has no kernels for pooling at the owners yet.
-    gpu = [("pool_at = owner on the GPU", {}, ["--pool-at=owner"],
-            [["pool_at = owner"], ["not built for the CUDA engine"]])] \
-        if "cuda" in DEVICE_ARGS else []
-    return base, gpu + [
+    return base, [
         ("unknown --pool-at", {}, ["--pool-at=nowhere"], [["nowhere"], ["requester, owner"]]),
         ("valid baseline (must pass)", {}, [], None),
         ("offsets[0] != 0", {"offsets_1": np.array([1, 2, 5])}, [], [["offsets[0]"], ["1"]]),

@@ -446,12 +446,13 @@ def test_device_cuda(work):
     files equal to the CPU run's, checkpoints that resume exactly on the
     device, and a resume of a device run on the CPU. Batches of 512, so that
     popular items own more than 64 positions (chunked sums), max_norm and
-    row-wise Adagrad (row norms over 40 columns). The device keeps no host
-    copy of a table: rows move to and from checkpoints and .npy files in
-    chunks of EMBTRAIN_TRANSFER_CHUNK_BYTES, 1000 bytes here, so that every
-    shard spans many chunks and chunks split rows; the CPU runs take the
-    same setting (it changes nothing there). from_pretrained streams a .npy
-    to the device with the CPU's result."""
+    row-wise Adagrad (row norms over 40 columns); the history bags pooled at
+    the owners (recsys' default) and at the requester. The device keeps no
+    host copy of a table: rows move to and from checkpoints and .npy files
+    in chunks of EMBTRAIN_TRANSFER_CHUNK_BYTES, 1000 bytes here, so that
+    every shard spans many chunks and chunks split rows; the CPU runs take
+    the same setting (it changes nothing there). from_pretrained streams a
+    .npy to the device with the CPU's result."""
     if DEVICE != "cuda":
         return
     chunks = {"EMBTRAIN_TRANSFER_CHUNK_BYTES": "1000"}
@@ -521,10 +522,19 @@ def test_device_cuda(work):
                 open(os.path.join(runs["cuda"], step, name), "rb") as b:
             assert a.read() == b.read(), \
                 "%s of the from_pretrained device run differs from the CPU run's" % name
-    # Bags pooled at the owners have no GPU kernels yet: refused on every rank.
-    expect_error(run(small_recsys(work, **{"train.device": "cuda",
-                                           "table.items.pool_at": "owner"}), 2, expect_ok=False),
-                 "table 'items'", "pool_at = owner is not built for the CUDA engine yet")
+    # The runs above pool the bags at the owners (recsys' default); pooled at
+    # the requester the device trains the CPU's bits too.
+    for where in ("cpu", "gpu"):
+        more = {"train.device": "cuda"} if where == "gpu" else {}
+        run(config(**dict(more, **{"log.dir": os.path.join(work, "requester_" + where),
+                                   "table.items.pool_at": "requester"})), 2, env=chunks)
+    a = export(os.path.join(work, "requester_cpu", "checkpoints"), "items",
+               os.path.join(work, "a.npy"))
+    b = export(os.path.join(work, "requester_gpu", "checkpoints"), "items",
+               os.path.join(work, "b.npy"))
+    assert a.tobytes() == b.tobytes(), \
+        "pool_at = requester: device run differs from the CPU run (max |diff| %g)" % \
+        np.abs(a - b).max()
 
 
 def test_finished_run_resumed_does_nothing(work):
@@ -586,22 +596,35 @@ def test_bag_tables(work):
     """table.items.kind = bag (recsys' default) pools each history in the
     table; kind = embedding brings every history row back and the model
     averages them: the same model, so the tables they train differ by
-    float rounding only. Sum and max pooling train too, and the keys refuse
-    what cannot work, naming the key."""
+    float rounding only. The bags are pooled at the rows' owners by default
+    (pool_at = owner), which trains the model of pool_at = requester, and
+    kind = embedding leaves that default aside. Sum and max pooling train
+    too, and the keys refuse what cannot work, naming the key."""
     tables = {}
     for kind in ("bag", "embedding"):
         d = os.path.join(work, kind)
-        run(small_recsys(work, **{"log.dir": d, "table.items.kind": kind}), 2)
+        run(small_recsys(work, **{"log.dir": d, "table.items.kind": kind,
+                                  **({"table.items.pool_at": "requester"} if kind == "bag"
+                                     else {})}), 2)
         tables[kind] = export(os.path.join(d, "checkpoints"), "items",
                               os.path.join(work, kind + ".npy"))
     diff = np.abs(tables["bag"] - tables["embedding"]).max()
     assert 0 < diff < 1e-4 or diff == 0, "bag and embedding lookups trained apart: %g" % diff
-    # Pooled at the owners: the same model, summed in another order.
+    # Pooled at the owners (the default): the same model, summed in another order.
     d = os.path.join(work, "owner")
-    run(small_recsys(work, **{"log.dir": d, "table.items.pool_at": "owner"}), 2)
+    run(small_recsys(work, **{"log.dir": d}), 2)
+    with open(os.path.join(d, "config.ini")) as f:
+        ini = f.read()
+    items = ini[ini.index("[table.items]"):]
+    assert re.search(r"\npool_at = owner +# default\n", items), ini
     owner = export(os.path.join(d, "checkpoints"), "items", os.path.join(work, "owner.npy"))
     diff = np.abs(owner - tables["bag"]).max()
     assert diff < 1e-4, "bags pooled at the owners and at the requester trained apart: %g" % diff
+    # The summary counts what the steps exchanged: ids, rows and gradients
+    # of two tables each way, at least a few KB a step at 2 ranks.
+    for name in ("bag", "owner"):
+        sent = summary_of(os.path.join(work, name))["exchange_bytes_per_step"]
+        assert 4000 < sent < 1e6, (name, sent)
     for mode in ("sum", "max"):
         d = os.path.join(work, mode)
         run(small_recsys(work, **{"log.dir": d, "table.items.mode": mode}), 2)

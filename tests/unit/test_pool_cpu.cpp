@@ -178,7 +178,8 @@ TEST(PoolKernels, PoolingThroughDistinctIdsAndSharedGradsEqualPerPositionRows) {
 // pool_bags' output (max bitwise, sum and mean within float rounding: they
 // add in another order); split_bag_grads and each owner's unpool_partials
 // give every id the sum of unpool_bags' position gradients in position
-// order, bitwise (the same terms in the same order).
+// order, chunked as sum_order.hpp says, bitwise (the same terms in the same
+// order).
 TEST(PoolKernels, PoolingAtTheOwnersMatchesPoolingAtTheRequester) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE(seed_trace(seed));
@@ -283,12 +284,22 @@ TEST(PoolKernels, PoolingAtTheOwnersMatchesPoolingAtTheRequester) {
           for (int64_t u = owner_slots[d]; u < owner_slots[d + 1]; ++u) {
             const int64_t id = uniq[u];
             if (id == b.pad) continue;  // the step drops the padding row
+            // sum_order.hpp: the positions in order, chunk by chunk past
+            // kChunkPositions (id 5 has hundreds), then the chunks in order.
+            std::vector<int64_t> at;
+            for (int64_t p = 0; p < b.offsets.back(); ++p)
+              if (b.ids[p] == id) at.push_back(p);
             for (int64_t j = 0; j < dim; ++j) {
               float sum = 0.f;
-              for (int64_t p = 0; p < b.n; ++p)
-                if (b.ids[p] == id) sum += grad_rows[p * dim + j];
+              for (size_t c = 0; c < at.size(); c += kChunkPositions) {
+                float chunk = grad_rows[at[c] * dim + j];
+                for (size_t k = c + 1; k < std::min(at.size(), c + kChunkPositions); ++k)
+                  chunk += grad_rows[at[k] * dim + j];
+                sum = c == 0 ? chunk : sum + chunk;
+              }
               ASSERT_EQ(kept[d][(u - owner_slots[d]) * dim + j], sum)
-                  << "owner " << d << " id " << id << " column " << j;
+                  << "owner " << d << " id " << id << " column " << j << " of " << at.size()
+                  << " positions";
             }
           }
         }

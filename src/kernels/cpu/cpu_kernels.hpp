@@ -151,7 +151,8 @@ void list_bag_entries(const BagPooling& bags, const int64_t* ids, int64_t skip_i
 // x * weight; max: the first entry of the greatest value, into arg).
 void pool_partials(const OwnerBlock& block);
 // Owner: the partial rows' gradients back to the kept rows (zeroed first),
-// summed per id in entry order (times the weight; max: the winning entry).
+// summed per id in entry order (times the weight; max: the winning entry),
+// chunked as segment_sum's (sum_order.hpp), the order of the CUDA kernel.
 void unpool_partials(const OwnerBlock& block);
 // Requester: each bag's partial rows combined in owner order into out
 // (num_bags x dim): added (mean: then over the bag's count), or for max the

@@ -2,9 +2,8 @@
 // owner's partial rows and their gradients, the requester's combination.
 // Each output value is written by one thread, its terms added in one fixed
 // order (entry order at the owner, owner order at the requester), so the
-// results do not depend on the thread count.
-#include <omp.h>
-
+// results do not depend on the thread count; the CUDA kernels
+// (cuda/owner_pool.cu) add in the same orders, so they give the same bits.
 #include <algorithm>
 #include <vector>
 
@@ -88,30 +87,43 @@ void pool_partials(const OwnerBlock& block) {
   }
 }
 
+// Each entry's gradient row (its partial row's gradient times its weight;
+// max: only the columns it won), then the segment sum over the entries' ids,
+// an id's entries in entry order (sum_order.hpp: chunked past
+// kChunkPositions), which cuda::unpool_partials runs too: the same bits.
 void unpool_partials(const OwnerBlock& block) {
-  const int64_t dim = block.dim;
-  std::fill(block.kept, block.kept + block.num_ids * dim, 0.f);
+  const int64_t dim = block.dim, n = block.entries;
+  std::fill(block.kept, block.kept + block.num_ids * dim, 0.f);  // ids without entries
+  if (n == 0) return;
+  // Kept between calls, so a step does not fault in fresh pages.
+  thread_local std::vector<float> terms;
+  thread_local std::vector<int64_t> keys, dst;
+  thread_local UniqueWorkspace ws;
+  terms.resize(static_cast<size_t>(n * dim));
+  keys.resize(static_cast<size_t>(n));
+  // The calling thread's arrays (each OpenMP thread has its own thread_locals).
+  float* const rows = terms.data();
+  int64_t* const ids = keys.data();
   const bool max = block.mode == PoolMode::kMax;
-  // An id's row adds up in entry order (several entries, from different
-  // partial rows, may name one id), so threads split the columns: each
-  // value is one thread's, its terms in entry order whatever the count.
-#pragma omp parallel if (block.entries * dim > 4096)
-  {
-    const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
-    const int64_t j0 = dim * me / threads, j1 = dim * (me + 1) / threads;
-    for (int64_t e = 0; e < block.entries; ++e) {
-      const float* g = block.partial + block.slot[e] * dim;
-      float* y = block.kept + block.idx[e] * dim;
-      if (max) {
-        const int32_t* arg = block.arg + block.slot[e] * dim;
-        for (int64_t j = j0; j < j1; ++j)
-          if (arg[j] == e) y[j] += g[j];
-      } else {
-        const float w = block.weight ? block.weight[e] : 1.f;
-        for (int64_t j = j0; j < j1; ++j) y[j] += g[j] * w;
-      }
+#pragma omp parallel for schedule(static) if (n * dim > 4096)
+  for (int64_t e = 0; e < n; ++e) {
+    const float* g = block.partial + block.slot[e] * dim;
+    float* y = rows + e * dim;
+    if (max) {
+      const int32_t* arg = block.arg + block.slot[e] * dim;
+      for (int64_t j = 0; j < dim; ++j) y[j] = arg[j] == e ? g[j] : 0.f;
+    } else {
+      const float w = block.weight ? block.weight[e] : 1.f;
+      for (int64_t j = 0; j < dim; ++j) y[j] = g[j] * w;
     }
+    ids[e] = block.idx[e];
   }
+  const UniqueIndex index = unique_ids(ids, n, block.num_ids, &ws);
+  dst.resize(static_cast<size_t>(index.num_unique));
+  for (int64_t u = 0; u < index.num_unique; ++u) dst[u] = index.unique[u] * dim;
+  SegmentLayout layout;
+  layout.dst_offsets = dst.data();
+  segment_sum(rows, dim, index, layout, /*scale_by_count=*/false, block.kept);
 }
 
 void combine_partials(const RequesterPartials& p, float* out) {

@@ -1,10 +1,10 @@
 // CUDA kernels of the step's local stages, one file each, named as the CPU
 // ones (src/kernels/cpu): unique, bucketize, renorm, gather, segment_sum,
-// update; plus ids.cu (the device side of check_ids) and device.cu
-// (devices, memory, streams). Same contracts as cpu_kernels.hpp, on device
-// pointers (d_ prefix) and a stream (a cudaStream_t as void*, nullptr for
-// the default stream); the per-row math is row_math.hpp, shared with the
-// CPU. Declared in every build (the header includes no CUDA header), defined
+// update, pool (bags), owner_pool (bags pooled at the owners); plus ids.cu
+// (the device side of check_ids) and device.cu (devices, memory, streams).
+// Same contracts as cpu_kernels.hpp, on device pointers (d_ prefix) and a
+// stream (a cudaStream_t as void*, nullptr for the default stream); the
+// per-row math is row_math.hpp, shared with the CPU. Declared in every build (the header includes no CUDA header), defined
 // only where the CUDA backend is built, or by the emulated device of the
 // tests (tests/emulated).
 //
@@ -172,6 +172,38 @@ void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int6
                       float scale, float* d_rows, void* stream);
 // d_data[0, n) = value (an optimizer state's start).
 void fill_floats(float* d_data, int64_t n, float value, void* stream);
+
+// --- owner_pool.cu -------------------------------------------------------------
+
+// What the kernels of bags pooled at the owners keep between calls, grow-only
+// like the other workspaces: list_bag_entries' counts and scans, the first
+// entries of pool_partials, the positions of combine_partials' winners, and
+// unpool_partials' entry rows, index and segment sum.
+struct OwnerPoolWorkspace {
+  DeviceBuffer buffer;  // laid out per call
+  DeviceBuffer terms;   // unpool_partials: one gradient row per entry
+  PinnedBuffer host;    // list_bag_entries: owner slots up, the begins down
+  UniqueWorkspace unique;
+  SegmentWorkspace segment;
+};
+
+// The cpu:: kernels of the same names (bag_pooling.hpp, cpu_kernels.hpp) on
+// the device, with the same bits: each value is built by one thread in the
+// CPU's order (entries in order at the owner, owners in rank order at the
+// requester; unpool_partials: segment_sum over the entries' ids). Host
+// arrays as there: owner_slots, entry_begin and partial_begin
+// (list_bag_entries, which waits on the stream for the last two), and
+// RequesterPartials' partial_begin, entry_begin, rows and args; the rest is
+// device memory. pool_partials launches block.rows partial rows.
+void list_bag_entries(const BagPooling& bags, const int64_t* d_ids, int64_t skip_id,
+                      const int32_t* d_inverse, const int64_t* owner_slots, int owners,
+                      BagEntries* out, int64_t* entry_begin, int64_t* partial_begin,
+                      OwnerPoolWorkspace* ws, void* stream);
+void pool_partials(const OwnerBlock& block, OwnerPoolWorkspace* ws, void* stream);
+void unpool_partials(const OwnerBlock& block, OwnerPoolWorkspace* ws, void* stream);
+void combine_partials(const RequesterPartials& p, float* d_out, OwnerPoolWorkspace* ws,
+                      void* stream);
+void split_bag_grads(const RequesterPartials& p, const float* d_grad, void* stream);
 
 }  // namespace cuda
 }  // namespace embtrain
