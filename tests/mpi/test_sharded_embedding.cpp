@@ -488,25 +488,24 @@ TEST_F(ShardedEmbeddingTest, GpuStepEqualsOneProcessOnTheGlobalBatch) {
   check_equals_one_process(seed, 100, /*on_gpu=*/true);
 }
 
-// This rank's shards of a GPU job and a CPU job (rows, optimizer state,
-// step counters), bit for bit; and the GPU job keeps no copy of the rows
-// on the host.
-void expect_gpu_shards_equal_cpu(const ShardedEmbedding& gpu, const ShardedEmbedding& cpu) {
-  for (int t = 0; t < cpu.num_tables(); ++t) {
-    const std::vector<float> a = rows_of(gpu, t, TablePart::kWeights),
-                             b = rows_of(cpu, t, TablePart::kWeights);
-    const std::vector<float> sa = rows_of(gpu, t, TablePart::kState),
-                             sb = rows_of(cpu, t, TablePart::kState);
-    ASSERT_EQ(a.size(), b.size());
-    ASSERT_EQ(sa.size(), sb.size());
-    EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
-        << "weights of table " << t << " on this rank";
-    EXPECT_EQ(bytes_cmp(sa.data(), sb.data(), sa.size() * 4), 0)
-        << "optimizer state of table " << t << " on this rank";
-    EXPECT_EQ(gpu.shard(t).step(), cpu.shard(t).step());
-    // Given rows were uploaded and their host copy freed.
-    EXPECT_TRUE(gpu.shard(t).weights().empty() && gpu.shard(t).state().empty())
-        << "the host holds a copy of table " << t << "'s rows";
+// This rank's shards of a GPU job and a CPU job, bit for bit (rows,
+// optimizer state, step counters), and no copy of the GPU job's rows on
+// the host (no mirror); `when` names the moment in the messages.
+void expect_gpu_shards_equal_cpu(const ShardedEmbedding& gpu, const ShardedEmbedding& cpu,
+                                 const std::string& when = "at the end") {
+  for (int t = 0; t < gpu.num_tables(); ++t) {
+    const embtrain::EmbeddingTable& host = gpu.shard(t);
+    EXPECT_TRUE(host.weights().empty() && host.state().empty() && !host.placed_on_host())
+        << when << ": the host holds " << host.weights().size() << " weights and "
+        << host.state().size() << " state floats of table " << t << " (a mirror)";
+    for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
+      const std::vector<float> a = rows_of(gpu, t, part), b = rows_of(cpu, t, part);
+      ASSERT_EQ(a.size(), b.size());
+      EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
+          << when << ": " << (part == TablePart::kWeights ? "weights" : "state") << " of table "
+          << t << " differ from the CPU's";
+    }
+    EXPECT_EQ(host.step(), cpu.shard(t).step()) << when << ": table " << t << "'s step";
   }
 }
 
@@ -553,25 +552,6 @@ TEST_F(ShardedEmbeddingTest, GpuStepEqualsTheCpuStepBitForBit) {
   check_gpu_equals_cpu(seed, 60);
 }
 
-// Compares this rank's rows and state of every table of `gpu` and `cpu`
-// byte for byte, and checks that `gpu` holds no host copy of them.
-void expect_device_only_and_equal(const ShardedEmbedding& gpu, const ShardedEmbedding& cpu,
-                                  const std::string& when) {
-  for (int t = 0; t < gpu.num_tables(); ++t) {
-    const embtrain::EmbeddingTable& host = gpu.shard(t);
-    EXPECT_TRUE(host.weights().empty() && host.state().empty() && !host.placed_on_host())
-        << when << ": the host holds " << host.weights().size() << " weights and "
-        << host.state().size() << " state floats of table " << t << " (a mirror)";
-    for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
-      const std::vector<float> a = rows_of(gpu, t, part), b = rows_of(cpu, t, part);
-      ASSERT_EQ(a.size(), b.size());
-      EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
-          << when << ": " << (part == TablePart::kWeights ? "weights" : "state") << " of table "
-          << t << " differ from the CPU's";
-    }
-  }
-}
-
 // On a GPU the rows live in device memory only. Fresh tables are drawn
 // there, never on the host, with the CPU's values bit for bit (scaled or
 // zeroed by set_fresh_rows, the padding row zeroed, the optimizer state
@@ -580,11 +560,7 @@ void expect_device_only_and_equal(const ShardedEmbedding& gpu, const ShardedEmbe
 // table spans many chunks and chunks split rows; and steps, reads and
 // writes bring no host copy back.
 TEST_F(ShardedEmbeddingTest, GpuStepKeepsTheRowsOnTheDeviceOnly) {
-  if (!all_ranks(gpu_count() > 0)) {
-    const char* req = std::getenv("EMBTRAIN_REQUIRE_GPU");
-    if (req && std::string(req) == "1") FAIL() << "EMBTRAIN_REQUIRE_GPU=1 but a rank has no GPU";
-    GTEST_SKIP() << "no CUDA device on every rank (set EMBTRAIN_REQUIRE_GPU=1 to fail instead)";
-  }
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
   const uint64_t seed = test_seed(151);
   SCOPED_TRACE(seed_trace(seed));
   Communicator& comm = world();
@@ -606,7 +582,7 @@ TEST_F(ShardedEmbeddingTest, GpuStepKeepsTheRowsOnTheDeviceOnly) {
       gpu.set_fresh_rows(t, scale, zeros);
     }
     gpu.use_cuda();
-    expect_device_only_and_equal(gpu, cpu, "fresh");
+    expect_gpu_shards_equal_cpu(gpu, cpu, "fresh");
     // A random row range written on both (state kept positive: Adagrad's
     // and Adam's second moments).
     std::normal_distribution<float> normal(0.f, 1.f);
@@ -623,7 +599,7 @@ TEST_F(ShardedEmbeddingTest, GpuStepKeepsTheRowsOnTheDeviceOnly) {
         gpu.write_rows(t, part, first, count, values.data());
       }
     }
-    expect_device_only_and_equal(gpu, cpu, "written");
+    expect_gpu_shards_equal_cpu(gpu, cpu, "written");
     for (size_t k = 0; k < c.steps.size(); ++k) {
       const auto want = sharded_step(cpu, c, k);
       const auto got = sharded_step(gpu, c, k);
@@ -633,7 +609,7 @@ TEST_F(ShardedEmbeddingTest, GpuStepKeepsTheRowsOnTheDeviceOnly) {
             << "forward output of step " << k << ", table " << t;
       }
     }
-    expect_device_only_and_equal(gpu, cpu, "stepped");
+    expect_gpu_shards_equal_cpu(gpu, cpu, "stepped");
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
   embtrain::set_transfer_chunk_bytes(saved_chunk);
