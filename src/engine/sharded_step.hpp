@@ -118,7 +118,7 @@ class ShardedStep {
     bags_ = bags;
     bags_.resize(static_cast<size_t>(T_), nullptr);
     finish_exchange_ids();
-    if (any_at_owner_) exchange_bags(bags_);
+    if (any_at_owner_) exchange_bags();
     gather_owned();
     if (any_at_owner_) pool_at_owner();
     exchange_rows();
@@ -183,7 +183,6 @@ class ShardedStep {
   // Requester side of a table pooled at the owners, this step: its entries
   // and partial rows (bag_pooling.hpp), owner-major.
   struct Pooling {
-    const StepBags* bags = nullptr;
     Buffer<int32_t> idx, slot, pos, winner;
     Buffer<float> weight;
     Buffer<int64_t> partial_bag;
@@ -249,7 +248,7 @@ class ShardedStep {
   void update();
   // The stages' parts for tables pooled at the owners (see the top).
   void list_entries(int t, const StepBags& bags);
-  void exchange_bags(const std::vector<const StepBags*>& bags);
+  void exchange_bags();
   void pool_at_owner();
   void expand_at_owner(int t, float* out);
   void reduce_at_owner(int t, const float* grad_out);
@@ -634,7 +633,6 @@ void ShardedStep<Backend>::list_entries(int t, const StepBags& bags) {
   Pooling& pl = pooling_[t];
   const Requested& r = cur().tables[t];
   const int64_t n = r.index.n;  // at most one entry and one partial row per position
-  pl.bags = &bags;
   pl.entries = BagEntries{pl.idx.reserve(n), pl.slot.reserve(n), pl.pos.reserve(n),
                           pl.weight.reserve(n), pl.partial_bag.reserve(n)};
   pl.entry_begin.assign(static_cast<size_t>(P_) + 1, 0);
@@ -649,21 +647,20 @@ void ShardedStep<Backend>::list_entries(int t, const StepBags& bags) {
 // with each table's pooling (whose mode must be the same on every rank),
 // the layout with them, then the entries.
 template <typename Backend>
-void ShardedStep<Backend>::exchange_bags(const std::vector<const StepBags*>& bags) {
+void ShardedStep<Backend>::exchange_bags() {
   Stopwatch clock;
   Input& in = cur();
-  EMBTRAIN_ASSERT(static_cast<int>(bags.size()) == T_);
   // Per table: 0 not pooled here, else 2 * (1 + mode) + (weights given);
   // the ranks must agree on the mode, not on the weights (a rank without
   // them sends weights of 1).
   std::vector<int64_t> code(static_cast<size_t>(T_), 0);
   for (int t = 0; t < T_; ++t) {
     if (!at_owner_[t]) continue;
-    EMBTRAIN_ASSERT(bags[t] != nullptr);
-    const BagPooling& bp = bags[t]->pooling;
+    EMBTRAIN_ASSERT(bags_[t] != nullptr);
+    const BagPooling& bp = bags_[t]->pooling;
     code[t] = 2 * (1 + static_cast<int64_t>(bp.mode)) + (bp.weights ? 1 : 0);
     owner_mode_[t] = bp.mode;
-    list_entries(t, *bags[t]);
+    list_entries(t, *bags_[t]);
   }
   const int64_t fields = 3 * int64_t{T_};
   std::vector<int64_t> send(static_cast<size_t>(P_ * fields)), recv(send.size());
@@ -765,7 +762,7 @@ template <typename Backend>
 RequesterPartials ShardedStep<Backend>::requester_partials(int t, std::vector<float*>* rows,
                                                            std::vector<const int32_t*>* args) {
   Pooling& pl = pooling_[t];
-  const BagPooling& bp = pl.bags->pooling;
+  const BagPooling& bp = bags_[t]->pooling;
   RequesterPartials p;
   p.mode = owner_mode_[t];
   p.dim = dims_[t];
@@ -793,7 +790,7 @@ RequesterPartials ShardedStep<Backend>::requester_partials(int t, std::vector<fl
 template <typename Backend>
 void ShardedStep<Backend>::expand_at_owner(int t, float* out) {
   Pooling& pl = pooling_[t];
-  if (owner_mode_[t] == PoolMode::kMax) pl.winner.reserve(pl.bags->pooling.num_bags * dims_[t]);
+  if (owner_mode_[t] == PoolMode::kMax) pl.winner.reserve(bags_[t]->pooling.num_bags * dims_[t]);
   std::vector<float*> rows;
   std::vector<const int32_t*> args;
   b_.combine_partials(requester_partials(t, &rows, &args), out);
