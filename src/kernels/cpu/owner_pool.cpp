@@ -88,7 +88,8 @@ void pool_partials(const OwnerBlock& block) {
 }
 
 // Each entry's gradient row (its partial row's gradient times its weight;
-// max: only the columns it won), then the segment sum over the entries' ids,
+// max: only the columns it won; without weights the partial row itself, read
+// in place), then the segment sum over the entries' ids,
 // an id's entries in entry order (sum_order.hpp: chunked past
 // kChunkPositions), which cuda::unpool_partials runs too: the same bits.
 void unpool_partials(const OwnerBlock& block) {
@@ -97,33 +98,48 @@ void unpool_partials(const OwnerBlock& block) {
   if (n == 0) return;
   // Kept between calls, so a step does not fault in fresh pages.
   thread_local std::vector<float> terms;
-  thread_local std::vector<int64_t> keys, dst;
+  thread_local std::vector<int64_t> keys, dst, src_offsets;
   thread_local UniqueWorkspace ws;
-  terms.resize(static_cast<size_t>(n * dim));
   keys.resize(static_cast<size_t>(n));
   // The calling thread's arrays (each OpenMP thread has its own thread_locals).
-  float* const rows = terms.data();
   int64_t* const ids = keys.data();
   const bool max = block.mode == PoolMode::kMax;
-#pragma omp parallel for schedule(static) if (n * dim > 4096)
-  for (int64_t e = 0; e < n; ++e) {
-    const float* g = block.partial + block.slot[e] * dim;
-    float* y = rows + e * dim;
-    if (max) {
-      const int32_t* arg = block.arg + block.slot[e] * dim;
-      for (int64_t j = 0; j < dim; ++j) y[j] = arg[j] == e ? g[j] : 0.f;
-    } else {
-      const float w = block.weight ? block.weight[e] : 1.f;
-      for (int64_t j = 0; j < dim; ++j) y[j] = g[j] * w;
+  // Unweighted sums (and mean, a sum here) give every entry its partial
+  // row's gradient as it is: the segment sum reads that row in place.
+  // Otherwise each entry gets its own row (times its weight; max: only
+  // the columns it won).
+  const bool shared = !max && !block.weight;
+  SegmentLayout layout;
+  const float* src = block.partial;
+  if (shared) {
+    src_offsets.resize(static_cast<size_t>(n));
+    for (int64_t e = 0; e < n; ++e) {
+      src_offsets[e] = block.slot[e] * dim;
+      ids[e] = block.idx[e];
     }
-    ids[e] = block.idx[e];
+    layout.src_offsets = src_offsets.data();
+  } else {
+    terms.resize(static_cast<size_t>(n * dim));
+    float* const rows = terms.data();
+#pragma omp parallel for schedule(static) if (n * dim > 4096)
+    for (int64_t e = 0; e < n; ++e) {
+      const float* g = block.partial + block.slot[e] * dim;
+      float* y = rows + e * dim;
+      if (max) {
+        const int32_t* arg = block.arg + block.slot[e] * dim;
+        for (int64_t j = 0; j < dim; ++j) y[j] = arg[j] == e ? g[j] : 0.f;
+      } else {
+        for (int64_t j = 0; j < dim; ++j) y[j] = g[j] * block.weight[e];
+      }
+      ids[e] = block.idx[e];
+    }
+    src = rows;
   }
   const UniqueIndex index = unique_ids(ids, n, block.num_ids, &ws);
   dst.resize(static_cast<size_t>(index.num_unique));
   for (int64_t u = 0; u < index.num_unique; ++u) dst[u] = index.unique[u] * dim;
-  SegmentLayout layout;
   layout.dst_offsets = dst.data();
-  segment_sum(rows, dim, index, layout, /*scale_by_count=*/false, block.kept);
+  segment_sum(src, dim, index, layout, /*scale_by_count=*/false, block.kept);
 }
 
 void combine_partials(const RequesterPartials& p, float* out) {
