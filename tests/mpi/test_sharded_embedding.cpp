@@ -509,6 +509,20 @@ void expect_gpu_shards_equal_cpu(const ShardedEmbedding& gpu, const ShardedEmbed
   }
 }
 
+// Every step of case c on a GPU job and a CPU job, forward outputs
+// compared bit for bit.
+void step_both_and_compare(ShardedEmbedding& gpu, ShardedEmbedding& cpu, const Case& c) {
+  for (size_t k = 0; k < c.steps.size(); ++k) {
+    const auto want = sharded_step(cpu, c, k);
+    const auto got = sharded_step(gpu, c, k);
+    for (int t = 0; t < c.num_tables(); ++t) {
+      ASSERT_EQ(got[t].size(), want[t].size());
+      EXPECT_EQ(bytes_cmp(got[t].data(), want[t].data(), got[t].size() * 4), 0)
+          << "forward output of step " << k << ", table " << t;
+    }
+  }
+}
+
 // The GPU step against the CPU step at the same number of ranks: bit for
 // bit, forward outputs, rows, optimizer state and step counters alike,
 // since both backends add in one order (embtrain/sum_order.hpp) and round
@@ -531,15 +545,7 @@ void check_gpu_equals_cpu(uint64_t seed, int cases) {
     ShardedEmbedding cpu(c.specs, &comm, local_rows(c, P, me));
     ShardedEmbedding gpu(c.specs, &comm, local_rows(c, P, me));
     gpu.use_cuda();
-    for (size_t k = 0; k < c.steps.size(); ++k) {
-      const auto want = sharded_step(cpu, c, k);
-      const auto got = sharded_step(gpu, c, k);
-      for (int t = 0; t < c.num_tables(); ++t) {
-        ASSERT_EQ(got[t].size(), want[t].size());
-        EXPECT_EQ(bytes_cmp(got[t].data(), want[t].data(), got[t].size() * 4), 0)
-            << "forward output of step " << k << ", table " << t;
-      }
-    }
+    step_both_and_compare(gpu, cpu, c);
     expect_gpu_shards_equal_cpu(gpu, cpu);
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
@@ -600,15 +606,7 @@ TEST_F(ShardedEmbeddingTest, GpuStepKeepsTheRowsOnTheDeviceOnly) {
       }
     }
     expect_gpu_shards_equal_cpu(gpu, cpu, "written");
-    for (size_t k = 0; k < c.steps.size(); ++k) {
-      const auto want = sharded_step(cpu, c, k);
-      const auto got = sharded_step(gpu, c, k);
-      for (int t = 0; t < c.num_tables(); ++t) {
-        ASSERT_EQ(got[t].size(), want[t].size());
-        EXPECT_EQ(bytes_cmp(got[t].data(), want[t].data(), got[t].size() * 4), 0)
-            << "forward output of step " << k << ", table " << t;
-      }
-    }
+    step_both_and_compare(gpu, cpu, c);
     expect_gpu_shards_equal_cpu(gpu, cpu, "stepped");
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
