@@ -3,7 +3,6 @@
 // and CudaBackend (cuda_backend.hpp) have the same members.
 //
 //   kRowAlign                 floats each block of rows starts on (ExchangeLayout)
-//   kPoolsAtOwner             whether bags can be pooled at the owners here
 //   Buffer<T>, UniqueWorkspace, Grads
 //                             grow-only arrays in the backend's memory, the
 //                             arrays of a UniqueIndex, what combine leaves update

@@ -40,9 +40,6 @@ class CpuBackend {
  public:
   // Rows of a block start on any float (the CPU kernels take any offset).
   static constexpr int64_t kRowAlign = 1;
-  // Bags pooled at the owners (pool_at = owner) run here: the step's
-  // pooled stages read the requester's and owner's arrays on the host.
-  static constexpr bool kPoolsAtOwner = true;
 
   template <typename T>
   using Buffer = GrowArray<T, HostBytes>;

@@ -41,8 +41,6 @@ namespace embtrain {
 class CudaBackend {
  public:
   static constexpr int64_t kRowAlign = 4;
-  // Bags pooled at the owners (pool_at = owner) run here too.
-  static constexpr bool kPoolsAtOwner = true;
 
   template <typename T>
   using Buffer = GrowArray<T, cuda::DeviceBuffer>;

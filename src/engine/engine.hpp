@@ -202,7 +202,6 @@ class Engine final : public StepEngine {
   // The error for a forward of `spec`'s table with bags `given` or not,
   // when it pools them at the owners, or "".
   static std::string check_owner_bags(const TableSpec& spec, bool given) {
-    static_assert(Backend::kPoolsAtOwner, "every backend pools bags at the owners");
     if (spec.pool_at != PoolAt::kOwner) return "";
     if (!given)
       return "table '" + spec.name +

@@ -36,10 +36,8 @@ inline std::vector<EmbeddingTable> one_table(EmbeddingTable table) {
 template <typename Backend>
 class LocalStep {
  public:
-  // One rank owns every row: pool_at = owner is pooling at the requester.
-  static constexpr bool kPoolsAtOwner = false;
-
-  // `backend` and `stats` outlive the step.
+  // `backend` and `stats` outlive the step. One rank owns every row, so a
+  // table with pool_at = owner pools its bags here as at the requester.
   LocalStep(Backend* backend, StepStats* stats)
       : b_(*backend), stats_(*stats), tables_(static_cast<size_t>(backend->num_tables())) {}
 

@@ -90,9 +90,6 @@ namespace embtrain {
 template <typename Backend>
 class ShardedStep {
  public:
-  // Bags of tables with pool_at = owner are pooled at the owners here.
-  static constexpr bool kPoolsAtOwner = true;
-
   // `backend`, `control` (a host communicator over the same ranks as the
   // backend's data communicator) and `stats` outlive the step.
   ShardedStep(Backend* backend, Communicator* control, const std::vector<ShardPlan>& plans,
