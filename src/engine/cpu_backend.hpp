@@ -45,16 +45,10 @@ class CpuBackend {
   using Buffer = GrowArray<T, HostBytes>;
   using UniqueWorkspace = cpu::UniqueWorkspace;
 
-  // What a table's combine_at_owner hands to its update: row k of `rows`
-  // gets the gradient at grad_rows[k], a row of the source as it arrived
-  // for an id seen once (most of a Zipf tail) and a row of `sums` for the
-  // others, so that only those are copied.
-  struct Grads {
-    std::vector<int64_t> rows;
-    std::vector<const float*> grad_rows;
-    RowBuffer sums;
-    std::vector<int64_t> sum_offsets;  // per unique slot: its row in sums, or -1
-  };
+  // What a table's combine_at_owner hands to its update: its input, as
+  // recorded; update sums and applies the gradients in one pass
+  // (cpu::segment_sum_update), as the CUDA backend does.
+  using Grads = OwnerGrads;
 
   // `shards` (this rank's block of each table) and `data` outlive the backend.
   CpuBackend(std::vector<EmbeddingTable>* shards, Communicator* data)
@@ -165,7 +159,7 @@ class CpuBackend {
   void round_wire(float* data, int64_t n, CommPrecision p, float scale) {
     cpu::round_wire(data, n, p, scale);
   }
-  void combine(int t, const OwnerGrads& args, Grads* grads);
+  void combine(int, const OwnerGrads& args, Grads* grads) { *grads = args; }
   void update(int t, const StepScalars& scalars, const Grads& grads);
 
  private:

@@ -3,6 +3,7 @@
 #include "embtrain/embedding.hpp"
 
 #include <algorithm>
+#include <vector>
 
 #include "embtrain/errors.hpp"
 #include "engine/cpu_backend.hpp"
@@ -68,12 +69,23 @@ const SparseGrad& Embedding::grad() {
   if (!impl_->grad_copied) {
     EMBTRAIN_REQUIRE(impl_->pending,
                      "Embedding::grad() reads the gradient between backward() and step()");
-    const CpuBackend::Grads& g = impl_->step.grads(0);
+    // The step sums the gradient in its update; here the same sums, apart.
+    const OwnerGrads& g = impl_->step.grads(0);
+    const UniqueIndex& index = *g.index;
     const int64_t dim = table().dim();
-    impl_->grad.rows = g.rows;
-    impl_->grad.values.resize(g.rows.size() * static_cast<size_t>(dim));
-    for (size_t k = 0; k < g.rows.size(); ++k)
-      std::copy(g.grad_rows[k], g.grad_rows[k] + dim, impl_->grad.values.begin() + k * dim);
+    std::vector<int64_t> at(static_cast<size_t>(index.num_unique), -1);
+    impl_->grad.rows.clear();
+    for (int64_t u = 0; u < index.num_unique; ++u) {
+      if (index.unique[u] == g.skip_row) continue;
+      at[u] = static_cast<int64_t>(impl_->grad.rows.size()) * dim;
+      impl_->grad.rows.push_back(index.unique[u]);
+    }
+    impl_->grad.values.resize(impl_->grad.rows.size() * static_cast<size_t>(dim));
+    SegmentLayout layout;
+    layout.src_offsets = g.src_offsets;
+    layout.weights = g.weights;
+    layout.dst_offsets = at.data();
+    cpu::segment_sum(g.src, dim, index, layout, g.scale_by_count, impl_->grad.values.data());
     impl_->grad_copied = true;
   }
   return impl_->grad;

@@ -7,10 +7,11 @@
 //            gather_owned     renorm them once (max_norm), then gather the
 //                             batch's rows straight from the table, or
 //                             pool a table's bags straight from it
-//  backward: combine_at_owner the output gradient summed per distinct id
-//                             (the GPU defers this to update); with bags,
-//                             each position's gradient read from its bag's
-//  step:     update           the optimizer on those rows
+//  backward: combine_at_owner the output gradient per distinct id, handed
+//                             to update; with bags, each position's
+//                             gradient read from its bag's
+//  step:     update           summed per id and the optimizer applied, row
+//                             by row in one pass (segment_sum_update)
 #pragma once
 
 #include <utility>

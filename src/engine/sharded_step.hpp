@@ -36,7 +36,9 @@
 //                    the rows left from.
 //  combine_at_owner  Owner: the senders' sums per row in rank order,
 //                    divided by the global count for scale_grad_by_freq,
-//                    the padding row dropped.
+//                    the padding row dropped; recorded here, computed by
+//                    update, which adds them up per row and applies the
+//                    optimizer in one pass (no gradient buffer between).
 // Step:
 //  update            The optimizer on exactly these rows.
 //

@@ -437,6 +437,92 @@ TEST(SegmentSum, AddsInTheChunkOrderOfSumOrderAtAnyThreadCount) {
   omp_set_num_threads(saved_threads);
 }
 
+// combine_at_owner fused with update (segment_sum_update), against its
+// definition written out: each id's gradient summed in sum_order.hpp's
+// chunked order (chunked_sums) from rows found through src_offsets (several
+// positions sharing a row, as a bag's positions do), divided by its count
+// (the sum of its positions' weights), then update_row on its table row;
+// the padding id's row untouched. Long ids with cancelling values, so any
+// other order of the adds shows; 1, 2 and 3 threads; every optimizer.
+TEST(SegmentSumUpdate, SumsInTheChunkOrderThenUpdatesEachRowOnce) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t k = embtrain::kChunkPositions, dim = 7, num_rows = 500, row_offset = 100;
+  std::vector<int64_t> ids;
+  int64_t id = row_offset;
+  for (int64_t count : {int64_t{1}, int64_t{1}, k, k + 1, 3 * k + 5, int64_t{1}, int64_t{2},
+                        int64_t{700}, int64_t{1}, int64_t{3}})
+    ids.insert(ids.end(), static_cast<size_t>(count), id += 1 + rng() % 40);
+  for (int i = 0; i < 300; ++i) ids.push_back(row_offset + rng() % num_rows);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const UniqueIndex index = reference_index(ids);
+  // Position p's gradient: row src_row[p] of `src` (fewer rows than positions).
+  const int64_t num_src = n / 3 + 1;
+  std::vector<float> src = normal_floats(num_src * dim, rng);
+  for (float& x : src)
+    if (rng() % 4 == 0) x += rng() % 2 ? 1000.f : -1000.f;
+  std::vector<int64_t> src_offsets(static_cast<size_t>(n));
+  std::vector<float> by_position(static_cast<size_t>(n * dim));
+  for (int64_t p = 0; p < n; ++p) {
+    src_offsets[p] = static_cast<int64_t>(rng() % num_src) * dim;
+    std::copy_n(&src[src_offsets[p]], dim, &by_position[p * dim]);
+  }
+  std::vector<int32_t> weights(static_cast<size_t>(n));
+  for (auto& w : weights) w = rng() % 3 == 0 ? 2 + static_cast<int32_t>(rng() % 3) : 1;
+  const std::vector<float> sums = chunked_sums(by_position, dim, index);
+  StepScalars s;
+  s.lr = 0.3f;
+  s.eps = 0.01f;
+  s.one_minus_beta1 = 0.1f;
+  s.one_minus_beta2 = 0.01f;
+  const int saved_threads = omp_get_max_threads();
+  for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdagrad, OptimizerKind::kAdam,
+                             OptimizerKind::kRowwiseAdagrad})
+    for (bool scale : {false, true})
+      for (bool weighted : {false, true})
+        for (int64_t skip : {int64_t{-1}, index.unique[index.num_unique() / 2]}) {
+          const int64_t width = embtrain::optimizer_state_width(kind, dim);
+          std::vector<float> table = normal_floats((num_rows + 50) * dim, rng);
+          std::vector<float> state(static_cast<size_t>((num_rows + 50) * width));
+          std::uniform_real_distribution<float> positive(0.f, 2.f);
+          for (auto& x : state) x = positive(rng);
+          std::vector<float> want_table = table, want_state = state;
+          for (int64_t u = 0; u < index.num_unique(); ++u) {
+            if (index.unique[u] == skip) continue;
+            std::vector<float> g(&sums[u * dim], &sums[u * dim] + dim);
+            if (scale) {
+              int64_t count = 0;
+              for (int32_t q = index.offsets[u]; q < index.offsets[u + 1]; ++q)
+                count += weighted ? weights[index.positions[q]] : 1;
+              const float inv = 1.f / static_cast<float>(count);
+              for (float& x : g) x *= inv;
+            }
+            const int64_t r = index.unique[u] - row_offset;
+            embtrain::update_row(kind, &want_table[r * dim], want_state.data() + r * width,
+                                 g.data(), dim, s);
+          }
+          embtrain::SegmentLayout layout;
+          layout.src_offsets = src_offsets.data();
+          layout.weights = weighted ? weights.data() : nullptr;
+          for (int threads : {1, 2, 3}) {
+            SCOPED_TRACE("optimizer " + std::to_string(static_cast<int>(kind)) + ", scale " +
+                         std::to_string(scale) + ", weighted " + std::to_string(weighted) +
+                         ", skip " + std::to_string(skip) + ", " + std::to_string(threads) +
+                         " threads");
+            omp_set_num_threads(threads);
+            std::vector<float> got_table = table, got_state = state;
+            embtrain::cpu::segment_sum_update(kind, s, got_table.data(), got_state.data(), dim,
+                                              row_offset, src.data(), index.view(), layout,
+                                              scale, skip);
+            EXPECT_EQ(got_table, want_table) << "weights";
+            EXPECT_EQ(got_state, want_state) << "optimizer state";
+          }
+        }
+  omp_set_num_threads(saved_threads);
+}
+
 // sum_order.hpp's order for row reductions, from its text: 32 lanes over
 // groups of 4 columns, each adding its terms in column order from 0, then
 // the butterfly v[l] += v[l + w] for w = 16 .. 1.
@@ -512,25 +598,11 @@ TEST(UpdateRows, MatchesUpdateRowRowByRow) {
       embtrain::update_row(kind, &want_table[r * dim], want_state.data() + r * width,
                            &grads[k * dim], dim, s);
     }
-    const std::vector<float> table0 = table, state0 = state;
     embtrain::cpu::update_rows(kind, s, table.data(), state.data(), dim, rows.data(), grads.data(),
                                n, row_offset);
     // Rows not in `rows` are bitwise equal in both, so this covers them too.
     EXPECT_TRUE(all_close(table.data(), want_table.data(), num_rows * dim, 1e-6)) << "weights";
     EXPECT_TRUE(all_close(state.data(), want_state.data(), num_rows * width, 1e-6)) << "state";
-
-    // The same gradients addressed row by row, stored in reverse order.
-    std::vector<float> reversed(grads.size());
-    std::vector<const float*> grad_rows(static_cast<size_t>(n));
-    for (int64_t k = 0; k < n; ++k) {
-      std::copy_n(&grads[k * dim], dim, &reversed[(n - 1 - k) * dim]);
-      grad_rows[k] = &reversed[(n - 1 - k) * dim];
-    }
-    std::vector<float> table2 = table0, state2 = state0;
-    embtrain::cpu::update_rows(kind, s, table2.data(), state2.data(), dim, rows.data(),
-                               grad_rows.data(), n, row_offset);
-    EXPECT_EQ(table2, table) << "row-pointer overload: weights differ from the dense one";
-    EXPECT_EQ(state2, state) << "row-pointer overload: state differs from the dense one";
 
     const std::vector<float> untouched = table;
     embtrain::cpu::update_rows(kind, s, table.data(), state.data(), dim, rows.data(), grads.data(),

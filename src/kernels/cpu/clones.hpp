@@ -10,3 +10,11 @@
 #else
 #define EMBTRAIN_CPU_CLONES
 #endif
+
+// For helpers of cloned kernels: inlined, they are compiled for each clone's
+// width (called, they would run the baseline's).
+#if defined(__GNUC__)
+#define EMBTRAIN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define EMBTRAIN_ALWAYS_INLINE
+#endif

@@ -96,17 +96,28 @@ void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
 void segment_sum(const float* grad, int64_t dim, const UniqueIndex& index, bool scale_by_count,
                  int64_t skip, float* sums);
 
+// combine_at_owner fused with update, as cuda::segment_sum_update: for each
+// unique id u except skip_row (the padding row's id, or -1 for none), its
+// sum as segment_sum's (divided by its count with scale_by_count) updates
+// table row unique[u] - row_offset and its state, with no gradient buffer
+// in between (the sums would be written and read back: 12 MB a step at
+// bench-A-bag). Same bits as segment_sum then update_rows.
+// layout.dst_offsets must be null.
+void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* table,
+                        float* state, int64_t dim, int64_t row_offset, const float* src,
+                        const UniqueIndex& index, const SegmentLayout& layout,
+                        bool scale_by_count, int64_t skip_row);
+// segment_sum_update spreads ids over threads by their positions plus this
+// many per id for its update (reading and writing a row and its state
+// costs about as much as that many adds of cached rows; measured).
+constexpr int64_t kUpdateWork = 8;
+
 // --- update.cpp --------------------------------------------------------------
 
 // The optimizer update of table rows[k] - row_offset with coalesced gradient
 // grads[k]; `state` holds optimizer_state_width(kind, dim) floats per row.
 void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
                  int64_t dim, const int64_t* rows, const float* grads, int64_t n,
-                 int64_t row_offset);
-// The same with row k's gradient at grads[k], wherever it lies (a row of
-// the output gradient for an id seen once, a sum for the others).
-void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
-                 int64_t dim, const int64_t* rows, const float* const* grads, int64_t n,
                  int64_t row_offset);
 
 // --- wire.cpp ----------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "embtrain/errors.hpp"
 #include "kernels/cpu/clones.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "kernels/cpu/prefetch.hpp"
@@ -21,6 +22,54 @@ struct SumScratch {
   std::vector<float> partials;
   std::vector<int32_t> head, seen;
 };
+
+// Slot u's sum into acc, its positions in CSR order (sum_order.hpp): an id
+// with more than kChunkPositions positions chunk by chunk, each later chunk
+// summed in `partial` (dim floats) and then added. Prefetches the rows of
+// the positions ahead, up to position k_end. Inlined into its callers'
+// clones, where the adds vectorise.
+EMBTRAIN_ALWAYS_INLINE inline void sum_slot(const float* src, int64_t dim, const UniqueIndex& index,
+                                            const SegmentLayout& layout, int64_t u, int64_t k_end,
+                                            float* __restrict__ acc, float* __restrict__ partial) {
+  const int32_t* offsets = index.offsets;
+  const int32_t* positions = index.positions;
+  auto src_row = [&](int64_t p) {
+    return src + (layout.src_offsets ? layout.src_offsets[p] : p * dim);
+  };
+  // In int64: begin + kChunkPositions may pass 2^31 - 1 near the batch limit.
+  const int64_t end = offsets[u + 1];
+  for (int64_t begin = offsets[u]; begin < end; begin += kChunkPositions) {
+    float* __restrict__ sum = begin == offsets[u] ? acc : partial;
+    const int64_t chunk_end = std::min(begin + kChunkPositions, end);
+    for (int64_t k = begin; k < chunk_end; ++k) {
+      if (k + kPrefetchDistance < k_end)
+        prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
+      const float* __restrict__ g = src_row(positions[k]);
+      if (k == begin)
+        std::copy(g, g + dim, sum);
+      else
+        for (int64_t j = 0; j < dim; ++j) sum[j] += g[j];
+    }
+    if (sum == partial)
+      for (int64_t j = 0; j < dim; ++j) acc[j] += partial[j];
+  }
+}
+
+// Slot u's count: the sum of its positions' weights, or their number.
+inline int64_t slot_count(const UniqueIndex& index, const SegmentLayout& layout, int64_t u) {
+  if (!layout.weights) return index.offsets[u + 1] - index.offsets[u];
+  int64_t count = 0;
+  for (int32_t k = index.offsets[u]; k < index.offsets[u + 1]; ++k)
+    count += layout.weights[index.positions[k]];
+  return count;
+}
+
+// scale_by_count's division of slot u's sum (by multiplying with 1.f / count).
+EMBTRAIN_ALWAYS_INLINE inline void scale_slot(const UniqueIndex& index, const SegmentLayout& layout,
+                                              int64_t u, int64_t dim, float* __restrict__ acc) {
+  const float inv = 1.f / static_cast<float>(slot_count(index, layout, u));
+  for (int64_t j = 0; j < dim; ++j) acc[j] *= inv;
+}
 
 // The sums of unique slots [u_begin, u_end), by one thread, in
 // sum_order.hpp's order: an id's positions ascending, and an id with more
@@ -98,36 +147,69 @@ void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
     // One id at a time: one partial row for all.
     if (scratch->partials.size() < static_cast<size_t>(dim))
       scratch->partials.resize(static_cast<size_t>(dim));
-    float* partial = scratch->partials.data();
     const int64_t k_end = offsets[u_end];
-    for (int64_t u = u_begin; u < u_end; ++u) {
-      float* acc = dst_row(u);
-      if (!acc) continue;
-      // In int64: begin + kChunkPositions may pass 2^31 - 1 near the batch limit.
-      const int64_t end = offsets[u + 1];
-      for (int64_t begin = offsets[u]; begin < end; begin += kChunkPositions) {
-        float* sum = begin == offsets[u] ? acc : partial;
-        const int64_t chunk_end = std::min(begin + kChunkPositions, end);
-        for (int64_t k = begin; k < chunk_end; ++k) {
-          if (k + kPrefetchDistance < k_end)
-            prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
-          add_row(sum, src_row(positions[k]), k == begin);
-        }
-        if (sum == partial) add_row(acc, partial, false);
-      }
-    }
+    for (int64_t u = u_begin; u < u_end; ++u)
+      if (float* acc = dst_row(u)) sum_slot(src, dim, index, layout, u, k_end, acc, scratch->partials.data());
   }
   if (!scale_by_count) return;
+  for (int64_t u = u_begin; u < u_end; ++u)
+    if (float* acc = dst_row(u)) scale_slot(index, layout, u, dim, acc);
+}
+
+// The unique slots cut into `parts` ranges of about equal work (work(u):
+// slot u's), as parts + 1 bounds.
+template <typename Work>
+std::vector<int64_t> split_slots(const UniqueIndex& index, int parts, Work work) {
+  const int64_t num_unique = index.num_unique;
+  std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, num_unique);
+  int64_t total = 0;
+  for (int64_t u = 0; u < num_unique; ++u) total += work(u);
+  int64_t seen = 0;
+  int part = 0;
+  bounds[0] = 0;
+  for (int64_t u = 0; u < num_unique && part + 1 < parts; ++u) {
+    seen += work(u);
+    while (part + 1 < parts && seen * parts >= total * (part + 1)) bounds[++part] = u + 1;
+  }
+  return bounds;
+}
+
+// segment_sum_update's slots [u_begin, u_end), by one thread: each slot's
+// sum in `sum` (a row of scratch), divided by its count, then its row's
+// update; a slot of one position standing for one occurrence updates
+// straight from that position's row (its sum is that row, and / 1 exact).
+// Prefetches the table and state rows of the slot kPrefetchDistance ahead.
+// Cloned per vector width (clones.hpp): element-wise math, the same bits
+// in every clone.
+EMBTRAIN_CPU_CLONES
+void sum_update_range(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
+                      int64_t dim, int64_t row_offset, const float* src,
+                      const UniqueIndex& index, const SegmentLayout& layout, bool scale_by_count,
+                      int64_t skip_row, int64_t u_begin, int64_t u_end, SumScratch* scratch) {
+  const int64_t width = optimizer_state_width(kind, dim);
+  if (scratch->partials.size() < static_cast<size_t>(2 * dim))
+    scratch->partials.resize(static_cast<size_t>(2 * dim));
+  float* sum = scratch->partials.data();
+  float* partial = sum + dim;
+  const int64_t k_end = index.offsets[u_end];
   for (int64_t u = u_begin; u < u_end; ++u) {
-    float* __restrict__ acc = dst_row(u);
-    if (!acc) continue;
-    int64_t count = offsets[u + 1] - offsets[u];
-    if (layout.weights) {
-      count = 0;
-      for (int32_t k = offsets[u]; k < offsets[u + 1]; ++k) count += layout.weights[positions[k]];
+    if (u + kPrefetchDistance < u_end) {
+      const int64_t ahead = index.unique[u + kPrefetchDistance] - row_offset;
+      prefetch_row(table + ahead * dim, dim, /*for_write=*/true);
+      prefetch_row(state + ahead * width, width, /*for_write=*/true);
     }
-    const float inv = 1.f / static_cast<float>(count);
-    for (int64_t j = 0; j < dim; ++j) acc[j] *= inv;
+    if (index.unique[u] == skip_row) continue;
+    const int32_t first = index.positions[index.offsets[u]];
+    const float* grad;
+    if (index.count(u) == 1 && (!layout.weights || layout.weights[first] == 1)) {
+      grad = src + (layout.src_offsets ? layout.src_offsets[first] : first * dim);
+    } else {
+      sum_slot(src, dim, index, layout, u, k_end, sum, partial);
+      if (scale_by_count) scale_slot(index, layout, u, dim, sum);
+      grad = sum;
+    }
+    const int64_t r = index.unique[u] - row_offset;
+    update_row(kind, table + r * dim, state + r * width, grad, dim, scalars);
   }
 }
 
@@ -135,7 +217,6 @@ void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
 
 void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
                  const SegmentLayout& layout, bool scale_by_count, float* dst) {
-  const int64_t num_unique = index.num_unique;
   const int32_t* offsets = index.offsets;
   auto summed = [&](int64_t u) { return !layout.dst_offsets || layout.dst_offsets[u] >= 0; };
   // Each thread owns a range of ids holding about equal numbers of the
@@ -151,19 +232,9 @@ void segment_sum(const float* src, int64_t dim, const UniqueIndex& index,
   //    (bench/micro/segment_sum_patterns.cpp); reading disjoint rows they do
   //    (3.3 -> 2.7 ms on bench-A's reduce with 2 threads).
   const int parts = omp_get_max_threads();
-  std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, num_unique);
-  {
-    int64_t work = 0;
-    for (int64_t u = 0; u < num_unique; ++u)
-      if (summed(u)) work += offsets[u + 1] - offsets[u];
-    int64_t seen = 0;
-    int part = 0;
-    bounds[0] = 0;
-    for (int64_t u = 0; u < num_unique && part + 1 < parts; ++u) {
-      if (summed(u)) seen += offsets[u + 1] - offsets[u];
-      while (part + 1 < parts && seen * parts >= work * (part + 1)) bounds[++part] = u + 1;
-    }
-  }
+  const std::vector<int64_t> bounds = split_slots(index, parts, [&](int64_t u) {
+    return summed(u) ? int64_t{offsets[u + 1] - offsets[u]} : 0;
+  });
 #pragma omp parallel num_threads(parts)
   {
     const int me = omp_get_thread_num();
@@ -185,6 +256,30 @@ void segment_sum(const float* grad, int64_t dim, const UniqueIndex& index, bool 
     layout.dst_offsets = dst.data();
   }
   segment_sum(grad, dim, index, layout, scale_by_count, sums);
+}
+
+void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* table,
+                        float* state, int64_t dim, int64_t row_offset, const float* src,
+                        const UniqueIndex& index, const SegmentLayout& layout,
+                        bool scale_by_count, int64_t skip_row) {
+  EMBTRAIN_ASSERT(!layout.dst_offsets);
+  if (index.num_unique == 0) return;
+  // A slot's work: its positions' adds and its row's update, which reads
+  // and writes the row and its state: kUpdateWork adds' worth (bench-A-bag,
+  // 2 threads, medians of 4 interleaved runs: 0 -> 9.3-14.0 ms a step,
+  // 8 -> 8.0-9.6, 32 -> 8.5-11.7).
+  const int parts = omp_get_max_threads();
+  const std::vector<int64_t> bounds = split_slots(index, parts, [&](int64_t u) {
+    return index.unique[u] == skip_row ? 0 : int64_t{index.count(u)} + kUpdateWork;
+  });
+#pragma omp parallel num_threads(parts)
+  {
+    const int me = omp_get_thread_num();
+    thread_local SumScratch scratch;
+    if (bounds[me] < bounds[me + 1])
+      sum_update_range(kind, scalars, table, state, dim, row_offset, src, index, layout,
+                       scale_by_count, skip_row, bounds[me], bounds[me + 1], &scratch);
+  }
 }
 
 }  // namespace cpu

@@ -12,34 +12,19 @@ namespace {
 
 // The update of rows [begin, end), cloned per vector width (clones.hpp):
 // the Adam and Adagrad rows spend their time in vector sqrt and divide.
-// Row k's gradient is grad_rows[k], or dense + k * dim when grad_rows is null.
 EMBTRAIN_CPU_CLONES
 void update_range(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
-                  int64_t dim, const int64_t* rows, const float* dense,
-                  const float* const* grad_rows, int64_t begin, int64_t end, int64_t n,
-                  int64_t row_offset) {
+                  int64_t dim, const int64_t* rows, const float* grads, int64_t begin,
+                  int64_t end, int64_t n, int64_t row_offset) {
   const int64_t width = optimizer_state_width(kind, dim);
-  auto grad = [&](int64_t k) { return grad_rows ? grad_rows[k] : dense + k * dim; };
   for (int64_t k = begin; k < end; ++k) {
     if (k + kPrefetchDistance < n) {
       const int64_t ahead = rows[k + kPrefetchDistance] - row_offset;
       prefetch_row(table + ahead * dim, dim, /*for_write=*/true);
       prefetch_row(state + ahead * width, width, /*for_write=*/true);
-      prefetch_row(grad(k + kPrefetchDistance), dim, /*for_write=*/false);
     }
     const int64_t r = rows[k] - row_offset;
-    update_row(kind, table + r * dim, state + r * width, grad(k), dim, scalars);
-  }
-}
-
-void update_rows_impl(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
-                      int64_t dim, const int64_t* rows, const float* dense,
-                      const float* const* grad_rows, int64_t n, int64_t row_offset) {
-#pragma omp parallel
-  {
-    const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
-    update_range(kind, scalars, table, state, dim, rows, dense, grad_rows, n * me / parts,
-                 n * (me + 1) / parts, n, row_offset);
+    update_row(kind, table + r * dim, state + r * width, grads + k * dim, dim, scalars);
   }
 }
 
@@ -48,13 +33,12 @@ void update_rows_impl(OptimizerKind kind, const StepScalars& scalars, float* tab
 void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
                  int64_t dim, const int64_t* rows, const float* grads, int64_t n,
                  int64_t row_offset) {
-  update_rows_impl(kind, scalars, table, state, dim, rows, grads, nullptr, n, row_offset);
-}
-
-void update_rows(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
-                 int64_t dim, const int64_t* rows, const float* const* grads, int64_t n,
-                 int64_t row_offset) {
-  update_rows_impl(kind, scalars, table, state, dim, rows, nullptr, grads, n, row_offset);
+#pragma omp parallel
+  {
+    const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
+    update_range(kind, scalars, table, state, dim, rows, grads, n * me / parts,
+                 n * (me + 1) / parts, n, row_offset);
+  }
 }
 
 }  // namespace cpu
