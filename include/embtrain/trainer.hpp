@@ -22,7 +22,7 @@ struct TableSetup {
   std::string init = "normal";  // normal (N(0, init_std^2)) | zeros | path of a .npy
   double init_std = 1.0;
   // kind = bag: the workload looks the table up as torch.nn.EmbeddingBag,
-  // pooling by `mode` (bags.hpp); pooled on the requester.
+  // pooling by `mode` (bags.hpp), where spec.pool_at says.
   bool bag = false;
   PoolMode mode = PoolMode::kMean;
 };

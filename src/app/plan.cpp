@@ -114,8 +114,25 @@ struct Job {
   MemoryPlan memory;
   std::vector<std::string> unknown_tables;  // rows known only once the data is read
   StepShape step;
-  std::string step_note;  // how the distinct ids were estimated
+  std::string step_note;           // how the distinct ids were estimated
+  std::vector<std::string> notes;  // what else the prediction leaves out
 };
+
+// The step model knows lookups and distinct ids, not bags: a pooled table
+// is modeled as its lookups, which this note says (`table`: its name).
+std::string bag_note(const std::string& table, PoolAt at) {
+  if (at == PoolAt::kOwner)
+    return embtrain::detail::concat(
+        "table ", table,
+        " pools its bags at the owners: modeled as plain lookups, so its exchanges are counted "
+        "as requester pooling's rows (an upper bound for long bags: owner pooling sends a row "
+        "per bag and owner it touches, plus 8 bytes per id) and its owners' pooling work is not "
+        "counted");
+  return embtrain::detail::concat(
+      "table ", table,
+      " pools its bags at the requester: modeled as plain lookups (the same rows travel; its "
+      "pooling is counted as the expand of its rows)");
+}
 
 Job bench_job(const PlanArgs& a) {
   const BenchJob b =
@@ -142,6 +159,7 @@ Job bench_job(const PlanArgs& a) {
   job.step.wire_bytes = comm_bytes(b.spec.comm_precision);
   job.step.counts = b.spec.scale_grad_by_freq;
   job.step_note = "distinct ids per rank: expected number among the batch's Zipf draws";
+  if (b.pooled) job.notes.push_back(bag_note(b.spec.name, b.spec.pool_at));
   return job;
 }
 
@@ -171,6 +189,8 @@ Job config_job(const PlanArgs& a) {
     unknown_distinct = unknown_distinct || s.distinct <= 0;
     weighted_dim += s.lookups * static_cast<double>(dim);
   }
+  for (const TableSetup& t : setup.tables)
+    if (t.bag) job.notes.push_back(bag_note(t.spec.name, t.spec.pool_at));
   job.step.tables = static_cast<int>(setup.tables.size());
   if (job.step.lookups > 0) job.step.dim = std::llround(weighted_dim / job.step.lookups);
   job.step_note = unknown_distinct
@@ -259,6 +279,7 @@ int run_plan(int argc, char** argv) {
                      "no step time can be predicted");
     prediction = predict_step(profile, job.step, a.ranks, clustered ? &cluster : nullptr);
     prediction.notes.insert(prediction.notes.begin(), job.step_note);
+    prediction.notes.insert(prediction.notes.begin() + 1, job.notes.begin(), job.notes.end());
     predicted = true;
   }
 

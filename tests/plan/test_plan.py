@@ -191,6 +191,39 @@ def test_cluster_exchanges(work):
     assert abs(pr["phase_ms"]["update"] - pr["calibration"] * u / 500 * 2) < 1e-9
 
 
+def test_bags_are_named_in_the_notes(work):
+    # The step model counts lookups, not bags: a pooled table must say how
+    # it was modeled, naming the table and where it pools.
+    phases = {n: 1.0 for n in ["bucket_by_owner", "gather_owned", "expand", "reduce_requested",
+                               "combine_at_owner", "update"]}
+    engine = {"ranks": 2, "threads": 1, "dim": 64, "optimizer": "adam", "lookups_per_rank": 1000,
+              "distinct_per_rank": 500, "step_ms": 6.0, "phase_ms": phases, "wire_bytes": 4,
+              "counts": True}
+    profile = {"kind": "embtrain machine profile", "version": 1, "host": "h", "cpu": "c",
+               "device": "cpu", "gpu": "", "copy_bandwidth_gbps": 10, "engines": {"sharded": engine},
+               "alltoall": {"measured": True, "ranks": 2, "latency_us": 5, "bandwidth_gbps": 10}}
+    path = os.path.join(work, "bags.json")
+    json.dump(profile, open(path, "w"))
+    bench = ["--bench", "--rows", "100000", "--dim", "32", "--batch", "64"]
+
+    def notes(args):
+        return plan_json(["--ranks", "4", "--profile", path] + args)["prediction"]["notes"]
+
+    def about_bags(ns):
+        return [n for n in ns if "bags" in n]
+
+    assert about_bags(notes(bench + ["--seq", "20"])) == [], "a plain job has no bag note"
+    for at in ("owner", "requester"):
+        got = about_bags(notes(bench + ["--bag", "20", "--pool-at", at]))
+        assert len(got) == 1 and ("at the %s" % ("owners" if at == "owner" else "requester")) in got[0], got
+        assert got[0].startswith("table bench "), got  # bench's table is named "bench"
+    # recsys: its items are bags, pooled at the owners unless told otherwise.
+    got = about_bags(notes(["--config", RECSYS]))
+    assert len(got) == 1 and got[0].startswith("table items ") and "at the owners" in got[0], got
+    got = about_bags(notes(["--config", RECSYS, "--table.items.pool_at=requester"]))
+    assert len(got) == 1 and "at the requester" in got[0], got
+
+
 def test_bad_options_are_refused(work):
     for args, message in [
             (["--config", RECSYS], "option --ranks is required"),

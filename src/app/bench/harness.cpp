@@ -642,6 +642,7 @@ BenchJob read_bench_job(int argc, char** argv, int ranks) {
   job.distinct_batches = o.distinct;
   job.zipf = o.zipf;
   job.pad_frac = o.pad_frac;
+  job.pooled = o.pooled;
   job.device = o.device.device;
   return job;
 }

@@ -116,6 +116,7 @@ struct BenchJob {
   TableSpec spec;
   int64_t batch = 0, seq = 0, distinct_batches = 0;  // batch: rank 0's
   double zipf = 0, pad_frac = 0;
+  bool pooled = false;  // bags (--pool, --bag), pooled at spec.pool_at
   std::string device;
 };
 BenchJob read_bench_job(int argc, char** argv, int ranks);
