@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "embtrain/host_device.hpp"
 
@@ -23,13 +24,54 @@ EMBTRAIN_HD uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// What the numbers of one (seed, stream) share: random_bits(seed, stream,
+// index) is mix64(random_key(seed, stream) ^ index), so a row's draws need
+// it once.
+EMBTRAIN_HD uint64_t random_key(uint64_t seed, uint64_t stream) { return mix64(mix64(seed) ^ stream); }
+
 EMBTRAIN_HD uint64_t random_bits(uint64_t seed, uint64_t stream, uint64_t index) {
-  return mix64(mix64(mix64(seed) ^ stream) ^ index);
+  return mix64(random_key(seed, stream) ^ index);
 }
 
-// Uniform in (0, 1]: never 0, so log() below is finite.
+namespace detail {
+
+// The double whose bits are b, and the other way.
+EMBTRAIN_HD double bits_double(uint64_t b) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(b));
+#else
+  double d;
+  std::memcpy(&d, &b, sizeof d);
+  return d;
+#endif
+}
+EMBTRAIN_HD uint64_t double_bits(double d) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint64_t>(__double_as_longlong(d));
+#else
+  uint64_t b;
+  std::memcpy(&b, &d, sizeof b);
+  return b;
+#endif
+}
+
+// x < 2^53 as a double, exactly (as static_cast<double>(x)), from bit
+// operations: CPUs before AVX-512 have no vector int64 -> double
+// conversion, so the draws below vectorise only this way.
+EMBTRAIN_HD double exact_double(uint64_t x) {
+  const double low = bits_double(0x4330000000000000ull | (x & 0xfffffffffffffull)) - 0x1.0p52;
+  return low + ((x >> 52) != 0 ? 0x1.0p52 : 0.0);
+}
+
+}  // namespace detail
+
+// Uniform in (0, 1] from random_key's key: never 0, so log() below is finite.
+EMBTRAIN_HD double random_uniform_keyed(uint64_t key, uint64_t index) {
+  return (detail::exact_double(mix64(key ^ index) >> 11) + 1.0) * 0x1.0p-53;
+}
+
 EMBTRAIN_HD double random_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
-  return (static_cast<double>(random_bits(seed, stream, index) >> 11) + 1.0) * 0x1.0p-53;
+  return random_uniform_keyed(random_key(seed, stream), index);
 }
 
 namespace detail {
@@ -39,12 +81,16 @@ namespace detail {
 // |s| < 0.172, summed to s^25 (the next term is below 2^-64 of the sum);
 // e log(2) in two parts, the first exact for |e| < 2^11.
 EMBTRAIN_HD double portable_log(double x) {
-  int e = 0;
-  double m = frexp(x, &e);  // exact: m in [0.5, 1)
-  if (m < 0.70710678118654752440) {
-    m = m * 2;
-    e = e - 1;
-  }
+  // frexp by its bits (x is normal): m in [0.5, 1), and the exponent e
+  // (x = m 2^e) as the double k, both exact.
+  const uint64_t bits = double_bits(x);
+  double m = bits_double((bits & 0xfffffffffffffull) | (uint64_t{1022} << 52));
+  double k = bits_double(0x4330000000000000ull | (bits >> 52)) - (0x1.0p52 + 1022);
+  // Selects, not branches, here and in portable_cos_2pi: the same values,
+  // with no mispredicted branch per number, and loops of draws vectorise.
+  const bool low = m < 0.70710678118654752440;
+  m = low ? m * 2 : m;
+  k = low ? k - 1 : k;
   const double s = (m - 1) / (m + 1), s2 = s * s;
   double p = 1.0 / 25;
   p = p * s2 + 1.0 / 23;
@@ -60,7 +106,6 @@ EMBTRAIN_HD double portable_log(double x) {
   p = p * s2 + 1.0 / 3;
   p = p * s2 + 1.0;
   const double ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
-  const double k = static_cast<double>(e);
   return k * ln2_hi + (k * ln2_lo + 2 * s * p);
 }
 
@@ -69,51 +114,50 @@ EMBTRAIN_HD double portable_log(double x) {
 // (|x| <= pi / 4: the next term is below 2^-60).
 EMBTRAIN_HD double portable_cos_2pi(double u) {
   double v = u > 0.5 ? 1 - u : u;  // cos(2 pi u) = cos(2 pi (1 - u))
-  double sign = 1;
-  if (v > 0.25) {  // cos(2 pi v) = -cos(2 pi (1/2 - v))
-    v = 0.5 - v;
-    sign = -1;
-  }
+  const bool flip = v > 0.25;      // cos(2 pi v) = -cos(2 pi (1/2 - v))
+  v = flip ? 0.5 - v : v;
+  const double sign = flip ? -1.0 : 1.0;
   const bool use_sin = v > 0.125;  // cos(2 pi v) = sin(2 pi (1/4 - v))
   const double t = use_sin ? 0.25 - v : v;
   const double x = t * 6.283185307179586476925, x2 = x * x;
-  double r;
-  if (use_sin) {
-    r = -1.0 / 121645100408832000;  // -1/19!
-    r = r * x2 + 1.0 / 355687428096000;
-    r = r * x2 - 1.0 / 1307674368000;
-    r = r * x2 + 1.0 / 6227020800;
-    r = r * x2 - 1.0 / 39916800;
-    r = r * x2 + 1.0 / 362880;
-    r = r * x2 - 1.0 / 5040;
-    r = r * x2 + 1.0 / 120;
-    r = r * x2 - 1.0 / 6;
-    r = r * x2 + 1.0;
-    r = r * x;
-  } else {
-    r = 1.0 / 6402373705728000;  // 1/18!
-    r = r * x2 - 1.0 / 20922789888000;
-    r = r * x2 + 1.0 / 87178291200;
-    r = r * x2 - 1.0 / 479001600;
-    r = r * x2 + 1.0 / 3628800;
-    r = r * x2 - 1.0 / 40320;
-    r = r * x2 + 1.0 / 720;
-    r = r * x2 - 1.0 / 24;
-    r = r * x2 + 1.0 / 2;
-    r = r * x2 - 1.0;  // r = -(cos x); the sign below
-    r = -r;
-  }
-  return sign * r;
+  // Both series, then the one that applies.
+  double r = -1.0 / 121645100408832000;  // sin: -1/19!
+  r = r * x2 + 1.0 / 355687428096000;
+  r = r * x2 - 1.0 / 1307674368000;
+  r = r * x2 + 1.0 / 6227020800;
+  r = r * x2 - 1.0 / 39916800;
+  r = r * x2 + 1.0 / 362880;
+  r = r * x2 - 1.0 / 5040;
+  r = r * x2 + 1.0 / 120;
+  r = r * x2 - 1.0 / 6;
+  r = r * x2 + 1.0;
+  r = r * x;
+  double c = 1.0 / 6402373705728000;  // cos: 1/18!
+  c = c * x2 - 1.0 / 20922789888000;
+  c = c * x2 + 1.0 / 87178291200;
+  c = c * x2 - 1.0 / 479001600;
+  c = c * x2 + 1.0 / 3628800;
+  c = c * x2 - 1.0 / 40320;
+  c = c * x2 + 1.0 / 720;
+  c = c * x2 - 1.0 / 24;
+  c = c * x2 + 1.0 / 2;
+  c = c * x2 - 1.0;  // c = -(cos x); the sign below
+  c = -c;
+  return sign * (use_sin ? r : c);
 }
 
 }  // namespace detail
 
 // Standard normal by Box-Muller from two uniforms of the same (seed,
 // stream), the same bits on the host and a GPU.
-EMBTRAIN_HD float random_normal(uint64_t seed, uint64_t stream, uint64_t index) {
-  const double u1 = random_uniform(seed, stream, 2 * index);
-  const double u2 = random_uniform(seed, stream, 2 * index + 1);
+EMBTRAIN_HD float random_normal_keyed(uint64_t key, uint64_t index) {
+  const double u1 = random_uniform_keyed(key, 2 * index);
+  const double u2 = random_uniform_keyed(key, 2 * index + 1);
   return static_cast<float>(sqrt(-2.0 * detail::portable_log(u1)) * detail::portable_cos_2pi(u2));
+}
+
+EMBTRAIN_HD float random_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+  return random_normal_keyed(random_key(seed, stream), index);
 }
 
 }  // namespace embtrain

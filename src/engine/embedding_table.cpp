@@ -5,7 +5,7 @@
 
 #include "embtrain/checked_size.hpp"
 #include "embtrain/errors.hpp"
-#include "embtrain/random.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
 
 namespace embtrain {
 
@@ -50,11 +50,11 @@ void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardP
     std::fill_n(out, n * dim, 0.f);
     return;
   }
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < n; ++k) {
-    const auto row = static_cast<uint64_t>(plan.global_row(rank, first + k));
-    for (int64_t j = 0; j < dim; ++j)
-      out[k * dim + j] = random_normal(fresh.seed, row, static_cast<uint64_t>(j)) * fresh.scale;
+  // Local row first + k is global row first_row + k * stride in either layout.
+  if (n > 0) {
+    const int64_t first_row = plan.global_row(rank, first);
+    const int64_t stride = n > 1 ? plan.global_row(rank, first + 1) - first_row : 1;
+    cpu::draw_normal_rows(fresh.seed, first_row, stride, n, dim, fresh.scale, out);
   }
   const int64_t pad = spec.padding_row();
   if (pad >= 0 && plan.owner(pad) == rank) {

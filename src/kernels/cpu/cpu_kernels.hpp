@@ -79,6 +79,14 @@ void gather_rows(const float* table, int64_t dim, const int32_t* index, int64_t 
 void expand_rows(const float* base, const int64_t* offsets, const int32_t* index, int64_t n,
                  int64_t dim, float* out);
 
+// --- init.cpp ------------------------------------------------------------------
+
+// Fresh rows: rows[k * dim + j] = random_normal(seed, first_row + k *
+// row_stride, j) * scale for k < n (random.hpp; the values
+// cuda::draw_normal_rows draws).
+void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n,
+                      int64_t dim, float scale, float* rows);
+
 // --- segment_sum.cpp ---------------------------------------------------------
 
 // dst[u] = sum of src[p] over the positions p of unique id u, in ascending
