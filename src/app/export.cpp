@@ -69,9 +69,7 @@ int run_export(int argc, char** argv) {
     if (!npy)
       npy = std::make_unique<NpyWriter>(out, DType::kFloat32, std::vector<int64_t>{rows, dim});
     npy->finish();
-  } else {
-    const std::vector<float> table =
-        read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim);
+  } else {  // streamed too, once the vocabulary is known
     // The vocabulary: --vocab, else the checkpoint's own vocab.txt, else
     // (a checkpoint saved before it held one) the run folder's, two levels
     // above step_N, which a later run into that folder may have replaced.
@@ -102,9 +100,18 @@ int run_export(int argc, char** argv) {
       vocab_name = guess.string();
       words = read_vocabulary(vocab_name);
     }
+    Word2VecWriter text_out(out, words);
+    read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim,
+                          [&](int64_t first, int64_t n, const float* data) {
+                            if (first == 0)
+                              EMBTRAIN_REQUIRE(words.size() == rows, vocab_name, ": has ",
+                                               words.size(), " words but the table has ", rows,
+                                               " rows");
+                            text_out.write(first, n, dim, data);
+                          });
     EMBTRAIN_REQUIRE(words.size() == rows, vocab_name, ": has ", words.size(),
                      " words but the table has ", rows, " rows");
-    write_word2vec_text(out, words, table.data(), dim);
+    text_out.finish(dim);
   }
   std::fprintf(stderr, "embtrain export: table '%s' (%lld x %lld) of %s -> %s\n",
                vm["table"].as<std::string>().c_str(), static_cast<long long>(rows),

@@ -388,6 +388,29 @@ def test_export_text_needs_a_vocabulary(work):
          os.path.join(work, "users.txt"), "--vocab", vocab])
     with open(os.path.join(work, "users.txt")) as f:
         assert f.readline().split() == ["300", "8"] and f.readline().split()[0] == "user0"
+    # Streamed a chunk at a time (1000-byte chunks: 31 rows of 8 floats),
+    # the text holds every row of the .npy export, each float read back to
+    # its bits, in row order under its word.
+    users = export(ckpt, "users", os.path.join(work, "users.npy"))
+    chunked = os.path.join(work, "chunked.vec")
+    run(["export", "--checkpoint", ckpt, "--table", "users", "--out", chunked, "--vocab", vocab],
+        env={"EMBTRAIN_TRANSFER_CHUNK_BYTES": "1000"})
+    with open(chunked) as f:
+        assert f.readline().split() == ["300", "8"]
+        lines = [l.split() for l in f]
+    assert [l[0] for l in lines] == ["user%d" % i for i in range(300)]
+    got = np.array([[float(x) for x in l[1:]] for l in lines], dtype=np.float32)
+    assert got.tobytes() == users.tobytes(), "word2vec text differs from the .npy export"
+    # A vocabulary one word short: refused, naming both counts, and no file
+    # (nor a temporary one) left behind.
+    short = os.path.join(work, "short_vocab.txt")
+    with open(short, "w") as f:
+        f.writelines("user%d 1\n" % i for i in range(299))
+    bad = os.path.join(work, "bad.vec")
+    p = run(["export", "--checkpoint", ckpt, "--table", "users", "--out", bad, "--vocab", short],
+            expect_ok=False, env={"EMBTRAIN_TRANSFER_CHUNK_BYTES": "1000"})
+    expect_error(p, "299 words", "300 rows")
+    assert not [n for n in os.listdir(work) if n.startswith("bad.vec")], os.listdir(work)
     with open(os.path.join(ckpt, "config.ini")) as f:
         assert "steps = 3" in f.read()
     run(["train", "--config", os.path.join(ckpt, "config.ini"), "--train.steps=5",

@@ -295,6 +295,31 @@ class CosineIndex {
 void write_word2vec_text(const std::string& path, const Vocabulary& vocab, const float* table,
                          int64_t dim);
 
+// The same a chunk of rows at a time (a table streamed from a checkpoint
+// holds one chunk in memory): write() the rows in order, then finish(),
+// which checks that every word got its row and renames the file into
+// place. Until then the file is a temporary one, removed if the writer
+// is destroyed unfinished (an error on the way leaves nothing behind).
+class Word2VecWriter {
+ public:
+  Word2VecWriter(const std::string& path, const Vocabulary& vocab);
+  ~Word2VecWriter();
+  Word2VecWriter(const Word2VecWriter&) = delete;
+  Word2VecWriter& operator=(const Word2VecWriter&) = delete;
+  // Rows [first, first + n) of `dim` floats; first must be the next row.
+  void write(int64_t first, int64_t n, int64_t dim, const float* rows);
+  // `dim` names the width when no row was written (an empty table).
+  void finish(int64_t dim);
+
+ private:
+  void header(int64_t dim);
+  std::string path_, tmp_;
+  const Vocabulary& vocab_;
+  std::FILE* file_ = nullptr;
+  int64_t next_ = 0, dim_ = -1;
+  std::string line_;
+};
+
 // ---- The workload ---------------------------------------------------------
 
 class SkipgramWorkload : public Workload {

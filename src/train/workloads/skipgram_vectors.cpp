@@ -85,25 +85,68 @@ Vocabulary read_vocabulary(const std::string& path) {
   return parse_vocabulary(all.str(), path);
 }
 
+Word2VecWriter::Word2VecWriter(const std::string& path, const Vocabulary& vocab)
+    : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())), vocab_(vocab) {
+  file_ = std::fopen(tmp_.c_str(), "wb");
+  EMBTRAIN_REQUIRE(file_, "word2vec file '", path, "': cannot create '", tmp_,
+                   "' (does the folder exist and is it writable?)");
+}
+
+Word2VecWriter::~Word2VecWriter() {
+  if (!file_) return;
+  std::fclose(file_);
+  std::remove(tmp_.c_str());
+}
+
+void Word2VecWriter::header(int64_t dim) {
+  dim_ = dim;
+  std::fprintf(file_, "%lld %lld\n", static_cast<long long>(vocab_.size()),
+               static_cast<long long>(dim));
+}
+
+void Word2VecWriter::write(int64_t first, int64_t n, int64_t dim, const float* rows) {
+  EMBTRAIN_ASSERT(file_ && first == next_ && (dim_ < 0 || dim == dim_));
+  EMBTRAIN_REQUIRE(first + n <= vocab_.size(), "word2vec file '", path_, "': the table has more ",
+                   "rows than the vocabulary's ", vocab_.size(), " words");
+  if (dim_ < 0) header(dim);
+  char number[32];
+  for (int64_t r = 0; r < n; ++r) {
+    line_ = vocab_.word(first + r);
+    for (int64_t d = 0; d < dim; ++d) {
+      // The shortest decimal that reads back as the same float.
+      const auto res = std::to_chars(number, number + sizeof number, rows[r * dim + d]);
+      line_ += ' ';
+      line_.append(number, res.ptr);
+    }
+    line_ += '\n';
+    std::fwrite(line_.data(), 1, line_.size(), file_);
+  }
+  next_ = first + n;
+}
+
+void Word2VecWriter::finish(int64_t dim) {
+  EMBTRAIN_ASSERT(file_);
+  EMBTRAIN_REQUIRE(next_ == vocab_.size(), "word2vec file '", path_, "': the vocabulary has ",
+                   vocab_.size(), " words but the table ", next_, " rows");
+  if (dim_ < 0) header(dim);
+  const bool ok = !std::ferror(file_);
+  const bool closed = std::fclose(file_) == 0;
+  file_ = nullptr;
+  if (!ok || !closed) {
+    std::remove(tmp_.c_str());
+    throw make_error("word2vec file '", path_, "': write failed (disk full?)");
+  }
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    std::remove(tmp_.c_str());
+    throw make_error("word2vec file '", path_, "': cannot rename '", tmp_, "' into place");
+  }
+}
+
 void write_word2vec_text(const std::string& path, const Vocabulary& vocab, const float* table,
                          int64_t dim) {
-  write_atomically(path, "word2vec file", [&](std::FILE* f) {
-    std::fprintf(f, "%lld %lld\n", static_cast<long long>(vocab.size()),
-                 static_cast<long long>(dim));
-    std::string line;
-    char number[32];
-    for (int64_t r = 0; r < vocab.size(); ++r) {
-      line = vocab.word(r);
-      for (int64_t d = 0; d < dim; ++d) {
-        // The shortest decimal that reads back as the same float.
-        const auto res = std::to_chars(number, number + sizeof number, table[r * dim + d]);
-        line += ' ';
-        line.append(number, res.ptr);
-      }
-      line += '\n';
-      std::fwrite(line.data(), 1, line.size(), f);
-    }
-  });
+  Word2VecWriter out(path, vocab);
+  out.write(0, vocab.size(), dim, table);
+  out.finish(dim);
 }
 
 CosineIndex::CosineIndex(const float* table, int64_t rows, int64_t dim)
