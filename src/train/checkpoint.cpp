@@ -103,22 +103,6 @@ namespace {
 
 // ---------------------------------------------------------------- save
 
-// Refuses to checkpoint a table holding a NaN or an infinity: a checkpoint
-// is what a run falls back to, so it must hold numbers.
-void check_finite(const ShardedEmbedding& tables, int64_t step) {
-  for (int t = 0; t < tables.num_tables(); ++t) {
-    const EmbeddingTable& shard = tables.shard(t);
-    for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
-      const int64_t bad = first_nonfinite_row(tables, t, part);
-      EMBTRAIN_REQUIRE(bad < 0, "checkpoint at step ", step, ": table '", shard.spec().name,
-                       "' row ", shard.plan().global_row(shard.rank(), bad), " (rank ",
-                       shard.rank(), ") holds a non-finite ",
-                       part == TablePart::kWeights ? "weight" : "optimizer state value",
-                       "; refusing to save it (a checkpoint holds finite values only)");
-    }
-  }
-}
-
 // Removes what dead runs left in `root`: temporary folders and files, and
 // a checkpoint set aside by an interrupted re-save once its step is back in
 // place (else it is moved back). Never a complete step_N folder.
@@ -153,8 +137,12 @@ size_t sum_slot(int rank, int t, int num_tables) {
 }
 
 // Each rank writes and fsyncs its shards, a chunk at a time; every rank
-// gets every file's size and checksum.
-std::vector<int64_t> write_shards(const fs::path& tmp_dir, ShardedEmbedding& tables) {
+// gets every file's size and checksum. A table holding a NaN or an
+// infinity is refused (a checkpoint is what a run falls back to, so it
+// must hold numbers), checked chunk by chunk as it is written, so a device
+// table crosses to the host once; the caller removes the folder then.
+std::vector<int64_t> write_shards(const fs::path& tmp_dir, ShardedEmbedding& tables,
+                                  int64_t step) {
   Communicator& comm = tables.comm();
   const int T = tables.num_tables();
   std::vector<int64_t> sums(sum_slot(comm.size(), 0, T), 0);
@@ -168,7 +156,13 @@ std::vector<int64_t> write_shards(const fs::path& tmp_dir, ShardedEmbedding& tab
         const std::string path = (tmp_dir / shard_file(name, comm.rank(), parts[k].first)).string();
         const int64_t width = tables.width(t, parts[k].second);
         NpyWriter npy(path, DType::kFloat32, {shard.num_rows(), width});
-        for_each_chunk(tables, t, parts[k].second, [&](int64_t, int64_t n, const float* rows) {
+        for_each_chunk(tables, t, parts[k].second, [&](int64_t first, int64_t n, const float* rows) {
+          const int64_t bad = first_nonfinite_row(rows, n, width);
+          EMBTRAIN_REQUIRE(bad < 0, "checkpoint at step ", step, ": table '", name, "' row ",
+                           shard.plan().global_row(shard.rank(), first + bad), " (rank ",
+                           shard.rank(), ") holds a non-finite ",
+                           k == 0 ? "weight" : "optimizer state value",
+                           "; refusing to save it (a checkpoint holds finite values only)");
           npy.write(rows, n * width * static_cast<int64_t>(sizeof(float)));
         });
         npy.finish();
@@ -280,12 +274,11 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
   const fs::path tmp_dir = fs::path(root) / ("." + step_name(info.step) + ".tmp");
 
   for (const auto& [name, text] : info.files) EMBTRAIN_ASSERT(is_text_file_name(name));
-  run_agreed(comm, [&] { check_finite(std::as_const(tables), info.step); });
   run_agreed(comm, [&] {
     if (is_root) as_error([&] { prepare_root(root, tmp_dir); });
   });
   try {
-    const std::vector<int64_t> sums = write_shards(tmp_dir, tables);
+    const std::vector<int64_t> sums = write_shards(tmp_dir, tables, info.step);
     run_agreed(comm, [&] {
       if (!is_root) return;
       const Manifest m = manifest_of(info, tables, sums);

@@ -322,6 +322,23 @@ def test_nonfinite_table_not_saved(work):
     assert not os.path.exists(root) or os.listdir(root) == [], os.listdir(root)
 
 
+def test_nonfinite_padding_row_refused_by_the_save(work):
+    """A NaN the step never reads (the items' padding row: pooling skips it,
+    so the loss stays finite) is caught by the save itself, which checks
+    each chunk as it writes it: exit 1 naming the table, the row and the
+    rank, and no checkpoint (the partly written folder removed)."""
+    rng = np.random.default_rng(SEED)
+    start = rng.standard_normal((501, 8)).astype(np.float32)
+    start[0, int(rng.integers(0, 8))] = np.nan  # row 0: the padding id of the histories
+    npy = os.path.join(work, "items_start.npy")
+    np.save(npy, start)
+    p = run(train_args(work, **{"table.items.init": npy}), 2, expect_ok=False)
+    expect_error(p, "checkpoint at step 4: table 'items' row 0 (rank 0) holds a non-finite "
+                 "weight; refusing to save it")
+    root = ckpt_root(work)
+    assert not os.path.exists(root) or os.listdir(root) == [], os.listdir(root)
+
+
 def test_auto_after_latest_deleted(work):
     """With `latest` gone, resume = auto used to start again at step 0 and
     overwrite step_*: it takes the newest checkpoint that verifies."""
