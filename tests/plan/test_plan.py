@@ -153,18 +153,25 @@ def test_memory_plan_within_5_percent_of_peak_rss(work):
         assert abs(off) <= 0.05, (planned, peak)
 
 
-def test_cluster_exchanges(work):
-    # A profile written here: phases of 1 ms each per 1000 lookups.
+def write_profile(path, device):
+    """A machine profile written here, not measured: a 2-rank sharded engine
+    whose phases take 1 ms each per 1000 lookups (500 distinct, dim 64)."""
     phases = {n: 1.0 for n in ["bucket_by_owner", "gather_owned", "expand", "reduce_requested",
                                "combine_at_owner", "update"]}
     engine = {"ranks": 2, "threads": 1, "dim": 64, "optimizer": "adam", "lookups_per_rank": 1000,
               "distinct_per_rank": 500, "step_ms": 6.0, "phase_ms": phases, "wire_bytes": 4,
               "counts": True}
     profile = {"kind": "embtrain machine profile", "version": 1, "host": "h", "cpu": "c",
-               "device": "cuda", "gpu": "g", "copy_bandwidth_gbps": 100, "engines": {"sharded": engine},
+               "device": device, "gpu": "g" if device == "cuda" else "",
+               "copy_bandwidth_gbps": 100, "engines": {"sharded": engine},
                "alltoall": {"measured": True, "ranks": 2, "latency_us": 5, "bandwidth_gbps": 10}}
-    path = os.path.join(work, "p.json")
-    json.dump(profile, open(path, "w"))
+    with open(path, "w") as f:
+        json.dump(profile, f)
+    return path
+
+
+def test_cluster_exchanges(work):
+    path = write_profile(os.path.join(work, "p.json"), "cuda")
     H, G = 4, 8
     P = H * G
     j = plan_json(["--ranks", str(P), "--profile", path,
@@ -194,16 +201,7 @@ def test_cluster_exchanges(work):
 def test_bags_are_named_in_the_notes(work):
     # The step model counts lookups, not bags: a pooled table must say how
     # it was modeled, naming the table and where it pools.
-    phases = {n: 1.0 for n in ["bucket_by_owner", "gather_owned", "expand", "reduce_requested",
-                               "combine_at_owner", "update"]}
-    engine = {"ranks": 2, "threads": 1, "dim": 64, "optimizer": "adam", "lookups_per_rank": 1000,
-              "distinct_per_rank": 500, "step_ms": 6.0, "phase_ms": phases, "wire_bytes": 4,
-              "counts": True}
-    profile = {"kind": "embtrain machine profile", "version": 1, "host": "h", "cpu": "c",
-               "device": "cpu", "gpu": "", "copy_bandwidth_gbps": 10, "engines": {"sharded": engine},
-               "alltoall": {"measured": True, "ranks": 2, "latency_us": 5, "bandwidth_gbps": 10}}
-    path = os.path.join(work, "bags.json")
-    json.dump(profile, open(path, "w"))
+    path = write_profile(os.path.join(work, "bags.json"), "cpu")
     bench = ["--bench", "--rows", "100000", "--dim", "32", "--batch", "64"]
 
     def notes(args):
