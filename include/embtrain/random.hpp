@@ -27,7 +27,9 @@ EMBTRAIN_HD uint64_t mix64(uint64_t x) {
 // What the numbers of one (seed, stream) share: random_bits(seed, stream,
 // index) is mix64(random_key(seed, stream) ^ index), so a row's draws need
 // it once.
-EMBTRAIN_HD uint64_t random_key(uint64_t seed, uint64_t stream) { return mix64(mix64(seed) ^ stream); }
+EMBTRAIN_HD uint64_t random_key(uint64_t seed, uint64_t stream) {
+  return mix64(mix64(seed) ^ stream);
+}
 
 EMBTRAIN_HD uint64_t random_bits(uint64_t seed, uint64_t stream, uint64_t index) {
   return mix64(random_key(seed, stream) ^ index);

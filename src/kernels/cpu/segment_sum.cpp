@@ -149,7 +149,8 @@ void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
       scratch->partials.resize(static_cast<size_t>(dim));
     const int64_t k_end = offsets[u_end];
     for (int64_t u = u_begin; u < u_end; ++u)
-      if (float* acc = dst_row(u)) sum_slot(src, dim, index, layout, u, k_end, acc, scratch->partials.data());
+      if (float* acc = dst_row(u))
+        sum_slot(src, dim, index, layout, u, k_end, acc, scratch->partials.data());
   }
   if (!scale_by_count) return;
   for (int64_t u = u_begin; u < u_end; ++u)
