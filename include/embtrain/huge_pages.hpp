@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdlib>
 #include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace embtrain {
@@ -32,6 +34,19 @@ struct HugePageAllocator {
     return static_cast<T*>(p);
   }
   void deallocate(T* p, size_t) { std::free(p); }
+  // resize(n) leaves new elements default-initialised (a float: unset), and
+  // resize(n, v) / assign fill as usual: a table's rows are drawn, read or
+  // filled right after, by all threads, so each page is first touched (and
+  // zeroed by the kernel, and placed on its NUMA node) by the thread that
+  // fills it, not all by one memset first.
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
 
   template <typename U>
   bool operator==(const HugePageAllocator<U>&) const { return true; }
@@ -39,7 +54,7 @@ struct HugePageAllocator {
   bool operator!=(const HugePageAllocator<U>&) const { return false; }
 };
 
-// Rows of a table or its optimizer state.
+// Rows of a table or its optimizer state (resize(n) leaves them unset).
 using RowBuffer = std::vector<float, HugePageAllocator<float>>;
 
 }  // namespace embtrain

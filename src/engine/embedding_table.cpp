@@ -47,7 +47,7 @@ void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardP
                      int64_t first, int64_t n, float* out) {
   const int64_t dim = spec.dim;
   if (fresh.zeros) {
-    std::fill_n(out, n * dim, 0.f);
+    cpu::fill_floats(out, n * dim, 0.f);
     return;
   }
   // Local row first + k is global row first_row + k * stride in either layout.
@@ -85,7 +85,7 @@ EmbeddingTable EmbeddingTable::unplaced(const TableSpec& spec, const ShardPlan& 
 
 void EmbeddingTable::place_on_host() {
   if (placed_) return;
-  weights_.resize(static_cast<size_t>(num_rows() * spec_.dim));
+  weights_.resize(static_cast<size_t>(num_rows() * spec_.dim));  // unset: drawn next
   draw_fresh_rows(fresh_, spec_, plan_, rank_, 0, num_rows(), weights_.data());
   init_state();
   placed_ = true;
@@ -121,7 +121,8 @@ float EmbeddingTable::initial_state() const {
 
 void EmbeddingTable::init_state() {
   if (spec_.freeze) return;  // a frozen table never updates: keep no state
-  state_.assign(static_cast<size_t>(num_rows() * state_width()), initial_state());
+  state_.resize(static_cast<size_t>(num_rows() * state_width()));  // unset (huge_pages.hpp)
+  cpu::fill_floats(state_.data(), static_cast<int64_t>(state_.size()), initial_state());
 }
 
 }  // namespace embtrain

@@ -86,6 +86,8 @@ void expand_rows(const float* base, const int64_t* offsets, const int32_t* index
 // cuda::draw_normal_rows draws).
 void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n,
                       int64_t dim, float scale, float* rows);
+// data[0..n) = value, on all threads.
+void fill_floats(float* data, int64_t n, float value);
 
 // --- segment_sum.cpp ---------------------------------------------------------
 

@@ -1,5 +1,6 @@
 // Fresh rows on the host: the counter-based normals of random.hpp, the
-// values cuda::draw_normal_rows draws on a GPU. Built with
+// values cuda::draw_normal_rows draws on a GPU, and constant fills, both on
+// all threads (which then first touch the pages: huge_pages.hpp). Built with
 // -fno-trapping-math (CMakeLists.txt), which lets the compiler turn the
 // draws' selects into vector blends (it changes no value: IEEE results do
 // not depend on it, only whether an operation may raise a flag nobody
@@ -36,6 +37,11 @@ void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int6
     draw_range(seed, first_row, row_stride, n * me / parts, n * (me + 1) / parts, dim, scale,
                rows);
   }
+}
+
+void fill_floats(float* data, int64_t n, float value) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) data[i] = value;
 }
 
 }  // namespace cpu
