@@ -105,9 +105,6 @@ CheckpointInfo load_checkpoint(const std::string& dir, ShardedEmbedding& tables,
 void read_checkpoint_table(const std::string& dir, const std::string& table, int64_t* rows,
                            int64_t* dim,
                            const std::function<void(int64_t, int64_t, const float*)>& visit);
-// The same into one whole table (rows x dim).
-std::vector<float> read_checkpoint_table(const std::string& dir, const std::string& table,
-                                         int64_t* rows, int64_t* dim);
 
 // Refuses a resume whose configuration changes a key that decides what the
 // checkpoint holds (seed, data, tables, ...): throws Error naming each such

@@ -473,12 +473,32 @@ class SavedRows {
   std::vector<std::unique_ptr<NpyRowReader>> readers_;
 };
 
-// Copies local rows [first, first + n) of `rank`'s shard under `plan` (in
-// local order, width floats each) from `saved` into `out`.
-void copy_saved_rows(SavedRows* saved, const ShardPlan& plan, int rank, int64_t first, int64_t n,
-                     int64_t width, float* out) {
-  for (int64_t k = 0; k < n; ++k)
-    std::copy_n(saved->row(plan.global_row(rank, first + k)), width, out + k * width);
+// Local rows of `rank`'s shard under `plan` of the checkpoint's table t
+// (its weights, or its optimizer state), a transfer chunk at a time:
+// visit(first, n, rows) per chunk (n x width floats, valid during the
+// call), each chunk checked finite first (a NaN would spread through
+// training).
+template <typename Visit>
+void read_saved_chunks(const Manifest& m, const ManifestTable& t, bool weights,
+                       const ShardPlan& plan, int rank, Visit visit) {
+  const int64_t width = weights ? t.dim : t.state_width;
+  const int64_t rows = plan.shard_rows(rank);
+  if (width == 0 || rows == 0) return;
+  const int64_t chunk = transfer_chunk_rows(width);
+  const auto files = static_cast<int64_t>(std::max<size_t>(1, t.shards.size()));
+  SavedRows saved(m, t, weights, width, std::max<int64_t>(1, chunk / files));
+  std::vector<float> buffer(static_cast<size_t>(std::min(chunk, rows) * width));
+  for (int64_t first = 0; first < rows; first += chunk) {
+    const int64_t n = std::min(chunk, rows - first);
+    for (int64_t k = 0; k < n; ++k)
+      std::copy_n(saved.row(plan.global_row(rank, first + k)), width, buffer.data() + k * width);
+    const int64_t bad = first_nonfinite_row(buffer.data(), n, width);
+    EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", m.dir, ": table '", t.name, "' row ",
+                     plan.global_row(rank, first + bad), " holds a non-finite ",
+                     weights ? "weight" : "optimizer state value",
+                     " (a checkpoint must hold finite values only)");
+    visit(first, n, buffer.data());
+  }
 }
 
 // Loads table t's shard here from the checkpoint, a transfer chunk at a
@@ -496,28 +516,12 @@ void load_table(const Manifest& m, ShardedEmbedding& tables, int ti) {
                    t.optimizer, " (state width ", t.state_width,
                    ") but the configuration asks for ", optimizer_name(spec.optimizer.kind),
                    " (state width ", shard.state_width(), ")");
-  const ShardPlan& plan = shard.plan();
-  const int rank = shard.rank();
-  const int64_t rows = shard.num_rows();
-  for (const bool weights : {true, false}) {
-    const int64_t width = weights ? t.dim : t.state_width;
-    if (width == 0 || rows == 0) continue;
-    const int64_t chunk = transfer_chunk_rows(width);
-    const int64_t files = std::max<int64_t>(1, static_cast<int64_t>(t.shards.size()));
-    SavedRows saved(m, t, weights, width, std::max<int64_t>(1, chunk / files));
-    std::vector<float> buffer(static_cast<size_t>(std::min(chunk, rows) * width));
-    for (int64_t first = 0; first < rows; first += chunk) {
-      const int64_t n = std::min(chunk, rows - first);
-      copy_saved_rows(&saved, plan, rank, first, n, width, buffer.data());
-      const int64_t bad = first_nonfinite_row(buffer.data(), n, width);
-      EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", m.dir, ": table '", spec.name, "' row ",
-                       plan.global_row(rank, first + bad), " holds a non-finite ",
-                       weights ? "weight" : "optimizer state value",
-                       " (a checkpoint must hold finite values only)");
-      tables.write_rows(ti, weights ? TablePart::kWeights : TablePart::kState, first, n,
-                        buffer.data());
-    }
-  }
+  for (const bool weights : {true, false})
+    read_saved_chunks(m, t, weights, shard.plan(), shard.rank(),
+                      [&](int64_t first, int64_t n, const float* rows) {
+                        tables.write_rows(ti, weights ? TablePart::kWeights : TablePart::kState,
+                                          first, n, rows);
+                      });
   shard.set_step(t.optimizer_step);
 }
 
@@ -565,29 +569,7 @@ void read_checkpoint_table(const std::string& dir, const std::string& table, int
   }
   *rows = t.rows;
   *dim = t.dim;
-  const int64_t chunk = transfer_chunk_rows(t.dim);
-  const auto files = static_cast<int64_t>(std::max<size_t>(1, t.shards.size()));
-  SavedRows saved(m, t, /*weights=*/true, t.dim, std::max<int64_t>(1, chunk / files));
-  const ShardPlan whole(t.rows, 1);
-  std::vector<float> buffer(static_cast<size_t>(std::min(chunk, t.rows) * t.dim));
-  for (int64_t first = 0; first < t.rows; first += chunk) {
-    const int64_t n = std::min(chunk, t.rows - first);
-    copy_saved_rows(&saved, whole, 0, first, n, t.dim, buffer.data());
-    const int64_t bad = first_nonfinite_row(buffer.data(), n, t.dim);
-    EMBTRAIN_REQUIRE(bad < 0, "checkpoint ", dir, ": table '", table, "' row ", first + bad,
-                     " holds a non-finite weight");
-    visit(first, n, buffer.data());
-  }
-}
-
-std::vector<float> read_checkpoint_table(const std::string& dir, const std::string& table,
-                                         int64_t* rows, int64_t* dim) {
-  std::vector<float> out;
-  read_checkpoint_table(dir, table, rows, dim, [&](int64_t first, int64_t n, const float* r) {
-    if (out.empty()) out.resize(static_cast<size_t>(*rows * *dim));
-    std::copy_n(r, n * *dim, out.data() + first * *dim);
-  });
-  return out;
+  read_saved_chunks(m, t, /*weights=*/true, ShardPlan(t.rows, 1), 0, visit);
 }
 
 }  // namespace embtrain
