@@ -63,6 +63,10 @@ inline std::vector<int64_t> validate_ids(const IdsView& ids, const TableSpec& sp
 // A shard's rows or their optimizer state (ShardedEmbedding::read_rows).
 enum class TablePart { kWeights, kState };
 
+// Floats per row of `part` of a table: its dim, or its optimizer state's
+// (0 for SGD and for a frozen table, which keeps none).
+int64_t part_width(const TableSpec& spec, TablePart part);
+
 // How a fresh table's rows start: N(0, 1) drawn by (seed, global row,
 // column) times `scale`, or zeros; the padding row is 0 either way. The
 // same values wherever they are drawn (random.hpp: the host, or a GPU's

@@ -32,6 +32,8 @@ class ShardPlan {
   int owner(int64_t row) const;
   int64_t local_row(int64_t row) const;
   int64_t global_row(int rank, int64_t local) const;
+  // Any rank's local row k is global row global_row(rank, 0) + k * row_stride().
+  int64_t row_stride() const { return layout_ == Layout::kCyclic ? ranks_ : 1; }
   // kBlock only: rank's rows are [row_begin(rank), row_end(rank)).
   int64_t row_begin(int rank) const;
   int64_t row_end(int rank) const { return row_begin(rank) + shard_rows(rank); }

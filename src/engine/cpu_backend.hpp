@@ -66,12 +66,12 @@ class CpuBackend {
   void synchronize() {}
   void read_rows(int t, TablePart part, int64_t first, int64_t count, float* out) {
     const float* rows = part == TablePart::kWeights ? weights(t) : state(t);
-    const int64_t width = part == TablePart::kWeights ? spec(t).dim : host(t).state_width();
+    const int64_t width = part_width(spec(t), part);
     copy(out, rows + first * width, count * width);
   }
   void write_rows(int t, TablePart part, int64_t first, int64_t count, const float* in) {
     float* rows = part == TablePart::kWeights ? weights(t) : state(t);
-    const int64_t width = part == TablePart::kWeights ? spec(t).dim : host(t).state_width();
+    const int64_t width = part_width(spec(t), part);
     copy(rows + first * width, in, count * width);
   }
 

@@ -36,11 +36,9 @@ void CudaBackend::place(int t) {
   if (fresh.zeros) {
     cuda::memset_device(d_weights, 0, static_cast<size_t>(rows * dim) * sizeof(float), stream_);
   } else if (rows > 0) {
-    // Local row k is global row first + k * stride in either layout.
     const ShardPlan& plan = shard.plan();
-    const int64_t first = plan.global_row(shard.rank(), 0);
-    const int64_t stride = rows > 1 ? plan.global_row(shard.rank(), 1) - first : 1;
-    cuda::draw_normal_rows(fresh.seed, first, stride, rows, dim, fresh.scale, d_weights, stream_);
+    cuda::draw_normal_rows(fresh.seed, plan.global_row(shard.rank(), 0), plan.row_stride(), rows,
+                           dim, fresh.scale, d_weights, stream_);
     const int64_t pad = shard.spec().padding_row();
     if (pad >= 0 && shard.owns(pad))
       cuda::memset_device(d_weights + shard.plan().local_row(pad) * dim, 0,

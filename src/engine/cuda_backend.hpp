@@ -175,9 +175,7 @@ class CudaBackend {
   void download_bytes(void* host, const void* d_src, size_t bytes);
   // Table t's weights (or state) and floats per row.
   float* part(int t, TablePart p) { return p == TablePart::kWeights ? weights(t) : state(t); }
-  int64_t width(int t, TablePart p) {
-    return p == TablePart::kWeights ? spec(t).dim : host(t).state_width();
-  }
+  int64_t width(int t, TablePart p) { return part_width(spec(t), p); }
   // Table t's rows and state in device memory: drawn, or uploaded from its
   // host rows.
   void place(int t);

@@ -50,12 +50,9 @@ void draw_fresh_rows(const FreshRows& fresh, const TableSpec& spec, const ShardP
     cpu::fill_floats(out, n * dim, 0.f);
     return;
   }
-  // Local row first + k is global row first_row + k * stride in either layout.
-  if (n > 0) {
-    const int64_t first_row = plan.global_row(rank, first);
-    const int64_t stride = n > 1 ? plan.global_row(rank, first + 1) - first_row : 1;
-    cpu::draw_normal_rows(fresh.seed, first_row, stride, n, dim, fresh.scale, out);
-  }
+  if (n > 0)
+    cpu::draw_normal_rows(fresh.seed, plan.global_row(rank, first), plan.row_stride(), n, dim,
+                          fresh.scale, out);
   const int64_t pad = spec.padding_row();
   if (pad >= 0 && plan.owner(pad) == rank) {
     const int64_t local = plan.local_row(pad);
@@ -108,9 +105,12 @@ EmbeddingTable::EmbeddingTable(const TableSpec& spec, const ShardPlan& plan, int
   init_state();
 }
 
-int64_t EmbeddingTable::state_width() const {
-  return spec_.freeze ? 0 : optimizer_state_width(spec_.optimizer.kind, spec_.dim);
+int64_t part_width(const TableSpec& spec, TablePart part) {
+  if (part == TablePart::kWeights) return spec.dim;
+  return spec.freeze ? 0 : optimizer_state_width(spec.optimizer.kind, spec.dim);
 }
+
+int64_t EmbeddingTable::state_width() const { return part_width(spec_, TablePart::kState); }
 
 float EmbeddingTable::initial_state() const {
   const OptimizerConfig& opt = spec_.optimizer;

@@ -162,8 +162,7 @@ const EmbeddingTable& ShardedEmbedding::shard(int t) const { return engine().sha
 EmbeddingTable& ShardedEmbedding::shard(int t) { return engine().shards()[t]; }
 
 int64_t ShardedEmbedding::width(int t, TablePart part) const {
-  if (part == TablePart::kWeights) return specs_[t].dim;
-  return specs_[t].freeze ? 0 : optimizer_state_width(specs_[t].optimizer.kind, specs_[t].dim);
+  return part_width(specs_[t], part);
 }
 
 void ShardedEmbedding::read_rows(int t, TablePart part, int64_t first, int64_t count,
