@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <sstream>
 
 #include "embtrain/errors.hpp"
@@ -18,15 +17,20 @@ namespace embtrain {
 
 namespace {
 
-// Writes `path` through a temporary file in the same folder and a rename,
-// so a reader (or a crash) never sees half a file.
-void write_atomically(const std::string& path, const std::string& what,
-                      const std::function<void(std::FILE*)>& write) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  EMBTRAIN_REQUIRE(f, what, " '", path, "': cannot create '", tmp,
+// A file is written through a temporary one in the same folder and a
+// rename, so a reader (or a crash) never sees half a file: open_temporary
+// creates it, commit_temporary closes it and renames it into place (on
+// failure it removes it and throws; `what` names the file's kind).
+std::FILE* open_temporary(const std::string& path, const std::string& what, std::string* tmp) {
+  *tmp = path + ".tmp." + std::to_string(::getpid());
+  std::FILE* f = std::fopen(tmp->c_str(), "wb");
+  EMBTRAIN_REQUIRE(f, what, " '", path, "': cannot create '", *tmp,
                    "' (does the folder exist and is it writable?)");
-  write(f);
+  return f;
+}
+
+void commit_temporary(std::FILE* f, const std::string& tmp, const std::string& path,
+                      const std::string& what) {
   const bool ok = !std::ferror(f);
   const bool closed = std::fclose(f) == 0;
   if (!ok || !closed) {
@@ -50,8 +54,10 @@ std::string vocabulary_text(const Vocabulary& vocab) {
 
 void write_vocabulary(const Vocabulary& vocab, const std::string& path) {
   const std::string text = vocabulary_text(vocab);
-  write_atomically(path, "vocabulary file",
-                   [&](std::FILE* f) { std::fwrite(text.data(), 1, text.size(), f); });
+  std::string tmp;
+  std::FILE* f = open_temporary(path, "vocabulary file", &tmp);
+  std::fwrite(text.data(), 1, text.size(), f);
+  commit_temporary(f, tmp, path, "vocabulary file");
 }
 
 Vocabulary parse_vocabulary(const std::string& text, const std::string& name) {
@@ -86,10 +92,8 @@ Vocabulary read_vocabulary(const std::string& path) {
 }
 
 Word2VecWriter::Word2VecWriter(const std::string& path, const Vocabulary& vocab)
-    : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())), vocab_(vocab) {
-  file_ = std::fopen(tmp_.c_str(), "wb");
-  EMBTRAIN_REQUIRE(file_, "word2vec file '", path, "': cannot create '", tmp_,
-                   "' (does the folder exist and is it writable?)");
+    : path_(path), vocab_(vocab) {
+  file_ = open_temporary(path, "word2vec file", &tmp_);
 }
 
 Word2VecWriter::~Word2VecWriter() {
@@ -129,17 +133,9 @@ void Word2VecWriter::finish(int64_t dim) {
   EMBTRAIN_REQUIRE(next_ == vocab_.size(), "word2vec file '", path_, "': the vocabulary has ",
                    vocab_.size(), " words but the table ", next_, " rows");
   if (dim_ < 0) header(dim);
-  const bool ok = !std::ferror(file_);
-  const bool closed = std::fclose(file_) == 0;
-  file_ = nullptr;
-  if (!ok || !closed) {
-    std::remove(tmp_.c_str());
-    throw make_error("word2vec file '", path_, "': write failed (disk full?)");
-  }
-  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    std::remove(tmp_.c_str());
-    throw make_error("word2vec file '", path_, "': cannot rename '", tmp_, "' into place");
-  }
+  std::FILE* f = file_;
+  file_ = nullptr;  // closed by the commit, whatever happens
+  commit_temporary(f, tmp_, path_, "word2vec file");
 }
 
 void write_word2vec_text(const std::string& path, const Vocabulary& vocab, const float* table,
