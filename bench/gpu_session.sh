@@ -17,9 +17,15 @@
 #      is drawn (its Zipf sampler over 100M rows alone takes ~3 GB) must
 #      stay within 4 GB, and the table's setup (CUDA context, NCCL and the
 #      draw) within 2 s; about 30 s.
-# Each stage's log goes to LOG_DIR (default $OUT on the lent machine, else
-# bench/results/gpu-logs); the script goes on after a failing stage and
-# exits non-zero if any failed.
+#   8. ncu over one bench-G Adam step: each kernel's time and device-memory
+#      bytes against the copy bandwidth the same run measured
+#      (bench/ncu_summary.py), as issue 10's item 4 asks.
+# Each stage's log goes to LOG_DIR (default bench/results/gpu-logs). On the
+# lent machine ($OUT set), where at most 8 files come back, the logs go to a
+# folder of their own and are packed into $OUT/gpu-logs.tar.gz after every
+# stage (so a run stopped at its time limit still returns what it did),
+# with summary.txt beside the archive. The script goes on after a failing
+# stage and exits non-zero if any failed.
 #
 # On a machine with the toolchain (what scripts/install_deps.sh installs
 # plus the CUDA Toolkit with NCCL, and a python3 with a CUDA PyTorch):
@@ -31,8 +37,18 @@
 # (--quick: fewer random cases and steps).
 set -u
 cd "$(dirname "$0")/.."
-LOG_DIR=${LOG_DIR:-${OUT:-bench/results/gpu-logs}}
+ARCHIVE=
+if [ -z "${LOG_DIR:-}" ] && [ -n "${OUT:-}" ]; then
+  LOG_DIR=$(mktemp -d)/gpu-logs
+  ARCHIVE=$OUT/gpu-logs.tar.gz
+fi
+LOG_DIR=${LOG_DIR:-bench/results/gpu-logs}
 mkdir -p "$LOG_DIR"
+pack_logs() {  # the logs so far into $OUT (see above)
+  [ -n "$ARCHIVE" ] || return 0
+  tar czf "$ARCHIVE" -C "$(dirname "$LOG_DIR")" "$(basename "$LOG_DIR")"
+  cp "$LOG_DIR/summary.txt" "$OUT/summary.txt" 2>/dev/null || true
+}
 STEPS=30 PACKED=0
 for arg in "$@"; do
   case $arg in
@@ -58,6 +74,7 @@ stage() {  # stage NAME COMMAND...: runs it, logs it, remembers a failure
     tail -n 20 "$LOG_DIR/$name.log" | tee -a "$LOG_DIR/summary.txt"
     failed+=("$name")
   fi
+  pack_logs
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$LOG_DIR/gpu.txt" 2>&1
@@ -109,8 +126,22 @@ EOF
 }
 stage big_table_100M_sgd big_table
 
+kernel_profile() {  # 8: one bench-G Adam step under ncu, then the table per kernel
+  timeout 240 ncu --clock-control none --csv --page raw \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+    --log-file "$LOG_DIR/ncu_adam.csv" \
+    $BUILD/embtrain bench --device cuda --rows 10000000 --dim 128 --batch 65536 --seq 16 \
+    --zipf 1.05 --pad-frac 0.1 --optimizer adam --warmup 0 --steps 1 --distinct-batches 1 \
+    --json >"$LOG_DIR/ncu_adam.json" || return 1
+  python3 bench/ncu_summary.py "$LOG_DIR/ncu_adam.csv" "$LOG_DIR/ncu_adam.json"
+}
+stage ncu_adam_step kernel_profile
+cat "$LOG_DIR/ncu_adam_step.log" 2>/dev/null
+
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed stages: ${failed[*]}" | tee -a "$LOG_DIR/summary.txt"
+  pack_logs
   exit 1
 fi
-echo "all stages passed; logs in $LOG_DIR" | tee -a "$LOG_DIR/summary.txt"
+echo "all stages passed; logs in ${ARCHIVE:-$LOG_DIR}" | tee -a "$LOG_DIR/summary.txt"
+pack_logs
