@@ -29,8 +29,9 @@
 //                             one row per bag where its positions share it)
 //   list_bag_entries, pool_partials, unpool_partials, combine_partials,
 //   split_bag_grads           bags pooled at the owners (pool_at = owner)
-//   pack_wire, unpack_wire, round_wire
+//   pack_wire, unpack_wire, round_wire, gather_rows_packed, gather_rows_rounded
 //                             rows and gradients to and from their wire format
+//                             (the owner's rows gathered straight into it)
 //   combine, update           the owner's last two stages, which the GPU fuses
 //                             into one kernel (combine only records its input)
 #pragma once

@@ -118,6 +118,14 @@ class CpuBackend {
   void gather_rows(int t, const int64_t* ids, int64_t n, float* out) {
     if (n > 0) cpu::gather_rows(weights(t), spec(t).dim, ids, n, /*row_offset=*/0, out);
   }
+  void gather_rows_packed(int t, const int64_t* ids, int64_t n, void* wire) {
+    cpu::gather_rows_packed(weights(t), spec(t).dim, ids, n, /*row_offset=*/0,
+                            spec(t).comm_precision, wire);
+  }
+  void gather_rows_rounded(int t, const int64_t* ids, int64_t n, float* out) {
+    cpu::gather_rows_rounded(weights(t), spec(t).dim, ids, n, /*row_offset=*/0,
+                             spec(t).comm_precision, out);
+  }
   void expand_rows(const float* base, const int64_t* offsets, const UniqueIndex& index,
                    int64_t dim, float* out) {
     if (index.n > 0) cpu::expand_rows(base, offsets, index.inverse, index.n, dim, out);

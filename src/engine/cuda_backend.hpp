@@ -114,6 +114,14 @@ class CudaBackend {
   void gather_rows(int t, const int64_t* d_ids, int64_t n, float* d_out) {
     cuda::gather_rows(weights(t), spec(t).dim, d_ids, n, /*row_offset=*/0, d_out, stream_);
   }
+  void gather_rows_packed(int t, const int64_t* d_ids, int64_t n, void* d_wire) {
+    cuda::gather_rows_packed(weights(t), spec(t).dim, d_ids, n, /*row_offset=*/0,
+                             spec(t).comm_precision, d_wire, stream_);
+  }
+  void gather_rows_rounded(int t, const int64_t* d_ids, int64_t n, float* d_out) {
+    cuda::gather_rows_rounded(weights(t), spec(t).dim, d_ids, n, /*row_offset=*/0,
+                              spec(t).comm_precision, d_out, stream_);
+  }
   void expand_rows(const float* d_base, const int64_t* d_offsets, const UniqueIndex& index,
                    int64_t dim, float* d_out) {
     cuda::expand_rows(d_base, d_offsets, index.inverse, index.n, dim, d_out, stream_);

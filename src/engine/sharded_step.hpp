@@ -17,12 +17,13 @@
 //  gather_owned      Owner: the distinct rows that all requesters asked for
 //                    together, renormed once if max_norm (as one process
 //                    renorms the global batch's rows), then each
-//                    requester's rows gathered into its block.
-//  exchange_rows     Rows back; those a rank asked of itself stay put. A
-//                    table whose rows travel in 16 bits (comm_precision)
-//                    is packed into a wire buffer and unpacked after; its
-//                    self rows are rounded alike, so that every row of the
-//                    step has made the same trip.
+//                    requester's rows gathered into its block; a table
+//                    whose rows travel in 16 bits (comm_precision) gathered
+//                    straight into the wire buffer, packed, and its self
+//                    rows rounded alike, so that every row of the step has
+//                    made the same trip.
+//  exchange_rows     Rows back; those a rank asked of itself stay put. Rows
+//                    that came through the wire are unpacked after.
 //  expand            Requester: its rows arrived in the layout its ids left
 //                    in; expand them through the inverse map to (*, dim),
 //                    or pool a table's bags straight from them.
@@ -214,6 +215,13 @@ class ShardedStep {
     data.synchronize();
     *bytes += data.traffic().bytes_sent - before;
     finish(stage, clock);
+  }
+  // Whether gather_owned writes table t's served rows in their wire format
+  // (packed for the peers, rounded for this rank), so that exchange_rows
+  // sends them as they are: rows that travel through the wire buffers and
+  // are not pooled at the owner first.
+  bool packed_at_gather(int t) const {
+    return cur().layout.has_wire() && !cur().layout.at_owner(t);
   }
   // Rows from the owners' served blocks to the requesters' requested
   // blocks, or `back` the other way (the gradients): straight from the rows
@@ -425,8 +433,16 @@ void ShardedStep<Backend>::gather_owned() {
               layout.served(r, t).count);
     s.index = b_.unique_ids(ids, m, plans_[t].shard_rows(rank_), &s.ws);
     b_.renorm_rows(t, s.index.unique, s.index.num_unique);
-    for (int r = 0; r < P_; ++r)
-      b_.gather_rows(t, ids + s.starts[r], layout.served(r, t).count, rows + base[r]);
+    for (int r = 0; r < P_; ++r) {
+      const int64_t* block_ids = ids + s.starts[r];
+      const int64_t count = layout.served(r, t).count;
+      if (!packed_at_gather(t))
+        b_.gather_rows(t, block_ids, count, rows + base[r]);
+      else if (r == rank_)  // never travels, but is rounded as if it had
+        b_.gather_rows_rounded(t, block_ids, count, rows + base[r]);
+      else
+        b_.gather_rows_packed(t, block_ids, count, served_wire_.data() + layout.served(r, t).wire);
+    }
     // Where the gradients of these rows will come back: the same places.
     b_.block_offsets(s.starts, base, dim, m, s.src_rows.reserve(m));
   }
@@ -447,8 +463,8 @@ void ShardedStep<Backend>::exchange_rows() {
 }
 
 // The rows (or, `back`, the gradients) through the wire buffers: packed
-// from the sending blocks, moved, unpacked into the receiving ones; the
-// self blocks rounded in place.
+// from the sending blocks (unless gather_owned packed them), moved,
+// unpacked into the receiving ones; the self blocks rounded in place.
 template <typename Backend>
 void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
   float* rows = rows_.data();
@@ -460,6 +476,7 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
   };
   for (int p = 0; p < P_; ++p)
     for (int t = 0; t < T_; ++t) {
+      if (!back && packed_at_gather(t)) continue;  // gather_owned wrote them so
       const ExchangeLayout::Block& b = sending(p, t);
       const CommPrecision precision = b_.spec(t).comm_precision;
       const int64_t n = b.rows * dims_[t];

@@ -16,6 +16,7 @@
 
 #include "../unit/test_util.hpp"
 #include "cuda_test_util.hpp"
+#include "embtrain/comm_precision.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/optimizer.hpp"
 #include "embtrain/shard_plan.hpp"
@@ -49,6 +50,49 @@ TEST(CudaKernels, GatherMatchesCpu) {
     DeviceArray<int64_t> d_index(index);
     cuda::gather_rows(d_table.get(), dim, d_index.get(), n, offset, d_out.get(), nullptr);
     EXPECT_TRUE(same_bits(d_out.host(), want)) << "dim " << dim;
+  }
+}
+
+// The owner's gather straight into the wire format: the bytes of the CPU's
+// gather then pack (and gather then round), with the wire buffer both on 8
+// bytes (the kernel's 4-wide path when dim % 4 == 0) and off it.
+TEST(CudaKernels, GatherToTheWireMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  for (int64_t dim : {1, 3, 4, 33, 128}) {
+    const int64_t rows = 257, n = 1000, offset = 40;
+    std::vector<float> table(rows * dim);
+    for (float& x : table) x = normal(rng) * std::ldexp(1.f, static_cast<int>(rng() % 40) - 20);
+    std::vector<int64_t> index(n);
+    for (int64_t& i : index) i = offset + static_cast<int64_t>(rng() % rows);
+    std::vector<float> gathered(n * dim);
+    cpu::gather_rows(table.data(), dim, index.data(), n, offset, gathered.data());
+    DeviceArray<float> d_table(table);
+    DeviceArray<int64_t> d_index(index);
+    for (CommPrecision p : {CommPrecision::kFp32, CommPrecision::kBf16, CommPrecision::kFp16}) {
+      SCOPED_TRACE("dim " + std::to_string(dim) + ", " + comm_precision_name(p));
+      const int64_t elems = n * dim, width = comm_bytes(p);
+      std::vector<char> want(static_cast<size_t>(elems * width));
+      cpu::pack_wire(gathered.data(), elems, p, 1.f, want.data());
+      for (int64_t skew : {0, 1}) {  // elements of the wire's own type before the rows
+        std::vector<char> poison(static_cast<size_t>((elems + 1) * width), 0x5a);
+        DeviceArray<char> d_wire(poison);
+        cuda::gather_rows_packed(d_table.get(), dim, d_index.get(), n, offset, p,
+                                 d_wire.get() + skew * width, nullptr);
+        const std::vector<char> got = d_wire.host();
+        EXPECT_EQ(std::memcmp(got.data() + skew * width, want.data(), want.size()), 0)
+            << "packed, skew " << skew;
+      }
+      std::vector<float> rounded(gathered);
+      cpu::round_wire(rounded.data(), elems, p, 1.f);
+      DeviceArray<float> d_out(static_cast<size_t>(elems));
+      cuda::gather_rows_rounded(d_table.get(), dim, d_index.get(), n, offset, p, d_out.get(),
+                                nullptr);
+      EXPECT_TRUE(same_bits(d_out.host(), rounded)) << "rounded";
+    }
   }
 }
 

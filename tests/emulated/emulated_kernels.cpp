@@ -262,6 +262,16 @@ void gather_rows(const float* d_table, int64_t dim, const int64_t* d_index, int6
   if (n > 0) cpu::gather_rows(d_table, dim, d_index, n, row_offset, d_out);
 }
 
+void gather_rows_packed(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
+                        int64_t row_offset, CommPrecision p, void* d_wire, void*) {
+  cpu::gather_rows_packed(d_table, dim, d_index, n, row_offset, p, d_wire);
+}
+
+void gather_rows_rounded(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
+                         int64_t row_offset, CommPrecision p, float* d_out, void*) {
+  cpu::gather_rows_rounded(d_table, dim, d_index, n, row_offset, p, d_out);
+}
+
 void expand_rows(const float* d_base, const int64_t* d_offsets, const int32_t* d_index, int64_t n,
                  int64_t dim, float* d_out, void*) {
   if (n == 0) return;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "embtrain/comm_precision.hpp"
@@ -148,6 +149,40 @@ TEST(CommPrecision, KernelsMatchTheScalarConversions) {
   embtrain::cpu::round_wire(same.data(), n, CommPrecision::kFp32, 1.f);
   EXPECT_EQ(std::memcmp(copy.data(), x.data(), n * 4), 0);
   EXPECT_EQ(std::memcmp(same.data(), x.data(), n * 4), 0);
+}
+
+// The owner's gather straight into the wire: the bytes of gather_rows then
+// pack_wire, and of gather_rows then round_wire, at every width of row
+// (the kernels' vector loops and their tails) and in every format.
+TEST(CommPrecision, GatherStraightToTheWireEqualsGatherThenPack) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (int64_t dim : {1, 3, 4, 33, 128}) {
+    const int64_t rows = 301, n = 777, offset = 25;
+    std::vector<float> table(rows * dim);
+    for (float& v : table) v = normal(rng) * std::ldexp(1.f, static_cast<int>(rng() % 40) - 20);
+    table[0] = std::numeric_limits<float>::infinity();
+    table[1] = 70000.f;  // past fp16's largest: saturates
+    std::vector<int64_t> index(n);
+    for (int64_t& i : index) i = offset + static_cast<int64_t>(rng() % rows);
+    std::vector<float> gathered(n * dim);
+    embtrain::cpu::gather_rows(table.data(), dim, index.data(), n, offset, gathered.data());
+    for (CommPrecision p : {CommPrecision::kFp32, CommPrecision::kBf16, CommPrecision::kFp16}) {
+      SCOPED_TRACE("dim " + std::to_string(dim) + ", " + embtrain::comm_precision_name(p));
+      const size_t bytes = static_cast<size_t>(n * dim * embtrain::comm_bytes(p));
+      std::vector<char> want(bytes), got(bytes, 0x5a);  // poisoned: every byte must be written
+      embtrain::cpu::pack_wire(gathered.data(), n * dim, p, 1.f, want.data());
+      embtrain::cpu::gather_rows_packed(table.data(), dim, index.data(), n, offset, p, got.data());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), bytes), 0) << "packed";
+      std::vector<float> rounded(gathered), direct(n * dim, -7.f);
+      embtrain::cpu::round_wire(rounded.data(), n * dim, p, 1.f);
+      embtrain::cpu::gather_rows_rounded(table.data(), dim, index.data(), n, offset, p,
+                                         direct.data());
+      EXPECT_EQ(std::memcmp(direct.data(), rounded.data(), rounded.size() * 4), 0) << "rounded";
+    }
+  }
 }
 
 }  // namespace

@@ -140,6 +140,16 @@ void unpack_wire(const void* wire, int64_t n, CommPrecision p, float scale, floa
 // In place, what a trip over the wire makes of n floats: pack then unpack.
 void round_wire(float* data, int64_t n, CommPrecision p, float scale);
 
+// gather_rows then pack_wire (scale 1) in one pass, so the rows an owner
+// serves are written once, in the format they travel in: row i at element
+// i * dim of `wire`. The same bytes as the two passes.
+void gather_rows_packed(const float* table, int64_t dim, const int64_t* index, int64_t n,
+                        int64_t row_offset, CommPrecision p, void* wire);
+// gather_rows then round_wire (scale 1) in one pass: the rows an owner
+// serves itself, as a trip over the wire would make them.
+void gather_rows_rounded(const float* table, int64_t dim, const int64_t* index, int64_t n,
+                         int64_t row_offset, CommPrecision p, float* out);
+
 // --- pool.cpp ----------------------------------------------------------------
 
 // Bags (bag_pooling.hpp): out[b] = the pool of position p's row

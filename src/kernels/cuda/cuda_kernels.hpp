@@ -101,6 +101,11 @@ void renorm_rows(float* d_table, int64_t dim, const int64_t* d_rows, int64_t n, 
 // out[i] = table[index[i] - row_offset].
 void gather_rows(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
                  int64_t row_offset, float* d_out, void* stream);
+// cpu::gather_rows_packed and gather_rows_rounded on the device.
+void gather_rows_packed(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
+                        int64_t row_offset, CommPrecision p, void* d_wire, void* stream);
+void gather_rows_rounded(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
+                         int64_t row_offset, CommPrecision p, float* d_out, void* stream);
 
 // out[i] = base[offsets[index[i]]]: expands unique rows to a batch.
 void expand_rows(const float* d_base, const int64_t* d_offsets, const int32_t* d_index, int64_t n,

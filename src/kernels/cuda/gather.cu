@@ -1,6 +1,7 @@
 // Row gathers, one warp per row (16-byte accesses when dim % 4 == 0 and the
 // rows are aligned; see warp_rows.cuh): the owner's gather_owned (rows by
-// id) and the requester's expand (unique rows to every position).
+// id, also straight into the format they travel in) and the requester's
+// expand (unique rows to every position).
 #include <cuda_runtime.h>
 
 #include "common/checks.hpp"
@@ -16,6 +17,7 @@ using detail::global_warp;
 using detail::lane_id;
 using detail::load;
 using detail::store;
+using detail::Vec;
 
 // Where output row i comes from: a table row by id ...
 struct TableRow {
@@ -59,7 +61,70 @@ void copy_rows(RowOf row_of, const void* base, int64_t dim, int64_t n, float* d_
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 
+// Row i of the table by id, in the format it travels in: packed to 16 bits
+// at out16 + i * dim, or, with out16 null, rounded as a trip over the wire
+// makes it at out32 + i * dim (cpu::gather_rows_packed and
+// gather_rows_rounded; comm_precision.hpp's conversions, the CPU's bits).
+// One warp per row; N = 4 when dim % 4 == 0 and the rows are aligned: 16-byte
+// loads and 8-byte packed stores (each packed row then starts on 8 bytes).
+template <int N>
+__global__ void gather_wire_kernel(TableRow row_of, int64_t n, CommPrecision p,
+                                   uint16_t* __restrict__ out16, float* __restrict__ out32) {
+  const int64_t i = global_warp();
+  if (i >= n) return;
+  const int64_t dim = row_of.dim;
+  const float* src = row_of(i);
+  for (int64_t j = static_cast<int64_t>(lane_id()) * N; j < dim; j += kWarpSize * N) {
+    Vec<N> x = load<N>(src + j);
+    if (out16) {
+      if constexpr (N == 4) {
+        const uint2 packed = make_uint2(
+            to_wire(x.v[0], p) | static_cast<uint32_t>(to_wire(x.v[1], p)) << 16,
+            to_wire(x.v[2], p) | static_cast<uint32_t>(to_wire(x.v[3], p)) << 16);
+        *reinterpret_cast<uint2*>(out16 + i * dim + j) = packed;
+      } else {
+        out16[i * dim + j] = to_wire(x.v[0], p);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) x.v[k] = from_wire(to_wire(x.v[k], p), p);
+      store<N>(out32 + i * dim + j, x);
+    }
+  }
+}
+
+void gather_wire(TableRow row_of, int64_t n, CommPrecision p, uint16_t* d_out16, float* d_out32,
+                 void* stream) {
+  if (n == 0) return;
+  auto s = static_cast<cudaStream_t>(stream);
+  const void* out = d_out16 ? static_cast<const void*>(d_out16) : d_out32;
+  const bool wide = row_of.dim % 4 == 0 && detail::aligned16(row_of.table) &&
+                    (d_out16 ? reinterpret_cast<uintptr_t>(out) % 8 == 0 : detail::aligned16(out));
+  if (wide)
+    gather_wire_kernel<4><<<detail::warp_blocks(n), kThreadsPerBlock, 0, s>>>(row_of, n, p, d_out16,
+                                                                              d_out32);
+  else
+    gather_wire_kernel<1><<<detail::warp_blocks(n), kThreadsPerBlock, 0, s>>>(row_of, n, p, d_out16,
+                                                                              d_out32);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
+
+void gather_rows_packed(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
+                        int64_t row_offset, CommPrecision p, void* d_wire, void* stream) {
+  if (p == CommPrecision::kFp32)
+    return gather_rows(d_table, dim, d_index, n, row_offset, static_cast<float*>(d_wire), stream);
+  gather_wire(TableRow{d_table, d_index, row_offset, dim}, n, p, static_cast<uint16_t*>(d_wire),
+              nullptr, stream);
+}
+
+void gather_rows_rounded(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
+                         int64_t row_offset, CommPrecision p, float* d_out, void* stream) {
+  if (p == CommPrecision::kFp32)
+    return gather_rows(d_table, dim, d_index, n, row_offset, d_out, stream);
+  gather_wire(TableRow{d_table, d_index, row_offset, dim}, n, p, nullptr, d_out, stream);
+}
 
 void gather_rows(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
                  int64_t row_offset, float* d_out, void* stream) {
