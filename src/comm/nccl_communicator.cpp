@@ -87,9 +87,17 @@ class NcclCommunicator final : public Communicator {
   }
 
   ~NcclCommunicator() override {
-    // Destroy, not abort: it completes the operations still enqueued. Its
-    // result has no one to go to from a destructor.
-    if (comm_) ncclCommDestroy(comm_);
+    if (!comm_) return;
+    // Destroy completes the operations still enqueued, and waits for every
+    // rank to get there too: right for an orderly end. While an exception
+    // unwinds, this rank may have failed alone (a cudaMalloc of its own),
+    // and the others, still in the step, would never join it: abort, which
+    // waits for no one (the job ends with exit status 1 anyway). Neither
+    // result has anyone to go to from a destructor.
+    if (std::uncaught_exceptions() > 0)
+      ncclCommAbort(comm_);
+    else
+      ncclCommDestroy(comm_);
   }
 
   int rank() const override { return rank_; }
@@ -197,22 +205,35 @@ class NcclCommunicator final : public Communicator {
   // Waits for the stream while watching NCCL's asynchronous error, as NCCL
   // recommends: a failed peer makes the wait end with an error instead of
   // hanging in cudaStreamSynchronize.
+  // After an asynchronous error NCCL's kernels only stop once the
+  // communicator is aborted (NCCL's documentation says to abort then): left
+  // running, they would keep every later cudaFree and stream wait of the
+  // error path waiting for good.
   void synchronize() override {
     for (;;) {
       const cudaError_t state = cudaStreamQuery(stream_);
       if (state == cudaSuccess) break;
       if (state != cudaErrorNotReady) EMBTRAIN_CUDA_CHECK(state);
-      ncclResult_t async = ncclSuccess;
-      EMBTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
-      EMBTRAIN_NCCL_CHECK(async);
+      check_async_error();
       std::this_thread::yield();
     }
-    ncclResult_t async = ncclSuccess;
-    EMBTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
-    EMBTRAIN_NCCL_CHECK(async);
+    check_async_error();
   }
 
  private:
+  // Throws NCCL's asynchronous error, if any, once the communicator is
+  // aborted (see synchronize).
+  void check_async_error() {
+    if (!comm_)
+      throw SystemError("the NCCL communicator was aborted after an earlier error of this job");
+    ncclResult_t async = ncclSuccess;
+    EMBTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
+    if (async == ncclSuccess || async == ncclInProgress) return;
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+    EMBTRAIN_NCCL_CHECK(async);
+  }
+
   // ncclGroupStart/End around `body`; the group is closed even when the
   // body throws, so the communicator stays usable for the error path.
   static void grouped(const std::function<void()>& body) {

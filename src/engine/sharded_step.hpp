@@ -384,6 +384,10 @@ void ShardedStep<Backend>::start_exchange_ids(Input* in) {
   in->ids_in_flight = data.ialltoallv(send, layout.ids_to_owners(), recv,
                                       layout.ids_from_requesters(), CommType::kInt64);
   stats_.ids_bytes_sent += data.traffic().bytes_sent - before;
+  // A device communicator's transfers are on the backend's stream, which
+  // finish() waits for: wait through the communicator first, which ends
+  // with an error when a peer has failed (NCCL) instead of waiting for good.
+  if (data.memory_space() == MemorySpace::kDevice) data.synchronize();
   finish(Stage::kExchangeIds, &clock);
 }
 
