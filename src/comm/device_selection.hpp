@@ -27,8 +27,16 @@ LocalRankInfo local_rank_info(const Communicator& comm);
 int pick_device(int local_rank, int device_count);
 
 // True when the node's ranks can each have a GPU of their own: at least
-// one device and no more ranks than devices.
+// one device and no more ranks than devices, each rank seeing them all.
 bool can_use_nccl(int local_ranks, int device_count);
+
+// How many of this node's ranks use this rank's GPU, itself included: the
+// node's ranks compare the UUIDs of their GPUs (`gpu_id`), so ranks that a
+// launcher gave one GPU each through CUDA_VISIBLE_DEVICES (all of them then
+// see theirs as device 0) count as 1 each, and ranks sent to one GPU as
+// many. A collective over `comm`, which spans MPI_COMM_WORLD; 1 for a
+// communicator of one rank.
+int ranks_on_same_gpu(const Communicator& comm, const std::string& gpu_id);
 
 enum class DataCommKind { kNccl, kMpiStaged };
 
@@ -38,12 +46,13 @@ struct DataCommChoice {
 };
 
 // A collective over `control` (a host communicator): NCCL only when every
-// rank can_use_nccl and allows it, so the ranks agree (NCCL needs all of
-// them). `nccl_allowed` is false when the user asks for the staged path or
-// the build has no NCCL. The reason names the lowest rank that ruled NCCL
-// out, with its ranks-per-node and device count.
-DataCommChoice choose_data_communicator(Communicator& control, const LocalRankInfo& local,
-                                        int device_count, bool nccl_allowed = true);
+// rank sees a GPU, has it to itself (ranks_on_gpu, from ranks_on_same_gpu,
+// is 1) and allows NCCL, so the ranks agree (NCCL needs all of them).
+// `nccl_allowed` is false when the user asks for the staged path or the
+// build has no NCCL. The reason names the lowest rank that ruled NCCL out,
+// and why.
+DataCommChoice choose_data_communicator(Communicator& control, int ranks_on_gpu, int device_count,
+                                        bool nccl_allowed = true);
 
 const char* data_comm_name(DataCommKind kind);  // "nccl" / "mpi-staged"
 

@@ -32,14 +32,12 @@ int select_device(Communicator& control) {
 }
 
 // The run's device memory against the chosen GPU's free memory, shared by
-// the ranks of this host on it, before anything is allocated there; every
-// rank fails together (CudaOptions::device_memory_check).
-void check_device_memory(Communicator& control, int device, const CudaOptions& options) {
+// the `sharing` ranks of this host on it (ranks_on_same_gpu), before
+// anything is allocated there; every rank fails together
+// (CudaOptions::device_memory_check).
+void check_device_memory(Communicator& control, int device, int sharing,
+                         const CudaOptions& options) {
   if (!options.device_memory_check) return;
-  const LocalRankInfo local = local_rank_info(control);
-  const int devices = cuda::device_count();
-  int sharing = 0;  // local ranks r with pick_device(r) == device
-  for (int r = 0; r < local.local_size; ++r) sharing += pick_device(r, devices) == device;
   size_t free_bytes = 0, total_bytes = 0;
   cuda::memory_info(&free_bytes, &total_bytes);
   std::string error = options.device_memory_check(device, std::max(sharing, 1),
@@ -50,7 +48,7 @@ void check_device_memory(Communicator& control, int device, const CudaOptions& o
 }
 
 // The communicator of device buffers, and one line that says which and why.
-std::unique_ptr<Communicator> make_data_communicator(Communicator& control,
+std::unique_ptr<Communicator> make_data_communicator(Communicator& control, int sharing,
                                                      const CudaOptions& options, void* stream,
                                                      std::string* description) {
   EMBTRAIN_REQUIRE(options.data_comm == "auto" || options.data_comm == "nccl" ||
@@ -58,7 +56,7 @@ std::unique_ptr<Communicator> make_data_communicator(Communicator& control,
                    "data communicator '", options.data_comm,
                    "' is not one of auto, nccl, mpi-staged");
   const DataCommChoice choice =
-      choose_data_communicator(control, local_rank_info(control), cuda::device_count(),
+      choose_data_communicator(control, sharing, cuda::device_count(),
                                options.data_comm != "mpi-staged");
   if (options.data_comm == "nccl" && choice.kind != DataCommKind::kNccl)
     throw AgreedError(detail::concat("data communicator nccl cannot be used: ", choice.reason));
@@ -73,11 +71,14 @@ std::unique_ptr<StepEngine> make_cuda_engine(std::vector<EmbeddingTable>* shards
                                              const std::vector<ShardPlan>& plans,
                                              Communicator* control, const CudaOptions& options) {
   const int device = select_device(*control);
-  check_device_memory(*control, device, options);
+  // Which ranks of this host use this GPU, by its UUID: with one GPU made
+  // visible to each rank (CUDA_VISIBLE_DEVICES), every rank's is device 0.
+  const int sharing = ranks_on_same_gpu(*control, cuda::device_uuid(device));
+  check_device_memory(*control, device, sharing, options);
   auto stream = std::make_unique<cuda::Stream>();
   std::string comm;
   std::unique_ptr<Communicator> data =
-      make_data_communicator(*control, options, stream->get(), &comm);
+      make_data_communicator(*control, sharing, options, stream->get(), &comm);
   const std::string description = detail::concat(
       "cuda:", device, " ", cuda::device_description(device), ", data over ", comm);
 

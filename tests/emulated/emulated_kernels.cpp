@@ -125,6 +125,12 @@ std::string device_description(int device) {
   return "emulated CUDA device (host memory)";
 }
 
+// One emulated device per host: every rank of a host shares it.
+std::string device_uuid(int device) {
+  EMBTRAIN_REQUIRE(device == 0, "emulated CUDA: no device ", device);
+  return "emulated";
+}
+
 // The device's memory is the host's: what is available of it, or, when
 // EMBTRAIN_EMULATED_DEVICE_MEMORY gives bytes, a device that small (and
 // empty), so that tests can see a run refused.

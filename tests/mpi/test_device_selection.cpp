@@ -62,9 +62,24 @@ TEST_F(DeviceSelectionTest, SelfCommunicatorIsItsOwnNode) {
   EXPECT_EQ(local.local_size, 1);
 }
 
+// Ranks compare their GPUs by UUID: here ranks 2k and 2k + 1 name one GPU
+// (as two ranks sent to one GPU would), the last rank of an odd count one
+// of its own; every rank runs on this host, so all of them are one node.
+TEST_F(DeviceSelectionTest, RanksOnOneGpuAreCountedByItsId) {
+  const int P = world().size(), me = world().rank();
+  const int pair = me / 2;
+  const int want = 2 * pair + 1 < P ? 2 : 1;
+  EXPECT_EQ(embtrain::ranks_on_same_gpu(world(), "gpu-" + std::to_string(pair)), want);
+  // Every rank its own GPU, all seen as device 0 (one GPU made visible to
+  // each): no sharing, whatever their device numbers say.
+  EXPECT_EQ(embtrain::ranks_on_same_gpu(world(), "gpu-of-rank-" + std::to_string(me)), 1);
+  // One GPU for all.
+  EXPECT_EQ(embtrain::ranks_on_same_gpu(world(), "the-gpu"), P);
+}
+
 TEST_F(DeviceSelectionTest, NcclWhenEveryRankHasItsOwnGpu) {
   const embtrain::LocalRankInfo local = embtrain::local_rank_info(world());
-  const auto choice = embtrain::choose_data_communicator(world(), local, local.local_size);
+  const auto choice = embtrain::choose_data_communicator(world(), 1, local.local_size);
   EXPECT_EQ(choice.kind, DataCommKind::kNccl) << choice.reason;
   EXPECT_NE(choice.reason.find("nccl"), std::string::npos) << choice.reason;
   EXPECT_TRUE(same_on_every_rank(choice.reason));
@@ -72,14 +87,11 @@ TEST_F(DeviceSelectionTest, NcclWhenEveryRankHasItsOwnGpu) {
 
 TEST_F(DeviceSelectionTest, StagedWhenRanksShareAGpu) {
   EMBTRAIN_REQUIRE_RANKS(2);
-  embtrain::LocalRankInfo local = embtrain::local_rank_info(world());
-  // Pretend every rank is on one node of one GPU.
-  local.local_rank = world().rank();
-  local.local_size = world().size();
-  const auto choice = embtrain::choose_data_communicator(world(), local, 1);
+  // Every rank on one GPU.
+  const auto choice = embtrain::choose_data_communicator(world(), world().size(), 1);
   EXPECT_EQ(choice.kind, DataCommKind::kMpiStaged);
   const std::string want =
-      "rank 0's node has " + std::to_string(world().size()) + " rank(s) on 1 GPU(s)";
+      "rank 0's GPU is used by " + std::to_string(world().size()) + " rank(s) of its node";
   EXPECT_NE(choice.reason.find(want), std::string::npos) << choice.reason;
   EXPECT_TRUE(same_on_every_rank(choice.reason));
 }
@@ -88,16 +100,15 @@ TEST_F(DeviceSelectionTest, OneRankRulesOutNcclForAll) {
   // Enough GPUs everywhere but on the last rank (none there), then NCCL
   // disallowed on the last rank only: every rank gets staging, and the
   // reason names the last rank.
-  const embtrain::LocalRankInfo local = embtrain::local_rank_info(world());
   const int last = world().size() - 1;
   const bool is_last = world().rank() == last;
-  auto choice = embtrain::choose_data_communicator(world(), local, is_last ? 0 : 64);
+  auto choice = embtrain::choose_data_communicator(world(), 1, is_last ? 0 : 64);
   EXPECT_EQ(choice.kind, DataCommKind::kMpiStaged);
   EXPECT_NE(choice.reason.find("rank " + std::to_string(last) + " sees no GPU"), std::string::npos)
       << choice.reason;
   EXPECT_TRUE(same_on_every_rank(choice.reason));
 
-  choice = embtrain::choose_data_communicator(world(), local, 64, /*nccl_allowed=*/!is_last);
+  choice = embtrain::choose_data_communicator(world(), 1, 64, /*nccl_allowed=*/!is_last);
   EXPECT_EQ(choice.kind, DataCommKind::kMpiStaged);
   EXPECT_NE(choice.reason.find("NCCL not allowed on rank " + std::to_string(last)),
             std::string::npos)

@@ -47,12 +47,12 @@ TEST(DeviceSelection, CanUseNcclWhenNoGpuIsShared) {
 
 TEST(DeviceSelection, ChooseOnOneProcess) {
   auto self = embtrain::make_self_communicator();
-  const embtrain::LocalRankInfo local = embtrain::local_rank_info(*self);
-  EXPECT_EQ(embtrain::choose_data_communicator(*self, local, 1).kind, DataCommKind::kNccl);
-  const auto no_gpu = embtrain::choose_data_communicator(*self, local, 0);
+  EXPECT_EQ(embtrain::ranks_on_same_gpu(*self, "any"), 1);
+  EXPECT_EQ(embtrain::choose_data_communicator(*self, 1, 1).kind, DataCommKind::kNccl);
+  const auto no_gpu = embtrain::choose_data_communicator(*self, 1, 0);
   EXPECT_EQ(no_gpu.kind, DataCommKind::kMpiStaged);
   EXPECT_NE(no_gpu.reason.find("sees no GPU"), std::string::npos) << no_gpu.reason;
-  EXPECT_EQ(embtrain::choose_data_communicator(*self, local, 2, false).kind,
+  EXPECT_EQ(embtrain::choose_data_communicator(*self, 1, 2, false).kind,
             DataCommKind::kMpiStaged);
   EXPECT_STREQ(embtrain::data_comm_name(DataCommKind::kNccl), "nccl");
   EXPECT_STREQ(embtrain::data_comm_name(DataCommKind::kMpiStaged), "mpi-staged");

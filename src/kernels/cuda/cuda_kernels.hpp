@@ -34,6 +34,9 @@ namespace cuda {
 int device_count();
 // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"-style description of a device.
 std::string device_description(int device);
+// The device's UUID as 32 hex digits: which physical GPU it is, whatever
+// number CUDA_VISIBLE_DEVICES gave it in this process.
+std::string device_uuid(int device);
 // The current device's free and total memory, in bytes.
 void memory_info(size_t* free_bytes, size_t* total_bytes);
 // Copy bandwidth of the current device in GB/s, bytes read plus bytes

@@ -37,6 +37,18 @@ std::string device_description(int device) {
   return text;
 }
 
+std::string device_uuid(int device) {
+  cudaDeviceProp prop{};
+  EMBTRAIN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  std::string hex;
+  for (char byte : prop.uuid.bytes) {
+    char two[3];
+    std::snprintf(two, sizeof(two), "%02x", static_cast<unsigned char>(byte));
+    hex += two;
+  }
+  return hex;
+}
+
 void memory_info(size_t* free_bytes, size_t* total_bytes) {
   EMBTRAIN_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
