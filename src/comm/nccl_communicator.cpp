@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -83,6 +84,10 @@ class NcclCommunicator final : public Communicator {
     ncclUniqueId id{};
     agree(rank_ == 0 ? error_of([&] { EMBTRAIN_NCCL_CHECK(ncclGetUniqueId(&id)); }) : "");
     control_.broadcast(&id, static_cast<int64_t>(sizeof(id)), CommType::kByte, 0);
+    // Every rank has the id before any enters ncclCommInitRank, which
+    // blocks: an MPI that defers the broadcast's progress (as HCOLL can)
+    // would otherwise leave a rank without it while rank 0 waits in NCCL.
+    control_.barrier();
     agree(error_of([&] { EMBTRAIN_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_)); }));
   }
 
@@ -176,24 +181,20 @@ class NcclCommunicator final : public Communicator {
   double native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
                              const std::vector<int64_t>& recv_bytes, Caches) override {
     const Displacements displ = displacements_of(send_bytes, recv_bytes);
-    void *d_send = nullptr, *d_recv = nullptr;
-    EMBTRAIN_CUDA_CHECK(cudaMalloc(&d_send, static_cast<size_t>(displ.send.back()) + 1));
-    EMBTRAIN_CUDA_CHECK(cudaMalloc(&d_recv, static_cast<size_t>(displ.recv.back()) + 1));
-    double ms = 0;
-    try {
-      EMBTRAIN_CUDA_CHECK(cudaMemset(d_send, 1, static_cast<size_t>(displ.send.back()) + 1));
-      ms = time_collective(*this, [&] {
-        alltoallv(d_send, send_bytes, d_recv, recv_bytes, CommType::kByte);
-        synchronize();
-      });
-    } catch (...) {
-      cudaFree(d_send);
-      cudaFree(d_recv);
-      throw;
-    }
-    cudaFree(d_send);
-    cudaFree(d_recv);
-    return ms;
+    // Freed however this ends (cudaFree's result is of no use then).
+    auto scratch = [](size_t bytes) {
+      void* p = nullptr;
+      EMBTRAIN_CUDA_CHECK(cudaMalloc(&p, bytes));
+      return std::unique_ptr<void, cudaError_t (*)(void*)>(p, &cudaFree);
+    };
+    const size_t send_size = static_cast<size_t>(displ.send.back()) + 1;
+    const auto d_send = scratch(send_size);
+    const auto d_recv = scratch(static_cast<size_t>(displ.recv.back()) + 1);
+    EMBTRAIN_CUDA_CHECK(cudaMemset(d_send.get(), 1, send_size));
+    return time_collective(*this, [&] {
+      alltoallv(d_send.get(), send_bytes, d_recv.get(), recv_bytes, CommType::kByte);
+      synchronize();
+    });
   }
 
   // Every rank's enqueued communication is complete and every rank is here.
