@@ -4,6 +4,9 @@
 // expand (unique rows to every position).
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "common/checks.hpp"
 #include "kernels/cuda/cuda_kernels.hpp"
 #include "kernels/cuda/warp_rows.cuh"
@@ -46,6 +49,53 @@ __global__ void copy_rows_kernel(RowOf row_of, int64_t dim, int64_t n, float* __
     store<N>(dst + j, load<N>(src + j));
 }
 
+// The same copy with more loads in flight per warp (a variant to measure
+// against copy_rows_kernel on a GPU, chosen by EMBTRAIN_CUDA_GATHER=batched;
+// see gather_variant): a warp takes 32 consecutive rows, each lane finds one
+// row's source (the index loads of all 32 in parallel instead of one
+// dependent load per row), then the warp copies kRowsInFlight rows at a
+// time, issuing all their loads before any store.
+constexpr int kRowsInFlight = 4;
+
+template <int N, typename RowOf>
+__global__ void copy_rows_batched_kernel(RowOf row_of, int64_t dim, int64_t n,
+                                         float* __restrict__ out) {
+  const int64_t first = global_warp() * kWarpSize;
+  if (first >= n) return;  // the whole warp: first is the same for every lane
+  const int lane = lane_id();
+  const int rows = static_cast<int>(n - first < kWarpSize ? n - first : kWarpSize);
+  const float* mine = lane < rows ? row_of(first + lane) : nullptr;
+  for (int r = 0; r < rows; r += kRowsInFlight) {  // the same bounds on every lane
+    const float* src[kRowsInFlight];
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u)
+      src[u] = reinterpret_cast<const float*>(__shfl_sync(
+          detail::kFullMask, reinterpret_cast<unsigned long long>(mine), (r + u) % kWarpSize));
+    for (int64_t j = static_cast<int64_t>(lane) * N; j < dim; j += kWarpSize * N) {
+      Vec<N> v[kRowsInFlight];
+#pragma unroll
+      for (int u = 0; u < kRowsInFlight; ++u)
+        if (r + u < rows) v[u] = load<N>(src[u] + j);
+#pragma unroll
+      for (int u = 0; u < kRowsInFlight; ++u)
+        if (r + u < rows) store<N>(out + (first + r + u) * dim + j, v[u]);
+    }
+  }
+}
+
+// Which row-copy kernel runs: EMBTRAIN_CUDA_GATHER = warp (one warp per row,
+// the default) or batched (above). Read once.
+bool batched_gather() {
+  static const bool batched = [] {
+    const char* v = std::getenv("EMBTRAIN_CUDA_GATHER");
+    const std::string name = v ? v : "warp";
+    EMBTRAIN_REQUIRE(name == "warp" || name == "batched", "EMBTRAIN_CUDA_GATHER = '", name,
+                     "' is not one of warp, batched");
+    return name == "batched";
+  }();
+  return batched;
+}
+
 // 16-byte accesses when every source row starts on 16 bytes: the caller
 // says so of `base` (row offsets are then multiples of 4, see
 // cuda_kernels.hpp), and dim % 4 == 0 keeps every later row aligned.
@@ -54,10 +104,18 @@ void copy_rows(RowOf row_of, const void* base, int64_t dim, int64_t n, float* d_
                void* stream) {
   if (n == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
-  if (dim % 4 == 0 && detail::aligned16(base) && detail::aligned16(d_out))
+  const bool wide = dim % 4 == 0 && detail::aligned16(base) && detail::aligned16(d_out);
+  if (batched_gather()) {
+    const unsigned blocks = detail::warp_blocks((n + kWarpSize - 1) / kWarpSize);
+    if (wide)
+      copy_rows_batched_kernel<4><<<blocks, kThreadsPerBlock, 0, s>>>(row_of, dim, n, d_out);
+    else
+      copy_rows_batched_kernel<1><<<blocks, kThreadsPerBlock, 0, s>>>(row_of, dim, n, d_out);
+  } else if (wide) {
     copy_rows_kernel<4><<<detail::warp_blocks(n), kThreadsPerBlock, 0, s>>>(row_of, dim, n, d_out);
-  else
+  } else {
     copy_rows_kernel<1><<<detail::warp_blocks(n), kThreadsPerBlock, 0, s>>>(row_of, dim, n, d_out);
+  }
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 
