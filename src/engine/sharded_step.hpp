@@ -24,8 +24,8 @@
 //                    made the same trip.
 //  exchange_rows     Rows back; those a rank asked of itself stay put. Rows
 //                    that came through the wire are unpacked after, or,
-//                    in bf16 for a table expanded (not pooled) here, left
-//                    packed for expand to convert as it reads them.
+//                    for a table expanded (not pooled) here, left packed
+//                    for expand to convert as it reads them.
 //  expand            Requester: its rows arrived in the layout its ids left
 //                    in; expand them through the inverse map to (*, dim),
 //                    or pool a table's bags straight from them.
@@ -228,13 +228,10 @@ class ShardedStep {
   }
   // Whether expand reads table t's rows from peers where they arrived, in
   // the wire buffer, converting as it copies, so that exchange_rows leaves
-  // them packed: bf16 rows expanded (not pooled) by the requester. Expand
-  // converts once per position, not once per row: for bf16 that is a
-  // shift, cheaper than the unpack pass it saves; fp16's conversion is not
-  // (on the CPU, bench-A's expand took 2x longer), so fp16 rows unpack.
+  // them packed: 16-bit rows expanded (not pooled) by the requester.
   bool unpacked_at_expand(int t) const {
     return cur().layout.has_wire() && !cur().layout.at_owner(t) && !bags_[t] &&
-           b_.spec(t).comm_precision == CommPrecision::kBf16;
+           b_.spec(t).comm_precision != CommPrecision::kFp32;
   }
   // Rows from the owners' served blocks to the requesters' requested
   // blocks, or `back` the other way (the gradients): straight from the rows

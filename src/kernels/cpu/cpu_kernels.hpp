@@ -84,8 +84,6 @@ void expand_rows(const float* base, const int64_t* offsets, const int32_t* index
 // (bf16 or fp16) at element offset - split of `wire`, and is converted as
 // unpack_wire (scale 1) converts. The requester's rows that arrived packed
 // are read where they landed, not unpacked first: the same floats out.
-// Converts per position: for bf16 a shift (4 at a time), for fp16 scalar
-// and slow, which is why the step uses it for bf16 only.
 void expand_rows_wire(const float* base, const void* wire, int64_t split, CommPrecision p,
                       const int64_t* offsets, const int32_t* index, int64_t n, int64_t dim,
                       float* out);
