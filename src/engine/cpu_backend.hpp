@@ -130,11 +130,6 @@ class CpuBackend {
                    int64_t dim, float* out) {
     if (index.n > 0) cpu::expand_rows(base, offsets, index.inverse, index.n, dim, out);
   }
-  void expand_rows_wire(const float* base, const void* wire, int64_t split, CommPrecision p,
-                        const int64_t* offsets, const UniqueIndex& index, int64_t dim, float* out) {
-    if (index.n > 0)
-      cpu::expand_rows_wire(base, wire, split, p, offsets, index.inverse, index.n, dim, out);
-  }
   void pool_bags(const BagPooling& bags, const PositionRows& rows, const int64_t* ids,
                  int64_t skip_id, float* out) {
     cpu::pool_bags(bags, rows, ids, skip_id, out);

@@ -126,12 +126,6 @@ class CudaBackend {
                    int64_t dim, float* d_out) {
     cuda::expand_rows(d_base, d_offsets, index.inverse, index.n, dim, d_out, stream_);
   }
-  void expand_rows_wire(const float* d_base, const void* d_wire, int64_t split, CommPrecision p,
-                        const int64_t* d_offsets, const UniqueIndex& index, int64_t dim,
-                        float* d_out) {
-    cuda::expand_rows_wire(d_base, d_wire, split, p, d_offsets, index.inverse, index.n, dim, d_out,
-                           stream_);
-  }
   void pool_bags(const BagPooling& bags, const PositionRows& d_rows, const int64_t* d_ids,
                  int64_t skip_id, float* d_out) {
     cuda::pool_bags(bags, d_rows, d_ids, skip_id, d_out, stream_);

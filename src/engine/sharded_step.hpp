@@ -23,9 +23,7 @@
 //                    rows rounded alike, so that every row of the step has
 //                    made the same trip.
 //  exchange_rows     Rows back; those a rank asked of itself stay put. Rows
-//                    that came through the wire are unpacked after, or,
-//                    for a table expanded (not pooled) here, left packed
-//                    for expand to convert as it reads them.
+//                    that came through the wire are unpacked after.
 //  expand            Requester: its rows arrived in the layout its ids left
 //                    in; expand them through the inverse map to (*, dim),
 //                    or pool a table's bags straight from them.
@@ -155,7 +153,6 @@ class ShardedStep {
     std::vector<int64_t> begin;      // num_bounds(): bucketize's answer, on the host
     int64_t pad_slot = -1;           // the padding id's slot in index, or -1
     Buffer<int64_t> slot_rows;       // per slot: its row in rows_ (-1 skips it in the reduce)
-    Buffer<int64_t> slot_src;        // per slot, where expand reads it (unpacked_at_expand)
     BagGrads<Backend> bag_grads;     // bags pooled here: their positions' gradients
   };
   // What a step's ids alone determine: prepare() fills one while the step
@@ -225,13 +222,6 @@ class ShardedStep {
   // are not pooled at the owner first.
   bool packed_at_gather(int t) const {
     return cur().layout.has_wire() && !cur().layout.at_owner(t);
-  }
-  // Whether expand reads table t's rows from peers where they arrived, in
-  // the wire buffer, converting as it copies, so that exchange_rows leaves
-  // them packed: 16-bit rows expanded (not pooled) by the requester.
-  bool unpacked_at_expand(int t) const {
-    return cur().layout.has_wire() && !cur().layout.at_owner(t) && !bags_[t] &&
-           b_.spec(t).comm_precision != CommPrecision::kFp32;
   }
   // Rows from the owners' served blocks to the requesters' requested
   // blocks, or `back` the other way (the gradients): straight from the rows
@@ -478,8 +468,7 @@ void ShardedStep<Backend>::exchange_rows() {
 
 // The rows (or, `back`, the gradients) through the wire buffers: packed
 // from the sending blocks (unless gather_owned packed them), moved,
-// unpacked into the receiving ones (unless expand reads them packed); the
-// self blocks rounded in place.
+// unpacked into the receiving ones; the self blocks rounded in place.
 template <typename Backend>
 void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
   float* rows = rows_.data();
@@ -508,7 +497,7 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
                    CommType::kByte);
   for (int p = 0; p < P_; ++p)
     for (int t = 0; t < T_; ++t) {
-      if (p == rank_ || (!back && unpacked_at_expand(t))) continue;
+      if (p == rank_) continue;
       const ExchangeLayout::Block& b = receiving(p, t);
       b_.unpack_wire(to + b.wire, b.rows * dims_[t], b_.spec(t).comm_precision,
                      1.f / wire_scale(t, back), rows + b.row);
@@ -529,20 +518,7 @@ void ShardedStep<Backend>::expand(const std::vector<float*>& out) {
     for (int d = 0; d < P_; ++d) base[d] = cur().layout.requested(d, t).row;
     int64_t* slot_rows = r.slot_rows.reserve(r.index.num_unique);
     b_.block_offsets(starts, base, dims_[t], r.index.num_unique, slot_rows);
-    if (unpacked_at_expand(t)) {
-      // The peers' rows are still packed in the wire buffer: number its
-      // elements after the rows buffer's floats, so that one offset per
-      // slot says where and in which format (the self rows are floats).
-      const CommPrecision precision = b_.spec(t).comm_precision;
-      const int64_t split = cur().layout.rows_floats();
-      std::vector<int64_t> src(base);
-      for (int d = 0; d < P_; ++d)
-        if (d != rank_) src[d] = split + cur().layout.requested(d, t).wire / comm_bytes(precision);
-      int64_t* slot_src = r.slot_src.reserve(r.index.num_unique);
-      b_.block_offsets(starts, src, dims_[t], r.index.num_unique, slot_src);
-      b_.expand_rows_wire(rows_.data(), requested_wire_.data(), split, precision, slot_src, r.index,
-                          dims_[t], out[t]);
-    } else if (const StepBags* bags = bags_[t]) {
+    if (const StepBags* bags = bags_[t]) {
       const PositionRows rows{rows_.data(), r.index.inverse, slot_rows, /*stride=*/1};
       b_.pool_bags(bags->pooling, rows, bags->ids, b_.spec(t).padding_row(), out[t]);
     } else {

@@ -80,48 +80,6 @@ TEST(CudaKernels, GatherMatchesCpu) {
   }
 }
 
-// The requester's expand straight from the wire against the CPU's: slots
-// of float rows and of packed rows mixed, output aligned and not.
-TEST(CudaKernels, ExpandFromTheWireMatchesCpu) {
-  SKIP_WITHOUT_GPU();
-  const uint64_t seed = test_seed();
-  SCOPED_TRACE(seed_trace(seed));
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
-  for (int64_t dim : {1, 3, 4, 33, 128}) {
-    const int64_t float_rows = 50, wire_rows = 70, slots = 120, n = 900;
-    const int64_t split = float_rows * dim + 4;
-    std::vector<float> base(static_cast<size_t>(split)), values(wire_rows * dim);
-    for (float& v : base) v = normal(rng);
-    for (float& v : values) v = normal(rng) * std::ldexp(1.f, static_cast<int>(rng() % 40) - 20);
-    std::vector<int64_t> offsets(static_cast<size_t>(slots));
-    for (int64_t& o : offsets)
-      o = rng() % 2 ? static_cast<int64_t>(rng() % float_rows) * dim
-                    : split + static_cast<int64_t>(rng() % wire_rows) * dim;
-    std::vector<int32_t> index(static_cast<size_t>(n));
-    for (int32_t& i : index) i = static_cast<int32_t>(rng() % slots);
-    DeviceArray<float> d_base(base);
-    DeviceArray<int64_t> d_offsets(offsets);
-    DeviceArray<int32_t> d_index(index);
-    for (CommPrecision p : {CommPrecision::kBf16, CommPrecision::kFp16}) {
-      SCOPED_TRACE("dim " + std::to_string(dim) + ", " + comm_precision_name(p));
-      std::vector<uint16_t> wire(values.size());
-      cpu::pack_wire(values.data(), wire_rows * dim, p, 1.f, wire.data());
-      std::vector<float> want(static_cast<size_t>(n * dim));
-      cpu::expand_rows_wire(base.data(), wire.data(), split, p, offsets.data(), index.data(), n,
-                            dim, want.data());
-      DeviceArray<uint16_t> d_wire(wire);
-      for (int64_t skew : {0, 1}) {
-        DeviceArray<float> d_out(static_cast<size_t>(n * dim + 1), -7.f);
-        cuda::expand_rows_wire(d_base.get(), d_wire.get(), split, p, d_offsets.get(),
-                               d_index.get(), n, dim, d_out.get() + skew, nullptr);
-        const std::vector<float> got = d_out.host();
-        EXPECT_TRUE(same_bits(got.data() + skew, want.data(), n * dim)) << "skew " << skew;
-      }
-    }
-  }
-}
-
 TEST(CudaKernels, UpdateMatchesCpuForEveryOptimizer) {
   SKIP_WITHOUT_GPU();
   const uint64_t seed = test_seed();

@@ -278,12 +278,6 @@ void gather_rows_rounded(const float* d_table, int64_t dim, const int64_t* d_ind
   cpu::gather_rows_rounded(d_table, dim, d_index, n, row_offset, p, d_out);
 }
 
-void expand_rows_wire(const float* d_base, const void* d_wire, int64_t split, CommPrecision p,
-                      const int64_t* d_offsets, const int32_t* d_index, int64_t n, int64_t dim,
-                      float* d_out, void*) {
-  if (n > 0) cpu::expand_rows_wire(d_base, d_wire, split, p, d_offsets, d_index, n, dim, d_out);
-}
-
 void expand_rows(const float* d_base, const int64_t* d_offsets, const int32_t* d_index, int64_t n,
                  int64_t dim, float* d_out, void*) {
   if (n == 0) return;

@@ -185,48 +185,4 @@ TEST(CommPrecision, GatherStraightToTheWireEqualsGatherThenPack) {
   }
 }
 
-// The requester's expand straight from the wire: rows below `split` are
-// floats, rows past it packed; the same floats as unpacking the packed rows
-// after the floats (so the offsets still point at them) and expanding
-// that, with the output on 16 bytes (streaming stores) and off them.
-TEST(CommPrecision, ExpandFromTheWireEqualsUnpackThenExpand) {
-  const uint64_t seed = test_seed();
-  SCOPED_TRACE(seed_trace(seed));
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  for (int64_t dim : {1, 3, 4, 33, 128}) {
-    const int64_t float_rows = 50, wire_rows = 70, slots = 120, n = 900;
-    const int64_t split = float_rows * dim + 3;  // a gap before the wire's numbering starts
-    std::vector<float> base(static_cast<size_t>(split));
-    for (float& v : base) v = normal(rng);
-    std::vector<float> packed_values(static_cast<size_t>(wire_rows * dim));
-    for (float& v : packed_values) v = normal(rng) * std::ldexp(1.f, static_cast<int>(rng() % 40) - 20);
-    // Each slot one row of either kind, in random order.
-    std::vector<int64_t> offsets(static_cast<size_t>(slots));
-    for (int64_t& o : offsets)
-      o = rng() % 2 ? static_cast<int64_t>(rng() % float_rows) * dim
-                    : split + static_cast<int64_t>(rng() % wire_rows) * dim;
-    std::vector<int32_t> index(static_cast<size_t>(n));
-    for (int32_t& i : index) i = static_cast<int32_t>(rng() % slots);
-    for (CommPrecision p : kHalves) {
-      SCOPED_TRACE("dim " + std::to_string(dim) + ", " + embtrain::comm_precision_name(p));
-      std::vector<uint16_t> wire(packed_values.size());
-      embtrain::cpu::pack_wire(packed_values.data(), wire_rows * dim, p, 1.f, wire.data());
-      std::vector<float> combined(base);
-      combined.resize(base.size() + wire.size());
-      embtrain::cpu::unpack_wire(wire.data(), wire_rows * dim, p, 1.f, combined.data() + split);
-      std::vector<float> want(static_cast<size_t>(n * dim));
-      embtrain::cpu::expand_rows(combined.data(), offsets.data(), index.data(), n, dim,
-                                 want.data());
-      for (int64_t skew : {0, 1}) {
-        std::vector<float> got(static_cast<size_t>(n * dim + 4), -7.f);
-        float* out = got.data() + skew;
-        embtrain::cpu::expand_rows_wire(base.data(), wire.data(), split, p, offsets.data(),
-                                        index.data(), n, dim, out);
-        EXPECT_EQ(std::memcmp(out, want.data(), want.size() * 4), 0) << "skew " << skew;
-      }
-    }
-  }
-}
-
 }  // namespace

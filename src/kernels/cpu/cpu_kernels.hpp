@@ -79,15 +79,6 @@ void gather_rows(const float* table, int64_t dim, const int32_t* index, int64_t 
 void expand_rows(const float* base, const int64_t* offsets, const int32_t* index, int64_t n,
                  int64_t dim, float* out);
 
-// expand_rows from two places: a row whose offset is below `split` is
-// floats at base + offset, one at or past it is still in its wire format p
-// (bf16 or fp16) at element offset - split of `wire`, and is converted as
-// unpack_wire (scale 1) converts. The requester's rows that arrived packed
-// are read where they landed, not unpacked first: the same floats out.
-void expand_rows_wire(const float* base, const void* wire, int64_t split, CommPrecision p,
-                      const int64_t* offsets, const int32_t* index, int64_t n, int64_t dim,
-                      float* out);
-
 // --- init.cpp ------------------------------------------------------------------
 
 // Fresh rows: rows[k * dim + j] = random_normal(seed, first_row + k *

@@ -109,10 +109,6 @@ void gather_rows_packed(const float* d_table, int64_t dim, const int64_t* d_inde
                         int64_t row_offset, CommPrecision p, void* d_wire, void* stream);
 void gather_rows_rounded(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
                          int64_t row_offset, CommPrecision p, float* d_out, void* stream);
-// cpu::expand_rows_wire on the device.
-void expand_rows_wire(const float* d_base, const void* d_wire, int64_t split, CommPrecision p,
-                      const int64_t* d_offsets, const int32_t* d_index, int64_t n, int64_t dim,
-                      float* d_out, void* stream);
 
 // out[i] = base[offsets[index[i]]]: expands unique rows to a batch.
 void expand_rows(const float* d_base, const int64_t* d_offsets, const int32_t* d_index, int64_t n,

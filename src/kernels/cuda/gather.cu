@@ -167,60 +167,7 @@ void gather_wire(TableRow row_of, int64_t n, CommPrecision p, uint16_t* d_out16,
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 
-// expand_rows from two places (cpu::expand_rows_wire): a row whose offset
-// is below `split` as floats from base, one at or past it still packed in
-// `wire`, converted. One warp per row; N = 4 when dim % 4 == 0 and base and
-// out are on 16 bytes (packed rows then start on 8 bytes: 8-byte loads).
-template <int N>
-__global__ void expand_wire_kernel(const float* __restrict__ base,
-                                   const uint16_t* __restrict__ wire, int64_t split,
-                                   CommPrecision p, const int64_t* __restrict__ offsets,
-                                   const int32_t* __restrict__ index, int64_t n, int64_t dim,
-                                   float* __restrict__ out) {
-  const int64_t i = global_warp();
-  if (i >= n) return;
-  const int64_t at = offsets[index[i]];
-  float* dst = out + i * dim;
-  const int64_t first = static_cast<int64_t>(lane_id()) * N;
-  if (at < split) {
-    for (int64_t j = first; j < dim; j += kWarpSize * N) store<N>(dst + j, load<N>(base + at + j));
-    return;
-  }
-  const uint16_t* src = wire + (at - split);
-  for (int64_t j = first; j < dim; j += kWarpSize * N) {
-    Vec<N> x;
-    if constexpr (N == 4) {
-      const uint2 packed = *reinterpret_cast<const uint2*>(src + j);
-      x.v[0] = from_wire(static_cast<uint16_t>(packed.x & 0xffffu), p);
-      x.v[1] = from_wire(static_cast<uint16_t>(packed.x >> 16), p);
-      x.v[2] = from_wire(static_cast<uint16_t>(packed.y & 0xffffu), p);
-      x.v[3] = from_wire(static_cast<uint16_t>(packed.y >> 16), p);
-    } else {
-      x.v[0] = from_wire(src[j], p);
-    }
-    store<N>(dst + j, x);
-  }
-}
-
 }  // namespace
-
-void expand_rows_wire(const float* d_base, const void* d_wire, int64_t split, CommPrecision p,
-                      const int64_t* d_offsets, const int32_t* d_index, int64_t n, int64_t dim,
-                      float* d_out, void* stream) {
-  EMBTRAIN_ASSERT(p != CommPrecision::kFp32);
-  if (n == 0) return;
-  auto s = static_cast<cudaStream_t>(stream);
-  const auto* wire = static_cast<const uint16_t*>(d_wire);
-  const bool wide = dim % 4 == 0 && detail::aligned16(d_base) && detail::aligned16(d_out) &&
-                    reinterpret_cast<uintptr_t>(d_wire) % 8 == 0;
-  if (wide)
-    expand_wire_kernel<4><<<detail::warp_blocks(n), kThreadsPerBlock, 0, s>>>(
-        d_base, wire, split, p, d_offsets, d_index, n, dim, d_out);
-  else
-    expand_wire_kernel<1><<<detail::warp_blocks(n), kThreadsPerBlock, 0, s>>>(
-        d_base, wire, split, p, d_offsets, d_index, n, dim, d_out);
-  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
-}
 
 void gather_rows_packed(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
                         int64_t row_offset, CommPrecision p, void* d_wire, void* stream) {
