@@ -73,7 +73,10 @@ std::unique_ptr<StepEngine> make_cuda_engine(std::vector<EmbeddingTable>* shards
   const int device = select_device(*control);
   // Which ranks of this host use this GPU, by its UUID: with one GPU made
   // visible to each rank (CUDA_VISIBLE_DEVICES), every rank's is device 0.
-  const int sharing = ranks_on_same_gpu(*control, cuda::device_uuid(device));
+  // Reading it fails on every rank together, before the collective.
+  std::string uuid;
+  run_agreed(*control, [&] { uuid = cuda::device_uuid(device); });
+  const int sharing = ranks_on_same_gpu(*control, uuid);
   check_device_memory(*control, device, sharing, options);
   auto stream = std::make_unique<cuda::Stream>();
   std::string comm;

@@ -52,12 +52,18 @@ class DeviceCommunicatorMpiTest : public MpiTest {};
 TEST_F(DeviceCommunicatorMpiTest, NcclMatchesMpi) {
   const embtrain::LocalRankInfo local = embtrain::local_rank_info(world());
   const int devices = embtrain::cuda::device_count();
-  SKIP_UNLESS_EVERY_RANK(embtrain::can_use_nccl(local.local_size, devices),
-                         "NCCL needs a GPU per rank; a node has "
-                             << local.local_size << " rank(s) on " << devices << " GPU(s) here");
+  // A GPU per rank by UUID, as the engine decides (also when each rank was
+  // given one GPU through CUDA_VISIBLE_DEVICES).
+  const int device = devices > 0 ? embtrain::pick_device(local.local_rank, devices) : -1;
+  const int sharing =
+      embtrain::ranks_on_same_gpu(world(), device >= 0 ? embtrain::cuda::device_uuid(device) : "");
+  SKIP_UNLESS_EVERY_RANK(devices > 0 && sharing == 1,
+                         "NCCL needs a GPU per rank; this rank's GPU has "
+                             << sharing << " rank(s) of its node (" << devices
+                             << " GPU(s) visible)");
   const uint64_t seed = test_seed(201);
   SCOPED_TRACE(seed_trace(seed));
-  ASSERT_EQ(cudaSetDevice(embtrain::pick_device(local.local_rank, devices)), cudaSuccess);
+  ASSERT_EQ(cudaSetDevice(device), cudaSuccess);
   Stream stream;
   CudaMemory memory;
   auto nccl = embtrain::make_nccl_communicator(world(), stream.stream);
