@@ -737,14 +737,22 @@ TEST_F(ShardedEmbeddingTest, GpuStepPrefetchedStepsAreBitwiseTheSame) {
 void check_half_precision(uint64_t seed, int cases, bool on_gpu) {
   Communicator& comm = world();
   const int P = comm.size(), me = comm.rank();
+  using embtrain::CommPrecision;
+  auto unit = [](CommPrecision p) { return p == CommPrecision::kBf16 ? 1.0 / 256 : 1.0 / 2048; };
   for (int n = 0; n < cases; ++n) {
     Case c = random_case(embtrain::random_bits(seed, 121, static_cast<uint64_t>(n)), P);
     Case exact = c;
-    const auto precision = n % 2 ? embtrain::CommPrecision::kBf16 : embtrain::CommPrecision::kFp16;
-    const double u = precision == embtrain::CommPrecision::kBf16 ? 1.0 / 256 : 1.0 / 2048;
-    c.specs[0].comm_precision = precision;  // the others stay fp32
-    SCOPED_TRACE("case " + std::to_string(n) + " (" + embtrain::comm_precision_name(precision) +
-                 " on " + c.specs[0].name + "), " + c.describe());
+    const auto precision = n % 2 ? CommPrecision::kBf16 : CommPrecision::kFp16;
+    c.specs[0].comm_precision = precision;  // the others stay fp32 ...
+    // ... but every third case, where there is a second table, that one
+    // travels in the other 16-bit format: both formats and fp32 in one
+    // step's wire buffers.
+    if (n % 3 == 2 && c.num_tables() > 1)
+      c.specs[1].comm_precision =
+          precision == CommPrecision::kBf16 ? CommPrecision::kFp16 : CommPrecision::kBf16;
+    std::string formats;
+    for (const auto& spec : c.specs) formats += std::string(" ") + comm_precision_name(spec.comm_precision);
+    SCOPED_TRACE("case " + std::to_string(n) + " (tables in" + formats + "), " + c.describe());
     ShardedEmbedding half(c.specs, &comm, local_rows(c, P, me));
     ShardedEmbedding fp32(exact.specs, &comm, local_rows(exact, P, me));
     if (on_gpu) half.use_cuda(), fp32.use_cuda();
@@ -753,39 +761,46 @@ void check_half_precision(uint64_t seed, int cases, bool on_gpu) {
       const auto outs = sharded_step(half, c, k);
       const auto exact_outs = sharded_step(fp32, exact, k);
       const auto want = ref.step(c, k);
-      const StepBatch& b = c.steps[k][0];
-      const int64_t offset = ShardPlan(b.samples, P).row_begin(me) * b.per_sample * c.specs[0].dim;
-      EXPECT_TRUE(all_close(outs[0].data(), want[0].data() + offset,
-                            static_cast<int64_t>(outs[0].size()), 16 * u))
-          << "forward output of step " << k << " of the 16-bit table";
-      // Every row has made the trip, the rank's own rows too: each output
-      // value is one the format can hold.
-      if (P > 1)
-        for (size_t i = 0; i < outs[0].size(); ++i) {
-          const float x = outs[0][i];
-          const float trip = embtrain::from_wire(embtrain::to_wire(x, precision), precision);
-          ASSERT_EQ(bytes_cmp(&x, &trip, 4), 0)
-              << "step " << k << ": output " << i << " = " << x << " is not a "
-              << embtrain::comm_precision_name(precision) << " value";
+      for (int t = 0; t < c.num_tables(); ++t) {
+        const CommPrecision pt = c.specs[t].comm_precision;
+        if (pt == CommPrecision::kFp32) {
+          EXPECT_TRUE(outs[t] == exact_outs[t] ||
+                      bytes_cmp(outs[t].data(), exact_outs[t].data(), outs[t].size() * 4) == 0)
+              << "step " << k << ": fp32 table " << t << " differs from the all-fp32 run";
+          continue;
         }
-      for (int t = 1; t < c.num_tables(); ++t)
-        EXPECT_TRUE(outs[t] == exact_outs[t] ||
-                    bytes_cmp(outs[t].data(), exact_outs[t].data(), outs[t].size() * 4) == 0)
-            << "step " << k << ": fp32 table " << t << " differs from the all-fp32 run";
+        const StepBatch& b = c.steps[k][t];
+        const int64_t offset =
+            ShardPlan(b.samples, P).row_begin(me) * b.per_sample * c.specs[t].dim;
+        EXPECT_TRUE(all_close(outs[t].data(), want[t].data() + offset,
+                              static_cast<int64_t>(outs[t].size()), 16 * unit(pt)))
+            << "forward output of step " << k << " of 16-bit table " << t;
+        // Every row has made the trip, the rank's own rows too: each output
+        // value is one the format can hold.
+        if (P > 1)
+          for (size_t i = 0; i < outs[t].size(); ++i) {
+            const float x = outs[t][i];
+            const float trip = embtrain::from_wire(embtrain::to_wire(x, pt), pt);
+            ASSERT_EQ(bytes_cmp(&x, &trip, 4), 0)
+                << "step " << k << ": table " << t << "'s output " << i << " = " << x
+                << " is not a " << comm_precision_name(pt) << " value";
+          }
+      }
     }
     for (int t = 0; t < c.num_tables(); ++t) {
       const std::vector<float> got = rows_of(half, t, TablePart::kWeights);
-      if (t > 0) {
+      const CommPrecision pt = c.specs[t].comm_precision;
+      if (pt == CommPrecision::kFp32) {
         EXPECT_EQ(
             bytes_cmp(got.data(), rows_of(fp32, t, TablePart::kWeights).data(), got.size() * 4), 0)
             << "fp32 table " << t << "'s shard differs from the all-fp32 run";
         continue;
       }
       std::vector<float> want(got.size());
-      half.plan(0).take_shard(me, ref.tables[0]->table().weights().data(), c.specs[0].dim,
+      half.plan(t).take_shard(me, ref.tables[t]->table().weights().data(), c.specs[t].dim,
                               want.data());
-      EXPECT_TRUE(all_close(got.data(), want.data(), static_cast<int64_t>(got.size()), 16 * u))
-          << "weights of the 16-bit table";
+      EXPECT_TRUE(all_close(got.data(), want.data(), static_cast<int64_t>(got.size()), 16 * unit(pt)))
+          << "weights of 16-bit table " << t;
     }
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
