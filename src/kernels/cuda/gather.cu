@@ -4,6 +4,7 @@
 // expand (unique rows to every position).
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -84,13 +85,16 @@ __global__ void copy_rows_batched_kernel(RowOf row_of, int64_t dim, int64_t n,
 }
 
 // Which row-copy kernel runs: EMBTRAIN_CUDA_GATHER = warp (one warp per row,
-// the default) or batched (above). Read once.
+// the default) or batched (above). Read once, in the middle of a step: an
+// unknown value is not an error there (one rank throwing would leave the
+// others in the next exchange), it says so and runs the default.
 bool batched_gather() {
   static const bool batched = [] {
     const char* v = std::getenv("EMBTRAIN_CUDA_GATHER");
     const std::string name = v ? v : "warp";
-    EMBTRAIN_REQUIRE(name == "warp" || name == "batched", "EMBTRAIN_CUDA_GATHER = '", name,
-                     "' is not one of warp, batched");
+    if (name != "warp" && name != "batched")
+      std::fprintf(stderr, "embtrain: EMBTRAIN_CUDA_GATHER = '%s' is not one of warp, batched: "
+                           "using warp\n", name.c_str());
     return name == "batched";
   }();
   return batched;
