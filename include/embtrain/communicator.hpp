@@ -105,6 +105,14 @@ class Communicator {
   // stream (see make_nccl_communicator).
   virtual void synchronize() {}
 
+  // Gives up on the communication still enqueued, for a rank that is
+  // ending on an error its peers may not share: afterwards nothing may wait
+  // on it (a device communicator's transfers that no peer will complete
+  // would otherwise keep every later device wait, cudaFree too, waiting).
+  // The communicator is unusable after. Host communicators, whose calls
+  // complete before returning, have nothing to give up.
+  virtual void abandon() {}
+
   // Every rank passes its own error message ("" when it has none) and gets
   // back the message of the lowest failing rank, or "" when all are fine.
   // A collective: ranks agree on failure before anyone throws, so a bad

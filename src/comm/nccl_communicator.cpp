@@ -105,6 +105,11 @@ class NcclCommunicator final : public Communicator {
       ncclCommDestroy(comm_);
   }
 
+  void abandon() override {
+    if (comm_) ncclCommAbort(comm_);
+    comm_ = nullptr;
+  }
+
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   MemorySpace memory_space() const override { return MemorySpace::kDevice; }

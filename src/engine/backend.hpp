@@ -11,6 +11,8 @@
 //                             spec and step counter; weights and state are in
 //                             the backend's memory
 //   data()                    the communicator that moves the backend's buffers
+//   abandon_transfers()       gives up the data communicator's enqueued
+//                             transfers (a rank ending on an error)
 //   synchronize()             waits for the work enqueued so far
 //   read_rows, write_rows     a row range of a shard's weights or state,
 //                             out to and in from the host

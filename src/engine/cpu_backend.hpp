@@ -60,6 +60,7 @@ class CpuBackend {
   float* weights(int t) { return host(t).weights().data(); }
   float* state(int t) { return host(t).state().data(); }
   Communicator& data() { return *data_; }
+  void abandon_transfers() {}  // host communicators finish each call
   std::string description() const { return ""; }
 
   // Host memory is the step's memory: nothing to stage or wait for.

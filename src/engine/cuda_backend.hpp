@@ -61,6 +61,9 @@ class CudaBackend {
   float* weights(int t) { return tables_[t].weights.data(); }
   float* state(int t) { return tables_[t].state.data(); }
   Communicator& data() { return *data_; }
+  void abandon_transfers() {
+    if (data_) data_->abandon();
+  }
   const std::string& description() const { return description_; }
 
   void synchronize();

@@ -5,6 +5,7 @@
 // a shard's rows to and from the host.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <string>
 #include <utility>
@@ -57,6 +58,14 @@ class Engine final : public StepEngine {
         next_spans_(shards_->size()),
         bags_(shards_->size()),
         no_bags_(shards_->size()) {}
+
+  // While an exception unwinds (this rank may be failing alone), the data
+  // communicator gives up its transfers before the step's buffers are
+  // freed: on a GPU, freeing waits for the device, which an NCCL transfer
+  // no peer will complete would keep busy for good.
+  ~Engine() override {
+    if (std::uncaught_exceptions() > 0) backend_->abandon_transfers();
+  }
 
   // No bags: forward with every table's bags empty (unpooled).
   void forward(const std::vector<IdsView>& ids, const std::vector<float*>& out) override {
