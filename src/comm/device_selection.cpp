@@ -75,10 +75,6 @@ int pick_device(int local_rank, int device_count) {
   return local_rank % device_count;
 }
 
-bool can_use_nccl(int local_ranks, int device_count) {
-  return device_count > 0 && local_ranks >= 1 && local_ranks <= device_count;
-}
-
 const char* data_comm_name(DataCommKind kind) {
   return kind == DataCommKind::kNccl ? "nccl" : "mpi-staged";
 }

@@ -1,8 +1,8 @@
 // Which GPU a rank uses, and which data communicator moves device buffers:
 // NCCL when every GPU of a node has at most one rank (NCCL refuses two
 // ranks on one GPU), else MPI staged through host memory. The decisions are
-// pure functions, tested on CPU; only the local-rank query and the
-// agreement over ranks are collectives.
+// pure functions, tested on CPU; only the node queries (local ranks, ranks
+// on one GPU) and the agreement over ranks are collectives.
 #pragma once
 
 #include <string>
@@ -25,10 +25,6 @@ LocalRankInfo local_rank_info(const Communicator& comm);
 // The device of the rank with this local rank: local_rank % device_count.
 // Throws Error naming both when device_count is 0 (or local_rank < 0).
 int pick_device(int local_rank, int device_count);
-
-// True when the node's ranks can each have a GPU of their own: at least
-// one device and no more ranks than devices, each rank seeing them all.
-bool can_use_nccl(int local_ranks, int device_count);
 
 // How many of this node's ranks use this rank's GPU, itself included: the
 // node's ranks compare the UUIDs of their GPUs (`gpu_id`), so ranks that a

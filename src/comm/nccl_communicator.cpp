@@ -91,18 +91,15 @@ class NcclCommunicator final : public Communicator {
     agree(error_of([&] { EMBTRAIN_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_)); }));
   }
 
+  // Destroy completes the operations still enqueued, and waits for every
+  // rank to get there too: right for an orderly end. While an exception
+  // unwinds, this rank may have failed alone (a cudaMalloc of its own), and
+  // the others, still in the step, would never join it: abandon, which
+  // waits for no one (the job ends with exit status 1 anyway). Neither
+  // result has anyone to go to from a destructor.
   ~NcclCommunicator() override {
-    if (!comm_) return;
-    // Destroy completes the operations still enqueued, and waits for every
-    // rank to get there too: right for an orderly end. While an exception
-    // unwinds, this rank may have failed alone (a cudaMalloc of its own),
-    // and the others, still in the step, would never join it: abort, which
-    // waits for no one (the job ends with exit status 1 anyway). Neither
-    // result has anyone to go to from a destructor.
-    if (std::uncaught_exceptions() > 0)
-      ncclCommAbort(comm_);
-    else
-      ncclCommDestroy(comm_);
+    if (std::uncaught_exceptions() > 0) abandon();
+    if (comm_) ncclCommDestroy(comm_);
   }
 
   void abandon() override {
@@ -235,8 +232,7 @@ class NcclCommunicator final : public Communicator {
     ncclResult_t async = ncclSuccess;
     EMBTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
     if (async == ncclSuccess || async == ncclInProgress) return;
-    ncclCommAbort(comm_);
-    comm_ = nullptr;
+    abandon();
     EMBTRAIN_NCCL_CHECK(async);
   }
 

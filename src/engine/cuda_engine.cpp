@@ -40,7 +40,7 @@ void check_device_memory(Communicator& control, int device, int sharing,
   if (!options.device_memory_check) return;
   size_t free_bytes = 0, total_bytes = 0;
   cuda::memory_info(&free_bytes, &total_bytes);
-  std::string error = options.device_memory_check(device, std::max(sharing, 1),
+  std::string error = options.device_memory_check(device, sharing,
                                                   static_cast<double>(free_bytes),
                                                   static_cast<double>(total_bytes));
   error = control.agree_on_error(error);

@@ -10,7 +10,6 @@
 
 namespace {
 
-using embtrain::can_use_nccl;
 using embtrain::DataCommKind;
 using embtrain::pick_device;
 
@@ -35,20 +34,14 @@ TEST(DeviceSelection, PickDeviceWithoutDevicesNamesBoth) {
   EXPECT_THROW(pick_device(-1, 2), embtrain::Error);
 }
 
-TEST(DeviceSelection, CanUseNcclWhenNoGpuIsShared) {
-  EXPECT_TRUE(can_use_nccl(1, 1));
-  EXPECT_TRUE(can_use_nccl(4, 8));
-  EXPECT_TRUE(can_use_nccl(8, 8));
-  EXPECT_FALSE(can_use_nccl(2, 1));
-  EXPECT_FALSE(can_use_nccl(9, 8));
-  EXPECT_FALSE(can_use_nccl(1, 0));
-  EXPECT_FALSE(can_use_nccl(0, 4));
-}
-
 TEST(DeviceSelection, ChooseOnOneProcess) {
   auto self = embtrain::make_self_communicator();
   EXPECT_EQ(embtrain::ranks_on_same_gpu(*self, "any"), 1);
   EXPECT_EQ(embtrain::choose_data_communicator(*self, 1, 1).kind, DataCommKind::kNccl);
+  // A GPU shared with another rank of the node rules NCCL out.
+  const auto shared = embtrain::choose_data_communicator(*self, 2, 8);
+  EXPECT_EQ(shared.kind, DataCommKind::kMpiStaged);
+  EXPECT_NE(shared.reason.find("used by 2 rank(s)"), std::string::npos) << shared.reason;
   const auto no_gpu = embtrain::choose_data_communicator(*self, 1, 0);
   EXPECT_EQ(no_gpu.kind, DataCommKind::kMpiStaged);
   EXPECT_NE(no_gpu.reason.find("sees no GPU"), std::string::npos) << no_gpu.reason;

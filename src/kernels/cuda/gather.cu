@@ -52,7 +52,7 @@ __global__ void copy_rows_kernel(RowOf row_of, int64_t dim, int64_t n, float* __
 
 // The same copy with more loads in flight per warp (a variant to measure
 // against copy_rows_kernel on a GPU, chosen by EMBTRAIN_CUDA_GATHER=batched;
-// see gather_variant): a warp takes 32 consecutive rows, each lane finds one
+// bench/gpu_session.sh times both): a warp takes 32 consecutive rows, each lane finds one
 // row's source (the index loads of all 32 in parallel instead of one
 // dependent load per row), then the warp copies kRowsInFlight rows at a
 // time, issuing all their loads before any store.
