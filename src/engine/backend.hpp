@@ -41,6 +41,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "embtrain/comm_precision.hpp"
 #include "kernels/bag_pooling.hpp"
 #include "kernels/unique_index.hpp"
 
@@ -111,6 +112,12 @@ struct OwnerGrads {
   const UniqueIndex* index = nullptr;    // the distinct rows and their positions
   const float* src = nullptr;            // the positions' gradient rows ...
   const int64_t* src_offsets = nullptr;  // ... at these float offsets (null: p * dim)
+  // Or, where the backend reads them so (Backend::kUpdatesFromWire), the
+  // rows as they came off the wire: in format `wire_format` in `wire`, at
+  // src_offsets counting its elements, each value times `wire_scale`.
+  const void* wire = nullptr;
+  CommPrecision wire_format = CommPrecision::kFp32;
+  float wire_scale = 1.f;
   const int32_t* weights = nullptr;      // occurrences each position stands for (null: 1)
   bool scale_by_count = false;           // divide by the id's count
   int64_t skip_row = -1;                 // the padding row: no update (-1: none)

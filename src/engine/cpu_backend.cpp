@@ -38,9 +38,14 @@ void CpuBackend::update(int t, const StepScalars& scalars, const Grads& grads) {
   layout.src_offsets = grads.src_offsets;
   layout.weights = grads.weights;
   const TableSpec& s = spec(t);
-  cpu::segment_sum_update(s.optimizer.kind, scalars, weights(t), state(t), s.dim,
-                          /*row_offset=*/0, grads.src, *grads.index, layout,
-                          grads.scale_by_count, grads.skip_row);
+  if (grads.wire)
+    cpu::segment_sum_update(s.optimizer.kind, scalars, weights(t), state(t), s.dim,
+                            /*row_offset=*/0, grads.wire, grads.wire_format, grads.wire_scale,
+                            *grads.index, layout, grads.scale_by_count, grads.skip_row);
+  else
+    cpu::segment_sum_update(s.optimizer.kind, scalars, weights(t), state(t), s.dim,
+                            /*row_offset=*/0, grads.src, *grads.index, layout,
+                            grads.scale_by_count, grads.skip_row);
 }
 
 }  // namespace embtrain

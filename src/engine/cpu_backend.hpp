@@ -40,6 +40,8 @@ class CpuBackend {
  public:
   // Rows of a block start on any float (the CPU kernels take any offset).
   static constexpr int64_t kRowAlign = 1;
+  // update reads 16-bit gradients where they came off the wire (OwnerGrads).
+  static constexpr bool kUpdatesFromWire = true;
 
   template <typename T>
   using Buffer = GrowArray<T, HostBytes>;

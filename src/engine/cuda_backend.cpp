@@ -137,6 +137,7 @@ void CudaBackend::renorm_rows(int t, const int64_t* d_rows, int64_t n) {
 
 void CudaBackend::update(int t, const StepScalars& scalars, const Grads& grads) {
   if (!grads.index || grads.index->num_unique == 0) return;
+  EMBTRAIN_ASSERT(!grads.wire);  // kUpdatesFromWire
   SegmentLayout layout;
   layout.src_offsets = grads.src_offsets;
   layout.weights = grads.weights;

@@ -41,6 +41,9 @@ namespace embtrain {
 class CudaBackend {
  public:
   static constexpr int64_t kRowAlign = 4;
+  // update takes fp32 gradients: the step unpacks 16-bit ones first (a
+  // kernel reading them in place is for a GPU to measure).
+  static constexpr bool kUpdatesFromWire = false;
 
   template <typename T>
   using Buffer = GrowArray<T, cuda::DeviceBuffer>;

@@ -52,24 +52,29 @@ int64_t lay_out_rows(int rank, const std::vector<int64_t>& dims, int64_t align, 
 }
 
 // The wire bytes of every block of peers other than `rank`, peer-major
-// from 0: block.wire and the per-peer bytes. Returns the buffer's size.
+// from 0: block.wire and the per-peer bytes; then, after them (so the
+// peers' blocks stay one range), the self blocks of the tables `self` marks
+// (empty: none). Returns the buffer's size.
 int64_t lay_out_wire(int rank, const std::vector<int64_t>& dims, const std::vector<int>& bytes,
-                     std::vector<ExchangeLayout::Block>* blocks, std::vector<int64_t>* per_peer) {
+                     const std::vector<char>& self, std::vector<ExchangeLayout::Block>* blocks,
+                     std::vector<int64_t>* per_peer) {
   constexpr int64_t kAlign = 16;
   const int T = static_cast<int>(dims.size());
   const int P = static_cast<int>(blocks->size()) / T;
   per_peer->assign(P, 0);
   int64_t at = 0;
+  auto place = [&](ExchangeLayout::Block* b, int t) {
+    b->wire = at;
+    const int64_t size = round_up(b->rows * dims[t] * bytes[t], kAlign);
+    at += size;
+    return size;
+  };
   for (int p = 0; p < P; ++p) {
     if (p == rank) continue;
-    for (int t = 0; t < T; ++t) {
-      ExchangeLayout::Block& b = (*blocks)[p * T + t];
-      const int64_t size = round_up(b.rows * dims[t] * bytes[t], kAlign);
-      b.wire = at;
-      at += size;
-      (*per_peer)[p] += size;
-    }
+    for (int t = 0; t < T; ++t) (*per_peer)[p] += place(&(*blocks)[p * T + t], t);
   }
+  for (int t = 0; t < T && !self.empty(); ++t)
+    if (self[t]) place(&(*blocks)[rank * T + t], t);
   return at;
 }
 
@@ -78,7 +83,7 @@ int64_t lay_out_wire(int rank, const std::vector<int64_t>& dims, const std::vect
 void ExchangeLayout::assign(int rank, const std::vector<int64_t>& dims, int64_t row_align,
                             const std::vector<int64_t>& requested,
                             const std::vector<int64_t>& served, const std::vector<int>& wire_bytes,
-                            const Pooled& pooled) {
+                            const Pooled& pooled, bool self_grads_on_wire) {
   const int T = static_cast<int>(dims.size());
   const int P = static_cast<int>(requested.size()) / T;
   EMBTRAIN_ASSERT(T > 0 && row_align >= 1 && requested.size() == served.size() &&
@@ -136,8 +141,12 @@ void ExchangeLayout::assign(int rank, const std::vector<int64_t>& dims, int64_t 
   has_wire_ = !wire_bytes.empty();
   if (!has_wire_) return;
   EMBTRAIN_ASSERT(static_cast<int>(wire_bytes.size()) == T);
-  served_wire_bytes_ = lay_out_wire(rank, dims, wire_bytes, &served_, &wire_to_requesters_);
-  requested_wire_bytes_ = lay_out_wire(rank, dims, wire_bytes, &requested_, &wire_from_owners_);
+  std::vector<char> self(static_cast<size_t>(T), 0);
+  for (int t = 0; t < T && self_grads_on_wire; ++t) self[t] = wire_bytes[t] < 4 && !at_owner(t);
+  served_wire_bytes_ =
+      lay_out_wire(rank, dims, wire_bytes, self, &served_, &wire_to_requesters_);
+  requested_wire_bytes_ =
+      lay_out_wire(rank, dims, wire_bytes, {}, &requested_, &wire_from_owners_);
 }
 
 }  // namespace embtrain

@@ -31,7 +31,11 @@
 // the same way in bytes (`wire` offsets, 2 or 4 bytes per element as each
 // table's precision says, blocks on 16 bytes, no self blocks): the served
 // rows are packed into the owner's wire, the requested ones unpacked from
-// the requester's, and the gradients go back the same way.
+// the requester's, and the gradients go back the same way. With
+// `self_grads_on_wire` (a backend whose update reads the gradients in their
+// wire format), the served side also has a self block per 16-bit table not
+// pooled at the owner, after the peers' blocks: the rank packs its own gradient
+// sums there, beside those the peers sent.
 //
 // Tables pooled at the owners (pool_at = owner, given as Pooled): their ids
 // travel as any table's, but what comes back is not a row per id: it is one
@@ -79,10 +83,12 @@ class ExchangeLayout {
   // the distinct ids of table t this rank asks rank p for; served[p * T +
   // t]: the ids rank p asks this rank for (requested and served of the rank
   // itself must be equal); wire_bytes[t]: bytes per element of table t on
-  // the wire (empty: 4 for every table, and no wire buffers).
+  // the wire (empty: 4 for every table, and no wire buffers); pooled and
+  // self_grads_on_wire: see above.
   void assign(int rank, const std::vector<int64_t>& dims, int64_t row_align,
               const std::vector<int64_t>& requested, const std::vector<int64_t>& served,
-              const std::vector<int>& wire_bytes = {}, const Pooled& pooled = {});
+              const std::vector<int>& wire_bytes = {}, const Pooled& pooled = {},
+              bool self_grads_on_wire = false);
 
   int num_peers() const { return static_cast<int>(ids_to_owners_.size()); }
   int num_tables() const { return static_cast<int>(dims_.size()); }

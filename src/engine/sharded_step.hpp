@@ -34,7 +34,10 @@
 //                    its bag's), and each id's count if a table scales by
 //                    frequency.
 //  exchange_grads    Sums (and counts) back to the owners, into the places
-//                    the rows left from.
+//                    the rows left from. A 16-bit table's sums stay in
+//                    their wire format where they land when the backend's
+//                    update reads them so (the CPU's), the rank's own
+//                    packed beside them; else they are unpacked.
 //  combine_at_owner  Owner: the senders' sums per row in rank order,
 //                    divided by the global count for scale_grad_by_freq,
 //                    the padding row dropped; recorded here, computed by
@@ -176,7 +179,8 @@ class ShardedStep {
     Buffer<int64_t> ids;             // the local rows requesters asked for, in rank order
     std::vector<int64_t> starts;     // P + 1: where each requester's ids start in `ids`
     UniqueIndex index;               // their distinct ids
-    Buffer<int64_t> src_rows;        // per position of `ids`: its row in rows_
+    Buffer<int64_t> src_rows;        // per position of `ids`: its gradient's row in rows_ (or,
+                                     // grads_stay_packed, its element in served_wire_)
     Buffer<int32_t> weights;         // per position: the requester's count of the id
     typename Backend::Grads grads;
   };
@@ -222,6 +226,14 @@ class ShardedStep {
   // are not pooled at the owner first.
   bool packed_at_gather(int t) const {
     return cur().layout.has_wire() && !cur().layout.at_owner(t);
+  }
+  // Whether table t's gradients stay in their 16-bit wire format until
+  // update reads them (Backend::kUpdatesFromWire): the peers' where they
+  // arrived, the rank's own packed beside them (the layout's self block on
+  // the served wire), so no pass unpacks them and none rounds the self
+  // block. The others are unpacked into the rows buffer.
+  bool grads_stay_packed(int t) const {
+    return Backend::kUpdatesFromWire && packed_at_gather(t) && wire_bytes_[t] < 4;
   }
   // Rows from the owners' served blocks to the requesters' requested
   // blocks, or `back` the other way (the gradients): straight from the rows
@@ -369,7 +381,7 @@ void ShardedStep<Backend>::start_exchange_ids(Input* in) {
   control_.alltoall(in->requested_counts.data(), in->served_counts.data(), T_, CommType::kInt64);
   const ExchangeLayout& layout = in->layout;
   in->layout.assign(rank_, dims_, Backend::kRowAlign, in->requested_counts, in->served_counts,
-                    wire_bytes_);
+                    wire_bytes_, {}, Backend::kUpdatesFromWire);
   int64_t* send = in->ids_send.reserve(layout.num_requested());
   int64_t* recv = in->ids_recv.reserve(layout.num_served());
   // Owner d's keys less its first key: the rows it holds them at.
@@ -423,12 +435,13 @@ void ShardedStep<Backend>::gather_owned() {
     const int64_t dim = dims_[t];
     // Table t's requested ids, one block per requester, in rank order.
     s.starts.assign(static_cast<size_t>(P_) + 1, 0);
-    std::vector<int64_t> base(static_cast<size_t>(P_));
+    std::vector<int64_t> base(static_cast<size_t>(P_)), grad_base(base.size());
     // A table pooled here keeps its rows (pool_at_owner pools them).
     const bool kept = layout.at_owner(t);
     for (int r = 0; r < P_; ++r) {
       s.starts[r + 1] = s.starts[r] + layout.served(r, t).count;
       base[r] = kept ? layout.served(r, t).kept : layout.served(r, t).row;
+      grad_base[r] = grads_stay_packed(t) ? layout.served(r, t).wire / wire_bytes_[t] : base[r];
     }
     const int64_t m = s.starts[P_];
     int64_t* ids = s.ids.reserve(m);
@@ -447,8 +460,9 @@ void ShardedStep<Backend>::gather_owned() {
       else
         b_.gather_rows_packed(t, block_ids, count, served_wire_.data() + layout.served(r, t).wire);
     }
-    // Where the gradients of these rows will come back: the same places.
-    b_.block_offsets(s.starts, base, dim, m, s.src_rows.reserve(m));
+    // Where the gradients of these rows will come back: the same places
+    // (or their places on the wire).
+    b_.block_offsets(s.starts, grad_base, dim, m, s.src_rows.reserve(m));
   }
   finish(Stage::kGatherOwned, &clock);
 }
@@ -484,10 +498,13 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
       const ExchangeLayout::Block& b = sending(p, t);
       const CommPrecision precision = b_.spec(t).comm_precision;
       const int64_t n = b.rows * dims_[t];
-      if (p == rank_)
-        b_.round_wire(rows + b.row, n, precision, wire_scale(t, back));
-      else
+      if (p != rank_)
         b_.pack_wire(rows + b.row, n, precision, wire_scale(t, back), from + b.wire);
+      else if (back && grads_stay_packed(t))  // beside the peers' (as owner)
+        b_.pack_wire(rows + b.row, n, precision, wire_scale(t, back),
+                     to + cur().layout.served(rank_, t).wire);
+      else
+        b_.round_wire(rows + b.row, n, precision, wire_scale(t, back));
     }
   if (back)
     data.alltoallv(from, cur().layout.wire_from_owners(), to, cur().layout.wire_to_requesters(),
@@ -497,7 +514,7 @@ void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
                    CommType::kByte);
   for (int p = 0; p < P_; ++p)
     for (int t = 0; t < T_; ++t) {
-      if (p == rank_) continue;
+      if (p == rank_ || (back && grads_stay_packed(t))) continue;
       const ExchangeLayout::Block& b = receiving(p, t);
       b_.unpack_wire(to + b.wire, b.rows * dims_[t], b_.spec(t).comm_precision,
                      1.f / wire_scale(t, back), rows + b.row);
@@ -580,8 +597,14 @@ void ShardedStep<Backend>::combine_at_owner() {
     const TableSpec& spec = b_.spec(t);
     OwnerGrads args;
     args.index = &s.index;
-    args.src = rows_.data();
     args.src_offsets = s.src_rows.data();
+    if (grads_stay_packed(t)) {
+      args.wire = served_wire_.data();
+      args.wire_format = spec.comm_precision;
+      args.wire_scale = 1.f / wire_scale(t, /*gradients=*/true);
+    } else {
+      args.src = rows_.data();
+    }
     args.scale_by_count = spec.scale_grad_by_freq;
     args.skip_row = skip_row_[t];
     if (spec.scale_grad_by_freq) {
@@ -718,7 +741,7 @@ void ShardedStep<Backend>::exchange_bags() {
     }
   for (int t = 0; t < T_; ++t) any_max_ |= at_owner_[t] && owner_mode_[t] == PoolMode::kMax;
   in.layout.assign(rank_, dims_, Backend::kRowAlign, in.requested_counts, in.served_counts,
-                   wire_bytes_, pooled);
+                   wire_bytes_, pooled, Backend::kUpdatesFromWire);
   const ExchangeLayout& layout = in.layout;
   int32_t* idx = idx_send_.reserve(layout.num_requested_entries());
   int32_t* slot = slot_send_.reserve(layout.num_requested_entries());

@@ -41,7 +41,8 @@ struct Problem {
   int64_t num_entries(int requester, int owner, int t) const {
     return pooled(t) ? entries[at(requester, owner, t)] : 0;
   }
-  ExchangeLayout layout(int rank, int64_t align) const {
+  ExchangeLayout layout(int rank, int64_t align, const std::vector<int>& wire_bytes = {},
+                        bool self_grads_on_wire = false) const {
     std::vector<int64_t> requested, served;
     ExchangeLayout::Pooled p;
     if (!at_owner.empty()) p.at_owner = at_owner;
@@ -56,7 +57,7 @@ struct Problem {
         p.served_entries.push_back(entries[at(q, rank, t)]);
       }
     ExchangeLayout l;
-    l.assign(rank, dims, align, requested, served, {}, p);
+    l.assign(rank, dims, align, requested, served, wire_bytes, p, self_grads_on_wire);
     return l;
   }
 };
@@ -229,6 +230,86 @@ TEST(ExchangeLayout, PooledTablesMovePartialRowsAndKeepTheirRows) {
       check_problem(pr, align);
       if (::testing::Test::HasFatalFailure()) return;
     }
+  }
+}
+
+// The wire buffers (tables in 16 bits, or 32 through the wire): blocks on
+// 16 bytes holding rows x dim x bytes, each peer's blocks one range in
+// peer-major, table-minor order whose size is the per-peer count, a
+// requested block at the same place in its peer's range as the owner's
+// served block in its own (so a byte all-to-all lands each where it
+// belongs), no self block on the requested side, and on the served side,
+// with self_grads_on_wire, a self block for each 16-bit table not pooled
+// at the owner, past the peers' ranges; no two blocks overlapping.
+TEST(ExchangeLayout, WireBlocksLineUpAcrossRanks) {
+  const uint64_t seed = embtrain_test::test_seed();
+  SCOPED_TRACE(embtrain_test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int n = 0; n < 300; ++n) {
+    const Problem pr = n % 2 ? random_pooled_problem(rng) : random_problem(rng);
+    const int P = pr.P, T = pr.T;
+    std::vector<int> bytes;
+    for (int t = 0; t < T; ++t) bytes.push_back(rng() % 3 ? 2 : 4);
+    const bool self_on_wire = rng() % 2;
+    SCOPED_TRACE("case " + std::to_string(n) + ": P " + std::to_string(P) + ", T " +
+                 std::to_string(T) + ", self grads on wire " + std::to_string(self_on_wire));
+    std::vector<ExchangeLayout> ls;
+    for (int r = 0; r < P; ++r) ls.push_back(pr.layout(r, 1, bytes, self_on_wire));
+    // Per rank and side: each block's bytes, checked for place and overlap.
+    for (int r = 0; r < P; ++r)
+      for (bool served : {false, true}) {
+        const ExchangeLayout& l = ls[r];
+        const std::vector<int64_t>& per_peer = served ? l.wire_to_requesters() : l.wire_from_owners();
+        const int64_t size = served ? l.served_wire_bytes() : l.requested_wire_bytes();
+        std::vector<char> used(static_cast<size_t>(size), 0);
+        int64_t at = 0;
+        for (int p = 0; p < P; ++p) {
+          if (p == r) {
+            EXPECT_EQ(per_peer[p], 0) << "rank " << r << " sends itself wire bytes";
+            continue;
+          }
+          int64_t peer = 0;
+          for (int t = 0; t < T; ++t) {
+            const ExchangeLayout::Block& b = served ? l.served(p, t) : l.requested(p, t);
+            const int64_t len = b.rows * pr.dims[t] * bytes[t];
+            ASSERT_EQ(b.wire % 16, 0);
+            ASSERT_EQ(b.wire, at + peer) << "rank " << r << " block (" << p << ", " << t << ")";
+            // The other side's block of this pair, at the same place in its range.
+            const ExchangeLayout& lp = ls[p];
+            const ExchangeLayout::Block& other = served ? lp.requested(r, t) : lp.served(r, t);
+            int64_t other_start = 0;
+            for (int q = 0; q < r; ++q)
+              other_start += served ? lp.wire_from_owners()[q] : lp.wire_to_requesters()[q];
+            EXPECT_EQ(other.wire - other_start, peer) << "ranks " << r << ", " << p << ", table " << t;
+            for (int64_t f = b.wire; f < b.wire + len; ++f) {
+              ASSERT_LT(f, size);
+              ASSERT_EQ(used[f], 0) << "rank " << r << ": wire blocks overlap at byte " << f;
+              used[f] = 1;
+            }
+            peer += (len + 15) / 16 * 16;
+          }
+          EXPECT_EQ(per_peer[p], peer) << "rank " << r << ", peer " << p;
+          at += peer;
+        }
+        for (int t = 0; t < T; ++t) {
+          const bool self_block = served && self_on_wire && bytes[t] == 2 && !pr.pooled(t);
+          const ExchangeLayout::Block& b = served ? l.served(r, t) : l.requested(r, t);
+          const int64_t len = b.rows * pr.dims[t] * bytes[t];
+          if (!self_block) continue;
+          ASSERT_EQ(b.wire % 16, 0);
+          ASSERT_GE(b.wire, at) << "rank " << r << "'s self block of table " << t
+                                << " inside the peers' ranges";
+          for (int64_t f = b.wire; f < b.wire + len; ++f) {
+            ASSERT_LT(f, size);
+            ASSERT_EQ(used[f], 0) << "rank " << r << ": self block overlaps at byte " << f;
+            used[f] = 1;
+          }
+          at = b.wire + (len + 15) / 16 * 16;
+        }
+        EXPECT_EQ(size, at) << "rank " << r << (served ? " served" : " requested")
+                            << " wire: bytes no block uses";
+      }
+    if (::testing::Test::HasFatalFailure()) return;
   }
 }
 

@@ -557,6 +557,90 @@ TEST(SegmentSumUpdate, SumsInTheChunkOrderThenUpdatesEachRowOnce) {
   omp_set_num_threads(saved_threads);
 }
 
+// segment_sum_update reading the gradients where they came off the wire,
+// in their 16-bit format (or fp32 through the wire), against unpack_wire
+// into floats then the float segment_sum_update: the same bits, every
+// optimizer, weights and scale_by_count, the padding row skipped, rows at
+// odd element offsets, fp16 gradients scaled on the wire as the step sends
+// them, 1 and 2 threads.
+TEST(SegmentSumUpdate, FromTheWireEqualsUnpackingFirst) {
+  using embtrain::CommPrecision;
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t num_rows = 300, row_offset = 7;
+  const int saved_threads = omp_get_max_threads();
+  for (int64_t dim : {int64_t{5}, int64_t{128}}) {
+    std::vector<int64_t> ids;
+    for (int i = 0; i < 400; ++i) ids.push_back(row_offset + rng() % num_rows);
+    for (int i = 0; i < embtrain::kChunkPositions + 9; ++i) ids.push_back(row_offset + 3);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    const int64_t n = static_cast<int64_t>(ids.size());
+    const UniqueIndex index = reference_index(ids);
+    // Position p's row at element src_offsets[p] of the wire: blocks in
+    // shuffled order with gaps, so offsets are odd for odd dims.
+    std::vector<int64_t> src_offsets(static_cast<size_t>(n));
+    int64_t elements = 0;
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), int64_t{0});
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int64_t p : order) {
+      elements += rng() % 3;
+      src_offsets[p] = elements;
+      elements += dim;
+    }
+    std::vector<int32_t> weights(static_cast<size_t>(n));
+    for (auto& w : weights) w = rng() % 3 == 0 ? 2 + static_cast<int32_t>(rng() % 3) : 1;
+    for (CommPrecision format : {CommPrecision::kBf16, CommPrecision::kFp16, CommPrecision::kFp32}) {
+      const float wire_scale = format == CommPrecision::kFp16 ? embtrain::kFp16GradScale : 1.f;
+      std::vector<float> grads = normal_floats(elements, rng);
+      for (float& x : grads) x *= 0.01f;
+      std::vector<uint32_t> wire(static_cast<size_t>(elements));  // room for fp32 too
+      embtrain::cpu::pack_wire(grads.data(), elements, format, wire_scale, wire.data());
+      std::vector<float> unpacked(static_cast<size_t>(elements));
+      embtrain::cpu::unpack_wire(wire.data(), elements, format, 1.f / wire_scale, unpacked.data());
+      StepScalars s;
+      s.lr = 0.3f;
+      s.eps = 0.01f;
+      s.one_minus_beta1 = 0.1f;
+      s.one_minus_beta2 = 0.01f;
+      for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdagrad,
+                                 OptimizerKind::kAdam, OptimizerKind::kRowwiseAdagrad})
+        for (bool scale : {false, true})
+          for (bool weighted : {false, true}) {
+            const int64_t skip = weighted ? index.unique[index.num_unique() / 3] : -1;
+            const int64_t width = embtrain::optimizer_state_width(kind, dim);
+            std::vector<float> table = normal_floats((num_rows + row_offset) * dim, rng);
+            std::vector<float> state(static_cast<size_t>((num_rows + row_offset) * width));
+            std::uniform_real_distribution<float> positive(0.f, 2.f);
+            for (auto& x : state) x = positive(rng);
+            embtrain::SegmentLayout layout;
+            layout.src_offsets = src_offsets.data();
+            layout.weights = weighted ? weights.data() : nullptr;
+            std::vector<float> want_table = table, want_state = state;
+            embtrain::cpu::segment_sum_update(kind, s, want_table.data(), want_state.data(), dim,
+                                              row_offset, unpacked.data(), index.view(), layout,
+                                              scale, skip);
+            for (int threads : {1, 2}) {
+              SCOPED_TRACE("dim " + std::to_string(dim) + ", " +
+                           embtrain::comm_precision_name(format) + ", optimizer " +
+                           std::to_string(static_cast<int>(kind)) + ", scale " +
+                           std::to_string(scale) + ", weighted " + std::to_string(weighted) +
+                           ", " + std::to_string(threads) + " threads");
+              omp_set_num_threads(threads);
+              std::vector<float> got_table = table, got_state = state;
+              embtrain::cpu::segment_sum_update(kind, s, got_table.data(), got_state.data(), dim,
+                                                row_offset, wire.data(), format, 1.f / wire_scale,
+                                                index.view(), layout, scale, skip);
+              EXPECT_EQ(got_table, want_table) << "weights";
+              EXPECT_EQ(got_state, want_state) << "optimizer state";
+            }
+          }
+    }
+  }
+  omp_set_num_threads(saved_threads);
+}
+
 // sum_order.hpp's order for row reductions, from its text: 32 lanes over
 // groups of 4 columns, each adding its terms in column order from 0, then
 // the butterfly v[l] += v[l + w] for w = 16 .. 1.

@@ -117,6 +117,14 @@ void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* t
                         float* state, int64_t dim, int64_t row_offset, const float* src,
                         const UniqueIndex& index, const SegmentLayout& layout,
                         bool scale_by_count, int64_t skip_row);
+// The same with the positions' gradient rows in `wire`, in the format they
+// travelled in (comm_precision.hpp), layout.src_offsets counting elements of
+// it: each value converted to float and times `scale`, so the same bits as
+// unpack_wire(.., scale) then the above, without writing the floats out.
+void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* table,
+                        float* state, int64_t dim, int64_t row_offset, const void* wire,
+                        CommPrecision format, float scale, const UniqueIndex& index,
+                        const SegmentLayout& layout, bool scale_by_count, int64_t skip_row);
 // segment_sum_update spreads ids over threads by their positions plus this
 // many per id for its update (reading and writing a row and its state
 // costs about as much as that many adds of cached rows; measured).

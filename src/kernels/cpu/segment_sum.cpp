@@ -23,35 +23,79 @@ struct SumScratch {
   std::vector<int32_t> head, seen;
 };
 
+// Where the sums read the positions' gradient rows. Fp32Rows: float rows,
+// at `offsets` (null: position p's at p * dim). WireRows: rows in a 16-bit
+// wire format (comm_precision.hpp) at `offsets` elements, each value
+// converted and times `scale`, as unpack_wire writes it, so the sums are
+// the bits of unpacking first. Inlined into the cloned loops.
+struct Fp32Rows {
+  const float* src;
+  const int64_t* offsets;
+  int64_t dim;
+  const float* row(int64_t p) const { return src + (offsets ? offsets[p] : p * dim); }
+  void prefetch(int64_t p) const { prefetch_row(row(p), dim, /*for_write=*/false); }
+  EMBTRAIN_ALWAYS_INLINE void copy_to(int64_t p, float* __restrict__ dst) const {
+    const float* g = row(p);
+    std::copy(g, g + dim, dst);
+  }
+  EMBTRAIN_ALWAYS_INLINE void add_to(int64_t p, float* __restrict__ dst) const {
+    const float* __restrict__ g = row(p);
+    for (int64_t j = 0; j < dim; ++j) dst[j] += g[j];
+  }
+  // Position p's row as floats: where it is (`scratch` unused).
+  const float* read(int64_t p, float*) const { return row(p); }
+};
+
+template <float (*kFrom)(uint16_t)>
+struct WireRows {
+  const uint16_t* src;
+  const int64_t* offsets;
+  int64_t dim;
+  float scale;
+  const uint16_t* row(int64_t p) const { return src + (offsets ? offsets[p] : p * dim); }
+  void prefetch(int64_t p) const {
+    prefetch_row(reinterpret_cast<const float*>(row(p)), (dim + 1) / 2, /*for_write=*/false);
+  }
+  EMBTRAIN_ALWAYS_INLINE void copy_to(int64_t p, float* __restrict__ dst) const {
+    const uint16_t* __restrict__ g = row(p);
+    for (int64_t j = 0; j < dim; ++j) dst[j] = kFrom(g[j]) * scale;
+  }
+  EMBTRAIN_ALWAYS_INLINE void add_to(int64_t p, float* __restrict__ dst) const {
+    const uint16_t* __restrict__ g = row(p);
+    for (int64_t j = 0; j < dim; ++j) dst[j] += kFrom(g[j]) * scale;
+  }
+  // Position p's row as floats: converted into `scratch`.
+  const float* read(int64_t p, float* scratch) const {
+    copy_to(p, scratch);
+    return scratch;
+  }
+};
+
 // Slot u's sum into acc, its positions in CSR order (sum_order.hpp): an id
 // with more than kChunkPositions positions chunk by chunk, each later chunk
 // summed in `partial` (dim floats) and then added. Prefetches the rows of
 // the positions ahead, up to position k_end. Inlined into its callers'
 // clones, where the adds vectorise.
-EMBTRAIN_ALWAYS_INLINE inline void sum_slot(const float* src, int64_t dim, const UniqueIndex& index,
-                                            const SegmentLayout& layout, int64_t u, int64_t k_end,
-                                            float* __restrict__ acc, float* __restrict__ partial) {
+template <typename Rows>
+EMBTRAIN_ALWAYS_INLINE inline void sum_slot(const Rows& rows, const UniqueIndex& index,
+                                            int64_t u, int64_t k_end, float* __restrict__ acc,
+                                            float* __restrict__ partial) {
   const int32_t* offsets = index.offsets;
   const int32_t* positions = index.positions;
-  auto src_row = [&](int64_t p) {
-    return src + (layout.src_offsets ? layout.src_offsets[p] : p * dim);
-  };
   // In int64: begin + kChunkPositions may pass 2^31 - 1 near the batch limit.
   const int64_t end = offsets[u + 1];
   for (int64_t begin = offsets[u]; begin < end; begin += kChunkPositions) {
     float* __restrict__ sum = begin == offsets[u] ? acc : partial;
     const int64_t chunk_end = std::min(begin + kChunkPositions, end);
     for (int64_t k = begin; k < chunk_end; ++k) {
-      if (k + kPrefetchDistance < k_end)
-        prefetch_row(src_row(positions[k + kPrefetchDistance]), dim, /*for_write=*/false);
-      const float* __restrict__ g = src_row(positions[k]);
+      if (k + kPrefetchDistance < k_end) rows.prefetch(positions[k + kPrefetchDistance]);
       if (k == begin)
-        std::copy(g, g + dim, sum);
+        rows.copy_to(positions[k], sum);
       else
-        for (int64_t j = 0; j < dim; ++j) sum[j] += g[j];
+        rows.add_to(positions[k], sum);
     }
     if (sum == partial)
-      for (int64_t j = 0; j < dim; ++j) acc[j] += partial[j];
+      for (int64_t j = 0; j < rows.dim; ++j) acc[j] += partial[j];
   }
 }
 
@@ -150,7 +194,8 @@ void sum_range(const float* src, int64_t dim, const UniqueIndex& index,
     const int64_t k_end = offsets[u_end];
     for (int64_t u = u_begin; u < u_end; ++u)
       if (float* acc = dst_row(u))
-        sum_slot(src, dim, index, layout, u, k_end, acc, scratch->partials.data());
+        sum_slot(Fp32Rows{src, layout.src_offsets, dim}, index, u, k_end, acc,
+                 scratch->partials.data());
   }
   if (!scale_by_count) return;
   for (int64_t u = u_begin; u < u_end; ++u)
@@ -182,11 +227,14 @@ std::vector<int64_t> split_slots(const UniqueIndex& index, int parts, Work work)
 // Prefetches the table and state rows of the slot kPrefetchDistance ahead.
 // Cloned per vector width (clones.hpp): element-wise math, the same bits
 // in every clone.
-EMBTRAIN_CPU_CLONES
-void sum_update_range(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
-                      int64_t dim, int64_t row_offset, const float* src,
-                      const UniqueIndex& index, const SegmentLayout& layout, bool scale_by_count,
-                      int64_t skip_row, int64_t u_begin, int64_t u_end, SumScratch* scratch) {
+template <typename Rows>
+EMBTRAIN_CPU_CLONES void sum_update_range(OptimizerKind kind, const StepScalars& scalars,
+                                          float* table, float* state, int64_t row_offset,
+                                          const Rows& rows, const UniqueIndex& index,
+                                          const SegmentLayout& layout, bool scale_by_count,
+                                          int64_t skip_row, int64_t u_begin, int64_t u_end,
+                                          SumScratch* scratch) {
+  const int64_t dim = rows.dim;
   const int64_t width = optimizer_state_width(kind, dim);
   if (scratch->partials.size() < static_cast<size_t>(2 * dim))
     scratch->partials.resize(static_cast<size_t>(2 * dim));
@@ -203,9 +251,9 @@ void sum_update_range(OptimizerKind kind, const StepScalars& scalars, float* tab
     const int32_t first = index.positions[index.offsets[u]];
     const float* grad;
     if (index.count(u) == 1 && (!layout.weights || layout.weights[first] == 1)) {
-      grad = src + (layout.src_offsets ? layout.src_offsets[first] : first * dim);
+      grad = rows.read(first, sum);
     } else {
-      sum_slot(src, dim, index, layout, u, k_end, sum, partial);
+      sum_slot(rows, index, u, k_end, sum, partial);
       if (scale_by_count) scale_slot(index, layout, u, dim, sum);
       grad = sum;
     }
@@ -259,11 +307,14 @@ void segment_sum(const float* grad, int64_t dim, const UniqueIndex& index, bool 
   segment_sum(grad, dim, index, layout, scale_by_count, sums);
 }
 
-void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* table,
-                        float* state, int64_t dim, int64_t row_offset, const float* src,
-                        const UniqueIndex& index, const SegmentLayout& layout,
-                        bool scale_by_count, int64_t skip_row) {
-  EMBTRAIN_ASSERT(!layout.dst_offsets);
+namespace {
+
+// segment_sum_update over either kind of rows (Fp32Rows, WireRows).
+template <typename Rows>
+void sum_update(OptimizerKind kind, const StepScalars& scalars, float* table, float* state,
+                int64_t row_offset, const Rows& rows, const UniqueIndex& index,
+                const SegmentLayout& layout, bool scale_by_count, int64_t skip_row) {
+  EMBTRAIN_ASSERT(!layout.dst_offsets && layout.src_offsets == rows.offsets);
   if (index.num_unique == 0) return;
   // A slot's work: its positions' adds and its row's update, which reads
   // and writes the row and its state: kUpdateWork adds' worth (bench-A-bag,
@@ -278,8 +329,44 @@ void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* t
     const int me = omp_get_thread_num();
     thread_local SumScratch scratch;
     if (bounds[me] < bounds[me + 1])
-      sum_update_range(kind, scalars, table, state, dim, row_offset, src, index, layout,
+      sum_update_range(kind, scalars, table, state, row_offset, rows, index, layout,
                        scale_by_count, skip_row, bounds[me], bounds[me + 1], &scratch);
+  }
+}
+
+}  // namespace
+
+void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* table,
+                        float* state, int64_t dim, int64_t row_offset, const float* src,
+                        const UniqueIndex& index, const SegmentLayout& layout,
+                        bool scale_by_count, int64_t skip_row) {
+  sum_update(kind, scalars, table, state, row_offset, Fp32Rows{src, layout.src_offsets, dim},
+             index, layout, scale_by_count, skip_row);
+}
+
+void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* table,
+                        float* state, int64_t dim, int64_t row_offset, const void* wire,
+                        CommPrecision format, float scale, const UniqueIndex& index,
+                        const SegmentLayout& layout, bool scale_by_count, int64_t skip_row) {
+  const int64_t* at = layout.src_offsets;
+  const auto* packed = static_cast<const uint16_t*>(wire);
+  switch (format) {
+    case CommPrecision::kFp32:
+      EMBTRAIN_ASSERT(scale == 1.f);
+      sum_update(kind, scalars, table, state, row_offset,
+                 Fp32Rows{static_cast<const float*>(wire), at, dim}, index, layout,
+                 scale_by_count, skip_row);
+      break;
+    case CommPrecision::kBf16:
+      sum_update(kind, scalars, table, state, row_offset,
+                 WireRows<bf16_to_float>{packed, at, dim, scale}, index, layout, scale_by_count,
+                 skip_row);
+      break;
+    case CommPrecision::kFp16:
+      sum_update(kind, scalars, table, state, row_offset,
+                 WireRows<fp16_to_float>{packed, at, dim, scale}, index, layout, scale_by_count,
+                 skip_row);
+      break;
   }
 }
 
