@@ -151,6 +151,59 @@ TEST(CommPrecision, KernelsMatchTheScalarConversions) {
   EXPECT_EQ(std::memcmp(same.data(), x.data(), n * 4), 0);
 }
 
+// fp16 in bulk (the kernels may use the CPU's converter, F16C) against the
+// scalar functions: every fp16 value unpacked, scaled or not; every float
+// of the exponents where fp16's rounding turns (to 0 and the least
+// subnormal, subnormal to normal, the largest finite to saturation), both
+// signs, packed and rounded; and one float in 251 of all 2^32 bit patterns
+// (NaNs with payloads and infinities among them), times the gradients'
+// scale too.
+TEST(CommPrecision, Fp16KernelsEqualTheScalarConversionsEverywhere) {
+  using embtrain::bits_float;
+  const CommPrecision p = CommPrecision::kFp16;
+  std::vector<uint16_t> halves(65536);
+  for (uint32_t h = 0; h < 65536; ++h) halves[h] = static_cast<uint16_t>(h);
+  std::vector<float> got(65536);
+  for (float scale : {1.f, 1.f / embtrain::kFp16GradScale}) {
+    embtrain::cpu::unpack_wire(halves.data(), 65536, p, scale, got.data());
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float want = from_wire(static_cast<uint16_t>(h), p) * scale;
+      ASSERT_EQ(std::memcmp(&got[h], &want, 4), 0) << "unpack of 0x" << std::hex << h;
+    }
+  }
+  auto check = [&](const std::vector<uint32_t>& bits, float scale) {
+    const int64_t n = static_cast<int64_t>(bits.size());
+    std::vector<float> x(bits.size());
+    std::memcpy(x.data(), bits.data(), bits.size() * 4);
+    std::vector<uint16_t> wire(bits.size());
+    std::vector<float> rounded(x);
+    embtrain::cpu::pack_wire(x.data(), n, p, scale, wire.data());
+    embtrain::cpu::round_wire(rounded.data(), n, p, scale);
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t want = to_wire(x[i] * scale, p);
+      ASSERT_EQ(wire[i], want) << "pack of bits 0x" << std::hex << bits[i] << " times " << scale;
+      const float value = from_wire(want, p) * (1.f / scale);
+      ASSERT_EQ(std::memcmp(&rounded[i], &value, 4), 0)
+          << "round of bits 0x" << std::hex << bits[i] << " times " << scale;
+    }
+  };
+  // Float exponents (biased): 101-103 around 2^-25, 112-113 around 2^-14,
+  // 142 for [2^15, 2^16).
+  for (uint32_t e : {101u, 102u, 103u, 112u, 113u, 142u})
+    for (uint32_t sign : {0u, 1u}) {
+      std::vector<uint32_t> bits(1u << 23);
+      for (uint32_t m = 0; m < (1u << 23); ++m) bits[m] = sign << 31 | e << 23 | m;
+      check(bits, 1.f);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  std::vector<uint32_t> sparse;
+  for (uint64_t u = 0; u < (uint64_t{1} << 32); u += 251) sparse.push_back(static_cast<uint32_t>(u));
+  for (uint32_t special : {0x7f800000u, 0xff800000u, 0x7f800001u, 0x7fc00000u, 0xffbfffffu})
+    sparse.push_back(special);
+  check(sparse, 1.f);
+  check(sparse, embtrain::kFp16GradScale);
+}
+
 // The owner's gather straight into the wire: the bytes of gather_rows then
 // pack_wire, and of gather_rows then round_wire, at every width of row
 // (the kernels' vector loops and their tails) and in every format.
