@@ -113,8 +113,8 @@ po::variables_map parse_command_line(int argc, char** argv, const po::options_de
     po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    throw make_error("embtrain ", command, ": ", e.what(), " (see 'embtrain ", command,
-                     " --help')");
+    // main prefixes "embtrain <command>: error: ".
+    throw make_error(e.what(), " (see 'embtrain ", command, " --help')");
   }
   return vm;
 }
