@@ -21,7 +21,10 @@
 #      bytes against the copy bandwidth the same run measured
 #      (bench/ncu_summary.py), as issue 10's item 4 asks;
 #   9. the batched row copy (EMBTRAIN_CUDA_GATHER=batched, gather.cu): its
-#      kernel tests, then bench-G Adam without it and with it.
+#      kernel tests, then bench-G Adam without it and with it;
+#  10. bench-A's weak scaling on the CPU (bench/scaling.sh, P = 1, 2, 4,
+#      one round): issue 11's exchanges against their raw all-to-alls with
+#      a core per rank, which the 2-core development VM cannot give P = 4.
 # Each stage's log goes to LOG_DIR (default bench/results/gpu-logs). On the
 # lent machine ($OUT set), where at most 8 files come back, the logs go to a
 # folder of their own and are packed into $OUT/gpu-logs.tar.gz after every
@@ -152,6 +155,8 @@ stage ncu_adam_step kernel_profile
 cat "$LOG_DIR/ncu_adam_step.log" 2>/dev/null
 stage gather_variant gather_variant
 cat "$LOG_DIR/gather_variant.log" 2>/dev/null
+stage cpu_scaling env ROUNDS=1 bench/scaling.sh $BUILD --steps 20
+cat "$LOG_DIR/cpu_scaling.log" 2>/dev/null
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed stages: ${failed[*]}" | tee -a "$LOG_DIR/summary.txt"

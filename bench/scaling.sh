@@ -52,7 +52,10 @@ for ((round = 1; round <= rounds; ++round)); do
   done
 done
 
-/usr/bin/python3 - "$lines" "$root/bench" <<'PY'
+# Any Python 3 will do (the standard library only): Debian's where it is.
+python=/usr/bin/python3
+[[ -x $python ]] || python=python3
+"$python" - "$lines" "$root/bench" <<'PY'
 import json, statistics, sys
 sys.path.insert(0, sys.argv[2])
 from scaling_common import EXCHANGES, STAGES, efficiency  # E(P): bench/scaling_common.py
