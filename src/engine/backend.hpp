@@ -3,6 +3,8 @@
 // and CudaBackend (cuda_backend.hpp) have the same members.
 //
 //   kRowAlign                 floats each block of rows starts on (ExchangeLayout)
+//   kUpdatesFromWire          whether update reads 16-bit gradients where they
+//                             came off the wire (OwnerGrads::wire)
 //   Buffer<T>, UniqueWorkspace, Grads
 //                             grow-only arrays in the backend's memory, the
 //                             arrays of a UniqueIndex, what combine leaves update

@@ -139,12 +139,14 @@ void ExchangeLayout::assign(int rank, const std::vector<int64_t>& dims, int64_t 
     }
   rows_floats_ = at;
   has_wire_ = !wire_bytes.empty();
+  self_on_wire_.clear();
   if (!has_wire_) return;
   EMBTRAIN_ASSERT(static_cast<int>(wire_bytes.size()) == T);
-  std::vector<char> self(static_cast<size_t>(T), 0);
-  for (int t = 0; t < T && self_grads_on_wire; ++t) self[t] = wire_bytes[t] < 4 && !at_owner(t);
+  self_on_wire_.assign(static_cast<size_t>(T), 0);
+  for (int t = 0; t < T && self_grads_on_wire; ++t)
+    self_on_wire_[t] = wire_bytes[t] < 4 && !at_owner(t);
   served_wire_bytes_ =
-      lay_out_wire(rank, dims, wire_bytes, self, &served_, &wire_to_requesters_);
+      lay_out_wire(rank, dims, wire_bytes, self_on_wire_, &served_, &wire_to_requesters_);
   requested_wire_bytes_ =
       lay_out_wire(rank, dims, wire_bytes, {}, &requested_, &wire_from_owners_);
 }

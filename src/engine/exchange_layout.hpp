@@ -17,8 +17,9 @@
 //
 // Rows a rank asks of itself never go through the communicator: the owner
 // gathers them into the self region, where the requester reads them, and
-// the requester's gradient sums stay there for the owner. The all-to-alls
-// of rows and gradients therefore count 0 floats for the rank itself.
+// the requester's gradient sums stay there for the owner (or go to the
+// served wire, see below). The all-to-alls of rows and gradients therefore
+// count 0 floats for the rank itself.
 //
 // Every block of rows starts on a multiple of `row_align` floats: 1 on the
 // CPU, 4 on the GPU, whose kernels move 16 bytes at a time when dim % 4 ==
@@ -29,13 +30,14 @@
 // When a table's rows travel in 16 bits (TableSpec::comm_precision), rows
 // and gradients go through two wire buffers instead, one per side, laid out
 // the same way in bytes (`wire` offsets, 2 or 4 bytes per element as each
-// table's precision says, blocks on 16 bytes, no self blocks): the served
-// rows are packed into the owner's wire, the requested ones unpacked from
-// the requester's, and the gradients go back the same way. With
-// `self_grads_on_wire` (a backend whose update reads the gradients in their
-// wire format), the served side also has a self block per 16-bit table not
-// pooled at the owner, after the peers' blocks: the rank packs its own gradient
-// sums there, beside those the peers sent.
+// table's precision says, blocks on 16 bytes): the served rows are packed
+// into the owner's wire, the requested ones unpacked from the requester's,
+// and the gradients go back the same way. Self blocks stay in the rows
+// buffer, except with `self_grads_on_wire` (a backend whose update reads
+// the gradients in their wire format): then the served side has a self
+// block for each 16-bit table not pooled at the owner (self_on_wire(t)),
+// after the peers' blocks, where the rank packs its own gradient sums,
+// beside those the peers sent.
 //
 // Tables pooled at the owners (pool_at = owner, given as Pooled): their ids
 // travel as any table's, but what comes back is not a row per id: it is one
@@ -109,6 +111,8 @@ class ExchangeLayout {
   // Whether rows and gradients travel through the wire buffers, the bytes
   // per peer they move there (0 for this rank), and the buffers' sizes.
   bool has_wire() const { return has_wire_; }
+  // Whether table t's served side has a self block on the wire (above).
+  bool self_on_wire(int t) const { return !self_on_wire_.empty() && self_on_wire_[t]; }
   const std::vector<int64_t>& wire_to_requesters() const { return wire_to_requesters_; }
   const std::vector<int64_t>& wire_from_owners() const { return wire_from_owners_; }
   int64_t served_wire_bytes() const { return served_wire_bytes_; }
@@ -140,6 +144,7 @@ class ExchangeLayout {
   std::vector<int64_t> entries_to_owners_, entries_from_requesters_;
   int64_t num_requested_entries_ = 0, num_served_entries_ = 0;
   bool has_wire_ = false;
+  std::vector<char> self_on_wire_;  // per table, or empty
   std::vector<int64_t> wire_to_requesters_, wire_from_owners_;
   int64_t served_wire_bytes_ = 0, requested_wire_bytes_ = 0;
 };

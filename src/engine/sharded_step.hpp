@@ -228,13 +228,12 @@ class ShardedStep {
     return cur().layout.has_wire() && !cur().layout.at_owner(t);
   }
   // Whether table t's gradients stay in their 16-bit wire format until
-  // update reads them (Backend::kUpdatesFromWire): the peers' where they
-  // arrived, the rank's own packed beside them (the layout's self block on
-  // the served wire), so no pass unpacks them and none rounds the self
-  // block. The others are unpacked into the rows buffer.
-  bool grads_stay_packed(int t) const {
-    return Backend::kUpdatesFromWire && packed_at_gather(t) && wire_bytes_[t] < 4;
-  }
+  // update reads them (the layout's self block on the served wire, there
+  // for the 16-bit tables not pooled at the owner when the backend asks,
+  // Backend::kUpdatesFromWire): the peers' where they arrived, the rank's
+  // own packed beside them, so no pass unpacks them and none rounds the
+  // self block. The others are unpacked into the rows buffer.
+  bool grads_stay_packed(int t) const { return cur().layout.self_on_wire(t); }
   // Rows from the owners' served blocks to the requesters' requested
   // blocks, or `back` the other way (the gradients): straight from the rows
   // buffer, or through the wire buffers when a table travels in 16 bits.
@@ -482,7 +481,8 @@ void ShardedStep<Backend>::exchange_rows() {
 
 // The rows (or, `back`, the gradients) through the wire buffers: packed
 // from the sending blocks (unless gather_owned packed them), moved,
-// unpacked into the receiving ones; the self blocks rounded in place.
+// unpacked into the receiving ones (unless grads_stay_packed); the self
+// blocks rounded in place (or, grads_stay_packed, packed beside the peers').
 template <typename Backend>
 void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
   float* rows = rows_.data();

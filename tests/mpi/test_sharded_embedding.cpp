@@ -1156,7 +1156,9 @@ TEST_F(ShardedEmbeddingTest, BadIdsOnTwoRanksReportTheLowestRank) {
 // owners bitwise the same; a prefetched twin and a second run bitwise the
 // same as the first. Modes cycle through sum (with per-sample weights),
 // mean and max; ids repeat within and across bags, with padding, empty
-// and all-padding bags.
+// and all-padding bags. Every other case sends the two tables not pooled
+// at the owners in bf16 and fp16 (16-bit wire beside an owner-pooled
+// table's, whose rows stay fp32).
 void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
   Communicator& comm = world();
   const int me = comm.rank();
@@ -1174,6 +1176,10 @@ void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
     }
     specs[0].scale_grad_by_freq = mode != embtrain::PoolMode::kMax && rng() % 2;
     if (n >= 3) specs[0].max_norm = 1.5;
+    if (n % 2) {
+      specs[1].comm_precision = embtrain::CommPrecision::kBf16;
+      specs[2].comm_precision = embtrain::CommPrecision::kFp16;
+    }
     std::vector<TableSpec> owner_specs = specs;
     owner_specs[0].pool_at = embtrain::PoolAt::kOwner;
     SCOPED_TRACE(testing::Message() << "case " << n << ": mode " << embtrain::pool_mode_name(mode)

@@ -293,6 +293,9 @@ TEST(ExchangeLayout, WireBlocksLineUpAcrossRanks) {
         }
         for (int t = 0; t < T; ++t) {
           const bool self_block = served && self_on_wire && bytes[t] == 2 && !pr.pooled(t);
+          if (served) {
+            EXPECT_EQ(l.self_on_wire(t), self_block) << "rank " << r << ", table " << t;
+          }
           const ExchangeLayout::Block& b = served ? l.served(r, t) : l.requested(r, t);
           const int64_t len = b.rows * pr.dims[t] * bytes[t];
           if (!self_block) continue;

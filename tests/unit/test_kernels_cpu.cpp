@@ -632,8 +632,10 @@ TEST(SegmentSumUpdate, FromTheWireEqualsUnpackingFirst) {
               embtrain::cpu::segment_sum_update(kind, s, got_table.data(), got_state.data(), dim,
                                                 row_offset, wire.data(), format, 1.f / wire_scale,
                                                 index.view(), layout, scale, skip);
-              EXPECT_EQ(got_table, want_table) << "weights";
-              EXPECT_EQ(got_state, want_state) << "optimizer state";
+              EXPECT_EQ(std::memcmp(got_table.data(), want_table.data(), table.size() * 4), 0)
+                  << "weights";
+              EXPECT_EQ(std::memcmp(got_state.data(), want_state.data(), state.size() * 4), 0)
+                  << "optimizer state";
             }
           }
     }

@@ -53,8 +53,8 @@ struct WireRows {
   int64_t dim;
   float scale;
   const uint16_t* row(int64_t p) const { return src + (offsets ? offsets[p] : p * dim); }
-  void prefetch(int64_t p) const {
-    prefetch_row(reinterpret_cast<const float*>(row(p)), (dim + 1) / 2, /*for_write=*/false);
+  void prefetch(int64_t p) const {  // 16 floats more: a row may start mid-line
+    prefetch_row(reinterpret_cast<const float*>(row(p)), (dim + 1) / 2 + 16, /*for_write=*/false);
   }
   EMBTRAIN_ALWAYS_INLINE void copy_to(int64_t p, float* __restrict__ dst) const {
     const uint16_t* __restrict__ g = row(p);
