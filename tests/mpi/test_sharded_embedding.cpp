@@ -1157,8 +1157,14 @@ TEST_F(ShardedEmbeddingTest, BadIdsOnTwoRanksReportTheLowestRank) {
 // same as the first. Modes cycle through sum (with per-sample weights),
 // mean and max; ids repeat within and across bags, with padding, empty
 // and all-padding bags. Every other case sends the two tables not pooled
-// at the owners in bf16 and fp16 (16-bit wire beside an owner-pooled
-// table's, whose rows stay fp32).
+// at the owners in bf16 and fp16, and two of those the owner-pooled table
+// in fp16 too (mean, then weighted sum; not max, whose winners rounding
+// may change): its partial rows are rounded where the requester-pooled
+// job rounds rows, so the two agree only within the format's rounding of
+// the bag's terms, at most 2 u (9 entries x |weight| 2 x |row| 4) = 0.07
+// for fp16's u = 2^-11, checked as 256 u = 0.125 of max(1, |value|)
+// (the bitwise checks against the prefetched twin, the second run and the
+// CPU engine hold for it as for any table).
 void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
   Communicator& comm = world();
   const int me = comm.rank();
@@ -1179,7 +1185,10 @@ void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
     if (n % 2) {
       specs[1].comm_precision = embtrain::CommPrecision::kBf16;
       specs[2].comm_precision = embtrain::CommPrecision::kFp16;
+      if (n < 5) specs[0].comm_precision = embtrain::CommPrecision::kFp16;
     }
+    const double rtol0 =
+        specs[0].comm_precision == embtrain::CommPrecision::kFp16 ? 256.0 / 2048 : kRtol;
     std::vector<TableSpec> owner_specs = specs;
     owner_specs[0].pool_at = embtrain::PoolAt::kOwner;
     SCOPED_TRACE(testing::Message() << "case " << n << ": mode " << embtrain::pool_mode_name(mode)
@@ -1262,7 +1271,7 @@ void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
         jobs[j]->step();
       }
       EXPECT_TRUE(all_close(outs[1][0].data(), outs[0][0].data(),
-                            static_cast<int64_t>(outs[0][0].size()), kRtol))
+                            static_cast<int64_t>(outs[0][0].size()), rtol0))
           << "step " << k << ": the bags pooled at the owners";
       for (int t = 1; t < 3; ++t)
         EXPECT_EQ(bytes_cmp(outs[1][t].data(), outs[0][t].data(), outs[0][t].size() * 4), 0)
@@ -1275,7 +1284,7 @@ void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
     {
       const auto& a = got.shard(0).weights();
       const auto& w = want.shard(0).weights();
-      EXPECT_TRUE(all_close(a.data(), w.data(), static_cast<int64_t>(a.size()), kRtol))
+      EXPECT_TRUE(all_close(a.data(), w.data(), static_cast<int64_t>(a.size()), rtol0))
           << "table 0's shard";
     }
     for (int t = 0; t < 3; ++t) {
