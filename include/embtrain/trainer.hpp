@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -58,6 +59,12 @@ struct TrainOptions {
   double collective_timeout_s = 600;
   std::string device = "cpu";    // cpu | cuda: where the tables live and the step runs
   CudaOptions cuda;              // with device cuda
+  // Called on rank 0, in an agreed section, once the run is set up (tables
+  // built and initialised, a checkpoint resumed) and before anything is
+  // written into out_dir: `embtrain train` removes the run it replaces
+  // (log.overwrite) and writes config.ini there then, so a run that fails
+  // to start leaves the folder as it found it. Null: nothing.
+  std::function<void()> claim_out_dir;
 };
 
 // Steps in a row that train.on_nonfinite = skip_step skips before it gives

@@ -101,6 +101,10 @@ class Workload {
   // Data-parallel parameters, identical on every rank (checkpointed).
   virtual std::vector<float>* dense_parameters() { return nullptr; }
 
+  // When training starts (the run's folder claimed, nothing written there
+  // yet): files for the user into `out_dir`. Rank 0 only; may throw.
+  virtual void start(const std::string& out_dir) { (void)out_dir; }
+
   // After training: reports and exports (nearest neighbours, vectors) into
   // `out_dir`. A collective; rank 0 prints.
   virtual void finish(ShardedEmbedding& tables, const std::string& out_dir) {

@@ -18,27 +18,10 @@ namespace app {
 
 namespace fs = std::filesystem;
 
-int run_export(int argc, char** argv) {
-  po::options_description options(
-      "usage: embtrain export --checkpoint PATH --table NAME --out FILE [--vocab FILE]\n\n"
-      "Writes one table of a checkpoint, assembled from its shards, as FILE.npy (float32,\n"
-      "rows x dim) or, for FILE.txt / FILE.vec, word2vec text (needs the vocabulary, one\n"
-      "word per line in row order; default: the checkpoint's own vocab.txt).\n\noptions");
-  // clang-format off
-  options.add_options()
-    ("help,h", "show this help")
-    ("checkpoint", po::value<std::string>()->required(),
-     "a checkpoint folder, or a checkpoint root (its latest)")
-    ("table", po::value<std::string>()->required(), "table name")
-    ("out", po::value<std::string>()->required(), "output file: .npy, .txt or .vec")
-    ("vocab", po::value<std::string>(), "vocabulary for word2vec text (default: the checkpoint's)");
-  // clang-format on
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::cout << options << "\n";
-      return 0;
-    }
-  const po::variables_map vm = parse_command_line(argc, argv, options, "export");
+namespace {
+
+// The export itself: one process writes the one file.
+void export_table(const po::variables_map& vm) {
   const std::string given = vm["checkpoint"].as<std::string>();
   // A root's newest checkpoint that verifies, as resume = auto takes it.
   std::unique_ptr<Communicator> self = make_self_communicator();
@@ -116,6 +99,37 @@ int run_export(int argc, char** argv) {
   std::fprintf(stderr, "embtrain export: table '%s' (%lld x %lld) of %s -> %s\n",
                vm["table"].as<std::string>().c_str(), static_cast<long long>(rows),
                static_cast<long long>(dim), dir.c_str(), out.c_str());
+}
+
+}  // namespace
+
+int run_export(int argc, char** argv) {
+  po::options_description options(
+      "usage: embtrain export --checkpoint PATH --table NAME --out FILE [--vocab FILE]\n\n"
+      "Writes one table of a checkpoint, assembled from its shards, as FILE.npy (float32,\n"
+      "rows x dim) or, for FILE.txt / FILE.vec, word2vec text (needs the vocabulary, one\n"
+      "word per line in row order; default: the checkpoint's own vocab.txt).\n\noptions");
+  // clang-format off
+  options.add_options()
+    ("help,h", "show this help")
+    ("checkpoint", po::value<std::string>()->required(),
+     "a checkpoint folder, or a checkpoint root (its latest)")
+    ("table", po::value<std::string>()->required(), "table name")
+    ("out", po::value<std::string>()->required(), "output file: .npy, .txt or .vec")
+    ("vocab", po::value<std::string>(), "vocabulary for word2vec text (default: the checkpoint's)");
+  // clang-format on
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::cout << options << "\n";
+      return 0;
+    }
+  const po::variables_map vm = parse_command_line(argc, argv, options, "export");
+  // Under mpirun rank 0 writes the file (all writing it would race), and
+  // every rank ends with its outcome.
+  std::unique_ptr<Communicator> world = make_world_communicator();
+  run_agreed(*world, [&] {
+    if (world->rank() == 0) export_table(vm);
+  });
   return 0;
 }
 

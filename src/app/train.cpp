@@ -258,9 +258,10 @@ std::string config_summary(const Config& config, const std::string& out_dir) {
 
 // A fresh run into a folder that holds another run's results would mix
 // them (metrics appended, stale checkpoints picked up by a later resume):
-// refused unless log.overwrite, which removes them first.
-void claim_log_dir(const Config& config, const RunKeys& keys) {
-  if (!keys.resume.empty()) return;  // continuing the run that is there
+// refused unless log.overwrite. Returns what the new run replaces (removed
+// by remove_replaced once it has started: nothing goes on a typo).
+std::vector<fs::path> check_log_dir(const Config& config, const RunKeys& keys) {
+  if (!keys.resume.empty()) return {};  // continuing the run that is there
   const fs::path dir = keys.out_dir;
   const fs::path own_checkpoints = dir / "checkpoints";
   std::vector<fs::path> found;
@@ -268,13 +269,16 @@ void claim_log_dir(const Config& config, const RunKeys& keys) {
     std::error_code ec;
     if (fs::exists(p, ec)) found.push_back(p);
   }
-  if (found.empty()) return;
-  if (!keys.overwrite)
+  if (!found.empty() && !keys.overwrite)
     config.fail("log.dir",
                 embtrain::detail::concat(
                     "holds another run (", found[0].string(),
                     "); continue it with --checkpoint.resume=auto, replace it with "
                     "--log.overwrite=true, or pick another --log.dir"));
+  return found;
+}
+
+void remove_replaced(const std::vector<fs::path>& found) {
   for (const fs::path& p : found) {
     std::error_code ec;
     fs::remove_all(p, ec);
@@ -436,10 +440,17 @@ int run_train(int argc, char** argv) {
   run_agreed(*comm, [&] { read_setup(argc, argv, &setup); });
   agree_on_config(*comm, setup.config);
   const RunKeys& keys = setup.keys;
+  // The folder is checked now and claimed once the run has started
+  // (TrainOptions::claim_out_dir): a run that fails to start, on a bad
+  // init file or checkpoint say, leaves it as it was.
+  std::vector<fs::path> replaced;
   run_agreed(*comm, [&] {
-    if (root) claim_log_dir(setup.config, keys);
-    if (root) write_config_ini(keys);
+    if (root) replaced = check_log_dir(setup.config, keys);
   });
+  setup.keys.claim_out_dir = [replaced, &keys] {
+    remove_replaced(replaced);
+    write_config_ini(keys);
+  };
   const bool talk = root && !keys.quiet;
   if (talk) {
     std::printf("embtrain train: %s on %d rank(s) x %d threads, global batch %lld\n%s",

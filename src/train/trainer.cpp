@@ -144,12 +144,20 @@ namespace {
 
 // from_pretrained: this rank's rows of the .npy at `path` into table t, a
 // chunk at a time (the file read once, in windows of a chunk's rows), as
-// they are (padding not zeroed).
+// they are (padding not zeroed). A NaN or infinity among them is refused
+// here: the run could not save a checkpoint of them at its end.
 void load_pretrained(ShardedEmbedding& tables, int t, const std::string& path) {
   const TableSpec& spec = tables.spec(t);
-  NpyReader npy(path);
+  const std::string key = "config key 'table." + spec.name + ".init' = '" + path + "'";
+  std::unique_ptr<NpyReader> file;
+  try {
+    file = std::make_unique<NpyReader>(path);
+  } catch (const Error& e) {  // the file's own fault, said with the key that named it
+    throw make_error(key, ": ", e.what());
+  }
+  NpyReader& npy = *file;
   const std::vector<int64_t> want{spec.num_embeddings, spec.dim};
-  EMBTRAIN_REQUIRE(npy.dtype() == DType::kFloat32 && npy.shape() == want, path, ": table '",
+  EMBTRAIN_REQUIRE(npy.dtype() == DType::kFloat32 && npy.shape() == want, key, ": table '",
                    spec.name, "' needs float32 of shape (", spec.num_embeddings, ", ", spec.dim,
                    "), got ", dtype_name(npy.dtype()), " of shape ", shape_to_string(npy.shape()));
   const ShardPlan& plan = tables.plan(t);
@@ -160,8 +168,14 @@ void load_pretrained(ShardedEmbedding& tables, int t, const std::string& path) {
   std::vector<float> buffer(static_cast<size_t>(std::min(chunk, rows) * dim));
   for (int64_t first = 0; first < rows; first += chunk) {
     const int64_t n = std::min(chunk, rows - first);
-    for (int64_t k = 0; k < n; ++k)
-      std::copy_n(reader.row(plan.global_row(rank, first + k)), dim, buffer.data() + k * dim);
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t row = plan.global_row(rank, first + k);
+      const float* values = reader.row(row);
+      for (int64_t j = 0; j < dim; ++j)
+        EMBTRAIN_REQUIRE(std::isfinite(values[j]), key, ": row ", row, ", column ", j, " is ",
+                         values[j], " (valid: finite values)");
+      std::copy_n(values, dim, buffer.data() + k * dim);
+    }
     tables.write_rows(t, TablePart::kWeights, first, n, buffer.data());
   }
 }
@@ -397,6 +411,8 @@ class TrainingRun {
 
   void open_metrics() {
     run_agreed(comm_, [&] {
+      if (root_ && options_.claim_out_dir) options_.claim_out_dir();
+      if (root_) workload_.start(options_.out_dir);
       metrics_ = std::make_unique<MetricsLog>(
           options_.out_dir.empty() ? "" : (fs::path(options_.out_dir) / "metrics.jsonl").string(),
           /*append=*/!resume_dir_.empty(), root_);

@@ -305,38 +305,25 @@ def test_nan_weights_refused_on_load(work):
     assert latest(work) == "step_00000004"
 
 
-def test_nonfinite_table_not_saved(work):
-    """A table holding a NaN is never checkpointed: nothing is written or
-    renamed, and the run ends with exit 1 naming the table."""
-    start = np.random.default_rng(SEED).standard_normal((300, 8)).astype(np.float32)
-    row = int(np.random.default_rng(SEED).integers(0, 300))
-    start[row, 3] = np.nan
-    npy = os.path.join(work, "users_start.npy")
-    np.save(npy, start)
-    p = run(train_args(work, **{"table.users.init": npy, "table.users.freeze": "true",
-                                "train.steps": "2"}), 2, expect_ok=False)
-    # Caught by the step's loss check (NaN rows give a NaN loss) or, when the
-    # loss stays finite, by the save: "not finite" or "non-finite".
-    expect_error(p, "table 'users'", "finite")
-    root = ckpt_root(work)
-    assert not os.path.exists(root) or os.listdir(root) == [], os.listdir(root)
-
-
-def test_nonfinite_padding_row_refused_by_the_save(work):
-    """A NaN the step never reads (the items' padding row: pooling skips it,
-    so the loss stays finite) is caught by the save itself, which checks
-    each chunk as it writes it: exit 1 naming the table, the row and the
-    rank, and no checkpoint (the partly written folder removed)."""
+def test_nonfinite_pretrained_rows_refused_at_load(work):
+    """Pretrained rows holding an infinity, or a NaN in a row the step never
+    reads (the items' padding row: pooling skips it), could never be
+    checkpointed: the load refuses them, naming the key, the row and the
+    column, before anything is trained or written (the save's own check of
+    each chunk is test_checkpoint_save.cpp's)."""
     rng = np.random.default_rng(SEED)
-    start = rng.standard_normal((501, 8)).astype(np.float32)
-    start[0, int(rng.integers(0, 8))] = np.nan  # row 0: the padding id of the histories
-    npy = os.path.join(work, "items_start.npy")
-    np.save(npy, start)
-    p = run(train_args(work, **{"table.items.init": npy}), 2, expect_ok=False)
-    expect_error(p, "checkpoint at step 4: table 'items' row 0 (rank 0) holds a non-finite "
-                 "weight; refusing to save it")
-    root = ckpt_root(work)
-    assert not os.path.exists(root) or os.listdir(root) == [], os.listdir(root)
+    for table, rows, row, bad in (("users", 300, int(rng.integers(0, 300)), np.inf),
+                                  ("items", 501, 0, np.nan)):
+        start = rng.standard_normal((rows, 8)).astype(np.float32)
+        column = int(rng.integers(0, 8))
+        start[row, column] = bad
+        npy = os.path.join(work, table + "_start.npy")
+        np.save(npy, start)
+        p = run(train_args(work, **{"table.%s.init" % table: npy}), 2, expect_ok=False)
+        expect_error(p, "config key 'table.%s.init' = '%s': row %d, column %d is %s "
+                     "(valid: finite values)" % (table, npy, row, column, "inf" if bad > 0 else "nan"))
+        root = ckpt_root(work)
+        assert not os.path.exists(root), os.listdir(root)
 
 
 def test_auto_after_latest_deleted(work):

@@ -455,10 +455,8 @@ def test_device_cuda_memory_refused(work):
     assert re.search(line, p.stderr), (line, p.stderr[-3000:])
     assert "workload data" not in p.stderr.split("does not fit in device memory")[1], \
         "host-only lines listed as device memory: " + p.stderr[-3000:]
-    run_dir = os.path.join(work, "run")
-    assert not os.path.isdir(os.path.join(run_dir, "checkpoints")) or \
-        not os.listdir(os.path.join(run_dir, "checkpoints")), os.listdir(run_dir)
-    shutil.rmtree(run_dir)
+    run_dir = os.path.join(work, "run")  # a run that did not start leaves no folder
+    assert not os.path.exists(run_dir), os.listdir(run_dir)
     run(args, 2, env={emulated: str(1 << 30)})
 
 
@@ -583,11 +581,54 @@ def test_log_dir_of_another_run_is_refused(work):
                  "--checkpoint.resume=auto", "--log.overwrite=true")
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         assert '"steps":12' in f.read().replace(" ", "")  # untouched
+    # A replacement that fails to start (a bad override, a bad init file)
+    # leaves the run it would replace as it was, config.ini included.
+    before = {name: open(os.path.join(run_dir, name), "rb").read()
+              for name in ("metrics.jsonl", "config.ini")}
+    for bad in ({"table.users.padding_idx": "300"},
+                {"table.users.init": os.path.join(work, "missing.npy")}):
+        p = run(small_recsys(work, **dict(bad, **{"train.steps": "3", "log.overwrite": "true"})),
+                2, expect_ok=False)
+        assert p.returncode == 1, p.stderr
+        for name, data in before.items():
+            assert open(os.path.join(run_dir, name), "rb").read() == data, (bad, name)
+        assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [
+            "latest", "step_00000012"], bad
     run(small_recsys(work, **{"train.steps": "3", "log.overwrite": "true"}), 1)
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         summaries = [json.loads(l) for l in f if '"summary"' in l]
     assert [s["steps"] for s in summaries] == [3], summaries
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["latest", "step_00000003"]
+
+
+def test_failed_start_leaves_no_run_folder(work):
+    """A run that fails before training (a NaN in its pretrained rows, say)
+    creates nothing: no log.dir with a config.ini of a run that never ran."""
+    bad = np.random.default_rng(7).standard_normal((300, 8)).astype(np.float32)
+    bad[123, 5] = np.nan
+    path = os.path.join(work, "nan.npy")
+    np.save(path, bad)
+    run_dir = os.path.join(work, "never")
+    p = run(small_recsys(work, **{"log.dir": run_dir, "table.users.init": path}), 2,
+            expect_ok=False)
+    expect_error(p, "config key 'table.users.init' = '%s': row 123, column 5 is nan" % path)
+    assert not os.path.exists(run_dir), os.listdir(run_dir)
+
+
+def test_export_under_mpirun_writes_once(work):
+    """Under mpirun export is rank 0's (every rank writing the one file
+    raced): one file, one report line, exit status 0 on every rank."""
+    run(small_recsys(work, **{"train.steps": "4"}))
+    ckpt = os.path.join(work, "run", "checkpoints")
+    one = export(ckpt, "users", os.path.join(work, "one.npy"))
+    out = os.path.join(work, "three.npy")
+    p = run(["export", "--checkpoint", ckpt, "--table", "users", "--out", out], 3)
+    assert p.stderr.count("embtrain export: table 'users'") == 1, p.stderr
+    assert np.load(out).tobytes() == one.tobytes()
+    p = run(["export", "--checkpoint", ckpt, "--table", "nope", "--out",
+             os.path.join(work, "n.npy")], 3, expect_ok=False)
+    expect_error(p, "has no table 'nope'")
+    assert not os.path.exists(os.path.join(work, "n.npy"))
 
 
 def test_end_of_run_names_files_and_plot_works(work):

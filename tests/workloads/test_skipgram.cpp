@@ -732,7 +732,7 @@ TEST_F(SkipgramWorkloadTest, LearnsPlantedTopics) {
   EXPECT_GT(share, 0.6);
 }
 
-TEST_F(SkipgramWorkloadTest, FinishWritesVocabularyVectorsAndNeighbours) {
+TEST_F(SkipgramWorkloadTest, StartAndFinishWriteVocabularyVectorsAndNeighbours) {
   const uint64_t seed = test_seed(18);
   SCOPED_TRACE(seed_trace(seed));
   TopicCorpus tc;
@@ -752,6 +752,7 @@ TEST_F(SkipgramWorkloadTest, FinishWritesVocabularyVectorsAndNeighbours) {
   const int64_t dim = 4;
   SkipgramWorkload w(cfg, make_context(32, dim, seed, dir.path()));
   auto tables = make_tables(w.table_rows("input"), dim, 0.05, 0.1, seed);
+  if (world().rank() == 0) w.start(dir.path());  // as the trainer does (vocab.txt)
   w.train_step(*tables, 0);
   w.finish(*tables, dir.path());
   const std::vector<float> table = tables->gather_table(0, 0);

@@ -342,6 +342,7 @@ class SkipgramWorkload : public Workload {
   }
   StepOutput train_step(ShardedEmbedding& tables, int64_t step) override;
   std::map<std::string, double> evaluate(ShardedEmbedding& tables) override;
+  void start(const std::string& out_dir) override;  // vocab.txt
   void finish(ShardedEmbedding& tables, const std::string& out_dir) override;
 
   const Corpus& corpus() const { return corpus_; }

@@ -106,15 +106,6 @@ SkipgramWorkload::SkipgramWorkload(const SkipgramConfig& config, const WorkloadC
                        " (", corpus_.vocab.size(),
                        " words seen at least min_count = ", config_.min_count, " times)");
     }
-    // vocab.txt names the tables' rows; every checkpoint holds its own copy
-    // (checkpoint_files), this one is for the user and other tools.
-    if (comm.rank() == 0 && !context_.out_dir.empty()) {
-      std::error_code ec;
-      std::filesystem::create_directories(context_.out_dir, ec);
-      EMBTRAIN_REQUIRE(!ec, "output folder '", context_.out_dir, "': cannot create (", ec.message(),
-                       ")");
-      write_vocabulary(corpus_.vocab, context_.out_dir + "/vocab.txt");
-    }
   });
 
   const Vocabulary& vocab = corpus_.vocab;
@@ -321,6 +312,16 @@ std::map<std::string, double> SkipgramWorkload::evaluate(ShardedEmbedding& table
 
 // Words whose neighbours finish() prints when skipgram.neighbors names none.
 constexpr int64_t kDefaultNeighbors = 5;
+
+// vocab.txt names the tables' rows; every checkpoint holds its own copy
+// (checkpoint_files), this one is for the user and other tools.
+void SkipgramWorkload::start(const std::string& out_dir) {
+  if (out_dir.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  EMBTRAIN_REQUIRE(!ec, "output folder '", out_dir, "': cannot create (", ec.message(), ")");
+  write_vocabulary(corpus_.vocab, out_dir + "/vocab.txt");
+}
 
 void SkipgramWorkload::finish(ShardedEmbedding& tables, const std::string& out_dir) {
   (void)out_dir;  // vocab.txt went to the run's folder at start (and into each checkpoint)
