@@ -38,6 +38,7 @@ void export_table(const po::variables_map& vm) {
   const std::string ext = fs::path(out).extension().string();
   EMBTRAIN_REQUIRE(ext == ".npy" || ext == ".txt" || ext == ".vec", "option --out: ", out,
                    " must end in .npy, .txt or .vec");
+  require_output_folder("--out", out);
 
   int64_t rows = 0, dim = 0;
   if (ext == ".npy") {  // streamed: a chunk of rows in memory at a time

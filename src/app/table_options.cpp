@@ -1,5 +1,6 @@
 #include "table_options.hpp"
 
+#include <filesystem>
 #include <limits>
 
 #include "embtrain/errors.hpp"
@@ -117,6 +118,13 @@ po::variables_map parse_command_line(int argc, char** argv, const po::options_de
     throw make_error(e.what(), " (see 'embtrain ", command, " --help')");
   }
   return vm;
+}
+
+void require_output_folder(const std::string& option, const std::string& path) {
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  EMBTRAIN_REQUIRE(folder.empty() || std::filesystem::is_directory(folder, ec), "option ", option,
+                   " = '", path, "': folder '", folder.string(), "' does not exist");
 }
 
 }  // namespace app

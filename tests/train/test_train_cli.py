@@ -617,7 +617,9 @@ def test_failed_start_leaves_no_run_folder(work):
 
 def test_export_under_mpirun_writes_once(work):
     """Under mpirun export is rank 0's (every rank writing the one file
-    raced): one file, one report line, exit status 0 on every rank."""
+    raced): one file, one report line, exit status 0 on every rank. An
+    output folder that does not exist is said so up front (export --out,
+    bench --profile, which found it only after the benchmark)."""
     run(small_recsys(work, **{"train.steps": "4"}))
     ckpt = os.path.join(work, "run", "checkpoints")
     one = export(ckpt, "users", os.path.join(work, "one.npy"))
@@ -629,6 +631,15 @@ def test_export_under_mpirun_writes_once(work):
              os.path.join(work, "n.npy")], 3, expect_ok=False)
     expect_error(p, "has no table 'nope'")
     assert not os.path.exists(os.path.join(work, "n.npy"))
+    # An output folder that is not there is named as such, before any work.
+    missing = os.path.join(work, "missing", "u.npy")
+    p = run(["export", "--checkpoint", ckpt, "--table", "users", "--out", missing],
+            expect_ok=False)
+    expect_error(p, "option --out = '%s': folder '%s' does not exist"
+                 % (missing, os.path.dirname(missing)))
+    p = run(["bench", "--rows", "1000", "--batch", "8", "--steps", "1", "--profile",
+             os.path.join(work, "missing", "p.json")], expect_ok=False)
+    expect_error(p, "option --profile = '%s': folder" % os.path.join(work, "missing", "p.json"))
 
 
 def test_end_of_run_names_files_and_plot_works(work):

@@ -18,6 +18,7 @@
 #include "app/commands.hpp"
 #include "app/machine_info.hpp"
 #include "app/step_model.hpp"
+#include "app/table_options.hpp"
 #include "common/timer.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/memory_plan.hpp"  // process_memory_bytes, bytes_text
@@ -232,7 +233,10 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
   o.json = vm["json"].as<bool>();
   o.skew = vm["skew"].as<bool>();
   o.pipeline = vm["pipeline"].as<bool>();
-  if (vm.count("profile")) o.profile = vm["profile"].as<std::string>();
+  if (vm.count("profile")) {
+    o.profile = vm["profile"].as<std::string>();
+    require_output_folder("--profile", o.profile);  // now, not after the benchmark
+  }
   o.batch = read_batch(vm, ranks, rank);
   EMBTRAIN_REQUIRE(o.batch >= 1, "option --batch = ", o.batch, " is invalid (valid: >= 1)");
   EMBTRAIN_REQUIRE(o.seq >= 1, "option --seq = ", o.seq, " is invalid (valid: >= 1)");
