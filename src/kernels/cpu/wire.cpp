@@ -86,9 +86,9 @@ EMBTRAIN_F16C inline __m128i to_fp16x8(__m256 x) {
 // the result, which quiets it alike, so their bits are the same.
 EMBTRAIN_F16C inline __m256 from_fp16x8(__m128i h) { return _mm256_cvtph_ps(h); }
 
-// pack, unpack and round_trip for fp16, 8 at a time, the tail
-// by the portable functions.
-EMBTRAIN_F16C void pack_fp16(const float* src, int64_t n, float scale, uint16_t* out) {
+// pack, unpack and round_trip for fp16, 8 at a time, the tail by the
+// portable functions.
+EMBTRAIN_F16C void pack_f16c(const float* src, int64_t n, float scale, uint16_t* out) {
   const __m256 s = _mm256_set1_ps(scale);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -97,7 +97,7 @@ EMBTRAIN_F16C void pack_fp16(const float* src, int64_t n, float scale, uint16_t*
   for (; i < n; ++i) out[i] = float_to_fp16(src[i] * scale);
 }
 
-EMBTRAIN_F16C void unpack_fp16(const uint16_t* in, int64_t n, float scale, float* dst) {
+EMBTRAIN_F16C void unpack_f16c(const uint16_t* in, int64_t n, float scale, float* dst) {
   const __m256 s = _mm256_set1_ps(scale);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -107,7 +107,7 @@ EMBTRAIN_F16C void unpack_fp16(const uint16_t* in, int64_t n, float scale, float
   for (; i < n; ++i) dst[i] = fp16_to_float(in[i]) * scale;
 }
 
-EMBTRAIN_F16C void round_trip_fp16(const float* src, int64_t n, float scale, float inverse,
+EMBTRAIN_F16C void round_trip_f16c(const float* src, int64_t n, float scale, float inverse,
                                    float* dst) {
   const __m256 s = _mm256_set1_ps(scale), v = _mm256_set1_ps(inverse);
   int64_t i = 0;
@@ -122,12 +122,37 @@ bool has_f16c() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
   return yes;
 }
-#else  // never called: has_f16c() says no
-bool has_f16c() { return false; }
-void pack_fp16(const float*, int64_t, float, uint16_t*) {}
-void unpack_fp16(const uint16_t*, int64_t, float, float*) {}
-void round_trip_fp16(const float*, int64_t, float, float, float*) {}
 #endif
+
+// The fp16 conversions the kernels below use: through F16C where the CPU
+// has it, else the portable loops (the same bits either way).
+void pack_fp16(const float* src, int64_t n, float scale, uint16_t* out) {
+#if EMBTRAIN_HAVE_F16C_PATH
+  if (has_f16c()) return pack_f16c(src, n, scale, out);
+#endif
+  pack<float_to_fp16>(src, n, scale, out);
+}
+
+void unpack_fp16(const uint16_t* in, int64_t n, float scale, float* dst) {
+#if EMBTRAIN_HAVE_F16C_PATH
+  if (has_f16c()) return unpack_f16c(in, n, scale, dst);
+#endif
+  unpack<fp16_to_float>(in, n, scale, dst);
+}
+
+void round_copy_fp16(const float* src, int64_t n, float* dst) {
+#if EMBTRAIN_HAVE_F16C_PATH
+  if (has_f16c()) return round_trip_f16c(src, n, 1.f, 1.f, dst);
+#endif
+  round_copy<float_to_fp16, fp16_to_float>(src, n, dst);
+}
+
+void round_fp16(float* data, int64_t n, float scale) {
+#if EMBTRAIN_HAVE_F16C_PATH
+  if (has_f16c()) return round_trip_f16c(data, n, scale, 1.f / scale, data);
+#endif
+  round_trip<float_to_fp16, fp16_to_float>(data, n, scale, 1.f / scale);
+}
 
 // Rows by id straight to where they travel from: row i of `dim` floats,
 // table[index[i] - row_offset], through `convert(src, dst_row i)`, on all
@@ -159,14 +184,9 @@ void gather_rows_packed(const float* table, int64_t dim, const int64_t* index, i
       });
       break;
     case CommPrecision::kFp16:
-      if (has_f16c())
-        gather_converted(table, dim, index, n, row_offset, [=](const float* row, int64_t i) {
-          pack_fp16(row, dim, 1.f, out + i * dim);
-        });
-      else
-        gather_converted(table, dim, index, n, row_offset, [=](const float* row, int64_t i) {
-          pack<float_to_fp16>(row, dim, 1.f, out + i * dim);
-        });
+      gather_converted(table, dim, index, n, row_offset, [=](const float* row, int64_t i) {
+        pack_fp16(row, dim, 1.f, out + i * dim);
+      });
       break;
   }
 }
@@ -184,14 +204,9 @@ void gather_rows_rounded(const float* table, int64_t dim, const int64_t* index, 
       });
       break;
     case CommPrecision::kFp16:
-      if (has_f16c())
-        gather_converted(table, dim, index, n, row_offset, [=](const float* row, int64_t i) {
-          round_trip_fp16(row, dim, 1.f, 1.f, out + i * dim);
-        });
-      else
-        gather_converted(table, dim, index, n, row_offset, [=](const float* row, int64_t i) {
-          round_copy<float_to_fp16, fp16_to_float>(row, dim, out + i * dim);
-        });
+      gather_converted(table, dim, index, n, row_offset, [=](const float* row, int64_t i) {
+        round_copy_fp16(row, dim, out + i * dim);
+      });
       break;
   }
 }
@@ -207,10 +222,7 @@ void pack_wire(const float* src, int64_t n, CommPrecision p, float scale, void* 
       pack<float_to_bf16>(src, n, scale, out);
       break;
     case CommPrecision::kFp16:
-      if (has_f16c())
-        pack_fp16(src, n, scale, out);
-      else
-        pack<float_to_fp16>(src, n, scale, out);
+      pack_fp16(src, n, scale, out);
       break;
   }
 }
@@ -226,10 +238,7 @@ void unpack_wire(const void* wire, int64_t n, CommPrecision p, float scale, floa
       unpack<bf16_to_float>(in, n, scale, dst);
       break;
     case CommPrecision::kFp16:
-      if (has_f16c())
-        unpack_fp16(in, n, scale, dst);
-      else
-        unpack<fp16_to_float>(in, n, scale, dst);
+      unpack_fp16(in, n, scale, dst);
       break;
   }
 }
@@ -243,10 +252,7 @@ void round_wire(float* data, int64_t n, CommPrecision p, float scale) {
       round_trip<float_to_bf16, bf16_to_float>(data, n, scale, 1.f / scale);
       break;
     case CommPrecision::kFp16:
-      if (has_f16c())
-        round_trip_fp16(data, n, scale, 1.f / scale, data);
-      else
-        round_trip<float_to_fp16, fp16_to_float>(data, n, scale, 1.f / scale);
+      round_fp16(data, n, scale);
       break;
   }
 }
