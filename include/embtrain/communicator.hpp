@@ -50,6 +50,11 @@ class Communicator {
    public:
     virtual ~Request() = default;
     virtual void wait() = 0;
+    // Lets the transfer advance without waiting for it (MPI moves a large
+    // message only while the process is inside MPI calls, so a caller that
+    // computes between transfers calls this now and then); true once it is
+    // done. By default: done.
+    virtual bool progress() { return true; }
   };
   // alltoallv that may return before the data has moved: the transfer
   // proceeds while the caller does other work (on MPI, as the process makes
@@ -59,6 +64,24 @@ class Communicator {
   virtual std::unique_ptr<Request> ialltoallv(const void* send,
                                               const std::vector<int64_t>& send_counts, void* recv,
                                               const std::vector<int64_t>& recv_counts,
+                                              CommType type);
+
+  // Where one rank's part of an all-to-all lies in a buffer: `count`
+  // elements from element `at`.
+  struct Part {
+    int64_t at = 0;
+    int64_t count = 0;
+  };
+  // ialltoallv with each rank's part anywhere in the buffers (one Part per
+  // rank): this rank sends send_parts[d] of `send` to rank d and receives
+  // rank s's part into recv_parts[s] of `recv`, which must not overlap. Lets
+  // a caller move a slice of every peer's block without copying the slices
+  // together (ShardedStep's overlapped exchanges). The host default copies
+  // the parts through contiguous buffers and calls alltoallv; the MPI
+  // communicator posts them where they lie; a device communicator must
+  // override it.
+  virtual std::unique_ptr<Request> ialltoallv(const void* send, const std::vector<Part>& send_parts,
+                                              void* recv, const std::vector<Part>& recv_parts,
                                               CommType type);
 
   // Fixed all-to-all of `count` elements per peer (alltoallv).
@@ -137,6 +160,12 @@ class Communicator {
                                  const std::vector<int64_t>& recv_counts) const;
   Displacements prepare_alltoallv(const std::vector<int64_t>& send_counts,
                                   const std::vector<int64_t>& recv_counts, CommType type);
+  // A request with nothing left to do (a transfer done when it was started).
+  static std::unique_ptr<Request> done_request();
+  // The parts' counts (one per rank, checked), after adding what goes to
+  // and comes from other ranks to the traffic counters.
+  std::pair<std::vector<int64_t>, std::vector<int64_t>> prepare_parts(
+      const std::vector<Part>& send_parts, const std::vector<Part>& recv_parts, CommType type);
 
   TrafficCounters traffic_;
 };

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -72,10 +73,51 @@ class DoneRequest final : public Communicator::Request {
 };
 }  // namespace
 
+std::unique_ptr<Communicator::Request> Communicator::done_request() {
+  return std::make_unique<DoneRequest>();
+}
+
 std::unique_ptr<Communicator::Request> Communicator::ialltoallv(
     const void* send, const std::vector<int64_t>& send_counts, void* recv,
     const std::vector<int64_t>& recv_counts, CommType type) {
   alltoallv(send, send_counts, recv, recv_counts, type);
+  return std::make_unique<DoneRequest>();
+}
+
+std::unique_ptr<Communicator::Request> Communicator::ialltoallv(const void* send,
+                                                              const std::vector<Part>& send_parts,
+                                                              void* recv,
+                                                              const std::vector<Part>& recv_parts,
+                                                              CommType type) {
+  if (memory_space() != MemorySpace::kHost)
+    throw SystemError("this device communicator has no all-to-all of parts");
+  const int P = size();
+  EMBTRAIN_ASSERT(static_cast<int>(send_parts.size()) == P &&
+                  static_cast<int>(recv_parts.size()) == P);
+  const size_t elem = static_cast<size_t>(comm_type_size(type));
+  std::vector<int64_t> send_counts(P), recv_counts(P);
+  int64_t send_total = 0, recv_total = 0;
+  for (int r = 0; r < P; ++r) {
+    send_counts[r] = send_parts[r].count;
+    recv_counts[r] = recv_parts[r].count;
+    send_total += send_counts[r];
+    recv_total += recv_counts[r];
+  }
+  std::vector<char> packed(static_cast<size_t>(send_total) * elem + 1);
+  std::vector<char> landed(static_cast<size_t>(recv_total) * elem + 1);
+  size_t at = 0;
+  for (const Part& part : send_parts) {
+    const size_t n = static_cast<size_t>(part.count) * elem;
+    if (n > 0) std::memcpy(packed.data() + at, static_cast<const char*>(send) + part.at * elem, n);
+    at += n;
+  }
+  alltoallv(packed.data(), send_counts, landed.data(), recv_counts, type);
+  at = 0;
+  for (const Part& part : recv_parts) {
+    const size_t n = static_cast<size_t>(part.count) * elem;
+    if (n > 0) std::memcpy(static_cast<char*>(recv) + part.at * elem, landed.data() + at, n);
+    at += n;
+  }
   return std::make_unique<DoneRequest>();
 }
 
@@ -108,6 +150,21 @@ Communicator::Displacements Communicator::prepare_alltoallv(
     traffic_.bytes_received += recv_counts[r] * elem;
   }
   return displacements_of(send_counts, recv_counts);
+}
+
+std::pair<std::vector<int64_t>, std::vector<int64_t>> Communicator::prepare_parts(
+    const std::vector<Part>& send_parts, const std::vector<Part>& recv_parts, CommType type) {
+  const int P = size();
+  EMBTRAIN_ASSERT(static_cast<int>(send_parts.size()) == P &&
+                  static_cast<int>(recv_parts.size()) == P);
+  std::vector<int64_t> send_counts(P), recv_counts(P);
+  for (int r = 0; r < P; ++r) {
+    EMBTRAIN_ASSERT(send_parts[r].at >= 0 && recv_parts[r].at >= 0);
+    send_counts[r] = send_parts[r].count;
+    recv_counts[r] = recv_parts[r].count;
+  }
+  prepare_alltoallv(send_counts, recv_counts, type);  // checks the counts, counts the traffic
+  return {std::move(send_counts), std::move(recv_counts)};
 }
 
 double Communicator::native_alltoallv_ms(const std::vector<int64_t>& send_bytes,

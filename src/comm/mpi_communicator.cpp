@@ -57,6 +57,16 @@ class MpiCommunicator final : public Communicator {
         post_alltoallv(send, send_counts, recv, recv_counts, type, kNonBlockingTag));
   }
 
+  // Posted where the parts lie, under the non-blocking tag (the parts of
+  // one pair match in the order they are posted, as any message's).
+  std::unique_ptr<Request> ialltoallv(const void* send, const std::vector<Part>& send_parts,
+                                      void* recv, const std::vector<Part>& recv_parts,
+                                      CommType type) override {
+    prepare_parts(send_parts, recv_parts, type);
+    return std::make_unique<MpiRequest>(
+        post_parts(send, send_parts, recv, recv_parts, type, kNonBlockingTag));
+  }
+
   void allreduce(void* data, int64_t count, CommType type, ReduceOp op) override {
     const MPI_Op mpi_op = op == ReduceOp::kSum ? MPI_SUM : op == ReduceOp::kMax ? MPI_MAX : MPI_MIN;
     for (int64_t done = 0; done < count;) {
@@ -142,6 +152,14 @@ class MpiCommunicator final : public Communicator {
       EMBTRAIN_MPI_CHECK(
           MPI_Waitall(static_cast<int>(pending.size()), pending.data(), MPI_STATUSES_IGNORE));
     }
+    bool progress() override {
+      if (requests_.empty()) return true;
+      int done = 0;
+      EMBTRAIN_MPI_CHECK(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done,
+                                     MPI_STATUSES_IGNORE));
+      if (done) requests_.clear();
+      return done != 0;
+    }
 
    private:
     std::vector<MPI_Request> requests_;
@@ -157,19 +175,32 @@ class MpiCommunicator final : public Communicator {
                                           void* recv, const std::vector<int64_t>& recv_counts,
                                           CommType type, int tag) {
     const Displacements displ = prepare_alltoallv(send_counts, recv_counts, type);
+    std::vector<Part> send_parts(size_), recv_parts(size_);
+    for (int r = 0; r < size_; ++r) {
+      send_parts[r] = {displ.send[r], send_counts[r]};
+      recv_parts[r] = {displ.recv[r], recv_counts[r]};
+    }
+    return post_parts(send, send_parts, recv, recv_parts, type, tag);
+  }
+  // The same, with each rank's part where the Parts say (counts checked).
+  std::vector<MPI_Request> post_parts(const void* send, const std::vector<Part>& send_parts,
+                                      void* recv, const std::vector<Part>& recv_parts,
+                                      CommType type, int tag) {
     const int64_t elem = comm_type_size(type);
     // The self part never leaves the process (buffers may be null when empty).
-    if (send_counts[rank_] > 0)
-      std::memcpy(static_cast<char*>(recv) + displ.recv[rank_] * elem,
-                  static_cast<const char*>(send) + displ.send[rank_] * elem,
-                  static_cast<size_t>(send_counts[rank_] * elem));
+    const Part& self_send = send_parts[rank_];
+    EMBTRAIN_ASSERT(self_send.count == recv_parts[rank_].count);
+    if (self_send.count > 0)
+      std::memcpy(static_cast<char*>(recv) + recv_parts[rank_].at * elem,
+                  static_cast<const char*>(send) + self_send.at * elem,
+                  static_cast<size_t>(self_send.count * elem));
     std::vector<MPI_Request> requests;
     for (int r = 0; r < size_; ++r) {
       if (r == rank_) continue;
-      post_pieces(static_cast<char*>(recv) + displ.recv[r] * elem, recv_counts[r], r, type,
-                  /*is_send=*/false, tag, &requests);
-      post_pieces(const_cast<char*>(static_cast<const char*>(send)) + displ.send[r] * elem,
-                  send_counts[r], r, type, /*is_send=*/true, tag, &requests);
+      post_pieces(static_cast<char*>(recv) + recv_parts[r].at * elem, recv_parts[r].count, r,
+                  type, /*is_send=*/false, tag, &requests);
+      post_pieces(const_cast<char*>(static_cast<const char*>(send)) + send_parts[r].at * elem,
+                  send_parts[r].count, r, type, /*is_send=*/true, tag, &requests);
     }
     return requests;
   }

@@ -114,30 +114,22 @@ class NcclCommunicator final : public Communicator {
   void alltoallv(const void* d_send, const std::vector<int64_t>& send_counts, void* d_recv,
                  const std::vector<int64_t>& recv_counts, CommType type) override {
     const Displacements displ = prepare_alltoallv(send_counts, recv_counts, type);
-    const std::vector<int64_t>& send_displ = displ.send;
-    const std::vector<int64_t>& recv_displ = displ.recv;
-    EMBTRAIN_ASSERT(send_counts[rank_] == recv_counts[rank_]);
-    const int64_t elem = comm_type_size(type);
-    const char* send = static_cast<const char*>(d_send);
-    char* recv = static_cast<char*>(d_recv);
-    // The self part is a device copy on the same stream, not a message.
-    copy_on_stream(recv + recv_displ[rank_] * elem, send + send_displ[rank_] * elem,
-                   send_counts[rank_] * elem);
-    // One group: NCCL schedules all pairs together, so no order of sends
-    // and receives can deadlock. NCCL counts are size_t: no 2^31 split.
-    grouped([&] {
-      for (int r = 0; r < size_; ++r) {
-        if (r == rank_) continue;
-        if (send_counts[r] > 0)
-          EMBTRAIN_NCCL_CHECK(ncclSend(send + send_displ[r] * elem,
-                                       static_cast<size_t>(send_counts[r]), nccl_type(type), r,
-                                       comm_, stream_));
-        if (recv_counts[r] > 0)
-          EMBTRAIN_NCCL_CHECK(ncclRecv(recv + recv_displ[r] * elem,
-                                       static_cast<size_t>(recv_counts[r]), nccl_type(type), r,
-                                       comm_, stream_));
-      }
-    });
+    std::vector<Part> send_parts(size_), recv_parts(size_);
+    for (int r = 0; r < size_; ++r) {
+      send_parts[r] = {displ.send[r], send_counts[r]};
+      recv_parts[r] = {displ.recv[r], recv_counts[r]};
+    }
+    enqueue_parts(d_send, send_parts, d_recv, recv_parts, type);
+  }
+
+  // Enqueued on the stream like every transfer here: the request has
+  // nothing to wait for (synchronize() waits for the stream).
+  std::unique_ptr<Request> ialltoallv(const void* d_send, const std::vector<Part>& send_parts,
+                                      void* d_recv, const std::vector<Part>& recv_parts,
+                                      CommType type) override {
+    prepare_parts(send_parts, recv_parts, type);
+    enqueue_parts(d_send, send_parts, d_recv, recv_parts, type);
+    return done_request();
   }
 
   void allreduce(void* d_data, int64_t count, CommType type, ReduceOp op) override {
@@ -224,6 +216,32 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  void enqueue_parts(const void* d_send, const std::vector<Part>& send_parts, void* d_recv,
+                     const std::vector<Part>& recv_parts, CommType type) {
+    EMBTRAIN_ASSERT(send_parts[rank_].count == recv_parts[rank_].count);
+    const int64_t elem = comm_type_size(type);
+    const char* send = static_cast<const char*>(d_send);
+    char* recv = static_cast<char*>(d_recv);
+    // The self part is a device copy on the same stream, not a message.
+    copy_on_stream(recv + recv_parts[rank_].at * elem, send + send_parts[rank_].at * elem,
+                   send_parts[rank_].count * elem);
+    // One group: NCCL schedules all pairs together, so no order of sends
+    // and receives can deadlock. NCCL counts are size_t: no 2^31 split.
+    grouped([&] {
+      for (int r = 0; r < size_; ++r) {
+        if (r == rank_) continue;
+        if (send_parts[r].count > 0)
+          EMBTRAIN_NCCL_CHECK(ncclSend(send + send_parts[r].at * elem,
+                                       static_cast<size_t>(send_parts[r].count), nccl_type(type),
+                                       r, comm_, stream_));
+        if (recv_parts[r].count > 0)
+          EMBTRAIN_NCCL_CHECK(ncclRecv(recv + recv_parts[r].at * elem,
+                                       static_cast<size_t>(recv_parts[r].count), nccl_type(type),
+                                       r, comm_, stream_));
+      }
+    });
+  }
+
   // Throws NCCL's asynchronous error, if any, once the communicator is
   // aborted (see synchronize).
   void check_async_error() {

@@ -91,6 +91,36 @@ class StagedCommunicator final : public Communicator {
     to_device(d_recv, h_recv, bytes(recv_total, elem));
   }
 
+  // Each part through the host, packed there in rank order; the host
+  // communicator's alltoallv between. Done when it returns.
+  std::unique_ptr<Request> ialltoallv(const void* d_send, const std::vector<Part>& send_parts,
+                                      void* d_recv, const std::vector<Part>& recv_parts,
+                                      CommType type) override {
+    const auto counts = prepare_parts(send_parts, recv_parts, type);
+    const int64_t elem = comm_type_size(type);
+    int64_t send_total = 0, recv_total = 0;
+    for (int r = 0; r < size(); ++r) {
+      send_total += counts.first[r];
+      recv_total += counts.second[r];
+    }
+    char* h_send = h_send_.reserve(bytes(send_total, elem));
+    char* h_recv = h_recv_.reserve(bytes(recv_total, elem));
+    int64_t at = 0;
+    for (const Part& part : send_parts) {
+      to_host(h_send + at * elem, static_cast<const char*>(d_send) + part.at * elem,
+              bytes(part.count, elem));
+      at += part.count;
+    }
+    host_->alltoallv(h_send, counts.first, h_recv, counts.second, type);
+    at = 0;
+    for (const Part& part : recv_parts) {
+      to_device(static_cast<char*>(d_recv) + part.at * elem, h_recv + at * elem,
+                bytes(part.count, elem));
+      at += part.count;
+    }
+    return done_request();
+  }
+
   // In place on the device, so in place on the host too: one staging buffer.
   void allreduce(void* d_data, int64_t count, CommType type, ReduceOp op) override {
     const size_t n = bytes(count, comm_type_size(type));

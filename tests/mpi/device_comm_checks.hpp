@@ -13,9 +13,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "embtrain/communicator.hpp"
@@ -181,6 +183,66 @@ inline void check_alltoallv(Communicator& data, Communicator& reference, TestMem
   EXPECT_TRUE(same_bytes(d_send.read(), with_guard(h_send))) << "alltoallv changed its input";
 }
 
+// The parts form of ialltoallv: each rank's part at a place of its own in
+// buffers with gaps between the parts, in an order drawn from the seed,
+// against the reference's contiguous alltoallv; the gaps keep their fill.
+inline void check_alltoallv_parts(Communicator& data, Communicator& reference,
+                                  TestMemory& memory, CommType type,
+                                  const std::vector<std::vector<int64_t>>& c, uint64_t seed) {
+  using Part = Communicator::Part;
+  const int P = data.size(), me = data.rank();
+  const int64_t elem = embtrain::comm_type_size(type);
+  std::vector<int64_t> send_counts(P), recv_counts(P);
+  for (int r = 0; r < P; ++r) {
+    send_counts[r] = c[me][r];
+    recv_counts[r] = c[r][me];
+  }
+  // Parts in a shuffled rank order, 0-3 elements apart. Returns the size.
+  auto place = [&](const std::vector<int64_t>& counts, uint64_t stream, std::vector<Part>* parts) {
+    std::vector<int> order(P);
+    for (int r = 0; r < P; ++r) order[r] = r;
+    for (int i = P - 1; i > 0; --i)
+      std::swap(order[i], order[embtrain::random_bits(seed, stream, static_cast<uint64_t>(i)) %
+                               static_cast<uint64_t>(i + 1)]);
+    parts->assign(P, Part{});
+    int64_t at = 0;
+    for (int i = 0; i < P; ++i) {
+      at += static_cast<int64_t>(embtrain::random_bits(seed, stream + 1, static_cast<uint64_t>(i)) % 4);
+      (*parts)[order[i]] = {at, counts[order[i]]};
+      at += counts[order[i]];
+    }
+    return at;
+  };
+  std::vector<Part> send_parts, recv_parts;
+  const int64_t send_size = place(send_counts, 10 + static_cast<uint64_t>(me) * 4, &send_parts);
+  const int64_t recv_size = place(recv_counts, 12 + static_cast<uint64_t>(me) * 4, &recv_parts);
+  // The reference: the same elements, contiguous.
+  int64_t send_total = 0, recv_total = 0;
+  for (int r = 0; r < P; ++r) {
+    send_total += send_counts[r];
+    recv_total += recv_counts[r];
+  }
+  const std::vector<char> packed = random_bytes(seed, me, static_cast<size_t>(send_total * elem));
+  std::vector<char> landed(static_cast<size_t>(recv_total * elem));
+  reference.alltoallv(packed.data(), send_counts, landed.data(), recv_counts, type);
+  std::vector<char> h_send(static_cast<size_t>(send_size * elem), kFill);
+  std::vector<char> want(static_cast<size_t>(recv_size * elem), kFill);
+  for (int64_t r = 0, from = 0, to = 0; r < P; ++r) {
+    std::copy_n(packed.begin() + from, send_counts[r] * elem, h_send.begin() + send_parts[r].at * elem);
+    std::copy_n(landed.begin() + to, recv_counts[r] * elem, want.begin() + recv_parts[r].at * elem);
+    from += send_counts[r] * elem;
+    to += recv_counts[r] * elem;
+  }
+
+  DeviceBytes d_send(memory, h_send.size()), d_recv(memory, want.size());
+  d_send.set(h_send);
+  data.ialltoallv(d_send.get(), send_parts, d_recv.get(), recv_parts, type)->wait();
+  data.synchronize();
+  EXPECT_TRUE(same_bytes(d_recv.read(), with_guard(want)))
+      << "ialltoallv of parts " << embtrain::comm_type_name(type) << " on rank " << me;
+  EXPECT_TRUE(same_bytes(d_send.read(), with_guard(h_send))) << "ialltoallv changed its input";
+}
+
 inline void check_alltoall(Communicator& data, Communicator& reference, TestMemory& memory,
                            CommType type, int64_t count, uint64_t seed) {
   const int P = data.size(), me = data.rank();
@@ -288,6 +350,7 @@ inline void check_every_operation(Communicator& data, Communicator& reference, T
     for (int64_t m : {int64_t{3}, max_count}) {
       const uint64_t s = next();
       check_alltoallv(data, reference, memory, type, random_counts(s, P, m), s);
+      check_alltoallv_parts(data, reference, memory, type, random_counts(s + 1, P, m), s + 1);
       check_alltoall(data, reference, memory, type, static_cast<int64_t>(s % 4) * m / 3, next());
       for (int root = 0; root < P; ++root) {
         const uint64_t r = next();

@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "device_comm_checks.hpp"
 #include "embtrain/communicator.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/random.hpp"
@@ -557,4 +558,84 @@ TEST_F(CommunicatorTest, AlltoallvMixedPaths) {
   alltoallv_round(*comm, CommType::kFloat32, seed, c);
 }
 
+// A host communicator that forwards the collectives to another and keeps
+// the base class's parts all-to-all (copies through contiguous buffers).
+class Forwarding final : public Communicator {
+ public:
+  explicit Forwarding(Communicator& to) : to_(to) {}
+  int rank() const override { return to_.rank(); }
+  int size() const override { return to_.size(); }
+  void alltoallv(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                 const std::vector<int64_t>& recv_counts, CommType type) override {
+    to_.alltoallv(send, send_counts, recv, recv_counts, type);
+  }
+  void allreduce(void* data, int64_t count, CommType type, embtrain::ReduceOp op) override {
+    to_.allreduce(data, count, type, op);
+  }
+  void broadcast(void* data, int64_t count, CommType type, int root) override {
+    to_.broadcast(data, count, type, root);
+  }
+  void gatherv(const void* send, int64_t send_count, void* recv,
+               const std::vector<int64_t>& counts, CommType type, int root) override {
+    to_.gatherv(send, send_count, recv, counts, type, root);
+  }
+  void barrier() override { to_.barrier(); }
+
+ private:
+  Communicator& to_;
+};
+
+// Parts anywhere in the buffers, against the contiguous alltoallv: the MPI
+// communicator's own path (whole messages and pieces of 5 elements) and the
+// base class's default.
+TEST_F(CommunicatorTest, AlltoallvOfPartsMatchesContiguous) {
+  const uint64_t seed = test_seed(12);
+  SCOPED_TRACE(seed_trace(seed));
+  auto split = embtrain::make_mpi_communicator(5);
+  Forwarding forwarding(world());
+  embtrain_comm_check::HostMemory memory;
+  const int P = world().size();
+  for (int round = 0; round < 6; ++round)
+    for (Communicator* comm : {&world(), split.get(), static_cast<Communicator*>(&forwarding)})
+      for (CommType type : kAllTypes) {
+        const uint64_t s = random_bits(seed, 12, static_cast<uint64_t>(round));
+        embtrain_comm_check::check_alltoallv_parts(*comm, world(), memory, type,
+                                                    random_counts(s, P, round < 3 ? 4 : 200), s);
+        if (!keep_going()) return;
+      }
+}
+
+// Several parts all-to-alls in flight at once, under a blocking alltoallv
+// and pushed along by progress(), land where their parts say.
+TEST_F(CommunicatorTest, PartsInFlightTogether) {
+  const uint64_t seed = test_seed(13);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  constexpr int kSlices = 4;
+  constexpr int64_t kPerPair = 1000;  // split into slices of 250
+  std::vector<float> send(static_cast<size_t>(P * kPerPair)), recv(send.size(), -1.f);
+  for (int d = 0; d < P; ++d)
+    for (int64_t i = 0; i < kPerPair; ++i)
+      put_value(CommType::kFloat32, send.data(), d * kPerPair + i, pair_bits(seed, me, d, i));
+  std::vector<std::unique_ptr<Communicator::Request>> requests;
+  for (int k = 0; k < kSlices; ++k) {
+    std::vector<Communicator::Part> parts(static_cast<size_t>(P));
+    for (int r = 0; r < P; ++r) parts[r] = {r * kPerPair + k * kPerPair / kSlices, kPerPair / kSlices};
+    requests.push_back(comm.ialltoallv(send.data(), parts, recv.data(), parts, CommType::kFloat32));
+    requests.back()->progress();
+  }
+  // A blocking collective in between takes none of their messages.
+  const std::vector<int64_t> ones(static_cast<size_t>(P), 1);
+  std::vector<int64_t> mine(static_cast<size_t>(P), me), theirs(static_cast<size_t>(P), -1);
+  comm.alltoallv(mine.data(), ones, theirs.data(), ones, CommType::kInt64);
+  for (int r = 0; r < P; ++r) EXPECT_EQ(theirs[r], r);
+  for (auto& request : requests) request->wait();
+  EXPECT_TRUE(requests.front()->progress()) << "a finished request is done";
+  for (int s = 0; s < P; ++s)
+    EXPECT_TRUE(check_pair(CommType::kFloat32, reinterpret_cast<const char*>(recv.data() + s * kPerPair),
+                           seed, s, me, kPerPair));
+}
+
 }  // namespace
+
