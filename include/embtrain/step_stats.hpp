@@ -34,6 +34,11 @@ struct StepStats {
   // transfers began (the skew between ranks): only with
   // ShardedEmbedding::measure_skew, else 0.
   double wait_ms[kNumStages] = {};
+  // Per exchange stage, with overlapped exchanges
+  // (ShardedEmbedding::overlap_exchanges): the owner's work (gathers for
+  // exchange_rows, updates for exchange_grads) that ran while some of the
+  // stage's slices were still in flight, hidden behind their transfer.
+  double hidden_ms[kNumStages] = {};
   int64_t ids_bytes_sent = 0, rows_bytes_sent = 0, grads_bytes_sent = 0;
   int64_t steps = 0;
   int64_t prefetched_steps = 0;  // forwards that took up their prefetch()

@@ -5,6 +5,9 @@
 //   kRowAlign                 floats each block of rows starts on (ExchangeLayout)
 //   kUpdatesFromWire          whether update reads 16-bit gradients where they
 //                             came off the wire (OwnerGrads::wire)
+//   kOverlapsExchanges        whether the sharded step may slice the owner's
+//                             gathers and updates between transfers
+//                             (update_slots: update on a range of rows)
 //   Buffer<T>, UniqueWorkspace, Grads
 //                             grow-only arrays in the backend's memory, the
 //                             arrays of a UniqueIndex, what combine leaves update

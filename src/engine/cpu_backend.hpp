@@ -42,6 +42,9 @@ class CpuBackend {
   static constexpr int64_t kRowAlign = 1;
   // update reads 16-bit gradients where they came off the wire (OwnerGrads).
   static constexpr bool kUpdatesFromWire = true;
+  // The step may slice the owner's gathers and updates between transfers
+  // (ShardedStep's overlapped exchanges; update_slots below).
+  static constexpr bool kOverlapsExchanges = true;
 
   template <typename T>
   using Buffer = GrowArray<T, HostBytes>;
@@ -172,6 +175,10 @@ class CpuBackend {
   }
   void combine(int, const OwnerGrads& args, Grads* grads) { *grads = args; }
   void update(int t, const StepScalars& scalars, const Grads& grads);
+  // update on the distinct rows [begin, end) of grads.index only (each
+  // row's update reads its own gradients only: the same bits).
+  void update_slots(int t, const StepScalars& scalars, const Grads& grads, int64_t begin,
+                    int64_t end);
 
  private:
   std::vector<EmbeddingTable>* shards_;

@@ -44,6 +44,9 @@ class CudaBackend {
   // update takes fp32 gradients: the step unpacks 16-bit ones first (a
   // kernel reading them in place is for a GPU to measure).
   static constexpr bool kUpdatesFromWire = false;
+  // Each exchange whole: overlapping them with the kernels would take a
+  // side stream for the transfers (not built; see sharded_step.hpp).
+  static constexpr bool kOverlapsExchanges = false;
 
   template <typename T>
   using Buffer = GrowArray<T, cuda::DeviceBuffer>;

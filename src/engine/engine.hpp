@@ -169,6 +169,7 @@ class Engine final : public StepEngine {
 
   StepStats& stats() override { return stats_; }
   void measure_skew(bool on) override { step_.measure_skew(on); }
+  void overlap_exchanges(int chunks) override { step_.set_overlap_chunks(chunks); }
   std::vector<TransferShape> last_transfers() const override { return step_.last_transfers(); }
   Communicator& data_comm() override { return backend_->data(); }
   bool on_gpu() const override { return !backend_->description().empty(); }

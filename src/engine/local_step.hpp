@@ -65,6 +65,7 @@ class LocalStep {
 
   // One rank has nothing to exchange.
   void measure_skew(bool) {}
+  void set_overlap_chunks(int) {}
   std::vector<TransferShape> last_transfers() const { return {}; }
 
   // The last combine_at_owner's gradients of table t (for Embedding::grad).

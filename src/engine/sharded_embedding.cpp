@@ -265,6 +265,10 @@ std::vector<float> ShardedEmbedding::gather_table(int t, int root) {
 const StepStats& ShardedEmbedding::stats() const { return engine().stats(); }
 void ShardedEmbedding::reset_stats() { engine().stats() = StepStats{}; }
 void ShardedEmbedding::measure_skew(bool on) { engine().measure_skew(on); }
+void ShardedEmbedding::overlap_exchanges(int chunks) {
+  EMBTRAIN_REQUIRE(chunks >= 1, "overlap chunks = ", chunks, " is invalid (valid: >= 1)");
+  engine().overlap_exchanges(chunks);
+}
 std::vector<TransferShape> ShardedEmbedding::last_transfers() const {
   return engine().last_transfers();
 }

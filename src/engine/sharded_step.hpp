@@ -46,6 +46,30 @@
 // Step:
 //  update            The optimizer on exactly these rows.
 //
+// Overlapped exchanges (set_overlap_chunks(K), K > 1; on a backend whose
+// owner work can run between transfers, Backend::kOverlapsExchanges, with
+// two or more ranks and no table pooled at the owners): every (peer, table)
+// block of rows and of gradients travels in K slices, slice k being the
+// block's elements [count * k / K, count * (k + 1) / K), which sender and
+// receiver both compute from the block's count, each slice of all peers
+// one non-blocking all-to-all of parts.
+//  exchange_rows     The owner gathers slice k of every block and sends it
+//                    while it gathers slice k + 1 (gather_owned leaves the
+//                    gathering to it).
+//  exchange_grads    The requester posts the first four slices (counts
+//                    first, whole); update posts slice k + 4 once slice k
+//                    has landed.
+//  update            The owner takes the slices in order and, after slice
+//                    k, updates the rows whose gradients have all arrived:
+//                    a peer's ids come sorted, so after its slices 0..k
+//                    every row below the first id of its slice k + 1 is
+//                    complete; the rows below the lowest such bound over
+//                    the peers are updated while the later slices travel.
+// Every value takes the same path through the same kernels, so the results
+// are bitwise those of K = 1. The time an exchange stage reports is then
+// what the transfers left exposed (waits, posting, packing); the gathers
+// and updates count as their own stages.
+//
 // Tables whose bags are pooled at the owners (TableSpec::pool_at = owner)
 // take the same route with bags on it. Their distinct ids travel as above
 // (so renorm and the counts of scale_grad_by_freq are as for any table);
@@ -76,6 +100,7 @@
 #pragma once
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -117,6 +142,7 @@ class ShardedStep {
   // until step(), and be given in every forward of a table pooled at the
   // owners), else the rows of its ids. Collectives.
   void forward(const std::vector<float*>& out, const std::vector<const StepBags*>& bags = {}) {
+    wait_for_grads();  // a backward without its step: nothing may still land
     current_ ^= 1;
     bags_ = bags;
     bags_.resize(static_cast<size_t>(T_), nullptr);
@@ -137,6 +163,13 @@ class ShardedStep {
   void step() { update(); }
 
   void measure_skew(bool on) { measure_skew_ = on; }
+  // Rows and gradients in `chunks` slices whose transfers overlap the
+  // owner's gathers and updates (see the top); 1: each exchange whole.
+  // Every rank must set the same. No effect where overlapped() says so.
+  void set_overlap_chunks(int chunks) {
+    EMBTRAIN_ASSERT(chunks >= 1);
+    overlap_chunks_ = chunks;
+  }
   std::vector<TransferShape> last_transfers() const;
 
  private:
@@ -234,6 +267,44 @@ class ShardedStep {
   // own packed beside them, so no pass unpacks them and none rounds the
   // self block. The others are unpacked into the rows buffer.
   bool grads_stay_packed(int t) const { return cur().layout.self_on_wire(t); }
+  // Whether rows and gradients travel in overlap_chunks_ slices (the top).
+  bool overlapped() const {
+    return Backend::kOverlapsExchanges && overlap_chunks_ > 1 && P_ > 1 && !any_at_owner_;
+  }
+  // The first element of slice k of a block of `count`.
+  int64_t slice_begin(int64_t count, int k) const { return count * k / overlap_chunks_; }
+  // Slice k of every peer's block of table t as the parts of an all-to-all
+  // (the rank's own empty: its rows never travel): `side` gives the blocks,
+  // in the rows buffer (floats) or on the wire (bytes).
+  template <typename Side>
+  std::vector<Communicator::Part> slice_parts(int k, int t, Side side) const {
+    std::vector<Communicator::Part> parts(static_cast<size_t>(P_));
+    const bool wire = cur().layout.has_wire();
+    const int64_t unit = dims_[t] * (wire ? wire_bytes_[t] : 1);
+    for (int p = 0; p < P_; ++p) {
+      if (p == rank_) continue;
+      const ExchangeLayout::Block& b = side(p);
+      const int64_t lo = slice_begin(b.rows, k), hi = slice_begin(b.rows, k + 1);
+      parts[p] = {(wire ? b.wire : b.row) + lo * unit, (hi - lo) * unit};
+    }
+    return parts;
+  }
+  void wait_for_grads() {
+    for (auto& request : grads_in_flight_) request->wait();
+    grads_in_flight_.clear();
+  }
+  void exchange_rows_overlapped();
+  void exchange_grads_overlapped();
+  void send_grad_slice(int k);
+  // Gradient slices in flight at once: each is posted when the one this
+  // many before it has landed. MPI moves every posted message at once, so
+  // with all posted the first lands with nearly all the others and the
+  // owner's update has nothing left to hide behind. bench-A, 2 emulated
+  // hosts at 1 Gbit/s, 8 slices: all at once, gradients exposed 56 ms and
+  // 0.4 ms of update hidden; 2 ahead, 66 and 6.5 (fewer messages moving);
+  // 4 ahead, 52-55 and 7.8 (bench/results/2026-12-02-overlapped-exchanges.md).
+  static constexpr int kGradSlicesAhead = 4;
+  void update_overlapped();
   // Rows from the owners' served blocks to the requesters' requested
   // blocks, or `back` the other way (the gradients): straight from the rows
   // buffer, or through the wire buffers when a table travels in 16 bits.
@@ -249,6 +320,8 @@ class ShardedStep {
                      CommType::kFloat32);
   }
   void move_wire(Communicator& data, bool back);
+  void pack_for_wire(bool back);
+  void unpack_from_wire(bool back, int p, int t, int64_t lo, int64_t hi);
   // What table t's values are multiplied by on the wire (gradients in fp16).
   float wire_scale(int t, bool gradients) const {
     return gradients && b_.spec(t).comm_precision == CommPrecision::kFp16 ? kFp16GradScale : 1.f;
@@ -281,6 +354,9 @@ class ShardedStep {
   const int P_, T_, rank_;
   bool any_scaled_ = false;  // a table scales by frequency: counts travel with the gradients
   bool measure_skew_ = false;
+  int overlap_chunks_ = 1;
+  // Overlapped: the gradients' slices, slice-major (k * T + t), until update.
+  std::vector<std::unique_ptr<Communicator::Request>> grads_in_flight_;
   std::vector<int64_t> dims_;
   std::vector<ShardPlan> plans_;
   std::vector<int64_t> skip_row_;  // per table: the padding row if it is here (local), or -1
@@ -449,7 +525,7 @@ void ShardedStep<Backend>::gather_owned() {
               layout.served(r, t).count);
     s.index = b_.unique_ids(ids, m, plans_[t].shard_rows(rank_), &s.ws);
     b_.renorm_rows(t, s.index.unique, s.index.num_unique);
-    for (int r = 0; r < P_; ++r) {
+    for (int r = 0; r < P_ && !overlapped(); ++r) {  // else exchange_rows gathers
       const int64_t* block_ids = ids + s.starts[r];
       const int64_t count = layout.served(r, t).count;
       if (!packed_at_gather(t))
@@ -468,6 +544,7 @@ void ShardedStep<Backend>::gather_owned() {
 
 template <typename Backend>
 void ShardedStep<Backend>::exchange_rows() {
+  if (overlapped()) return exchange_rows_overlapped();
   Stopwatch clock;
   wait_for_ranks(Stage::kExchangeRows);
   exchange(Stage::kExchangeRows, &stats_.rows_bytes_sent, &clock, [&](Communicator& data) {
@@ -485,40 +562,108 @@ void ShardedStep<Backend>::exchange_rows() {
 // blocks rounded in place (or, grads_stay_packed, packed beside the peers').
 template <typename Backend>
 void ShardedStep<Backend>::move_wire(Communicator& data, bool back) {
+  pack_for_wire(back);
+  if (back)
+    data.alltoallv(requested_wire_.data(), cur().layout.wire_from_owners(), served_wire_.data(),
+                   cur().layout.wire_to_requesters(), CommType::kByte);
+  else
+    data.alltoallv(served_wire_.data(), cur().layout.wire_to_requesters(), requested_wire_.data(),
+                   cur().layout.wire_from_owners(), CommType::kByte);
+  for (int p = 0; p < P_; ++p)
+    for (int t = 0; t < T_; ++t) {
+      if (p == rank_ || (back && grads_stay_packed(t))) continue;
+      const ExchangeLayout::Block& b = back ? cur().layout.served(p, t) : cur().layout.requested(p, t);
+      unpack_from_wire(back, p, t, 0, b.rows);
+    }
+}
+
+// move_wire's first half: the sending blocks packed (the self blocks
+// rounded, or packed beside the peers').
+template <typename Backend>
+void ShardedStep<Backend>::pack_for_wire(bool back) {
   float* rows = rows_.data();
   char* from = back ? requested_wire_.data() : served_wire_.data();
-  char* to = back ? served_wire_.data() : requested_wire_.data();
-  auto sending = [&](int p, int t) { return back ? cur().layout.requested(p, t) : cur().layout.served(p, t); };
-  auto receiving = [&](int p, int t) {
-    return back ? cur().layout.served(p, t) : cur().layout.requested(p, t);
-  };
   for (int p = 0; p < P_; ++p)
     for (int t = 0; t < T_; ++t) {
       if (!back && packed_at_gather(t)) continue;  // gather_owned wrote them so
-      const ExchangeLayout::Block& b = sending(p, t);
+      const ExchangeLayout::Block& b = back ? cur().layout.requested(p, t) : cur().layout.served(p, t);
       const CommPrecision precision = b_.spec(t).comm_precision;
       const int64_t n = b.rows * dims_[t];
       if (p != rank_)
         b_.pack_wire(rows + b.row, n, precision, wire_scale(t, back), from + b.wire);
       else if (back && grads_stay_packed(t))  // beside the peers' (as owner)
         b_.pack_wire(rows + b.row, n, precision, wire_scale(t, back),
-                     to + cur().layout.served(rank_, t).wire);
+                     served_wire_.data() + cur().layout.served(rank_, t).wire);
       else
         b_.round_wire(rows + b.row, n, precision, wire_scale(t, back));
     }
-  if (back)
-    data.alltoallv(from, cur().layout.wire_from_owners(), to, cur().layout.wire_to_requesters(),
-                   CommType::kByte);
-  else
-    data.alltoallv(from, cur().layout.wire_to_requesters(), to, cur().layout.wire_from_owners(),
-                   CommType::kByte);
-  for (int p = 0; p < P_; ++p)
+}
+
+// Rows [lo, hi) of peer p's receiving block of table t from the wire into
+// the rows buffer.
+template <typename Backend>
+void ShardedStep<Backend>::unpack_from_wire(bool back, int p, int t, int64_t lo, int64_t hi) {
+  const ExchangeLayout::Block& b = back ? cur().layout.served(p, t) : cur().layout.requested(p, t);
+  const char* wire = back ? served_wire_.data() : requested_wire_.data();
+  const int64_t dim = dims_[t];
+  b_.unpack_wire(wire + b.wire + lo * dim * wire_bytes_[t], (hi - lo) * dim,
+                 b_.spec(t).comm_precision, 1.f / wire_scale(t, back), rows_.data() + b.row + lo * dim);
+}
+
+// Overlapped (see the top): slice k of every served block gathered, then
+// sent while slice k + 1 is gathered; the rows that came through the wire
+// unpacked once all have arrived. The gathers' time is gather_owned's.
+template <typename Backend>
+void ShardedStep<Backend>::exchange_rows_overlapped() {
+  Stopwatch clock;
+  wait_for_ranks(Stage::kExchangeRows);
+  const ExchangeLayout& layout = cur().layout;
+  const bool wire = layout.has_wire();
+  float* rows = rows_.data();
+  Communicator& data = b_.data();
+  const int64_t before = data.traffic().bytes_sent;
+  std::vector<std::unique_ptr<Communicator::Request>> in_flight;
+  double gather_ms = 0, hidden_ms = 0;
+  bool travelling = false;
+  for (int k = 0; k < overlap_chunks_; ++k)
     for (int t = 0; t < T_; ++t) {
-      if (p == rank_ || (back && grads_stay_packed(t))) continue;
-      const ExchangeLayout::Block& b = receiving(p, t);
-      b_.unpack_wire(to + b.wire, b.rows * dims_[t], b_.spec(t).comm_precision,
-                     1.f / wire_scale(t, back), rows + b.row);
+      Stopwatch gather;
+      const Served& s = served_[t];
+      const int64_t dim = dims_[t];
+      for (int r = 0; r < P_; ++r) {
+        const ExchangeLayout::Block& b = layout.served(r, t);
+        const int64_t lo = slice_begin(b.count, k), n = slice_begin(b.count, k + 1) - lo;
+        const int64_t* ids = s.ids.data() + s.starts[r] + lo;
+        if (!wire)
+          b_.gather_rows(t, ids, n, rows + b.row + lo * dim);
+        else if (r == rank_)  // never travels, but is rounded as if it had
+          b_.gather_rows_rounded(t, ids, n, rows + b.row + lo * dim);
+        else
+          b_.gather_rows_packed(t, ids, n, served_wire_.data() + b.wire + lo * dim * wire_bytes_[t]);
+      }
+      const double ms = gather.lap_ms();
+      gather_ms += ms;
+      if (travelling) hidden_ms += ms;
+      const auto send = slice_parts(k, t, [&](int p) { return layout.served(p, t); });
+      const auto recv = slice_parts(k, t, [&](int p) { return layout.requested(p, t); });
+      if (wire)
+        in_flight.push_back(data.ialltoallv(served_wire_.data(), send, requested_wire_.data(), recv,
+                                            CommType::kByte));
+      else
+        in_flight.push_back(data.ialltoallv(rows, send, rows, recv, CommType::kFloat32));
+      travelling = false;  // whether the next gather runs while slices travel
+      for (auto& request : in_flight) travelling |= !request->progress();
     }
+  for (auto& request : in_flight) request->wait();
+  for (int p = 0; p < P_ && wire; ++p)
+    for (int t = 0; t < T_; ++t)
+      if (p != rank_) unpack_from_wire(/*back=*/false, p, t, 0, layout.requested(p, t).rows);
+  stats_.rows_bytes_sent += data.traffic().bytes_sent - before;
+  b_.synchronize();
+  stats_[Stage::kGatherOwned] += gather_ms;
+  stats_[Stage::kExchangeRows] += clock.lap_ms() - gather_ms;
+  stats_.hidden_ms[static_cast<int>(Stage::kExchangeRows)] += hidden_ms;
+  mark_progress(stage_name(Stage::kExchangeRows));
 }
 
 template <typename Backend>
@@ -579,6 +724,7 @@ void ShardedStep<Backend>::reduce_requested(const std::vector<const float*>& gra
 
 template <typename Backend>
 void ShardedStep<Backend>::exchange_grads() {
+  if (overlapped()) return exchange_grads_overlapped();
   Stopwatch clock;
   wait_for_ranks(Stage::kExchangeGrads);
   exchange(Stage::kExchangeGrads, &stats_.grads_bytes_sent, &clock, [&](Communicator& data) {
@@ -658,6 +804,7 @@ std::vector<TransferShape> ShardedStep<Backend>::last_transfers() const {
 // for (PyTorch's optimizers count steps per parameter).
 template <typename Backend>
 void ShardedStep<Backend>::update() {
+  if (overlapped()) return update_overlapped();
   Stopwatch clock;
   for (int t = 0; t < T_; ++t) {
     EmbeddingTable& host = b_.host(t);
@@ -666,6 +813,109 @@ void ShardedStep<Backend>::update() {
     b_.update(t, step_scalars(host.spec().optimizer, host.step()), served_[t].grads);
   }
   finish(Stage::kUpdate, &clock);
+}
+
+// Overlapped (see the top): the gradient sums packed if they travel in 16
+// bits, the counts sent (whole, blocking: combine_at_owner reads them),
+// then the first kGradSlicesAhead slices posted; update posts the others
+// as slices land.
+template <typename Backend>
+void ShardedStep<Backend>::exchange_grads_overlapped() {
+  Stopwatch clock;
+  wait_for_ranks(Stage::kExchangeGrads);
+  const ExchangeLayout& layout = cur().layout;
+  const bool wire = layout.has_wire();
+  Communicator& data = b_.data();
+  const int64_t before = data.traffic().bytes_sent;
+  if (wire) pack_for_wire(/*back=*/true);
+  if (any_scaled_)
+    data.alltoallv(counts_send_.data(), layout.ids_to_owners(), counts_recv_.data(),
+                   layout.ids_from_requesters(), CommType::kInt32);
+  EMBTRAIN_ASSERT(grads_in_flight_.empty());
+  for (int k = 0; k < std::min(overlap_chunks_, kGradSlicesAhead); ++k) send_grad_slice(k);
+  stats_.grads_bytes_sent += data.traffic().bytes_sent - before;
+  finish(Stage::kExchangeGrads, &clock);
+}
+
+// Posts slice k of the gradients of every table (grads_in_flight_[k * T + t]).
+template <typename Backend>
+void ShardedStep<Backend>::send_grad_slice(int k) {
+  const ExchangeLayout& layout = cur().layout;
+  Communicator& data = b_.data();
+  for (int t = 0; t < T_; ++t) {
+    const auto send = slice_parts(k, t, [&](int p) { return layout.requested(p, t); });
+    const auto recv = slice_parts(k, t, [&](int p) { return layout.served(p, t); });
+    if (layout.has_wire())
+      grads_in_flight_.push_back(data.ialltoallv(requested_wire_.data(), send, served_wire_.data(),
+                                                 recv, CommType::kByte));
+    else
+      grads_in_flight_.push_back(
+          data.ialltoallv(rows_.data(), send, rows_.data(), recv, CommType::kFloat32));
+  }
+}
+
+// Overlapped: slice by slice, the wait for it (and its unpacking, when the
+// update does not read the wire), then the update of every row whose
+// gradients have all arrived; the others' slices travel meanwhile. Waits
+// and unpacking count as exchange_grads.
+template <typename Backend>
+void ShardedStep<Backend>::update_overlapped() {
+  if constexpr (Backend::kOverlapsExchanges) {
+    Stopwatch clock;
+    double exchange_ms = 0, hidden_ms = 0;
+    const ExchangeLayout& layout = cur().layout;
+    std::vector<StepScalars> scalars;
+    for (int t = 0; t < T_; ++t) {
+      EmbeddingTable& host = b_.host(t);
+      host.set_step(host.step() + 1);
+      scalars.push_back(step_scalars(host.spec().optimizer, host.step()));
+    }
+    std::vector<int64_t> done(static_cast<size_t>(T_), 0);  // slots updated so far
+    for (int k = 0; k < overlap_chunks_; ++k) {
+      Stopwatch exchange;
+      for (int t = 0; t < T_; ++t) grads_in_flight_[k * T_ + t]->wait();
+      const int64_t before = b_.data().traffic().bytes_sent;
+      if (k + kGradSlicesAhead < overlap_chunks_) send_grad_slice(k + kGradSlicesAhead);
+      stats_.grads_bytes_sent += b_.data().traffic().bytes_sent - before;
+      for (int t = 0; t < T_ && layout.has_wire(); ++t)
+        for (int p = 0; p < P_ && !grads_stay_packed(t); ++p) {
+          if (p == rank_) continue;
+          const int64_t count = layout.served(p, t).rows;
+          unpack_from_wire(/*back=*/true, p, t, slice_begin(count, k), slice_begin(count, k + 1));
+        }
+      exchange_ms += exchange.lap_ms();
+      for (int t = 0; t < T_; ++t) {
+        if (b_.spec(t).freeze) continue;
+        const Served& s = served_[t];
+        // Peer p's ids are ascending: after its slices 0..k, every row
+        // below the first id of its slice k + 1 has all of p's gradients.
+        int64_t bound = std::numeric_limits<int64_t>::max();
+        for (int p = 0; p < P_; ++p) {
+          const int64_t count = layout.served(p, t).count, next = slice_begin(count, k + 1);
+          if (p != rank_ && next < count) bound = std::min(bound, s.ids.data()[s.starts[p] + next]);
+        }
+        const int64_t* unique = s.index.unique;
+        const int64_t end =
+            std::lower_bound(unique + done[t], unique + s.index.num_unique, bound) - unique;
+        // The later slices move on; whether they still travel meanwhile.
+        bool travelling = false;
+        for (size_t i = (k + 1) * T_; i < grads_in_flight_.size(); ++i)
+          travelling |= !grads_in_flight_[i]->progress();
+        if (end > done[t]) {
+          Stopwatch work;
+          b_.update_slots(t, scalars[t], s.grads, done[t], end);
+          if (travelling) hidden_ms += work.lap_ms();
+        }
+        done[t] = end;
+      }
+    }
+    grads_in_flight_.clear();
+    b_.synchronize();
+    stats_[Stage::kExchangeGrads] += exchange_ms;
+    stats_[Stage::kUpdate] += clock.lap_ms() - exchange_ms;
+    stats_.hidden_ms[static_cast<int>(Stage::kExchangeGrads)] += hidden_ms;
+    mark_progress(stage_name(Stage::kUpdate));
+  }
 }
 
 // Pooled at the owners.

@@ -46,6 +46,7 @@ class StepEngine {
 
   virtual StepStats& stats() = 0;
   virtual void measure_skew(bool on) = 0;
+  virtual void overlap_exchanges(int chunks) = 0;
   virtual std::vector<TransferShape> last_transfers() const = 0;
   virtual Communicator& data_comm() = 0;
   virtual bool on_gpu() const = 0;
