@@ -72,6 +72,7 @@ CaseStats stats_of(const StepStats& stats) {
   CaseStats c;
   c.phase_ms.assign(stats.ms, stats.ms + kNumStages);
   c.wait_ms.assign(stats.wait_ms, stats.wait_ms + kNumStages);
+  c.hidden_ms.assign(stats.hidden_ms, stats.hidden_ms + kNumStages);
   for (const Exchange& e : kExchanges)
     c.bytes_sent.push_back(static_cast<double>(stats.*e.bytes_sent));
   return c;
@@ -143,6 +144,11 @@ po::options_description bench_options() {
     ("pipeline", po::bool_switch(),
      "start each step's input distribution during the step before (ShardedEmbedding::prefetch), "
      "as a pipelined trainer does")
+    ("overlap-chunks", po::value<int>()->default_value(1),
+     "rows and gradients travel in this many slices, the owners' gathers and updates running "
+     "while the next slices move (ShardedEmbedding::overlap_exchanges; the CPU step; 1: each "
+     "exchange whole). The report then gives each exchange's exposed time and, against the raw "
+     "collective, the time hidden")
     ("skew", po::value<bool>()->default_value(true)->implicit_value(true),
      "time each exchange's wait for the slowest rank apart, at a barrier before it "
      "(=false: no barrier)")
@@ -174,6 +180,7 @@ struct BenchOptions {
   double zipf = 0, pad_frac = 0;
   uint64_t seed = 0;
   bool sharded = false, json = false, skew = true, pipeline = false;
+  int overlap_chunks = 1;
   bool pooled = false;
   PoolMode mode = PoolMode::kMean;
   DeviceChoice device;
@@ -233,6 +240,9 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
   o.json = vm["json"].as<bool>();
   o.skew = vm["skew"].as<bool>();
   o.pipeline = vm["pipeline"].as<bool>();
+  o.overlap_chunks = vm["overlap-chunks"].as<int>();
+  EMBTRAIN_REQUIRE(o.overlap_chunks >= 1, "option --overlap-chunks = ", o.overlap_chunks,
+                   " is invalid (valid: >= 1)");
   if (vm.count("profile")) {
     o.profile = vm["profile"].as<std::string>();
     require_output_folder("--profile", o.profile);  // now, not after the benchmark
@@ -256,6 +266,13 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
                    "option --engine = local has no bags; with --pool the default engine runs "
                    "one rank's step in one process");
   if (o.pooled) o.sharded = true;
+  EMBTRAIN_REQUIRE(o.overlap_chunks == 1 || o.device.device == "cpu",
+                   "option --overlap-chunks = ", o.overlap_chunks,
+                   " is for the CPU step (the GPU step exchanges whole): use --device cpu or 1");
+  EMBTRAIN_REQUIRE(o.overlap_chunks == 1 || o.spec.pool_at != PoolAt::kOwner,
+                   "option --overlap-chunks = ", o.overlap_chunks,
+                   " does not apply to bags pooled at the owners (--pool-at owner), whose "
+                   "exchanges move whole: use 1");
   return o;
 }
 
@@ -274,6 +291,8 @@ void print_header(const BenchOptions& o, const MachineInfo& machine, int ranks, 
       static_cast<long long>(o.spec.num_embeddings), static_cast<long long>(o.spec.dim),
       optimizer_name(o.spec.optimizer.kind), o.spec.scale_grad_by_freq ? 1 : 0, padding.c_str(),
       comm_precision_name(o.spec.comm_precision), o.pipeline ? ", pipelined" : "");
+  if (o.overlap_chunks > 1 && ranks > 1)
+    std::printf("# overlapped exchanges: rows and gradients in %d slices\n", o.overlap_chunks);
   std::printf(
       "# %lld lookups/step over all ranks (rank 0: batch %lld x seq %lld), zipf %.3f, "
       "pad-frac %.3f, steps %lld + warmup %lld\n",
@@ -332,6 +351,7 @@ struct Timings {
 Timings time_steps(const BenchOptions& o, BenchCase* engine, Communicator& comm) {
   Timings t;
   engine->measure_skew(o.skew);
+  engine->overlap_exchanges(o.overlap_chunks);
   for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
     if (s == o.warmup) engine->reset_stats();
     comm.barrier();
@@ -381,6 +401,7 @@ struct Summary {
   double unique = 0;                     // distinct ids, summed over ranks
   std::vector<double> phase_ms;          // phase_names() order, max over ranks
   std::vector<double> wait_ms;           // of phase_ms, skew: max over ranks
+  std::vector<double> hidden_ms;         // owner work behind the transfers: max over ranks
   std::vector<double> transfer_ms;       // phase_ms less the wait: max over ranks
   std::vector<double> raw_ms;            // the raw collective of each exchange: max over ranks
   std::vector<double> raw_warm_ms;       // the same with warm caches (its best case)
@@ -390,6 +411,7 @@ struct Summary {
   double floor_bytes = 0;               // per rank
   double bandwidth = 0;                 // copy bandwidth (GB/s), least over ranks
   double floor_ms = 0;
+  int overlap_chunks = 1;  // slices per exchange (BenchOptions), with 2 or more ranks
 };
 
 // The phases' times, their waits and transfers, and the raw collectives,
@@ -398,16 +420,18 @@ void summarise_phases(const CaseStats& stats, double steps, std::vector<double> 
                       std::vector<double> raw_warm_ms, Communicator& comm, Summary* s) {
   s->phase_ms = stats.phase_ms;
   s->wait_ms = stats.wait_ms;
+  s->hidden_ms = stats.hidden_ms;
   s->transfer_ms.resize(s->phase_ms.size());
   for (size_t i = 0; i < s->phase_ms.size(); ++i) {
     s->phase_ms[i] /= steps;
     s->wait_ms[i] /= steps;
+    s->hidden_ms[i] /= steps;
     s->transfer_ms[i] = s->phase_ms[i] - s->wait_ms[i];
   }
   s->raw_ms = std::move(raw_ms);
   s->raw_warm_ms = std::move(raw_warm_ms);
   for (std::vector<double>* v :
-       {&s->phase_ms, &s->wait_ms, &s->transfer_ms, &s->raw_ms, &s->raw_warm_ms})
+       {&s->phase_ms, &s->wait_ms, &s->hidden_ms, &s->transfer_ms, &s->raw_ms, &s->raw_warm_ms})
     comm.allreduce_max(v->data(), static_cast<int64_t>(v->size()), CommType::kFloat64);
 }
 
@@ -418,6 +442,7 @@ Summary summarise(const BenchOptions& o, const BenchData& data, BenchCase& engin
   const int ranks = comm.size();
   const double n = static_cast<double>(o.steps);
   s.global_lookups = global_lookups;
+  s.overlap_chunks = ranks > 1 ? o.overlap_chunks : 1;
   s.unique = distinct_ids(o, data);
   comm.allreduce_sum(&s.unique, 1, CommType::kFloat64);
 
@@ -461,7 +486,8 @@ nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInf
                                    {"skew_ms", s.wait_ms[i]},
                                    {"transfer_ms", s.transfer_ms[i]},
                                    {"raw_ms", s.raw_ms[i]},
-                                   {"raw_warm_ms", s.raw_warm_ms[i]}};
+                                   {"raw_warm_ms", s.raw_warm_ms[i]},
+                                   {"hidden_ms", s.hidden_ms[i]}};
     raw_total += s.raw_ms[i];
   }
   for (size_t i = 0; i < exchange_names().size(); ++i) bytes[exchange_names()[i]] = s.bytes[i];
@@ -483,6 +509,7 @@ nlohmann::json to_json(const BenchOptions& o, const Summary& s, const MachineInf
       {"scale_grad_by_freq", o.spec.scale_grad_by_freq},
       {"comm_precision", comm_precision_name(o.spec.comm_precision)},
       {"pipeline", o.pipeline},
+      {"overlap_chunks", o.overlap_chunks},
       {"pool", o.pooled ? pool_mode_name(o.mode) : "none"},
       {"pool_at", pool_at_name(o.spec.pool_at)},
       {"lookups_per_step", s.global_lookups},
@@ -520,6 +547,16 @@ void print_exchanges(const Summary& s) {
                   s.raw_warm_ms[i]);
   std::printf("#   (raw: the transport's all-to-all of the same bytes per peer, the host's caches\n"
               "#    pushed out first as a step leaves them; raw warm: right after a run of itself)\n");
+  if (s.overlap_chunks > 1) {
+    const auto at = [](const char* name) {
+      return static_cast<size_t>(std::find(phase_names().begin(), phase_names().end(), name) -
+                                 phase_names().begin());
+    };
+    std::printf("# overlapped in %d slices (transfer: what was left exposed): owner work run while\n"
+                "#   slices travelled, ms/step (max over ranks): gathers %.2f behind exchange_rows,\n"
+                "#   updates %.2f behind exchange_grads\n",
+                s.overlap_chunks, s.hidden_ms[at("exchange_rows")], s.hidden_ms[at("exchange_grads")]);
+  }
 }
 
 void print_report(const Summary& s) {

@@ -60,6 +60,7 @@ struct CaseSetup {
 struct CaseStats {
   std::vector<double> phase_ms;
   std::vector<double> wait_ms;  // of phase_ms, waiting for the slowest rank
+  std::vector<double> hidden_ms;  // owner work run while the exchange's slices travelled
   std::vector<double> bytes_sent;
 };
 const std::vector<std::string>& phase_names();
@@ -84,6 +85,7 @@ class BenchCase {
   // time the wait for the slowest rank apart, the all-to-alls of the last
   // step, and the time of its transport's own all-to-all of one of them.
   virtual void measure_skew(bool) {}
+  virtual void overlap_exchanges(int) {}
   virtual std::vector<TransferShape> last_transfers() const { return {}; }
   virtual double native_alltoallv_ms(const TransferShape&, Communicator::Caches) { return 0; }
   // Copy bandwidth of the memory the step runs in (GB/s, read + written),

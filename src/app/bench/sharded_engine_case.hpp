@@ -28,6 +28,7 @@ class ShardedEngineCase : public BenchCase {
   CaseStats stats() const override { return stats_of(table_.stats()); }
   std::string gpu_description() const override { return table_.device_description(); }
   void measure_skew(bool on) override { table_.measure_skew(on); }
+  void overlap_exchanges(int chunks) override { table_.overlap_exchanges(chunks); }
   std::vector<TransferShape> last_transfers() const override { return table_.last_transfers(); }
   double native_alltoallv_ms(const TransferShape& t, Communicator::Caches caches) override {
     return table_.data_comm().native_alltoallv_ms(t.send_bytes, t.recv_bytes, caches);
