@@ -49,6 +49,10 @@ struct TrainOptions {
   // Each step starts distributing the next step's ids before its backward
   // (ShardedEmbedding::prefetch); the trained bits are the same either way.
   bool pipeline = true;
+  // Rows and gradients travel in this many slices, the owners' gathers and
+  // updates running while the next slices move
+  // (ShardedEmbedding::overlap_exchanges; the CPU step); the same bits.
+  int overlap_chunks = 1;
   // A step whose loss is NaN or infinite on any rank: "stop" ends the run
   // with an error before the step's gradients are applied; "skip_step"
   // skips the step (no backward, no updates) and goes on, and stops after

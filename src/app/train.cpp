@@ -83,6 +83,11 @@ OptionList<RunKeys> run_options() {
       {"train.pipeline",
        "start distributing the next step's ids during the current step (same results)",
        R::boolean(&RunKeys::pipeline)},
+      {"train.overlap_chunks",
+       "rows and gradients cross the network in this many slices, so that the owners' gathers "
+       "and optimizer updates run while the next slices travel (same results; the CPU step; "
+       "1: each exchange whole)",
+       R::integer(1, 1024, &RunKeys::overlap_chunks)},
       {"train.on_nonfinite",
        "a step whose loss is NaN or infinite: stop (an error, before the step is applied) or "
        "skip_step (skip it and go on; stops after 20 such steps in a row)",

@@ -21,7 +21,7 @@ const char* const kFreeKeys[] = {
     "train.steps",  "train.epochs",     "train.threads",     "train.eval_every",
     "train.pipeline", "train.device",   "train.data_comm",   "log.*",
     "checkpoint.*", "table.*.init",     "table.*.init_std",  "train.on_nonfinite",
-    "train.collective_timeout",
+    "train.collective_timeout", "train.overlap_chunks",
 };
 
 // Whether `key` matches `pattern`, where '*' stands for any text.

@@ -261,6 +261,7 @@ class TrainingRun {
       tables_.use_cuda(options_.cuda);
       if (talk_) std::printf("device: %s\n", tables_.device_description().c_str());
     }
+    tables_.overlap_exchanges(options_.overlap_chunks);
     plan_steps();
     if (finished_here()) {
       if (talk_)

@@ -4,8 +4,8 @@
     /usr/bin/python3 tests/train/test_train_cli.py --embtrain build/embtrain [--only NAME]
 
 Covers: config errors (unknown key with file:line, ill-typed and out-of-range
-values, command-line overrides), train.pipeline training the same bits as
-without it, table options that train's keys and
+values, command-line overrides), train.pipeline and train.overlap_chunks
+training the same bits as without them, table options that train's keys and
 replay's flags accept and refuse alike, exact resume (a run resumed from step k
 ends bitwise equal to an uninterrupted run, 1 and 2 ranks), re-sharding a
 checkpoint from 2 to 3 ranks (and the true epoch after a 2 -> 4 ranks resume),
@@ -208,6 +208,27 @@ def test_pipeline_same_bits(work):
                 np_, table, np.abs(a - b).max())
         da, db = (np.load(os.path.join(dirs[p], "checkpoints", "step_00000012", "dense.npy"))
                   for p in ("true", "false"))
+        assert da.tobytes() == db.tobytes(), "%d ranks: dense parameters differ" % np_
+
+
+def test_overlap_same_bits(work):
+    """train.overlap_chunks = 3 (rows and gradients in 3 slices, the owners'
+    gathers and updates between them) trains the same bits as 1, on 2 and 3
+    ranks, with the pipeline on and evaluations between."""
+    for np_ in (2, 3):
+        dirs = {}
+        for chunks in ("1", "3"):
+            d = os.path.join(work, "np%d_chunks%s" % (np_, chunks))
+            run(small_recsys(work, **{"log.dir": d, "train.overlap_chunks": chunks,
+                                      "train.eval_every": "5"}), np_)
+            dirs[chunks] = d
+        for table in ("users", "items"):
+            a, b = (export(os.path.join(dirs[c], "checkpoints"), table,
+                           os.path.join(work, "chunks%s.npy" % c)) for c in ("1", "3"))
+            assert a.tobytes() == b.tobytes(), "%d ranks: table %s differs (max |diff| %g)" % (
+                np_, table, np.abs(a - b).max())
+        da, db = (np.load(os.path.join(dirs[c], "checkpoints", "step_00000012", "dense.npy"))
+                  for c in ("1", "3"))
         assert da.tobytes() == db.tobytes(), "%d ranks: dense parameters differ" % np_
 
 
