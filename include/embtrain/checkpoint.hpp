@@ -112,6 +112,10 @@ void read_checkpoint_table(const std::string& dir, const std::string& table, int
 // epochs, threads, log.*, checkpoint.*, ...) and those `allowed` names
 // (keys, where '*' matches any text: "recsys.*", "table.*.lr") pass. `saved` and `current` are
 // effective configurations (INI text); keys missing from either pass.
+// Whether config key `key` matches `pattern`, where '*' stands for any
+// text (checkpoint.allow_changes' entries).
+bool key_matches(const std::string& key, const std::string& pattern);
+
 void check_resume_config(const std::string& dir, const std::string& saved,
                          const std::string& current, const std::vector<std::string>& allowed);
 

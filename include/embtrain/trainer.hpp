@@ -53,6 +53,8 @@ struct TrainOptions {
   // updates running while the next slices move
   // (ShardedEmbedding::overlap_exchanges; the CPU step); the same bits.
   int overlap_chunks = 1;
+  // Where each config key's value came from, for errors (unset: not known).
+  KeySource key_source;
   // A step whose loss is NaN or infinite on any rank: "stop" ends the run
   // with an error before the step's gradients are applied; "skip_step"
   // skips the step (no backward, no updates) and goes on, and stops after
@@ -93,9 +95,11 @@ struct TrainSummary {
 // the setup leaves them 0) and starts them as their setup says, on the CPU
 // or, with device "cuda", on this rank's GPU (use_cuda): fresh rows are
 // then drawn there and a .npy streams there, with no host copy of a table.
+// `key_source` says where the table keys' values came from, for the errors
+// that name them (rows, padding_idx).
 ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> setups,
                               Communicator& comm, uint64_t seed, const std::string& device = "cpu",
-                              const CudaOptions& cuda = {});
+                              const CudaOptions& cuda = {}, const KeySource& key_source = {});
 
 // Runs the steps. SIGTERM, SIGINT or SIGUSR1 on any rank stops every rank
 // after the step in progress, with a checkpoint (summary.stop_signal says

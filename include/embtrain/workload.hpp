@@ -27,6 +27,13 @@ struct StepOutput {
   int64_t words = 0;     // text workloads: corpus words consumed
 };
 
+// Where config key `key` got its value ("configs/x.ini:12", "command
+// line", "default"), so that an error can name it; unset where no config
+// is at hand (a workload built by code).
+using KeySource = std::function<std::string(const std::string& key)>;
+// " (SOURCE)" for `key`, or "" when `source` is unset.
+std::string key_place(const KeySource& source, const std::string& key);
+
 // What the trainer tells a workload when it creates it.
 struct WorkloadContext {
   Communicator* comm = nullptr;
@@ -36,6 +43,7 @@ struct WorkloadContext {
   // The tables of kind = bag and their pooling mode, by name (bags.hpp).
   std::map<std::string, PoolMode> table_bags;
   std::string out_dir;                        // where the run writes its files
+  KeySource key_source;                       // where each config key's value came from
 };
 
 class Workload {

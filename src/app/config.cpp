@@ -61,7 +61,10 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-std::string Config::peek(int argc, char** argv, const std::string& key) {
+std::string Config::peek(int argc, char** argv, const std::string& key, std::string* source) {
+  std::string ignored;
+  std::string& where = source ? *source : ignored;
+  where = "default";
   std::string file;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -74,7 +77,10 @@ std::string Config::peek(int argc, char** argv, const std::string& key) {
         value = argv[i + 1];
       else
         continue;
-      if (name == key) return trim(value);
+      if (name == key) {
+        where = "command line";
+        return trim(value);
+      }
       file = value;
     }
   }
@@ -91,7 +97,9 @@ std::string Config::peek(int argc, char** argv, const std::string& key) {
   } catch (const po::error&) {
     return "";  // parse() reports it with the full set of keys
   }
-  return vm.count(key) ? trim(vm[key].as<std::string>()) : "";
+  if (!vm.count(key)) return "";
+  where = file;
+  return trim(vm[key].as<std::string>());
 }
 
 void Config::declare(const std::string& key, const std::string& default_value,
@@ -101,13 +109,18 @@ void Config::declare(const std::string& key, const std::string& default_value,
   sources_[key] = "default";
 }
 
-std::string Config::unknown_key(const std::string& key, const std::string& command) const {
+std::string Config::nearest_key(const std::string& key) const {
   std::string best;
   size_t best_distance = std::max<size_t>(3, key.size() / 4) + 1;  // near misses only
   for (const auto& [known, spec] : keys_) {
     const size_t d = edit_distance(key, known);
     if (d < best_distance) best = known, best_distance = d;
   }
+  return best;
+}
+
+std::string Config::unknown_key(const std::string& key, const std::string& command) const {
+  const std::string best = nearest_key(key);
   return embtrain::detail::concat("unknown key '", key, "'",
                         best.empty() ? std::string() : " (did you mean '" + best + "'?)",
                         "; 'embtrain ", command, " --help' lists the keys");

@@ -23,8 +23,11 @@ class Config {
 
   // The value `key` has on the command line (`--key=V` or `--key V`) or, failing
   // that, in the `--config` file, without declaring anything; "" if unset.
-  // For keys that decide which other keys exist (train.workload).
-  static std::string peek(int argc, char** argv, const std::string& key);
+  // For keys that decide which other keys exist (train.workload). `source`
+  // (if given) gets where the value came from: "command line", "FILE" or
+  // "default".
+  static std::string peek(int argc, char** argv, const std::string& key,
+                          std::string* source = nullptr);
 
   // Parses `--config FILE` (optional) and `--section.key=value` overrides;
   // the command line wins over the file, the file over defaults. Throws
@@ -39,6 +42,10 @@ class Config {
   std::string source(const std::string& key) const;
   // Throws embtrain::Error naming the key and its source.
   [[noreturn]] void fail(const std::string& key, const std::string& what) const;
+
+  // The declared key nearest to `key` by edit distance, if near enough to
+  // be a typo of it; else "".
+  std::string nearest_key(const std::string& key) const;
 
   // Every declared key and its value ("" = unset), in key order.
   std::vector<std::pair<std::string, std::string>> values() const;

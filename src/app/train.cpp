@@ -353,11 +353,12 @@ const char kMemoryAdvice[] =
 
 void read_setup(int argc, char** argv, RunSetup* setup, const std::string& command) {
   // The workload decides which keys exist, so it is read first.
-  std::string name = Config::peek(argc, argv, "train.workload");
+  std::string source;
+  std::string name = Config::peek(argc, argv, "train.workload", &source);
   if (name.empty()) name = "recsys";
   setup->workload = find_workload(name);
-  EMBTRAIN_REQUIRE(setup->workload, "config key 'train.workload' = '", name,
-                   "' is not a workload (valid: ", join(workload_names()), ")");
+  EMBTRAIN_REQUIRE(setup->workload, "config key 'train.workload' = '", name, "' (", source,
+                   "): not a workload (valid: ", join(workload_names()), ")");
   Config& config = setup->config;
   declare_keys(&config, "", run_options());
   declare_keys(&config, "train.", device_options());
@@ -366,6 +367,18 @@ void read_setup(int argc, char** argv, RunSetup* setup, const std::string& comma
 
   RunKeys& keys = setup->keys;
   read_keys(config, "", run_options(), &keys);
+  // An entry that names no key would let nothing through, silently.
+  for (const std::string& item : keys.allow_changes) {
+    bool any = false;
+    for (const auto& entry : config.values()) any = any || key_matches(entry.first, item);
+    if (any) continue;
+    const std::string near = item.find('*') == std::string::npos ? config.nearest_key(item) : "";
+    config.fail("checkpoint.allow_changes",
+                "'" + item + "' is no key" + (near.empty() ? "" : " (did you mean '" + near + "'?)") +
+                    "; 'embtrain train --help' lists the keys ('*' stands for any text)");
+  }
+  const Config* parsed = &config;  // lives as long as the setup, which outlives the run
+  keys.key_source = [parsed](const std::string& key) { return parsed->source(key); };
   DeviceChoice device;
   read_keys(config, "train.", device_options(), &device);
   keys.device = device.device;
@@ -383,6 +396,7 @@ WorkloadContext run_context(const RunSetup& setup, Communicator* comm) {
   context.seed = setup.keys.seed;
   context.batch_size = setup.keys.batch_size;
   context.out_dir = setup.keys.out_dir;
+  context.key_source = setup.keys.key_source;
   for (const TableSetup& s : setup.tables) {
     context.table_dims[s.spec.name] = s.spec.dim;
     if (s.bag) context.table_bags[s.spec.name] = s.mode;

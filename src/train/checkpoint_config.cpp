@@ -57,6 +57,10 @@ std::map<std::string, std::string> parse_effective_ini(const std::string& text) 
 
 }  // namespace
 
+bool key_matches(const std::string& key, const std::string& pattern) {
+  return matches(key.c_str(), pattern.c_str());
+}
+
 void check_resume_config(const std::string& dir, const std::string& saved,
                          const std::string& current, const std::vector<std::string>& allowed) {
   const std::map<std::string, std::string> before = parse_effective_ini(saved);

@@ -187,6 +187,22 @@ void parse_progress(const json& j, Manifest* m, const std::string& where) {
   m->progress.epoch_samples = get_int(p, "epoch_samples", 1, kMaxInt64, here);
 }
 
+// A JSON parse error, its "last read: '...'" (which for a file cut short
+// inside a string is everything after the quote) cut to its first 60
+// characters.
+std::string parse_error_text(const std::string& what) {
+  constexpr size_t kShown = 60;
+  const std::string marker = "last read: '";
+  const size_t from = what.find(marker);
+  if (from == std::string::npos) return what;
+  const size_t begin = from + marker.size();
+  const size_t end = what.find("'; ", begin);
+  const size_t length = (end == std::string::npos ? what.size() : end) - begin;
+  if (length <= kShown) return what;
+  return what.substr(0, begin + kShown) + "...' (" + std::to_string(length) + " characters)" +
+         (end == std::string::npos ? "" : what.substr(end + 1));
+}
+
 json load_json(const std::string& dir) {
   const fs::path path = fs::path(dir) / "manifest.json";
   std::ifstream in(path);
@@ -196,7 +212,7 @@ json load_json(const std::string& dir) {
     in >> m;
     return m;
   } catch (const json::exception& e) {
-    throw make_error(path.string(), ": malformed checkpoint manifest: ", e.what());
+    throw make_error(path.string(), ": malformed checkpoint manifest: ", parse_error_text(e.what()));
   }
 }
 

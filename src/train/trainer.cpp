@@ -10,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
@@ -182,9 +183,13 @@ void load_pretrained(ShardedEmbedding& tables, int t, const std::string& path) {
 
 }  // namespace
 
+std::string key_place(const KeySource& source, const std::string& key) {
+  return source ? " (" + source(key) + ")" : "";
+}
+
 ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> setups,
                               Communicator& comm, uint64_t seed, const std::string& device,
-                              const CudaOptions& cuda) {
+                              const CudaOptions& cuda, const KeySource& key_source) {
   const std::vector<std::string> names = workload.table_names();
   EMBTRAIN_ASSERT(names.size() == setups.size());
   std::vector<TableSpec> specs;
@@ -192,11 +197,19 @@ ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> 
     TableSpec& spec = setups[t].spec;
     EMBTRAIN_ASSERT(spec.name == names[t]);
     const int64_t rows = workload.table_rows(spec.name);
-    EMBTRAIN_REQUIRE(spec.num_embeddings == 0 || spec.num_embeddings == rows, "table '",
-                     spec.name, "': rows = ", spec.num_embeddings, " but workload ",
-                     workload.name(), " needs ", rows, " (leave table.", spec.name,
-                     ".rows unset to take the workload's)");
+    const std::string key = "table." + spec.name + ".";
+    EMBTRAIN_REQUIRE(spec.num_embeddings == 0 || spec.num_embeddings == rows, "config key '", key,
+                     "rows' = ", spec.num_embeddings, key_place(key_source, key + "rows"),
+                     ": workload ", workload.name(), " needs ", rows,
+                     " rows (leave it unset to take the workload's)");
     spec.num_embeddings = rows;
+    // Here, where the rows are known, rather than in the table's own check,
+    // so that the error names the key.
+    if (const std::optional<int64_t> p = spec.padding_idx)
+      EMBTRAIN_REQUIRE(*p >= -rows && *p < rows, "config key '", key, "padding_idx' = ", *p,
+                       key_place(key_source, key + "padding_idx"), ": not a row of table '",
+                       spec.name, "', which has ", rows, " (valid: [", -rows, ", ", rows - 1,
+                       "]; negative counts from the end)");
     specs.push_back(spec);
   }
   // Fresh rows: N(0, 1) drawn by global row (the same for any number of
@@ -248,7 +261,8 @@ class TrainingRun {
         comm_(comm),
         root_(comm.rank() == 0),
         talk_(root_ && !options.quiet),
-        tables_(build_tables(workload, setups, comm, options.seed, options.device, options.cuda)),
+        tables_(build_tables(workload, setups, comm, options.seed, options.device, options.cuda,
+                             options.key_source)),
         dense_(workload.dense_parameters()),
         per_epoch_(std::max<int64_t>(1, workload.steps_per_epoch())) {}
 

@@ -188,6 +188,36 @@ def test_truncated_shard(work):
     assert latest(work) == "step_00000004"
 
 
+def test_truncated_manifest(work):
+    """A manifest cut short inside its longest string: the error names the
+    file and says what is wrong in a line, not the whole string up to the
+    cut."""
+    step = trained(work)
+    path = os.path.join(step, "manifest.json")
+    text = open(path).read()
+    # Half way through its longest string (the effective configuration).
+    longest, at = (0, 0), 0
+    while at < len(text):
+        if text[at] != '"':
+            at += 1
+            continue
+        end = at + 1
+        while text[end] != '"':
+            end += 2 if text[end] == "\\" else 1
+        if end - at > longest[1] - longest[0]:
+            longest = (at, end)
+        at = end + 1
+    assert longest[1] - longest[0] > 1000, "the manifest's longest string is short: %r" % (longest,)
+    with open(path, "w") as f:
+        f.write(text[:(longest[0] + longest[1]) // 2])
+    for args in (train_args(work, **{"train.steps": "8", "checkpoint.resume": step}),
+                 export_args(step, work)):
+        p = run(args, 2 if args[0] == "train" else 1, expect_ok=False)
+        expect_error(p, path, "malformed checkpoint manifest")
+        line = [l for l in p.stderr.splitlines() if "malformed checkpoint manifest" in l][0]
+        assert len(line) < len(path) + 300, "error line of %d characters:\n%s" % (len(line), line)
+
+
 def test_dropped_shard(work):
     """A manifest without rank 1's shard of a table would have left those
     rows at their random start."""

@@ -79,7 +79,27 @@ def test_config_errors(work):
     expect_error(run(small_recsys(work, **{"table.items.optimizer": "adamw"}), expect_ok=False),
                  "table.items.optimizer", "sgd, adagrad, adam, rowwise_adagrad")
     expect_error(run(small_recsys(work, **{"train.workload": "nope"}), expect_ok=False),
-                 "train.workload", "recsys")
+                 "config key 'train.workload' = 'nope' (command line): not a workload",
+                 "recsys")
+    # Errors found once the workload knows its tables name the key and its source.
+    expect_error(run(small_recsys(work, **{"table.users.padding_idx": "300"}), expect_ok=False),
+                 "config key 'table.users.padding_idx' = 300 (command line): not a row of "
+                 "table 'users', which has 300 (valid: [-300, 299]")
+    expect_error(run(small_recsys(work, **{"table.items.rows": "7"}), expect_ok=False),
+                 "config key 'table.items.rows' = 7 (command line): workload recsys needs")
+    expect_error(run(small_recsys(work, **{"table.items.dim": "4"}), expect_ok=False),
+                 "(command line) and table.items.dim = 4 (command line) must be equal")
+    # An allowed change that names no key would let nothing through.
+    expect_error(run(small_recsys(work, **{"checkpoint.allow_changes": "train.sed, table.*.lr"}),
+                     expect_ok=False),
+                 "config key 'checkpoint.allow_changes'", "'train.sed' is no key (did you mean "
+                 "'train.seed'?)")
+    expect_error(run(small_recsys(work, **{"checkpoint.allow_changes": "tables.*"}),
+                     expect_ok=False), "'tables.*' is no key")
+    with open(ini, "w") as f:
+        f.write("[train]\nworkload = nope\n")
+    expect_error(run(["train", "--config", ini], expect_ok=False),
+                 "config key 'train.workload' = 'nope' (" + ini + "): not a workload")
     expect_error(run(["train", "--config", os.path.join(work, "missing.ini")], expect_ok=False),
                  "missing.ini")
     expect_error(run(small_recsys(work) + ["--no.such.key=1"], expect_ok=False), "no.such.key")

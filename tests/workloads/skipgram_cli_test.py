@@ -391,6 +391,16 @@ def main():
             check(words2 == words and np.array_equal(vecs2, vecs),
                   "embtrain export writes the vectors skipgram.export wrote")
 
+        # An export into a folder that does not exist: refused at the start,
+        # naming the key and where it was set.
+        gone = os.path.join(work, "no_such_folder", "v.vec")
+        proc, cmd = run(a.embtrain, base + [
+            "--train.steps=2", "--log.dir=" + os.path.join(work, "gone_run"),
+            "--skipgram.export=" + gone])
+        check(proc.returncode == 1 and
+              "config key 'skipgram.export' = '%s' (command line): folder" % gone in proc.stderr,
+              "export into a missing folder names the key and its source: %s" % proc.stderr.strip())
+
         # train.pipeline (on by default) trains the same bits as without it.
         flat = os.path.join(work, "unpipelined")
         flat_vec = os.path.join(work, "unpipelined.vec")

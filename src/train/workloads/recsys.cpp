@@ -312,7 +312,8 @@ std::unique_ptr<Workload> make_recsys_workload(const RecsysConfig& config,
     EMBTRAIN_REQUIRE(users != context.table_dims.end() && items != context.table_dims.end(),
                      "recsys: the dims of tables 'users' and 'items' are required");
     EMBTRAIN_REQUIRE(users->second == items->second, "recsys: table.users.dim = ", users->second,
-                     " and table.items.dim = ", items->second,
+                     key_place(context.key_source, "table.users.dim"), " and table.items.dim = ",
+                     items->second, key_place(context.key_source, "table.items.dim"),
                      " must be equal (the model takes dot products of user and item rows)");
     dim = users->second;
     EMBTRAIN_REQUIRE(!context.table_bags.count("users"),

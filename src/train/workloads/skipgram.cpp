@@ -95,8 +95,9 @@ SkipgramWorkload::SkipgramWorkload(const SkipgramConfig& config, const WorkloadC
     if (!config_.export_path.empty()) {
       const std::filesystem::path parent = std::filesystem::path(config_.export_path).parent_path();
       EMBTRAIN_REQUIRE(parent.empty() || std::filesystem::is_directory(parent),
-                       "skipgram.export = '", config_.export_path, "': folder '", parent.string(),
-                       "' does not exist");
+                       "config key 'skipgram.export' = '", config_.export_path, "'",
+                       key_place(context_.key_source, "skipgram.export"), ": folder '",
+                       parent.string(), "' does not exist");
     }
     corpus_ = read_corpus(config_.corpus, config_.text(), config_.min_count, config_.eval_fraction);
     // A typo in a query word should end the run now, not after training.
