@@ -165,9 +165,10 @@ class ShardedEmbedding {
   void measure_skew(bool on);
   // Rows and gradients travel in `chunks` slices, so that the owners'
   // gathers and optimizer updates run while the next slices move (the CPU
-  // step over two or more ranks, no table pooled at the owners; elsewhere,
-  // and with 1, the default, each exchange moves whole). The results are
-  // bitwise the same. Every rank must set the same.
+  // step over two or more ranks; a table pooled at the owners moves whole
+  // beside the slices; on a GPU, and with 1, the default, each exchange
+  // moves whole). From the next forward on. The results are bitwise the
+  // same. Every rank must set the same.
   void overlap_exchanges(int chunks);
   // The all-to-alls of the last step's exchanges, by their bytes per peer
   // (none with one rank), and the communicator that moved them.

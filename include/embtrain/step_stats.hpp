@@ -42,6 +42,7 @@ struct StepStats {
   int64_t ids_bytes_sent = 0, rows_bytes_sent = 0, grads_bytes_sent = 0;
   int64_t steps = 0;
   int64_t prefetched_steps = 0;  // forwards that took up their prefetch()
+  int64_t sliced_steps = 0;      // steps whose rows and gradients moved in slices
 
   double& operator[](Stage stage) { return ms[static_cast<int>(stage)]; }
   double operator[](Stage stage) const { return ms[static_cast<int>(stage)]; }

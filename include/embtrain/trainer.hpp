@@ -83,6 +83,7 @@ struct TrainSummary {
   double lookups_per_s = 0, words_per_s = 0;
   double final_train_loss = 0;
   int64_t prefetched_steps = 0;  // steps whose ids were distributed a step ahead
+  int64_t sliced_steps = 0;      // steps whose rows and gradients moved in slices
   int64_t skipped_steps = 0;     // steps skipped for a non-finite loss (skip_step)
   // Bytes the exchanges of a training step sent to other ranks, all ranks
   // together (ids, rows, gradients; eval forwards left out), on average.

@@ -7,7 +7,9 @@
 //                             came off the wire (OwnerGrads::wire)
 //   kOverlapsExchanges        whether the sharded step may slice the owner's
 //                             gathers and updates between transfers
-//                             (update_slots: update on a range of rows)
+//                             (update_slots: update on a range of rows);
+//                             its combine then runs while gradient slices
+//                             are still landing, so it must not read them
 //   Buffer<T>, UniqueWorkspace, Grads
 //                             grow-only arrays in the backend's memory, the
 //                             arrays of a UniqueIndex, what combine leaves update

@@ -48,23 +48,25 @@
 //
 // Overlapped exchanges (set_overlap_chunks(K), K > 1; on a backend whose
 // owner work can run between transfers, Backend::kOverlapsExchanges, with
-// two or more ranks and no table pooled at the owners): every (peer, table)
-// block of rows and of gradients travels in K slices, slice k being the
+// two or more ranks): every (peer, table) block of rows and of gradients
+// of a table not pooled at the owners travels in K slices, slice k being the
 // block's elements [count * k / K, count * (k + 1) / K), which sender and
-// receiver both compute from the block's count, each slice of all peers
-// one non-blocking all-to-all of parts.
+// receiver both compute from the block's count: slice k of a table, of
+// every peer, is one non-blocking all-to-all of parts (K x T in all).
 //  exchange_rows     The owner gathers slice k of every block and sends it
 //                    while it gathers slice k + 1 (gather_owned leaves the
 //                    gathering to it).
-//  exchange_grads    The requester posts the first four slices (counts
-//                    first, whole); update posts slice k + 4 once slice k
-//                    has landed.
+//  exchange_grads    The requester posts the first four slices of every
+//                    table (counts first, whole); update posts slice k + 4
+//                    once slice k has landed.
 //  update            The owner takes the slices in order and, after slice
 //                    k, updates the rows whose gradients have all arrived:
 //                    a peer's ids come sorted, so after its slices 0..k
 //                    every row below the first id of its slice k + 1 is
 //                    complete; the rows below the lowest such bound over
 //                    the peers are updated while the later slices travel.
+// A table pooled at the owners moves whole, first: its partial rows once
+// pool_at_owner has made them, its gradients before unpool_at_owner.
 // Every value takes the same path through the same kernels, so the results
 // are bitwise those of K = 1. The time an exchange stage reports is then
 // what the transfers left exposed (waits, posting, packing); the gathers
@@ -143,6 +145,7 @@ class ShardedStep {
   // owners), else the rows of its ids. Collectives.
   void forward(const std::vector<float*>& out, const std::vector<const StepBags*>& bags = {}) {
     wait_for_grads();  // a backward without its step: nothing may still land
+    overlap_chunks_ = next_overlap_chunks_;  // set_overlap_chunks takes effect here
     current_ ^= 1;
     bags_ = bags;
     bags_.resize(static_cast<size_t>(T_), nullptr);
@@ -165,10 +168,11 @@ class ShardedStep {
   void measure_skew(bool on) { measure_skew_ = on; }
   // Rows and gradients in `chunks` slices whose transfers overlap the
   // owner's gathers and updates (see the top); 1: each exchange whole.
-  // Every rank must set the same. No effect where overlapped() says so.
+  // From the next forward on (a step's exchanges all slice alike). Every
+  // rank must set the same. No effect where overlapped() says so.
   void set_overlap_chunks(int chunks) {
     EMBTRAIN_ASSERT(chunks >= 1);
-    overlap_chunks_ = chunks;
+    next_overlap_chunks_ = chunks;
   }
   std::vector<TransferShape> last_transfers() const;
 
@@ -269,29 +273,57 @@ class ShardedStep {
   bool grads_stay_packed(int t) const { return cur().layout.self_on_wire(t); }
   // Whether rows and gradients travel in overlap_chunks_ slices (the top).
   bool overlapped() const {
-    return Backend::kOverlapsExchanges && overlap_chunks_ > 1 && P_ > 1 && !any_at_owner_;
+    return Backend::kOverlapsExchanges && overlap_chunks_ > 1 && P_ > 1;
   }
-  // The first element of slice k of a block of `count`.
-  int64_t slice_begin(int64_t count, int k) const { return count * k / overlap_chunks_; }
-  // Slice k of every peer's block of table t as the parts of an all-to-all
-  // (the rank's own empty: its rows never travel): `side` gives the blocks,
-  // in the rows buffer (floats) or on the wire (bytes).
+  // The first element of slice k of a block of `count` cut in `slices`.
+  int64_t slice_begin(int64_t count, int k, int slices) const { return count * k / slices; }
+  int64_t slice_begin(int64_t count, int k) const { return slice_begin(count, k, overlap_chunks_); }
+  // Slice k of `slices` of every peer's block of table t as the parts of an
+  // all-to-all (the rank's own empty: its rows never travel): `side` gives
+  // the blocks, in the rows buffer (floats) or on the wire (bytes).
   template <typename Side>
-  std::vector<Communicator::Part> slice_parts(int k, int t, Side side) const {
+  std::vector<Communicator::Part> slice_parts(int k, int t, Side side, int slices) const {
     std::vector<Communicator::Part> parts(static_cast<size_t>(P_));
     const bool wire = cur().layout.has_wire();
     const int64_t unit = dims_[t] * (wire ? wire_bytes_[t] : 1);
     for (int p = 0; p < P_; ++p) {
       if (p == rank_) continue;
       const ExchangeLayout::Block& b = side(p);
-      const int64_t lo = slice_begin(b.rows, k), hi = slice_begin(b.rows, k + 1);
+      const int64_t lo = slice_begin(b.rows, k, slices), hi = slice_begin(b.rows, k + 1, slices);
       parts[p] = {(wire ? b.wire : b.row) + lo * unit, (hi - lo) * unit};
     }
     return parts;
   }
+  // Table t's rows (or, `back`, gradients) from the sending blocks to the
+  // receiving ones, sliced (slice k) or whole: a non-blocking all-to-all of
+  // parts.
+  std::unique_ptr<Communicator::Request> send_parts(int t, bool back, int k, int slices) {
+    const ExchangeLayout& layout = cur().layout;
+    auto served = [&](int p) { return layout.served(p, t); };
+    auto requested = [&](int p) { return layout.requested(p, t); };
+    const auto from = back ? slice_parts(k, t, requested, slices) : slice_parts(k, t, served, slices);
+    const auto to = back ? slice_parts(k, t, served, slices) : slice_parts(k, t, requested, slices);
+    Communicator& data = b_.data();
+    if (!layout.has_wire())
+      return data.ialltoallv(rows_.data(), from, rows_.data(), to, CommType::kFloat32);
+    char* sent = back ? requested_wire_.data() : served_wire_.data();
+    char* landed = back ? served_wire_.data() : requested_wire_.data();
+    return data.ialltoallv(sent, from, landed, to, CommType::kByte);
+  }
+  // Waits for the gradient slices still in flight (a backward whose step
+  // never came) and forgets them.
   void wait_for_grads() {
     for (auto& request : grads_in_flight_) request->wait();
     grads_in_flight_.clear();
+    grads_sliced_ = false;
+  }
+  // Lets the requests from `*first` on advance; moves `*first` past those
+  // done (each call tests the oldest still pending, not all of them: MPI
+  // advances every transfer in any test). Whether any still travels.
+  static bool still_travelling(std::vector<std::unique_ptr<Communicator::Request>>& requests,
+                               size_t* first) {
+    while (*first < requests.size() && requests[*first]->progress()) ++*first;
+    return *first < requests.size();
   }
   void exchange_rows_overlapped();
   void exchange_grads_overlapped();
@@ -302,7 +334,8 @@ class ShardedStep {
   // owner's update has nothing left to hide behind. bench-A, 2 emulated
   // hosts at 1 Gbit/s, 8 slices: all at once, gradients exposed 56 ms and
   // 0.4 ms of update hidden; 2 ahead, 66 and 6.5 (fewer messages moving);
-  // 4 ahead, 52-55 and 7.8 (bench/results/2026-12-02-overlapped-exchanges.md).
+  // 4 ahead, 52-56 and 6.4-7.8: as fast as all at once, and it hides the
+  // updates (bench/results/2026-12-02-overlapped-exchanges.md).
   static constexpr int kGradSlicesAhead = 4;
   void update_overlapped();
   // Rows from the owners' served blocks to the requesters' requested
@@ -354,9 +387,7 @@ class ShardedStep {
   const int P_, T_, rank_;
   bool any_scaled_ = false;  // a table scales by frequency: counts travel with the gradients
   bool measure_skew_ = false;
-  int overlap_chunks_ = 1;
-  // Overlapped: the gradients' slices, slice-major (k * T + t), until update.
-  std::vector<std::unique_ptr<Communicator::Request>> grads_in_flight_;
+  int overlap_chunks_ = 1, next_overlap_chunks_ = 1;
   std::vector<int64_t> dims_;
   std::vector<ShardPlan> plans_;
   std::vector<int64_t> skip_row_;  // per table: the padding row if it is here (local), or -1
@@ -379,6 +410,12 @@ class ShardedStep {
   std::vector<Pooling> pooling_;
   Buffer<int32_t> idx_send_, idx_recv_, slot_send_, slot_recv_, args_;
   Buffer<float> weight_send_, weight_recv_;
+  // Overlapped: the gradients' slices posted so far, slice-major (k * T +
+  // t), until update; whether the last backward sliced them. Declared last:
+  // destroyed first, so a request still in flight is waited for while the
+  // buffers it writes are alive.
+  std::vector<std::unique_ptr<Communicator::Request>> grads_in_flight_;
+  bool grads_sliced_ = false;
 };
 
 template <typename Backend>
@@ -525,7 +562,8 @@ void ShardedStep<Backend>::gather_owned() {
               layout.served(r, t).count);
     s.index = b_.unique_ids(ids, m, plans_[t].shard_rows(rank_), &s.ws);
     b_.renorm_rows(t, s.index.unique, s.index.num_unique);
-    for (int r = 0; r < P_ && !overlapped(); ++r) {  // else exchange_rows gathers
+    // Overlapped, exchange_rows gathers the tables not pooled here.
+    for (int r = 0; r < P_ && (kept || !overlapped()); ++r) {
       const int64_t* block_ids = ids + s.starts[r];
       const int64_t count = layout.served(r, t).count;
       if (!packed_at_gather(t))
@@ -623,10 +661,22 @@ void ShardedStep<Backend>::exchange_rows_overlapped() {
   Communicator& data = b_.data();
   const int64_t before = data.traffic().bytes_sent;
   std::vector<std::unique_ptr<Communicator::Request>> in_flight;
+  // Tables pooled here: their partial rows are whole already
+  // (pool_at_owner), and go first, whole (packed first if they travel in
+  // 16 bits; the others' rows are gathered packed).
+  if (wire) pack_for_wire(/*back=*/false);
+  for (int t = 0; t < T_; ++t)
+    if (layout.at_owner(t)) in_flight.push_back(send_parts(t, /*back=*/false, 0, 1));
+  if (any_max_)
+    data.alltoallv(args_.data() + layout.served_rows(), layout.rows_to_requesters(),
+                   args_.data() + layout.requested_rows(), layout.rows_from_owners(),
+                   CommType::kInt32);
   double gather_ms = 0, hidden_ms = 0;
   bool travelling = false;
+  size_t first_pending = 0;
   for (int k = 0; k < overlap_chunks_; ++k)
     for (int t = 0; t < T_; ++t) {
+      if (layout.at_owner(t)) continue;
       Stopwatch gather;
       const Served& s = served_[t];
       const int64_t dim = dims_[t];
@@ -644,15 +694,8 @@ void ShardedStep<Backend>::exchange_rows_overlapped() {
       const double ms = gather.lap_ms();
       gather_ms += ms;
       if (travelling) hidden_ms += ms;
-      const auto send = slice_parts(k, t, [&](int p) { return layout.served(p, t); });
-      const auto recv = slice_parts(k, t, [&](int p) { return layout.requested(p, t); });
-      if (wire)
-        in_flight.push_back(data.ialltoallv(served_wire_.data(), send, requested_wire_.data(), recv,
-                                            CommType::kByte));
-      else
-        in_flight.push_back(data.ialltoallv(rows, send, rows, recv, CommType::kFloat32));
-      travelling = false;  // whether the next gather runs while slices travel
-      for (auto& request : in_flight) travelling |= !request->progress();
+      in_flight.push_back(send_parts(t, /*back=*/false, k, overlap_chunks_));
+      travelling = still_travelling(in_flight, &first_pending);  // during the next gather
     }
   for (auto& request : in_flight) request->wait();
   for (int p = 0; p < P_ && wire; ++p)
@@ -804,7 +847,7 @@ std::vector<TransferShape> ShardedStep<Backend>::last_transfers() const {
 // for (PyTorch's optimizers count steps per parameter).
 template <typename Backend>
 void ShardedStep<Backend>::update() {
-  if (overlapped()) return update_overlapped();
+  if (grads_sliced_) return update_overlapped();
   Stopwatch clock;
   for (int t = 0; t < T_; ++t) {
     EmbeddingTable& host = b_.host(t);
@@ -827,31 +870,32 @@ void ShardedStep<Backend>::exchange_grads_overlapped() {
   const bool wire = layout.has_wire();
   Communicator& data = b_.data();
   const int64_t before = data.traffic().bytes_sent;
+  wait_for_grads();  // a second backward before the step: the first's are dropped
   if (wire) pack_for_wire(/*back=*/true);
   if (any_scaled_)
     data.alltoallv(counts_send_.data(), layout.ids_to_owners(), counts_recv_.data(),
                    layout.ids_from_requesters(), CommType::kInt32);
-  EMBTRAIN_ASSERT(grads_in_flight_.empty());
+  // Tables pooled here: whole, and landed now (unpool_at_owner reads them
+  // next; their gradients are unpacked, never kept on the wire).
+  for (int t = 0; t < T_; ++t) {
+    if (!layout.at_owner(t)) continue;
+    send_parts(t, /*back=*/true, 0, 1)->wait();
+    for (int p = 0; p < P_ && wire; ++p)
+      if (p != rank_) unpack_from_wire(/*back=*/true, p, t, 0, layout.served(p, t).rows);
+  }
+  grads_sliced_ = true;
   for (int k = 0; k < std::min(overlap_chunks_, kGradSlicesAhead); ++k) send_grad_slice(k);
   stats_.grads_bytes_sent += data.traffic().bytes_sent - before;
   finish(Stage::kExchangeGrads, &clock);
 }
 
-// Posts slice k of the gradients of every table (grads_in_flight_[k * T + t]).
+// Posts slice k of the gradients of every sliced table (grads_in_flight_[k
+// * S + i] for the i-th of the S tables not pooled at the owners).
 template <typename Backend>
 void ShardedStep<Backend>::send_grad_slice(int k) {
-  const ExchangeLayout& layout = cur().layout;
-  Communicator& data = b_.data();
-  for (int t = 0; t < T_; ++t) {
-    const auto send = slice_parts(k, t, [&](int p) { return layout.requested(p, t); });
-    const auto recv = slice_parts(k, t, [&](int p) { return layout.served(p, t); });
-    if (layout.has_wire())
-      grads_in_flight_.push_back(data.ialltoallv(requested_wire_.data(), send, served_wire_.data(),
-                                                 recv, CommType::kByte));
-    else
-      grads_in_flight_.push_back(
-          data.ialltoallv(rows_.data(), send, rows_.data(), recv, CommType::kFloat32));
-  }
+  for (int t = 0; t < T_; ++t)
+    if (!cur().layout.at_owner(t))
+      grads_in_flight_.push_back(send_parts(t, /*back=*/true, k, overlap_chunks_));
 }
 
 // Overlapped: slice by slice, the wait for it (and its unpacking, when the
@@ -871,14 +915,21 @@ void ShardedStep<Backend>::update_overlapped() {
       scalars.push_back(step_scalars(host.spec().optimizer, host.step()));
     }
     std::vector<int64_t> done(static_cast<size_t>(T_), 0);  // slots updated so far
+    int S = 0;  // tables sliced: those not pooled at the owners
+    for (int t = 0; t < T_; ++t) S += layout.at_owner(t) ? 0 : 1;
+    EMBTRAIN_ASSERT(grads_in_flight_.size() == static_cast<size_t>(std::min(
+                                                   overlap_chunks_, kGradSlicesAhead) * S));
+    size_t first_pending = 0;
     for (int k = 0; k < overlap_chunks_; ++k) {
       Stopwatch exchange;
-      for (int t = 0; t < T_; ++t) grads_in_flight_[k * T_ + t]->wait();
+      for (int i = 0; i < S; ++i) grads_in_flight_[k * S + i]->wait();
+      first_pending = std::max(first_pending, static_cast<size_t>((k + 1) * S));
+      mark_progress(stage_name(Stage::kExchangeGrads));  // for the watchdog, per slice
       const int64_t before = b_.data().traffic().bytes_sent;
       if (k + kGradSlicesAhead < overlap_chunks_) send_grad_slice(k + kGradSlicesAhead);
       stats_.grads_bytes_sent += b_.data().traffic().bytes_sent - before;
       for (int t = 0; t < T_ && layout.has_wire(); ++t)
-        for (int p = 0; p < P_ && !grads_stay_packed(t); ++p) {
+        for (int p = 0; p < P_ && !grads_stay_packed(t) && !layout.at_owner(t); ++p) {
           if (p == rank_) continue;
           const int64_t count = layout.served(p, t).rows;
           unpack_from_wire(/*back=*/true, p, t, slice_begin(count, k), slice_begin(count, k + 1));
@@ -889,8 +940,9 @@ void ShardedStep<Backend>::update_overlapped() {
         const Served& s = served_[t];
         // Peer p's ids are ascending: after its slices 0..k, every row
         // below the first id of its slice k + 1 has all of p's gradients.
+        // (A table pooled here has all of them: updated at once.)
         int64_t bound = std::numeric_limits<int64_t>::max();
-        for (int p = 0; p < P_; ++p) {
+        for (int p = 0; p < P_ && !layout.at_owner(t); ++p) {
           const int64_t count = layout.served(p, t).count, next = slice_begin(count, k + 1);
           if (p != rank_ && next < count) bound = std::min(bound, s.ids.data()[s.starts[p] + next]);
         }
@@ -898,9 +950,7 @@ void ShardedStep<Backend>::update_overlapped() {
         const int64_t end =
             std::lower_bound(unique + done[t], unique + s.index.num_unique, bound) - unique;
         // The later slices move on; whether they still travel meanwhile.
-        bool travelling = false;
-        for (size_t i = (k + 1) * T_; i < grads_in_flight_.size(); ++i)
-          travelling |= !grads_in_flight_[i]->progress();
+        const bool travelling = still_travelling(grads_in_flight_, &first_pending);
         if (end > done[t]) {
           Stopwatch work;
           b_.update_slots(t, scalars[t], s.grads, done[t], end);
@@ -910,6 +960,8 @@ void ShardedStep<Backend>::update_overlapped() {
       }
     }
     grads_in_flight_.clear();
+    grads_sliced_ = false;
+    ++stats_.sliced_steps;
     b_.synchronize();
     stats_[Stage::kExchangeGrads] += exchange_ms;
     stats_[Stage::kUpdate] += clock.lap_ms() - exchange_ms;

@@ -199,15 +199,15 @@ ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> 
     const int64_t rows = workload.table_rows(spec.name);
     const std::string key = "table." + spec.name + ".";
     EMBTRAIN_REQUIRE(spec.num_embeddings == 0 || spec.num_embeddings == rows, "config key '", key,
-                     "rows' = ", spec.num_embeddings, key_place(key_source, key + "rows"),
+                     "rows' = '", spec.num_embeddings, "'", key_place(key_source, key + "rows"),
                      ": workload ", workload.name(), " needs ", rows,
                      " rows (leave it unset to take the workload's)");
     spec.num_embeddings = rows;
     // Here, where the rows are known, rather than in the table's own check,
     // so that the error names the key.
     if (const std::optional<int64_t> p = spec.padding_idx)
-      EMBTRAIN_REQUIRE(*p >= -rows && *p < rows, "config key '", key, "padding_idx' = ", *p,
-                       key_place(key_source, key + "padding_idx"), ": not a row of table '",
+      EMBTRAIN_REQUIRE(*p >= -rows && *p < rows, "config key '", key, "padding_idx' = '", *p,
+                       "'", key_place(key_source, key + "padding_idx"), ": not a row of table '",
                        spec.name, "', which has ", rows, " (valid: [", -rows, ", ", rows - 1,
                        "]; negative counts from the end)");
     specs.push_back(spec);
@@ -570,6 +570,7 @@ class TrainingRun {
       summary_.exchange_bytes_per_step =
           exchanged_ / static_cast<double>(summary_.steps - summary_.first_step);
     summary_.prefetched_steps = tables_.stats().prefetched_steps;
+    summary_.sliced_steps = tables_.stats().sliced_steps;
     summary_.lookups_per_s = lookups_ / std::max(elapsed_, 1e-9);
     summary_.words_per_s = words_ / std::max(elapsed_, 1e-9);
   }
@@ -612,6 +613,7 @@ class TrainingRun {
     json j = {{"type", "summary"}, {"steps", s.steps},   {"first_step", s.first_step},
               {"seconds", s.seconds}, {"lookups_per_s", s.lookups_per_s},
               {"train_loss", s.final_train_loss}, {"prefetched_steps", s.prefetched_steps},
+              {"sliced_steps", s.sliced_steps},
               {"skipped_steps", s.skipped_steps},
               {"exchange_bytes_per_step", s.exchange_bytes_per_step}};
     if (s.stop_signal) j["stopped_by"] = StopSignals::name(s.stop_signal);

@@ -605,35 +605,58 @@ TEST_F(CommunicatorTest, AlltoallvOfPartsMatchesContiguous) {
       }
 }
 
-// Several parts all-to-alls in flight at once, under a blocking alltoallv
-// and pushed along by progress(), land where their parts say.
+// Several parts all-to-alls in flight at once, each moving a slice of
+// every pair's block from one region of a buffer to another region of the
+// same buffer (as the sharded step does), with a non-blocking counts
+// all-to-all posted between them (the same tag: messages of a pair match
+// in the order they were posted) and a blocking one after, pushed along by
+// progress(): each lands where its parts say.
 TEST_F(CommunicatorTest, PartsInFlightTogether) {
   const uint64_t seed = test_seed(13);
   SCOPED_TRACE(seed_trace(seed));
   Communicator& comm = world();
   const int P = comm.size(), me = comm.rank();
   constexpr int kSlices = 4;
-  constexpr int64_t kPerPair = 1000;  // split into slices of 250
-  std::vector<float> send(static_cast<size_t>(P * kPerPair)), recv(send.size(), -1.f);
+  constexpr int64_t kPerPair = 1000;  // slices of 250
+  // [ what this rank sends | what it receives ] in one buffer.
+  const int64_t recv_at = P * kPerPair;
+  std::vector<float> buffer(static_cast<size_t>(2 * P * kPerPair), -1.f);
   for (int d = 0; d < P; ++d)
     for (int64_t i = 0; i < kPerPair; ++i)
-      put_value(CommType::kFloat32, send.data(), d * kPerPair + i, pair_bits(seed, me, d, i));
+      put_value(CommType::kFloat32, buffer.data(), d * kPerPair + i, pair_bits(seed, me, d, i));
   std::vector<std::unique_ptr<Communicator::Request>> requests;
-  for (int k = 0; k < kSlices; ++k) {
-    std::vector<Communicator::Part> parts(static_cast<size_t>(P));
-    for (int r = 0; r < P; ++r) parts[r] = {r * kPerPair + k * kPerPair / kSlices, kPerPair / kSlices};
-    requests.push_back(comm.ialltoallv(send.data(), parts, recv.data(), parts, CommType::kFloat32));
+  auto post_slice = [&](int k) {
+    std::vector<Communicator::Part> send(static_cast<size_t>(P)), recv(send.size());
+    for (int r = 0; r < P; ++r) {
+      send[r] = {r * kPerPair + k * kPerPair / kSlices, kPerPair / kSlices};
+      recv[r] = {recv_at + r * kPerPair + k * kPerPair / kSlices, kPerPair / kSlices};
+    }
+    requests.push_back(comm.ialltoallv(buffer.data(), send, buffer.data(), recv, CommType::kFloat32));
     requests.back()->progress();
-  }
-  // A blocking collective in between takes none of their messages.
+  };
+  post_slice(0);
+  post_slice(1);
+  // Counts-form, same tag, between the slices: 2 + r elements from each r.
+  std::vector<int64_t> send_counts(static_cast<size_t>(P), 2 + me), recv_counts(send_counts);
+  for (int r = 0; r < P; ++r) recv_counts[r] = 2 + r;
+  std::vector<int64_t> mine(static_cast<size_t>(P * (2 + me)), me), theirs;
+  for (int r = 0; r < P; ++r) theirs.insert(theirs.end(), static_cast<size_t>(2 + r), -1);
+  auto counts = comm.ialltoallv(mine.data(), send_counts, theirs.data(), recv_counts,
+                                CommType::kInt64);
+  post_slice(2);
+  post_slice(3);
   const std::vector<int64_t> ones(static_cast<size_t>(P), 1);
-  std::vector<int64_t> mine(static_cast<size_t>(P), me), theirs(static_cast<size_t>(P), -1);
-  comm.alltoallv(mine.data(), ones, theirs.data(), ones, CommType::kInt64);
-  for (int r = 0; r < P; ++r) EXPECT_EQ(theirs[r], r);
+  std::vector<int64_t> one_each(static_cast<size_t>(P), me), got(static_cast<size_t>(P), -1);
+  comm.alltoallv(one_each.data(), ones, got.data(), ones, CommType::kInt64);
+  for (int r = 0; r < P; ++r) EXPECT_EQ(got[r], r);
+  counts->wait();
+  for (int r = 0, at = 0; r < P; at += 2 + r, ++r)
+    for (int i = 0; i < 2 + r; ++i) EXPECT_EQ(theirs[at + i], r) << "counts-form from rank " << r;
   for (auto& request : requests) request->wait();
   EXPECT_TRUE(requests.front()->progress()) << "a finished request is done";
   for (int s = 0; s < P; ++s)
-    EXPECT_TRUE(check_pair(CommType::kFloat32, reinterpret_cast<const char*>(recv.data() + s * kPerPair),
+    EXPECT_TRUE(check_pair(CommType::kFloat32,
+                           reinterpret_cast<const char*>(buffer.data() + recv_at + s * kPerPair),
                            seed, s, me, kPerPair));
 }
 

@@ -732,10 +732,11 @@ TEST_F(ShardedEmbeddingTest, GpuStepPrefetchedStepsAreBitwiseTheSame) {
 // gathers and updates between them) give the bits of whole exchanges:
 // outputs at every step, then weights and optimizer state. K from 2 to
 // more slices than a block has ids (empty slices); tables in fp32, bf16
-// and fp16 on the wire (the CPU keeps 16-bit gradients packed, the
-// emulated GPU would unpack them); every third case also prefetches each
-// step's ids during the step before (its non-blocking ids exchange then
-// travels beside the gradients' slices).
+// and fp16 on the wire (the CPU keeps 16-bit gradients packed; an fp32
+// table beside them is unpacked slice by slice); every other case also
+// prefetches each step's ids during the step before (its non-blocking ids
+// exchange then travels beside the gradients' slices). Every step of the
+// sliced twin moved in slices when there are peers (StepStats).
 void check_overlap(uint64_t seed, int cases) {
   Communicator& comm = world();
   const int P = comm.size(), me = comm.rank();
@@ -749,7 +750,7 @@ void check_overlap(uint64_t seed, int cases) {
       if (c.num_tables() > 1) c.specs[1].comm_precision = CommPrecision::kBf16;
     }
     const int chunks = kChunks[n % 4];
-    const bool prefetch = n % 3 == 0;
+    const bool prefetch = n % 2 == 0;
     SCOPED_TRACE("case " + std::to_string(n) + ", " + std::to_string(chunks) + " slices" +
                  (prefetch ? ", prefetched" : "") + ", table 0 in " +
                  comm_precision_name(c.specs[0].comm_precision) + ", " + c.describe());
@@ -779,6 +780,71 @@ void check_overlap(uint64_t seed, int cases) {
       if (prefetch && k + 1 < c.steps.size()) sliced.prefetch(slices(c, k + 1, P, me).views);
       whole.step();
       sliced.step();
+    }
+    EXPECT_EQ(sliced.stats().sliced_steps, P > 1 ? static_cast<int64_t>(c.steps.size()) : 0);
+    EXPECT_EQ(whole.stats().sliced_steps, 0);
+    for (int t = 0; t < c.num_tables(); ++t)
+      for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
+        const std::vector<float> a = rows_of(whole, t, part), b = rows_of(sliced, t, part);
+        ASSERT_EQ(a.size(), b.size());
+        EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
+            << "table " << t << ": " << (part == TablePart::kWeights ? "weights" : "state")
+            << " differ";
+      }
+    if (!all_ranks(!::testing::Test::HasFailure())) break;
+  }
+}
+
+// The calls K = 1 allows keep giving its bits with slices: a backward
+// twice before the step (the second's gradients apply), a step twice, the
+// slice count changed between backward and step (it takes effect at the
+// next forward), a forward after a backward with no step.
+TEST_F(ShardedEmbeddingTest, OverlappedExchangesTakeEveryCallOrder) {
+  const uint64_t seed = test_seed(142);
+  SCOPED_TRACE(seed_trace(seed));
+  Communicator& comm = world();
+  const int P = comm.size(), me = comm.rank();
+  for (int n = 0; n < 6; ++n) {
+    const Case c = random_case(embtrain::random_bits(seed, 142, static_cast<uint64_t>(n)), P);
+    SCOPED_TRACE("case " + std::to_string(n) + ", " + c.describe());
+    ShardedEmbedding whole(c.specs, &comm, local_rows(c, P, me));
+    ShardedEmbedding sliced(c.specs, &comm, local_rows(c, P, me));
+    sliced.overlap_exchanges(3);
+    for (size_t k = 0; k < c.steps.size(); ++k) {
+      const Slices batch = slices(c, k, P, me);
+      std::vector<std::vector<float>> out(static_cast<size_t>(c.num_tables())), doubled(out.size());
+      std::vector<float*> ptrs;
+      std::vector<const float*> other;  // twice the batch's gradient: dropped for the batch's
+      for (int t = 0; t < c.num_tables(); ++t) {
+        const size_t n = static_cast<size_t>(batch.views[t].numel() * c.specs[t].dim);
+        out[t].resize(n);
+        for (size_t i = 0; i < n; ++i) doubled[t].push_back(2 * batch.grads[t][i]);
+        other.push_back(doubled[t].data());
+      }
+      for (auto& v : out) ptrs.push_back(v.data());
+      for (ShardedEmbedding* e : {&whole, &sliced}) {
+        e->forward(batch.views, ptrs);
+        switch ((k + n) % 4) {
+          case 0:  // a backward whose gradients are replaced by the next's
+            e->backward(other);
+            e->backward(batch.grads);
+            e->step();
+            break;
+          case 1:  // the step twice
+            e->backward(batch.grads);
+            e->step();
+            e->step();
+            break;
+          case 2:  // the slice count changed between backward and step
+            e->backward(batch.grads);
+            if (e == &sliced) e->overlap_exchanges(2 + static_cast<int>(k % 3));
+            e->step();
+            break;
+          default:  // a backward with no step; the next forward drops it
+            e->backward(batch.grads);
+            break;
+        }
+      }
     }
     for (int t = 0; t < c.num_tables(); ++t)
       for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
@@ -1267,8 +1333,11 @@ void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
     ShardedEmbedding want(specs, &comm, seed + n), got(owner_specs, &comm, seed + n),
         again(owner_specs, &comm, seed + n), piped(owner_specs, &comm, seed + n),
         on_cpu(owner_specs, &comm, seed + n);
-    // On the GPU, on_cpu (the same job on the CPU engine) has its bits.
+    // On the GPU, on_cpu (the same job on the CPU engine) has its bits. On
+    // the CPU, again and piped slice their exchanges (the table pooled at
+    // the owners moves whole beside the others' slices): the same bits.
     if (on_gpu) want.use_cuda(), got.use_cuda(), again.use_cuda(), piped.use_cuda();
+    if (!on_gpu) again.overlap_exchanges(3), piped.overlap_exchanges(2);
     const int num_jobs = on_gpu ? 5 : 4;
     struct Batch {
       std::vector<std::vector<int64_t>> ids;
@@ -1350,6 +1419,9 @@ void check_pooled_at_owners(uint64_t seed, bool on_gpu) {
         for (int t = 0; t < 3; ++t)
           EXPECT_EQ(bytes_cmp(outs[j][t].data(), outs[1][t].data(), outs[1][t].size() * 4), 0)
               << "step " << k << ", table " << t << ": run " << j << " differs from run 1";
+    }
+    if (!on_gpu) {
+      EXPECT_EQ(again.stats().sliced_steps, comm.size() > 1 ? K : 0) << "sliced steps";
     }
     {
       const auto& a = got.shard(0).weights();

@@ -83,12 +83,16 @@ def test_config_errors(work):
                  "recsys")
     # Errors found once the workload knows its tables name the key and its source.
     expect_error(run(small_recsys(work, **{"table.users.padding_idx": "300"}), expect_ok=False),
-                 "config key 'table.users.padding_idx' = 300 (command line): not a row of "
+                 "config key 'table.users.padding_idx' = '300' (command line): not a row of "
                  "table 'users', which has 300 (valid: [-300, 299]")
     expect_error(run(small_recsys(work, **{"table.items.rows": "7"}), expect_ok=False),
-                 "config key 'table.items.rows' = 7 (command line): workload recsys needs")
+                 "config key 'table.items.rows' = '7' (command line): workload recsys needs")
     expect_error(run(small_recsys(work, **{"table.items.dim": "4"}), expect_ok=False),
                  "(command line) and table.items.dim = 4 (command line) must be equal")
+    # Overlap asked for where the step exchanges whole (the GPU): refused, not ignored.
+    expect_error(run(small_recsys(work, **{"train.overlap_chunks": "4", "train.device": "cuda"}),
+                     expect_ok=False),
+                 "config key 'train.overlap_chunks' = '4' (command line): the GPU step")
     # An allowed change that names no key would let nothing through.
     expect_error(run(small_recsys(work, **{"checkpoint.allow_changes": "train.sed, table.*.lr"}),
                      expect_ok=False),
@@ -234,7 +238,9 @@ def test_pipeline_same_bits(work):
 def test_overlap_same_bits(work):
     """train.overlap_chunks = 3 (rows and gradients in 3 slices, the owners'
     gathers and updates between them) trains the same bits as 1, on 2 and 3
-    ranks, with the pipeline on and evaluations between."""
+    ranks, with the pipeline on and evaluations between; recsys pools its
+    items' bags at the owners, whose partial rows move whole beside the
+    users' slices."""
     for np_ in (2, 3):
         dirs = {}
         for chunks in ("1", "3"):
@@ -242,6 +248,8 @@ def test_overlap_same_bits(work):
             run(small_recsys(work, **{"log.dir": d, "train.overlap_chunks": chunks,
                                       "train.eval_every": "5"}), np_)
             dirs[chunks] = d
+        assert summary_of(dirs["3"])["sliced_steps"] == 12, summary_of(dirs["3"])
+        assert summary_of(dirs["1"])["sliced_steps"] == 0, summary_of(dirs["1"])
         for table in ("users", "items"):
             a, b = (export(os.path.join(dirs[c], "checkpoints"), table,
                            os.path.join(work, "chunks%s.npy" % c)) for c in ("1", "3"))
