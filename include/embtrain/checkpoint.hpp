@@ -106,16 +106,16 @@ void read_checkpoint_table(const std::string& dir, const std::string& table, int
                            int64_t* dim,
                            const std::function<void(int64_t, int64_t, const float*)>& visit);
 
+// Whether config key `key` matches `pattern`, where '*' stands for any
+// text (checkpoint.allow_changes' entries).
+bool key_matches(const std::string& key, const std::string& pattern);
+
 // Refuses a resume whose configuration changes a key that decides what the
 // checkpoint holds (seed, data, tables, ...): throws Error naming each such
 // key with its saved and current value. Keys that may change freely (steps,
 // epochs, threads, log.*, checkpoint.*, ...) and those `allowed` names
 // (keys, where '*' matches any text: "recsys.*", "table.*.lr") pass. `saved` and `current` are
 // effective configurations (INI text); keys missing from either pass.
-// Whether config key `key` matches `pattern`, where '*' stands for any
-// text (checkpoint.allow_changes' entries).
-bool key_matches(const std::string& key, const std::string& pattern);
-
 void check_resume_config(const std::string& dir, const std::string& saved,
                          const std::string& current, const std::vector<std::string>& allowed);
 

@@ -375,7 +375,8 @@ void read_setup(int argc, char** argv, RunSetup* setup, const std::string& comma
     const std::string near = item.find('*') == std::string::npos ? config.nearest_key(item) : "";
     config.fail("checkpoint.allow_changes",
                 "'" + item + "' is no key" + (near.empty() ? "" : " (did you mean '" + near + "'?)") +
-                    "; 'embtrain train --help' lists the keys ('*' stands for any text)");
+                    "; 'embtrain " + command + " --help' lists the keys ('*' stands for any "
+                    "text)");
   }
   const Config* parsed = &config;  // lives as long as the setup, which outlives the run
   keys.key_source = [parsed](const std::string& key) { return parsed->source(key); };
@@ -387,6 +388,11 @@ void read_setup(int argc, char** argv, RunSetup* setup, const std::string& comma
   resolve_checkpoints(config, &keys);
   for (const std::string& t : setup->workload->tables)
     setup->tables.push_back(read_table(config, t));
+  // Overlap asked for where the step would ignore it: said, not ignored.
+  if (keys.overlap_chunks > 1 && keys.device == "cuda")
+    config.fail("train.overlap_chunks",
+                "the GPU step exchanges rows and gradients whole (valid with train.device = "
+                "cuda: 1)");
   keys.config_text = config.effective_ini();
 }
 

@@ -196,11 +196,13 @@ std::string parse_error_text(const std::string& what) {
   const size_t from = what.find(marker);
   if (from == std::string::npos) return what;
   const size_t begin = from + marker.size();
-  const size_t end = what.find("'; ", begin);
-  const size_t length = (end == std::string::npos ? what.size() : end) - begin;
+  size_t end = what.find("'; ", begin);
+  if (end == std::string::npos) end = what.rfind('\'');  // the token ends the message
+  if (end == std::string::npos || end < begin) return what;
+  const size_t length = end - begin;
   if (length <= kShown) return what;
   return what.substr(0, begin + kShown) + "...' (" + std::to_string(length) + " characters)" +
-         (end == std::string::npos ? "" : what.substr(end + 1));
+         what.substr(end + 1);
 }
 
 json load_json(const std::string& dir) {
