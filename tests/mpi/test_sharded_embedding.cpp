@@ -728,6 +728,19 @@ TEST_F(ShardedEmbeddingTest, GpuStepPrefetchedStepsAreBitwiseTheSame) {
   check_prefetch(seed, 30, /*on_gpu=*/true);
 }
 
+// This rank's shard of every table, weights and optimizer state, equal
+// byte for byte in `a` and `b`.
+void expect_same_shards(const ShardedEmbedding& a, const ShardedEmbedding& b) {
+  for (int t = 0; t < a.num_tables(); ++t)
+    for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
+      const std::vector<float> x = rows_of(a, t, part), y = rows_of(b, t, part);
+      ASSERT_EQ(x.size(), y.size());
+      EXPECT_EQ(bytes_cmp(x.data(), y.data(), x.size() * 4), 0)
+          << "table " << t << ": " << (part == TablePart::kWeights ? "weights" : "state")
+          << " differ";
+    }
+}
+
 // Overlapped exchanges (rows and gradients in K slices, the owner's
 // gathers and updates between them) give the bits of whole exchanges:
 // outputs at every step, then weights and optimizer state. K from 2 to
@@ -783,14 +796,7 @@ void check_overlap(uint64_t seed, int cases) {
     }
     EXPECT_EQ(sliced.stats().sliced_steps, P > 1 ? static_cast<int64_t>(c.steps.size()) : 0);
     EXPECT_EQ(whole.stats().sliced_steps, 0);
-    for (int t = 0; t < c.num_tables(); ++t)
-      for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
-        const std::vector<float> a = rows_of(whole, t, part), b = rows_of(sliced, t, part);
-        ASSERT_EQ(a.size(), b.size());
-        EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
-            << "table " << t << ": " << (part == TablePart::kWeights ? "weights" : "state")
-            << " differ";
-      }
+    expect_same_shards(whole, sliced);
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
 }
@@ -846,14 +852,7 @@ TEST_F(ShardedEmbeddingTest, OverlappedExchangesTakeEveryCallOrder) {
         }
       }
     }
-    for (int t = 0; t < c.num_tables(); ++t)
-      for (const TablePart part : {TablePart::kWeights, TablePart::kState}) {
-        const std::vector<float> a = rows_of(whole, t, part), b = rows_of(sliced, t, part);
-        ASSERT_EQ(a.size(), b.size());
-        EXPECT_EQ(bytes_cmp(a.data(), b.data(), a.size() * 4), 0)
-            << "table " << t << ": " << (part == TablePart::kWeights ? "weights" : "state")
-            << " differ";
-      }
+    expect_same_shards(whole, sliced);
     if (!all_ranks(!::testing::Test::HasFailure())) break;
   }
 }
