@@ -338,6 +338,7 @@ class ShardedStep {
   // updates (bench/results/2026-12-02-overlapped-exchanges.md).
   static constexpr int kGradSlicesAhead = 4;
   void update_overlapped();
+  std::vector<StepScalars> advance_steps();
   // Rows from the owners' served blocks to the requesters' requested
   // blocks, or `back` the other way (the gradients): straight from the rows
   // buffer, or through the wire buffers when a table travels in 16 bits.
@@ -352,6 +353,7 @@ class ShardedStep {
       data.alltoallv(served, cur().layout.rows_to_requesters(), requested, cur().layout.rows_from_owners(),
                      CommType::kFloat32);
   }
+  void gather_served(int t, int r, int64_t lo, int64_t hi);
   void move_wire(Communicator& data, bool back);
   void pack_for_wire(bool back);
   void unpack_from_wire(bool back, int p, int t, int64_t lo, int64_t hi);
@@ -532,7 +534,7 @@ void ShardedStep<Backend>::gather_owned() {
   const ExchangeLayout& layout = cur().layout;
   // The step's buffers grow here, once the step before is done with them
   // (growing drops the contents, and on a GPU waits for all work using them).
-  float* rows = rows_.reserve(layout.rows_floats());
+  rows_.reserve(layout.rows_floats());
   if (layout.has_wire()) {
     served_wire_.reserve(layout.served_wire_bytes());
     requested_wire_.reserve(layout.requested_wire_bytes());
@@ -547,13 +549,14 @@ void ShardedStep<Backend>::gather_owned() {
     const int64_t dim = dims_[t];
     // Table t's requested ids, one block per requester, in rank order.
     s.starts.assign(static_cast<size_t>(P_) + 1, 0);
-    std::vector<int64_t> base(static_cast<size_t>(P_)), grad_base(base.size());
+    std::vector<int64_t> grad_base(static_cast<size_t>(P_));
     // A table pooled here keeps its rows (pool_at_owner pools them).
     const bool kept = layout.at_owner(t);
     for (int r = 0; r < P_; ++r) {
       s.starts[r + 1] = s.starts[r] + layout.served(r, t).count;
-      base[r] = kept ? layout.served(r, t).kept : layout.served(r, t).row;
-      grad_base[r] = grads_stay_packed(t) ? layout.served(r, t).wire / wire_bytes_[t] : base[r];
+      grad_base[r] = grads_stay_packed(t) ? layout.served(r, t).wire / wire_bytes_[t]
+                     : kept               ? layout.served(r, t).kept
+                                          : layout.served(r, t).row;
     }
     const int64_t m = s.starts[P_];
     int64_t* ids = s.ids.reserve(m);
@@ -563,21 +566,31 @@ void ShardedStep<Backend>::gather_owned() {
     s.index = b_.unique_ids(ids, m, plans_[t].shard_rows(rank_), &s.ws);
     b_.renorm_rows(t, s.index.unique, s.index.num_unique);
     // Overlapped, exchange_rows gathers the tables not pooled here.
-    for (int r = 0; r < P_ && (kept || !overlapped()); ++r) {
-      const int64_t* block_ids = ids + s.starts[r];
-      const int64_t count = layout.served(r, t).count;
-      if (!packed_at_gather(t))
-        b_.gather_rows(t, block_ids, count, rows + base[r]);
-      else if (r == rank_)  // never travels, but is rounded as if it had
-        b_.gather_rows_rounded(t, block_ids, count, rows + base[r]);
-      else
-        b_.gather_rows_packed(t, block_ids, count, served_wire_.data() + layout.served(r, t).wire);
-    }
+    for (int r = 0; r < P_ && (kept || !overlapped()); ++r)
+      gather_served(t, r, 0, layout.served(r, t).count);
     // Where the gradients of these rows will come back: the same places
     // (or their places on the wire).
     b_.block_offsets(s.starts, grad_base, dim, m, s.src_rows.reserve(m));
   }
   finish(Stage::kGatherOwned, &clock);
+}
+
+// Rows [lo, hi) of requester r's block of table t, gathered where they go:
+// the kept region (a table pooled here), the rows buffer, or packed on the
+// wire (this rank's own rounded in the rows buffer: it never travels, but
+// is rounded as if it had).
+template <typename Backend>
+void ShardedStep<Backend>::gather_served(int t, int r, int64_t lo, int64_t hi) {
+  const ExchangeLayout::Block& b = cur().layout.served(r, t);
+  const int64_t* ids = served_[t].ids.data() + served_[t].starts[r] + lo;
+  const int64_t dim = dims_[t];
+  float* rows = rows_.data() + (cur().layout.at_owner(t) ? b.kept : b.row) + lo * dim;
+  if (!packed_at_gather(t))
+    b_.gather_rows(t, ids, hi - lo, rows);
+  else if (r == rank_)
+    b_.gather_rows_rounded(t, ids, hi - lo, rows);
+  else
+    b_.gather_rows_packed(t, ids, hi - lo, served_wire_.data() + b.wire + lo * dim * wire_bytes_[t]);
 }
 
 template <typename Backend>
@@ -657,7 +670,6 @@ void ShardedStep<Backend>::exchange_rows_overlapped() {
   wait_for_ranks(Stage::kExchangeRows);
   const ExchangeLayout& layout = cur().layout;
   const bool wire = layout.has_wire();
-  float* rows = rows_.data();
   Communicator& data = b_.data();
   const int64_t before = data.traffic().bytes_sent;
   std::vector<std::unique_ptr<Communicator::Request>> in_flight;
@@ -678,18 +690,9 @@ void ShardedStep<Backend>::exchange_rows_overlapped() {
     for (int t = 0; t < T_; ++t) {
       if (layout.at_owner(t)) continue;
       Stopwatch gather;
-      const Served& s = served_[t];
-      const int64_t dim = dims_[t];
       for (int r = 0; r < P_; ++r) {
-        const ExchangeLayout::Block& b = layout.served(r, t);
-        const int64_t lo = slice_begin(b.count, k), n = slice_begin(b.count, k + 1) - lo;
-        const int64_t* ids = s.ids.data() + s.starts[r] + lo;
-        if (!wire)
-          b_.gather_rows(t, ids, n, rows + b.row + lo * dim);
-        else if (r == rank_)  // never travels, but is rounded as if it had
-          b_.gather_rows_rounded(t, ids, n, rows + b.row + lo * dim);
-        else
-          b_.gather_rows_packed(t, ids, n, served_wire_.data() + b.wire + lo * dim * wire_bytes_[t]);
+        const int64_t count = layout.served(r, t).count;
+        gather_served(t, r, slice_begin(count, k), slice_begin(count, k + 1));
       }
       const double ms = gather.lap_ms();
       gather_ms += ms;
@@ -849,13 +852,23 @@ template <typename Backend>
 void ShardedStep<Backend>::update() {
   if (grads_sliced_) return update_overlapped();
   Stopwatch clock;
+  const std::vector<StepScalars> scalars = advance_steps();
+  for (int t = 0; t < T_; ++t)
+    if (!b_.spec(t).freeze) b_.update(t, scalars[t], served_[t].grads);
+  finish(Stage::kUpdate, &clock);
+}
+
+// Every table's step counter one on, and each table's optimizer scalars
+// for the step it reached.
+template <typename Backend>
+std::vector<StepScalars> ShardedStep<Backend>::advance_steps() {
+  std::vector<StepScalars> scalars;
   for (int t = 0; t < T_; ++t) {
     EmbeddingTable& host = b_.host(t);
     host.set_step(host.step() + 1);
-    if (host.spec().freeze) continue;
-    b_.update(t, step_scalars(host.spec().optimizer, host.step()), served_[t].grads);
+    scalars.push_back(step_scalars(host.spec().optimizer, host.step()));
   }
-  finish(Stage::kUpdate, &clock);
+  return scalars;
 }
 
 // Overlapped (see the top): the gradient sums packed if they travel in 16
@@ -908,12 +921,7 @@ void ShardedStep<Backend>::update_overlapped() {
     Stopwatch clock;
     double exchange_ms = 0, hidden_ms = 0;
     const ExchangeLayout& layout = cur().layout;
-    std::vector<StepScalars> scalars;
-    for (int t = 0; t < T_; ++t) {
-      EmbeddingTable& host = b_.host(t);
-      host.set_step(host.step() + 1);
-      scalars.push_back(step_scalars(host.spec().optimizer, host.step()));
-    }
+    const std::vector<StepScalars> scalars = advance_steps();
     std::vector<int64_t> done(static_cast<size_t>(T_), 0);  // slots updated so far
     int S = 0;  // tables sliced: those not pooled at the owners
     for (int t = 0; t < T_; ++t) S += layout.at_owner(t) ? 0 : 1;
