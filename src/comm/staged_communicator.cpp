@@ -58,6 +58,7 @@ class StagingBuffer {
     }
     return h_data_;
   }
+  char* data() const { return h_data_; }
 
  private:
   DeviceCopier& copier_;
@@ -91,8 +92,11 @@ class StagedCommunicator final : public Communicator {
     to_device(d_recv, h_recv, bytes(recv_total, elem));
   }
 
-  // Each part through the host, packed there in rank order; the host
-  // communicator's alltoallv between. Done when it returns.
+  // Each part through the host, packed there in rank order, then posted
+  // on the host communicator without waiting: the request copies what
+  // landed to the device once the transfer is done (progress() or wait()).
+  // Each request in flight has its own staging buffers, from a pool that
+  // grows to the most requests in flight at once and then stays.
   std::unique_ptr<Request> ialltoallv(const void* d_send, const std::vector<Part>& send_parts,
                                       void* d_recv, const std::vector<Part>& recv_parts,
                                       CommType type) override {
@@ -103,22 +107,27 @@ class StagedCommunicator final : public Communicator {
       send_total += counts.first[r];
       recv_total += counts.second[r];
     }
-    char* h_send = h_send_.reserve(bytes(send_total, elem));
-    char* h_recv = h_recv_.reserve(bytes(recv_total, elem));
+    std::unique_ptr<Staging> staging = take_staging();
+    char* h_send = staging->send.reserve(bytes(send_total, elem));
+    char* h_recv = staging->recv.reserve(bytes(recv_total, elem));
+    std::vector<Part> h_send_parts(send_parts.size()), h_recv_parts(recv_parts.size());
     int64_t at = 0;
-    for (const Part& part : send_parts) {
+    for (size_t r = 0; r < send_parts.size(); ++r) {
+      const Part& part = send_parts[r];
       to_host(h_send + at * elem, static_cast<const char*>(d_send) + part.at * elem,
               bytes(part.count, elem));
+      h_send_parts[r] = {at, part.count};
       at += part.count;
     }
-    host_->alltoallv(h_send, counts.first, h_recv, counts.second, type);
     at = 0;
-    for (const Part& part : recv_parts) {
-      to_device(static_cast<char*>(d_recv) + part.at * elem, h_recv + at * elem,
-                bytes(part.count, elem));
-      at += part.count;
+    for (size_t r = 0; r < recv_parts.size(); ++r) {
+      h_recv_parts[r] = {at, recv_parts[r].count};
+      at += recv_parts[r].count;
     }
-    return done_request();
+    auto request = std::make_unique<StagedRequest>(this, std::move(staging), d_recv, recv_parts,
+                                                   h_recv_parts, elem);
+    request->host = host_->ialltoallv(h_send, h_send_parts, h_recv, h_recv_parts, type);
+    return request;
   }
 
   // In place on the device, so in place on the host too: one staging buffer.
@@ -178,11 +187,71 @@ class StagedCommunicator final : public Communicator {
     if (n > 0) copier_->to_device(d_dst, h_src, n);
   }
 
+  // A send and a receive buffer for one non-blocking all-to-all.
+  struct Staging {
+    explicit Staging(DeviceCopier& copier) : send(copier), recv(copier) {}
+    StagingBuffer send, recv;
+  };
+  std::unique_ptr<Staging> take_staging() {
+    if (free_staging_.empty()) return std::make_unique<Staging>(*copier_);
+    std::unique_ptr<Staging> s = std::move(free_staging_.back());
+    free_staging_.pop_back();
+    return s;
+  }
+
+  // ialltoallv's request: the host transfer, then the copies of the
+  // received parts to the device, once. Must not outlive its communicator.
+  class StagedRequest final : public Request {
+   public:
+    StagedRequest(StagedCommunicator* comm, std::unique_ptr<Staging> staging, void* d_recv,
+                  std::vector<Part> recv_parts, std::vector<Part> h_recv_parts, int64_t elem)
+        : comm_(*comm),
+          staging_(std::move(staging)),
+          d_recv_(d_recv),
+          recv_parts_(std::move(recv_parts)),
+          h_recv_parts_(std::move(h_recv_parts)),
+          elem_(elem) {}
+    // Never waited for (a step torn down by an error): the host transfer
+    // ends (its request waits as it goes), nothing is copied to the device.
+    ~StagedRequest() override {
+      host.reset();
+      comm_.free_staging_.push_back(std::move(staging_));
+    }
+    void wait() override { finish(); }
+    bool progress() override {
+      if (!done_ && !host->progress()) return false;
+      finish();
+      return true;
+    }
+
+    std::unique_ptr<Request> host;
+
+   private:
+    void finish() {
+      if (done_) return;
+      host->wait();
+      const char* h_recv = staging_->recv.data();
+      for (size_t r = 0; r < recv_parts_.size(); ++r)
+        comm_.to_device(static_cast<char*>(d_recv_) + recv_parts_[r].at * elem_,
+                        h_recv + h_recv_parts_[r].at * elem_,
+                        bytes(recv_parts_[r].count, elem_));
+      done_ = true;
+    }
+
+    StagedCommunicator& comm_;
+    std::unique_ptr<Staging> staging_;
+    void* d_recv_;
+    std::vector<Part> recv_parts_, h_recv_parts_;
+    int64_t elem_;
+    bool done_ = false;
+  };
+
   std::unique_ptr<Communicator> host_;
   std::unique_ptr<DeviceCopier> copier_;
   // Declared after copier_: destroyed first, while the copier that frees
   // them is still alive.
   StagingBuffer h_send_, h_recv_;
+  std::vector<std::unique_ptr<Staging>> free_staging_;  // ialltoallv's, not in flight
 };
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -183,14 +184,18 @@ inline void check_alltoallv(Communicator& data, Communicator& reference, TestMem
   EXPECT_TRUE(same_bytes(d_send.read(), with_guard(h_send))) << "alltoallv changed its input";
 }
 
-// The parts form of ialltoallv: each rank's part at a place of its own in
-// buffers with gaps between the parts, in an order drawn from the seed,
-// against the reference's contiguous alltoallv; the gaps keep their fill.
-inline void check_alltoallv_parts(Communicator& data, Communicator& reference,
-                                  TestMemory& memory, CommType type,
-                                  const std::vector<std::vector<int64_t>>& c, uint64_t seed) {
+// One all-to-all of parts: each rank's part at a place of its own in
+// buffers with gaps between the parts, in an order drawn from the seed, and
+// what the reference's contiguous alltoallv says must land where (the
+// gaps keeping their fill).
+struct PartsCase {
+  std::vector<Communicator::Part> send_parts, recv_parts;
+  std::vector<char> h_send, want;
+};
+inline PartsCase parts_case(Communicator& reference, CommType type,
+                            const std::vector<std::vector<int64_t>>& c, uint64_t seed) {
   using Part = Communicator::Part;
-  const int P = data.size(), me = data.rank();
+  const int P = reference.size(), me = reference.rank();
   const int64_t elem = embtrain::comm_type_size(type);
   std::vector<int64_t> send_counts(P), recv_counts(P);
   for (int r = 0; r < P; ++r) {
@@ -213,9 +218,9 @@ inline void check_alltoallv_parts(Communicator& data, Communicator& reference,
     }
     return at;
   };
-  std::vector<Part> send_parts, recv_parts;
-  const int64_t send_size = place(send_counts, 10 + static_cast<uint64_t>(me) * 4, &send_parts);
-  const int64_t recv_size = place(recv_counts, 12 + static_cast<uint64_t>(me) * 4, &recv_parts);
+  PartsCase pc;
+  const int64_t send_size = place(send_counts, 10 + static_cast<uint64_t>(me) * 4, &pc.send_parts);
+  const int64_t recv_size = place(recv_counts, 12 + static_cast<uint64_t>(me) * 4, &pc.recv_parts);
   // The reference: the same elements, contiguous.
   int64_t send_total = 0, recv_total = 0;
   for (int r = 0; r < P; ++r) {
@@ -225,22 +230,70 @@ inline void check_alltoallv_parts(Communicator& data, Communicator& reference,
   const std::vector<char> packed = random_bytes(seed, me, static_cast<size_t>(send_total * elem));
   std::vector<char> landed(static_cast<size_t>(recv_total * elem));
   reference.alltoallv(packed.data(), send_counts, landed.data(), recv_counts, type);
-  std::vector<char> h_send(static_cast<size_t>(send_size * elem), kFill);
-  std::vector<char> want(static_cast<size_t>(recv_size * elem), kFill);
+  pc.h_send.assign(static_cast<size_t>(send_size * elem), kFill);
+  pc.want.assign(static_cast<size_t>(recv_size * elem), kFill);
   for (int64_t r = 0, from = 0, to = 0; r < P; ++r) {
-    std::copy_n(packed.begin() + from, send_counts[r] * elem, h_send.begin() + send_parts[r].at * elem);
-    std::copy_n(landed.begin() + to, recv_counts[r] * elem, want.begin() + recv_parts[r].at * elem);
+    std::copy_n(packed.begin() + from, send_counts[r] * elem,
+                pc.h_send.begin() + pc.send_parts[r].at * elem);
+    std::copy_n(landed.begin() + to, recv_counts[r] * elem,
+                pc.want.begin() + pc.recv_parts[r].at * elem);
     from += send_counts[r] * elem;
     to += recv_counts[r] * elem;
   }
+  return pc;
+}
 
-  DeviceBytes d_send(memory, h_send.size()), d_recv(memory, want.size());
-  d_send.set(h_send);
-  data.ialltoallv(d_send.get(), send_parts, d_recv.get(), recv_parts, type)->wait();
+// The parts form of ialltoallv against the reference (parts_case).
+inline void check_alltoallv_parts(Communicator& data, Communicator& reference,
+                                  TestMemory& memory, CommType type,
+                                  const std::vector<std::vector<int64_t>>& c, uint64_t seed) {
+  const PartsCase pc = parts_case(reference, type, c, seed);
+  DeviceBytes d_send(memory, pc.h_send.size()), d_recv(memory, pc.want.size());
+  d_send.set(pc.h_send);
+  data.ialltoallv(d_send.get(), pc.send_parts, d_recv.get(), pc.recv_parts, type)->wait();
   data.synchronize();
-  EXPECT_TRUE(same_bytes(d_recv.read(), with_guard(want)))
-      << "ialltoallv of parts " << embtrain::comm_type_name(type) << " on rank " << me;
-  EXPECT_TRUE(same_bytes(d_send.read(), with_guard(h_send))) << "ialltoallv changed its input";
+  EXPECT_TRUE(same_bytes(d_recv.read(), with_guard(pc.want)))
+      << "ialltoallv of parts " << embtrain::comm_type_name(type) << " on rank " << data.rank();
+  EXPECT_TRUE(same_bytes(d_send.read(), with_guard(pc.h_send))) << "ialltoallv changed its input";
+}
+
+// Several all-to-alls of parts in flight at once, as the sharded step's
+// overlapped exchanges keep them: all posted, then the first driven by
+// progress() alone until it says done (then waited, which must change
+// nothing), the others waited for last to first; then the same again, so a
+// communicator that pools its buffers per request reuses them. Each
+// against the reference. Counts per pair random up to max_count, or
+// (`full`) all max_count.
+inline void check_parts_in_flight(Communicator& data, Communicator& reference,
+                                  TestMemory& memory, CommType type, int requests,
+                                  int64_t max_count, uint64_t seed, bool full = false) {
+  const int P = data.size();
+  for (int round = 0; round < 2; ++round) {
+    std::vector<PartsCase> cases;
+    std::vector<std::unique_ptr<DeviceBytes>> d_send, d_recv;
+    std::vector<std::unique_ptr<Communicator::Request>> in_flight;
+    for (int i = 0; i < requests; ++i) {
+      const uint64_t s = embtrain::random_bits(seed, 0x1f1, static_cast<uint64_t>(round * 64 + i));
+      const auto counts = full ? std::vector<std::vector<int64_t>>(P, std::vector<int64_t>(P, max_count))
+                               : random_counts(s, P, max_count);
+      cases.push_back(parts_case(reference, type, counts, s));
+      d_send.push_back(std::make_unique<DeviceBytes>(memory, cases[i].h_send.size()));
+      d_recv.push_back(std::make_unique<DeviceBytes>(memory, cases[i].want.size()));
+      d_send[i]->set(cases[i].h_send);
+    }
+    for (int i = 0; i < requests; ++i)
+      in_flight.push_back(data.ialltoallv(d_send[i]->get(), cases[i].send_parts, d_recv[i]->get(),
+                                          cases[i].recv_parts, type));
+    while (!in_flight[0]->progress()) {
+    }
+    in_flight[0]->wait();
+    for (int i = requests - 1; i >= 1; --i) in_flight[i]->wait();
+    data.synchronize();
+    for (int i = 0; i < requests; ++i)
+      EXPECT_TRUE(same_bytes(d_recv[i]->read(), with_guard(cases[i].want)))
+          << "request " << i << " of " << requests << " in flight, round " << round << ", "
+          << embtrain::comm_type_name(type) << " on rank " << data.rank();
+  }
 }
 
 inline void check_alltoall(Communicator& data, Communicator& reference, TestMemory& memory,
@@ -351,6 +404,7 @@ inline void check_every_operation(Communicator& data, Communicator& reference, T
       const uint64_t s = next();
       check_alltoallv(data, reference, memory, type, random_counts(s, P, m), s);
       check_alltoallv_parts(data, reference, memory, type, random_counts(s + 1, P, m), s + 1);
+      check_parts_in_flight(data, reference, memory, type, 4, m, s + 2);
       check_alltoall(data, reference, memory, type, static_cast<int64_t>(s % 4) * m / 3, next());
       for (int root = 0; root < P; ++root) {
         const uint64_t r = next();

@@ -230,4 +230,30 @@ TEST_F(StagedCommunicatorTest, StagingBuffersStopGrowing) {
   EXPECT_EQ(stats->frees, stats->allocations) << "staging buffers leaked";
 }
 
+TEST_F(StagedCommunicatorTest, StagingOfRequestsInFlightIsPooled) {
+  // ialltoallv's requests in flight each hold a pair of staging buffers,
+  // taken from a pool and given back: four in flight at the largest size
+  // allocate a few pairs, and then rounds at that size or below (random
+  // counts, several in flight, driven by progress() and wait()) allocate
+  // nothing; destruction frees every buffer.
+  const uint64_t seed = test_seed(106);
+  SCOPED_TRACE(seed_trace(seed));
+  auto stats = std::make_shared<CopyStats>();
+  {
+    auto staged = make_staged(stats);
+    HostMemory memory;
+    embtrain_comm_check::check_parts_in_flight(*staged, world(), memory, CommType::kFloat32, 4,
+                                               5000, seed, /*full=*/true);
+    const int64_t grown = stats->allocations;
+    EXPECT_GE(grown, 8);  // a send and a receive buffer per request in flight
+    EXPECT_LE(grown, 10);  // and the blocking calls' pair, if any
+    for (int round = 0; round < 4; ++round)
+      embtrain_comm_check::check_parts_in_flight(
+          *staged, world(), memory, CommType::kFloat32, 1 + round % 4, 5000,
+          random_bits(seed, 3, static_cast<uint64_t>(round)));
+    EXPECT_EQ(stats->allocations, grown) << "requests in flight reallocated staging buffers";
+  }
+  EXPECT_EQ(stats->frees, stats->allocations) << "staging buffers leaked";
+}
+
 }  // namespace
