@@ -88,7 +88,12 @@ class NcclCommunicator final : public Communicator {
     // blocks: an MPI that defers the broadcast's progress (as HCOLL can)
     // would otherwise leave a rank without it while rank 0 waits in NCCL.
     control_.barrier();
-    agree(error_of([&] { EMBTRAIN_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_)); }));
+    agree(error_of([&] {
+      EMBTRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+      EMBTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&to_side_, cudaEventDisableTiming));
+      EMBTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&to_main_, cudaEventDisableTiming));
+      EMBTRAIN_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_));
+    }));
   }
 
   // Destroy completes the operations still enqueued, and waits for every
@@ -100,6 +105,10 @@ class NcclCommunicator final : public Communicator {
   ~NcclCommunicator() override {
     if (std::uncaught_exceptions() > 0) abandon();
     if (comm_) ncclCommDestroy(comm_);
+    for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
+    if (to_side_) cudaEventDestroy(to_side_);
+    if (to_main_) cudaEventDestroy(to_main_);
+    if (side_) cudaStreamDestroy(side_);
   }
 
   void abandon() override {
@@ -119,41 +128,53 @@ class NcclCommunicator final : public Communicator {
       send_parts[r] = {displ.send[r], send_counts[r]};
       recv_parts[r] = {displ.recv[r], recv_counts[r]};
     }
-    enqueue_parts(d_send, send_parts, d_recv, recv_parts, type);
+    on_side([&] { enqueue_parts(d_send, send_parts, d_recv, recv_parts, type); });
   }
 
-  // Enqueued on the stream like every transfer here: the request has
-  // nothing to wait for (synchronize() waits for the stream).
+  // On the side stream like every transfer here, but the stream does not
+  // wait for it until the request's wait(): kernels enqueued on the stream
+  // meanwhile run beside the transfer. progress() asks whether it is done.
   std::unique_ptr<Request> ialltoallv(const void* d_send, const std::vector<Part>& send_parts,
                                       void* d_recv, const std::vector<Part>& recv_parts,
                                       CommType type) override {
     prepare_parts(send_parts, recv_parts, type);
+    follow_stream();
     enqueue_parts(d_send, send_parts, d_recv, recv_parts, type);
-    return done_request();
+    cudaEvent_t done = take_event();
+    const cudaError_t recorded = cudaEventRecord(done, side_);
+    if (recorded != cudaSuccess) free_events_.push_back(done);
+    EMBTRAIN_CUDA_CHECK(recorded);
+    return std::make_unique<NcclRequest>(this, done);
   }
 
   void allreduce(void* d_data, int64_t count, CommType type, ReduceOp op) override {
     if (count == 0) return;
     const ncclRedOp_t nccl_op = op == ReduceOp::kSum ? ncclSum : op == ReduceOp::kMax ? ncclMax
                                                                                       : ncclMin;
-    EMBTRAIN_NCCL_CHECK(ncclAllReduce(d_data, d_data, static_cast<size_t>(count), nccl_type(type),
-                                      nccl_op, comm_, stream_));
+    on_side([&] {
+      EMBTRAIN_NCCL_CHECK(ncclAllReduce(d_data, d_data, static_cast<size_t>(count),
+                                        nccl_type(type), nccl_op, comm_, side_));
+    });
   }
 
   void broadcast(void* d_data, int64_t count, CommType type, int root) override {
     if (count == 0) return;
-    EMBTRAIN_NCCL_CHECK(ncclBroadcast(d_data, d_data, static_cast<size_t>(count), nccl_type(type),
-                                      root, comm_, stream_));
+    on_side([&] {
+      EMBTRAIN_NCCL_CHECK(ncclBroadcast(d_data, d_data, static_cast<size_t>(count),
+                                        nccl_type(type), root, comm_, side_));
+    });
   }
 
   void gatherv(const void* d_send, int64_t send_count, void* d_recv,
                const std::vector<int64_t>& counts, CommType type, int root) override {
     const int64_t elem = comm_type_size(type);
     if (rank_ != root) {
-      grouped([&] {
-        if (send_count > 0)
-          EMBTRAIN_NCCL_CHECK(ncclSend(d_send, static_cast<size_t>(send_count), nccl_type(type),
-                                       root, comm_, stream_));
+      on_side([&] {
+        grouped([&] {
+          if (send_count > 0)
+            EMBTRAIN_NCCL_CHECK(ncclSend(d_send, static_cast<size_t>(send_count),
+                                         nccl_type(type), root, comm_, side_));
+        });
       });
       return;
     }
@@ -161,12 +182,14 @@ class NcclCommunicator final : public Communicator {
     char* recv = static_cast<char*>(d_recv);
     std::vector<int64_t> displ(size_ + 1, 0);
     for (int r = 0; r < size_; ++r) displ[r + 1] = displ[r] + counts[r];
-    copy_on_stream(recv + displ[root] * elem, d_send, send_count * elem);
-    grouped([&] {
-      for (int r = 0; r < size_; ++r)
-        if (r != root && counts[r] > 0)
-          EMBTRAIN_NCCL_CHECK(ncclRecv(recv + displ[r] * elem, static_cast<size_t>(counts[r]),
-                                       nccl_type(type), r, comm_, stream_));
+    on_side([&] {
+      copy_on_side(recv + displ[root] * elem, d_send, send_count * elem);
+      grouped([&] {
+        for (int r = 0; r < size_; ++r)
+          if (r != root && counts[r] > 0)
+            EMBTRAIN_NCCL_CHECK(ncclRecv(recv + displ[r] * elem, static_cast<size_t>(counts[r]),
+                                         nccl_type(type), r, comm_, side_));
+      });
     });
   }
 
@@ -197,7 +220,8 @@ class NcclCommunicator final : public Communicator {
     control_.barrier();
   }
 
-  // Waits for the stream while watching NCCL's asynchronous error, as NCCL
+  // Waits for the stream and the side stream (the transfers of requests
+  // not yet waited for) while watching NCCL's asynchronous error, as NCCL
   // recommends: a failed peer makes the wait end with an error instead of
   // hanging in cudaStreamSynchronize.
   // After an asynchronous error NCCL's kernels only stop once the
@@ -205,26 +229,86 @@ class NcclCommunicator final : public Communicator {
   // running, they would keep every later cudaFree and stream wait of the
   // error path waiting for good.
   void synchronize() override {
-    for (;;) {
-      const cudaError_t state = cudaStreamQuery(stream_);
-      if (state == cudaSuccess) break;
-      if (state != cudaErrorNotReady) EMBTRAIN_CUDA_CHECK(state);
-      check_async_error();
-      std::this_thread::yield();
-    }
+    for (cudaStream_t s : {side_, stream_})
+      for (;;) {
+        const cudaError_t state = cudaStreamQuery(s);
+        if (state == cudaSuccess) break;
+        if (state != cudaErrorNotReady) EMBTRAIN_CUDA_CHECK(state);
+        check_async_error();
+        std::this_thread::yield();
+      }
     check_async_error();
   }
 
  private:
+  // ialltoallv's request: an event recorded on the side stream behind the
+  // transfer, which wait() makes the stream wait for (the host does not).
+  // Must not outlive its communicator.
+  class NcclRequest final : public Request {
+   public:
+    NcclRequest(NcclCommunicator* comm, cudaEvent_t done) : comm_(*comm), done_(done) {}
+    // Never waited for: the stream waits all the same, so work enqueued on
+    // it later (the buffers' reuse) stays behind the transfer.
+    ~NcclRequest() override {
+      if (!waited_) cudaStreamWaitEvent(comm_.stream_, done_, 0);
+      comm_.free_events_.push_back(done_);
+    }
+    void wait() override {
+      if (waited_) return;
+      EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(comm_.stream_, done_, 0));
+      waited_ = true;
+    }
+    bool progress() override {
+      const cudaError_t state = cudaEventQuery(done_);
+      if (state == cudaErrorNotReady) return false;
+      EMBTRAIN_CUDA_CHECK(state);
+      return true;
+    }
+
+   private:
+    NcclCommunicator& comm_;
+    cudaEvent_t done_;
+    bool waited_ = false;
+  };
+
+  cudaEvent_t take_event() {
+    if (free_events_.empty()) {
+      cudaEvent_t e = nullptr;
+      EMBTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      return e;
+    }
+    cudaEvent_t e = free_events_.back();
+    free_events_.pop_back();
+    return e;
+  }
+
+  // The side stream waits for the work enqueued on the stream so far (the
+  // buffers a transfer reads are written there).
+  void follow_stream() {
+    EMBTRAIN_CUDA_CHECK(cudaEventRecord(to_side_, stream_));
+    EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(side_, to_side_, 0));
+  }
+  // `enqueue` on the side stream behind the stream's work, and the stream
+  // behind it: what the stream runs next sees its result. Every NCCL call
+  // goes to the one side stream, so they run in the order they were issued
+  // (the same on every rank), the transfers of ialltoallv included.
+  template <typename Enqueue>
+  void on_side(Enqueue enqueue) {
+    follow_stream();
+    enqueue();
+    EMBTRAIN_CUDA_CHECK(cudaEventRecord(to_main_, side_));
+    EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream_, to_main_, 0));
+  }
+
   void enqueue_parts(const void* d_send, const std::vector<Part>& send_parts, void* d_recv,
                      const std::vector<Part>& recv_parts, CommType type) {
     EMBTRAIN_ASSERT(send_parts[rank_].count == recv_parts[rank_].count);
     const int64_t elem = comm_type_size(type);
     const char* send = static_cast<const char*>(d_send);
     char* recv = static_cast<char*>(d_recv);
-    // The self part is a device copy on the same stream, not a message.
-    copy_on_stream(recv + recv_parts[rank_].at * elem, send + send_parts[rank_].at * elem,
-                   send_parts[rank_].count * elem);
+    // The self part is a device copy on the side stream, not a message.
+    copy_on_side(recv + recv_parts[rank_].at * elem, send + send_parts[rank_].at * elem,
+                 send_parts[rank_].count * elem);
     // One group: NCCL schedules all pairs together, so no order of sends
     // and receives can deadlock. NCCL counts are size_t: no 2^31 split.
     grouped([&] {
@@ -233,11 +317,11 @@ class NcclCommunicator final : public Communicator {
         if (send_parts[r].count > 0)
           EMBTRAIN_NCCL_CHECK(ncclSend(send + send_parts[r].at * elem,
                                        static_cast<size_t>(send_parts[r].count), nccl_type(type),
-                                       r, comm_, stream_));
+                                       r, comm_, side_));
         if (recv_parts[r].count > 0)
           EMBTRAIN_NCCL_CHECK(ncclRecv(recv + recv_parts[r].at * elem,
                                        static_cast<size_t>(recv_parts[r].count), nccl_type(type),
-                                       r, comm_, stream_));
+                                       r, comm_, side_));
       }
     });
   }
@@ -267,10 +351,10 @@ class NcclCommunicator final : public Communicator {
     EMBTRAIN_NCCL_CHECK(ncclGroupEnd());
   }
 
-  void copy_on_stream(void* d_dst, const void* d_src, int64_t bytes) {
+  void copy_on_side(void* d_dst, const void* d_src, int64_t bytes) {
     if (bytes > 0)
       EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(d_dst, d_src, static_cast<size_t>(bytes),
-                                          cudaMemcpyDeviceToDevice, stream_));
+                                          cudaMemcpyDeviceToDevice, side_));
   }
 
   // Throws SystemError on every rank when any rank failed (the lowest
@@ -297,8 +381,12 @@ class NcclCommunicator final : public Communicator {
   }
 
   Communicator& control_;
-  cudaStream_t stream_;
+  cudaStream_t stream_;  // the caller's: what its kernels run on
   int rank_, size_;
+  // Every NCCL call runs here (on_side), behind the stream's work.
+  cudaStream_t side_ = nullptr;
+  cudaEvent_t to_side_ = nullptr, to_main_ = nullptr;
+  std::vector<cudaEvent_t> free_events_;  // ialltoallv's, not in flight
   ncclComm_t comm_ = nullptr;
 };
 

@@ -21,11 +21,16 @@ namespace embtrain {
 //
 // Every buffer argument is a device pointer (memory_space() is kDevice);
 // counts are on the host. alltoallv, alltoall, allreduce_*, broadcast and
-// gatherv only ENQUEUE their work on `stream` (a cudaStream_t; nullptr for
-// the default stream) and return without waiting: kernels enqueued on the
-// same stream afterwards see the result; the host sees it after
-// synchronize(), which waits for the stream and reports NCCL's
-// asynchronous errors. barrier() synchronizes, then barriers on `control`.
+// gatherv only ENQUEUE their work and return without waiting: kernels
+// enqueued on `stream` (a cudaStream_t; nullptr for the default stream)
+// afterwards see the result; the host sees it after synchronize(), which
+// waits for the stream and reports NCCL's asynchronous errors. The NCCL
+// calls themselves run on a side stream of the communicator's, behind the
+// work enqueued on `stream` before them and in the order they were issued;
+// ialltoallv (of parts) leaves `stream` free meanwhile: kernels enqueued on
+// it run beside the transfer until the request's wait() makes `stream`
+// wait for it (the host does not wait; progress() says whether it is done).
+// A request must end before its communicator. barrier() synchronizes, then barriers on `control`.
 // Traffic counters count what the all-to-alls move to and from other
 // ranks, as the MPI communicator does. agree_on_error is not for this
 // communicator; use `control`. The destructor calls ncclCommDestroy (all
