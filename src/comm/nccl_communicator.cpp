@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/checks.hpp"
@@ -57,6 +59,23 @@ std::string error_of(const std::function<void()>& work) {
   return "";
 }
 
+// A CUDA stream or event of the communicator's own, destroyed with it (also
+// when its constructor throws).
+using Stream = std::unique_ptr<std::remove_pointer_t<cudaStream_t>, cudaError_t (*)(cudaStream_t)>;
+using Event = std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, cudaError_t (*)(cudaEvent_t)>;
+
+Stream make_stream() {
+  cudaStream_t s = nullptr;
+  EMBTRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return Stream(s, &cudaStreamDestroy);
+}
+
+Event make_event() {
+  cudaEvent_t e = nullptr;
+  EMBTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return Event(e, &cudaEventDestroy);
+}
+
 class NcclCommunicator final : public Communicator {
  public:
   // The bootstrap, every step agreed over `control` so that a failure on
@@ -88,12 +107,14 @@ class NcclCommunicator final : public Communicator {
     // blocks: an MPI that defers the broadcast's progress (as HCOLL can)
     // would otherwise leave a rank without it while rank 0 waits in NCCL.
     control_.barrier();
+    // The side stream and its events before NCCL's init, which every rank
+    // must enter, so that a rank failing here stops them all before it.
     agree(error_of([&] {
-      EMBTRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
-      EMBTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&to_side_, cudaEventDisableTiming));
-      EMBTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&to_main_, cudaEventDisableTiming));
-      EMBTRAIN_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_));
+      side_ = make_stream();
+      to_side_ = make_event();
+      to_main_ = make_event();
     }));
+    agree(error_of([&] { EMBTRAIN_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_)); }));
   }
 
   // Destroy completes the operations still enqueued, and waits for every
@@ -105,10 +126,6 @@ class NcclCommunicator final : public Communicator {
   ~NcclCommunicator() override {
     if (std::uncaught_exceptions() > 0) abandon();
     if (comm_) ncclCommDestroy(comm_);
-    for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
-    if (to_side_) cudaEventDestroy(to_side_);
-    if (to_main_) cudaEventDestroy(to_main_);
-    if (side_) cudaStreamDestroy(side_);
   }
 
   void abandon() override {
@@ -139,12 +156,17 @@ class NcclCommunicator final : public Communicator {
                                       CommType type) override {
     prepare_parts(send_parts, recv_parts, type);
     follow_stream();
-    enqueue_parts(d_send, send_parts, d_recv, recv_parts, type);
-    cudaEvent_t done = take_event();
-    const cudaError_t recorded = cudaEventRecord(done, side_);
-    if (recorded != cudaSuccess) free_events_.push_back(done);
-    EMBTRAIN_CUDA_CHECK(recorded);
-    return std::make_unique<NcclRequest>(this, done);
+    Event done = take_event();
+    try {
+      enqueue_parts(d_send, send_parts, d_recv, recv_parts, type);
+      EMBTRAIN_CUDA_CHECK(cudaEventRecord(done.get(), side_.get()));
+    } catch (...) {
+      // What was enqueued stays ahead of the stream's later work.
+      join_stream();
+      free_events_.push_back(std::move(done));
+      throw;
+    }
+    return std::make_unique<NcclRequest>(this, std::move(done));
   }
 
   void allreduce(void* d_data, int64_t count, CommType type, ReduceOp op) override {
@@ -153,7 +175,7 @@ class NcclCommunicator final : public Communicator {
                                                                                       : ncclMin;
     on_side([&] {
       EMBTRAIN_NCCL_CHECK(ncclAllReduce(d_data, d_data, static_cast<size_t>(count),
-                                        nccl_type(type), nccl_op, comm_, side_));
+                                        nccl_type(type), nccl_op, comm_, side_.get()));
     });
   }
 
@@ -161,7 +183,7 @@ class NcclCommunicator final : public Communicator {
     if (count == 0) return;
     on_side([&] {
       EMBTRAIN_NCCL_CHECK(ncclBroadcast(d_data, d_data, static_cast<size_t>(count),
-                                        nccl_type(type), root, comm_, side_));
+                                        nccl_type(type), root, comm_, side_.get()));
     });
   }
 
@@ -173,7 +195,7 @@ class NcclCommunicator final : public Communicator {
         grouped([&] {
           if (send_count > 0)
             EMBTRAIN_NCCL_CHECK(ncclSend(d_send, static_cast<size_t>(send_count),
-                                         nccl_type(type), root, comm_, side_));
+                                         nccl_type(type), root, comm_, side_.get()));
         });
       });
       return;
@@ -188,7 +210,7 @@ class NcclCommunicator final : public Communicator {
         for (int r = 0; r < size_; ++r)
           if (r != root && counts[r] > 0)
             EMBTRAIN_NCCL_CHECK(ncclRecv(recv + displ[r] * elem, static_cast<size_t>(counts[r]),
-                                         nccl_type(type), r, comm_, side_));
+                                         nccl_type(type), r, comm_, side_.get()));
       });
     });
   }
@@ -229,7 +251,7 @@ class NcclCommunicator final : public Communicator {
   // running, they would keep every later cudaFree and stream wait of the
   // error path waiting for good.
   void synchronize() override {
-    for (cudaStream_t s : {side_, stream_})
+    for (cudaStream_t s : {side_.get(), stream_})
       for (;;) {
         const cudaError_t state = cudaStreamQuery(s);
         if (state == cudaSuccess) break;
@@ -246,20 +268,20 @@ class NcclCommunicator final : public Communicator {
   // Must not outlive its communicator.
   class NcclRequest final : public Request {
    public:
-    NcclRequest(NcclCommunicator* comm, cudaEvent_t done) : comm_(*comm), done_(done) {}
+    NcclRequest(NcclCommunicator* comm, Event done) : comm_(*comm), done_(std::move(done)) {}
     // Never waited for: the stream waits all the same, so work enqueued on
     // it later (the buffers' reuse) stays behind the transfer.
     ~NcclRequest() override {
-      if (!waited_) cudaStreamWaitEvent(comm_.stream_, done_, 0);
-      comm_.free_events_.push_back(done_);
+      if (!waited_) cudaStreamWaitEvent(comm_.stream_, done_.get(), 0);
+      comm_.free_events_.push_back(std::move(done_));
     }
     void wait() override {
       if (waited_) return;
-      EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(comm_.stream_, done_, 0));
+      EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(comm_.stream_, done_.get(), 0));
       waited_ = true;
     }
     bool progress() override {
-      const cudaError_t state = cudaEventQuery(done_);
+      const cudaError_t state = cudaEventQuery(done_.get());
       if (state == cudaErrorNotReady) return false;
       EMBTRAIN_CUDA_CHECK(state);
       return true;
@@ -267,17 +289,13 @@ class NcclCommunicator final : public Communicator {
 
    private:
     NcclCommunicator& comm_;
-    cudaEvent_t done_;
+    Event done_;
     bool waited_ = false;
   };
 
-  cudaEvent_t take_event() {
-    if (free_events_.empty()) {
-      cudaEvent_t e = nullptr;
-      EMBTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-      return e;
-    }
-    cudaEvent_t e = free_events_.back();
+  Event take_event() {
+    if (free_events_.empty()) return make_event();
+    Event e = std::move(free_events_.back());
     free_events_.pop_back();
     return e;
   }
@@ -285,8 +303,13 @@ class NcclCommunicator final : public Communicator {
   // The side stream waits for the work enqueued on the stream so far (the
   // buffers a transfer reads are written there).
   void follow_stream() {
-    EMBTRAIN_CUDA_CHECK(cudaEventRecord(to_side_, stream_));
-    EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(side_, to_side_, 0));
+    EMBTRAIN_CUDA_CHECK(cudaEventRecord(to_side_.get(), stream_));
+    EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(side_.get(), to_side_.get(), 0));
+  }
+  // The stream waits for what the side stream has been given so far.
+  void join_stream() {
+    EMBTRAIN_CUDA_CHECK(cudaEventRecord(to_main_.get(), side_.get()));
+    EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream_, to_main_.get(), 0));
   }
   // `enqueue` on the side stream behind the stream's work, and the stream
   // behind it: what the stream runs next sees its result. Every NCCL call
@@ -296,8 +319,7 @@ class NcclCommunicator final : public Communicator {
   void on_side(Enqueue enqueue) {
     follow_stream();
     enqueue();
-    EMBTRAIN_CUDA_CHECK(cudaEventRecord(to_main_, side_));
-    EMBTRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream_, to_main_, 0));
+    join_stream();
   }
 
   void enqueue_parts(const void* d_send, const std::vector<Part>& send_parts, void* d_recv,
@@ -317,11 +339,11 @@ class NcclCommunicator final : public Communicator {
         if (send_parts[r].count > 0)
           EMBTRAIN_NCCL_CHECK(ncclSend(send + send_parts[r].at * elem,
                                        static_cast<size_t>(send_parts[r].count), nccl_type(type),
-                                       r, comm_, side_));
+                                       r, comm_, side_.get()));
         if (recv_parts[r].count > 0)
           EMBTRAIN_NCCL_CHECK(ncclRecv(recv + recv_parts[r].at * elem,
                                        static_cast<size_t>(recv_parts[r].count), nccl_type(type),
-                                       r, comm_, side_));
+                                       r, comm_, side_.get()));
       }
     });
   }
@@ -354,7 +376,7 @@ class NcclCommunicator final : public Communicator {
   void copy_on_side(void* d_dst, const void* d_src, int64_t bytes) {
     if (bytes > 0)
       EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(d_dst, d_src, static_cast<size_t>(bytes),
-                                          cudaMemcpyDeviceToDevice, side_));
+                                          cudaMemcpyDeviceToDevice, side_.get()));
   }
 
   // Throws SystemError on every rank when any rank failed (the lowest
@@ -384,9 +406,9 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t stream_;  // the caller's: what its kernels run on
   int rank_, size_;
   // Every NCCL call runs here (on_side), behind the stream's work.
-  cudaStream_t side_ = nullptr;
-  cudaEvent_t to_side_ = nullptr, to_main_ = nullptr;
-  std::vector<cudaEvent_t> free_events_;  // ialltoallv's, not in flight
+  Stream side_{nullptr, &cudaStreamDestroy};
+  Event to_side_{nullptr, &cudaEventDestroy}, to_main_{nullptr, &cudaEventDestroy};
+  std::vector<Event> free_events_;  // ialltoallv's, not in flight
   ncclComm_t comm_ = nullptr;
 };
 

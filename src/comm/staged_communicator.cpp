@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <utility>
 #include <vector>
@@ -211,9 +212,18 @@ class StagedCommunicator final : public Communicator {
           recv_parts_(std::move(recv_parts)),
           h_recv_parts_(std::move(h_recv_parts)),
           elem_(elem) {}
-    // Never waited for (a step torn down by an error): the host transfer
-    // ends (its request waits as it goes), nothing is copied to the device.
+    // Never waited for: waits for it (Request's contract), the landed
+    // parts copied to the device too, unless an exception is unwinding (a
+    // step torn down by an error), when the host transfer ends (its request
+    // waits as it goes) and nothing is copied. A failing copy has no one to
+    // go to from here.
     ~StagedRequest() override {
+      if (!done_ && std::uncaught_exceptions() == 0) {
+        try {
+          finish();
+        } catch (...) {
+        }
+      }
       host.reset();
       comm_.free_staging_.push_back(std::move(staging_));
     }
