@@ -22,7 +22,11 @@
 #      (bench/ncu_summary.py), as issue 10's item 4 asks;
 #   9. the batched row copy (EMBTRAIN_CUDA_GATHER=batched, gather.cu): its
 #      kernel tests, then bench-G Adam without it and with it;
-#  10. bench-A's weak scaling on the CPU (bench/scaling.sh, P = 1, 2, 4,
+#  10. the GPU step's overlapped exchanges (issue 11): 2 ranks sharing the
+#      GPU (MPI staged), bench-G's table and a quarter of its batch per
+#      rank, rows and gradients whole (K = 1) and in 8 slices, alternated
+#      twice: step time, each exchange's exposed time, the hidden work;
+#  11. bench-A's weak scaling on the CPU (bench/scaling.sh, P = 1, 2, 4,
 #      one round): issue 11's exchanges against their raw all-to-alls with
 #      a core per rank, which the 2-core development VM cannot give P = 4.
 # Each stage's log goes to LOG_DIR (default bench/results/gpu-logs). On the
@@ -155,6 +159,25 @@ stage ncu_adam_step kernel_profile
 cat "$LOG_DIR/ncu_adam_step.log" 2>/dev/null
 stage gather_variant gather_variant
 cat "$LOG_DIR/gather_variant.log" 2>/dev/null
+overlap_gpu() {  # 10: K = 1 against K = 8 on 2 ranks sharing the GPU, alternated
+  for round in 1 2; do
+    for chunks in 1 8; do
+      mpirun --oversubscribe -np 2 $BUILD/embtrain bench --device cuda --rows 10000000 \
+        --dim 128 --batch 16384 --seq 16 --zipf 1.05 --pad-frac 0.1 --optimizer adam \
+        --steps "$STEPS" --overlap-chunks $chunks --json | tail -n 1 | python3 -c "
+import json, sys
+j = json.load(sys.stdin)
+p, x = j['phase_ms_max_over_ranks'], j['exchanges_ms_max_over_ranks']
+print('round $round K=$chunks: step %.2f ms; exchange_rows %.2f (raw %.2f), exchange_grads '
+      '%.2f (raw %.2f), gather_owned %.2f, update %.2f; hidden %.2f + %.2f' % (j['step_ms'],
+      p['exchange_rows'], x['exchange_rows']['raw_ms'], p['exchange_grads'],
+      x['exchange_grads']['raw_ms'], p['gather_owned'], p['update'],
+      x['exchange_rows']['hidden_ms'], x['exchange_grads']['hidden_ms']))" || return 1
+    done
+  done
+}
+stage overlap_gpu_np2_staged overlap_gpu
+cat "$LOG_DIR/overlap_gpu_np2_staged.log" 2>/dev/null
 stage cpu_scaling env ROUNDS=1 bench/scaling.sh $BUILD --steps 20
 cat "$LOG_DIR/cpu_scaling.log" 2>/dev/null
 

@@ -164,11 +164,12 @@ class ShardedEmbedding {
   // into skew (ranks arriving apart) and transfer. Off by default.
   void measure_skew(bool on);
   // Rows and gradients travel in `chunks` slices, so that the owners'
-  // gathers and optimizer updates run while the next slices move (the CPU
-  // step over two or more ranks; a table pooled at the owners moves whole
-  // beside the slices; on a GPU, and with 1, the default, each exchange
-  // moves whole). From the next forward on. The results are bitwise the
-  // same. Every rank must set the same.
+  // gathers and optimizer updates run while the next slices move (over two
+  // or more ranks, on the CPU or the GPU, where they are kernels enqueued
+  // between the slices' transfers; a table pooled at the owners moves whole
+  // beside the slices; with 1, the default, each exchange moves whole).
+  // From the next forward on. The results are bitwise the same. Every rank
+  // must set the same.
   void overlap_exchanges(int chunks);
   // The all-to-alls of the last step's exchanges, by their bytes per peer
   // (none with one rank), and the communicator that moved them.

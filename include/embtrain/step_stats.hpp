@@ -38,6 +38,9 @@ struct StepStats {
   // (ShardedEmbedding::overlap_exchanges): the owner's work (gathers for
   // exchange_rows, updates for exchange_grads) that ran while some of the
   // stage's slices were still in flight, hidden behind their transfer.
+  // On the CPU only: a GPU's kernels run after the host has enqueued them,
+  // so the host cannot time them (their time is the stages' where the host
+  // waits for them); 0 there.
   double hidden_ms[kNumStages] = {};
   int64_t ids_bytes_sent = 0, rows_bytes_sent = 0, grads_bytes_sent = 0;
   int64_t steps = 0;

@@ -51,7 +51,7 @@ struct TrainOptions {
   bool pipeline = true;
   // Rows and gradients travel in this many slices, the owners' gathers and
   // updates running while the next slices move
-  // (ShardedEmbedding::overlap_exchanges; the CPU step); the same bits.
+  // (ShardedEmbedding::overlap_exchanges); the same bits.
   int overlap_chunks = 1;
   // Where each config key's value came from, for errors (unset: not known).
   KeySource key_source;

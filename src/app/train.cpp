@@ -85,8 +85,8 @@ OptionList<RunKeys> run_options() {
        R::boolean(&RunKeys::pipeline)},
       {"train.overlap_chunks",
        "rows and gradients cross the network in this many slices, so that the owners' gathers "
-       "and optimizer updates run while the next slices travel (same results; the CPU step; "
-       "1: each exchange whole)",
+       "and optimizer updates run while the next slices travel (same results; 1: each "
+       "exchange whole)",
        R::integer(1, 1024, &RunKeys::overlap_chunks)},
       {"train.on_nonfinite",
        "a step whose loss is NaN or infinite: stop (an error, before the step is applied) or "
@@ -388,11 +388,6 @@ void read_setup(int argc, char** argv, RunSetup* setup, const std::string& comma
   resolve_checkpoints(config, &keys);
   for (const std::string& t : setup->workload->tables)
     setup->tables.push_back(read_table(config, t));
-  // Overlap asked for where the step would ignore it: said, not ignored.
-  if (keys.overlap_chunks > 1 && keys.device == "cuda")
-    config.fail("train.overlap_chunks",
-                "the GPU step exchanges rows and gradients whole (valid with train.device = "
-                "cuda: 1)");
   keys.config_text = config.effective_ini();
 }
 

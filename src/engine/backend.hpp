@@ -5,11 +5,14 @@
 //   kRowAlign                 floats each block of rows starts on (ExchangeLayout)
 //   kUpdatesFromWire          whether update reads 16-bit gradients where they
 //                             came off the wire (OwnerGrads::wire)
+//   kAsynchronous             whether work returns before it is done (a GPU
+//                             stream): a host clock around a call times
+//                             its enqueueing only
 //   kOverlapsExchanges        whether the sharded step may slice the owner's
 //                             gathers and updates between transfers
-//                             (update_slots: update on a range of rows);
-//                             its combine then runs while gradient slices
-//                             are still landing, so it must not read them
+//                             (update on a range of rows: slots_of); its
+//                             combine then runs while gradient slices are
+//                             still landing, so it must not read them
 //   Buffer<T>, UniqueWorkspace, Grads
 //                             grow-only arrays in the backend's memory, the
 //                             arrays of a UniqueIndex, what combine leaves update
@@ -26,7 +29,7 @@
 //   stage_ids, stage_output, finish_output, stage_grad
 //                             the host batch in the backend's memory and back
 //   copy, upload, download    within its memory, and from and to the host
-//   unique_ids, cyclic_keys, bucketize, shift_ids, block_offsets,
+//   unique_ids, cyclic_keys, bucketize, shift_ids, take_ids, block_offsets,
 //   segment_counts, renorm_rows, gather_rows, expand_rows, segment_sum,
 //   find_bad_id               the kernels of src/kernels/{cpu,cuda}; rows are
 //                             the shard's local rows (a rank's ids once
@@ -49,6 +52,7 @@
 #include <cstdint>
 
 #include "embtrain/comm_precision.hpp"
+#include "embtrain/errors.hpp"
 #include "kernels/bag_pooling.hpp"
 #include "kernels/unique_index.hpp"
 
@@ -129,5 +133,23 @@ struct OwnerGrads {
   bool scale_by_count = false;           // divide by the id's count
   int64_t skip_row = -1;                 // the padding row: no update (-1: none)
 };
+
+// The distinct rows [begin, end) of `grads` alone, for an update of part of
+// them (each row's update reads its own gradients only: the same bits as
+// the whole update). `view` receives the index of those rows; its CSR
+// offsets stay absolute into the positions, which an update reads through
+// them only.
+inline OwnerGrads slots_of(const OwnerGrads& grads, int64_t begin, int64_t end,
+                           UniqueIndex* view) {
+  EMBTRAIN_ASSERT(grads.index && 0 <= begin && begin <= end && end <= grads.index->num_unique);
+  *view = *grads.index;
+  view->unique += begin;
+  view->offsets += begin;
+  view->num_unique = end - begin;
+  view->inverse = nullptr;
+  OwnerGrads part = grads;
+  part.index = view;
+  return part;
+}
 
 }  // namespace embtrain

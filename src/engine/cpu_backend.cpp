@@ -48,19 +48,4 @@ void CpuBackend::update(int t, const StepScalars& scalars, const Grads& grads) {
                             grads.scale_by_count, grads.skip_row);
 }
 
-void CpuBackend::update_slots(int t, const StepScalars& scalars, const Grads& grads,
-                              int64_t begin, int64_t end) {
-  EMBTRAIN_ASSERT(grads.index && 0 <= begin && begin <= end && end <= grads.index->num_unique);
-  // The slots' view of the index: its CSR offsets stay absolute into
-  // positions, which update reads through them only.
-  UniqueIndex slots = *grads.index;
-  slots.unique += begin;
-  slots.offsets += begin;
-  slots.num_unique = end - begin;
-  slots.inverse = nullptr;
-  Grads part = grads;
-  part.index = &slots;
-  update(t, scalars, part);
-}
-
 }  // namespace embtrain

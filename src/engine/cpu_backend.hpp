@@ -42,8 +42,10 @@ class CpuBackend {
   static constexpr int64_t kRowAlign = 1;
   // update reads 16-bit gradients where they came off the wire (OwnerGrads).
   static constexpr bool kUpdatesFromWire = true;
+  // Work is done when its call returns.
+  static constexpr bool kAsynchronous = false;
   // The step may slice the owner's gathers and updates between transfers
-  // (ShardedStep's overlapped exchanges; update_slots below).
+  // (ShardedStep's overlapped exchanges).
   static constexpr bool kOverlapsExchanges = true;
 
   template <typename T>
@@ -108,6 +110,9 @@ class CpuBackend {
   }
   void shift_ids(const int64_t* src, int64_t n, int64_t delta, int64_t* dst) {
     cpu::shift_ids(src, n, delta, dst);
+  }
+  void take_ids(const int64_t* src, const int64_t* positions, int64_t n, int64_t* dst) {
+    cpu::take_ids(src, positions, n, dst);
   }
   void bucketize(const UniqueIndex& index, const int64_t* bounds, int64_t num_bounds,
                  int64_t* begin) {
@@ -175,10 +180,6 @@ class CpuBackend {
   }
   void combine(int, const OwnerGrads& args, Grads* grads) { *grads = args; }
   void update(int t, const StepScalars& scalars, const Grads& grads);
-  // update on the distinct rows [begin, end) of grads.index only (each
-  // row's update reads its own gradients only: the same bits).
-  void update_slots(int t, const StepScalars& scalars, const Grads& grads, int64_t begin,
-                    int64_t end);
 
  private:
   std::vector<EmbeddingTable>* shards_;

@@ -44,9 +44,12 @@ class CudaBackend {
   // update takes fp32 gradients: the step unpacks 16-bit ones first (a
   // kernel reading them in place is for a GPU to measure).
   static constexpr bool kUpdatesFromWire = false;
-  // Each exchange whole: overlapping them with the kernels would take a
-  // side stream for the transfers (not built; see sharded_step.hpp).
-  static constexpr bool kOverlapsExchanges = false;
+  // Kernels run on the stream after their calls return.
+  static constexpr bool kAsynchronous = true;
+  // The step may slice the owner's gathers and updates between transfers
+  // (ShardedStep's overlapped exchanges): kernels enqueued on the stream
+  // while the data communicator moves earlier slices.
+  static constexpr bool kOverlapsExchanges = true;
 
   template <typename T>
   using Buffer = GrowArray<T, cuda::DeviceBuffer>;
@@ -109,6 +112,9 @@ class CudaBackend {
   }
   void shift_ids(const int64_t* d_src, int64_t n, int64_t delta, int64_t* d_dst) {
     cuda::shift_ids(d_src, n, delta, d_dst, stream_);
+  }
+  void take_ids(const int64_t* d_src, const int64_t* d_positions, int64_t n, int64_t* d_dst) {
+    cuda::take_ids(d_src, d_positions, n, d_dst, stream_);
   }
   void bucketize(const UniqueIndex& index, const int64_t* d_bounds, int64_t num_bounds,
                  int64_t* d_begin) {

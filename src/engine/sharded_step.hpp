@@ -70,7 +70,12 @@
 // Every value takes the same path through the same kernels, so the results
 // are bitwise those of K = 1. The time an exchange stage reports is then
 // what the transfers left exposed (waits, posting, packing); the gathers
-// and updates count as their own stages.
+// and updates count as their own stages. On a GPU (Backend::kAsynchronous)
+// the gathers and updates are kernels that run after the host has moved
+// on: what the host waits for (the staged copies, the last synchronize)
+// includes them, so their time lands in the exchange stages, and the
+// owner work hidden behind transfers (StepStats::hidden_ms) is not
+// measured.
 //
 // Tables whose bags are pooled at the owners (TableSpec::pool_at = owner)
 // take the same route with bags on it. Their distinct ids travel as above
@@ -220,6 +225,9 @@ class ShardedStep {
                                      // grads_stay_packed, its element in served_wire_)
     Buffer<int32_t> weights;         // per position: the requester's count of the id
     typename Backend::Grads grads;
+    // Overlapped: per gradient slice k, the distinct rows (a prefix of
+    // index) whose gradients have all arrived once slices 0..k have.
+    std::vector<int64_t> slice_end;
   };
   // Requester side of a table pooled at the owners, this step: its entries
   // and partial rows (bag_pooling.hpp), owner-major.
@@ -310,6 +318,15 @@ class ShardedStep {
     char* landed = back ? served_wire_.data() : requested_wire_.data();
     return data.ialltoallv(sent, from, landed, to, CommType::kByte);
   }
+  // A device communicator's transfers are on its own stream, which the
+  // backend's synchronize waits for through events only: waiting through
+  // the communicator first ends with an error when a peer has failed
+  // (NCCL) instead of waiting for good. Only where no request is still in
+  // flight (it would wait for those too).
+  void wait_for_device_transfers() {
+    Communicator& data = b_.data();
+    if (data.memory_space() == MemorySpace::kDevice) data.synchronize();
+  }
   // Waits for the gradient slices still in flight (a backward whose step
   // never came) and forgets them.
   void wait_for_grads() {
@@ -338,6 +355,7 @@ class ShardedStep {
   // updates (bench/results/2026-12-02-overlapped-exchanges.md).
   static constexpr int kGradSlicesAhead = 4;
   void update_overlapped();
+  void find_slice_ends();
   std::vector<StepScalars> advance_steps();
   // Rows from the owners' served blocks to the requesters' requested
   // blocks, or `back` the other way (the gradients): straight from the rows
@@ -401,6 +419,7 @@ class ShardedStep {
   Buffer<float> rows_;  // see ExchangeLayout
   Buffer<int32_t> counts_send_, counts_recv_;
   Buffer<char> served_wire_, requested_wire_;  // see ExchangeLayout
+  Buffer<int64_t> slice_bounds_;               // find_slice_ends' work
   // Pooled at the owners: per table whether, and how this step (the same
   // on every rank); the entries' buffers (ExchangeLayout); for max, the
   // winning entry per column of each partial row, laid out as rows_.
@@ -510,10 +529,7 @@ void ShardedStep<Backend>::start_exchange_ids(Input* in) {
   in->ids_in_flight = data.ialltoallv(send, layout.ids_to_owners(), recv,
                                       layout.ids_from_requesters(), CommType::kInt64);
   stats_.ids_bytes_sent += data.traffic().bytes_sent - before;
-  // A device communicator's transfers are on the backend's stream, which
-  // finish() waits for: wait through the communicator first, which ends
-  // with an error when a peer has failed (NCCL) instead of waiting for good.
-  if (data.memory_space() == MemorySpace::kDevice) data.synchronize();
+  wait_for_device_transfers();
   finish(Stage::kExchangeIds, &clock);
 }
 
@@ -663,7 +679,8 @@ void ShardedStep<Backend>::unpack_from_wire(bool back, int p, int t, int64_t lo,
 
 // Overlapped (see the top): slice k of every served block gathered, then
 // sent while slice k + 1 is gathered; the rows that came through the wire
-// unpacked once all have arrived. The gathers' time is gather_owned's.
+// unpacked once all have arrived. The gathers' time is gather_owned's (on
+// the CPU; see the top).
 template <typename Backend>
 void ShardedStep<Backend>::exchange_rows_overlapped() {
   Stopwatch clock;
@@ -694,7 +711,7 @@ void ShardedStep<Backend>::exchange_rows_overlapped() {
         const int64_t count = layout.served(r, t).count;
         gather_served(t, r, slice_begin(count, k), slice_begin(count, k + 1));
       }
-      const double ms = gather.lap_ms();
+      const double ms = Backend::kAsynchronous ? 0 : gather.lap_ms();
       gather_ms += ms;
       if (travelling) hidden_ms += ms;
       in_flight.push_back(send_parts(t, /*back=*/false, k, overlap_chunks_));
@@ -705,6 +722,7 @@ void ShardedStep<Backend>::exchange_rows_overlapped() {
     for (int t = 0; t < T_; ++t)
       if (p != rank_) unpack_from_wire(/*back=*/false, p, t, 0, layout.requested(p, t).rows);
   stats_.rows_bytes_sent += data.traffic().bytes_sent - before;
+  wait_for_device_transfers();
   b_.synchronize();
   stats_[Stage::kGatherOwned] += gather_ms;
   stats_[Stage::kExchangeRows] += clock.lap_ms() - gather_ms;
@@ -896,6 +914,7 @@ void ShardedStep<Backend>::exchange_grads_overlapped() {
     for (int p = 0; p < P_ && wire; ++p)
       if (p != rank_) unpack_from_wire(/*back=*/true, p, t, 0, layout.served(p, t).rows);
   }
+  wait_for_device_transfers();  // the counts and whole tables, before the slices go
   grads_sliced_ = true;
   for (int k = 0; k < std::min(overlap_chunks_, kGradSlicesAhead); ++k) send_grad_slice(k);
   stats_.grads_bytes_sent += data.traffic().bytes_sent - before;
@@ -913,68 +932,110 @@ void ShardedStep<Backend>::send_grad_slice(int k) {
 
 // Overlapped: slice by slice, the wait for it (and its unpacking, when the
 // update does not read the wire), then the update of every row whose
-// gradients have all arrived; the others' slices travel meanwhile. Waits
-// and unpacking count as exchange_grads.
+// gradients have all arrived (find_slice_ends); the others' slices travel
+// meanwhile. Waits and unpacking count as exchange_grads. On a GPU the
+// updates are kernels enqueued behind the slices' copies, so the time a
+// stage reports is the host's (enqueueing, and waiting for the transfers
+// and the copies, which wait for the kernels before them).
 template <typename Backend>
 void ShardedStep<Backend>::update_overlapped() {
-  if constexpr (Backend::kOverlapsExchanges) {
-    Stopwatch clock;
-    double exchange_ms = 0, hidden_ms = 0;
-    const ExchangeLayout& layout = cur().layout;
-    const std::vector<StepScalars> scalars = advance_steps();
-    std::vector<int64_t> done(static_cast<size_t>(T_), 0);  // slots updated so far
-    int S = 0;  // tables sliced: those not pooled at the owners
-    for (int t = 0; t < T_; ++t) S += layout.at_owner(t) ? 0 : 1;
-    EMBTRAIN_ASSERT(grads_in_flight_.size() == static_cast<size_t>(std::min(
-                                                   overlap_chunks_, kGradSlicesAhead) * S));
-    size_t first_pending = 0;
-    for (int k = 0; k < overlap_chunks_; ++k) {
-      Stopwatch exchange;
-      for (int i = 0; i < S; ++i) grads_in_flight_[k * S + i]->wait();
-      first_pending = std::max(first_pending, static_cast<size_t>((k + 1) * S));
-      mark_progress(stage_name(Stage::kExchangeGrads));  // for the watchdog, per slice
-      const int64_t before = b_.data().traffic().bytes_sent;
-      if (k + kGradSlicesAhead < overlap_chunks_) send_grad_slice(k + kGradSlicesAhead);
-      stats_.grads_bytes_sent += b_.data().traffic().bytes_sent - before;
-      for (int t = 0; t < T_ && layout.has_wire(); ++t)
-        for (int p = 0; p < P_ && !grads_stay_packed(t) && !layout.at_owner(t); ++p) {
-          if (p == rank_) continue;
-          const int64_t count = layout.served(p, t).rows;
-          unpack_from_wire(/*back=*/true, p, t, slice_begin(count, k), slice_begin(count, k + 1));
-        }
-      exchange_ms += exchange.lap_ms();
-      for (int t = 0; t < T_; ++t) {
-        if (b_.spec(t).freeze) continue;
-        const Served& s = served_[t];
-        // Peer p's ids are ascending: after its slices 0..k, every row
-        // below the first id of its slice k + 1 has all of p's gradients.
-        // (A table pooled here has all of them: updated at once.)
-        int64_t bound = std::numeric_limits<int64_t>::max();
-        for (int p = 0; p < P_ && !layout.at_owner(t); ++p) {
-          const int64_t count = layout.served(p, t).count, next = slice_begin(count, k + 1);
-          if (p != rank_ && next < count) bound = std::min(bound, s.ids.data()[s.starts[p] + next]);
-        }
-        const int64_t* unique = s.index.unique;
-        const int64_t end =
-            std::lower_bound(unique + done[t], unique + s.index.num_unique, bound) - unique;
-        // The later slices move on; whether they still travel meanwhile.
-        const bool travelling = still_travelling(grads_in_flight_, &first_pending);
-        if (end > done[t]) {
-          Stopwatch work;
-          b_.update_slots(t, scalars[t], s.grads, done[t], end);
-          if (travelling) hidden_ms += work.lap_ms();
-        }
-        done[t] = end;
+  Stopwatch clock;
+  double exchange_ms = 0, hidden_ms = 0;
+  const ExchangeLayout& layout = cur().layout;
+  const std::vector<StepScalars> scalars = advance_steps();
+  find_slice_ends();
+  std::vector<int64_t> done(static_cast<size_t>(T_), 0);  // slots updated so far
+  int S = 0;  // tables sliced: those not pooled at the owners
+  for (int t = 0; t < T_; ++t) S += layout.at_owner(t) ? 0 : 1;
+  EMBTRAIN_ASSERT(grads_in_flight_.size() == static_cast<size_t>(std::min(
+                                                 overlap_chunks_, kGradSlicesAhead) * S));
+  size_t first_pending = 0;
+  for (int k = 0; k < overlap_chunks_; ++k) {
+    Stopwatch exchange;
+    for (int i = 0; i < S; ++i) grads_in_flight_[k * S + i]->wait();
+    first_pending = std::max(first_pending, static_cast<size_t>((k + 1) * S));
+    mark_progress(stage_name(Stage::kExchangeGrads));  // for the watchdog, per slice
+    const int64_t before = b_.data().traffic().bytes_sent;
+    if (k + kGradSlicesAhead < overlap_chunks_) send_grad_slice(k + kGradSlicesAhead);
+    stats_.grads_bytes_sent += b_.data().traffic().bytes_sent - before;
+    for (int t = 0; t < T_ && layout.has_wire(); ++t)
+      for (int p = 0; p < P_ && !grads_stay_packed(t) && !layout.at_owner(t); ++p) {
+        if (p == rank_) continue;
+        const int64_t count = layout.served(p, t).rows;
+        unpack_from_wire(/*back=*/true, p, t, slice_begin(count, k), slice_begin(count, k + 1));
       }
+    exchange_ms += exchange.lap_ms();
+    for (int t = 0; t < T_; ++t) {
+      if (b_.spec(t).freeze) continue;
+      const Served& s = served_[t];
+      // (A table pooled here has all its gradients: updated at once.)
+      const int64_t end =
+          layout.at_owner(t) ? s.index.num_unique : std::max(done[t], s.slice_end[k]);
+      // The later slices move on; whether they still travel meanwhile.
+      const bool travelling = still_travelling(grads_in_flight_, &first_pending);
+      if (end > done[t]) {
+        Stopwatch work;
+        UniqueIndex slots;
+        b_.update(t, scalars[t], slots_of(s.grads, done[t], end, &slots));
+        if (travelling && !Backend::kAsynchronous) hidden_ms += work.lap_ms();
+      }
+      done[t] = end;
     }
-    grads_in_flight_.clear();
-    grads_sliced_ = false;
-    ++stats_.sliced_steps;
-    b_.synchronize();
-    stats_[Stage::kExchangeGrads] += exchange_ms;
-    stats_[Stage::kUpdate] += clock.lap_ms() - exchange_ms;
-    stats_.hidden_ms[static_cast<int>(Stage::kExchangeGrads)] += hidden_ms;
-    mark_progress(stage_name(Stage::kUpdate));
+  }
+  grads_in_flight_.clear();
+  grads_sliced_ = false;
+  ++stats_.sliced_steps;
+  wait_for_device_transfers();
+  b_.synchronize();
+  stats_[Stage::kExchangeGrads] += exchange_ms;
+  stats_[Stage::kUpdate] += clock.lap_ms() - exchange_ms;
+  stats_.hidden_ms[static_cast<int>(Stage::kExchangeGrads)] += hidden_ms;
+  mark_progress(stage_name(Stage::kUpdate));
+}
+
+// Overlapped: for each sliced table, slice_end[k], the distinct rows whose
+// gradients have all arrived once slices 0..k have. Peer p's ids are
+// ascending, so after its slices 0..k every row below the first id of its
+// slice k + 1 has all of p's gradients (the rank's own never travel):
+// slice_end[k] is the lower bound in the distinct rows of the least such
+// first id over the peers, or all of them when every peer's block is done.
+// The ids are in the backend's memory: picked out and bounded there, and
+// the bounds brought to the host in one wait for all tables.
+template <typename Backend>
+void ShardedStep<Backend>::find_slice_ends() {
+  const ExchangeLayout& layout = cur().layout;
+  const int K = overlap_chunks_;
+  std::vector<int64_t> positions, first(static_cast<size_t>(T_) + 1, 0);
+  std::vector<int> slice_of;  // per position: the slice it bounds
+  for (int t = 0; t < T_; ++t) {
+    first[t] = static_cast<int64_t>(positions.size());
+    for (int k = 0; k < K && !layout.at_owner(t); ++k)
+      for (int p = 0; p < P_; ++p) {
+        const int64_t count = layout.served(p, t).count, next = slice_begin(count, k + 1);
+        if (p == rank_ || next >= count) continue;
+        positions.push_back(served_[t].starts[p] + next);
+        slice_of.push_back(k);
+      }
+  }
+  const int64_t n = static_cast<int64_t>(positions.size());
+  first[T_] = n;
+  std::vector<int64_t> slots(static_cast<size_t>(n));
+  if (n > 0) {
+    int64_t* d = slice_bounds_.reserve(3 * n);  // positions, their ids, their slots
+    b_.upload(d, positions.data(), n);
+    for (int t = 0; t < T_; ++t) {
+      const int64_t lo = first[t], m = first[t + 1] - lo;
+      if (m == 0) continue;
+      b_.take_ids(served_[t].ids.data(), d + lo, m, d + n + lo);
+      b_.bucketize(served_[t].index, d + n + lo, m, d + 2 * n + lo);
+    }
+    b_.download(slots.data(), d + 2 * n, n);
+  }
+  for (int t = 0; t < T_; ++t) {
+    Served& s = served_[t];
+    s.slice_end.assign(static_cast<size_t>(K), s.index.num_unique);
+    for (int64_t i = first[t]; i < first[t + 1]; ++i)
+      s.slice_end[slice_of[i]] = std::min(s.slice_end[slice_of[i]], slots[i]);
   }
 }
 

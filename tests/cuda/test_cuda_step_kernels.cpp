@@ -202,6 +202,27 @@ TEST(CudaStepKernels, BucketizeIsLowerBound) {
   EXPECT_EQ(d_begin.host(), (std::vector<int64_t>{0, 0}));
 }
 
+// A few ids picked out of a batch by position (the overlapped exchanges'
+// slice bounds), repeats and the ends included: each the id at its place.
+TEST(CudaStepKernels, TakeIdsPicksTheIdsAtThePositions) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{5000}}) {
+    std::vector<int64_t> ids(static_cast<size_t>(n));
+    for (int64_t& id : ids) id = static_cast<int64_t>(rng() >> 2);  // up to 2^62
+    std::vector<int64_t> positions{0, n - 1}, want;
+    for (int i = 0; i < 300; ++i)
+      positions.push_back(std::uniform_int_distribution<int64_t>(0, n - 1)(rng));
+    for (int64_t p : positions) want.push_back(ids[static_cast<size_t>(p)]);
+    DeviceArray<int64_t> d_ids(ids), d_positions(positions), d_out(positions.size());
+    cuda::take_ids(d_ids.get(), d_positions.get(), static_cast<int64_t>(positions.size()),
+                   d_out.get(), nullptr);
+    EXPECT_EQ(d_out.host(), want) << "batch of " << n;
+  }
+}
+
 // Items of consecutive blocks, empty blocks among them (as a step's
 // (peer, table) blocks are): item k's row is its block's base plus its
 // place in the block times dim.

@@ -247,6 +247,10 @@ void shift_ids(const int64_t* d_src, int64_t n, int64_t delta, int64_t* d_dst, v
   cpu::shift_ids(d_src, n, delta, d_dst);
 }
 
+void take_ids(const int64_t* d_src, const int64_t* d_positions, int64_t n, int64_t* d_dst, void*) {
+  cpu::take_ids(d_src, d_positions, n, d_dst);
+}
+
 void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
                int64_t num_bounds, int64_t* d_begin, void*) {
   cpu::bucketize(d_unique, num_unique, d_bounds, num_bounds, d_begin);

@@ -749,8 +749,9 @@ void expect_same_shards(const ShardedEmbedding& a, const ShardedEmbedding& b) {
 // table beside them is unpacked slice by slice); every other case also
 // prefetches each step's ids during the step before (its non-blocking ids
 // exchange then travels beside the gradients' slices). Every step of the
-// sliced twin moved in slices when there are peers (StepStats).
-void check_overlap(uint64_t seed, int cases) {
+// sliced twin moved in slices when there are peers (StepStats). On the GPU
+// (on_gpu) the sliced twin runs on the device, the whole one on the CPU.
+void check_overlap(uint64_t seed, int cases, bool on_gpu) {
   Communicator& comm = world();
   const int P = comm.size(), me = comm.rank();
   using embtrain::CommPrecision;
@@ -769,6 +770,7 @@ void check_overlap(uint64_t seed, int cases) {
                  comm_precision_name(c.specs[0].comm_precision) + ", " + c.describe());
     ShardedEmbedding whole(c.specs, &comm, local_rows(c, P, me));
     ShardedEmbedding sliced(c.specs, &comm, local_rows(c, P, me));
+    if (on_gpu) sliced.use_cuda();
     sliced.overlap_exchanges(chunks);
     for (size_t k = 0; k < c.steps.size(); ++k) {
       const Slices batch = slices(c, k, P, me);
@@ -804,10 +806,9 @@ void check_overlap(uint64_t seed, int cases) {
 // The calls K = 1 allows keep giving its bits with slices: a backward
 // twice before the step (the second's gradients apply), a step twice, the
 // slice count changed between backward and step (it takes effect at the
-// next forward), a forward after a backward with no step.
-TEST_F(ShardedEmbeddingTest, OverlappedExchangesTakeEveryCallOrder) {
-  const uint64_t seed = test_seed(142);
-  SCOPED_TRACE(seed_trace(seed));
+// next forward), a forward after a backward with no step. On the GPU the
+// sliced twin runs on the device.
+void check_overlap_call_orders(uint64_t seed, bool on_gpu) {
   Communicator& comm = world();
   const int P = comm.size(), me = comm.rank();
   for (int n = 0; n < 6; ++n) {
@@ -815,6 +816,7 @@ TEST_F(ShardedEmbeddingTest, OverlappedExchangesTakeEveryCallOrder) {
     SCOPED_TRACE("case " + std::to_string(n) + ", " + c.describe());
     ShardedEmbedding whole(c.specs, &comm, local_rows(c, P, me));
     ShardedEmbedding sliced(c.specs, &comm, local_rows(c, P, me));
+    if (on_gpu) sliced.use_cuda();
     sliced.overlap_exchanges(3);
     for (size_t k = 0; k < c.steps.size(); ++k) {
       const Slices batch = slices(c, k, P, me);
@@ -857,10 +859,33 @@ TEST_F(ShardedEmbeddingTest, OverlappedExchangesTakeEveryCallOrder) {
   }
 }
 
+TEST_F(ShardedEmbeddingTest, OverlappedExchangesTakeEveryCallOrder) {
+  const uint64_t seed = test_seed(142);
+  SCOPED_TRACE(seed_trace(seed));
+  check_overlap_call_orders(seed, /*on_gpu=*/false);
+}
+
+TEST_F(ShardedEmbeddingTest, GpuStepOverlappedExchangesTakeEveryCallOrder) {
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
+  const uint64_t seed = test_seed(145);
+  SCOPED_TRACE(seed_trace(seed));
+  check_overlap_call_orders(seed, /*on_gpu=*/true);
+}
+
 TEST_F(ShardedEmbeddingTest, OverlappedExchangesAreBitwiseTheSame) {
   const uint64_t seed = test_seed(141);
   SCOPED_TRACE(seed_trace(seed));
-  check_overlap(seed, 40);
+  check_overlap(seed, 40, /*on_gpu=*/false);
+}
+
+// The GPU step with sliced exchanges (kernels enqueued between the
+// slices' transfers; on one GPU the MPI-staged communicator, whose slices
+// travel in flight together) gives the CPU step's bits with whole ones.
+TEST_F(ShardedEmbeddingTest, GpuStepOverlappedExchangesEqualTheCpuStepBitForBit) {
+  SKIP_UNLESS_EVERY_RANK_HAS_GPU();
+  const uint64_t seed = test_seed(146);
+  SCOPED_TRACE(seed_trace(seed));
+  check_overlap(seed, 24, /*on_gpu=*/true);
 }
 
 // Rows and gradients in 16 bits on the wire (comm_precision): the step

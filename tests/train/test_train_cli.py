@@ -89,10 +89,6 @@ def test_config_errors(work):
                  "config key 'table.items.rows' = '7' (command line): workload recsys needs")
     expect_error(run(small_recsys(work, **{"table.items.dim": "4"}), expect_ok=False),
                  "(command line) and table.items.dim = 4 (command line) must be equal")
-    # Overlap asked for where the step exchanges whole (the GPU): refused, not ignored.
-    expect_error(run(small_recsys(work, **{"train.overlap_chunks": "4", "train.device": "cuda"}),
-                     expect_ok=False),
-                 "config key 'train.overlap_chunks' = '4' (command line): the GPU step")
     # An allowed change that names no key would let nothing through.
     expect_error(run(small_recsys(work, **{"checkpoint.allow_changes": "train.sed, table.*.lr"}),
                      expect_ok=False),
@@ -541,10 +537,18 @@ def test_device_cuda(work):
     step = os.path.join("checkpoints", "step_00000012")
     files = sorted(f for f in os.listdir(os.path.join(cpu, step)) if f.endswith(".npy"))
     assert len(files) == 9, files  # dense, and weights and state of 2 tables on 2 ranks
+    # The device run with its rows and gradients in 3 slices (kernels
+    # enqueued between the slices' transfers): the same files again.
+    sliced = os.path.join(work, "gpu_sliced")
+    run(config(**{"log.dir": sliced, "train.device": "cuda", "train.overlap_chunks": "3"}), 2,
+        env=chunks)
+    assert summary_of(sliced)["sliced_steps"] == 12, summary_of(sliced)
     for name in files:
-        with open(os.path.join(cpu, step, name), "rb") as a, \
-                open(os.path.join(gpu, step, name), "rb") as b:
-            assert a.read() == b.read(), "%s of the device run differs from the CPU run's" % name
+        for other in (gpu, sliced):
+            with open(os.path.join(cpu, step, name), "rb") as a, \
+                    open(os.path.join(other, step, name), "rb") as b:
+                assert a.read() == b.read(), "%s of the device run %s differs from the CPU " \
+                    "run's" % (name, os.path.basename(other))
     for table in ("users", "items"):
         a = export(os.path.join(cpu, "checkpoints"), table, os.path.join(work, "a.npy"))
         b = export(os.path.join(gpu, "checkpoints"), table, os.path.join(work, "b.npy"))

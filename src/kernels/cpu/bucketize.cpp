@@ -18,6 +18,10 @@ void shift_ids(const int64_t* src, int64_t n, int64_t delta, int64_t* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = src[i] + delta;
 }
 
+void take_ids(const int64_t* src, const int64_t* positions, int64_t n, int64_t* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[positions[i]];
+}
+
 void bucketize(const int64_t* unique, int64_t num_unique, const int64_t* bounds,
                int64_t num_bounds, int64_t* begin) {
   for (int64_t d = 0; d < num_bounds; ++d)

@@ -48,6 +48,9 @@ void cyclic_keys(const int64_t* ids, int64_t n, int64_t ranks, int64_t stride, i
 // dst[i] = src[i] + delta: keys back to an owner's local rows.
 void shift_ids(const int64_t* src, int64_t n, int64_t delta, int64_t* dst);
 
+// dst[i] = src[positions[i]]: a few ids picked out of a batch.
+void take_ids(const int64_t* src, const int64_t* positions, int64_t n, int64_t* dst);
+
 // begin[d] = the first k with unique[k] >= bounds[d] (lower_bound), for d in
 // [0, num_bounds). With bounds = each rank's row_begin then num_embeddings,
 // owner d's ids are unique[begin[d] .. begin[d + 1]).

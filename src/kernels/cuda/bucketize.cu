@@ -27,6 +27,13 @@ __global__ void shift_ids_kernel(const int64_t* __restrict__ src, int64_t n, int
   if (i < n) dst[i] = src[i] + delta;
 }
 
+__global__ void take_ids_kernel(const int64_t* __restrict__ src,
+                                const int64_t* __restrict__ positions, int64_t n,
+                                int64_t* __restrict__ dst) {
+  const int64_t i = global_thread();
+  if (i < n) dst[i] = src[positions[i]];
+}
+
 __global__ void bucketize_kernel(const int64_t* __restrict__ unique, int64_t num_unique,
                                  const int64_t* __restrict__ bounds, int64_t num_bounds,
                                  int64_t* __restrict__ begin) {
@@ -75,6 +82,14 @@ void shift_ids(const int64_t* d_src, int64_t n, int64_t delta, int64_t* d_dst, v
   if (n == 0) return;
   shift_ids_kernel<<<detail::thread_blocks(n), kThreadsPerBlock, 0,
                      static_cast<cudaStream_t>(stream)>>>(d_src, n, delta, d_dst);
+  EMBTRAIN_CUDA_CHECK(cudaGetLastError());
+}
+
+void take_ids(const int64_t* d_src, const int64_t* d_positions, int64_t n, int64_t* d_dst,
+              void* stream) {
+  if (n == 0) return;
+  take_ids_kernel<<<detail::thread_blocks(n), kThreadsPerBlock, 0,
+                    static_cast<cudaStream_t>(stream)>>>(d_src, d_positions, n, d_dst);
   EMBTRAIN_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -78,10 +78,12 @@ void segment_counts(const int32_t* d_offsets, int64_t num_unique, int32_t* d_cou
 
 // --- bucketize.cu --------------------------------------------------------------
 
-// cpu::cyclic_keys and cpu::shift_ids on the device.
+// cpu::cyclic_keys, cpu::shift_ids and cpu::take_ids on the device.
 void cyclic_keys(const int64_t* d_ids, int64_t n, int64_t ranks, int64_t stride, int64_t* d_keys,
                  void* stream);
 void shift_ids(const int64_t* d_src, int64_t n, int64_t delta, int64_t* d_dst, void* stream);
+void take_ids(const int64_t* d_src, const int64_t* d_positions, int64_t n, int64_t* d_dst,
+              void* stream);
 
 // cpu::bucketize: d_begin[d] = lower_bound(d_unique, d_bounds[d]).
 void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
