@@ -98,7 +98,9 @@ std::string Config::peek(int argc, char** argv, const std::string& key, std::str
     return "";  // parse() reports it with the full set of keys
   }
   if (!vm.count(key)) return "";
-  where = file;
+  const std::map<std::string, int> lines = index_lines(file);
+  const auto line = lines.find(key);
+  where = file + (line != lines.end() ? ":" + std::to_string(line->second) : "");
   return trim(vm[key].as<std::string>());
 }
 

@@ -24,8 +24,8 @@ class Config {
   // The value `key` has on the command line (`--key=V` or `--key V`) or, failing
   // that, in the `--config` file, without declaring anything; "" if unset.
   // For keys that decide which other keys exist (train.workload). `source`
-  // (if given) gets where the value came from: "command line", "FILE" or
-  // "default".
+  // (if given) gets where the value came from: "command line", "FILE:LINE"
+  // or "default".
   static std::string peek(int argc, char** argv, const std::string& key,
                           std::string* source = nullptr);
 

@@ -99,7 +99,7 @@ def test_config_errors(work):
     with open(ini, "w") as f:
         f.write("[train]\nworkload = nope\n")
     expect_error(run(["train", "--config", ini], expect_ok=False),
-                 "config key 'train.workload' = 'nope' (" + ini + "): not a workload")
+                 "config key 'train.workload' = 'nope' (" + ini + ":2): not a workload")
     expect_error(run(["train", "--config", os.path.join(work, "missing.ini")], expect_ok=False),
                  "missing.ini")
     expect_error(run(small_recsys(work) + ["--no.such.key=1"], expect_ok=False), "no.such.key")
