@@ -15,11 +15,22 @@
 // (segment_sum.cu, renorm.cu, warp_rows.cuh: chunks, partial rows, a warp's
 // 32 lanes and its butterfly), so that tests comparing them with the CPU
 // kernels bit for bit check that the CPU adds in the GPU's order
-// (embtrain/sum_order.hpp) rather than comparing the CPU with itself. What
-// the emulation cannot show: stream ordering. Every "asynchronous" call here
-// is done when it returns, so a missing synchronize, a host read of device
-// memory or a pageable buffer reused too early goes unnoticed; those need a
-// review of cuda_backend.cpp, or a run on a GPU.
+// (embtrain/sum_order.hpp) rather than comparing the CPU with itself.
+//
+// Asynchrony as a GPU has it: work "enqueued on a stream" (every kernel,
+// copy_on_device, memset_device, a copy to or from pinned host memory)
+// runs later, in the order it was enqueued, when the host waits for the
+// device: a synchronize, a copy into pageable host memory (cudaMemcpyAsync
+// returns only once that is done), a call whose result the host reads
+// (unique_ids' count, list_bag_entries' host arrays), freeing memory
+// (cudaFree waits for the device) and the staged communicator's copies
+// (emulated_comm.cpp). So a host read of a result before its wait, or a
+// pinned buffer refilled before the copy out of it ran, gives wrong values
+// here as it may on a GPU. Copies from pageable host memory read it at
+// once, as CUDA's do. What it still cannot show: two streams running beside
+// each other (there is one queue, in order), the real NCCL's side stream,
+// and a host read of device memory (here it is host memory).
+// EMBTRAIN_EMULATED_SYNC=1 runs every call when it is made instead.
 //
 // What it does show beyond a plain host build:
 //  - Freshly reserved "device" and "pinned" memory is filled with a poison
@@ -43,6 +54,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
 #include <new>
 #include <string>
 #include <utility>
@@ -62,6 +76,38 @@ namespace cuda {
 namespace {
 
 std::atomic<int64_t> g_allocations{0};
+
+// The device's queue of enqueued work (see the top), and whether it is
+// running: work that calls other device functions (unpool_partials) runs
+// them at once, in its place in the order.
+std::vector<std::function<void()>> g_queue;
+bool g_running = false;
+
+bool synchronous() {
+  static const bool sync = [] {
+    const char* v = std::getenv("EMBTRAIN_EMULATED_SYNC");
+    return v && std::string(v) == "1";
+  }();
+  return sync;
+}
+
+// Enqueues `work` (or runs it, see above).
+void later(std::function<void()> work) {
+  if (synchronous() || g_running) return work();
+  g_queue.push_back(std::move(work));
+}
+
+// Pinned host allocations (start -> bytes): copies to and from them are
+// enqueued, as CUDA's are.
+std::map<uintptr_t, size_t> g_pinned;
+
+bool is_pinned(const void* h) {
+  const auto p = reinterpret_cast<uintptr_t>(h);
+  auto it = g_pinned.upper_bound(p);
+  if (it == g_pinned.begin()) return false;
+  --it;
+  return p < it->first + it->second;
+}
 
 // 0x7f in every byte: a float of 3.4e38 and an int of 2^31 or 2^63 - a few,
 // neither of which a kernel's output could be by chance (-1 would read as
@@ -114,6 +160,21 @@ void find_bad_id_impl(const Id* d_ids, int64_t n, int64_t bound, int64_t* d_resu
   }
 }
 
+// Runs the enqueued work, in order: the host waits for the device.
+void finish_device_work() {
+  if (g_running) return;  // called by enqueued work: everything before it has run
+  g_running = true;
+  try {
+    for (size_t i = 0; i < g_queue.size(); ++i) g_queue[i]();
+  } catch (...) {
+    g_queue.clear();
+    g_running = false;
+    throw;
+  }
+  g_queue.clear();
+  g_running = false;
+}
+
 }  // namespace
 
 // --- Devices -------------------------------------------------------------------
@@ -161,36 +222,60 @@ int64_t allocation_count() { return g_allocations.load(); }
 
 // --- Buffers: both kinds are host memory ---------------------------------------
 
-void* allocate_memory(MemoryKind, size_t bytes) { return allocate(bytes); }
+void* allocate_memory(MemoryKind kind, size_t bytes) {
+  void* p = allocate(bytes);
+  if (kind == MemoryKind::kPinned) g_pinned[reinterpret_cast<uintptr_t>(p)] = bytes;
+  return p;
+}
 
-void free_memory(MemoryKind, void* p) noexcept { std::free(p); }
+// Waits for the device first, as cudaFree does.
+void free_memory(MemoryKind kind, void* p) noexcept {
+  finish_device_work();
+  if (kind == MemoryKind::kPinned) g_pinned.erase(reinterpret_cast<uintptr_t>(p));
+  std::free(p);
+}
 
-// --- Streams and copies: everything is done when it returns ------------------------
+// --- Streams and copies (enqueued, see the top) -------------------------------------
 
 // A non-null handle that is never dereferenced, so code that passes it on
 // looks as it does with a real stream.
 Stream::Stream() : stream_(this) {}
 Stream::~Stream() = default;
-void Stream::synchronize() const {}
+void Stream::synchronize() const { finish_device_work(); }
 
+// From pinned memory when the copy runs; from pageable memory, read now (CUDA
+// stages it before it returns).
 void copy_to_device(void* d_dst, const void* h_src, size_t bytes, void*) {
-  if (bytes > 0) std::memcpy(d_dst, h_src, bytes);
+  if (bytes == 0) return;
+  if (is_pinned(h_src)) return later([=] { std::memcpy(d_dst, h_src, bytes); });
+  auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(h_src),
+                                                    static_cast<const char*>(h_src) + bytes);
+  later([=] { std::memcpy(d_dst, staged->data(), bytes); });
 }
+// Into pinned memory when the copy runs; into pageable memory, once the
+// device has done everything before it (CUDA returns then).
 void copy_to_host(void* h_dst, const void* d_src, size_t bytes, void*) {
-  if (bytes > 0) std::memcpy(h_dst, d_src, bytes);
+  if (bytes == 0) return;
+  if (is_pinned(h_dst)) return later([=] { std::memcpy(h_dst, d_src, bytes); });
+  finish_device_work();
+  std::memcpy(h_dst, d_src, bytes);
 }
 void copy_on_device(void* d_dst, const void* d_src, size_t bytes, void*) {
-  if (bytes == 0) return;
-  const auto dst = reinterpret_cast<uintptr_t>(d_dst), src = reinterpret_cast<uintptr_t>(d_src);
-  if (dst < src + bytes && src < dst + bytes)
-    contract_violation("copy_on_device", "source and destination of ", bytes,
-                       " bytes overlap (undefined for cudaMemcpyAsync)");
-  std::memcpy(d_dst, d_src, bytes);
+  later([=] {
+    if (bytes == 0) return;
+    const auto dst = reinterpret_cast<uintptr_t>(d_dst), src = reinterpret_cast<uintptr_t>(d_src);
+    if (dst < src + bytes && src < dst + bytes)
+      contract_violation("copy_on_device", "source and destination of ", bytes,
+                         " bytes overlap (undefined for cudaMemcpyAsync)");
+    std::memcpy(d_dst, d_src, bytes);
+  });
 }
 void memset_device(void* d_dst, int byte_value, size_t bytes, void*) {
-  if (bytes > 0) std::memset(d_dst, byte_value, bytes);
+  later([=] {
+    if (bytes > 0) std::memset(d_dst, byte_value, bytes);
+  });
 }
-void synchronize(void*) {}
+void synchronize(void*) { finish_device_work(); }
 
 void set_device(int device) {
   EMBTRAIN_REQUIRE(device == 0, "emulated CUDA: set_device(", device, ") with one device");
@@ -199,14 +284,20 @@ void set_device(int device) {
 // --- Ids -----------------------------------------------------------------------
 
 void widen_ids(const int32_t* d_in, int64_t n, int64_t* d_out, void*) {
-  std::copy(d_in, d_in + n, d_out);
+  later([=] {
+    std::copy(d_in, d_in + n, d_out);
+  });
 }
 
 void find_bad_id(const int64_t* d_ids, int64_t n, int64_t bound, int64_t* d_result, void*) {
-  find_bad_id_impl(d_ids, n, bound, d_result);
+  later([=] {
+    find_bad_id_impl(d_ids, n, bound, d_result);
+  });
 }
 void find_bad_id(const int32_t* d_ids, int64_t n, int64_t bound, int64_t* d_result, void*) {
-  find_bad_id_impl(d_ids, n, bound, d_result);
+  later([=] {
+    find_bad_id_impl(d_ids, n, bound, d_result);
+  });
 }
 
 // cpu::unique_ids, then its four arrays into the workspace's buffer at the
@@ -214,6 +305,7 @@ void find_bad_id(const int32_t* d_ids, int64_t n, int64_t bound, int64_t* d_resu
 // the real ones do: valid until the next call on the same workspace.
 UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, UniqueWorkspace* ws,
                        void*) {
+  finish_device_work();  // the host reads what this returns
   EMBTRAIN_REQUIRE(n < (int64_t{1} << 31), "a batch holds ", n,
                    " ids; one table's batch per rank is limited to 2^31 - 1");
   // The real sort looks at the bits id_bound needs and no others.
@@ -240,55 +332,75 @@ UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, Unique
 
 void cyclic_keys(const int64_t* d_ids, int64_t n, int64_t ranks, int64_t stride, int64_t* d_keys,
                  void*) {
-  cpu::cyclic_keys(d_ids, n, ranks, stride, d_keys);
+  later([=] {
+    cpu::cyclic_keys(d_ids, n, ranks, stride, d_keys);
+  });
 }
 
 void shift_ids(const int64_t* d_src, int64_t n, int64_t delta, int64_t* d_dst, void*) {
-  cpu::shift_ids(d_src, n, delta, d_dst);
+  later([=] {
+    cpu::shift_ids(d_src, n, delta, d_dst);
+  });
 }
 
 void take_ids(const int64_t* d_src, const int64_t* d_positions, int64_t n, int64_t* d_dst, void*) {
-  cpu::take_ids(d_src, d_positions, n, d_dst);
+  later([=] {
+    cpu::take_ids(d_src, d_positions, n, d_dst);
+  });
 }
 
 void bucketize(const int64_t* d_unique, int64_t num_unique, const int64_t* d_bounds,
                int64_t num_bounds, int64_t* d_begin, void*) {
-  cpu::bucketize(d_unique, num_unique, d_bounds, num_bounds, d_begin);
+  later([=] {
+    cpu::bucketize(d_unique, num_unique, d_bounds, num_bounds, d_begin);
+  });
 }
 
 void block_offsets(const int64_t* d_starts, const int64_t* d_base, int64_t num_blocks, int64_t dim,
                    int64_t n, int64_t* d_out, void*) {
-  cpu::block_offsets(d_starts, d_base, num_blocks, dim, n, d_out);
+  later([=] {
+    cpu::block_offsets(d_starts, d_base, num_blocks, dim, n, d_out);
+  });
 }
 
 void segment_counts(const int32_t* d_offsets, int64_t num_unique, int32_t* d_counts, void*) {
-  cpu::segment_counts(d_offsets, num_unique, d_counts);
+  later([=] {
+    cpu::segment_counts(d_offsets, num_unique, d_counts);
+  });
 }
 
 // --- Rows ------------------------------------------------------------------------
 
 void gather_rows(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
                  int64_t row_offset, float* d_out, void*) {
-  if (n > 0) cpu::gather_rows(d_table, dim, d_index, n, row_offset, d_out);
+  later([=] {
+    if (n > 0) cpu::gather_rows(d_table, dim, d_index, n, row_offset, d_out);
+  });
 }
 
 void gather_rows_packed(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
                         int64_t row_offset, CommPrecision p, void* d_wire, void*) {
-  cpu::gather_rows_packed(d_table, dim, d_index, n, row_offset, p, d_wire);
+  later([=] {
+    cpu::gather_rows_packed(d_table, dim, d_index, n, row_offset, p, d_wire);
+  });
 }
 
 void gather_rows_rounded(const float* d_table, int64_t dim, const int64_t* d_index, int64_t n,
                          int64_t row_offset, CommPrecision p, float* d_out, void*) {
-  cpu::gather_rows_rounded(d_table, dim, d_index, n, row_offset, p, d_out);
+  later([=] {
+    cpu::gather_rows_rounded(d_table, dim, d_index, n, row_offset, p, d_out);
+  });
 }
 
 void expand_rows(const float* d_base, const int64_t* d_offsets, const int32_t* d_index, int64_t n,
                  int64_t dim, float* d_out, void*) {
-  if (n == 0) return;
-  if (dim % 4 == 0 && aligned16(d_base) && aligned16(d_out))
-    for (int64_t i = 0; i < n; ++i)
-      check_row_offset("expand_rows", "offsets", d_offsets[d_index[i]], d_index[i]);
-  cpu::expand_rows(d_base, d_offsets, d_index, n, dim, d_out);
+  later([=] {
+    if (n == 0) return;
+    if (dim % 4 == 0 && aligned16(d_base) && aligned16(d_out))
+      for (int64_t i = 0; i < n; ++i)
+        check_row_offset("expand_rows", "offsets", d_offsets[d_index[i]], d_index[i]);
+    cpu::expand_rows(d_base, d_offsets, d_index, n, dim, d_out);
+  });
 }
 
 // --- The CUDA kernels' float sums, transcribed ------------------------------------
@@ -375,25 +487,29 @@ bool update_vectorizes(OptimizerKind kind, int64_t dim, const float* table, cons
 
 void renorm_rows(float* d_table, int64_t dim, const int64_t* d_rows, int64_t n, int64_t row_offset,
                  float max_norm, float norm_type, void*) {
-  for (int64_t k = 0; k < n; ++k) {
-    float* row = d_table + (d_rows[k] - row_offset) * dim;
-    const float scale = renorm_scale(warp_row_norm(row, dim, norm_type), max_norm);
-    if (scale == 1.f) continue;
-    for (int64_t j = 0; j < dim; ++j) row[j] *= scale;
-  }
+  later([=] {
+    for (int64_t k = 0; k < n; ++k) {
+      float* row = d_table + (d_rows[k] - row_offset) * dim;
+      const float scale = renorm_scale(warp_row_norm(row, dim, norm_type), max_norm);
+      if (scale == 1.f) continue;
+      for (int64_t j = 0; j < dim; ++j) row[j] *= scale;
+    }
+  });
 }
 
 void update_rows(OptimizerKind kind, const StepScalars& scalars, float* d_table, float* d_state,
                  int64_t dim, const int64_t* d_rows, const float* d_grads, int64_t n,
                  int64_t row_offset, void*) {
-  const int vec =
-      update_vectorizes(kind, dim, d_table, d_state) && aligned16(d_grads) ? 4 : 1;
-  const int64_t width = optimizer_state_width(kind, dim);
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t r = d_rows[k] - row_offset;
-    update_row_warp(kind, scalars, d_table + r * dim, d_state + r * width, d_grads + k * dim, dim,
-                    vec);
-  }
+  later([=] {
+    const int vec =
+        update_vectorizes(kind, dim, d_table, d_state) && aligned16(d_grads) ? 4 : 1;
+    const int64_t width = optimizer_state_width(kind, dim);
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t r = d_rows[k] - row_offset;
+      update_row_warp(kind, scalars, d_table + r * dim, d_state + r * width, d_grads + k * dim, dim,
+                      vec);
+    }
+  });
 }
 
 // --- Segment sums ------------------------------------------------------------------
@@ -514,118 +630,140 @@ void reduce(const float* src, int64_t dim, const UniqueIndex& index, const Segme
 void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
                  const SegmentLayout& layout, bool scale_by_count, float* d_dst,
                  SegmentWorkspace* ws, void*) {
-  if (index.num_unique == 0) return;
-  if (dim % 4 == 0 && aligned16(d_src) && aligned16(d_dst)) {
-    check_src_offsets("segment_sum", index, layout, /*skip_row=*/-1);
-    if (layout.dst_offsets)
-      for (int64_t u = 0; u < index.num_unique; ++u)
-        if (layout.dst_offsets[u] >= 0)
-          check_row_offset("segment_sum", "dst_offsets", layout.dst_offsets[u], u);
-  }
-  reduce(d_src, dim, index, layout, scale_by_count, /*skip_row=*/-1, d_dst, nullptr, /*vec=*/1,
-         ws);
+  later([=] {
+    if (index.num_unique == 0) return;
+    if (dim % 4 == 0 && aligned16(d_src) && aligned16(d_dst)) {
+      check_src_offsets("segment_sum", index, layout, /*skip_row=*/-1);
+      if (layout.dst_offsets)
+        for (int64_t u = 0; u < index.num_unique; ++u)
+          if (layout.dst_offsets[u] >= 0)
+            check_row_offset("segment_sum", "dst_offsets", layout.dst_offsets[u], u);
+    }
+    reduce(d_src, dim, index, layout, scale_by_count, /*skip_row=*/-1, d_dst, nullptr, /*vec=*/1,
+           ws);
+  });
 }
 
 void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d_table,
                         float* d_state, int64_t dim, int64_t row_offset, const float* d_src,
                         const UniqueIndex& index, const SegmentLayout& layout,
                         bool scale_by_count, int64_t skip_row, SegmentWorkspace* ws, void*) {
-  EMBTRAIN_ASSERT(layout.dst_offsets == nullptr);
-  if (index.num_unique == 0) return;
-  const bool vectorize = update_vectorizes(kind, dim, d_table, d_state) && aligned16(d_src);
-  if (vectorize) check_src_offsets("segment_sum_update", index, layout, skip_row);
-  const UpdateTarget up{kind, scalars, d_table, d_state, row_offset};
-  reduce(d_src, dim, index, layout, scale_by_count, skip_row, nullptr, &up, vectorize ? 4 : 1,
-         ws);
+  later([=] {
+    EMBTRAIN_ASSERT(layout.dst_offsets == nullptr);
+    if (index.num_unique == 0) return;
+    const bool vectorize = update_vectorizes(kind, dim, d_table, d_state) && aligned16(d_src);
+    if (vectorize) check_src_offsets("segment_sum_update", index, layout, skip_row);
+    const UpdateTarget up{kind, scalars, d_table, d_state, row_offset};
+    reduce(d_src, dim, index, layout, scale_by_count, skip_row, nullptr, &up, vectorize ? 4 : 1,
+           ws);
+  });
 }
 
 // --- Wire --------------------------------------------------------------------------
 
 void pack_wire(const float* d_src, int64_t n, CommPrecision p, float scale, void* d_wire, void*) {
-  cpu::pack_wire(d_src, n, p, scale, d_wire);
+  later([=] {
+    cpu::pack_wire(d_src, n, p, scale, d_wire);
+  });
 }
 void unpack_wire(const void* d_wire, int64_t n, CommPrecision p, float scale, float* d_dst,
                  void*) {
-  cpu::unpack_wire(d_wire, n, p, scale, d_dst);
+  later([=] {
+    cpu::unpack_wire(d_wire, n, p, scale, d_dst);
+  });
 }
 void round_wire(float* d_data, int64_t n, CommPrecision p, float scale, void*) {
-  cpu::round_wire(d_data, n, p, scale);
+  later([=] {
+    cpu::round_wire(d_data, n, p, scale);
+  });
 }
 
 // pool.cu's kernels transcribed: a warp per bag, lane l building the
 // columns l, l + 32, ... from the bag's positions in order.
 void pool_bags(const BagPooling& bags, const PositionRows& d_rows, const int64_t* d_ids,
                int64_t skip_id, float* d_out, void*) {
-  const int64_t dim = bags.dim;
-  for (int64_t b = 0; b < bags.num_bags; ++b)
-    for (int lane = 0; lane < kWarpSize; ++lane)
-      for (int64_t j = lane; j < dim; j += kWarpSize) {
-        float acc = 0.f;
-        int32_t arg = -1, count = 0;
-        for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) {
-          if (d_ids[p] == skip_id) continue;
-          const float w = bags.weights ? bags.weights[p] : 1.f;
-          pool_column(bags.mode, d_rows.row(p, dim)[j], w, static_cast<int32_t>(p), count == 0,
-                      &acc, &arg);
-          ++count;
+  later([=] {
+    const int64_t dim = bags.dim;
+    for (int64_t b = 0; b < bags.num_bags; ++b)
+      for (int lane = 0; lane < kWarpSize; ++lane)
+        for (int64_t j = lane; j < dim; j += kWarpSize) {
+          float acc = 0.f;
+          int32_t arg = -1, count = 0;
+          for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) {
+            if (d_ids[p] == skip_id) continue;
+            const float w = bags.weights ? bags.weights[p] : 1.f;
+            pool_column(bags.mode, d_rows.row(p, dim)[j], w, static_cast<int32_t>(p), count == 0,
+                        &acc, &arg);
+            ++count;
+          }
+          d_out[b * dim + j] = finish_column(bags.mode, acc, count);
+          if (bags.argmax) bags.argmax[b * dim + j] = arg;
+          if (j == 0) bags.counts[b] = count;
         }
-        d_out[b * dim + j] = finish_column(bags.mode, acc, count);
-        if (bags.argmax) bags.argmax[b * dim + j] = arg;
-        if (j == 0) bags.counts[b] = count;
-      }
+  });
 }
 
 void unpool_bags(const BagPooling& bags, const float* d_grad, int64_t n, int64_t first_unbagged,
                  float* d_grad_rows, void*) {
-  // The host's word for where the bags end must be the device's offsets.
-  if (first_unbagged != bags.offsets[bags.num_bags] || first_unbagged > n)
-    contract_violation("unpool_bags", "first_unbagged = ", first_unbagged, " but offsets[",
-                       bags.num_bags, "] = ", bags.offsets[bags.num_bags], " of n = ", n);
-  const int64_t dim = bags.dim;
-  for (int64_t b = 0; b < bags.num_bags; ++b)
-    for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p)
-      for (int lane = 0; lane < kWarpSize; ++lane)
-        for (int64_t j = lane; j < dim; j += kWarpSize)
-          d_grad_rows[p * dim + j] =
-              unpool_column(bags.mode, d_grad[b * dim + j], bags.weights ? bags.weights[p] : 1.f,
-                            bags.counts[b], static_cast<int32_t>(p),
-                            bags.argmax ? bags.argmax[b * dim + j] : -1);
-  std::fill(d_grad_rows + first_unbagged * dim, d_grad_rows + n * dim, 0.f);
+  later([=] {
+    // The host's word for where the bags end must be the device's offsets.
+    if (first_unbagged != bags.offsets[bags.num_bags] || first_unbagged > n)
+      contract_violation("unpool_bags", "first_unbagged = ", first_unbagged, " but offsets[",
+                         bags.num_bags, "] = ", bags.offsets[bags.num_bags], " of n = ", n);
+    const int64_t dim = bags.dim;
+    for (int64_t b = 0; b < bags.num_bags; ++b)
+      for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p)
+        for (int lane = 0; lane < kWarpSize; ++lane)
+          for (int64_t j = lane; j < dim; j += kWarpSize)
+            d_grad_rows[p * dim + j] =
+                unpool_column(bags.mode, d_grad[b * dim + j], bags.weights ? bags.weights[p] : 1.f,
+                              bags.counts[b], static_cast<int32_t>(p),
+                              bags.argmax ? bags.argmax[b * dim + j] : -1);
+    std::fill(d_grad_rows + first_unbagged * dim, d_grad_rows + n * dim, 0.f);
+  });
 }
 
 void share_bag_grads(const BagPooling& bags, const float* d_grad, int64_t n,
                      int64_t first_unbagged, float* d_grad_rows, int64_t* d_src_offsets, void*) {
-  if (first_unbagged != bags.offsets[bags.num_bags] || first_unbagged > n)
-    contract_violation("share_bag_grads", "first_unbagged = ", first_unbagged, " but offsets[",
-                       bags.num_bags, "] = ", bags.offsets[bags.num_bags], " of n = ", n);
-  if (!bag_grads_shared(bags))
-    contract_violation("share_bag_grads", "bags whose positions take different gradients (mode ",
-                       static_cast<int>(bags.mode), bags.weights ? ", weighted" : "", ")");
-  const int64_t dim = bags.dim;
-  for (int64_t b = 0; b < bags.num_bags; ++b) {
-    for (int lane = 0; lane < kWarpSize; ++lane)
-      for (int64_t j = lane; j < dim; j += kWarpSize)
-        d_grad_rows[b * dim + j] =
-            unpool_column(bags.mode, d_grad[b * dim + j], 1.f, bags.counts[b], 0, -1);
-    for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) d_src_offsets[p] = b * dim;
-  }
-  std::fill(d_grad_rows + bags.num_bags * dim, d_grad_rows + (bags.num_bags + 1) * dim, 0.f);
-  std::fill(d_src_offsets + first_unbagged, d_src_offsets + n, bags.num_bags * dim);
+  later([=] {
+    if (first_unbagged != bags.offsets[bags.num_bags] || first_unbagged > n)
+      contract_violation("share_bag_grads", "first_unbagged = ", first_unbagged, " but offsets[",
+                         bags.num_bags, "] = ", bags.offsets[bags.num_bags], " of n = ", n);
+    if (!bag_grads_shared(bags))
+      contract_violation("share_bag_grads", "bags whose positions take different gradients (mode ",
+                         static_cast<int>(bags.mode), bags.weights ? ", weighted" : "", ")");
+    const int64_t dim = bags.dim;
+    for (int64_t b = 0; b < bags.num_bags; ++b) {
+      for (int lane = 0; lane < kWarpSize; ++lane)
+        for (int64_t j = lane; j < dim; j += kWarpSize)
+          d_grad_rows[b * dim + j] =
+              unpool_column(bags.mode, d_grad[b * dim + j], 1.f, bags.counts[b], 0, -1);
+      for (int64_t p = bags.offsets[b]; p < bags.offsets[b + 1]; ++p) d_src_offsets[p] = b * dim;
+    }
+    std::fill(d_grad_rows + bags.num_bags * dim, d_grad_rows + (bags.num_bags + 1) * dim, 0.f);
+    std::fill(d_src_offsets + first_unbagged, d_src_offsets + n, bags.num_bags * dim);
+  });
 }
 
 // init.cu: the generator is random.hpp's, the kernel's element loop as it is.
 void draw_normal_rows(uint64_t seed, int64_t first_row, int64_t row_stride, int64_t n, int64_t dim,
                       float scale, float* d_rows, void*) {
-  const int64_t total = n * dim;
-  for (int64_t i = 0; i < total; ++i) {
-    const int64_t k = i / dim, j = i - k * dim;
-    d_rows[i] = random_normal(seed, static_cast<uint64_t>(first_row + k * row_stride),
-                              static_cast<uint64_t>(j)) *
-                scale;
-  }
+  later([=] {
+    const int64_t total = n * dim;
+    for (int64_t i = 0; i < total; ++i) {
+      const int64_t k = i / dim, j = i - k * dim;
+      d_rows[i] = random_normal(seed, static_cast<uint64_t>(first_row + k * row_stride),
+                                static_cast<uint64_t>(j)) *
+                  scale;
+    }
+  });
 }
 
-void fill_floats(float* d_data, int64_t n, float value, void*) { std::fill_n(d_data, n, value); }
+void fill_floats(float* d_data, int64_t n, float value, void*) {
+  later([=] {
+    std::fill_n(d_data, n, value);
+  });
+}
 
 // --- Bags pooled at the owners -----------------------------------------------------
 
@@ -673,6 +811,7 @@ void list_bag_entries(const BagPooling& bags, const int64_t* d_ids, int64_t skip
                       const int32_t* d_inverse, const int64_t* owner_slots, int owners,
                       BagEntries* out, int64_t* entry_begin, int64_t* partial_begin,
                       OwnerPoolWorkspace*, void*) {
+  finish_device_work();  // the host reads what this returns
   if (owner_slots[0] != 0)
     contract_violation("list_bag_entries", "owner_slots[0] = ", owner_slots[0], ", not 0");
   for (int d = 0; d < owners; ++d)
@@ -689,11 +828,14 @@ void list_bag_entries(const BagPooling& bags, const int64_t* d_ids, int64_t skip
 }
 
 void pool_partials(const OwnerBlock& block, OwnerPoolWorkspace*, void*) {
-  check_block("pool_partials", block);
-  cpu::pool_partials(block);
+  later([=] {
+    check_block("pool_partials", block);
+    cpu::pool_partials(block);
+  });
 }
 
 void unpool_partials(const OwnerBlock& block, OwnerPoolWorkspace* ws, void* stream) {
+  finish_device_work();  // the host reads what this returns
   check_block("unpool_partials", block);
   const int64_t dim = block.dim, n = block.entries;
   std::fill(block.kept, block.kept + block.num_ids * dim, 0.f);
@@ -722,14 +864,48 @@ void unpool_partials(const OwnerBlock& block, OwnerPoolWorkspace* ws, void* stre
   segment_sum(terms, dim, index, rows, /*scale_by_count=*/false, block.kept, &ws->segment, stream);
 }
 
+namespace {
+
+// RequesterPartials' host arrays, copied when the call is made (the real
+// launches read them then, owner by owner), for the work that runs later.
+struct HostPartials {
+  std::vector<int64_t> partial_begin, entry_begin;
+  std::vector<float*> rows;
+  std::vector<const int32_t*> args;
+  RequesterPartials p;
+};
+
+std::shared_ptr<const HostPartials> snapshot(const RequesterPartials& p) {
+  auto h = std::make_shared<HostPartials>();
+  const size_t owners = static_cast<size_t>(p.num_owners);
+  h->partial_begin.assign(p.partial_begin, p.partial_begin + owners + 1);
+  h->entry_begin.assign(p.entry_begin, p.entry_begin + owners + 1);
+  h->rows.assign(p.rows, p.rows + owners);
+  if (p.args) h->args.assign(p.args, p.args + owners);
+  h->p = p;
+  h->p.partial_begin = h->partial_begin.data();
+  h->p.entry_begin = h->entry_begin.data();
+  h->p.rows = h->rows.data();
+  h->p.args = p.args ? h->args.data() : nullptr;
+  return h;
+}
+
+}  // namespace
+
 void combine_partials(const RequesterPartials& p, float* d_out, OwnerPoolWorkspace*, void*) {
-  check_partial_bags("combine_partials", p);
-  cpu::combine_partials(p, d_out);
+  const auto h = snapshot(p);
+  later([=] {
+    check_partial_bags("combine_partials", h->p);
+    cpu::combine_partials(h->p, d_out);
+  });
 }
 
 void split_bag_grads(const RequesterPartials& p, const float* d_grad, void*) {
-  check_partial_bags("split_bag_grads", p);
-  cpu::split_bag_grads(p, d_grad);
+  const auto h = snapshot(p);
+  later([=] {
+    check_partial_bags("split_bag_grads", h->p);
+    cpu::split_bag_grads(h->p, d_grad);
+  });
 }
 
 }  // namespace cuda
