@@ -54,6 +54,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -77,11 +78,13 @@ namespace {
 
 std::atomic<int64_t> g_allocations{0};
 
-// The device's queue of enqueued work (see the top), and whether it is
-// running: work that calls other device functions (unpool_partials) runs
-// them at once, in its place in the order.
+// The device's queue of enqueued work (see the top), whether it is
+// running (a device function called meanwhile, by a reserve inside queued
+// work, runs at once, in its place in the order), and an error of queued
+// work that no one could be told of yet.
 std::vector<std::function<void()>> g_queue;
 bool g_running = false;
+std::exception_ptr g_error;
 
 bool synchronous() {
   static const bool sync = [] {
@@ -160,9 +163,11 @@ void find_bad_id_impl(const Id* d_ids, int64_t n, int64_t bound, int64_t* d_resu
   }
 }
 
-// Runs the enqueued work, in order: the host waits for the device.
+// Runs the enqueued work, in order: the host waits for the device. Throws
+// the first error of work run so far (also one kept by free_memory).
 void finish_device_work() {
   if (g_running) return;  // called by enqueued work: everything before it has run
+  if (g_error) std::rethrow_exception(std::exchange(g_error, nullptr));
   g_running = true;
   try {
     for (size_t i = 0; i < g_queue.size(); ++i) g_queue[i]();
@@ -228,9 +233,16 @@ void* allocate_memory(MemoryKind kind, size_t bytes) {
   return p;
 }
 
-// Waits for the device first, as cudaFree does.
+// Waits for the device first, as cudaFree does (not for null, as ours
+// does not call it then). An error of the work run meanwhile is kept for
+// the next wait to report, as CUDA keeps a launch's.
 void free_memory(MemoryKind kind, void* p) noexcept {
-  finish_device_work();
+  if (!p) return;
+  try {
+    finish_device_work();
+  } catch (...) {
+    g_error = std::current_exception();
+  }
   if (kind == MemoryKind::kPinned) g_pinned.erase(reinterpret_cast<uintptr_t>(p));
   std::free(p);
 }
@@ -305,9 +317,17 @@ void find_bad_id(const int32_t* d_ids, int64_t n, int64_t bound, int64_t* d_resu
 // the real ones do: valid until the next call on the same workspace.
 UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, UniqueWorkspace* ws,
                        void*) {
-  finish_device_work();  // the host reads what this returns
   EMBTRAIN_REQUIRE(n < (int64_t{1} << 31), "a batch holds ", n,
                    " ids; one table's batch per rank is limited to 2^31 - 1");
+  if (n == 0) {  // the real one enqueues offsets[0] = 0 and waits for nothing
+    const UniquePlan plan = unique_plan(0, 0);
+    ws->buffer.reserve(plan.total);
+    auto* offsets = ws->buffer.as<int32_t>(plan.offsets);
+    later([=] { offsets[0] = 0; });
+    return UniqueIndex{ws->buffer.as<int64_t>(plan.unique), ws->buffer.as<int32_t>(plan.inverse),
+                       offsets, ws->buffer.as<int32_t>(plan.positions), 0, 0};
+  }
+  finish_device_work();  // the count comes to the host
   // The real sort looks at the bits id_bound needs and no others.
   for (int64_t i = 0; i < n; ++i)
     if (d_ids[i] < 0 || d_ids[i] >= id_bound)
@@ -326,7 +346,6 @@ UniqueIndex unique_ids(const int64_t* d_ids, int64_t n, int64_t id_bound, Unique
   std::copy(scratch.inverse.begin(), scratch.inverse.end(), inverse);
   std::copy(scratch.offsets.begin(), scratch.offsets.end(), offsets);
   std::copy(scratch.positions.begin(), scratch.positions.end(), positions);
-  if (n == 0) offsets[0] = 0;  // whatever the CPU kernel leaves for no ids
   return UniqueIndex{unique, inverse, offsets, positions, scratch.num_unique(), n};
 }
 
@@ -541,9 +560,26 @@ struct UpdateTarget {
   int64_t row_offset;
 };
 
+// The chunk arrays and partial rows in the workspace, reserved when the
+// call is made, as the real reduce does (a reserve that grows the buffer
+// waits for the work still using it).
+struct ReduceSpace {
+  int32_t* chunk_counts;
+  int32_t* chunk_start;
+  float* partials;
+  int64_t max_chunks;
+};
+
+ReduceSpace reserve_reduce(const UniqueIndex& index, int64_t dim, SegmentWorkspace* ws) {
+  const SegmentPlan plan = segment_plan(index.n, index.num_unique, dim, /*cub_temp_bytes=*/0);
+  ws->buffer.reserve(plan.total);
+  return {ws->buffer.as<int32_t>(plan.chunk_counts), ws->buffer.as<int32_t>(plan.chunk_start),
+          ws->buffer.as<float>(plan.partials), plan.max_chunks};
+}
+
 void reduce(const float* src, int64_t dim, const UniqueIndex& index, const SegmentLayout& layout,
             bool scale_by_count, int64_t skip_row, float* dst, const UpdateTarget* up, int vec,
-            SegmentWorkspace* ws) {
+            const ReduceSpace& space) {
   const int64_t num_unique = index.num_unique;
   const int32_t* offsets = index.offsets;
   const int32_t* positions = index.positions;
@@ -553,11 +589,9 @@ void reduce(const float* src, int64_t dim, const UniqueIndex& index, const Segme
   auto src_row = [&](int32_t p) {
     return src + (layout.src_offsets ? layout.src_offsets[p] : int64_t{p} * dim);
   };
-  const SegmentPlan plan = segment_plan(index.n, num_unique, dim, /*cub_temp_bytes=*/0);
-  ws->buffer.reserve(plan.total);
-  auto* chunk_counts = ws->buffer.as<int32_t>(plan.chunk_counts);
-  auto* chunk_start = ws->buffer.as<int32_t>(plan.chunk_start);
-  auto* partials = ws->buffer.as<float>(plan.partials);
+  int32_t* chunk_counts = space.chunk_counts;
+  int32_t* chunk_start = space.chunk_start;
+  float* partials = space.partials;
 
   // count_chunks_kernel, then the exclusive scan.
   for (int64_t u = 0; u <= num_unique; ++u)
@@ -569,9 +603,9 @@ void reduce(const float* src, int64_t dim, const UniqueIndex& index, const Segme
     chunk_start[u] = total;
     total += chunk_counts[u];
   }
-  if (chunk_start[num_unique] > plan.max_chunks)
+  if (chunk_start[num_unique] > space.max_chunks)
     contract_violation("segment_sum", chunk_start[num_unique], " chunks, more than the ",
-                       plan.max_chunks, " partial rows reserved (max_chunks)");
+                       space.max_chunks, " partial rows reserved (max_chunks)");
 
   // sum_positions: the rows of sorted positions [begin, end) added in order,
   // the first copied, into out (all columns at once: each column's order is
@@ -630,8 +664,9 @@ void reduce(const float* src, int64_t dim, const UniqueIndex& index, const Segme
 void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
                  const SegmentLayout& layout, bool scale_by_count, float* d_dst,
                  SegmentWorkspace* ws, void*) {
+  if (index.num_unique == 0) return;
+  const ReduceSpace space = reserve_reduce(index, dim, ws);
   later([=] {
-    if (index.num_unique == 0) return;
     if (dim % 4 == 0 && aligned16(d_src) && aligned16(d_dst)) {
       check_src_offsets("segment_sum", index, layout, /*skip_row=*/-1);
       if (layout.dst_offsets)
@@ -640,7 +675,7 @@ void segment_sum(const float* d_src, int64_t dim, const UniqueIndex& index,
             check_row_offset("segment_sum", "dst_offsets", layout.dst_offsets[u], u);
     }
     reduce(d_src, dim, index, layout, scale_by_count, /*skip_row=*/-1, d_dst, nullptr, /*vec=*/1,
-           ws);
+           space);
   });
 }
 
@@ -648,14 +683,15 @@ void segment_sum_update(OptimizerKind kind, const StepScalars& scalars, float* d
                         float* d_state, int64_t dim, int64_t row_offset, const float* d_src,
                         const UniqueIndex& index, const SegmentLayout& layout,
                         bool scale_by_count, int64_t skip_row, SegmentWorkspace* ws, void*) {
+  EMBTRAIN_ASSERT(layout.dst_offsets == nullptr);
+  if (index.num_unique == 0) return;
+  const ReduceSpace space = reserve_reduce(index, dim, ws);
   later([=] {
-    EMBTRAIN_ASSERT(layout.dst_offsets == nullptr);
-    if (index.num_unique == 0) return;
     const bool vectorize = update_vectorizes(kind, dim, d_table, d_state) && aligned16(d_src);
     if (vectorize) check_src_offsets("segment_sum_update", index, layout, skip_row);
     const UpdateTarget up{kind, scalars, d_table, d_state, row_offset};
     reduce(d_src, dim, index, layout, scale_by_count, skip_row, nullptr, &up, vectorize ? 4 : 1,
-           ws);
+           space);
   });
 }
 
@@ -811,7 +847,12 @@ void list_bag_entries(const BagPooling& bags, const int64_t* d_ids, int64_t skip
                       const int32_t* d_inverse, const int64_t* owner_slots, int owners,
                       BagEntries* out, int64_t* entry_begin, int64_t* partial_begin,
                       OwnerPoolWorkspace*, void*) {
-  finish_device_work();  // the host reads what this returns
+  if (bags.num_bags * owners == 0) {  // no bags, no entries: the real one waits for nothing
+    std::fill(entry_begin, entry_begin + owners + 1, 0);
+    std::fill(partial_begin, partial_begin + owners + 1, 0);
+    return;
+  }
+  finish_device_work();  // the begins come to the host
   if (owner_slots[0] != 0)
     contract_violation("list_bag_entries", "owner_slots[0] = ", owner_slots[0], ", not 0");
   for (int d = 0; d < owners; ++d)
@@ -835,11 +876,14 @@ void pool_partials(const OwnerBlock& block, OwnerPoolWorkspace*, void*) {
 }
 
 void unpool_partials(const OwnerBlock& block, OwnerPoolWorkspace* ws, void* stream) {
-  finish_device_work();  // the host reads what this returns
-  check_block("unpool_partials", block);
   const int64_t dim = block.dim, n = block.entries;
+  if (n == 0) {  // the kept rows zeroed; the real one waits for nothing
+    later([=] { std::fill(block.kept, block.kept + block.num_ids * dim, 0.f); });
+    return;
+  }
+  finish_device_work();  // as the real one's unique_ids waits for its count
+  check_block("unpool_partials", block);
   std::fill(block.kept, block.kept + block.num_ids * dim, 0.f);
-  if (n == 0) return;
   // entry_terms_kernel, into the workspace's buffers as the real one.
   ByteLayout layout;
   const size_t keys_at = layout.add(static_cast<size_t>(n) * sizeof(int64_t));
