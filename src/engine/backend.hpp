@@ -8,11 +8,6 @@
 //   kAsynchronous             whether work returns before it is done (a GPU
 //                             stream): a host clock around a call times
 //                             its enqueueing only
-//   kOverlapsExchanges        whether the sharded step may slice the owner's
-//                             gathers and updates between transfers
-//                             (update on a range of rows: slots_of); its
-//                             combine then runs while gradient slices are
-//                             still landing, so it must not read them
 //   Buffer<T>, UniqueWorkspace, Grads
 //                             grow-only arrays in the backend's memory, the
 //                             arrays of a UniqueIndex, what combine leaves update
@@ -45,7 +40,11 @@
 //                             rows and gradients to and from their wire format
 //                             (the owner's rows gathered straight into it)
 //   combine, update           the owner's last two stages, which the GPU fuses
-//                             into one kernel (combine only records its input)
+//                             into one kernel (combine only records its input);
+//                             with overlapped exchanges combine runs while
+//                             gradient slices are still landing, so it must
+//                             not read them, and update may be given a range
+//                             of the rows (slots_of)
 #pragma once
 
 #include <cstddef>

@@ -44,9 +44,6 @@ class CpuBackend {
   static constexpr bool kUpdatesFromWire = true;
   // Work is done when its call returns.
   static constexpr bool kAsynchronous = false;
-  // The step may slice the owner's gathers and updates between transfers
-  // (ShardedStep's overlapped exchanges).
-  static constexpr bool kOverlapsExchanges = true;
 
   template <typename T>
   using Buffer = GrowArray<T, HostBytes>;

@@ -44,12 +44,10 @@ class CudaBackend {
   // update takes fp32 gradients: the step unpacks 16-bit ones first (a
   // kernel reading them in place is for a GPU to measure).
   static constexpr bool kUpdatesFromWire = false;
-  // Kernels run on the stream after their calls return.
+  // Kernels run on the stream after their calls return (the sharded
+  // step's overlapped exchanges enqueue them while the data communicator
+  // moves earlier slices).
   static constexpr bool kAsynchronous = true;
-  // The step may slice the owner's gathers and updates between transfers
-  // (ShardedStep's overlapped exchanges): kernels enqueued on the stream
-  // while the data communicator moves earlier slices.
-  static constexpr bool kOverlapsExchanges = true;
 
   template <typename T>
   using Buffer = GrowArray<T, cuda::DeviceBuffer>;

@@ -46,9 +46,8 @@
 // Step:
 //  update            The optimizer on exactly these rows.
 //
-// Overlapped exchanges (set_overlap_chunks(K), K > 1; on a backend whose
-// owner work can run between transfers, Backend::kOverlapsExchanges, with
-// two or more ranks): every (peer, table) block of rows and of gradients
+// Overlapped exchanges (set_overlap_chunks(K), K > 1, with two or more
+// ranks; either backend): every (peer, table) block of rows and of gradients
 // of a table not pooled at the owners travels in K slices, slice k being the
 // block's elements [count * k / K, count * (k + 1) / K), which sender and
 // receiver both compute from the block's count: slice k of a table, of
@@ -281,7 +280,7 @@ class ShardedStep {
   bool grads_stay_packed(int t) const { return cur().layout.self_on_wire(t); }
   // Whether rows and gradients travel in overlap_chunks_ slices (the top).
   bool overlapped() const {
-    return Backend::kOverlapsExchanges && overlap_chunks_ > 1 && P_ > 1;
+    return overlap_chunks_ > 1 && P_ > 1;
   }
   // The first element of slice k of a block of `count` cut in `slices`.
   int64_t slice_begin(int64_t count, int k, int slices) const { return count * k / slices; }
