@@ -162,6 +162,10 @@ class Communicator {
                                   const std::vector<int64_t>& recv_counts, CommType type);
   // A request with nothing left to do (a transfer done when it was started).
   static std::unique_ptr<Request> done_request();
+  // An alltoallv's parts as ialltoallv of parts takes them: each rank's
+  // part at its prefix sum, in rank order (counts checked).
+  std::pair<std::vector<Part>, std::vector<Part>> contiguous_parts(
+      const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts) const;
   // The parts' counts (one per rank, checked), after adding what goes to
   // and comes from other ranks to the traffic counters.
   std::pair<std::vector<int64_t>, std::vector<int64_t>> prepare_parts(

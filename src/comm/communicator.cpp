@@ -77,6 +77,18 @@ std::unique_ptr<Communicator::Request> Communicator::done_request() {
   return std::make_unique<DoneRequest>();
 }
 
+std::pair<std::vector<Communicator::Part>, std::vector<Communicator::Part>>
+Communicator::contiguous_parts(const std::vector<int64_t>& send_counts,
+                               const std::vector<int64_t>& recv_counts) const {
+  const Displacements displ = displacements_of(send_counts, recv_counts);
+  std::pair<std::vector<Part>, std::vector<Part>> parts;
+  for (size_t r = 0; r < send_counts.size(); ++r) {
+    parts.first.push_back({displ.send[r], send_counts[r]});
+    parts.second.push_back({displ.recv[r], recv_counts[r]});
+  }
+  return parts;
+}
+
 std::unique_ptr<Communicator::Request> Communicator::ialltoallv(
     const void* send, const std::vector<int64_t>& send_counts, void* recv,
     const std::vector<int64_t>& recv_counts, CommType type) {

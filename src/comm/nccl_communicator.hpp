@@ -27,7 +27,7 @@ namespace embtrain {
 // waits for the stream and reports NCCL's asynchronous errors. The NCCL
 // calls themselves run on a side stream of the communicator's, behind the
 // work enqueued on `stream` before them and in the order they were issued;
-// ialltoallv (of parts) leaves `stream` free meanwhile: kernels enqueued on
+// ialltoallv (either form) leaves `stream` free meanwhile: kernels enqueued on
 // it run beside the transfer until the request's wait() makes `stream`
 // wait for it (the host does not wait; progress() says whether it is done).
 // A request must end before its communicator. barrier() synchronizes, then barriers on `control`.

@@ -45,9 +45,9 @@ std::unique_ptr<DeviceCopier> make_cuda_copier(void* stream);
 //
 // memory_space() is kDevice: every buffer argument is a device pointer
 // (counts stay on the host). Each call blocks until its result is on the
-// device, so synchronize() has nothing to wait for; except ialltoallv of
-// parts, which copies the parts out, posts the transfer on the host
-// communicator and returns: its request's progress() lets the transfer
+// device, so synchronize() has nothing to wait for; except ialltoallv
+// (either form), which copies the parts out, posts the transfer on the
+// host communicator and returns: its request's progress() lets the transfer
 // advance, and once it is done (progress() true, or wait()) the received
 // parts have been copied to the device. A request must end before its
 // communicator. The staging buffers (a send and a receive buffer, and one

@@ -320,8 +320,8 @@ class ShardedStep {
   // A device communicator's transfers are on its own stream, which the
   // backend's synchronize waits for through events only: waiting through
   // the communicator first ends with an error when a peer has failed
-  // (NCCL) instead of waiting for good. Only where no request is still in
-  // flight (it would wait for those too).
+  // (NCCL) instead of waiting for good. It waits for requests still in
+  // flight too (a prefetched ids exchange): their overlap ends there.
   void wait_for_device_transfers() {
     Communicator& data = b_.data();
     if (data.memory_space() == MemorySpace::kDevice) data.synchronize();
@@ -528,7 +528,9 @@ void ShardedStep<Backend>::start_exchange_ids(Input* in) {
   in->ids_in_flight = data.ialltoallv(send, layout.ids_to_owners(), recv,
                                       layout.ids_from_requesters(), CommType::kInt64);
   stats_.ids_bytes_sent += data.traffic().bytes_sent - before;
-  wait_for_device_transfers();
+  // On a device communicator too the ids travel while the step goes on
+  // (its backend's synchronize in finish does not wait for them);
+  // finish_exchange_ids waits, through the communicator.
   finish(Stage::kExchangeIds, &clock);
 }
 
