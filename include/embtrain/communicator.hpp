@@ -60,7 +60,8 @@ class Communicator {
   // proceeds while the caller does other work (on MPI, as the process makes
   // other MPI calls) and is done when the request's wait() returns. Every
   // rank must start its non-blocking collectives in the same order. By
-  // default it is alltoallv, done at once.
+  // default it is the parts form below on contiguous parts (for a host
+  // communicator that keeps that form's default, alltoallv, done at once).
   virtual std::unique_ptr<Request> ialltoallv(const void* send,
                                               const std::vector<int64_t>& send_counts, void* recv,
                                               const std::vector<int64_t>& recv_counts,
@@ -71,6 +72,7 @@ class Communicator {
   struct Part {
     int64_t at = 0;
     int64_t count = 0;
+    bool operator==(const Part& o) const { return at == o.at && count == o.count; }
   };
   // ialltoallv with each rank's part anywhere in the buffers (one Part per
   // rank): this rank sends send_parts[d] of `send` to rank d and receives

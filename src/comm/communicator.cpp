@@ -92,8 +92,8 @@ Communicator::contiguous_parts(const std::vector<int64_t>& send_counts,
 std::unique_ptr<Communicator::Request> Communicator::ialltoallv(
     const void* send, const std::vector<int64_t>& send_counts, void* recv,
     const std::vector<int64_t>& recv_counts, CommType type) {
-  alltoallv(send, send_counts, recv, recv_counts, type);
-  return std::make_unique<DoneRequest>();
+  const auto parts = contiguous_parts(send_counts, recv_counts);
+  return ialltoallv(send, parts.first, recv, parts.second, type);
 }
 
 std::unique_ptr<Communicator::Request> Communicator::ialltoallv(const void* send,
@@ -114,6 +114,11 @@ std::unique_ptr<Communicator::Request> Communicator::ialltoallv(const void* send
     recv_counts[r] = recv_parts[r].count;
     send_total += send_counts[r];
     recv_total += recv_counts[r];
+  }
+  // Parts already where alltoallv puts them (the counts form): no copies.
+  if (std::make_pair(send_parts, recv_parts) == contiguous_parts(send_counts, recv_counts)) {
+    alltoallv(send, send_counts, recv, recv_counts, type);
+    return std::make_unique<DoneRequest>();
   }
   std::vector<char> packed(static_cast<size_t>(send_total) * elem + 1);
   std::vector<char> landed(static_cast<size_t>(recv_total) * elem + 1);

@@ -48,17 +48,13 @@ class MpiCommunicator final : public Communicator {
         MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
   }
 
-  // The same messages, under a tag of their own: a blocking alltoallv
-  // started while this one is in flight never takes its messages.
-  std::unique_ptr<Request> ialltoallv(const void* send, const std::vector<int64_t>& send_counts,
-                                      void* recv, const std::vector<int64_t>& recv_counts,
-                                      CommType type) override {
-    return std::make_unique<MpiRequest>(
-        post_alltoallv(send, send_counts, recv, recv_counts, type, kNonBlockingTag));
-  }
+  // The counts form (Communicator's): these parts, contiguous.
+  using Communicator::ialltoallv;
 
-  // Posted where the parts lie, under the non-blocking tag (the parts of
-  // one pair match in the order they are posted, as any message's).
+  // The same messages as alltoallv's, posted where the parts lie, under a
+  // tag of their own (a blocking alltoallv started while this one is in
+  // flight never takes its messages; the parts of one pair match in the
+  // order they are posted, as any message's).
   std::unique_ptr<Request> ialltoallv(const void* send, const std::vector<Part>& send_parts,
                                       void* recv, const std::vector<Part>& recv_parts,
                                       CommType type) override {

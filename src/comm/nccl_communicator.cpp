@@ -148,13 +148,8 @@ class NcclCommunicator final : public Communicator {
     on_side([&] { enqueue_parts(d_send, send_parts, d_recv, recv_parts, type); });
   }
 
-  // The parts form's, on contiguous parts: the stream free meanwhile too.
-  std::unique_ptr<Request> ialltoallv(const void* d_send, const std::vector<int64_t>& send_counts,
-                                      void* d_recv, const std::vector<int64_t>& recv_counts,
-                                      CommType type) override {
-    const auto parts = contiguous_parts(send_counts, recv_counts);
-    return ialltoallv(d_send, parts.first, d_recv, parts.second, type);
-  }
+  // The counts form (Communicator's): these parts, contiguous.
+  using Communicator::ialltoallv;
 
   // On the side stream like every transfer here, but the stream does not
   // wait for it until the request's wait(): kernels enqueued on the stream

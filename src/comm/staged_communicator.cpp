@@ -93,13 +93,8 @@ class StagedCommunicator final : public Communicator {
     to_device(d_recv, h_recv, bytes(recv_total, elem));
   }
 
-  // The parts form's, on contiguous parts: not blocking either.
-  std::unique_ptr<Request> ialltoallv(const void* d_send, const std::vector<int64_t>& send_counts,
-                                      void* d_recv, const std::vector<int64_t>& recv_counts,
-                                      CommType type) override {
-    const auto parts = contiguous_parts(send_counts, recv_counts);
-    return ialltoallv(d_send, parts.first, d_recv, parts.second, type);
-  }
+  // The counts form (Communicator's): these parts, contiguous.
+  using Communicator::ialltoallv;
 
   // Each part through the host, packed there in rank order, then posted
   // on the host communicator without waiting: the request copies what
