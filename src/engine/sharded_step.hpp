@@ -245,6 +245,20 @@ class ShardedStep {
     stats_[stage] += clock->lap_ms();
     mark_progress(stage_name(stage));  // for the watchdog (progress.hpp)
   }
+  // finish() for an overlapped stage, which ran two stages' work: `part_ms`
+  // of the time since `clock` last lapped goes to `part`, the rest to
+  // `stage`, and the owner work hidden behind transfers to whichever of the
+  // two is the exchange.
+  void finish_overlapped(Stage stage, Stage part, double part_ms, double hidden_ms,
+                         Stopwatch* clock) {
+    wait_for_device_transfers();
+    b_.synchronize();
+    stats_[part] += part_ms;
+    stats_[stage] += clock->lap_ms() - part_ms;
+    const Stage exchange = part == Stage::kExchangeGrads ? part : stage;
+    stats_.hidden_ms[static_cast<int>(exchange)] += hidden_ms;
+    mark_progress(stage_name(stage));  // for the watchdog (progress.hpp)
+  }
   // With measure_skew, every rank waits here for the slowest before an
   // exchange stage transfers anything; the wait is recorded apart.
   void wait_for_ranks(Stage stage) {
@@ -723,12 +737,7 @@ void ShardedStep<Backend>::exchange_rows_overlapped() {
     for (int t = 0; t < T_; ++t)
       if (p != rank_) unpack_from_wire(/*back=*/false, p, t, 0, layout.requested(p, t).rows);
   stats_.rows_bytes_sent += data.traffic().bytes_sent - before;
-  wait_for_device_transfers();
-  b_.synchronize();
-  stats_[Stage::kGatherOwned] += gather_ms;
-  stats_[Stage::kExchangeRows] += clock.lap_ms() - gather_ms;
-  stats_.hidden_ms[static_cast<int>(Stage::kExchangeRows)] += hidden_ms;
-  mark_progress(stage_name(Stage::kExchangeRows));
+  finish_overlapped(Stage::kExchangeRows, Stage::kGatherOwned, gather_ms, hidden_ms, &clock);
 }
 
 template <typename Backend>
@@ -986,12 +995,7 @@ void ShardedStep<Backend>::update_overlapped() {
   grads_in_flight_.clear();
   grads_sliced_ = false;
   ++stats_.sliced_steps;
-  wait_for_device_transfers();
-  b_.synchronize();
-  stats_[Stage::kExchangeGrads] += exchange_ms;
-  stats_[Stage::kUpdate] += clock.lap_ms() - exchange_ms;
-  stats_.hidden_ms[static_cast<int>(Stage::kExchangeGrads)] += hidden_ms;
-  mark_progress(stage_name(Stage::kUpdate));
+  finish_overlapped(Stage::kUpdate, Stage::kExchangeGrads, exchange_ms, hidden_ms, &clock);
 }
 
 // Overlapped: for each sliced table, slice_end[k], the distinct rows whose
