@@ -1,11 +1,10 @@
-// The CUDA DeviceCopier of the staged communicator: copies on the caller's
-// stream, so they follow the kernels already enqueued there, and waits for
-// them, so the staging buffers can be reused at once; pinned staging memory
-// from cudaMallocHost, for full-speed copies.
-#include <cuda_runtime.h>
-
-#include "common/checks.hpp"
+// The CUDA DeviceCopier of the staged communicator: copies enqueued on the
+// caller's stream, so they follow the kernels already enqueued there, one
+// stream synchronize for all of them, pinned staging memory for full-speed
+// copies. Over the device layer of the kernels (device_memory.hpp), so the
+// emulated device of the tests runs this very code.
 #include "comm/staged_communicator.hpp"
+#include "kernels/cuda/device_memory.hpp"
 
 namespace embtrain {
 
@@ -13,27 +12,24 @@ namespace {
 
 class CudaCopier final : public DeviceCopier {
  public:
-  explicit CudaCopier(void* stream) : stream_(static_cast<cudaStream_t>(stream)) {}
+  explicit CudaCopier(void* stream) : stream_(stream) {}
 
   void to_host(void* h_dst, const void* d_src, size_t bytes) override {
-    EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(h_dst, d_src, bytes, cudaMemcpyDeviceToHost, stream_));
-    EMBTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cuda::copy_to_host(h_dst, d_src, bytes, stream_);
   }
   void to_device(void* d_dst, const void* h_src, size_t bytes) override {
-    EMBTRAIN_CUDA_CHECK(cudaMemcpyAsync(d_dst, h_src, bytes, cudaMemcpyHostToDevice, stream_));
-    EMBTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cuda::copy_to_device(d_dst, h_src, bytes, stream_);
   }
+  void wait() override { cuda::synchronize(stream_); }
   void* alloc_pinned(size_t bytes) override {
-    void* h_ptr = nullptr;
-    EMBTRAIN_CUDA_CHECK(cudaMallocHost(&h_ptr, bytes));
-    return h_ptr;
+    return cuda::allocate_memory(cuda::MemoryKind::kPinned, bytes);
   }
   void free_pinned(void* h_ptr) noexcept override {
-    if (h_ptr) cudaFreeHost(h_ptr);  // an error here has no one to go to
+    cuda::free_memory(cuda::MemoryKind::kPinned, h_ptr);
   }
 
  private:
-  cudaStream_t stream_;
+  void* stream_;  // a cudaStream_t
 };
 
 }  // namespace

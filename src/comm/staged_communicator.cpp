@@ -27,6 +27,7 @@ class MemcpyCopier final : public DeviceCopier {
   void to_device(void* d_dst, const void* h_src, size_t bytes) override {
     if (bytes > 0) std::memcpy(d_dst, h_src, bytes);
   }
+  void wait() override {}  // every copy is done when it returns
   void* alloc_pinned(size_t bytes) override {
     void* p = std::malloc(std::max<size_t>(bytes, 1));
     if (!p) throw std::bad_alloc();
@@ -60,6 +61,7 @@ class StagingBuffer {
     return h_data_;
   }
   char* data() const { return h_data_; }
+  bool fits(size_t bytes) const { return bytes <= capacity_; }
 
  private:
   DeviceCopier& copier_;
@@ -73,6 +75,13 @@ class StagedCommunicator final : public Communicator {
       : host_(std::move(host)), copier_(std::move(copier)), h_send_(*copier_), h_recv_(*copier_) {
     EMBTRAIN_ASSERT(host_ && copier_);
     EMBTRAIN_ASSERT(host_->memory_space() == MemorySpace::kHost);
+  }
+  // The staging buffers are freed next: not under a copy still running.
+  ~StagedCommunicator() override {
+    try {
+      synchronize();
+    } catch (...) {  // a failing device has no one to tell from here
+    }
   }
 
   int rank() const override { return host_->rank(); }
@@ -89,15 +98,18 @@ class StagedCommunicator final : public Communicator {
     char* h_send = h_send_.reserve(bytes(send_total, elem));
     char* h_recv = h_recv_.reserve(bytes(recv_total, elem));
     to_host(h_send, d_send, bytes(send_total, elem));
+    copier_->wait();
     host_->alltoallv(h_send, send_counts, h_recv, recv_counts, type);
     to_device(d_recv, h_recv, bytes(recv_total, elem));
+    copier_->wait();
   }
 
   // The counts form (Communicator's): these parts, contiguous.
   using Communicator::ialltoallv;
 
-  // Each part through the host, packed there in rank order, then posted
-  // on the host communicator without waiting: the request copies what
+  // Each part through the host, packed there in rank order (the copies
+  // enqueued, then one wait for them all), then posted on the host
+  // communicator without waiting: the request enqueues the copies of what
   // landed to the device once the transfer is done (progress() or wait()).
   // Each request in flight has its own staging buffers, from a pool that
   // grows to the most requests in flight at once and then stays.
@@ -112,6 +124,12 @@ class StagedCommunicator final : public Communicator {
       recv_total += counts.second[r];
     }
     std::unique_ptr<Staging> staging = take_staging();
+    // The pair's last request may have left copies to the device from its
+    // receive buffer running: a pair that grows frees that buffer, so only
+    // after them; one that does not is written by MPI only after the wait
+    // below, which comes after them in the stream's order.
+    if (!staging->send.fits(bytes(send_total, elem)) || !staging->recv.fits(bytes(recv_total, elem)))
+      synchronize();
     char* h_send = staging->send.reserve(bytes(send_total, elem));
     char* h_recv = staging->recv.reserve(bytes(recv_total, elem));
     std::vector<Part> h_send_parts(send_parts.size()), h_recv_parts(recv_parts.size());
@@ -123,6 +141,7 @@ class StagedCommunicator final : public Communicator {
       h_send_parts[r] = {at, part.count};
       at += part.count;
     }
+    copier_->wait();
     at = 0;
     for (size_t r = 0; r < recv_parts.size(); ++r) {
       h_recv_parts[r] = {at, recv_parts[r].count};
@@ -139,8 +158,10 @@ class StagedCommunicator final : public Communicator {
     const size_t n = bytes(count, comm_type_size(type));
     char* h_data = h_send_.reserve(n);
     to_host(h_data, d_data, n);
+    copier_->wait();
     host_->allreduce(h_data, count, type, op);
     to_device(d_data, h_data, n);
+    copier_->wait();
   }
 
   void broadcast(void* d_data, int64_t count, CommType type, int root) override {
@@ -148,8 +169,10 @@ class StagedCommunicator final : public Communicator {
     const size_t n = bytes(count, comm_type_size(type));
     char* h_data = h_send_.reserve(n);
     if (rank() == root) to_host(h_data, d_data, n);
+    copier_->wait();
     host_->broadcast(h_data, count, type, root);
     if (rank() != root) to_device(d_data, h_data, n);
+    copier_->wait();
   }
 
   void gatherv(const void* d_send, int64_t send_count, void* d_recv,
@@ -166,11 +189,20 @@ class StagedCommunicator final : public Communicator {
     char* h_send = h_send_.reserve(bytes(send_count, elem));
     char* h_recv = is_root ? h_recv_.reserve(bytes(recv_total, elem)) : nullptr;
     to_host(h_send, d_send, bytes(send_count, elem));
+    copier_->wait();
     host_->gatherv(h_send, send_count, h_recv, counts, type, root);
     if (is_root) to_device(d_recv, h_recv, bytes(recv_total, elem));
+    copier_->wait();
   }
 
   void barrier() override { host_->barrier(); }
+
+  // The copies to the device that requests enqueued and no one waited for.
+  void synchronize() override {
+    if (!copies_pending_) return;
+    copier_->wait();
+    copies_pending_ = false;
+  }
 
   // The host transport's own: what the staging copies are measured against.
   double native_alltoallv_ms(const std::vector<int64_t>& send_bytes,
@@ -204,7 +236,8 @@ class StagedCommunicator final : public Communicator {
   }
 
   // ialltoallv's request: the host transfer, then the copies of the
-  // received parts to the device, once. Must not outlive its communicator.
+  // received parts to the device, enqueued once (the communicator's
+  // synchronize waits for them). Must not outlive its communicator.
   class StagedRequest final : public Request {
    public:
     StagedRequest(StagedCommunicator* comm, std::unique_ptr<Staging> staging, void* d_recv,
@@ -248,6 +281,7 @@ class StagedCommunicator final : public Communicator {
         comm_.to_device(static_cast<char*>(d_recv_) + recv_parts_[r].at * elem_,
                         h_recv + h_recv_parts_[r].at * elem_,
                         bytes(recv_parts_[r].count, elem_));
+      comm_.copies_pending_ = true;
       done_ = true;
     }
 
@@ -265,6 +299,7 @@ class StagedCommunicator final : public Communicator {
   // them is still alive.
   StagingBuffer h_send_, h_recv_;
   std::vector<std::unique_ptr<Staging>> free_staging_;  // ialltoallv's, not in flight
+  bool copies_pending_ = false;  // a request's copies to the device, not waited for
 };
 
 }  // namespace

@@ -15,15 +15,17 @@
 
 namespace embtrain {
 
-// Copies between device buffers and (pinned) host staging buffers. Both
-// copies return when the data are in place, so a staging buffer may be
-// reused at once; the CUDA copier orders them after the work already
-// enqueued on its stream.
+// Copies between device buffers and (pinned) host staging buffers. The
+// copies are enqueued: each runs after the work already enqueued before it
+// (for CUDA, on the copier's stream), in order, and wait() makes the host
+// wait for every copy enqueued so far. Until then neither the data copied
+// to the host may be read nor a staging buffer a copy uses be written.
 class DeviceCopier {
  public:
   virtual ~DeviceCopier() = default;
   virtual void to_host(void* h_dst, const void* d_src, size_t bytes) = 0;
   virtual void to_device(void* d_dst, const void* h_src, size_t bytes) = 0;
+  virtual void wait() = 0;
   // Host memory the device copies fast to and from (page-locked for CUDA).
   virtual void* alloc_pinned(size_t bytes) = 0;
   virtual void free_pinned(void* h_ptr) noexcept = 0;
@@ -34,7 +36,7 @@ class DeviceCopier {
 std::unique_ptr<DeviceCopier> make_memcpy_copier();
 
 // cudaMemcpyAsync on `stream` (a cudaStream_t; nullptr for the default
-// stream) followed by cudaStreamSynchronize; cudaMallocHost for staging.
+// stream), wait() a cudaStreamSynchronize; cudaMallocHost for staging.
 // The caller has selected the device (cudaSetDevice) first.
 std::unique_ptr<DeviceCopier> make_cuda_copier(void* stream);
 
@@ -45,16 +47,21 @@ std::unique_ptr<DeviceCopier> make_cuda_copier(void* stream);
 //
 // memory_space() is kDevice: every buffer argument is a device pointer
 // (counts stay on the host). Each call blocks until its result is on the
-// device, so synchronize() has nothing to wait for; except ialltoallv
-// (either form), which copies the parts out, posts the transfer on the
-// host communicator and returns: its request's progress() lets the transfer
-// advance, and once it is done (progress() true, or wait()) the received
-// parts have been copied to the device. A request must end before its
+// device; except ialltoallv (either form), which copies the parts out
+// (one wait for all of them), posts the transfer on the host communicator
+// and returns: its request's progress() lets the transfer advance, and once
+// it is done (progress() true, or wait()) the copies of the received parts
+// to the device are enqueued, so work enqueued after them on the copier's
+// stream sees them, and the host does not wait for them (nor for the
+// kernels before them): synchronize() does. A request must end before its
 // communicator. The staging buffers (a send and a receive buffer, and one
 // pair per ialltoallv in flight) are grow-only: once the sizes and the
-// requests in flight stop growing no call allocates. Traffic counters count what the all-to-alls move to and from
-// other ranks, as the MPI communicator does. agree_on_error is not for
-// this communicator; use the control communicator.
+// requests in flight stop growing no call allocates; a pair whose copies
+// to the device may still be running is written again or freed only after
+// the host has waited for them.
+// Traffic counters count what the all-to-alls move to and from other
+// ranks, as the MPI communicator does. agree_on_error is not for this
+// communicator; use the control communicator.
 std::unique_ptr<Communicator> make_staged_communicator(std::unique_ptr<Communicator> host,
                                                        std::unique_ptr<DeviceCopier> copier);
 

@@ -1,7 +1,7 @@
 // An emulated CUDA device, built only for tests: every function of
 // cuda_kernels.hpp and device_memory.hpp on the host, with "device" memory
-// that is ordinary host memory (emulated_comm.cpp does the same for the
-// device data communicators). Linked into a test binary together with the
+// that is ordinary host memory (emulated_comm.cpp stands in for NCCL).
+// Linked into a test binary together with the
 // GPU engine (src/engine/cuda_backend.cpp, cuda_engine.cpp), it lets the GPU
 // engine's host side (buffer layouts, counts, offsets, which kernel runs on
 // which buffer) run in CI, where there is no GPU, against the
@@ -22,9 +22,9 @@
 // runs later, in the order it was enqueued, when the host waits for the
 // device: a synchronize, a copy into pageable host memory (cudaMemcpyAsync
 // returns only once that is done), a call whose result the host reads
-// (unique_ids' count, list_bag_entries' host arrays), freeing memory
-// (cudaFree waits for the device) and the staged communicator's copies
-// (emulated_comm.cpp). So a host read of a result before its wait, or a
+// (unique_ids' count, list_bag_entries' host arrays) and freeing memory
+// (cudaFree waits for the device); the staged communicator's copies are
+// those of src/comm/cuda_copier.cpp, enqueued too. So a host read of a result before its wait, or a
 // pinned buffer refilled before the copy out of it ran, gives wrong values
 // here as it may on a GPU. Copies from pageable host memory read it at
 // once, as CUDA's do. What it still cannot show: two streams running beside

@@ -1,12 +1,14 @@
-// The staged communicator under mpiexec, with the memcpy copier standing in
-// for the GPU: every operation against the plain MPI communicator on the
+// The staged communicator under mpiexec, with a deferring memcpy copier
+// standing in for the GPU: every operation against the plain MPI communicator on the
 // same random inputs (device_comm_checks.hpp), what it copies to and from
 // the "device", and that its staging buffers stop allocating once the sizes
 // stop growing. The staging logic is all there is to it besides the copies,
 // so this covers it without a GPU (tests/cuda repeat a pass with CUDA).
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -34,21 +36,32 @@ using embtrain_mpi_test::world;
 struct CopyStats {
   int64_t allocations = 0, frees = 0;
   int64_t bytes_to_host = 0, bytes_to_device = 0;
+  int64_t waits = 0;
   void reset_bytes() { bytes_to_host = bytes_to_device = 0; }
 };
 
-// The memcpy copier, counting.
-class CountingCopier final : public DeviceCopier {
+// A copier with a GPU's timing on host memory, counting: copies are queued
+// and run, in order, only when wait() is called (as a stream's run when the
+// host synchronizes), reading their source then. So data staged to the
+// host before a wait, or a staging buffer written before the copies out of
+// it ran, give wrong results here, as they may on a GPU.
+class DeferringCopier final : public DeviceCopier {
  public:
-  explicit CountingCopier(std::shared_ptr<CopyStats> stats)
+  explicit DeferringCopier(std::shared_ptr<CopyStats> stats)
       : inner_(embtrain::make_memcpy_copier()), stats_(std::move(stats)) {}
+  ~DeferringCopier() override { EXPECT_TRUE(queue_.empty()) << "copies never waited for"; }
   void to_host(void* h, const void* d, size_t n) override {
     stats_->bytes_to_host += static_cast<int64_t>(n);
-    inner_->to_host(h, d, n);
+    queue_.push_back([=] { inner_->to_host(h, d, n); });
   }
   void to_device(void* d, const void* h, size_t n) override {
     stats_->bytes_to_device += static_cast<int64_t>(n);
-    inner_->to_device(d, h, n);
+    queue_.push_back([=] { inner_->to_device(d, h, n); });
+  }
+  void wait() override {
+    ++stats_->waits;
+    for (auto& copy : queue_) copy();
+    queue_.clear();
   }
   void* alloc_pinned(size_t n) override {
     ++stats_->allocations;
@@ -62,6 +75,7 @@ class CountingCopier final : public DeviceCopier {
  private:
   std::unique_ptr<DeviceCopier> inner_;
   std::shared_ptr<CopyStats> stats_;
+  std::vector<std::function<void()>> queue_;
 };
 
 // A staged communicator over its own MPI communicator (max_message > 0:
@@ -69,7 +83,7 @@ class CountingCopier final : public DeviceCopier {
 std::unique_ptr<Communicator> make_staged(const std::shared_ptr<CopyStats>& stats,
                                           int64_t max_message = 0) {
   return embtrain::make_staged_communicator(embtrain::make_mpi_communicator(max_message),
-                                            std::make_unique<CountingCopier>(stats));
+                                            std::make_unique<DeferringCopier>(stats));
 }
 
 class StagedCommunicatorTest : public MpiTest {};
@@ -254,6 +268,74 @@ TEST_F(StagedCommunicatorTest, StagingOfRequestsInFlightIsPooled) {
     EXPECT_EQ(stats->allocations, grown) << "requests in flight reallocated staging buffers";
   }
   EXPECT_EQ(stats->frees, stats->allocations) << "staging buffers leaked";
+}
+
+// Element i of what rank `from` sends rank `to` in round `round`.
+float sent_value(uint64_t seed, int round, int from, int to, int64_t i) {
+  const uint64_t key = (static_cast<uint64_t>(round) << 48) ^ (static_cast<uint64_t>(from) << 40) ^
+                       (static_cast<uint64_t>(to) << 32) ^ static_cast<uint64_t>(i);
+  return static_cast<float>(random_bits(seed, 7, key) % 100000) - 50000.f;
+}
+
+TEST_F(StagedCommunicatorTest, RequestsWaitOnceForTheirPartsAndLeaveTheCopiesBackEnqueued) {
+  // An ialltoallv waits once for the copies of all its parts to the host;
+  // its received parts' copies to the device are enqueued when it ends,
+  // not waited for (the host goes on; synchronize() waits). The next
+  // request on the same staging pair lets MPI write it only after its own
+  // wait, which runs those copies first; a pair that must grow waits for
+  // them before it frees its buffers. Two rounds of two requests, the
+  // second of each on the first's pair while its copies back are queued:
+  // in round 0 it is smaller (no growth), in round 1 larger (growth).
+  const uint64_t seed = test_seed(107);
+  SCOPED_TRACE(seed_trace(seed));
+  auto stats = std::make_shared<CopyStats>();
+  auto staged = make_staged(stats);
+  const int P = staged->size(), me = staged->rank();
+  // Elements per pair: 300-599 (round 0, first), 0-299 (round 0 second,
+  // round 1 first), 600-899 (round 1 second, beyond every earlier size).
+  auto count = [&](int from, int to, int round, int j) {
+    const int64_t base = round == 0 ? (j == 0 ? 300 : 0) : (j == 0 ? 0 : 600);
+    return base + static_cast<int64_t>(
+                      random_bits(seed, 8, static_cast<uint64_t>(round * 128 + j * 64 + from * 8 + to)) %
+                      300);
+  };
+  for (int round = 0; round < 2; ++round) {
+    std::vector<std::vector<float>> sent(2), received(2);
+    std::vector<std::vector<int64_t>> send_counts(2), recv_counts(2);
+    for (int j = 0; j < 2; ++j) {
+      for (int r = 0; r < P; ++r) {
+        send_counts[j].push_back(count(me, r, round, j));
+        recv_counts[j].push_back(count(r, me, round, j));
+        for (int64_t i = 0; i < send_counts[j].back(); ++i)
+          sent[j].push_back(sent_value(seed, 2 * round + j, me, r, i));
+      }
+      received[j].assign(static_cast<size_t>(std::accumulate(recv_counts[j].begin(),
+                                                             recv_counts[j].end(), int64_t{0})),
+                         -1.f);
+    }
+    const int64_t waits = stats->waits;
+    auto first = staged->ialltoallv(sent[0].data(), send_counts[0], received[0].data(),
+                                    recv_counts[0], CommType::kFloat32);
+    EXPECT_EQ(stats->waits, waits + 1) << "one wait for the parts going out";
+    first->wait();
+    first.reset();  // its pair back in the pool, its copies to the device queued
+    EXPECT_EQ(stats->waits, waits + 1) << "the host waited for the copies back";
+    auto second = staged->ialltoallv(sent[1].data(), send_counts[1], received[1].data(),
+                                     recv_counts[1], CommType::kFloat32);
+    const int growth = round == 1 ? 1 : 0;
+    EXPECT_EQ(stats->waits, waits + 2 + growth) << "round " << round;
+    second->wait();
+    second.reset();
+    staged->synchronize();
+    EXPECT_EQ(stats->waits, waits + 3 + growth);
+    for (int j = 0; j < 2; ++j) {
+      int64_t at = 0;
+      for (int r = 0; r < P; ++r)
+        for (int64_t i = 0; i < recv_counts[j][r]; ++i, ++at)
+          ASSERT_EQ(received[j][at], sent_value(seed, 2 * round + j, r, me, i))
+              << "request " << j << " of round " << round << ", from rank " << r << ", element " << i;
+    }
+  }
 }
 
 }  // namespace
