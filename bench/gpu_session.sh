@@ -71,16 +71,25 @@ done
 BUILD=build-gpu
 [ "$PACKED" = 1 ] && BUILD=.gpu/build
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export BUILD LOG_DIR STEPS  # for the stages that are functions (see stage)
 failed=()
 
+# Each stage is stopped after STAGE_LIMIT seconds (default 300): a stage
+# that hangs (a collective one rank never reached, say) must not take the
+# rest of a short lease with it.
+STAGE_LIMIT=${STAGE_LIMIT:-300}
 stage() {  # stage NAME COMMAND...: runs it, logs it, remembers a failure
   local name=$1
   shift
   echo "=== $name: $*" | tee -a "$LOG_DIR/summary.txt"
-  local start=$SECONDS
-  if "$@" >"$LOG_DIR/$name.log" 2>&1; then
+  local start=$SECONDS rc=0
+  # A function of this script runs in a bash of its own, under the timeout.
+  declare -F "$1" >/dev/null && export -f "$1" && set -- bash -c '"$@"' "$name" "$@"
+  timeout --kill-after=10 "$STAGE_LIMIT" "$@" >"$LOG_DIR/$name.log" 2>&1 || rc=$?
+  if [ "$rc" = 0 ]; then
     echo "    ok ($((SECONDS - start)) s)" | tee -a "$LOG_DIR/summary.txt"
   else
+    [ "$rc" = 124 ] || [ "$rc" = 137 ] && echo "    stopped after $STAGE_LIMIT s" >>"$LOG_DIR/$name.log"
     echo "    FAILED ($((SECONDS - start)) s), last lines:" | tee -a "$LOG_DIR/summary.txt"
     tail -n 20 "$LOG_DIR/$name.log" | tee -a "$LOG_DIR/summary.txt"
     failed+=("$name")
