@@ -45,7 +45,9 @@
 # pack here, carry .gpu, and there run
 #   scripts/build.sh build-gpu -DCMAKE_CUDA_ARCHITECTURES=90 && ../shared/gpu/pack.sh build-gpu
 #   source .gpu/env.sh && bench/gpu_session.sh --packed [--quick]
-# (--quick: fewer random cases and steps).
+# (--quick: fewer random cases and steps; --from STAGE skips the stages
+# before STAGE, to go on where a call stopped at its time limit, and
+# --only STAGE,... runs just those; the names are those summary.txt shows).
 set -u
 cd "$(dirname "$0")/.."
 ARCHIVE=
@@ -60,19 +62,25 @@ pack_logs() {  # the logs so far into $OUT (see above)
   tar czf "$ARCHIVE" -C "$(dirname "$LOG_DIR")" "$(basename "$LOG_DIR")"
   cp "$LOG_DIR/summary.txt" "$OUT/summary.txt" 2>/dev/null || true
 }
-STEPS=30 PACKED=0
-for arg in "$@"; do
-  case $arg in
+STEPS=30 PACKED=0 FROM= ONLY=
+while [ $# -gt 0 ]; do
+  case $1 in
     --quick) STEPS=10 ;;
     --packed) PACKED=1 ;;
-    *) echo "gpu_session.sh: unknown argument $arg (valid: --quick, --packed)" >&2; exit 1 ;;
+    --from|--only)
+      [ $# -ge 2 ] || { echo "gpu_session.sh: $1 needs a stage name" >&2; exit 1; }
+      if [ "$1" = --from ]; then FROM=$2; else ONLY=,$2,; fi
+      shift ;;
+    *) echo "gpu_session.sh: unknown argument $1 (valid: --quick, --packed, --from STAGE," \
+         "--only STAGE[,STAGE...])" >&2; exit 1 ;;
   esac
+  shift
 done
 BUILD=build-gpu
 [ "$PACKED" = 1 ] && BUILD=.gpu/build
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export BUILD LOG_DIR STEPS  # for the stages that are functions (see stage)
-failed=()
+failed=() STAGES=() RAN=()
 
 # Each stage is stopped after STAGE_LIMIT seconds (default 300): a stage
 # that hangs (a collective one rank never reached, say) must not take the
@@ -81,6 +89,12 @@ STAGE_LIMIT=${STAGE_LIMIT:-300}
 stage() {  # stage NAME COMMAND...: runs it, logs it, remembers a failure
   local name=$1
   shift
+  STAGES+=("$name")
+  if [ -n "$FROM" ] && [ "$name" = "$FROM" ]; then FROM=; fi
+  if [ -n "$FROM" ] || { [ -n "$ONLY" ] && [[ $ONLY != *",$name,"* ]]; }; then
+    return 0  # not asked for this time
+  fi
+  RAN+=("$name")
   echo "=== $name: $*" | tee -a "$LOG_DIR/summary.txt"
   local start=$SECONDS rc=0
   # A function of this script runs in a bash of its own, under the timeout.
@@ -112,7 +126,8 @@ for tool in memcheck racecheck initcheck synccheck; do
   stage "$tool" env EMBTRAIN_TEST_SMALL=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
     $BUILD/tests/cuda_tests
 done
-echo "    the four sanitizers took $((SECONDS - sanitize_start)) s together (budget 180 s)" |
+[[ " ${RAN[*]} " == *" memcheck "* ]] &&
+  echo "    the sanitizers took $((SECONDS - sanitize_start)) s together (budget 180 s)" |
   tee -a "$LOG_DIR/summary.txt"
 stage gpu_step_np1 mpirun --oversubscribe -np 1 $BUILD/tests/mpi_tests \
   --gtest_filter='ShardedEmbeddingTest.Gpu*'
@@ -191,6 +206,10 @@ cat "$LOG_DIR/overlap_gpu_np2_staged.log" 2>/dev/null
 stage cpu_scaling env ROUNDS=1 bench/scaling.sh $BUILD --steps 20
 cat "$LOG_DIR/cpu_scaling.log" 2>/dev/null
 
+if [ ${#RAN[@]} = 0 ]; then
+  echo "gpu_session.sh: no stage matched --from/--only; the stages: ${STAGES[*]}" >&2
+  exit 1
+fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed stages: ${failed[*]}" | tee -a "$LOG_DIR/summary.txt"
   pack_logs
