@@ -8,7 +8,9 @@ and prints one table: the run's summary, its evaluations and the first and
 last progress lines. With matplotlib (Debian's python3-matplotlib, which
 scripts/install_deps.sh installs) it also writes into --out (default
 RUN_DIR) train_loss.png (train loss by step, eval loss on top), eval.png
-(every evaluated metric by step) and speed.png (lookups/s by step).
+(every evaluated metric by step, dashed at the hidden ground truth's value
+where the summary has one, recsys' reference AUC) and speed.png (lookups/s
+by step). An empty metrics.jsonl is an error.
 """
 import argparse
 import json
@@ -99,9 +101,18 @@ def plot(lines, out):
     keys = sorted({k for e in evals for k in e if k not in ("type", "step", "when")})
     if keys:
         fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.5 * len(keys)), squeeze=False)
+        # The hidden ground truth's value of a metric (the summary's
+        # reference_<metric>, e.g. recsys' AUC), as the line to approach.
+        reference = {}
+        for s in by_type(lines, "summary"):
+            reference.update({k[len("reference_"):]: v for k, v in s.items()
+                              if k.startswith("reference_")})
         for ax, k in zip(axes[:, 0], keys):
             pts = [(e["step"], e[k]) for e in evals if k in e]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=k)
+            if k in reference:
+                ax.axhline(reference[k], color="gray", linestyle="--", label="reference")
+                ax.legend()
             ax.set_ylabel(k)
         axes[-1, 0].set_xlabel("step")
         save(fig, "eval.png")
@@ -118,6 +129,8 @@ def main():
     if not os.path.exists(path):
         sys.exit("%s: no such file (is %s a run's log.dir?)" % (path, args.run_dir))
     lines = read_metrics(path)
+    if not lines:
+        sys.exit("%s: empty (the run stopped before its first progress line?)" % path)
     if not args.plots_only:
         print_table(lines)
     out = args.out or args.run_dir

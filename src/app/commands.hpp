@@ -12,5 +12,8 @@ int run_export(int argc, char** argv);
 int run_corpus(int argc, char** argv);
 int run_plan(int argc, char** argv);
 
+// The build's name: version+commit, which every rank of a job must share.
+const char* build_id();
+
 }  // namespace app
 }  // namespace embtrain

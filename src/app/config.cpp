@@ -2,12 +2,14 @@
 
 #include <filesystem>
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "embtrain/errors.hpp"
 #include "option_values.hpp"
+#include "workload_registry.hpp"
 
 namespace embtrain {
 namespace app {
@@ -15,6 +17,25 @@ namespace app {
 namespace po = boost::program_options;
 
 namespace {
+
+// A line of a file as an error message may show it: bytes other than
+// printable ASCII as \xNN (a binary file given as the config would
+// otherwise write its bytes to the terminal), at most 80 characters.
+std::string shown_line(const std::string& line) {
+  std::string out;
+  for (const char c : line) {
+    if (out.size() >= 80) return out + "...";
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f) {
+      out += c;
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      out += hex;
+    }
+  }
+  return out;
+}
 
 // Line numbers of the keys of an INI file, by full "section.key" name.
 // Boost parses the file; this reads it first so that every error can point
@@ -32,7 +53,7 @@ std::map<std::string, int> index_lines(const std::string& path) {
       continue;
     }
     const size_t eq = t.find('=');
-    EMBTRAIN_REQUIRE(eq != std::string::npos && eq > 0, path, ":", n, ": '", t,
+    EMBTRAIN_REQUIRE(eq != std::string::npos && eq > 0, path, ":", n, ": '", shown_line(t),
                      "' is not 'key = value', a [section] or a # comment");
     const std::string key = trim(t.substr(0, eq));
     const std::string full = section.empty() ? key : section + "." + key;
@@ -122,6 +143,23 @@ std::string Config::nearest_key(const std::string& key) const {
 }
 
 std::string Config::unknown_key(const std::string& key, const std::string& command) const {
+  // A key of a workload whose keys were not declared (not this run's): of
+  // its section, or of one of its tables.
+  auto declared = [&](const std::string& prefix) {
+    const auto it = keys_.lower_bound(prefix);
+    return it != keys_.end() && it->first.rfind(prefix, 0) == 0;
+  };
+  for (const WorkloadEntry& w : registered_workloads()) {
+    bool its = key.rfind(w.name + ".", 0) == 0 && !declared(w.name + ".");
+    for (const std::string& t : w.tables) {
+      const std::string table = "table." + t + ".";
+      its = its || (key.rfind(table, 0) == 0 && !declared(table));
+    }
+    if (its)
+      return embtrain::detail::concat("key '", key, "' belongs to workload ", w.name,
+                                      ", which this run's train.workload is not; 'embtrain ",
+                                      command, " --help' lists every workload's keys");
+  }
   const std::string best = nearest_key(key);
   return embtrain::detail::concat("unknown key '", key, "'",
                         best.empty() ? std::string() : " (did you mean '" + best + "'?)",

@@ -12,6 +12,7 @@
 #include "embtrain/npy.hpp"
 #include "embtrain/workloads/skipgram.hpp"
 #include "table_options.hpp"
+#include "train/durable_file.hpp"
 
 namespace embtrain {
 namespace app {
@@ -22,7 +23,10 @@ namespace {
 
 // The export itself: one process writes the one file.
 void export_table(const po::variables_map& vm) {
-  const std::string given = vm["checkpoint"].as<std::string>();
+  std::string given = vm["checkpoint"].as<std::string>();
+  // A run's folder (log.dir) stands for the checkpoints it holds.
+  if (!holds_checkpoint(given) && holds_checkpoint((fs::path(given) / "checkpoints").string()))
+    given = (fs::path(given) / "checkpoints").string();
   // A root's newest checkpoint that verifies, as resume = auto takes it.
   std::unique_ptr<Communicator> self = make_self_communicator();
   std::vector<std::string> notes;
@@ -38,20 +42,25 @@ void export_table(const po::variables_map& vm) {
   const std::string ext = fs::path(out).extension().string();
   EMBTRAIN_REQUIRE(ext == ".npy" || ext == ".txt" || ext == ".vec", "option --out: ", out,
                    " must end in .npy, .txt or .vec");
-  require_output_folder("--out", out);
+  require_output_folder("--out", out);  // made once the table is found (open_out)
+  auto open_out = [&out] { make_output_folder(out); };
 
   int64_t rows = 0, dim = 0;
   if (ext == ".npy") {  // streamed: a chunk of rows in memory at a time
     std::unique_ptr<NpyWriter> npy;
     read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim,
                           [&](int64_t, int64_t n, const float* data) {
-                            if (!npy)
+                            if (!npy) {
+                              open_out();
                               npy = std::make_unique<NpyWriter>(out, DType::kFloat32,
                                                                 std::vector<int64_t>{rows, dim});
+                            }
                             npy->write(data, n * dim * static_cast<int64_t>(sizeof(float)));
                           });
-    if (!npy)
+    if (!npy) {
+      open_out();
       npy = std::make_unique<NpyWriter>(out, DType::kFloat32, std::vector<int64_t>{rows, dim});
+    }
     npy->finish();
   } else {  // streamed too, once the vocabulary is known
     // The vocabulary: --vocab, else the checkpoint's own vocab.txt, else
@@ -84,18 +93,20 @@ void export_table(const po::variables_map& vm) {
       vocab_name = guess.string();
       words = read_vocabulary(vocab_name);
     }
-    Word2VecWriter text_out(out, words);
+    std::unique_ptr<Word2VecWriter> text_out;
+    auto start_text = [&] {
+      EMBTRAIN_REQUIRE(words.size() == rows, vocab_name, ": has ", words.size(),
+                       " words but the table has ", rows, " rows");
+      open_out();
+      text_out = std::make_unique<Word2VecWriter>(out, words);
+    };
     read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim,
                           [&](int64_t first, int64_t n, const float* data) {
-                            if (first == 0)
-                              EMBTRAIN_REQUIRE(words.size() == rows, vocab_name, ": has ",
-                                               words.size(), " words but the table has ", rows,
-                                               " rows");
-                            text_out.write(first, n, dim, data);
+                            if (!text_out) start_text();
+                            text_out->write(first, n, dim, data);
                           });
-    EMBTRAIN_REQUIRE(words.size() == rows, vocab_name, ": has ", words.size(),
-                     " words but the table has ", rows, " rows");
-    text_out.finish(dim);
+    if (!text_out) start_text();
+    text_out->finish(dim);
   }
   std::fprintf(stderr, "embtrain export: table '%s' (%lld x %lld) of %s -> %s\n",
                vm["table"].as<std::string>().c_str(), static_cast<long long>(rows),
@@ -108,13 +119,14 @@ int run_export(int argc, char** argv) {
   po::options_description options(
       "usage: embtrain export --checkpoint PATH --table NAME --out FILE [--vocab FILE]\n\n"
       "Writes one table of a checkpoint, assembled from its shards, as FILE.npy (float32,\n"
-      "rows x dim) or, for FILE.txt / FILE.vec, word2vec text (needs the vocabulary, one\n"
-      "word per line in row order; default: the checkpoint's own vocab.txt).\n\noptions");
+      "rows x dim) or, for FILE.txt / FILE.vec, word2vec text (needs the vocabulary: a\n"
+      "'word count' line per row, in row order, as skipgram writes vocab.txt; default:\n"
+      "the checkpoint's own vocab.txt). FILE's folder is made if need be.\n\noptions");
   // clang-format off
   options.add_options()
     ("help,h", "show this help")
     ("checkpoint", po::value<std::string>()->required(),
-     "a checkpoint folder, or a checkpoint root (its latest)")
+     "a checkpoint folder, a checkpoint root (its latest), or a run's log.dir (its checkpoints)")
     ("table", po::value<std::string>()->required(), "table name")
     ("out", po::value<std::string>()->required(), "output file: .npy, .txt or .vec")
     ("vocab", po::value<std::string>(), "vocabulary for word2vec text (default: the checkpoint's)");

@@ -27,7 +27,8 @@ const char kUsage[] =
     "  bench    time training steps on a synthetic Zipf workload\n"
     "  plan     a run's memory per rank and predicted step time, before it starts\n"
     "\n"
-    "'embtrain <command> --help' lists a command's options.\n";
+    "'embtrain <command> --help' lists a command's options; 'embtrain --version' names the\n"
+    "build.\n";
 
 // Without a launcher MPI is not started (MpiSession): a job of one rank.
 bool mpi_running() {
@@ -63,6 +64,10 @@ int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 1 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("embtrain %s\n", embtrain::app::build_id());
+    return 0;
   }
   embtrain::MpiSession mpi(&argc, &argv);
   const std::string command = argv[1];

@@ -139,20 +139,11 @@ Job bench_job(const PlanArgs& a) {
       read_bench_job(static_cast<int>(a.rest.size()), const_cast<char**>(a.rest.data()), a.ranks);
   Job job;
   job.device = b.device;
-  job.memory.set_gpu(b.device == "cuda");
   const double lookups = static_cast<double>(b.batch * b.seq);
   job.what = embtrain::detail::concat("bench job: table ", b.spec.num_embeddings, " x ", b.spec.dim,
                                       ", ", optimizer_name(b.spec.optimizer.kind), ", batch ",
                                       b.batch, " x seq ", b.seq, " per rank, zipf ", b.zipf);
-  job.memory.add_table(b.spec, static_cast<double>(b.spec.num_embeddings), a.ranks);
-  job.memory.add(embtrain::detail::concat("bench data (", b.distinct_batches,
-                                          " batches of ids, output gradient)"),
-                 static_cast<double>(b.distinct_batches) * lookups * 8 +
-                     lookups * static_cast<double>(b.spec.dim) * 4);
-  job.memory.add("step buffers (rows and gradients of the batch, several copies)",
-                 lookups * static_cast<double>(b.spec.dim) * 4 * 6, /*device=*/true);
-  job.memory.add_transfer_buffers();
-  job.memory.add_process();
+  job.memory = bench_memory_plan(b, a.ranks);
   job.step.lookups = lookups;
   job.step.distinct = expected_distinct_zipf(b.spec.num_embeddings, b.zipf, lookups, b.pad_frac);
   job.step.dim = b.spec.dim;
@@ -165,7 +156,8 @@ Job bench_job(const PlanArgs& a) {
 
 Job config_job(const PlanArgs& a) {
   RunSetup setup;
-  read_setup(static_cast<int>(a.rest.size()), const_cast<char**>(a.rest.data()), &setup, "plan");
+  // The keys are train's: errors point at its --help.
+  read_setup(static_cast<int>(a.rest.size()), const_cast<char**>(a.rest.data()), &setup, "train");
   const WorkloadContext context = run_context(setup, nullptr);
   const WorkloadEstimate estimate = run_estimate(setup, context);
   Job job;
@@ -191,6 +183,9 @@ Job config_job(const PlanArgs& a) {
   }
   for (const TableSetup& t : setup.tables)
     if (t.bag) job.notes.push_back(bag_note(t.spec.name, t.spec.pool_at));
+  job.notes.push_back(embtrain::detail::concat(
+      "the embedding step alone (what bench measures): ", setup.workload->name,
+      "'s own work, its model and its batches, comes on top of it in a train step"));
   job.step.tables = static_cast<int>(setup.tables.size());
   if (job.step.lookups > 0) job.step.dim = std::llround(weighted_dim / job.step.lookups);
   job.step_note = unknown_distinct

@@ -152,6 +152,11 @@ ReplaySetup read_setup(const po::variables_map& vm, const Communicator& comm) {
                    " is not a folder");
   s.steps = vm.count("steps") ? vm["steps"].as<int64_t>() : count_steps(s.batches);
   EMBTRAIN_REQUIRE(s.steps >= 0, "option --steps = ", s.steps, " is invalid (valid: >= 0)");
+  // A folder with no step 0 is a wrong path, not a replay of nothing
+  // (--steps 0 asks for that explicitly).
+  EMBTRAIN_REQUIRE(vm.count("steps") || s.steps > 0, "option --batches: ", s.batches.string(),
+                   " holds no ids_0.npy (valid: a folder of ids_<k>.npy and grad_<k>.npy, "
+                   "k = 0, 1, ...)");
   s.out_dir = vm["out"].as<std::string>();
   if (!s.out_dir.has_filename()) s.out_dir = s.out_dir.parent_path();  // "dir/" -> "dir"
   EMBTRAIN_REQUIRE(!fs::exists(s.out_dir) || fs::is_directory(s.out_dir),

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "embtrain/errors.hpp"
+#include "train/durable_file.hpp"
 
 namespace embtrain {
 namespace app {
@@ -121,10 +122,8 @@ po::variables_map parse_command_line(int argc, char** argv, const po::options_de
 }
 
 void require_output_folder(const std::string& option, const std::string& path) {
-  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  EMBTRAIN_REQUIRE(folder.empty() || std::filesystem::is_directory(folder, ec), "option ", option,
-                   " = '", path, "': folder '", folder.string(), "' does not exist");
+  const std::string problem = output_folder_problem(path);
+  EMBTRAIN_REQUIRE(problem.empty(), "option ", option, " = '", path, "': ", problem);
 }
 
 }  // namespace app

@@ -44,8 +44,9 @@ DeviceChoice read_device_options(const po::variables_map& vm);
 po::variables_map parse_command_line(int argc, char** argv, const po::options_description& options,
                                      const std::string& command);
 
-// An output file's folder must exist: checked before the work that ends in
-// writing it. `option` names it ("--out").
+// An output file's folder must exist or be possible to make (see
+// output_folder_problem): checked before the work that ends in writing it,
+// which makes it (make_output_folder). `option` names it ("--out").
 void require_output_folder(const std::string& option, const std::string& path);
 
 }  // namespace app

@@ -36,6 +36,12 @@ constexpr const char* kBuildId = EMBTRAIN_BUILD_ID;
 constexpr const char* kBuildId = "unnamed";
 #endif
 
+}  // namespace
+
+const char* build_id() { return kBuildId; }
+
+namespace {
+
 const WorkloadEntry* find_workload(const std::string& name) {
   for (const WorkloadEntry& e : registered_workloads())
     if (e.name == name) return &e;
@@ -101,7 +107,10 @@ OptionList<RunKeys> run_options() {
       {"log.interval", "steps between progress lines", R::integer(1, kMax, &RunKeys::log_interval)},
       {"log.dir", "where config.ini and metrics.jsonl are written", R::text("", read_log_dir),
        "runs/default"},
-      {"log.quiet", "no progress lines", R::boolean(&RunKeys::quiet)},
+      {"log.quiet",
+       "print nothing on the terminal but errors and what the workload writes at its end "
+       "(skipgram's neighbours); metrics.jsonl has it all",
+       R::boolean(&RunKeys::quiet)},
       {"log.overwrite",
        "a fresh run into a log.dir that holds another run's metrics or checkpoints removes "
        "them (otherwise it is refused)",
@@ -117,7 +126,8 @@ OptionList<RunKeys> run_options() {
        R::integer(0, 1000000, &RunKeys::checkpoint_keep)},
       {"checkpoint.enabled", "write checkpoints at all", R::boolean(&RunKeys::checkpoints_enabled)},
       {"checkpoint.resume",
-       "resume from: a checkpoint folder, a checkpoint root (its latest), or 'auto' "
+       "resume from: a checkpoint folder, a checkpoint root (its latest), a run's log.dir (its "
+       "checkpoints), or 'auto' "
        "(checkpoint.dir's newest checkpoint that verifies if there is one, else a fresh start)",
        R::text("", &RunKeys::resume)},
       {"checkpoint.allow_changes",
@@ -242,12 +252,18 @@ void resolve_checkpoints(const Config& config, RunKeys* keys) {
       config.fail("checkpoint.resume", "'auto' needs checkpoints enabled");
     keys->resume = keys->checkpoint_dir;
   } else if (!keys->resume.empty() && !holds_checkpoint(keys->resume)) {
-    config.fail("checkpoint.resume", "no checkpoint there");
+    // A run's folder (log.dir) stands for the checkpoints it holds.
+    const std::string root = (fs::path(keys->resume) / "checkpoints").string();
+    if (!holds_checkpoint(root))
+      config.fail("checkpoint.resume", "no checkpoint there (valid: a checkpoint step_N, a "
+                                       "checkpoint root holding them, a run's log.dir, or auto)");
+    keys->resume = root;
   }
 }
 
-// What the terminal shows of the configuration: the keys set away from
-// their defaults, with where each was set; the whole goes to config.ini.
+// What the terminal shows of the configuration: the keys set in a file or
+// on the command line, with where each was set; the whole goes to
+// config.ini.
 std::string config_summary(const Config& config, const std::string& out_dir) {
   std::string set;
   int count = 0;
@@ -263,10 +279,15 @@ std::string config_summary(const Config& config, const std::string& out_dir) {
 
 // A fresh run into a folder that holds another run's results would mix
 // them (metrics appended, stale checkpoints picked up by a later resume):
-// refused unless log.overwrite. Returns what the new run replaces (removed
-// by remove_replaced once it has started: nothing goes on a typo).
+// refused unless log.overwrite. So is resume = auto where there is no
+// checkpoint to go on from (a run stopped before its first): that run
+// starts over, which would replace the other's metrics. Returns what the
+// new run replaces (removed by remove_replaced once it has started:
+// nothing goes on a typo).
 std::vector<fs::path> check_log_dir(const Config& config, const RunKeys& keys) {
-  if (!keys.resume.empty()) return {};  // continuing the run that is there
+  // Continuing the run that is there (a resume path with no checkpoint
+  // was refused already, unless it came from 'auto').
+  if (!keys.resume.empty() && holds_checkpoint(keys.resume)) return {};
   const fs::path dir = keys.out_dir;
   const fs::path own_checkpoints = dir / "checkpoints";
   std::vector<fs::path> found;
@@ -277,9 +298,12 @@ std::vector<fs::path> check_log_dir(const Config& config, const RunKeys& keys) {
   if (!found.empty() && !keys.overwrite)
     config.fail("log.dir",
                 embtrain::detail::concat(
-                    "holds another run (", found[0].string(),
-                    "); continue it with --checkpoint.resume=auto, replace it with "
-                    "--log.overwrite=true, or pick another --log.dir"));
+                    "holds another run (", found[0].string(), "); ",
+                    keys.resume.empty()
+                        ? "continue it with --checkpoint.resume=auto, "
+                        : "it saved no checkpoint to resume from (checkpoint.resume = auto), so "
+                          "this run would start over: ",
+                    "replace it with --log.overwrite=true, or pick another --log.dir"));
   return found;
 }
 
@@ -496,6 +520,11 @@ int run_train(int argc, char** argv) {
   };
   if (talk) {
     std::printf("workload: %s\n", workload->describe().c_str());
+    if (workload->global_batch() > workload->epoch_samples() && workload->epoch_samples() > 0)
+      std::printf("note: the global batch (%lld = train.batch_size x %d ranks) is more than an "
+                  "epoch's %lld samples: every step takes them all, some twice or more\n",
+                  static_cast<long long>(workload->global_batch()), comm->size(),
+                  static_cast<long long>(workload->epoch_samples()));
     std::fflush(stdout);
   }
   const TrainSummary summary = train(*workload, setup.tables, keys, *comm);

@@ -15,13 +15,14 @@ namespace embtrain {
 namespace {
 
 // Keys a resume may always change: how long, how fast, where to write,
-// and how a fresh table would start (a resumed one starts from the
-// checkpoint). '*' matches any text.
+// how a fresh table would start (a resumed one starts from the
+// checkpoint), and what a workload writes at the end. '*' matches any text.
 const char* const kFreeKeys[] = {
     "train.steps",  "train.epochs",     "train.threads",     "train.eval_every",
     "train.pipeline", "train.device",   "train.data_comm",   "log.*",
     "checkpoint.*", "table.*.init",     "table.*.init_std",  "train.on_nonfinite",
     "train.collective_timeout", "train.overlap_chunks",
+    "skipgram.export", "skipgram.neighbors", "skipgram.neighbors_k",  // what the end prints
 };
 
 // Whether `key` matches `pattern`, where '*' stands for any text.

@@ -235,9 +235,12 @@ std::string shard_file(const std::string& table, int rank, const char* what) {
 }
 
 const ManifestTable& Manifest::table(const std::string& name) const {
-  for (const ManifestTable& t : tables)
+  std::string names;
+  for (const ManifestTable& t : tables) {
     if (t.name == name) return t;
-  throw make_error("checkpoint ", dir, " has no table '", name, "'");
+    names += (names.empty() ? "" : ", ") + t.name;
+  }
+  throw make_error("checkpoint ", dir, " has no table '", name, "' (its tables: ", names, ")");
 }
 
 std::string Manifest::path(const std::string& file) const {

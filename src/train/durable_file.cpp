@@ -113,4 +113,31 @@ bool exchange_paths(const std::string& a, const std::string& b) {
   throw make_error(b, ": cannot swap with ", a, ": ", std::strerror(err));
 }
 
+std::string output_folder_problem(const std::string& file) {
+  namespace fs = std::filesystem;
+  const fs::path folder = fs::path(file).parent_path();
+  std::error_code ec;
+  for (fs::path p = folder; !p.empty(); p = p.parent_path()) {
+    const fs::file_status st = fs::status(p, ec);
+    if (st.type() == fs::file_type::not_found) {
+      if (p == p.parent_path()) break;  // a root that is not there: let the write say why
+      continue;
+    }
+    if (fs::is_directory(st)) return "";
+    return p == folder ? "'" + p.string() + "' is not a folder"
+                       : "folder '" + folder.string() + "' cannot be made: '" + p.string() +
+                             "' is not a folder";
+  }
+  return "";
+}
+
+void make_output_folder(const std::string& file) {
+  const std::filesystem::path folder = std::filesystem::path(file).parent_path();
+  if (folder.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(folder, ec);
+  EMBTRAIN_REQUIRE(!ec, "cannot make folder '", folder.string(), "' for '", file, "': ",
+                   ec.message());
+}
+
 }  // namespace embtrain

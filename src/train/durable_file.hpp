@@ -27,6 +27,14 @@ void sync_folder(const std::string& path);
 // the folder: readers see the old file or the whole new one.
 void write_text_durable(const std::string& path, const std::string& text);
 
+// Output files name their folder, which need not exist yet: a run checks
+// up front that it could be made (what stands in the way, or "" when
+// nothing does: the nearest part of the path that exists is a folder), and
+// makes it only when it writes, so a run that fails to start creates
+// nothing. Both take the file's path.
+std::string output_folder_problem(const std::string& file);
+void make_output_folder(const std::string& file);  // throws Error naming the folder
+
 // Swaps two existing paths atomically (renameat2 RENAME_EXCHANGE). False,
 // with nothing changed, where the file system cannot (then rename aside).
 bool exchange_paths(const std::string& a, const std::string& b);

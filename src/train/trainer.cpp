@@ -530,7 +530,7 @@ class TrainingRun {
             : std::string(),
         "); ", applied ? "" : "its gradients were not applied; ", where,
         ". Lower the learning rate (or check the data), or set train.on_nonfinite = skip_step to "
-        "skip such steps; --checkpoint.resume=auto resumes from the last checkpoint");
+        "skip such steps; ", resume_advice());
   }
 
   void train_steps() {
@@ -627,7 +627,7 @@ class TrainingRun {
                   static_cast<long long>(s.steps),
                   options_.checkpoint_dir.empty()
                       ? " (checkpoints are disabled: nothing was saved)"
-                      : detail::concat("; resume with: embtrain train --config ",
+                      : detail::concat("; resume with: ", this_command(), " train --config ",
                                        (fs::path(options_.out_dir) / "config.ini").string(),
                                        " --checkpoint.resume=auto")
                             .c_str());
@@ -645,6 +645,38 @@ class TrainingRun {
     std::fflush(stdout);
   }
 
+  // How to go on after a stop: from the run's last checkpoint, if it has
+  // one; a run that saved none can only start over (into its own folder,
+  // which then needs log.overwrite).
+  std::string resume_advice() const {
+    const std::string& saved = last_checkpoint_.empty() ? resume_dir_ : last_checkpoint_;
+    if (options_.checkpoint_dir.empty())
+      return "checkpoints are disabled: nothing was saved to resume from";
+    if (saved.empty())
+      return "no checkpoint was saved before it: a new run starts over (into this log.dir "
+             "with --log.overwrite=true)";
+    return detail::concat("--checkpoint.resume=auto goes on from the last checkpoint, ", saved);
+  }
+
+  // This program as a user would run it again: its path, relative to the
+  // working folder when under it ...
+  static std::string program() {
+    std::error_code ec;
+    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return "embtrain";
+    const fs::path here = fs::current_path(ec);
+    if (!ec) {
+      const fs::path rel = exe.lexically_relative(here);
+      if (!rel.empty() && *rel.begin() != "..") exe = rel;
+    }
+    return exe.string();
+  }
+  // ... after mpirun -np P for a run of P > 1 ranks.
+  std::string this_command() const {
+    return comm_.size() > 1 ? detail::concat("mpirun -np ", comm_.size(), " ", program())
+                            : program();
+  }
+
   // Where the run's files are and what a user may want next.
   void print_where_and_next() const {
     const fs::path dir = options_.out_dir;
@@ -653,11 +685,20 @@ class TrainingRun {
     std::printf("  config:        %s\n", (dir / "config.ini").c_str());
     if (!last_checkpoint_.empty())
       std::printf("  checkpoint:    %s\n", last_checkpoint_.c_str());
-    std::printf("next:\n  train longer:  embtrain train --config %s --train.steps=%lld "
-                "--checkpoint.resume=auto\n",
-                (dir / "config.ini").c_str(), static_cast<long long>(2 * summary_.steps));
+    const std::string me = this_command();
+    if (last_checkpoint_.empty())  // nothing to go on from (checkpoints disabled)
+      std::printf("next:\n  train longer:  %s train --config %s --train.steps=%lld "
+                  "--log.overwrite=true   (no checkpoint: starts over)\n",
+                  me.c_str(), (dir / "config.ini").c_str(),
+                  static_cast<long long>(2 * summary_.steps));
+    else
+      std::printf("next:\n  train longer:  %s train --config %s --train.steps=%lld "
+                  "--checkpoint.resume=auto\n",
+                  me.c_str(), (dir / "config.ini").c_str(),
+                  static_cast<long long>(2 * summary_.steps));
     if (!last_checkpoint_.empty() && tables_.num_tables() > 0)
-      std::printf("  export:        embtrain export --checkpoint %s --table %s --out %s.npy\n",
+      std::printf("  export:        %s export --checkpoint %s --table %s --out %s.npy\n",
+                  program().c_str(),
                   last_checkpoint_.c_str(), tables_.spec(0).name.c_str(),
                   tables_.spec(0).name.c_str());
     std::printf("  plot:          /usr/bin/python3 bench/plot_metrics.py %s\n", dir.c_str());

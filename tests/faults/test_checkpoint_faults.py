@@ -512,10 +512,12 @@ def test_metrics_write_failure(work):
     """metrics.jsonl on a full disk used to end the run with exit 0 and an
     empty file: now exit 1 on every rank, naming the file and the reason."""
     run_dir = os.path.join(work, "run")
-    os.makedirs(run_dir)
+    run(train_args(work), 2)
+    # The disk fills before the run goes on: its metrics.jsonl appends fail.
+    os.remove(os.path.join(run_dir, "metrics.jsonl"))
     os.symlink("/dev/full", os.path.join(run_dir, "metrics.jsonl"))
-    # resume=auto with no checkpoint yet: a fresh start that may use the folder.
-    p = run(train_args(work, **{"checkpoint.resume": "auto"}), 2, expect_ok=False)
+    p = run(train_args(work, **{"checkpoint.resume": "auto", "train.steps": "8"}), 2,
+            expect_ok=False)
     expect_error(p, "metrics.jsonl: cannot write metrics: No space left on device")
     assert p.stderr.count("cannot write metrics") == 1, p.stderr
 

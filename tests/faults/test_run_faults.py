@@ -173,6 +173,26 @@ def test_nan_loss_stops_before_the_update(work):
     run_dir = os.path.join(work, "run")
     assert checkpoints(run_dir) == ["step_00000004"], checkpoints(run_dir)
     assert not any(m["type"] == "summary" for m in metrics(run_dir))
+    expect_error(p, "--checkpoint.resume=auto goes on from the last checkpoint, %s"
+                 % os.path.join(run_dir, "checkpoints", "step_00000004"))
+
+
+def test_nan_loss_before_any_checkpoint(work):
+    """A stop before the first checkpoint: the advice is to start over (it
+    offered a resume there was nothing to resume from), and resume = auto
+    into that folder, which would start over too, is refused rather than
+    replace the stopped run's metrics.jsonl without log.overwrite."""
+    p = run(small_recsys(work), np_=2, env={"EMBTRAIN_INJECT_NAN_LOSS": "3:0"})
+    expect_error(p, "step 3: the loss on rank 0 is nan",
+                 "no checkpoint was saved before it: a new run starts over (into this log.dir "
+                 "with --log.overwrite=true)")
+    run_dir = os.path.join(work, "run")
+    before = open(os.path.join(run_dir, "metrics.jsonl")).read()
+    p = run(small_recsys(work, **{"checkpoint.resume": "auto"}), np_=2)
+    expect_error(p, "holds another run", "it saved no checkpoint to resume from",
+                 "--log.overwrite=true")
+    assert open(os.path.join(run_dir, "metrics.jsonl")).read() == before
+    ok(run(small_recsys(work, **{"checkpoint.resume": "auto", "log.overwrite": "true"}), np_=2))
 
 
 def test_diverging_run_names_the_bad_row(work):

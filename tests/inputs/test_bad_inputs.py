@@ -8,7 +8,9 @@ valid range, exit status 1 on every rank, no hang, nothing half-written.
 Covers: .npy shapes whose byte count wraps around 2^64 to the file's size
 (ids, gradients, weights) under replay with 1 and 2 ranks, leaving no
 output and no `*.partial-*` folder; malformed Adam betas; a folder given as config file, click log or corpus;
-a corpus too short to train on; a binary file as corpus. Prints
+a corpus too short to train on; a binary file as corpus or as config; a
+key of the other workload; a bench beyond memory; replay of an empty
+folder. Prints
 `N passed, M failed`.
 """
 import glob
@@ -140,6 +142,58 @@ def test_binary_corpus(work):
     with open(corpus, "wb") as f:
         f.write(os.urandom(1 << 16))
     expect_error(skipgram(work, corpus), corpus, "is not text", "UTF-8")
+
+
+def test_binary_config_is_shown_escaped(work):
+    """A binary file given as the config: its first line shown with
+    \\xNN escapes (it was written raw to the terminal), at most 80 chars."""
+    config = os.path.join(work, "garbage.ini")
+    with open(config, "wb") as f:
+        f.write(b"\x00\x01\x1bbin\xff" + b"z" * 200 + b"\n")
+    p = expect_error(["train", "--config", config], config + ":1: '\\x00\\x01\\x1bbin\\xff",
+                     "is not 'key = value'")
+    line = [l for l in p.stderr.splitlines() if config + ":1:" in l][0]
+    assert all(32 <= ord(c) < 127 for c in line) and "z..." in line and "z" * 80 not in line, line
+
+
+def test_other_workloads_keys(work):
+    """A key of the workload (or a table) this run does not train is said
+    to be that workload's, not 'unknown'; a typo of this run's own key
+    still gets its suggestion."""
+    expect_error(recsys(work, "--skipgram.window=3"),
+                 "key 'skipgram.window' belongs to workload skipgram")
+    expect_error(recsys(work, "--table.input.dim=3"),
+                 "key 'table.input.dim' belongs to workload skipgram")
+    expect_error(recsys(work, "--recsys.userz=3"),
+                 "unknown key 'recsys.userz' (did you mean 'recsys.users'?)")
+
+
+def test_bench_too_big_and_bad_bag(work):
+    """bench of a table beyond the host's memory: refused with its plan, on
+    every rank (it was std::bad_alloc, an internal error); --bag 0 names
+    --bag (it named --seq)."""
+    expect_error(["bench", "--rows", "10000000000000", "--dim", "128"],
+                 "does not fit in memory", "table bench (shard of", "fewer --rows", np_=2)
+    expect_error(["bench", "--bag", "0"], "option --bag = 0 is invalid (valid: >= 1")
+
+
+def test_replay_of_an_empty_folder(work):
+    """replay --batches of a folder with no ids_0.npy: an error (it replayed
+    nothing and said it wrote the output)."""
+    weights = os.path.join(work, "w.npy")
+    good_weights(weights)
+    empty = os.path.join(work, "empty")
+    os.makedirs(empty)
+    out = os.path.join(work, "out")
+    expect_error(["replay", "--weights", weights, "--batches", empty, "--out", out],
+                 "option --batches: %s holds no ids_0.npy" % empty, np_=2)
+    assert_nothing_written(out)
+
+
+def test_version(work):
+    p = subprocess.run([EMBTRAIN, "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=TIMEOUT_S)
+    assert p.returncode == 0 and p.stdout.startswith("embtrain ") and "+" in p.stdout, p
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]

@@ -234,7 +234,8 @@ def test_bad_options_are_refused(work):
               "--config", RECSYS], "gives 2 x 4 = 8 ranks but --ranks = 9"),
             (["--ranks", "2", "--profile", "/nonexistent.json", "--config", RECSYS],
              "option --profile = '/nonexistent.json': cannot open"),
-            (["--ranks", "2", "--config", RECSYS, "--train.nope=1"], "nope")]:
+            (["--ranks", "2", "--config", RECSYS, "--train.nope=1"],
+             "unknown key 'train.nope'; 'embtrain train --help' lists the keys")]:
         p = run(["plan"] + args)
         assert p.returncode == 1, (args, p.stdout, p.stderr)
         assert message in p.stderr, (args, p.stderr)

@@ -671,8 +671,10 @@ def test_failed_start_leaves_no_run_folder(work):
 def test_export_under_mpirun_writes_once(work):
     """Under mpirun export is rank 0's (every rank writing the one file
     raced): one file, one report line, exit status 0 on every rank. An
-    output folder that does not exist is said so up front (export --out,
-    bench --profile, which found it only after the benchmark)."""
+    output folder that is not there yet is made once the work is sure to
+    write (export --out, bench --profile); one that cannot be made (a file
+    stands in its path) is said so up front, before any work, and a wrong
+    table name (listed with the valid ones) leaves nothing behind."""
     run(small_recsys(work, **{"train.steps": "4"}))
     ckpt = os.path.join(work, "run", "checkpoints")
     one = export(ckpt, "users", os.path.join(work, "one.npy"))
@@ -681,18 +683,38 @@ def test_export_under_mpirun_writes_once(work):
     assert p.stderr.count("embtrain export: table 'users'") == 1, p.stderr
     assert np.load(out).tobytes() == one.tobytes()
     p = run(["export", "--checkpoint", ckpt, "--table", "nope", "--out",
-             os.path.join(work, "n.npy")], 3, expect_ok=False)
-    expect_error(p, "has no table 'nope'")
-    assert not os.path.exists(os.path.join(work, "n.npy"))
-    # An output folder that is not there is named as such, before any work.
-    missing = os.path.join(work, "missing", "u.npy")
-    p = run(["export", "--checkpoint", ckpt, "--table", "users", "--out", missing],
+             os.path.join(work, "n", "n.npy")], 3, expect_ok=False)
+    expect_error(p, "has no table 'nope' (its tables: users, items)")
+    assert not os.path.exists(os.path.join(work, "n"))
+    # A run's folder (its log.dir) stands for its checkpoints, for export
+    # and for a resume into another run.
+    assert export(os.path.join(work, "run"), "users",
+                  os.path.join(work, "from_run.npy")).tobytes() == one.tobytes()
+    run(small_recsys(work, **{"log.dir": os.path.join(work, "went_on"), "train.steps": "6",
+                              "checkpoint.resume": os.path.join(work, "run")}))
+    with open(os.path.join(work, "went_on", "metrics.jsonl")) as f:
+        assert [json.loads(l)["first_step"] for l in f if '"summary"' in l] == [4]
+    # A folder not there yet is made, a few levels deep.
+    deep = os.path.join(work, "new", "deeper", "u.npy")
+    run(["export", "--checkpoint", ckpt, "--table", "users", "--out", deep])
+    assert np.load(deep).tobytes() == one.tobytes()
+    # A file where a folder should be is named as such, before any work.
+    blocker = os.path.join(work, "blocker")
+    with open(blocker, "w") as f:
+        f.write("not a folder")
+    blocked = os.path.join(blocker, "sub", "u.npy")
+    p = run(["export", "--checkpoint", ckpt, "--table", "users", "--out", blocked],
             expect_ok=False)
-    expect_error(p, "option --out = '%s': folder '%s' does not exist"
-                 % (missing, os.path.dirname(missing)))
+    expect_error(p, "option --out = '%s': folder '%s' cannot be made: '%s' is not a folder"
+                 % (blocked, os.path.dirname(blocked), blocker))
     p = run(["bench", "--rows", "1000", "--batch", "8", "--steps", "1", "--profile",
-             os.path.join(work, "missing", "p.json")], expect_ok=False)
-    expect_error(p, "option --profile = '%s': folder" % os.path.join(work, "missing", "p.json"))
+             os.path.join(blocker, "p.json")], expect_ok=False)
+    expect_error(p, "option --profile = '%s': '%s' is not a folder"
+                 % (os.path.join(blocker, "p.json"), blocker))
+    profile = os.path.join(work, "profiles", "p.json")
+    run(["bench", "--rows", "1000", "--batch", "8", "--steps", "1", "--profile", profile])
+    with open(profile) as f:
+        json.load(f)
 
 
 def test_end_of_run_names_files_and_plot_works(work):
@@ -703,12 +725,29 @@ def test_end_of_run_names_files_and_plot_works(work):
                    "checkpoint:    %s/checkpoints/step_00000012" % run_dir,
                    "--config %s/config.ini --train.steps=24 --checkpoint.resume=auto" % run_dir):
         assert needle in p.stdout, (needle, p.stdout[-1500:])
-    # The suggested command works: config.ini reproduces the run and goes on.
-    run(["train", "--config", os.path.join(run_dir, "config.ini"), "--train.steps=24",
-         "--checkpoint.resume=auto"], 1)
+    # The suggested command works as printed (this program's path, then
+    # the arguments): config.ini reproduces the run and goes on.
+    longer = re.search(r"^  train longer:  (.*)$", p.stdout, re.M).group(1).split()
+    assert os.path.samefile(longer[0], EMBTRAIN), longer
+    q = subprocess.run(longer, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=120)
+    assert q.returncode == 0, (longer, q.stderr[-2000:])
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         summaries = [json.loads(l) for l in f if '"summary"' in l]
     assert [(s["first_step"], s["steps"]) for s in summaries] == [(0, 12), (12, 24)], summaries
+    # A global batch beyond the data is said so (every step is an epoch).
+    p = run(small_recsys(work, **{"log.quiet": "false", "log.dir": os.path.join(work, "small"),
+                                  "recsys.train_samples": "100", "train.steps": "2"}), 2)
+    assert ("note: the global batch (128 = train.batch_size x 2 ranks) is more than an "
+            "epoch's 100 samples") in p.stdout, p.stdout[:2000]
+    # Without checkpoints there is nothing to go on from: the suggestion
+    # starts over, replacing the run (and works as printed).
+    bare = os.path.join(work, "bare")
+    p = run(small_recsys(work, **{"log.quiet": "false", "log.dir": bare,
+                                  "checkpoint.enabled": "false"}), 2)
+    line = re.search(r"^  train longer:  (.*)$", p.stdout, re.M).group(1)
+    assert line.startswith("mpirun -np 2 ") and line.endswith(
+        "--train.steps=24 --log.overwrite=true   (no checkpoint: starts over)"), line
     plot = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                         "bench", "plot_metrics.py")
     q = subprocess.run(["/usr/bin/python3", plot, run_dir], stdout=subprocess.PIPE,

@@ -391,15 +391,42 @@ def main():
             check(words2 == words and np.array_equal(vecs2, vecs),
                   "embtrain export writes the vectors skipgram.export wrote")
 
-        # An export into a folder that does not exist: refused at the start,
-        # naming the key and where it was set.
-        gone = os.path.join(work, "no_such_folder", "v.vec")
+        # Resuming with other output keys (export, neighbours): allowed,
+        # they change nothing the checkpoint holds; the run goes on and
+        # writes the vectors where it is told now.
+        vec2 = os.path.join(work, "resumed.vec")
+        proc, cmd = run(a.embtrain, base + [
+            "--train.epochs=4", "--train.batch_size=256",
+            "--log.dir=" + os.path.join(work, "resumed_run"),
+            "--checkpoint.resume=" + os.path.join(log_dir, "checkpoints"),
+            "--skipgram.neighbors=t2_w0",
+            "--skipgram.neighbors_k=3", "--skipgram.export=" + vec2], ranks=2)
+        check(proc.returncode == 0 and os.path.isfile(vec2) and
+              re.search(r"^  t2_w0: ", proc.stdout, re.M),
+              "resume with other skipgram output keys: %s\n%s" % (cmd, proc.stderr[-2000:]))
+
+        # An export into a folder not there yet (the run's own log.dir, as
+        # the README's example has it, or deeper): made when the vectors
+        # are written. One whose path runs through a file: refused at the
+        # start, naming the key and where it was set, leaving no run folder.
+        fresh_run = os.path.join(work, "fresh_run")
+        fresh_vec = os.path.join(fresh_run, "deeper", "v.vec")
+        proc, cmd = run(a.embtrain, base + [
+            "--train.steps=2", "--log.dir=" + fresh_run, "--skipgram.export=" + fresh_vec])
+        check(proc.returncode == 0 and os.path.isfile(fresh_vec),
+              "export into a folder made by the run: %s\n%s" % (cmd, proc.stderr[-2000:]))
+        blocker = os.path.join(work, "blocker")
+        with open(blocker, "w") as f:
+            f.write("a file, not a folder")
+        gone = os.path.join(blocker, "v.vec")
         proc, cmd = run(a.embtrain, base + [
             "--train.steps=2", "--log.dir=" + os.path.join(work, "gone_run"),
             "--skipgram.export=" + gone])
         check(proc.returncode == 1 and
-              "config key 'skipgram.export' = '%s' (command line): folder" % gone in proc.stderr,
-              "export into a missing folder names the key and its source: %s" % proc.stderr.strip())
+              "config key 'skipgram.export' = '%s' (command line): '%s' is not a folder"
+              % (gone, blocker) in proc.stderr and
+              not os.path.exists(os.path.join(work, "gone_run")),
+              "export through a file names the key and its source: %s" % proc.stderr.strip())
 
         # train.pipeline (on by default) trains the same bits as without it.
         flat = os.path.join(work, "unpipelined")

@@ -19,11 +19,13 @@
 #include "app/machine_info.hpp"
 #include "app/step_model.hpp"
 #include "app/table_options.hpp"
+#include "comm/device_selection.hpp"
 #include "common/timer.hpp"
 #include "embtrain/errors.hpp"
 #include "embtrain/memory_plan.hpp"  // process_memory_bytes, bytes_text
 #include "embtrain/random.hpp"
 #include "embtrain/zipf.hpp"
+#include "train/durable_file.hpp"
 
 namespace embtrain {
 namespace app {
@@ -218,7 +220,10 @@ BenchOptions read_options(const po::variables_map& vm, int ranks, int rank) {
   read_table_options(vm, &o.spec);
   o.seq = vm["seq"].as<int64_t>();
   o.pooled = vm.count("pool") || vm.count("bag");
-  if (vm.count("bag")) o.seq = vm["bag"].as<int64_t>();
+  if (vm.count("bag")) {
+    o.seq = vm["bag"].as<int64_t>();
+    EMBTRAIN_REQUIRE(o.seq >= 1, "option --bag = ", o.seq, " is invalid (valid: >= 1 ids per bag)");
+  }
   if (vm.count("pool")) {
     const std::string mode = vm["pool"].as<std::string>();
     EMBTRAIN_REQUIRE(parse_pool_mode(mode, &o.mode), "option --pool = '", mode,
@@ -663,6 +668,7 @@ void write_profile(const BenchOptions& o, const Summary& s, BenchCase& engine,
   c.counts = o.spec.scale_grad_by_freq;
   p.engines[engine_name(o)] = c;
   if (alltoall.measured || !p.alltoall.measured) p.alltoall = alltoall;
+  make_output_folder(o.profile);
   std::ofstream out(o.profile, std::ios::trunc);
   out << profile_json(p).dump(2) << "\n";
   out.close();
@@ -676,10 +682,9 @@ void write_profile(const BenchOptions& o, const Summary& s, BenchCase& engine,
 
 }  // namespace bench
 
-BenchJob read_bench_job(int argc, char** argv, int ranks) {
-  using namespace bench;
-  const po::variables_map vm = parse_command_line(argc, argv, bench_options(), "plan --bench");
-  const BenchOptions o = read_options(vm, ranks, 0);
+namespace {
+
+BenchJob bench_job_of(const bench::BenchOptions& o) {
   BenchJob job;
   job.spec = o.spec;
   job.batch = o.batch;
@@ -690,6 +695,30 @@ BenchJob read_bench_job(int argc, char** argv, int ranks) {
   job.pooled = o.pooled;
   job.device = o.device.device;
   return job;
+}
+
+}  // namespace
+
+BenchJob read_bench_job(int argc, char** argv, int ranks) {
+  const po::variables_map vm =
+      parse_command_line(argc, argv, bench::bench_options(), "plan --bench");
+  return bench_job_of(bench::read_options(vm, ranks, 0));
+}
+
+MemoryPlan bench_memory_plan(const BenchJob& b, int ranks) {
+  MemoryPlan plan;
+  plan.set_gpu(b.device == "cuda");
+  const double lookups = static_cast<double>(b.batch * b.seq);
+  plan.add_table(b.spec, static_cast<double>(b.spec.num_embeddings), ranks);
+  plan.add(embtrain::detail::concat("bench data (", b.distinct_batches,
+                                    " batches of ids, output gradient)"),
+           static_cast<double>(b.distinct_batches) * lookups * 8 +
+               lookups * static_cast<double>(b.spec.dim) * 4);
+  plan.add("step buffers (rows and gradients of the batch, several copies)",
+           lookups * static_cast<double>(b.spec.dim) * 4 * 6, /*device=*/true);
+  plan.add_transfer_buffers();
+  plan.add_process();
+  return plan;
 }
 
 int run_bench(int argc, char** argv) {
@@ -711,6 +740,12 @@ int run_bench(int argc, char** argv) {
     if (rank == 0) std::cout << options << "\n";
     return 0;
   }
+  // A job too big for this host's memory is refused now, with its plan
+  // (the one 'embtrain plan --bench' prints), not ended by the allocator.
+  check_memory_plan(*comm, local_rank_info(*comm).local_size, bench_memory_plan(bench_job_of(o), ranks),
+                    "Each rank holds 1/P of the table: use more ranks, fewer --rows or a smaller "
+                    "--dim, an optimizer with less state (--optimizer sgd: none), or a smaller "
+                    "--batch.");
   const bool text = rank == 0 && !o.json;
   int64_t global_lookups = o.batch * o.seq;
   comm->allreduce_sum(&global_lookups, 1, CommType::kInt64);

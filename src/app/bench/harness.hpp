@@ -19,6 +19,7 @@
 #include "embtrain/embedding.hpp"
 #include "embtrain/embedding_table.hpp"
 #include "embtrain/huge_pages.hpp"
+#include "embtrain/memory_plan.hpp"
 #include "embtrain/step_stats.hpp"
 
 namespace embtrain {
@@ -122,6 +123,10 @@ struct BenchJob {
   std::string device;
 };
 BenchJob read_bench_job(int argc, char** argv, int ranks);
+// A bench job's memory per rank (its shard of the table with the optimizer
+// state, the batches drawn, the step's buffers): what plan --bench prints
+// and bench refuses a job with when it does not fit.
+MemoryPlan bench_memory_plan(const BenchJob& job, int ranks);
 
 }  // namespace app
 }  // namespace embtrain

@@ -32,6 +32,7 @@
 #include "embtrain/workloads/skipgram.hpp"
 
 #include "common/fingerprint.hpp"
+#include "train/durable_file.hpp"
 
 namespace embtrain {
 
@@ -92,12 +93,10 @@ SkipgramWorkload::SkipgramWorkload(const SkipgramConfig& config, const WorkloadC
     for (const auto& [table, mode] : context_.table_bags)
       EMBTRAIN_REQUIRE(false, "skipgram: table.", table, ".kind = bag, but skipgram looks up one "
                        "word per row, it has no bags (valid: embedding)");
-    if (!config_.export_path.empty()) {
-      const std::filesystem::path parent = std::filesystem::path(config_.export_path).parent_path();
-      EMBTRAIN_REQUIRE(parent.empty() || std::filesystem::is_directory(parent),
-                       "config key 'skipgram.export' = '", config_.export_path, "'",
-                       key_place(context_.key_source, "skipgram.export"), ": folder '",
-                       parent.string(), "' does not exist");
+    if (!config_.export_path.empty()) {  // its folder is made when it is written
+      const std::string problem = output_folder_problem(config_.export_path);
+      EMBTRAIN_REQUIRE(problem.empty(), "config key 'skipgram.export' = '", config_.export_path,
+                       "'", key_place(context_.key_source, "skipgram.export"), ": ", problem);
     }
     corpus_ = read_corpus(config_.corpus, config_.text(), config_.min_count, config_.eval_fraction);
     // A typo in a query word should end the run now, not after training.
@@ -354,6 +353,7 @@ void SkipgramWorkload::finish(ShardedEmbedding& tables, const std::string& out_d
       std::fflush(stdout);
     }
     if (!config_.export_path.empty()) {
+      make_output_folder(config_.export_path);
       write_word2vec_text(config_.export_path, vocab, table.data(), dim_);
       std::printf("skipgram: wrote %lld vectors of dim %lld to %s\n",
                   static_cast<long long>(vocab.size()), static_cast<long long>(dim_),
