@@ -186,11 +186,44 @@ def reorder_bound(case, rows, flat_ids, weights, starts):
     return 2.0 * np.maximum(n - 1, 0)[:, None] * 2.0 ** -24 * magnitude.astype(np.float64)
 
 
-def oracle(case, perturb_rng=None, reorder=None):
+# Two ids' values in a max bag's column this close (relative) are a tie
+# that float32 rounding decides once the rows have been updated: PyTorch
+# applies SGD's duplicate rows one after another, embtrain sums them first
+# (TORCH_SEMANTICS.md), which may move a row by an ulp, and max_norm caps
+# rows to nearly equal values. (In the first step both start from the same
+# bits and renorm them alike: ties there are exact on both sides, and both
+# let the first position win.)
+NEAR_TIE = 1e-6
+
+
+def near_tie(case, rows, flat_ids, starts):
+    """Whether a max bag has, in some column, its greatest value within
+    NEAR_TIE of a value of another id: which id wins (and gets the bag's
+    gradient) is then down to rounding."""
+    if case.mode != "max":
+        return False
+    values = rows.detach().numpy()
+    for b in range(starts.size - 1):
+        ids = flat_ids[starts[b]:starts[b + 1]]
+        keep = ids != case.pad if case.pad is not None else np.ones(ids.size, bool)
+        distinct = np.unique(ids[keep])
+        if distinct.size < 2:
+            continue
+        first = [int(np.nonzero(ids == i)[0][0]) + starts[b] for i in distinct]
+        v = values[first]  # one row per distinct id
+        top = np.sort(v, axis=0)
+        gap = top[-1] - top[-2]
+        if np.any(gap <= NEAR_TIE * np.maximum(np.abs(top[-1]), 1e-30)):
+            return True
+    return False
+
+
+def oracle(case, perturb_rng=None, reorder=None, ties=None):
     """Forward outputs of every step and the final table (see the module
     docstring). With perturb_rng the gradients get relative noise of size
     PERTURB, to measure float32 sensitivity as replay_parity does. A list
-    `reorder` gets each step's reorder_bound."""
+    `reorder` gets each step's reorder_bound; a list `ties` whether each
+    step had a near tie (near_tie)."""
     emb = torch.nn.Embedding.from_pretrained(
         torch.from_numpy(case.W.copy()), freeze=case.freeze, padding_idx=case.padding_idx,
         max_norm=case.max_norm, norm_type=float(case.norm_type), sparse=True)
@@ -209,6 +242,8 @@ def oracle(case, perturb_rng=None, reorder=None):
             rows.register_hook(lambda g, s=scale: g * s[:, None])
         out = pool(case, rows, flat, flat_w, starts)
         outs.append(out.detach().numpy().copy())
+        if ties is not None:
+            ties.append(len(outs) > 1 and near_tie(case, rows, flat, starts))
         if reorder is not None:
             reorder.append(reorder_bound(case, rows, flat, flat_w, starts))
         if case.freeze:
@@ -253,7 +288,8 @@ def write_case_files(case, work):
 
 def run_random_case(case, embtrain, work):
     reorder = [] if POOL_AT_ARGS else None  # pooled at the owners: sums in another order
-    want_outs, want_w = oracle(case, reorder=reorder)
+    ties = []
+    want_outs, want_w = oracle(case, reorder=reorder, ties=ties)
     pert_outs, pert_w = oracle(case, np.random.default_rng(case.seed + 1))
     slacks = [np.abs(a.astype(np.float64) - b) for a, b in zip(want_outs, pert_outs)]
     if reorder is not None:
@@ -269,11 +305,18 @@ def run_random_case(case, embtrain, work):
         return ["exit status %s; stderr: %s" % (rc, stderr.strip()[-2000:]),
                 "command: " + shlex.join(cmd)]
     problems = []
-    for k in range(len(case.bag_steps)):
+    # After a step with a near tie the two may rightly part (near_tie): its
+    # output and the ones before it are compared, nothing after.
+    compared = ties.index(True) + 1 if True in ties else len(case.bag_steps)
+    for k in range(compared):
         got = np.load(os.path.join(out, "out_%d.npy" % k))
         problems += rp.compare("out_%d" % k, got, want_outs[k], slacks[k])
-    got_w = np.load(os.path.join(out, "weights.npy"))
-    problems += rp.compare("weights", got_w, want_w, slack_w)
+    if compared < len(case.bag_steps) or (ties and ties[-1]):
+        print("    (step %d has a max within %g of another id's: outputs compared up to it, "
+              "not the table)" % (compared - 1, NEAR_TIE))
+    else:
+        got_w = np.load(os.path.join(out, "weights.npy"))
+        problems += rp.compare("weights", got_w, want_w, slack_w)
     if problems:
         problems.append("command: " + shlex.join(cmd))
     return problems
@@ -397,11 +440,11 @@ def main():
 
     case_seeds = rp.draw_case_seeds(args)
     root, cleanup = rp.work_root(args, "bag_parity_")
-    rerun = "%s %s --embtrain %s%s%s --case-seed " % (
+    rerun = "%s %s --embtrain %s%s%s%s --case-seed " % (
         sys.executable, shlex.quote(sys.argv[0]), shlex.quote(embtrain),
         " --np %d" % args.np if args.np else "",
-        " --device " + args.device if args.device != "cpu" else "") + \
-        (" --pool-at " + args.pool_at if args.pool_at != "requester" else "")
+        " --device " + args.device if args.device != "cpu" else "",
+        " --pool-at " + args.pool_at if args.pool_at != "requester" else "")
 
     report = rp.Reporter()
     try:
