@@ -23,6 +23,9 @@ struct WorkloadEstimate {
   double data_bytes = 0;                             // its data (samples, corpus, hidden model)
   double step_bytes = 0;                             // its batch and gradients, and the engine's
   std::string data_what = "workload data";           // e.g. "synthetic clicks: hidden model"
+  // Why the data cannot be sized (its file missing, say), or "": a plan
+  // refuses it; a run reports it where it reads the data.
+  std::string data_problem;
   // Per step per rank, for `embtrain plan`'s step time: ids looked up and
   // how many of them are distinct, per table (distinct 0: not known).
   struct Step {

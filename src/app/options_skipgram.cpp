@@ -104,6 +104,9 @@ WorkloadEstimate estimate_skipgram(const SkipgramConfig& k, const WorkloadContex
   const auto size = std::filesystem::file_size(k.corpus, ec);
   e.data_what = "corpus (2 x its size)";
   e.data_bytes = ec ? 0 : 2 * static_cast<double>(size);
+  if (ec)
+    e.data_problem = embtrain::detail::concat("config key 'skipgram.corpus' = '", k.corpus,
+                                              "': cannot size it (", ec.message(), ")");
   double dim = 0;
   for (const auto& [table, d] : c.table_dims) dim = std::max(dim, static_cast<double>(d));
   e.step_bytes = static_cast<double>(c.batch_size) * static_cast<double>(2 * k.window + k.negatives + 1) *

@@ -160,6 +160,7 @@ Job config_job(const PlanArgs& a) {
   read_setup(static_cast<int>(a.rest.size()), const_cast<char**>(a.rest.data()), &setup, "train");
   const WorkloadContext context = run_context(setup, nullptr);
   const WorkloadEstimate estimate = run_estimate(setup, context);
+  EMBTRAIN_REQUIRE(estimate.data_problem.empty(), estimate.data_problem);
   Job job;
   job.device = setup.keys.device;
   job.what = embtrain::detail::concat("workload ", setup.workload->name, ", train.batch_size ",

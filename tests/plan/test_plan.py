@@ -235,7 +235,11 @@ def test_bad_options_are_refused(work):
             (["--ranks", "2", "--profile", "/nonexistent.json", "--config", RECSYS],
              "option --profile = '/nonexistent.json': cannot open"),
             (["--ranks", "2", "--config", RECSYS, "--train.nope=1"],
-             "unknown key 'train.nope'; 'embtrain train --help' lists the keys")]:
+             "unknown key 'train.nope'; 'embtrain train --help' lists the keys"),
+            # A corpus that is not there was planned as 0 bytes that fit.
+            (["--ranks", "2", "--config", RECSYS.replace("recsys.ini", "skipgram.ini"),
+              "--skipgram.corpus=/nonexistent.txt"],
+             "config key 'skipgram.corpus' = '/nonexistent.txt': cannot size it")]:
         p = run(["plan"] + args)
         assert p.returncode == 1, (args, p.stdout, p.stderr)
         assert message in p.stderr, (args, p.stderr)
