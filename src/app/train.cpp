@@ -316,13 +316,17 @@ void remove_replaced(const std::vector<fs::path>& found) {
 }
 
 // The run's folder holds the configuration that reproduces it.
-void write_config_ini(const TrainOptions& options) {
+void write_config_ini(const TrainOptions& options, int ranks) {
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   EMBTRAIN_REQUIRE(!ec, "config key 'log.dir' = '", options.out_dir,
                    "': cannot create folder: ", ec.message());
   const fs::path path = fs::path(options.out_dir) / "config.ini";
   std::ofstream out(path, std::ios::trunc);
+  // The ranks matter too (each holds 1/P of every table): said up front.
+  out << "# written by a run of " << ranks << " rank(s); again: "
+      << (ranks > 1 ? "mpirun -np " + std::to_string(ranks) + " " : std::string())
+      << "embtrain train --config " << path.string() << "\n";
   out << options.config_text;
   out.close();  // a full disk shows at the flush
   EMBTRAIN_REQUIRE(out, path.string(), ": cannot write (disk full?)");
@@ -491,9 +495,9 @@ int run_train(int argc, char** argv) {
   run_agreed(*comm, [&] {
     if (root) replaced = check_log_dir(setup.config, keys);
   });
-  setup.keys.claim_out_dir = [replaced, &keys] {
+  setup.keys.claim_out_dir = [replaced, &keys, ranks = comm->size()] {
     remove_replaced(replaced);
-    write_config_ini(keys);
+    write_config_ini(keys, ranks);
   };
   const bool talk = root && !keys.quiet;
   if (talk) {

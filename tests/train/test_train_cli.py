@@ -134,6 +134,11 @@ def test_config_errors(work):
     effective = os.path.join(work, "run", "config.ini")
     assert "users = 300" in open(effective).read()
     run(["train", "--config", effective, "--log.dir=" + os.path.join(work, "again")])
+    # It names the ranks it ran with (its first line; a comment to the parser).
+    run(small_recsys(work, **{"log.dir": os.path.join(work, "two")}), 2)
+    with open(os.path.join(work, "two", "config.ini")) as f:
+        assert f.readline().startswith("# written by a run of 2 rank(s); again: mpirun -np 2 "), \
+            open(os.path.join(work, "two", "config.ini")).read()[:300]
 
 
 def test_table_options_agree(work):
