@@ -33,8 +33,9 @@ int64_t parse_integer(const std::string& text, int64_t lo, int64_t hi) {
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(text.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0') throw ValueError("not an integer");
-  if (v < lo || v > hi) throw ValueError("out of range");
+  if (*end != '\0' || end == text.c_str()) throw ValueError("not an integer");
+  // strtoll clamps what int64 cannot hold and says ERANGE: out of range too.
+  if (errno == ERANGE || v < lo || v > hi) throw ValueError("out of range");
   return v;
 }
 

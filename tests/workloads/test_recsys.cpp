@@ -299,15 +299,15 @@ TEST_F(RecsysLog, EveryErrorNamesFileLineFieldAndRange) {
       {"1\t2\t3\t1\t0", {"expected 4 tab-separated fields", "found 5"}},
       {"x\t2\t3\t1", {"user 'x' is not an integer"}},
       {"\t2\t3\t1", {"user '' is not an integer"}},
-      {"-1\t2\t3\t1", {"user -1 is out of range", "[0, 9]", "recsys.users = 10"}},
-      {"10\t2\t3\t1", {"user 10 is out of range", "[0, 9]"}},
-      {"99999999999999999999\t2\t3\t1", {"user 99999999999999999999 is out of range", "[0, 9]"}},
+      {"-1\t2\t3\t1", {"user = -1 is out of range", "[0, 9]", "recsys.users = 10"}},
+      {"10\t2\t3\t1", {"user = 10 is out of range", "[0, 9]"}},
+      {"99999999999999999999\t2\t3\t1", {"user = 99999999999999999999 is out of range", "[0, 9]"}},
       {"1\t2 3a\t3\t1", {"history item 2 '3a' is not an integer"}},
       {"1\t2 0\t3\t1",
-       {"history item 2 0 is out of range", "[1, 20]", "recsys.items = 20", "history padding"}},
-      {"1\t21\t3\t1", {"history item 1 21 is out of range", "[1, 20]"}},
-      {"1\t2\t0\t1", {"candidate 0 is out of range", "[1, 20]"}},
-      {"1\t2\t21\t1", {"candidate 21 is out of range", "[1, 20]"}},
+       {"history item 2 = 0 is out of range", "[1, 20]", "recsys.items = 20", "history padding"}},
+      {"1\t21\t3\t1", {"history item 1 = 21 is out of range", "[1, 20]"}},
+      {"1\t2\t0\t1", {"candidate = 0 is out of range", "[1, 20]"}},
+      {"1\t2\t21\t1", {"candidate = 21 is out of range", "[1, 20]"}},
       {"1\t2\tc\t1", {"candidate 'c' is not an integer"}},
       {"1\t2\t3\t2", {"label '2' is not 0 or 1"}},
       {"1\t2\t3\tyes", {"label 'yes' is not 0 or 1"}},
@@ -405,7 +405,7 @@ TEST_F(RecsysLog, HeldOutSplitAndEpochOrder) {
   config.data = distinct_log("split.tsv", 23);
   config.eval_data = write_file("bad_eval.tsv", "1\t\t101\t0\n");
   EXPECT_TRUE(mentions(error_of([&] { ClickLog bad(config, seed); }),
-                       {config.eval_data + ":1: ", "candidate 101 is out of range", "[1, 100]"}));
+                       {config.eval_data + ":1: ", "candidate = 101 is out of range", "[1, 100]"}));
 }
 
 // ---- The model -------------------------------------------------------------

@@ -67,7 +67,7 @@ int64_t parse_id(std::string_view text, const std::string& where, const std::str
   EMBTRAIN_REQUIRE(integral && ec != std::errc::invalid_argument, where, ": ", what, " '", text,
                    "' is not an integer");
   EMBTRAIN_REQUIRE(ec != std::errc::result_out_of_range && v >= lo && v <= hi, where, ": ", what,
-                   " ", text, " is out of range (valid: [", lo, ", ", hi, "]", range_note, ")");
+                   " = ", text, " is out of range (valid: [", lo, ", ", hi, "]", range_note, ")");
   return v;
 }
 
