@@ -74,6 +74,14 @@ int main(int argc, char** argv) {
   const std::string rank_tag =
       world_size() > 1 ? " [rank " + std::to_string(world_rank()) + "]" : "";
   try {
+    // Ranks running different commands would meet in collectives of
+    // different sizes (MPI_ERR_TRUNCATE, an abort): they agree first.
+    if (world_size() > 1) {
+      const std::string differ = embtrain::find_disagreement(
+          *embtrain::make_world_communicator(), {{"command", command}}, "the embtrain");
+      if (!differ.empty())
+        throw embtrain::AgreedError(differ + "; every rank of a job runs the same command");
+    }
     if (command == "replay") return embtrain::app::run_replay(argc - 1, argv + 1);
     if (command == "bench") return embtrain::app::run_bench(argc - 1, argv + 1);
     if (command == "train") return embtrain::app::run_train(argc - 1, argv + 1);

@@ -190,6 +190,20 @@ def test_replay_of_an_empty_folder(work):
     assert_nothing_written(out)
 
 
+def test_ranks_running_different_commands(work):
+    """Rank 0 training while rank 1 benchmarks: an error naming both on
+    every rank, exit status 1 (the first collectives of different sizes
+    aborted the job inside MPI: MPI_ERR_TRUNCATE, exit 15)."""
+    cmd = cli_harness.mpirun_base() + ["-np", "1", EMBTRAIN] + recsys(work) + \
+        [":", "-np", "1", EMBTRAIN, "bench", "--rows", "100", "--steps", "1"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=TIMEOUT_S)
+    assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+    assert "the embtrain 'command' is 'bench' on rank 1 but 'train' on rank 0" in p.stderr, \
+        p.stderr[-2000:]
+    assert "MPI_ERR" not in p.stderr and "internal error" not in p.stderr, p.stderr[-2000:]
+
+
 def test_version(work):
     p = subprocess.run([EMBTRAIN, "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, timeout=TIMEOUT_S)
