@@ -89,6 +89,7 @@ std::pair<int64_t, int64_t> write_topic_corpus(const std::string& path, const Co
 int run_corpus(int argc, char** argv) {
   CorpusShape c;
   double words = static_cast<double>(c.words);
+  int64_t seed = static_cast<int64_t>(c.seed);
   po::options_description options(
       "usage: embtrain corpus --out FILE [--words N] [--topics T] ...\n\n"
       "Writes a synthetic text with planted topics for the skipgram workload: each line a\n"
@@ -112,7 +113,7 @@ int run_corpus(int argc, char** argv) {
      "chance a word is of its sentence's topic")
     ("noise", po::value<double>(&c.noise)->default_value(c.noise, "0.3"),
      "chance a word is of a random topic (topic-share + noise <= 1)")
-    ("seed", po::value<uint64_t>(&c.seed)->default_value(c.seed), "seed of every draw");
+    ("seed", po::value<int64_t>(&seed)->default_value(seed), "seed of every draw, >= 0");
   // clang-format on
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
@@ -130,6 +131,10 @@ int run_corpus(int argc, char** argv) {
                    " is out of range (valid: [1, 1000000])");
   EMBTRAIN_REQUIRE(c.general >= 1 && c.general <= 1000000, "option --general: ", c.general,
                    " is out of range (valid: [1, 1000000])");
+  // (read signed: boost reads "-1" as a uint64_t of 2^64 - 1)
+  EMBTRAIN_REQUIRE(seed >= 0, "option --seed: ", seed, " is out of range (valid: >= 0, as "
+                   "train.seed)");
+  c.seed = static_cast<uint64_t>(seed);
   EMBTRAIN_REQUIRE(c.topic_share >= 0 && c.noise >= 0 && c.topic_share + c.noise <= 1,
                    "options --topic-share = ", c.topic_share, " and --noise = ", c.noise,
                    ": each must be >= 0 and their sum <= 1");

@@ -322,7 +322,8 @@ def synthetic_corpus(embtrain, work, seed, check):
     run(embtrain, args[:2] + [other] + args[3:-1] + [str(seed % 1000000 + 1)])
     check(open(again).read() == open(path).read() and open(other).read() != open(path).read(),
           "the same seed writes the same bytes, another seed others")
-    for bad, part in ((["--words", "5"], "--words"), (["--topic-share", "0.9"], "--noise")):
+    for bad, part in ((["--words", "5"], "--words"), (["--topic-share", "0.9"], "--noise"),
+                      (["--seed", "-1"], "option --seed: -1 is out of range")):
         proc, cmd = run(embtrain, ["corpus", "--out", os.path.join(work, "bad.txt")] + bad)
         check(proc.returncode == 1 and part in proc.stderr and "valid" in proc.stderr or
               proc.returncode == 1 and "sum <= 1" in proc.stderr,
