@@ -72,6 +72,11 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
 // step_* folder (without verifying anything).
 bool holds_checkpoint(const std::string& path);
 
+// Where the checkpoints of `path` are: `path` itself when it holds one,
+// else a run's folder (log.dir) stands for its checkpoints/ when that holds
+// one; "" when neither does.
+std::string checkpoints_at(const std::string& path);
+
 // The checkpoint to load that `path` names, verified: `path` itself when it
 // is a checkpoint folder (load_checkpoint verifies it); for a root, the one
 // `latest` names if it verifies (manifest and every file's checksum), else

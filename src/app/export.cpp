@@ -24,9 +24,7 @@ namespace {
 // The export itself: one process writes the one file.
 void export_table(const po::variables_map& vm) {
   std::string given = vm["checkpoint"].as<std::string>();
-  // A run's folder (log.dir) stands for the checkpoints it holds.
-  if (!holds_checkpoint(given) && holds_checkpoint((fs::path(given) / "checkpoints").string()))
-    given = (fs::path(given) / "checkpoints").string();
+  if (const std::string at = checkpoints_at(given); !at.empty()) given = at;
   // A root's newest checkpoint that verifies, as resume = auto takes it.
   std::unique_ptr<Communicator> self = make_self_communicator();
   std::vector<std::string> notes;

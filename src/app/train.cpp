@@ -251,13 +251,11 @@ void resolve_checkpoints(const Config& config, RunKeys* keys) {
     if (keys->checkpoint_dir.empty())
       config.fail("checkpoint.resume", "'auto' needs checkpoints enabled");
     keys->resume = keys->checkpoint_dir;
-  } else if (!keys->resume.empty() && !holds_checkpoint(keys->resume)) {
-    // A run's folder (log.dir) stands for the checkpoints it holds.
-    const std::string root = (fs::path(keys->resume) / "checkpoints").string();
-    if (!holds_checkpoint(root))
+  } else if (!keys->resume.empty()) {
+    keys->resume = checkpoints_at(keys->resume);
+    if (keys->resume.empty())
       config.fail("checkpoint.resume", "no checkpoint there (valid: a checkpoint step_N, a "
                                        "checkpoint root holding them, a run's log.dir, or auto)");
-    keys->resume = root;
   }
 }
 

@@ -294,6 +294,12 @@ std::string save_checkpoint(const std::string& root, const CheckpointInfo& info,
 
 // ---------------------------------------------------------------- find
 
+std::string checkpoints_at(const std::string& path) {
+  if (holds_checkpoint(path)) return path;
+  const std::string root = (fs::path(path) / "checkpoints").string();
+  return holds_checkpoint(root) ? root : "";
+}
+
 bool holds_checkpoint(const std::string& path) {
   const fs::path p(path);
   std::error_code ec;
