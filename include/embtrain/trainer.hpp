@@ -108,4 +108,9 @@ ShardedEmbedding build_tables(const Workload& workload, std::vector<TableSetup> 
 TrainSummary train(Workload& workload, const std::vector<TableSetup>& setups,
                    const TrainOptions& options, Communicator& comm);
 
+// This program as a shell would run it again from the working folder: its
+// path relative to that folder when under it ("./embtrain" for one there,
+// which a shell would otherwise look up on PATH), else absolute.
+std::string program_path();
+
 }  // namespace embtrain

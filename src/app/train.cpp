@@ -277,15 +277,17 @@ std::string config_summary(const Config& config, const std::string& out_dir) {
 
 // A fresh run into a folder that holds another run's results would mix
 // them (metrics appended, stale checkpoints picked up by a later resume):
-// refused unless log.overwrite. So is resume = auto where there is no
-// checkpoint to go on from (a run stopped before its first): that run
-// starts over, which would replace the other's metrics. Returns what the
-// new run replaces (removed by remove_replaced once it has started:
-// nothing goes on a typo).
+// refused unless log.overwrite. resume = auto where there is no checkpoint
+// yet (a run killed before its first, requeued with the same command)
+// starts over as its help says, and replaces what is there as
+// log.overwrite would, saying so. Returns what the new run replaces
+// (removed by remove_replaced once it has started: nothing goes on a
+// typo).
 std::vector<fs::path> check_log_dir(const Config& config, const RunKeys& keys) {
   // Continuing the run that is there (a resume path with no checkpoint
   // was refused already, unless it came from 'auto').
   if (!keys.resume.empty() && holds_checkpoint(keys.resume)) return {};
+  const bool fresh_auto = !keys.resume.empty();
   const fs::path dir = keys.out_dir;
   const fs::path own_checkpoints = dir / "checkpoints";
   std::vector<fs::path> found;
@@ -293,15 +295,17 @@ std::vector<fs::path> check_log_dir(const Config& config, const RunKeys& keys) {
     std::error_code ec;
     if (fs::exists(p, ec)) found.push_back(p);
   }
-  if (!found.empty() && !keys.overwrite)
+  if (!found.empty() && fresh_auto && !keys.overwrite)
+    std::fprintf(stderr,
+                 "embtrain train: checkpoint.resume = auto: no checkpoint in %s yet, so this run "
+                 "starts over and replaces %s\n",
+                 keys.resume.c_str(), found[0].string().c_str());
+  else if (!found.empty() && !keys.overwrite)
     config.fail("log.dir",
                 embtrain::detail::concat(
-                    "holds another run (", found[0].string(), "); ",
-                    keys.resume.empty()
-                        ? "continue it with --checkpoint.resume=auto, "
-                        : "it saved no checkpoint to resume from (checkpoint.resume = auto), so "
-                          "this run would start over: ",
-                    "replace it with --log.overwrite=true, or pick another --log.dir"));
+                    "holds another run (", found[0].string(),
+                    "); continue it with --checkpoint.resume=auto, replace it with "
+                    "--log.overwrite=true, or pick another --log.dir"));
   return found;
 }
 
@@ -324,7 +328,7 @@ void write_config_ini(const TrainOptions& options, int ranks) {
   // The ranks matter too (each holds 1/P of every table): said up front.
   out << "# written by a run of " << ranks << " rank(s); again: "
       << (ranks > 1 ? "mpirun -np " + std::to_string(ranks) + " " : std::string())
-      << "embtrain train --config " << path.string() << "\n";
+      << program_path() << " train --config " << path.string() << "\n";
   out << options.config_text;
   out.close();  // a full disk shows at the flush
   EMBTRAIN_REQUIRE(out, path.string(), ": cannot write (disk full?)");

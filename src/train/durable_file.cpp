@@ -123,7 +123,11 @@ std::string output_folder_problem(const std::string& file) {
       if (p == p.parent_path()) break;  // a root that is not there: let the write say why
       continue;
     }
-    if (fs::is_directory(st)) return "";
+    if (fs::is_directory(st)) {
+      // The nearest folder that exists must let us make (or write) in it.
+      if (::access(p.c_str(), W_OK | X_OK) == 0) return "";
+      return "folder '" + p.string() + "' is not writable";
+    }
     return p == folder ? "'" + p.string() + "' is not a folder"
                        : "folder '" + folder.string() + "' cannot be made: '" + p.string() +
                              "' is not a folder";

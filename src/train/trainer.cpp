@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -645,36 +646,28 @@ class TrainingRun {
     std::fflush(stdout);
   }
 
-  // How to go on after a stop: from the run's last checkpoint, if it has
-  // one; a run that saved none can only start over (into its own folder,
-  // which then needs log.overwrite).
+  // How to go on after a stop: from the run's last checkpoint, if it saved
+  // one (where resume = auto looks); else from the one it started from, by
+  // name (auto looks only in this run's checkpoint.dir); else it can only
+  // start over.
   std::string resume_advice() const {
-    const std::string& saved = last_checkpoint_.empty() ? resume_dir_ : last_checkpoint_;
     if (options_.checkpoint_dir.empty())
       return "checkpoints are disabled: nothing was saved to resume from";
-    if (saved.empty())
-      return "no checkpoint was saved before it: a new run starts over (into this log.dir "
-             "with --log.overwrite=true)";
-    return detail::concat("--checkpoint.resume=auto goes on from the last checkpoint, ", saved);
+    if (!last_checkpoint_.empty())
+      return detail::concat("--checkpoint.resume=auto goes on from the last checkpoint, ",
+                            last_checkpoint_);
+    if (!resume_dir_.empty())
+      return detail::concat("it saved no checkpoint; --checkpoint.resume=", resume_dir_,
+                            " starts again from the one it began with");
+    return "no checkpoint was saved before it: a new run starts over (--checkpoint.resume=auto "
+           "too, replacing this run's metrics)";
   }
 
-  // This program as a user would run it again: its path, relative to the
-  // working folder when under it ...
-  static std::string program() {
-    std::error_code ec;
-    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-    if (ec) return "embtrain";
-    const fs::path here = fs::current_path(ec);
-    if (!ec) {
-      const fs::path rel = exe.lexically_relative(here);
-      if (!rel.empty() && *rel.begin() != "..") exe = rel;
-    }
-    return exe.string();
-  }
-  // ... after mpirun -np P for a run of P > 1 ranks.
+  // This program as a user would run it again (program_path), after
+  // mpirun -np P for a run of P > 1 ranks.
   std::string this_command() const {
-    return comm_.size() > 1 ? detail::concat("mpirun -np ", comm_.size(), " ", program())
-                            : program();
+    return comm_.size() > 1 ? detail::concat("mpirun -np ", comm_.size(), " ", program_path())
+                            : program_path();
   }
 
   // Where the run's files are and what a user may want next.
@@ -698,7 +691,7 @@ class TrainingRun {
                   static_cast<long long>(2 * summary_.steps));
     if (!last_checkpoint_.empty() && tables_.num_tables() > 0)
       std::printf("  export:        %s export --checkpoint %s --table %s --out %s.npy\n",
-                  program().c_str(),
+                  program_path().c_str(),
                   last_checkpoint_.c_str(), tables_.spec(0).name.c_str(),
                   tables_.spec(0).name.c_str());
     std::printf("  plot:          /usr/bin/python3 bench/plot_metrics.py %s\n", dir.c_str());
@@ -738,6 +731,19 @@ class TrainingRun {
 TrainSummary train(Workload& workload, const std::vector<TableSetup>& setups,
                    const TrainOptions& options, Communicator& comm) {
   return TrainingRun(workload, setups, options, comm).run();
+}
+
+std::string program_path() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "embtrain";
+  const fs::path here = fs::current_path(ec);
+  if (!ec) {
+    const fs::path rel = exe.lexically_relative(here);
+    if (!rel.empty() && *rel.begin() != "..")
+      exe = std::distance(rel.begin(), rel.end()) == 1 ? fs::path(".") / rel : rel;
+  }
+  return exe.string();
 }
 
 }  // namespace embtrain

@@ -179,20 +179,28 @@ def test_nan_loss_stops_before_the_update(work):
 
 def test_nan_loss_before_any_checkpoint(work):
     """A stop before the first checkpoint: the advice is to start over (it
-    offered a resume there was nothing to resume from), and resume = auto
-    into that folder, which would start over too, is refused rather than
-    replace the stopped run's metrics.jsonl without log.overwrite."""
+    offered a resume there was nothing to resume from). resume = auto into
+    that folder starts over, as its help says (a requeued job runs the same
+    command), and says that it replaces the stopped run's metrics.jsonl
+    (it did so silently). A run that began from another run's checkpoint
+    and saved none is pointed at that checkpoint by name: auto looks only
+    in its own folder."""
     p = run(small_recsys(work), np_=2, env={"EMBTRAIN_INJECT_NAN_LOSS": "3:0"})
     expect_error(p, "step 3: the loss on rank 0 is nan",
-                 "no checkpoint was saved before it: a new run starts over (into this log.dir "
-                 "with --log.overwrite=true)")
+                 "no checkpoint was saved before it: a new run starts over")
     run_dir = os.path.join(work, "run")
-    before = open(os.path.join(run_dir, "metrics.jsonl")).read()
-    p = run(small_recsys(work, **{"checkpoint.resume": "auto"}), np_=2)
-    expect_error(p, "holds another run", "it saved no checkpoint to resume from",
-                 "--log.overwrite=true")
-    assert open(os.path.join(run_dir, "metrics.jsonl")).read() == before
-    ok(run(small_recsys(work, **{"checkpoint.resume": "auto", "log.overwrite": "true"}), np_=2))
+    p = ok(run(small_recsys(work, **{"checkpoint.resume": "auto"}), np_=2))
+    assert "checkpoint.resume = auto: no checkpoint in %s yet, so this run starts over and " \
+        "replaces %s" % (os.path.join(run_dir, "checkpoints"),
+                         os.path.join(run_dir, "metrics.jsonl")) in p.stderr, p.stderr
+    summaries = [m for m in metrics(run_dir) if m["type"] == "summary"]
+    assert [(s["first_step"], s["steps"]) for s in summaries] == [(0, 12)], summaries
+    other = os.path.join(work, "other")
+    p = run(small_recsys(work, **{"log.dir": other, "train.steps": "16",
+                                  "checkpoint.resume": run_dir}), np_=2,
+            env={"EMBTRAIN_INJECT_NAN_LOSS": "14:1"})
+    expect_error(p, "it saved no checkpoint; --checkpoint.resume=%s" %
+                 os.path.join(run_dir, "checkpoints", "step_00000012"))
 
 
 def test_diverging_run_names_the_bad_row(work):
