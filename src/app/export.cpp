@@ -40,8 +40,7 @@ void export_table(const po::variables_map& vm) {
   const std::string ext = fs::path(out).extension().string();
   EMBTRAIN_REQUIRE(ext == ".npy" || ext == ".txt" || ext == ".vec", "option --out: ", out,
                    " must end in .npy, .txt or .vec");
-  require_output_folder("--out", out);  // made once the table is found (open_out)
-  auto open_out = [&out] { make_output_folder(out); };
+  require_output_folder("--out", out);  // made once the table is found
 
   int64_t rows = 0, dim = 0;
   if (ext == ".npy") {  // streamed: a chunk of rows in memory at a time
@@ -49,14 +48,14 @@ void export_table(const po::variables_map& vm) {
     read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim,
                           [&](int64_t, int64_t n, const float* data) {
                             if (!npy) {
-                              open_out();
+                              make_output_folder(out);
                               npy = std::make_unique<NpyWriter>(out, DType::kFloat32,
                                                                 std::vector<int64_t>{rows, dim});
                             }
                             npy->write(data, n * dim * static_cast<int64_t>(sizeof(float)));
                           });
     if (!npy) {
-      open_out();
+      make_output_folder(out);
       npy = std::make_unique<NpyWriter>(out, DType::kFloat32, std::vector<int64_t>{rows, dim});
     }
     npy->finish();
@@ -95,7 +94,7 @@ void export_table(const po::variables_map& vm) {
     auto start_text = [&] {
       EMBTRAIN_REQUIRE(words.size() == rows, vocab_name, ": has ", words.size(),
                        " words but the table has ", rows, " rows");
-      open_out();
+      make_output_folder(out);
       text_out = std::make_unique<Word2VecWriter>(out, words);
     };
     read_checkpoint_table(dir, vm["table"].as<std::string>(), &rows, &dim,

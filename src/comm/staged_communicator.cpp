@@ -98,10 +98,10 @@ class StagedCommunicator final : public Communicator {
     char* h_send = h_send_.reserve(bytes(send_total, elem));
     char* h_recv = h_recv_.reserve(bytes(recv_total, elem));
     to_host(h_send, d_send, bytes(send_total, elem));
-    copier_->wait();
+    wait_for_copies();
     host_->alltoallv(h_send, send_counts, h_recv, recv_counts, type);
     to_device(d_recv, h_recv, bytes(recv_total, elem));
-    copier_->wait();
+    wait_for_copies();
   }
 
   // The counts form (Communicator's): these parts, contiguous.
@@ -141,7 +141,7 @@ class StagedCommunicator final : public Communicator {
       h_send_parts[r] = {at, part.count};
       at += part.count;
     }
-    copier_->wait();
+    wait_for_copies();
     at = 0;
     for (size_t r = 0; r < recv_parts.size(); ++r) {
       h_recv_parts[r] = {at, recv_parts[r].count};
@@ -158,10 +158,10 @@ class StagedCommunicator final : public Communicator {
     const size_t n = bytes(count, comm_type_size(type));
     char* h_data = h_send_.reserve(n);
     to_host(h_data, d_data, n);
-    copier_->wait();
+    wait_for_copies();
     host_->allreduce(h_data, count, type, op);
     to_device(d_data, h_data, n);
-    copier_->wait();
+    wait_for_copies();
   }
 
   void broadcast(void* d_data, int64_t count, CommType type, int root) override {
@@ -169,10 +169,10 @@ class StagedCommunicator final : public Communicator {
     const size_t n = bytes(count, comm_type_size(type));
     char* h_data = h_send_.reserve(n);
     if (rank() == root) to_host(h_data, d_data, n);
-    copier_->wait();
+    wait_for_copies();
     host_->broadcast(h_data, count, type, root);
     if (rank() != root) to_device(d_data, h_data, n);
-    copier_->wait();
+    wait_for_copies();
   }
 
   void gatherv(const void* d_send, int64_t send_count, void* d_recv,
@@ -189,19 +189,17 @@ class StagedCommunicator final : public Communicator {
     char* h_send = h_send_.reserve(bytes(send_count, elem));
     char* h_recv = is_root ? h_recv_.reserve(bytes(recv_total, elem)) : nullptr;
     to_host(h_send, d_send, bytes(send_count, elem));
-    copier_->wait();
+    wait_for_copies();
     host_->gatherv(h_send, send_count, h_recv, counts, type, root);
     if (is_root) to_device(d_recv, h_recv, bytes(recv_total, elem));
-    copier_->wait();
+    wait_for_copies();
   }
 
   void barrier() override { host_->barrier(); }
 
   // The copies to the device that requests enqueued and no one waited for.
   void synchronize() override {
-    if (!copies_pending_) return;
-    copier_->wait();
-    copies_pending_ = false;
+    if (copies_pending_) wait_for_copies();
   }
 
   // The host transport's own: what the staging copies are measured against.
@@ -214,6 +212,11 @@ class StagedCommunicator final : public Communicator {
   static size_t bytes(int64_t count, int64_t elem) {
     EMBTRAIN_ASSERT(count >= 0);
     return static_cast<size_t>(count * elem);
+  }
+  // The host waits for every copy enqueued so far, a request's too.
+  void wait_for_copies() {
+    copier_->wait();
+    copies_pending_ = false;
   }
   // Empty transfers may come with null pointers: no copy at all.
   void to_host(void* h_dst, const void* d_src, size_t n) {

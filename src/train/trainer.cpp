@@ -678,17 +678,12 @@ class TrainingRun {
     std::printf("  config:        %s\n", (dir / "config.ini").c_str());
     if (!last_checkpoint_.empty())
       std::printf("  checkpoint:    %s\n", last_checkpoint_.c_str());
-    const std::string me = this_command();
-    if (last_checkpoint_.empty())  // nothing to go on from (checkpoints disabled)
-      std::printf("next:\n  train longer:  %s train --config %s --train.steps=%lld "
-                  "--log.overwrite=true   (no checkpoint: starts over)\n",
-                  me.c_str(), (dir / "config.ini").c_str(),
-                  static_cast<long long>(2 * summary_.steps));
-    else
-      std::printf("next:\n  train longer:  %s train --config %s --train.steps=%lld "
-                  "--checkpoint.resume=auto\n",
-                  me.c_str(), (dir / "config.ini").c_str(),
-                  static_cast<long long>(2 * summary_.steps));
+    // With no checkpoint (checkpoints disabled) there is nothing to go on from.
+    std::printf("next:\n  train longer:  %s train --config %s --train.steps=%lld %s\n",
+                this_command().c_str(), (dir / "config.ini").c_str(),
+                static_cast<long long>(2 * summary_.steps),
+                last_checkpoint_.empty() ? "--log.overwrite=true   (no checkpoint: starts over)"
+                                         : "--checkpoint.resume=auto");
     if (!last_checkpoint_.empty() && tables_.num_tables() > 0)
       std::printf("  export:        %s export --checkpoint %s --table %s --out %s.npy\n",
                   program_path().c_str(),
